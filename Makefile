@@ -1,0 +1,91 @@
+# qcorr build. `make` builds build/qcorr; `make test`, `make bench`, `make data`, `make demo`.
+# Switches: NATIVE=0 (no -march=native), OPENMP=0 (no OpenMP), SANITIZE=1 (ASan+UBSan), DEBUG=1.
+
+CC ?= cc
+BUILD ?= build
+NATIVE ?= 1
+OPENMP ?= 1
+SANITIZE ?= 0
+DEBUG ?= 0
+
+OPT := -O3
+ifeq ($(DEBUG),1)
+OPT := -O0 -g
+endif
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP
+LDLIBS := -lm
+
+# Probe a compiler flag: prints it if the compiler accepts it.
+probe = $(shell echo 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo $(1))
+
+ifeq ($(NATIVE),1)
+CFLAGS_BASE += $(call probe,-march=native)
+endif
+ifeq ($(OPENMP),1)
+OMPFLAG := $(call probe,-fopenmp)
+CFLAGS_BASE += $(OMPFLAG)
+LDFLAGS += $(OMPFLAG)
+endif
+ifeq ($(SANITIZE),1)
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# BLAS: OpenBLAS, the OpenMP build when present (it shares OpenMP's thread pool), else any cblas.
+OPENBLAS_OMP_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
+OPENBLAS_OMP_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
+ifneq ($(wildcard $(OPENBLAS_OMP_INC)/cblas.h),)
+BLAS_CFLAGS ?= -I$(OPENBLAS_OMP_INC)
+BLAS_LIBS ?= -L$(OPENBLAS_OMP_LIB) -Wl,-rpath,$(OPENBLAS_OMP_LIB) -lopenblas
+else
+BLAS_CFLAGS ?= $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS ?= $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas)
+endif
+CFLAGS_BASE += $(BLAS_CFLAGS)
+LDLIBS += $(BLAS_LIBS) -llapacke -lcjson
+CFLAGS := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+
+LIB_SRC := $(wildcard src/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+TEST_SRC := $(wildcard tests/test_*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_BIN := $(BUILD)/bench/bench
+
+.PHONY: all test bench data demo clean
+all: $(BUILD)/qcorr
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libqcorr.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/qcorr: $(CLI_OBJ) $(BUILD)/libqcorr.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testutil.o $(BUILD)/libqcorr.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+$(BENCH_BIN): $(BUILD)/bench/bench.o $(BUILD)/libqcorr.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The unit and integration suites (cmocka), then the command-line tests (bad input, exit codes).
+test: $(TEST_BIN) $(BUILD)/qcorr
+	@QCORR=$(BUILD)/qcorr BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
+
+bench: $(BENCH_BIN) $(BUILD)/qcorr
+	@sh bench/run_bench.sh $(BENCH_BIN)
+
+data:
+	@sh scripts/get_data.sh
+
+demo: all data
+	@sh scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d

@@ -1,0 +1,35 @@
+/* cmd_sample: `qcorr sample` — generates text from any checkpoint with a key/value cache. */
+#include <stdio.h>
+
+#include "../checkpoint.h"
+#include "../sample.h"
+#include "../util.h"
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+
+int cmd_sample(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = "";
+    int chars = 500, seed = 1, threads = 1;
+    double temperature = 0.8;
+    ArgSpec specs[] = {
+        {"--model", ARG_STRING, &model_path, 0, 0, "checkpoint (.safetensors)"},
+        {"--prompt", ARG_STRING, &prompt, 0, 0, "text to continue (bytes of the model's vocabulary)"},
+        {"--chars", ARG_INT, &chars, 0, 100000000, "characters to generate"},
+        {"--temperature", ARG_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
+        {"--seed", ARG_INT, &seed, 0, 2147483647, "sampling seed"},
+        {"--threads", ARG_INT, &threads, 0, 1024, "threads (0: all cores; one row per step runs best on 1)"},
+    };
+    int rc = args_parse("sample", "Generate text from a checkpoint.", specs, sizeof specs / sizeof *specs, argc, argv);
+    if (rc == ARGS_HELP) return 0;
+    if (rc) return rc;
+    if (!model_path) return usage_error("sample", "--model is required");
+    set_threads(threads);
+    GPT model;
+    Vocab vocab;
+    if (gpt_load(&model, &vocab, model_path, 1, NULL) != 0) return command_failed("sample");
+    rc = sample_text(&model, &vocab, NULL, prompt, chars, (float)temperature, (uint64_t)seed, stdout);
+    printf("\n");
+    gpt_free(&model);
+    return rc ? command_failed("sample") : 0;
+}

@@ -1,0 +1,22 @@
+/* common: what several subcommands share — finding and loading the corpus, thread count,
+ * memory limits checked before allocation, and printing one JSON object on stdout. */
+#ifndef QCORR_CLI_COMMON_H
+#define QCORR_CLI_COMMON_H
+
+#include <cjson/cJSON.h>
+
+#include "../data.h"
+#include "../model.h"
+
+/* Finds (SPEC section 1) and loads the corpus; vocab NULL builds one from the text. */
+int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c);
+/* threads <= 0 leaves OpenMP's default (OMP_NUM_THREADS or all cores). */
+void set_threads(int threads);
+/* Refuses (error names the sizes) a model whose buffers would not fit in physical memory. */
+int check_memory(const GPTConfig *cfg, int batch, int training);
+/* Prints obj as one line on stdout and frees it. */
+void print_json(cJSON *obj);
+/* "dir/m.safetensors" -> "dir/m<suffix>" */
+void sibling_path(char *out, size_t size, const char *checkpoint, const char *suffix);
+
+#endif

@@ -1,0 +1,37 @@
+/* main: `qcorr <command> [flags]` — dispatches to one function per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command commands[] = {
+    {"train", cmd_train, "train a float GPT on the corpus"},
+    {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
+    {"sample", cmd_sample, "generate text from a checkpoint"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: qcorr <command> [flags]   (qcorr <command> --help for its flags)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "qcorr: unknown command '%s' (see 'qcorr --help')\n", argv[1]);
+    return 2;
+}

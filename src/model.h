@@ -1,0 +1,134 @@
+/* model: the GPT of SPEC section 2 — its tensor table, the flat parameter/gradient/optimizer
+ * buffers, and the whole model's forward and backward, with a hook after every block. */
+#ifndef QCORR_MODEL_H
+#define QCORR_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int vocab_size; /* V */
+    int ctx;        /* P: maximum context, rows of the position embedding */
+    int d_model;    /* C */
+    int n_layer;    /* L */
+    int n_head;     /* NH, divides C */
+} GPTConfig;
+
+/* What a tensor is, for weight decay and the quantizer's scope. */
+typedef enum { ROLE_EMBEDDING, ROLE_NORM, ROLE_BIAS, ROLE_LINEAR, ROLE_HEAD } TensorRole;
+
+/* The tensor table, in nanoGPT's names and layouts. X(field, name, rows, cols, role):
+ * cols == 0 means a vector of `rows`. V, P, C are the config's sizes. Adding a tensor is one line. */
+#define GPT_EMBEDDING_TENSORS(X)                                     \
+    X(wte, "transformer.wte.weight", V, C, ROLE_EMBEDDING)           \
+    X(wpe, "transformer.wpe.weight", P, C, ROLE_EMBEDDING)
+#define GPT_LAYER_TENSORS(X)                                         \
+    X(ln_1_weight, "ln_1.weight", C, 0, ROLE_NORM)                   \
+    X(ln_1_bias, "ln_1.bias", C, 0, ROLE_NORM)                       \
+    X(attn_weight, "attn.c_attn.weight", 3 * C, C, ROLE_LINEAR)      \
+    X(attn_bias, "attn.c_attn.bias", 3 * C, 0, ROLE_BIAS)            \
+    X(attn_proj_weight, "attn.c_proj.weight", C, C, ROLE_LINEAR)     \
+    X(attn_proj_bias, "attn.c_proj.bias", C, 0, ROLE_BIAS)           \
+    X(ln_2_weight, "ln_2.weight", C, 0, ROLE_NORM)                   \
+    X(ln_2_bias, "ln_2.bias", C, 0, ROLE_NORM)                       \
+    X(fc_weight, "mlp.c_fc.weight", 4 * C, C, ROLE_LINEAR)           \
+    X(fc_bias, "mlp.c_fc.bias", 4 * C, 0, ROLE_BIAS)                 \
+    X(mlp_proj_weight, "mlp.c_proj.weight", C, 4 * C, ROLE_LINEAR)   \
+    X(mlp_proj_bias, "mlp.c_proj.bias", C, 0, ROLE_BIAS)
+#define GPT_HEAD_TENSORS(X)                                          \
+    X(ln_f_weight, "transformer.ln_f.weight", C, 0, ROLE_NORM)       \
+    X(ln_f_bias, "transformer.ln_f.bias", C, 0, ROLE_NORM)           \
+    X(lm_head_weight, "lm_head.weight", V, C, ROLE_HEAD)             \
+    X(lm_head_bias, "lm_head.bias", V, 0, ROLE_BIAS)
+
+#define PLUS_ONE(field, name, rows, cols, role) +1
+enum {
+    EMBEDDING_TENSOR_COUNT = 0 GPT_EMBEDDING_TENSORS(PLUS_ONE),
+    LAYER_TENSOR_COUNT = 0 GPT_LAYER_TENSORS(PLUS_ONE),
+    HEAD_TENSOR_COUNT = 0 GPT_HEAD_TENSORS(PLUS_ONE),
+};
+#define DECLARE_POINTER(field, name, rows, cols, role) float *field;
+typedef struct { GPT_LAYER_TENSORS(DECLARE_POINTER) } LayerParams;
+typedef struct { GPT_EMBEDDING_TENSORS(DECLARE_POINTER) GPT_HEAD_TENSORS(DECLARE_POINTER) } GlobalParams;
+
+typedef struct {
+    char name[64];
+    size_t offset;   /* into the flat buffer, in floats */
+    int rows, cols;  /* cols == 0: a vector */
+    int layer;       /* -1 for embeddings and head */
+    TensorRole role;
+} TensorSpec;
+
+/* Saved activations of one block (B,T rows). */
+#define GPT_LAYER_ACTIVATIONS(X) \
+    X(ln_1, N * C) X(ln_1_mean, N) X(ln_1_rstd, N) X(qkv, N * 3 * C) X(att, (long)B * NH * T * T) \
+    X(atty, N * C) X(resid_mid, N * C) X(ln_2, N * C) X(ln_2_mean, N) X(ln_2_rstd, N)          \
+    X(fch, N * 4 * C) X(fch_gelu, N * 4 * C) X(resid_out, N * C)
+#define DECLARE_ACTIVATION(field, count) float *field;
+typedef struct { GPT_LAYER_ACTIVATIONS(DECLARE_ACTIVATION) } LayerActivations;
+
+/* A hook after each block: how correction layers enter the model without the model knowing them.
+ * forward returns the stream the next block reads (x itself where the hook does nothing);
+ * backward turns dx from the gradient w.r.t. that stream into the gradient w.r.t. x, in place. */
+typedef struct {
+    void *ctx;
+    float *(*forward)(void *ctx, int block, float *x, int rows);
+    void (*backward)(void *ctx, int block, float *dx, int rows);
+} StreamHook;
+
+typedef struct {
+    GPTConfig config;
+    TensorSpec *specs;
+    int n_specs;
+    size_t num_params;
+    float *params;      /* one allocation each */
+    float *grads;       /* NULL until gpt_enable_training */
+    float *adam_m, *adam_v;
+
+    /* activations, one allocation, sized for max_batch rows of ctx */
+    int max_batch;
+    float *activation_memory;
+    size_t activation_floats;
+    float *encoded;     /* (B,T,C) */
+    LayerActivations *layers;
+    float **block_input;/* the stream each block reads (after the previous block's hook) */
+    float *final_stream;/* the stream ln_f reads */
+    float *ln_f, *ln_f_mean, *ln_f_rstd;
+    float *logits;      /* (B,T,V) */
+    int32_t *inputs;    /* (B,T) of the last forward */
+    int batch, seq;     /* B, T of the last forward */
+
+    /* backward scratch (training only) */
+    float *grad_memory;
+    float *dresid, *dln, *datty, *dqkv, *dfch, *dlogits;
+} GPT;
+
+/* Validates the config (sizes, heads dividing d_model, limits) with a message naming the value. */
+int gpt_config_check(const GPTConfig *cfg);
+size_t gpt_param_count(const GPTConfig *cfg);
+/* Bytes that gpt_init + gpt_enable_training will allocate for a given batch (for limits). */
+double gpt_memory_bytes(const GPTConfig *cfg, int max_batch, int training);
+
+int gpt_init(GPT *m, const GPTConfig *cfg, int max_batch);
+int gpt_enable_training(GPT *m); /* grads, AdamW state, backward scratch */
+void gpt_free(GPT *m);
+/* nanoGPT init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0, LN weight 1 */
+void gpt_init_weights(GPT *m, uint64_t seed);
+
+LayerParams layer_view(const GPT *m, float *base, int layer);
+GlobalParams global_view(const GPT *m, float *base);
+const TensorSpec *gpt_find_tensor(const GPT *m, const char *name);
+size_t tensor_numel(const TensorSpec *t);
+
+/* Forward over inputs (B,T), B <= max_batch, T <= ctx: fills m->logits. hook may be NULL. */
+void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook);
+/* Mean cross-entropy of the last forward; also writes m->dlogits (for d mean) if training. */
+double gpt_loss(GPT *m, const int32_t *targets);
+/* Backward of the last forward. from_logits: start from m->dlogits (else from a zero gradient
+ * at the final stream: objectives that live entirely in hooks). param_grads: accumulate into
+ * m->grads (else the base is frozen and only stream gradients flow, to the hook); stop_block:
+ * blocks below it are skipped (nothing there needs a gradient). gpt_zero_grad first. */
+void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_grads, int stop_block);
+void gpt_zero_grad(GPT *m);
+
+#endif

@@ -1,0 +1,369 @@
+/* ops: see ops.h. Matrix products go to CBLAS; everything else is an OpenMP loop over rows or
+ * (batch, head) pairs, each output written by one thread, so results do not depend on threads. */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void embedding_forward(float *out, const int32_t *inputs, const float *wte, const float *wpe, int B, int T, int C) {
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *tok = wte + (long)inputs[bt] * C;
+        const float *pos = wpe + (long)(bt % T) * C;
+        float *o = out + (long)bt * C;
+        for (int c = 0; c < C; c++) o[c] = tok[c] + pos[c];
+    }
+}
+
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inputs, int B, int T, int C) {
+    /* serial: two rows may share a token, and this pass is a tiny share of the step */
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *d = dout + (long)bt * C;
+        float *tok = dwte + (long)inputs[bt] * C;
+        float *pos = dwpe + (long)(bt % T) * C;
+        for (int c = 0; c < C; c++) {
+            tok[c] += d[c];
+            pos[c] += d[c];
+        }
+    }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias, int N, int C) {
+    const float eps = 1e-5f;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C;
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float v = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float d = x[c] - m;
+            v += d * d;
+        }
+        v /= C;
+        float s = 1.0f / sqrtf(v + eps);
+        float *o = out + (long)n * C;
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C;
+        const float *d = dout + (long)n * C;
+        float m = mean[n], s = rstd[n];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * s;
+            float dnorm = weight[c] * d[c];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float *dx = dinp + (long)n * C;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * s;
+            float dnorm = weight[c] * d[c];
+            dx[c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+        }
+    }
+    if (!dweight && !dbias) return;
+    /* parameter gradients: a pass over channel blocks so no two threads touch one value */
+    enum { CB = 16 };
+    int nblocks = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        float gw[CB] = {0}, gb[CB] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (long)n * C;
+            const float *d = dout + (long)n * C;
+            float m = mean[n], s = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                gw[c - c0] += (x[c] - m) * s * d[c];
+                gb[c - c0] += d[c];
+            }
+        }
+        for (int c = c0; c < c1; c++) {
+            if (dweight) dweight[c] += gw[c - c0];
+            if (dbias) dbias[c] += gb[c - c0];
+        }
+    }
+}
+
+void column_sum_add(float *out, const float *inp, int N, int C) {
+    enum { CB = 16 };
+    int nblocks = (C + CB - 1) / CB;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
+        float acc[CB] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *row = inp + (long)n * C;
+            for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
+        }
+        for (int c = c0; c < c1; c++) out[c] += acc[c - c0];
+    }
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate) {
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            float *o = out + (long)n * OC;
+            if (accumulate)
+                for (int c = 0; c < OC; c++) o[c] += bias[c];
+            else
+                memcpy(o, bias, (size_t)OC * sizeof(float));
+        }
+        accumulate = 1;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
+                accumulate ? 1.0f : 0.0f, out, OC);
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
+    if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+    if (dbias) column_sum_add(dbias, dout, N, OC);
+}
+
+void matmul_forward_ref(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double acc = bias ? bias[o] : 0.0;
+            for (int i = 0; i < IC; i++) acc += (double)inp[(long)n * IC + i] * weight[(long)o * IC + i];
+            out[(long)n * OC + o] = (float)(accumulate ? out[(long)n * OC + o] + acc : acc);
+        }
+}
+
+void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                         const float *weight, int N, int IC, int OC) {
+    if (dinp)
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < IC; i++) {
+                double acc = 0.0;
+                for (int o = 0; o < OC; o++) acc += (double)dout[(long)n * OC + o] * weight[(long)o * IC + i];
+                dinp[(long)n * IC + i] = (float)acc;
+            }
+    if (dweight)
+        for (int o = 0; o < OC; o++)
+            for (int i = 0; i < IC; i++) {
+                double acc = 0.0;
+                for (int n = 0; n < N; n++) acc += (double)dout[(long)n * OC + o] * inp[(long)n * IC + i];
+                dweight[(long)o * IC + i] += (float)acc;
+            }
+    if (dbias)
+        for (int o = 0; o < OC; o++) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) acc += dout[(long)n * OC + o];
+            dbias[o] += (float)acc;
+        }
+}
+
+/* ---- attention ---- */
+
+/* One (batch, head) pair: the fast path keeps each softmax row in a stack buffer and only walks
+ * the causal triangle. */
+static void attention_forward_head(float *out, float *att, const float *qkv, int b, int h, int T, int C, int NH) {
+    int hs = C / NH;
+    int C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *base = qkv + (long)b * T * C3;
+    for (int t = 0; t < T; t++) {
+        const float *q = base + (long)t * C3 + h * hs;
+        float *row = att + (((long)b * NH + h) * T + t) * T;
+        float maxv = -INFINITY;
+        for (int t2 = 0; t2 <= t; t2++) {
+            const float *k = base + (long)t2 * C3 + C + h * hs;
+            float s = 0.0f;
+            for (int i = 0; i < hs; i++) s += q[i] * k[i];
+            s *= scale;
+            row[t2] = s;
+            if (s > maxv) maxv = s;
+        }
+        float sum = 0.0f;
+        for (int t2 = 0; t2 <= t; t2++) {
+            float e = expf(row[t2] - maxv);
+            row[t2] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
+        for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+        float *y = out + ((long)b * T + t) * C + h * hs;
+        for (int i = 0; i < hs; i++) y[i] = 0.0f;
+        for (int t2 = 0; t2 <= t; t2++) {
+            const float *v = base + (long)t2 * C3 + 2 * C + h * hs;
+            float a = row[t2];
+            for (int i = 0; i < hs; i++) y[i] += a * v[i];
+        }
+    }
+}
+
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) attention_forward_head(out, att, qkv, bh / NH, bh % NH, T, C, NH);
+}
+
+static void attention_backward_head(float *dqkv, const float *dout, const float *qkv, const float *att, int b, int h,
+                                    int T, int C, int NH) {
+    int hs = C / NH;
+    int C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *base = qkv + (long)b * T * C3;
+    float *dbase = dqkv + (long)b * T * C3;
+    for (int t = 0; t < T; t++) {
+        float *d = dbase + (long)t * C3 + h * hs;
+        for (int i = 0; i < hs; i++) d[i] = d[C + i] = d[2 * C + i] = 0.0f;
+    }
+    float datt[T];
+    for (int t = 0; t < T; t++) {
+        const float *row = att + (((long)b * NH + h) * T + t) * T;
+        const float *dy = dout + ((long)b * T + t) * C + h * hs;
+        const float *q = base + (long)t * C3 + h * hs;
+        float *dq = dbase + (long)t * C3 + h * hs;
+        float dot = 0.0f;
+        for (int t2 = 0; t2 <= t; t2++) {
+            const float *v = base + (long)t2 * C3 + 2 * C + h * hs;
+            float *dv = dbase + (long)t2 * C3 + 2 * C + h * hs;
+            float s = 0.0f, a = row[t2];
+            for (int i = 0; i < hs; i++) {
+                s += dy[i] * v[i];
+                dv[i] += a * dy[i];
+            }
+            datt[t2] = s;
+            dot += a * s;
+        }
+        for (int t2 = 0; t2 <= t; t2++) {
+            float dpre = row[t2] * (datt[t2] - dot) * scale;
+            const float *k = base + (long)t2 * C3 + C + h * hs;
+            float *dk = dbase + (long)t2 * C3 + C + h * hs;
+            for (int i = 0; i < hs; i++) {
+                dq[i] += dpre * k[i];
+                dk[i] += dpre * q[i];
+            }
+        }
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) attention_backward_head(dqkv, dout, qkv, att, bh / NH, bh % NH, T, C, NH);
+}
+
+/* Reference: the textbook formulas, full T x T score matrix, softmax with a -inf mask. */
+void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                float *row = att + (((long)b * NH + h) * T + t) * T;
+                double scores[T], maxv = -INFINITY, sum = 0.0;
+                for (int t2 = 0; t2 < T; t2++) {
+                    if (t2 > t) { scores[t2] = -INFINITY; continue; }
+                    double s = 0.0;
+                    for (int i = 0; i < hs; i++)
+                        s += (double)qkv[((long)b * T + t) * 3 * C + h * hs + i] * qkv[((long)b * T + t2) * 3 * C + C + h * hs + i];
+                    scores[t2] = s / sqrt((double)hs);
+                    if (scores[t2] > maxv) maxv = scores[t2];
+                }
+                for (int t2 = 0; t2 < T; t2++) sum += t2 <= t ? exp(scores[t2] - maxv) : 0.0;
+                for (int t2 = 0; t2 < T; t2++) row[t2] = t2 <= t ? (float)(exp(scores[t2] - maxv) / sum) : 0.0f;
+                for (int i = 0; i < hs; i++) {
+                    double y = 0.0;
+                    for (int t2 = 0; t2 <= t; t2++) y += (double)row[t2] * qkv[((long)b * T + t2) * 3 * C + 2 * C + h * hs + i];
+                    out[((long)b * T + t) * C + h * hs + i] = (float)y;
+                }
+            }
+}
+
+void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    double scale = 1.0 / sqrt((double)hs);
+    memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *row = att + (((long)b * NH + h) * T + t) * T;
+                const float *dy = dout + ((long)b * T + t) * C + h * hs;
+                double datt[T], dot = 0.0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    double s = 0.0;
+                    for (int i = 0; i < hs; i++) {
+                        s += (double)dy[i] * qkv[((long)b * T + t2) * 3 * C + 2 * C + h * hs + i];
+                        dqkv[((long)b * T + t2) * 3 * C + 2 * C + h * hs + i] += row[t2] * dy[i];
+                    }
+                    datt[t2] = s;
+                    dot += row[t2] * s;
+                }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    double dpre = row[t2] * (datt[t2] - dot) * scale;
+                    for (int i = 0; i < hs; i++) {
+                        dqkv[((long)b * T + t) * 3 * C + h * hs + i] += (float)(dpre * qkv[((long)b * T + t2) * 3 * C + C + h * hs + i]);
+                        dqkv[((long)b * T + t2) * 3 * C + C + h * hs + i] += (float)(dpre * qkv[((long)b * T + t) * 3 * C + h * hs + i]);
+                    }
+                }
+            }
+}
+
+/* ---- GELU (tanh approximation), written with the same constants PyTorch uses ---- */
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+
+void gelu_forward(float *out, const float *inp, long N) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        float cube = 0.044715f * x * x * x;
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + cube)));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        float cube = 0.044715f * x * x * x;
+        float arg = GELU_SCALE * (x + cube);
+        float th = tanhf(arg);
+        float sech2 = 1.0f - th * th;
+        float grad = 0.5f * (1.0f + th) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = grad * dout[i];
+    }
+}
+
+void residual_forward(float *out, const float *a, const float *b, long N) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+double crossentropy_forward_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss) {
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int n = 0; n < N; n++) {
+        const float *z = logits + (long)n * V;
+        float maxv = z[0];
+        for (int v = 1; v < V; v++)
+            if (z[v] > maxv) maxv = z[v];
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) sum += exp((double)(z[v] - maxv));
+        double logsum = log(sum) + maxv;
+        total += logsum - z[targets[n]];
+        if (dlogits) {
+            float *d = dlogits + (long)n * V;
+            for (int v = 0; v < V; v++) d[v] = (float)exp((double)z[v] - logsum) * dloss;
+            d[targets[n]] -= dloss;
+        }
+    }
+    return total / N;
+}

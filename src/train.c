@@ -1,0 +1,152 @@
+/* train: see train.h. Non-finite losses stop training with the step named, since a NaN that
+ * trains on silently wastes hours; the check is one isfinite() per step. */
+#include "train.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "optim.h"
+#include "util.h"
+
+void train_options_default(TrainOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 32;
+    o->steps = 2000;
+    o->warmup = -1;
+    o->lr = 3e-3f;
+    o->min_lr = -1.0f;
+    o->weight_decay = 0.1f;
+    o->grad_clip = 1.0f;
+    o->seed = 42;
+}
+
+double gpt_optimizer_step(GPT *m, float lr, float weight_decay, float grad_clip, int step) {
+    double norm = clip_grad_norm(m->grads, m->num_params, grad_clip);
+    AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = weight_decay, .step = step};
+    for (int i = 0; i < m->n_specs; i++) {
+        const TensorSpec *t = &m->specs[i];
+        size_t o = t->offset;
+        adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, tensor_numel(t), t->cols != 0, &s);
+    }
+    return norm;
+}
+
+void progress_line(FILE *f, int is_final, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (isatty(fileno(f))) fprintf(f, "\r\033[K%s%s", line, is_final ? "\n" : "");
+    else fprintf(f, "%s\n", line);
+    fflush(f);
+}
+
+double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const StreamHook *hook) {
+    int T = m->config.ctx;
+    if (n < 2) return NAN;
+    size_t windows = (n - 1) / (size_t)T;
+    if (windows == 0) return NAN;
+    double total = 0.0;
+    for (size_t w0 = 0; w0 < windows; w0 += (size_t)m->max_batch) {
+        int B = (int)((windows - w0) < (size_t)m->max_batch ? (windows - w0) : (size_t)m->max_batch);
+        /* windows are contiguous: window i starts at iT, so B windows are B*T consecutive ids */
+        const int32_t *in = ids + w0 * (size_t)T;
+        gpt_forward(m, in, B, T, hook);
+        double loss = crossentropy_forward_backward(NULL, m->logits, in + 1, B * T, m->config.vocab_size, 0.0f);
+        total += loss * B * T;
+    }
+    return total / (double)(windows * (size_t)T);
+}
+
+int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) {
+    int B = o->batch, T = m->config.ctx, N = B * T;
+    if (B > m->max_batch) { qc_error("batch %d exceeds the model's allocation (%d)", B, m->max_batch); return -1; }
+    if (c->n_train < (size_t)T + 1) {
+        qc_error("%s: train split (%zu bytes) is shorter than one window of %d", c->path, c->n_train, T + 1);
+        return -1;
+    }
+    if (gpt_enable_training(m) != 0) return -1;
+    int warmup = o->warmup >= 0 ? o->warmup : (o->steps / 10 < 100 ? o->steps / 10 : 100);
+    if (warmup < 1) warmup = 1;
+    float min_lr = o->min_lr >= 0 ? o->min_lr : o->lr / 10.0f;
+    int32_t *inputs = qc_malloc((size_t)N * sizeof(int32_t), "batch");
+    int32_t *targets = qc_malloc((size_t)N * sizeof(int32_t), "batch");
+    if (!inputs || !targets) { free(inputs); free(targets); return -1; }
+    FILE *log = NULL;
+    if (o->log_path) {
+        log = fopen(o->log_path, "w");
+        if (!log) { qc_error("%s: cannot write the training log", o->log_path); free(inputs); free(targets); return -1; }
+        fprintf(log, "step,loss,lr,grad_norm,tokens_per_s,val_loss\n");
+    }
+    Rng rng;
+    rng_seed(&rng, o->seed ^ 0xD1B54A32D192ED03ull);
+    double recent[20] = {0}, t_train = 0.0;
+    int n_recent = 0, rc = 0;
+    double last_print = 0.0;
+    for (int step = 0; step < o->steps; step++) {
+        double t0 = now_seconds();
+        sample_windows(c->ids, c->n_train, B, T, &rng, inputs, targets);
+        gpt_forward(m, inputs, B, T, NULL);
+        gpt_zero_grad(m);
+        double loss = gpt_loss(m, targets);
+        if (!isfinite(loss)) {
+            qc_error("training diverged: loss is %g at step %d (try a lower --lr)", loss, step + 1);
+            rc = -1;
+            break;
+        }
+        gpt_backward(m, NULL, 1, 1, 0);
+        float lr = lr_schedule(step, o->steps, warmup, o->lr, min_lr);
+        double norm = gpt_optimizer_step(m, lr, o->weight_decay, o->grad_clip, step + 1);
+        if (!isfinite(norm)) {
+            qc_error("training diverged: gradient norm is %g at step %d", norm, step + 1);
+            rc = -1;
+            break;
+        }
+        double dt = now_seconds() - t0;
+        t_train += dt;
+        recent[n_recent++ % 20] = loss;
+        double val = NAN;
+        int last = step + 1 == o->steps;
+        if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0) && !last)
+            val = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
+        if (log) {
+            fprintf(log, "%d,%.6f,%.6g,%.6f,%.1f,", step + 1, loss, lr, norm, N / dt);
+            if (isfinite(val)) fprintf(log, "%.6f", val);
+            fprintf(log, "\n");
+            fflush(log);
+        }
+        if (!o->quiet) {
+            double now = now_seconds();
+            if (last || isfinite(val) || now - last_print > (isatty(2) ? 0.2 : 5.0) || step == 0) {
+                double eta = t_train / (step + 1) * (o->steps - step - 1);
+                char valtext[48] = "";
+                if (isfinite(val)) snprintf(valtext, sizeof valtext, " val %.4f", val);
+                progress_line(stderr, 0, "step %d/%d loss %.4f lr %.2e %.0f tok/s%s ETA %.0fs", step + 1, o->steps, loss,
+                              lr, N / dt, valtext, eta);
+                if (isfinite(val) && isatty(2)) fputc('\n', stderr);
+                last_print = now;
+            }
+        }
+    }
+    if (!o->quiet && isatty(2)) fputc('\n', stderr);
+    if (rc == 0) {
+        int k = n_recent < 20 ? n_recent : 20;
+        double s = 0;
+        for (int i = 0; i < k; i++) s += recent[i];
+        r->train_loss = k ? s / k : NAN;
+        r->steps = o->steps;
+        r->seconds = t_train;
+        r->tokens_per_second = t_train > 0 ? (double)N * o->steps / t_train : 0;
+        r->val_loss = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
+        if (log) fprintf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss);
+    }
+    if (log && fclose(log) != 0 && rc == 0) { qc_error("%s: write failed", o->log_path); rc = -1; }
+    free(inputs);
+    free(targets);
+    return rc;
+}

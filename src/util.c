@@ -1,0 +1,199 @@
+/* util: see util.h. The error buffer is thread-local so OpenMP workers cannot clobber it;
+ * atomic writes go through mkstemp + fsync + rename so a crash never leaves a half file. */
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char error_message[1024];
+
+void qc_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, ap);
+    va_end(ap);
+}
+const char *qc_last_error(void) { return error_message[0] ? error_message : "unknown error"; }
+void qc_clear_error(void) { error_message[0] = 0; }
+
+void *qc_malloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) qc_error("out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+void *qc_calloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) qc_error("out of memory allocating %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+void *qc_aligned_alloc(size_t bytes, const char *what) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
+        qc_error("out of memory allocating %zu bytes for %s", bytes, what);
+        return NULL;
+    }
+    return p;
+}
+
+void rng_seed(Rng *rng, uint64_t seed) {
+    /* splitmix64 scrambles small seeds (42, 123) into well-mixed non-zero states */
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    rng->state = z ? z : 0x2545F4914F6CDD1Dull;
+}
+uint32_t rng_u32(Rng *rng) {
+    rng->state ^= rng->state >> 12;
+    rng->state ^= rng->state << 25;
+    rng->state ^= rng->state >> 27;
+    return (uint32_t)((rng->state * 0x2545F4914F6CDD1Dull) >> 32);
+}
+float rng_uniform(Rng *rng) { return (rng_u32(rng) >> 8) / 16777216.0f; }
+uint64_t rng_below(Rng *rng, uint64_t n) {
+    uint64_t r = ((uint64_t)rng_u32(rng) << 32) | rng_u32(rng);
+    return r % n;
+}
+float rng_normal(Rng *rng) {
+    float u1 = rng_uniform(rng), u2 = rng_uniform(rng);
+    if (u1 < 1e-12f) u1 = 1e-12f;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+uint8_t *read_file(const char *path, size_t *size_out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { qc_error("%s: %s", path, strerror(errno)); return NULL; }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        qc_error("%s: not a regular file", path);
+        fclose(f);
+        return NULL;
+    }
+    size_t size = (size_t)st.st_size;
+    uint8_t *data = qc_malloc(size + 1, path);
+    if (!data) { fclose(f); return NULL; }
+    if (size && fread(data, 1, size, f) != size) {
+        qc_error("%s: read failed", path);
+        free(data);
+        fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    data[size] = 0;
+    *size_out = size;
+    return data;
+}
+
+int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
+    size_t len = strlen(path);
+    char *tmp = qc_malloc(len + 16, "temporary file name");
+    if (!tmp) return -1;
+    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        qc_error("%s: cannot write: %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    for (int i = 0; i < n_parts; i++) {
+        const uint8_t *p = parts[i];
+        size_t left = sizes[i];
+        while (left > 0) {
+            ssize_t w = write(fd, p, left);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                qc_error("%s: write failed: %s", path, w < 0 ? strerror(errno) : "short write");
+                close(fd);
+                unlink(tmp);
+                free(tmp);
+                return -1;
+            }
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+        qc_error("%s: sync failed: %s", path, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        qc_error("%s: cannot finish write: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t size) {
+    const void *parts[1] = {data};
+    size_t sizes[1] = {size};
+    return write_file_atomic_parts(path, parts, sizes, 1);
+}
+
+int check_writable(const char *path) {
+    size_t len = strlen(path);
+    char *tmp = qc_malloc(len + 16, "temporary file name");
+    if (!tmp) return -1;
+    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        qc_error("%s: cannot write: %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    close(fd);
+    unlink(tmp);
+    free(tmp);
+    return 0;
+}
+
+int parse_int(const char *flag, const char *text, long min, long max, long *out) {
+    char *end = NULL;
+    errno = 0;
+    long v = text ? strtol(text, &end, 10) : 0;
+    if (!text || !*text || *end || errno) {
+        qc_error("%s: expected an integer, got '%s'", flag, text ? text : "");
+        return -1;
+    }
+    if (v < min || v > max) {
+        qc_error("%s: %ld is out of range [%ld, %ld]", flag, v, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int parse_float(const char *flag, const char *text, double min, double max, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = text ? strtod(text, &end) : 0;
+    if (!text || !*text || *end || errno || !isfinite(v)) {
+        qc_error("%s: expected a number, got '%s'", flag, text ? text : "");
+        return -1;
+    }
+    if (v < min || v > max) {
+        qc_error("%s: %g is out of range [%g, %g]", flag, v, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}

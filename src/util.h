@@ -1,0 +1,46 @@
+/* util: errors, checked allocation, the seeded RNG, timers, number parsing and atomic file writes.
+ * Library code never exits: it records one message with qc_error() and returns -1 up to the CLI. */
+#ifndef QCORR_UTIL_H
+#define QCORR_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors: one message per failure, read by the CLI, printed as one line on stderr ---- */
+void qc_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *qc_last_error(void);
+void qc_clear_error(void);
+
+/* ---- checked allocation: NULL (with an error naming what) on failure ---- */
+void *qc_malloc(size_t bytes, const char *what);
+void *qc_calloc(size_t count, size_t size, const char *what);
+/* 64-byte aligned, for the big flat buffers the kernels stream through */
+void *qc_aligned_alloc(size_t bytes, const char *what);
+
+/* ---- RNG: xorshift64*, deterministic across platforms ---- */
+typedef struct { uint64_t state; } Rng;
+void rng_seed(Rng *rng, uint64_t seed);
+uint32_t rng_u32(Rng *rng);
+float rng_uniform(Rng *rng);            /* [0, 1) */
+uint64_t rng_below(Rng *rng, uint64_t n); /* [0, n), n > 0 */
+float rng_normal(Rng *rng);             /* N(0, 1), Box-Muller */
+
+/* ---- time ---- */
+double now_seconds(void);
+
+/* ---- files ---- */
+/* Reads a whole file; NULL (error names the file) on failure. */
+uint8_t *read_file(const char *path, size_t *size_out);
+/* Writes path atomically: a temporary file beside it, fsync, rename. */
+int write_file_atomic(const char *path, const void *data, size_t size);
+/* Same, from several pieces (header + payload) without concatenating them first. */
+int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts);
+
+/* Fails (naming the path) unless a file can be created beside path: checked before long work. */
+int check_writable(const char *path);
+
+/* ---- number parsing for flags: -1 with an error naming the flag on bad input ---- */
+int parse_int(const char *flag, const char *text, long min, long max, long *out);
+int parse_float(const char *flag, const char *text, double min, double max, double *out);
+
+#endif

@@ -1,0 +1,83 @@
+/* testutil: see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../src/data.h"
+
+void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * rng_uniform(rng);
+}
+
+void fill_normal(float *x, size_t n, Rng *rng, float std) {
+    for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(rng);
+}
+
+double max_rel_diff(const float *a, const float *b, size_t n, double floor) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(fabs((double)b[i]), floor);
+        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+double max_abs_diff(const float *a, const float *b, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > worst || isnan(d)) worst = isnan(d) ? INFINITY : d;
+    }
+    return worst;
+}
+
+void tiny_model(GPT *m, int max_batch, uint64_t seed) {
+    GPTConfig cfg = {.vocab_size = 11, .ctx = 8, .d_model = 16, .n_layer = 2, .n_head = 2};
+    assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
+    gpt_init_weights(m, seed);
+    /* non-trivial norms and biases, so their gradients are exercised too */
+    Rng rng;
+    rng_seed(&rng, seed + 1);
+    for (int i = 0; i < m->n_specs; i++) {
+        const TensorSpec *t = &m->specs[i];
+        float *w = m->params + t->offset;
+        size_t n = tensor_numel(t);
+        if (t->role == ROLE_NORM || t->role == ROLE_BIAS)
+            for (size_t k = 0; k < n; k++) w[k] += 0.1f * rng_normal(&rng);
+        else
+            for (size_t k = 0; k < n; k++) w[k] *= 10.0f; /* std 0.2: activations well away from 0 */
+    }
+}
+
+const char *test_tmpdir(void) {
+    static char dir[256];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/qcorr-test-XXXXXX");
+        if (!mkdtemp(dir)) fail_msg("mkdtemp failed");
+    }
+    return dir;
+}
+
+const char *test_corpus_path(void) {
+    static char path[4096];
+    if (corpus_find(NULL, path, sizeof path) != 0) return NULL;
+    return access(path, R_OK) == 0 ? path : NULL;
+}
+
+const char *write_test_corpus(const char *name, size_t n, const char *alphabet, uint64_t seed) {
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/%s", test_tmpdir(), name);
+    char *text = malloc(n);
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t k = strlen(alphabet);
+    for (size_t i = 0; i < n; i++) text[i] = alphabet[rng_below(&rng, k)];
+    assert_int_equal(write_file_atomic(path, text, n), 0);
+    free(text);
+    return path;
+}

@@ -1,0 +1,32 @@
+/* testutil: helpers every cmocka suite shares — random tensors, relative differences, a tiny
+ * model, a temporary directory and the corpus path. */
+#ifndef QCORR_TESTUTIL_H
+#define QCORR_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../src/model.h"
+#include "../src/util.h"
+
+void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi);
+void fill_normal(float *x, size_t n, Rng *rng, float std);
+/* max over i of |a-b| / max(|b|, floor) */
+double max_rel_diff(const float *a, const float *b, size_t n, double floor);
+double max_abs_diff(const float *a, const float *b, size_t n);
+/* A tiny config (V 11, ctx 8, C 16, 2 layers, 2 heads) with random weights, for gradient checks. */
+void tiny_model(GPT *m, int max_batch, uint64_t seed);
+/* A fresh directory under /tmp for a test's files (not removed: small). */
+const char *test_tmpdir(void);
+/* The real corpus if it can be found (SPEC section 1 search order), else NULL. */
+const char *test_corpus_path(void);
+/* Writes a small deterministic text corpus (bytes of `alphabet`) of n bytes; returns its path. */
+const char *write_test_corpus(const char *name, size_t n, const char *alphabet, uint64_t seed);
+
+#define assert_close(a, b, tol) \
+    do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)
+
+#endif
