@@ -53,8 +53,12 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BUILD)/bench/bench
 
-.PHONY: all test bench data demo clean
+.PHONY: all test bench data demo clean setup
 all: $(BUILD)/qcorr
+
+# Debian packages (installed only when missing); every entry point below runs it first.
+setup:
+	@sh scripts/setup.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -73,16 +77,19 @@ $(BENCH_BIN): $(BUILD)/bench/bench.o $(BUILD)/libqcorr.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # The unit and integration suites (cmocka), then the command-line tests (bad input, exit codes).
-test: $(TEST_BIN) $(BUILD)/qcorr
+test: setup
+	@$(MAKE) --no-print-directory $(TEST_BIN) $(BUILD)/qcorr
 	@QCORR=$(BUILD)/qcorr BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
 
-bench: $(BENCH_BIN) $(BUILD)/qcorr
+bench: setup
+	@$(MAKE) --no-print-directory $(BENCH_BIN) $(BUILD)/qcorr
 	@sh bench/run_bench.sh $(BENCH_BIN)
 
 data:
 	@sh scripts/get_data.sh
 
-demo: all data
+demo: setup data
+	@$(MAKE) --no-print-directory all
 	@sh scripts/demo.sh
 
 clean:

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages qcorr builds against, if any is missing (needs root or sudo).
+# Called by `make test`, `make demo` and CI, so a fresh Debian/Ubuntu machine needs nothing else.
+set -e
+need=""
+have() { [ -e "$1" ]; }
+have /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h || have /usr/include/cblas.h || need="$need libopenblas-openmp-dev"
+have /usr/include/lapacke.h || need="$need liblapacke-dev"
+have /usr/include/cmocka.h || need="$need libcmocka-dev"
+have /usr/include/cjson/cJSON.h || need="$need libcjson-dev"
+command -v cc >/dev/null 2>&1 || need="$need build-essential"
+command -v make >/dev/null 2>&1 || need="$need make"
+[ -z "$need" ] && exit 0
+echo "setup: installing Debian packages:$need" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq $need >/dev/null
