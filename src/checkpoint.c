@@ -52,6 +52,7 @@ int st_read(SafeTensors *st, const char *path) {
     for (cJSON *item = root->child; item; item = item->next) {
         if (strcmp(item->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(item)) { qc_error("%s: __metadata__ is not an object", path); goto fail; }
+            if (st->meta_keys) { qc_error("%s: __metadata__ appears twice", path); goto fail; }
             int nm = cJSON_GetArraySize(item);
             st->meta_keys = qc_calloc((size_t)nm + 1, sizeof(char *), "metadata");
             st->meta_values = qc_calloc((size_t)nm + 1, sizeof(char *), "metadata");

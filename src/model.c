@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "quant.h"
 #include "util.h"
 
 #define MAX_D_MODEL 8192
@@ -168,12 +169,24 @@ int gpt_enable_training(GPT *m) {
     m->grads = qc_aligned_alloc(n * sizeof(float), "gradients");
     m->adam_m = qc_aligned_alloc(n * sizeof(float), "AdamW first moment");
     m->adam_v = qc_aligned_alloc(n * sizeof(float), "AdamW second moment");
-    size_t scratch = grad_scratch_count(&m->config, m->max_batch);
-    m->grad_memory = qc_aligned_alloc(scratch * sizeof(float), "backward scratch");
-    if (!m->grads || !m->adam_m || !m->adam_v || !m->grad_memory) return -1;
+    if (!m->grads || !m->adam_m || !m->adam_v) return -1;
     memset(m->grads, 0, n * sizeof(float));
     memset(m->adam_m, 0, n * sizeof(float));
     memset(m->adam_v, 0, n * sizeof(float));
+    return gpt_enable_backward(m);
+}
+
+int gpt_clone(GPT *dst, const GPT *src, int max_batch) {
+    if (gpt_init(dst, &src->config, max_batch) != 0) return -1;
+    memcpy(dst->params, src->params, src->num_params * sizeof(float));
+    return gpt_set_act_bits(dst, src->act_bits);
+}
+
+int gpt_enable_backward(GPT *m) {
+    if (m->grad_memory) return 0;
+    size_t scratch = grad_scratch_count(&m->config, m->max_batch);
+    m->grad_memory = qc_aligned_alloc(scratch * sizeof(float), "backward scratch");
+    if (!m->grad_memory) return -1;
     size_t N = (size_t)m->max_batch * m->config.ctx, C = (size_t)m->config.d_model;
     float *p = m->grad_memory;
     m->dresid = p; p += N * C;
@@ -196,6 +209,7 @@ void gpt_free(GPT *m) {
     free(m->block_input);
     free(m->inputs);
     free(m->grad_memory);
+    free(m->act_quant);
     memset(m, 0, sizeof *m);
 }
 
@@ -224,13 +238,37 @@ void gpt_init_weights(GPT *m, uint64_t seed) {
     }
 }
 
+int gpt_set_act_bits(GPT *m, int bits) {
+    m->act_bits = bits;
+    if (bits && !m->act_quant) {
+        size_t n = (size_t)m->max_batch * m->config.ctx * 4 * m->config.d_model;
+        m->act_quant = qc_aligned_alloc(n * sizeof(float), "activation quantization scratch");
+        if (!m->act_quant) return -1;
+    }
+    return 0;
+}
+
+const float *gpt_matmul_input(GPT *m, const float *in, int rows, int cols) {
+    if (!m->act_bits) return in;
+    quantize_activations(m->act_quant, in, rows, cols, m->act_bits);
+    return m->act_quant;
+}
+
 void gpt_zero_grad(GPT *m) {
     if (m->grads) memset(m->grads, 0, m->num_params * sizeof(float));
 }
 
 void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook) {
+    gpt_forward_blocks(m, inputs, B, T, hook, m->config.n_layer);
+    int N = B * T, C = m->config.d_model, V = m->config.vocab_size;
+    GlobalParams g = global_view(m, m->params);
+    layernorm_forward(m->ln_f, m->ln_f_mean, m->ln_f_rstd, m->final_stream, g.ln_f_weight, g.ln_f_bias, N, C);
+    matmul_forward(m->logits, gpt_matmul_input(m, m->ln_f, N, C), g.lm_head_weight, g.lm_head_bias, N, C, V, 0);
+}
+
+void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int L) {
     const GPTConfig *cfg = &m->config;
-    int C = cfg->d_model, NH = cfg->n_head, V = cfg->vocab_size, L = cfg->n_layer;
+    int C = cfg->d_model, NH = cfg->n_head;
     int N = B * T;
     m->batch = B;
     m->seq = T;
@@ -243,20 +281,18 @@ void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *
         LayerActivations *a = &m->layers[l];
         m->block_input[l] = x;
         layernorm_forward(a->ln_1, a->ln_1_mean, a->ln_1_rstd, x, p.ln_1_weight, p.ln_1_bias, N, C);
-        matmul_forward(a->qkv, a->ln_1, p.attn_weight, p.attn_bias, N, C, 3 * C, 0);
+        matmul_forward(a->qkv, gpt_matmul_input(m, a->ln_1, N, C), p.attn_weight, p.attn_bias, N, C, 3 * C, 0);
         attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
         memcpy(a->resid_mid, x, (size_t)N * C * sizeof(float));
-        matmul_forward(a->resid_mid, a->atty, p.attn_proj_weight, p.attn_proj_bias, N, C, C, 1);
+        matmul_forward(a->resid_mid, gpt_matmul_input(m, a->atty, N, C), p.attn_proj_weight, p.attn_proj_bias, N, C, C, 1);
         layernorm_forward(a->ln_2, a->ln_2_mean, a->ln_2_rstd, a->resid_mid, p.ln_2_weight, p.ln_2_bias, N, C);
-        matmul_forward(a->fch, a->ln_2, p.fc_weight, p.fc_bias, N, C, 4 * C, 0);
+        matmul_forward(a->fch, gpt_matmul_input(m, a->ln_2, N, C), p.fc_weight, p.fc_bias, N, C, 4 * C, 0);
         gelu_forward(a->fch_gelu, a->fch, (long)N * 4 * C);
         memcpy(a->resid_out, a->resid_mid, (size_t)N * C * sizeof(float));
-        matmul_forward(a->resid_out, a->fch_gelu, p.mlp_proj_weight, p.mlp_proj_bias, N, 4 * C, C, 1);
+        matmul_forward(a->resid_out, gpt_matmul_input(m, a->fch_gelu, N, 4 * C), p.mlp_proj_weight, p.mlp_proj_bias, N, 4 * C, C, 1);
         x = hook ? hook->forward(hook->ctx, l, a->resid_out, N) : a->resid_out;
     }
     m->final_stream = x;
-    layernorm_forward(m->ln_f, m->ln_f_mean, m->ln_f_rstd, x, g.ln_f_weight, g.ln_f_bias, N, C);
-    matmul_forward(m->logits, m->ln_f, g.lm_head_weight, g.lm_head_bias, N, C, V, 0);
 }
 
 double gpt_loss(GPT *m, const int32_t *targets) {
@@ -269,7 +305,7 @@ void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_gra
     int B = m->batch, T = m->seq, C = cfg->d_model, NH = cfg->n_head, V = cfg->vocab_size, L = cfg->n_layer;
     int N = B * T;
     GlobalParams g = global_view(m, m->params);
-    GlobalParams dg = global_view(m, m->grads);
+    GlobalParams dg = param_grads ? global_view(m, m->grads) : (GlobalParams){0};
     float *dresid = m->dresid;
     memset(dresid, 0, (size_t)N * C * sizeof(float));
     if (from_logits) {
@@ -282,7 +318,7 @@ void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_gra
     for (int l = L - 1; l >= stop_block; l--) {
         if (hook) hook->backward(hook->ctx, l, dresid, N);
         LayerParams p = layer_view(m, m->params, l);
-        LayerParams dp = layer_view(m, m->grads, l);
+        LayerParams dp = param_grads ? layer_view(m, m->grads, l) : (LayerParams){0};
         LayerActivations *a = &m->layers[l];
         /* gradients of frozen weights are never formed: only the stream gradient is needed */
 #define PARAM_GRAD(field) (param_grads ? dp.field : NULL)
@@ -302,5 +338,6 @@ void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_gra
                            p.ln_1_weight, a->ln_1_mean, a->ln_1_rstd, N, C);
 #undef PARAM_GRAD
     }
+    if (hook && stop_block > 0) hook->backward(hook->ctx, stop_block - 1, dresid, N);
     if (param_grads && stop_block == 0) embedding_backward(dg.wte, dg.wpe, dresid, m->inputs, B, T, C);
 }

@@ -98,6 +98,10 @@ typedef struct {
     int32_t *inputs;    /* (B,T) of the last forward */
     int batch, seq;     /* B, T of the last forward */
 
+    /* activation fake-quantization (0: off): inputs of the five matrices go through it */
+    int act_bits;
+    float *act_quant;   /* (B,T,4C) scratch, allocated by gpt_set_act_bits */
+
     /* backward scratch (training only) */
     float *grad_memory;
     float *dresid, *dln, *datty, *dqkv, *dfch, *dlogits;
@@ -110,7 +114,10 @@ size_t gpt_param_count(const GPTConfig *cfg);
 double gpt_memory_bytes(const GPTConfig *cfg, int max_batch, int training);
 
 int gpt_init(GPT *m, const GPTConfig *cfg, int max_batch);
-int gpt_enable_training(GPT *m); /* grads, AdamW state, backward scratch */
+int gpt_enable_backward(GPT *m); /* backward scratch only: stream gradients of a frozen model */
+int gpt_enable_training(GPT *m); /* plus parameter gradients and AdamW state */
+/* A copy of src's config and weights (not its activations), sized for max_batch. */
+int gpt_clone(GPT *dst, const GPT *src, int max_batch);
 void gpt_free(GPT *m);
 /* nanoGPT init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0, LN weight 1 */
 void gpt_init_weights(GPT *m, uint64_t seed);
@@ -122,13 +129,21 @@ size_t tensor_numel(const TensorSpec *t);
 
 /* Forward over inputs (B,T), B <= max_batch, T <= ctx: fills m->logits. hook may be NULL. */
 void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook);
+/* Only blocks [0, n_blocks) (with their hooks), no head: for work that needs the stream only. */
+void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int n_blocks);
 /* Mean cross-entropy of the last forward; also writes m->dlogits (for d mean) if training. */
 double gpt_loss(GPT *m, const int32_t *targets);
 /* Backward of the last forward. from_logits: start from m->dlogits (else from a zero gradient
  * at the final stream: objectives that live entirely in hooks). param_grads: accumulate into
- * m->grads (else the base is frozen and only stream gradients flow, to the hook); stop_block:
- * blocks below it are skipped (nothing there needs a gradient). gpt_zero_grad first. */
+ * m->grads (else the base is frozen and only stream gradients flow, to the hook). stop_block:
+ * the lowest block whose backward runs; the hook after block stop_block-1 still runs (it sits
+ * above the skipped blocks), nothing below it does. gpt_zero_grad first. */
 void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_grads, int stop_block);
 void gpt_zero_grad(GPT *m);
+/* Turns activation fake-quantization on (bits 2..8) or off (0). The gradient through it is the
+ * straight-through estimator; the base weights are never trained with it on. */
+int gpt_set_act_bits(GPT *m, int bits);
+/* The input a quantized matrix reads: `in` itself, or its per-row fake-quantized copy. */
+const float *gpt_matmul_input(GPT *m, const float *in, int rows, int cols);
 
 #endif

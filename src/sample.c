@@ -49,7 +49,7 @@ const float *sample_step(SampleState *s, int token) {
         LayerParams p = layer_view(m, m->params, l);
         float *kc = s->key_cache + (size_t)l * P * C, *vc = s->value_cache + (size_t)l * P * C;
         layernorm_forward(s->ln, s->stats, s->stats + 1, x, p.ln_1_weight, p.ln_1_bias, 1, C);
-        matmul_forward(s->qkv, s->ln, p.attn_weight, p.attn_bias, 1, C, 3 * C, 0);
+        matmul_forward(s->qkv, gpt_matmul_input(m, s->ln, 1, C), p.attn_weight, p.attn_bias, 1, C, 3 * C, 0);
         memcpy(kc + (size_t)pos * C, s->qkv + C, (size_t)C * sizeof(float));
         memcpy(vc + (size_t)pos * C, s->qkv + 2 * C, (size_t)C * sizeof(float));
         for (int h = 0; h < NH; h++) {
@@ -74,18 +74,18 @@ const float *sample_step(SampleState *s, int token) {
                 for (int i = 0; i < hs; i++) y[i] += a * v[i];
             }
         }
-        matmul_forward(x, s->atty, p.attn_proj_weight, p.attn_proj_bias, 1, C, C, 1);
+        matmul_forward(x, gpt_matmul_input(m, s->atty, 1, C), p.attn_proj_weight, p.attn_proj_bias, 1, C, C, 1);
         layernorm_forward(s->ln, s->stats, s->stats + 1, x, p.ln_2_weight, p.ln_2_bias, 1, C);
-        matmul_forward(s->fch, s->ln, p.fc_weight, p.fc_bias, 1, C, 4 * C, 0);
+        matmul_forward(s->fch, gpt_matmul_input(m, s->ln, 1, C), p.fc_weight, p.fc_bias, 1, C, 4 * C, 0);
         gelu_forward(s->fch_gelu, s->fch, 4 * C);
-        matmul_forward(x, s->fch_gelu, p.mlp_proj_weight, p.mlp_proj_bias, 1, 4 * C, C, 1);
+        matmul_forward(x, gpt_matmul_input(m, s->fch_gelu, 1, 4 * C), p.mlp_proj_weight, p.mlp_proj_bias, 1, 4 * C, C, 1);
         if (s->hook) {
             float *y = s->hook->forward(s->hook->ctx, l, x, 1);
             if (y != x) memcpy(x, y, (size_t)C * sizeof(float));
         }
     }
     layernorm_forward(s->ln, s->stats, s->stats + 1, x, g.ln_f_weight, g.ln_f_bias, 1, C);
-    matmul_forward(s->logits, s->ln, g.lm_head_weight, g.lm_head_bias, 1, C, c->vocab_size, 0);
+    matmul_forward(s->logits, gpt_matmul_input(m, s->ln, 1, C), g.lm_head_weight, g.lm_head_bias, 1, C, c->vocab_size, 0);
     s->pos++;
     return s->logits;
 }

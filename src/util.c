@@ -150,6 +150,11 @@ int write_file_atomic(const char *path, const void *data, size_t size) {
 }
 
 int check_writable(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        qc_error("%s: is a directory", path);
+        return -1;
+    }
     size_t len = strlen(path);
     char *tmp = qc_malloc(len + 16, "temporary file name");
     if (!tmp) return -1;

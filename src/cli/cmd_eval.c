@@ -26,19 +26,19 @@ int cmd_eval(int argc, char **argv) {
     if (rc) return rc;
     if (!model_path) return usage_error("eval", "--model is required");
     set_threads(threads);
-    GPT model;
-    Vocab vocab;
-    if (gpt_load(&model, &vocab, model_path, batch, NULL) != 0) return command_failed("eval");
+    LoadedModel lm;
+    if (load_checkpoint(&lm, model_path, batch) != 0) return command_failed("eval");
+    GPT *m = &lm.model;
     Corpus corpus;
-    if (open_corpus(data, &vocab, &corpus) != 0) { gpt_free(&model); return command_failed("eval"); }
+    if (open_corpus(data, &lm.vocab, &corpus) != 0) { loaded_model_free(&lm); return command_failed("eval"); }
     double t0 = now_seconds();
-    double loss = evaluate_loss(&model, corpus.ids + corpus.n_train, corpus.n_val, NULL);
+    double loss = evaluate_loss(m, corpus.ids + corpus.n_train, corpus.n_val, loaded_hook(&lm));
     double seconds = now_seconds() - t0;
-    size_t windows = (corpus.n_val - 1) / (size_t)model.config.ctx;
+    size_t windows = (corpus.n_val - 1) / (size_t)m->config.ctx;
     if (!isfinite(loss)) {
         qc_error("%s: validation split (%zu bytes) is shorter than one window of %d", corpus.path, corpus.n_val,
-                 model.config.ctx + 1);
-        gpt_free(&model);
+                 m->config.ctx + 1);
+        loaded_model_free(&lm);
         corpus_free(&corpus);
         return command_failed("eval");
     }
@@ -49,14 +49,18 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "loss", loss);
         cJSON_AddNumberToObject(j, "ppl", exp(loss));
         cJSON_AddNumberToObject(j, "windows", (double)windows);
-        cJSON_AddNumberToObject(j, "tokens", (double)(windows * (size_t)model.config.ctx));
+        cJSON_AddNumberToObject(j, "tokens", (double)(windows * (size_t)m->config.ctx));
         cJSON_AddNumberToObject(j, "seconds", seconds);
-        cJSON_AddNumberToObject(j, "tokens_per_s", windows * model.config.ctx / seconds);
+        cJSON_AddNumberToObject(j, "tokens_per_s", windows * m->config.ctx / seconds);
+        char scheme[256];
+        quant_scheme_describe(&lm.scheme, scheme, sizeof scheme);
+        cJSON_AddStringToObject(j, "quantization", lm.quantized ? scheme : "none");
+        cJSON_AddNumberToObject(j, "correction_sites", lm.corrected ? lm.corrections.n_sites : 0);
         print_json(j);
     } else {
-        printf("loss %.6f  ppl %.4f  (%zu windows of %d from %s)\n", loss, exp(loss), windows, model.config.ctx, corpus.path);
+        printf("loss %.6f  ppl %.4f  (%zu windows of %d from %s)\n", loss, exp(loss), windows, m->config.ctx, corpus.path);
     }
-    gpt_free(&model);
+    loaded_model_free(&lm);
     corpus_free(&corpus);
     return 0;
 }

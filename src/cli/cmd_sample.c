@@ -25,11 +25,10 @@ int cmd_sample(int argc, char **argv) {
     if (rc) return rc;
     if (!model_path) return usage_error("sample", "--model is required");
     set_threads(threads);
-    GPT model;
-    Vocab vocab;
-    if (gpt_load(&model, &vocab, model_path, 1, NULL) != 0) return command_failed("sample");
-    rc = sample_text(&model, &vocab, NULL, prompt, chars, (float)temperature, (uint64_t)seed, stdout);
-    printf("\n");
-    gpt_free(&model);
+    LoadedModel lm;
+    if (load_checkpoint(&lm, model_path, 1) != 0) return command_failed("sample");
+    rc = sample_text(&lm.model, &lm.vocab, loaded_hook(&lm), prompt, chars, (float)temperature, (uint64_t)seed, stdout);
+    if (rc == 0) printf("\n");
+    loaded_model_free(&lm);
     return rc ? command_failed("sample") : 0;
 }

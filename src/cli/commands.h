@@ -6,5 +6,13 @@
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_correct(int argc, char **argv);
+
+/* Shared by quantize and correct. Return 0 or an exit status (message already printed). */
+#include "common.h"
+int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
+                       int act_bits, QuantScheme *s);
+int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm);
 
 #endif

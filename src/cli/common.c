@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../checkpoint.h"
 #include "../util.h"
 
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c) {
@@ -50,4 +51,27 @@ void sibling_path(char *out, size_t size, const char *checkpoint, const char *su
     size_t elen = strlen(ext);
     if (len > elen && strcmp(checkpoint + len - elen, ext) == 0) len -= elen;
     snprintf(out, size, "%.*s%s", (int)len, checkpoint, suffix);
+}
+
+int load_checkpoint(LoadedModel *lm, const char *path, int max_batch) {
+    memset(lm, 0, sizeof *lm);
+    SafeTensors st;
+    if (gpt_load(&lm->model, &lm->vocab, path, max_batch, &st) != 0) return -1;
+    int q = quant_scheme_from_meta(&st, &lm->scheme);
+    int c = q < 0 ? -1 : corrections_load(&lm->corrections, &st, &lm->model.config, max_batch * lm->model.config.ctx);
+    st_free(&st);
+    if (q < 0 || c < 0 || (q > 0 && gpt_set_act_bits(&lm->model, lm->scheme.act_bits) != 0)) {
+        gpt_free(&lm->model);
+        return -1;
+    }
+    lm->quantized = q > 0 && lm->scheme.bits < 32;
+    lm->corrected = c > 0;
+    return 0;
+}
+
+const StreamHook *loaded_hook(LoadedModel *lm) { return lm->corrected ? &lm->corrections.hook : NULL; }
+
+void loaded_model_free(LoadedModel *lm) {
+    if (lm->corrected) corrections_free(&lm->corrections);
+    gpt_free(&lm->model);
 }

@@ -14,6 +14,8 @@ static const Command commands[] = {
     {"train", cmd_train, "train a float GPT on the corpus"},
     {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"sample", cmd_sample, "generate text from a checkpoint"},
+    {"quantize", cmd_quantize, "fake-quantize a float checkpoint's weights"},
+    {"correct", cmd_correct, "quantize, fit correction layers, report recovery"},
 };
 
 static void usage(FILE *f) {
@@ -23,7 +25,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        usage(stderr);
+        fprintf(stderr, "qcorr: missing command (see 'qcorr --help')\n");
         return 2;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

@@ -1,0 +1,166 @@
+/* cmd_correct: `qcorr correct` — one experiment: float loss, quantize, quantized loss, fit the
+ * corrections (SGD or lstsq), corrected loss, recovery; writes the corrected checkpoint. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../checkpoint.h"
+#include "../experiment.h"
+#include "../train.h"
+#include "../util.h"
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+
+static void add_number_or_null(cJSON *j, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(j, key, v);
+    else cJSON_AddNullToObject(j, key);
+}
+
+int cmd_correct(int argc, char **argv) {
+    const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
+    const char *objective = "ce", *method = "train";
+    int bits = 4, asymmetric = 0, act_bits = 0, json = 0, every = 1, hidden = 0, steps = 500, batch = 32, seed = 42;
+    int calib_tokens = 200000, threads = 0, quiet = 0;
+    double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
+    ArgSpec specs[] = {
+        {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
+        {"--bits", ARG_INT, &bits, -1000, 1000, "weight bits, 2..8 (32: no quantization, the control arm)"},
+        {"--granularity", ARG_STRING, &granularity, 0, 0, "tensor | channel | group:G"},
+        {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max levels instead of symmetric absmax"},
+        {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
+        {"--act-bits", ARG_INT, &act_bits, -1000, 1000, "activation fake-quantization bits (0: off)"},
+        {"--every", ARG_INT, &every, -1000000, 1000000, "a correction site after every k-th block (and the last)"},
+        {"--hidden", ARG_INT, &hidden, -1000000, 1000000, "0: linear correction; H > 0: MLP of width H"},
+        {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
+        {"--method", ARG_STRING, &method, 0, 0, "train (AdamW) | lstsq (closed-form ridge, linear only)"},
+        {"--steps", ARG_INT, &steps, 0, 100000000, "correction training steps"},
+        {"--lr", ARG_FLOAT, &lr, 0, 10, "peak learning rate (warm-up, cosine to lr/10)"},
+        {"--weight-decay", ARG_FLOAT, &weight_decay, 0, 10, "AdamW weight decay on the corrections"},
+        {"--batch", ARG_INT, &batch, 1, 65536, "windows per step"},
+        {"--calib-tokens", ARG_INT, &calib_tokens, 1, 2000000000, "calibration budget in train characters"},
+        {"--ridge", ARG_FLOAT, &ridge, 0, 1e6, "lstsq ridge, relative to the mean diagonal of X^T X"},
+        {"--seed", ARG_INT, &seed, 0, 2147483647, "seed of the calibration set, batches and MLP init"},
+        {"--out", ARG_STRING, &out, 0, 0, "corrected checkpoint to write (optional)"},
+        {"--data", ARG_STRING, &data, 0, 0, "corpus file"},
+        {"--threads", ARG_INT, &threads, 0, 1024, "threads (0: OMP_NUM_THREADS or all cores)"},
+        {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
+        {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
+    };
+    int rc = args_parse("correct", "Quantize a float model and fit correction layers (SPEC sections 3-5).", specs,
+                        sizeof specs / sizeof *specs, argc, argv);
+    if (rc == ARGS_HELP) return 0;
+    if (rc) return rc;
+    if (!model_path) return usage_error("correct", "--model is required");
+    if (every < 1) return usage_error("correct", "--every %d must be at least 1", every);
+    if (hidden < 0) return usage_error("correct", "--hidden %d must be 0 (linear) or a positive MLP width", hidden);
+    QuantScheme scheme;
+    if ((rc = parse_scheme_flags("correct", bits, granularity, asymmetric, scope, act_bits, &scheme))) return rc;
+    CorrectOptions o;
+    correct_options_default(&o);
+    if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "%s", qc_last_error());
+    if (strcmp(method, "train") == 0) o.method = METHOD_TRAIN;
+    else if (strcmp(method, "lstsq") == 0) o.method = METHOD_LSTSQ;
+    else return usage_error("correct", "--method: expected train or lstsq, got '%s'", method);
+    if (o.method == METHOD_LSTSQ && hidden != 0) return usage_error("correct", "--method lstsq fits linear corrections only: use --hidden 0");
+    o.every = every; o.hidden = hidden; o.steps = steps; o.lr = (float)lr; o.weight_decay = (float)weight_decay;
+    o.batch = batch; o.calib_tokens = calib_tokens; o.seed = (uint64_t)seed; o.ridge = ridge; o.quiet = quiet;
+    set_threads(threads);
+    if (out && check_writable(out) != 0) return command_failed("correct");
+
+    LoadedModel fl;
+    if ((rc = load_float_checkpoint("correct", model_path, batch, &fl))) return rc;
+    GPT *f = &fl.model, q;
+    Corpus corpus;
+    Corrections corr;
+    int have_q = 0, have_corr = 0;
+    rc = 1;
+    if (check_memory(&f->config, batch, 0) != 0 || open_corpus(data, &fl.vocab, &corpus) != 0) goto fail_model;
+    double t0 = now_seconds();
+    double loss_f = evaluate_loss(f, corpus.ids + corpus.n_train, corpus.n_val, NULL);
+    double t_eval = now_seconds() - t0;
+    if (!isfinite(loss_f)) { qc_error("%s: validation split is shorter than one window", corpus.path); goto fail; }
+    if (gpt_clone(&q, f, batch) != 0) goto fail;
+    have_q = 1;
+    double t1 = now_seconds();
+    if (quantize_model(&q, &scheme, NULL, NULL) != 0) goto fail;
+    double t_quant = now_seconds() - t1;
+    double loss_q = evaluate_loss(&q, corpus.ids + corpus.n_train, corpus.n_val, NULL);
+    if (corrections_init(&corr, &q.config, every, hidden, batch * q.config.ctx, (uint64_t)seed) != 0) goto fail;
+    have_corr = 1;
+    double t2 = now_seconds(), objective_value = NAN;
+    if (o.method == METHOD_TRAIN ? correction_train(&q, f, &corr, &corpus, &o, &objective_value)
+                                 : correction_lstsq(&q, f, &corr, &corpus, &o))
+        goto fail;
+    double t_correct = now_seconds() - t2;
+    double t3 = now_seconds();
+    double loss_c = evaluate_loss(&q, corpus.ids + corpus.n_train, corpus.n_val, &corr.hook);
+    t_eval += now_seconds() - t3;
+    double rec_loss, rec_ppl;
+    int defined = recovery_loss(loss_f, loss_q, loss_c, &rec_loss);
+    recovery_ppl(loss_f, loss_q, loss_c, &rec_ppl);
+    char desc[256];
+    quant_scheme_describe(&scheme, desc, sizeof desc);
+    if (out) {
+        StMeta meta[QUANT_META_COUNT + CORRECTION_META_COUNT + 2];
+        quant_scheme_to_meta(&scheme, meta);
+        corrections_to_meta(&corr, meta + QUANT_META_COUNT);
+        StMeta *extra = meta + QUANT_META_COUNT + CORRECTION_META_COUNT;
+        extra[0].key = "correction_method"; snprintf(extra[0].value, sizeof extra[0].value, "%s", method);
+        extra[1].key = "correction_objective"; snprintf(extra[1].value, sizeof extra[1].value, "%s", o.method == METHOD_LSTSQ ? "lstsq" : objective);
+        StWriteTensor *tensors = qc_calloc((size_t)corr.n_sites * 4, sizeof(StWriteTensor), "tensor list");
+        if (!tensors) goto fail;
+        int n = corrections_tensors(&corr, tensors, corr.n_sites * 4);
+        int saved = gpt_save(&q, &fl.vocab, out, meta, QUANT_META_COUNT + CORRECTION_META_COUNT + 2, tensors, n);
+        free(tensors);
+        if (saved != 0) goto fail;
+    }
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model_path);
+        if (out) cJSON_AddStringToObject(j, "out", out);
+        cJSON_AddStringToObject(j, "scheme", desc);
+        cJSON_AddNumberToObject(j, "bits", scheme.bits);
+        cJSON_AddNumberToObject(j, "every", every);
+        cJSON_AddNumberToObject(j, "hidden", hidden);
+        cJSON_AddStringToObject(j, "method", method);
+        cJSON_AddStringToObject(j, "objective", o.method == METHOD_LSTSQ ? "lstsq" : objective);
+        cJSON_AddNumberToObject(j, "loss_float", loss_f);
+        cJSON_AddNumberToObject(j, "loss_quant", loss_q);
+        cJSON_AddNumberToObject(j, "loss_corrected", loss_c);
+        cJSON_AddNumberToObject(j, "ppl_float", exp(loss_f));
+        cJSON_AddNumberToObject(j, "ppl_quant", exp(loss_q));
+        cJSON_AddNumberToObject(j, "ppl_corrected", exp(loss_c));
+        add_number_or_null(j, "recovery_loss", rec_loss);
+        add_number_or_null(j, "recovery_ppl", rec_ppl);
+        cJSON_AddBoolToObject(j, "recovery_defined", defined);
+        cJSON_AddNumberToObject(j, "gain_loss", loss_q - loss_c);
+        cJSON_AddNumberToObject(j, "correction_params", (double)corr.num_params);
+        cJSON_AddNumberToObject(j, "correction_sites", corr.n_sites);
+        cJSON_AddNumberToObject(j, "steps", o.method == METHOD_TRAIN ? steps : 0);
+        add_number_or_null(j, "final_objective", objective_value);
+        cJSON_AddNumberToObject(j, "calib_tokens", (double)((calib_tokens + q.config.ctx - 1) / q.config.ctx * q.config.ctx));
+        cJSON_AddNumberToObject(j, "seconds_quantize", t_quant);
+        cJSON_AddNumberToObject(j, "seconds_correct", t_correct);
+        cJSON_AddNumberToObject(j, "seconds_eval", t_eval);
+        print_json(j);
+    } else {
+        printf("scheme     %s\n", desc);
+        printf("float      loss %.5f  ppl %.4f\n", loss_f, exp(loss_f));
+        printf("quantized  loss %.5f  ppl %.4f\n", loss_q, exp(loss_q));
+        printf("corrected  loss %.5f  ppl %.4f  (%s, %d sites, %zu parameters)\n", loss_c, exp(loss_c),
+               hidden ? "MLP" : "linear", corr.n_sites, corr.num_params);
+        if (defined) printf("recovery   %.1f%% of the loss gap, %.1f%% of the perplexity gap\n", 100 * rec_loss, 100 * rec_ppl);
+        else printf("recovery   undefined: |loss_quant - loss_float| < %g nats; gain %.5f nats\n", RECOVERY_MIN_GAP, loss_q - loss_c);
+        printf("time       quantize %.2fs, correct %.2fs, eval %.2fs\n", t_quant, t_correct, t_eval);
+    }
+    rc = 0;
+fail:
+    corpus_free(&corpus);
+fail_model:
+    if (have_corr) corrections_free(&corr);
+    if (have_q) gpt_free(&q);
+    loaded_model_free(&fl);
+    return rc ? command_failed("correct") : 0;
+}

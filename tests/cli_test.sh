@@ -1,0 +1,246 @@
+#!/bin/sh
+# cli_test: the real binary against bad input and the happy path. For every bad input: the exit
+# status (2 usage, 1 runtime), exactly one line on stderr that starts "qcorr" and names the file or
+# value at fault, nothing on stdout, and no file (partial output, *.tmp.*, log) left behind.
+# Prints "ok - ..." / "FAIL - ..." per check and ends with "cli: N passed, M failed".
+# Run from the repository root: QCORR=build/qcorr sh tests/cli_test.sh
+set -u
+set -f # no globbing: needles and arguments are used verbatim
+
+QCORR=${QCORR:-build/qcorr}
+case $QCORR in /*) ;; *) QCORR=$PWD/$QCORR ;; esac
+PY=/usr/bin/python3
+unset QCORR_DATA
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_NUM_THREADS
+
+passed=0
+failed=0
+T=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-cli.XXXXXX") || { echo "FAIL - mktemp"; echo "cli: 0 passed, 1 failed"; exit 1; }
+trap 'rm -rf "$T"' EXIT
+trap 'exit 1' INT TERM
+W=$T/work   # watched: error cases must leave nothing new here
+H=$T/happy  # the happy path's outputs, reused as inputs below
+mkdir "$W" "$H"
+
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL - $1"
+    shift
+    for line in "$@"; do echo "#   $line"; done
+}
+show() { sed 's/^/#   | /' "$1" | head -n 5; }
+
+if [ ! -x "$QCORR" ]; then
+    fail "binary $QCORR exists (build it with make)"
+    echo "cli: $passed passed, $failed failed"
+    exit 1
+fi
+
+# expect_error DESCRIPTION CODE NEEDLE... -- COMMAND...
+# Runs COMMAND; each NEEDLE must appear verbatim in its one stderr line.
+expect_error() {
+    desc=$1 code=$2
+    shift 2
+    needles=""
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        needles="$needles$1
+"
+        shift
+    done
+    [ $# -gt 0 ] && shift
+    find "$W" | sort >"$T/before"
+    "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    find "$W" | sort >"$T/after"
+    why=""
+    [ "$rc" = "$code" ] || why="$why exit status $rc, expected $code;"
+    lines=$(wc -l <"$T/err" | tr -d ' ')
+    if [ "$lines" != 1 ] || [ -n "$(tail -c 1 "$T/err" | tr -d '\n')" ]; then
+        why="$why stderr has $lines newline(s), expected exactly one line;"
+    fi
+    head -n 1 "$T/err" | grep -q '^qcorr' || why="$why stderr does not start with 'qcorr';"
+    [ -s "$T/out" ] && why="$why stdout is not empty;"
+    old_ifs=$IFS
+    IFS='
+'
+    for n in $needles; do
+        grep -qF -- "$n" "$T/err" || why="$why stderr does not name '$n';"
+    done
+    IFS=$old_ifs
+    left=$(comm -13 "$T/before" "$T/after" | tr '\n' ' ')
+    [ -n "$left" ] && why="$why left behind: $left;"
+    if [ -z "$why" ]; then
+        ok "$desc (exit $rc: $(head -n 1 "$T/err"))"
+    else
+        fail "$desc" "$why" "stderr:"
+        show "$T/err"
+        if [ -s "$T/out" ]; then echo "#   stdout:"; show "$T/out"; fi
+    fi
+}
+
+# ---- inputs: small corpora in a temporary directory ----
+$PY - "$T" <<'EOF'
+import random, sys
+d = sys.argv[1]
+r = random.Random(7)
+words = ["ab", "ba", "aab", "bab", "abba", "b", "a"]
+def text(n):
+    out = []
+    while sum(len(w) for w in out) < n:
+        out.append(r.choice(words) + ("\n" if r.random() < 0.15 else " "))
+    return "".join(out)[:n]
+open(d + "/ab.txt", "w").write(text(3000))                      # alphabet 'ab \n'
+open(d + "/with_z.txt", "w").write(text(1500) + " z " + text(1500))
+open(d + "/empty.txt", "w").close()
+open(d + "/nul.txt", "wb").write(b"ab ba\n\x00ab\n" * 50)
+open(d + "/tiny.txt", "w").write("ab ba ab\n")                  # shorter than one eval window
+EOF
+AB=$T/ab.txt
+TRAIN_FLAGS="--d-model 16 --layers 1 --heads 2 --ctx 16 --batch 4 --steps 3 --quiet"
+
+# ---- happy path ----
+M=$H/m.safetensors
+# shellcheck disable=SC2086
+if "$QCORR" train --data "$AB" --out "$M" $TRAIN_FLAGS --json >"$T/out" 2>"$T/err"; then
+    if $PY -c 'import json,sys,math; o=json.loads(open(sys.argv[1]).read()); assert o["steps"]==3 and math.isfinite(o["val_loss"]) and o["out"]==sys.argv[2]' "$T/out" "$M" 2>/dev/null &&
+        [ "$(wc -l <"$T/out" | tr -d ' ')" = 1 ] && [ -s "$M" ] && [ -s "$H/m.train.csv" ]; then
+        ok "train: 3 steps, --json prints one object, checkpoint and log written"
+    else
+        fail "train: 3 steps, --json prints one object, checkpoint and log written"; show "$T/out"; show "$T/err"
+    fi
+else
+    fail "train on a small corpus exits 0"; show "$T/err"
+fi
+leftover=$(find "$H" -name '*.tmp.*')
+if [ -z "$leftover" ]; then ok "train leaves no temporary file"; else fail "train leaves no temporary file" "$leftover"; fi
+
+# the checkpoint is plain safetensors: any reader can walk it with the standard library
+if $PY - "$M" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+assert n % 8 == 0 and 8 + n <= len(b)
+h = json.loads(b[8:8 + n])
+meta = h.pop("__metadata__")
+assert meta["vocab"] == "\n ab" and meta["vocab_size"] == "4" and meta["d_model"] == "16"
+spans = sorted(tuple(t["data_offsets"]) for t in h.values())
+assert all(t["dtype"] == "F32" for t in h.values())
+assert spans[0][0] == 0 and spans[-1][1] == len(b) - 8 - n
+assert all(a[1] == c[0] for a, c in zip(spans, spans[1:]))
+EOF
+then ok "checkpoint header parses as safetensors (python json + struct)"; else fail "checkpoint header parses as safetensors (python json + struct)"; fi
+
+if "$QCORR" eval --model "$M" --data "$AB" --json >"$T/out" 2>"$T/err"; then
+    if [ "$(wc -l <"$T/out" | tr -d ' ')" = 1 ] &&
+        $PY -c 'import json,sys,math; o=json.loads(open(sys.argv[1]).read()); assert isinstance(o,dict); assert math.isfinite(o["loss"]) and o["loss"]>0 and abs(o["ppl"]-math.exp(o["loss"]))<1e-6*o["ppl"]' "$T/out" 2>/dev/null; then
+        ok "eval --json prints one JSON object with loss and ppl = exp(loss)"
+    else
+        fail "eval --json prints one JSON object with loss and ppl = exp(loss)"; show "$T/out"
+    fi
+else
+    fail "eval exits 0"; show "$T/err"
+fi
+
+if "$QCORR" sample --model "$M" --prompt "ab " --chars 40 --seed 3 >"$T/out" 2>"$T/err" &&
+    "$QCORR" sample --model "$M" --prompt "ab " --chars 40 --seed 3 >"$T/out2" 2>/dev/null; then
+    if $PY -c 'import sys; s=open(sys.argv[1],"rb").read(); assert s.startswith(b"ab ") and s.endswith(b"\n"); g=s[3:-1]; assert len(g)==40, len(g); assert set(g) <= set(b"ab \n")' "$T/out" 2>/dev/null &&
+        cmp -s "$T/out" "$T/out2"; then
+        ok "sample prints the prompt then exactly --chars 40 characters of the vocabulary, same for the same seed"
+    else
+        fail "sample prints the prompt then exactly --chars 40 characters of the vocabulary, same for the same seed"; show "$T/out"
+    fi
+else
+    fail "sample exits 0"; show "$T/err"
+fi
+
+for cmd in train eval sample; do
+    if "$QCORR" $cmd --help >"$T/out" 2>"$T/err" && grep -q "usage: qcorr $cmd" "$T/out" && [ ! -s "$T/err" ]; then
+        ok "$cmd --help exits 0 with usage on stdout"
+    else
+        fail "$cmd --help exits 0 with usage on stdout"; show "$T/err"
+    fi
+done
+if "$QCORR" --help >"$T/out" 2>"$T/err" && grep -q train "$T/out"; then ok "qcorr --help exits 0"; else fail "qcorr --help exits 0"; fi
+
+# --data outranks $QCORR_DATA
+if QCORR_DATA=/nonexistent/env.txt "$QCORR" eval --model "$M" --data "$AB" >/dev/null 2>&1; then
+    ok "--data outranks \$QCORR_DATA"
+else
+    fail "--data outranks \$QCORR_DATA"
+fi
+
+# ---- usage errors: exit 2 ----
+O=$W/m.safetensors
+expect_error "unknown subcommand" 2 "frobnicate" -- "$QCORR" frobnicate
+expect_error "no subcommand" 2 -- "$QCORR"
+expect_error "unknown flag" 2 "--bogus" -- "$QCORR" train --bogus --data "$AB" --out "$O"
+expect_error "unknown flag (eval)" 2 "--stepz" -- "$QCORR" eval --stepz 3
+expect_error "flag missing its value" 2 "--steps" -- "$QCORR" train --data "$AB" --out "$O" --steps
+expect_error "--out missing its value" 2 "--out" -- "$QCORR" train --data "$AB" --out
+expect_error "non-numeric --steps abc" 2 "--steps" "abc" -- "$QCORR" train --data "$AB" --out "$O" --steps abc
+expect_error "non-numeric --steps=abc (inline)" 2 "--steps" "abc" -- "$QCORR" train --data "$AB" --out "$O" --steps=abc
+expect_error "trailing junk --steps 10x" 2 "--steps" "10x" -- "$QCORR" train --data "$AB" --out "$O" --steps 10x
+expect_error "overflowing --steps" 2 "--steps" -- "$QCORR" train --data "$AB" --out "$O" --steps 99999999999999999999
+expect_error "non-numeric --lr nan" 2 "--lr" "nan" -- "$QCORR" train --data "$AB" --out "$O" --lr nan
+expect_error "out of range --steps 0" 2 "--steps" "0" -- "$QCORR" train --data "$AB" --out "$O" --steps 0
+expect_error "out of range --d-model 0" 2 "--d-model" -- "$QCORR" train --data "$AB" --out "$O" --d-model 0
+expect_error "out of range --ctx 0" 2 "--ctx" -- "$QCORR" train --data "$AB" --out "$O" --ctx 0
+expect_error "out of range --lr -1" 2 "--lr" "-1" -- "$QCORR" train --data "$AB" --out "$O" --lr -1
+expect_error "--heads 3 does not divide --d-model 64" 2 "--heads 3" "--d-model 64" -- "$QCORR" train --data "$AB" --out "$O" --d-model 64 --heads 3 --steps 1
+expect_error "flag given a value it takes none of (--json=1)" 2 "--json" -- "$QCORR" eval --model "$M" --json=1
+expect_error "train without --out" 2 "--out" -- "$QCORR" train --data "$AB"
+expect_error "eval without --model" 2 "--model" -- "$QCORR" eval --data "$AB"
+expect_error "sample without --model" 2 "--model" -- "$QCORR" sample
+expect_error "sample --chars -1" 2 "--chars" -- "$QCORR" sample --model "$M" --chars -1
+
+# ---- runtime errors: exit 1 ----
+expect_error "missing corpus --data /nonexistent" 1 "/nonexistent" -- "$QCORR" train --data /nonexistent --out "$O" $TRAIN_FLAGS
+expect_error "missing corpus from \$QCORR_DATA" 1 "/nonexistent/env.txt" -- env QCORR_DATA=/nonexistent/env.txt "$QCORR" train --out "$O" $TRAIN_FLAGS
+expect_error "no corpus anywhere (search order exhausted)" 1 "--data" "QCORR_DATA" -- sh -c 'cd "$1" && shift && exec "$@"' sh "$W" "$QCORR" train --out m.safetensors $TRAIN_FLAGS
+expect_error "empty corpus" 1 "$T/empty.txt" -- "$QCORR" train --data "$T/empty.txt" --out "$O" $TRAIN_FLAGS
+expect_error "corpus with a NUL byte" 1 "$T/nul.txt" -- "$QCORR" train --data "$T/nul.txt" --out "$O" $TRAIN_FLAGS
+expect_error "corpus is a directory" 1 "$T" -- "$QCORR" train --data "$T" --out "$O" $TRAIN_FLAGS
+expect_error "eval: corpus character outside the checkpoint's vocabulary" 1 "$T/with_z.txt" "'z'" -- "$QCORR" eval --model "$M" --data "$T/with_z.txt"
+expect_error "eval: validation split shorter than one window" 1 "$T/tiny.txt" -- "$QCORR" eval --model "$M" --data "$T/tiny.txt"
+expect_error "eval: missing checkpoint" 1 "$W/nope.safetensors" -- "$QCORR" eval --model "$W/nope.safetensors" --data "$AB"
+expect_error "eval: a text file as checkpoint" 1 "$AB" -- "$QCORR" eval --model "$AB" --data "$AB"
+
+size=$(wc -c <"$M" | tr -d ' ')
+hlen=$($PY -c 'import struct,sys; print(struct.unpack("<Q", open(sys.argv[1],"rb").read(8))[0])' "$M")
+for cut in 4 $((8 + hlen / 2)) $((8 + hlen + 100)) $((size - 1)); do
+    head -c "$cut" "$M" >"$W/cut-$cut.safetensors"
+    expect_error "eval: checkpoint truncated to $cut of $size bytes" 1 "$W/cut-$cut.safetensors" -- "$QCORR" eval --model "$W/cut-$cut.safetensors" --data "$AB"
+    expect_error "sample: checkpoint truncated to $cut of $size bytes" 1 "$W/cut-$cut.safetensors" -- "$QCORR" sample --model "$W/cut-$cut.safetensors"
+done
+
+# a tensor of the wrong shape: transpose the first block's qkv matrix in the header (same byte count)
+QKV=transformer.h.0.attn.c_attn.weight
+$PY - "$M" "$W/shape.safetensors" "$QKV" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h[sys.argv[3]]["shape"] = h[sys.argv[3]]["shape"][::-1]
+j = json.dumps(h, separators=(",", ":")).encode()
+j += b" " * (-len(j) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(j)) + j + b[8 + n:])
+EOF
+expect_error "eval: checkpoint tensor of the wrong shape" 1 "$W/shape.safetensors" "$QKV" "[16, 48]" -- "$QCORR" eval --model "$W/shape.safetensors" --data "$AB"
+
+expect_error "sample: prompt character outside the vocabulary" 1 "--prompt" "'z'" -- "$QCORR" sample --model "$M" --prompt "abz" --chars 5
+
+expect_error "train: --out in a missing directory" 1 "/nonexistent-dir/m.safetensors" -- "$QCORR" train --data "$AB" --out /nonexistent-dir/m.safetensors $TRAIN_FLAGS
+expect_error "train: --out under a file (/etc/passwd/x)" 1 "/etc/passwd/x.safetensors" -- "$QCORR" train --data "$AB" --out /etc/passwd/x.safetensors $TRAIN_FLAGS
+expect_error "train: --out in a read-only directory (/proc)" 1 "/proc/m.safetensors" -- "$QCORR" train --data "$AB" --out /proc/m.safetensors $TRAIN_FLAGS
+mkdir "$W/is-a-dir.safetensors"
+expect_error "train: --out is an existing directory" 1 "$W/is-a-dir.safetensors" -- "$QCORR" train --data "$AB" --out "$W/is-a-dir.safetensors" $TRAIN_FLAGS
+
+# a failed train must not clobber an existing checkpoint
+cp "$M" "$W/keep.safetensors"
+expect_error "train: failure keeps the existing --out intact (bad corpus)" 1 "$T/empty.txt" -- "$QCORR" train --data "$T/empty.txt" --out "$W/keep.safetensors" $TRAIN_FLAGS
+if cmp -s "$M" "$W/keep.safetensors"; then ok "existing checkpoint unchanged after a failed train"; else fail "existing checkpoint unchanged after a failed train"; fi
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
