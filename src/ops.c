@@ -4,7 +4,10 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "omp_compat.h"
 
 void embedding_forward(float *out, const int32_t *inputs, const float *wte, const float *wpe, int B, int T, int C) {
 #pragma omp parallel for schedule(static)
@@ -171,44 +174,73 @@ void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float 
         }
 }
 
+/* expf as plain arithmetic (Cody-Waite range reduction, Cephes' degree-6 polynomial, within
+ * 2 ulp of expf on [-87, 88]), so `omp simd` loops vectorize it without -ffast-math. Inputs are
+ * clamped to that range: below it the result is ~1e-38 instead of 0, which no caller can see. */
+static inline float exp_simd(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } u = {.f = y};
+    u.i += (int32_t)n << 23;
+    return u.f;
+}
+
 /* ---- attention ---- */
 
-/* One (batch, head) pair: the fast path keeps each softmax row in a stack buffer and only walks
- * the causal triangle. */
+/* Per (batch, head) the products run as BLAS calls over the full T x T square (twice the causal
+ * work, at several times the speed of hand loops for these head sizes); OpenBLAS runs them
+ * single-threaded inside the OpenMP loop over heads. The masked softmax and its gradient are
+ * row loops over the causal triangle only. Backward needs a T x T scratch per thread, which
+ * grows outside the parallel region, at most a few times per process; calls must not overlap
+ * (qcorr runs one model step at a time). */
+static float *attention_scratch;
+static size_t attention_scratch_floats;
+
+static float *attention_scratch_for(size_t per_thread, int threads) {
+    size_t need = per_thread * (size_t)threads;
+    if (need > attention_scratch_floats) {
+        free(attention_scratch);
+        attention_scratch = NULL;
+        attention_scratch_floats = 0;
+        if (posix_memalign((void **)&attention_scratch, 64, need * sizeof(float)) != 0) return NULL;
+        attention_scratch_floats = need;
+    }
+    return attention_scratch;
+}
+
 static void attention_forward_head(float *out, float *att, const float *qkv, int b, int h, int T, int C, int NH) {
-    int hs = C / NH;
-    int C3 = 3 * C;
+    int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    const float *base = qkv + (long)b * T * C3;
+    const float *q = qkv + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+    float *p = att + ((long)b * NH + h) * T * T;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3, 0.0f, p, T);
     for (int t = 0; t < T; t++) {
-        const float *q = base + (long)t * C3 + h * hs;
-        float *row = att + (((long)b * NH + h) * T + t) * T;
-        float maxv = -INFINITY;
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float *k = base + (long)t2 * C3 + C + h * hs;
-            float s = 0.0f;
-            for (int i = 0; i < hs; i++) s += q[i] * k[i];
-            s *= scale;
-            row[t2] = s;
-            if (s > maxv) maxv = s;
-        }
+        float *row = p + (long)t * T;
+        int n = t + 1;
+        float maxv = row[0];
+        for (int t2 = 1; t2 < n; t2++) maxv = row[t2] > maxv ? row[t2] : maxv;
         float sum = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) {
-            float e = expf(row[t2] - maxv);
+#pragma omp simd reduction(+ : sum)
+        for (int t2 = 0; t2 < n; t2++) {
+            float e = exp_simd(row[t2] - maxv);
             row[t2] = e;
             sum += e;
         }
         float inv = 1.0f / sum;
-        for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
-        for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
-        float *y = out + ((long)b * T + t) * C + h * hs;
-        for (int i = 0; i < hs; i++) y[i] = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float *v = base + (long)t2 * C3 + 2 * C + h * hs;
-            float a = row[t2];
-            for (int i = 0; i < hs; i++) y[i] += a * v[i];
-        }
+#pragma omp simd
+        for (int t2 = 0; t2 < n; t2++) row[t2] *= inv;
+        for (int t2 = n; t2 < T; t2++) row[t2] = 0.0f;
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, v, C3, 0.0f,
+                out + (long)b * T * C + h * hs, C);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
@@ -216,50 +248,42 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
     for (int bh = 0; bh < B * NH; bh++) attention_forward_head(out, att, qkv, bh / NH, bh % NH, T, C, NH);
 }
 
+/* dscores: T x T scratch */
 static void attention_backward_head(float *dqkv, const float *dout, const float *qkv, const float *att, int b, int h,
-                                    int T, int C, int NH) {
-    int hs = C / NH;
-    int C3 = 3 * C;
+                                    int T, int C, int NH, float *dscores) {
+    int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    const float *base = qkv + (long)b * T * C3;
-    float *dbase = dqkv + (long)b * T * C3;
+    const float *q = qkv + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+    float *dq = dqkv + (long)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
+    const float *p = att + ((long)b * NH + h) * T * T;
+    const float *dy = dout + (long)b * T * C + h * hs;
+    /* dP = dY V^T ; dV = P^T dY */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, C3, 0.0f, dscores, T);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, dy, C, 0.0f, dv, C3);
+    /* dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal */
     for (int t = 0; t < T; t++) {
-        float *d = dbase + (long)t * C3 + h * hs;
-        for (int i = 0; i < hs; i++) d[i] = d[C + i] = d[2 * C + i] = 0.0f;
-    }
-    float datt[T];
-    for (int t = 0; t < T; t++) {
-        const float *row = att + (((long)b * NH + h) * T + t) * T;
-        const float *dy = dout + ((long)b * T + t) * C + h * hs;
-        const float *q = base + (long)t * C3 + h * hs;
-        float *dq = dbase + (long)t * C3 + h * hs;
+        const float *prow = p + (long)t * T;
+        float *drow = dscores + (long)t * T;
+        int n = t + 1;
         float dot = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float *v = base + (long)t2 * C3 + 2 * C + h * hs;
-            float *dv = dbase + (long)t2 * C3 + 2 * C + h * hs;
-            float s = 0.0f, a = row[t2];
-            for (int i = 0; i < hs; i++) {
-                s += dy[i] * v[i];
-                dv[i] += a * dy[i];
-            }
-            datt[t2] = s;
-            dot += a * s;
-        }
-        for (int t2 = 0; t2 <= t; t2++) {
-            float dpre = row[t2] * (datt[t2] - dot) * scale;
-            const float *k = base + (long)t2 * C3 + C + h * hs;
-            float *dk = dbase + (long)t2 * C3 + C + h * hs;
-            for (int i = 0; i < hs; i++) {
-                dq[i] += dpre * k[i];
-                dk[i] += dpre * q[i];
-            }
-        }
+#pragma omp simd reduction(+ : dot)
+        for (int t2 = 0; t2 < n; t2++) dot += prow[t2] * drow[t2];
+#pragma omp simd
+        for (int t2 = 0; t2 < n; t2++) drow[t2] = prow[t2] * (drow[t2] - dot) * scale;
+        for (int t2 = n; t2 < T; t2++) drow[t2] = 0.0f;
     }
+    /* dQ = dS K ; dK = dS^T Q */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, dscores, T, k, C3, 0.0f, dq, C3);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, dscores, T, q, C3, 0.0f, dk, C3);
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {
+    size_t per_thread = (size_t)T * T;
+    float *scratch = attention_scratch_for(per_thread, omp_get_max_threads());
+    if (!scratch) { attention_backward_ref(dqkv, dout, qkv, att, B, T, C, NH); return; }
 #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < B * NH; bh++) attention_backward_head(dqkv, dout, qkv, att, bh / NH, bh % NH, T, C, NH);
+    for (int bh = 0; bh < B * NH; bh++)
+        attention_backward_head(dqkv, dout, qkv, att, bh / NH, bh % NH, T, C, NH, scratch + per_thread * omp_get_thread_num());
 }
 
 /* Reference: the textbook formulas, full T x T score matrix, softmax with a -inf mask. */
@@ -320,22 +344,25 @@ void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, co
 /* ---- GELU (tanh approximation), written with the same constants PyTorch uses ---- */
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
 
+/* tanh through one exp, so the loops vectorize: tanh(u) = 1 - 2 / (exp(2u) + 1), which
+ * reaches exactly +-1 at the clamped limits of exp_simd. */
+static inline float tanh_via_exp(float u) { return 1.0f - 2.0f / (exp_simd(2.0f * u) + 1.0f); }
+
 void gelu_forward(float *out, const float *inp, long N) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
         float cube = 0.044715f * x * x * x;
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + cube)));
+        out[i] = 0.5f * x * (1.0f + tanh_via_exp(GELU_SCALE * (x + cube)));
     }
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
         float cube = 0.044715f * x * x * x;
-        float arg = GELU_SCALE * (x + cube);
-        float th = tanhf(arg);
+        float th = tanh_via_exp(GELU_SCALE * (x + cube));
         float sech2 = 1.0f - th * th;
         float grad = 0.5f * (1.0f + th) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] = grad * dout[i];

@@ -2,7 +2,7 @@
 #include "common.h"
 
 #include <cblas.h>
-#include <omp.h>
+#include "../omp_compat.h"
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
