@@ -120,6 +120,10 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
         AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = o->weight_decay, .step = step + 1};
         adamw_update(c->params, c->grads, c->adam_m, c->adam_v, c->num_params, 1, &s);
         if (log) fprintf(log, "%d,%.6f,%.6g,%.6f\n", step + 1, objective, lr, norm);
+        if (qc_stop_signal) {
+            qc_error("interrupted by signal %d at correction step %d", (int)qc_stop_signal, step + 1);
+            goto done;
+        }
         if (step >= o->steps - 20) {
             recent += objective;
             n_recent++;

@@ -189,7 +189,7 @@ static inline float exp_simd(float x) {
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
     union { float f; int32_t i; } u = {.f = y};
-    u.i += (int32_t)n << 23;
+    u.i += (int32_t)n * (1 << 23); /* n in [-126, 127]: no overflow, no shift of a negative */
     return u.f;
 }
 

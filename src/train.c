@@ -109,6 +109,12 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         }
         double dt = now_seconds() - t0;
         t_train += dt;
+        if (o->on_step) o->on_step(o->on_step_ctx, step + 1, o->steps, loss);
+        if (qc_stop_signal) {
+            qc_error("interrupted by signal %d at step %d: nothing written", (int)qc_stop_signal, step + 1);
+            rc = -1;
+            break;
+        }
         recent[n_recent++ % 20] = loss;
         double val = NAN;
         int last = step + 1 == o->steps;

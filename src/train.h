@@ -16,6 +16,9 @@ typedef struct {
     int eval_every;             /* 0: evaluate only at the end */
     const char *log_path;       /* CSV: step,loss,lr,grad_norm,tokens_per_s,val_loss; NULL: none */
     int quiet;                  /* no progress on stderr */
+    /* called after every step when set (the sweep's live progress line) */
+    void (*on_step)(void *ctx, int step, int total, double loss);
+    void *on_step_ctx;
 } TrainOptions;
 
 typedef struct {

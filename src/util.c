@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -68,6 +69,22 @@ float rng_normal(Rng *rng) {
     return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
 }
 
+volatile sig_atomic_t qc_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (qc_stop_signal) _exit(128 + sig); /* a second signal: stop now; outputs are atomic */
+    qc_stop_signal = sig;
+}
+
+void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -98,11 +115,35 @@ uint8_t *read_file(const char *path, size_t *size_out) {
     return data;
 }
 
+/* Temporary names carry host and pid ("x.tmp.HOST.PID.XXXXXX") so a resumed sweep can delete
+ * the leftovers of killed processes without touching a live writer's file on a shared disk. */
+static char *temporary_name(const char *path) {
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    for (char *c = host; *c; c++)
+        if (*c == '.' || *c == '/') *c = '_';
+    size_t len = strlen(path) + strlen(host) + 48;
+    char *tmp = qc_malloc(len, "temporary file name");
+    if (tmp) snprintf(tmp, len, "%s.tmp.%s.%ld.XXXXXX", path, host, (long)getpid());
+    return tmp;
+}
+
+int is_stale_temporary(const char *name) {
+    const char *mark = strstr(name, ".tmp.");
+    if (!mark) return 0;
+    char host[64] = "host", their_host[64];
+    gethostname(host, sizeof host - 1);
+    for (char *c = host; *c; c++)
+        if (*c == '.' || *c == '/') *c = '_';
+    long pid;
+    if (sscanf(mark + 5, "%63[^.].%ld.", their_host, &pid) != 2) return 0;
+    if (strcmp(their_host, host) != 0) return 0; /* another machine's writer: not ours to judge */
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
-    size_t len = strlen(path);
-    char *tmp = qc_malloc(len + 16, "temporary file name");
+    char *tmp = temporary_name(path);
     if (!tmp) return -1;
-    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         qc_error("%s: cannot write: %s", path, strerror(errno));
@@ -155,10 +196,8 @@ int check_writable(const char *path) {
         qc_error("%s: is a directory", path);
         return -1;
     }
-    size_t len = strlen(path);
-    char *tmp = qc_malloc(len + 16, "temporary file name");
+    char *tmp = temporary_name(path);
     if (!tmp) return -1;
-    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         qc_error("%s: cannot write: %s", path, strerror(errno));

@@ -25,6 +25,12 @@ float rng_uniform(Rng *rng);            /* [0, 1) */
 uint64_t rng_below(Rng *rng, uint64_t n); /* [0, n), n > 0 */
 float rng_normal(Rng *rng);             /* N(0, 1), Box-Muller */
 
+/* ---- stopping: SIGINT/SIGTERM set a flag that long loops poll between steps, so a stop
+ * finishes or abandons the current unit of work cleanly (outputs are atomic either way) ---- */
+#include <signal.h>
+extern volatile sig_atomic_t qc_stop_signal; /* the signal number, 0 while running */
+void install_stop_handlers(void);
+
 /* ---- time ---- */
 double now_seconds(void);
 
@@ -36,6 +42,8 @@ int write_file_atomic(const char *path, const void *data, size_t size);
 /* Same, from several pieces (header + payload) without concatenating them first. */
 int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts);
 
+/* 1 if name is a temporary file of write_file_atomic left by a dead process on this host. */
+int is_stale_temporary(const char *name);
 /* Fails (naming the path) unless a file can be created beside path: checked before long work. */
 int check_writable(const char *path);
 

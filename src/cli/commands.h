@@ -8,6 +8,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_correct(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 /* Shared by quantize and correct. Return 0 or an exit status (message already printed). */
 #include "common.h"

@@ -16,6 +16,8 @@ static const Command commands[] = {
     {"sample", cmd_sample, "generate text from a checkpoint"},
     {"quantize", cmd_quantize, "fake-quantize a float checkpoint's weights"},
     {"correct", cmd_correct, "quantize, fit correction layers, report recovery"},
+    {"sweep", cmd_sweep, "run or resume a grid of experiments into a directory"},
+    {"report", cmd_report, "write report.md and SVG plots from a sweep's summary.csv"},
 };
 
 static void usage(FILE *f) {
