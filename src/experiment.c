@@ -65,8 +65,100 @@ static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick
     }
 }
 
+int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_t *starts, int n_windows, int first_block) {
+    memset(sc, 0, sizeof *sc);
+    int T = m->config.ctx, C = m->config.d_model, B = m->max_batch;
+    sc->first_block = first_block;
+    sc->n_windows = n_windows;
+    sc->T = T;
+    sc->C = C;
+    sc->max_batch = B;
+    sc->streams = qc_aligned_alloc((size_t)n_windows * T * C * sizeof(float), "prefix cache");
+    sc->targets = qc_malloc((size_t)n_windows * T * sizeof(int32_t), "prefix cache");
+    sc->batch = qc_aligned_alloc((size_t)B * T * C * sizeof(float), "prefix cache batch");
+    int32_t *inputs = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
+    if (!sc->streams || !sc->targets || !sc->batch || !inputs) {
+        free(inputs);
+        stream_cache_free(sc);
+        return -1;
+    }
+    for (int w0 = 0; w0 < n_windows; w0 += B) {
+        int nb = n_windows - w0 < B ? n_windows - w0 : B;
+        for (int b = 0; b < nb; b++) {
+            const int32_t *src = ids + (starts ? starts[w0 + b] : (int64_t)(w0 + b) * T);
+            memcpy(inputs + (size_t)b * T, src, (size_t)T * sizeof(int32_t));
+            memcpy(sc->targets + (size_t)(w0 + b) * T, src + 1, (size_t)T * sizeof(int32_t));
+        }
+        gpt_forward_blocks(m, inputs, nb, T, NULL, first_block + 1);
+        memcpy(sc->streams + (size_t)w0 * T * C, m->layers[first_block].resid_out, (size_t)nb * T * C * sizeof(float));
+    }
+    free(inputs);
+    return 0;
+}
+
+void stream_cache_free(StreamCache *sc) {
+    free(sc->streams);
+    free(sc->targets);
+    free(sc->batch);
+    memset(sc, 0, sizeof *sc);
+}
+
+/* Copies the chosen windows' streams and targets into the cache's batch buffer and targets. */
+static void gather_cached(const StreamCache *sc, const int *pick, int B, int32_t *targets) {
+    size_t w = (size_t)sc->T * sc->C;
+    for (int b = 0; b < B; b++) {
+        memcpy(sc->batch + (size_t)b * w, sc->streams + (size_t)pick[b] * w, w * sizeof(float));
+        memcpy(targets + (size_t)b * sc->T, sc->targets + (size_t)pick[b] * sc->T, (size_t)sc->T * sizeof(int32_t));
+    }
+}
+
+double evaluate_loss_cached(GPT *m, const StreamCache *sc, const StreamHook *hook) {
+    int T = sc->T, B = sc->max_batch < m->max_batch ? sc->max_batch : m->max_batch;
+    int32_t *targets = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
+    int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
+    if (!targets || !pick) { free(targets); free(pick); return NAN; }
+    double total = 0.0;
+    for (int w0 = 0; w0 < sc->n_windows; w0 += B) {
+        int nb = sc->n_windows - w0 < B ? sc->n_windows - w0 : B;
+        for (int b = 0; b < nb; b++) pick[b] = w0 + b;
+        gather_cached(sc, pick, nb, targets);
+        gpt_forward_from(m, sc->batch, sc->first_block + 1, nb, T, hook);
+        total += crossentropy_forward_backward(NULL, m->logits, targets, nb * T, m->config.vocab_size, 0.0f) * nb * T;
+    }
+    free(targets);
+    free(pick);
+    return total / ((double)sc->n_windows * T);
+}
+
+/* Forward and backward of one batch from the tokens; returns the objective. */
+static double correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
+                                        const int32_t *targets, int B, int T, const float **mse_targets) {
+    int N = B * T, V = q->config.vocab_size, first_block = c->sites[0].block;
+    double value;
+    if (objective == OBJECTIVE_MSE) {
+        gpt_forward_blocks(f, inputs, B, T, NULL, f->config.n_layer);
+        for (int j = 0; j < c->n_sites; j++) mse_targets[j] = f->layers[c->sites[j].block].resid_out;
+        c->mse_targets = mse_targets;
+        c->mse_loss = 0.0;
+        gpt_forward_blocks(q, inputs, B, T, &c->hook, q->config.n_layer);
+        value = c->mse_loss;
+        gpt_backward(q, &c->hook, 0, 0, first_block + 1);
+        c->mse_targets = NULL;
+        return value;
+    }
+    gpt_forward(q, inputs, B, T, &c->hook);
+    if (objective == OBJECTIVE_CE) {
+        value = gpt_loss(q, targets);
+    } else {
+        gpt_forward(f, inputs, B, T, NULL);
+        value = kl_forward_backward(q->dlogits, q->logits, f->logits, N, V, 1.0f / N);
+    }
+    gpt_backward(q, &c->hook, 1, 0, first_block + 1);
+    return value;
+}
+
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out) {
-    int T = q->config.ctx, B = o->batch, N = B * T, V = q->config.vocab_size;
+    int T = q->config.ctx, B = o->batch, N = B * T;
     if (B > q->max_batch || (f && B > f->max_batch)) { qc_error("batch %d exceeds the model allocation", B); return -1; }
     if (o->objective != OBJECTIVE_CE && !f) { qc_error("objective %s needs the float model", objective_name(o->objective)); return -1; }
     if (gpt_enable_backward(q) != 0) return -1;
@@ -85,31 +177,25 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
     Rng rng;
     rng_seed(&rng, o->seed ^ 0x5EED5EEDull);
     int first_block = c->sites[0].block;
+    const StreamCache *cache = o->objective == OBJECTIVE_CE ? o->calib_cache : NULL;
+    if (cache && (cache->first_block != first_block || cache->n_windows != n_windows || cache->max_batch < B)) {
+        qc_error("internal: the calibration cache does not match the corrections");
+        goto done;
+    }
     double recent = 0.0;
     int n_recent = 0;
     for (int step = 0; step < o->steps; step++) {
         for (int b = 0; b < B; b++) pick[b] = (int)rng_below(&rng, (uint64_t)n_windows);
-        gather_batch(corpus, starts, pick, B, T, inputs, targets);
         corrections_zero_grad(c);
         double objective;
-        if (o->objective == OBJECTIVE_MSE) {
-            gpt_forward_blocks(f, inputs, B, T, NULL, f->config.n_layer);
-            for (int j = 0; j < c->n_sites; j++) mse_targets[j] = f->layers[c->sites[j].block].resid_out;
-            c->mse_targets = mse_targets;
-            c->mse_loss = 0.0;
-            gpt_forward_blocks(q, inputs, B, T, &c->hook, q->config.n_layer);
-            objective = c->mse_loss;
-            gpt_backward(q, &c->hook, 0, 0, first_block + 1);
-            c->mse_targets = NULL;
-        } else {
-            gpt_forward(q, inputs, B, T, &c->hook);
-            if (o->objective == OBJECTIVE_CE) {
-                objective = gpt_loss(q, targets);
-            } else {
-                gpt_forward(f, inputs, B, T, NULL);
-                objective = kl_forward_backward(q->dlogits, q->logits, f->logits, N, V, 1.0f / N);
-            }
+        if (cache) { /* the frozen prefix comes from the cache: only blocks after it run */
+            gather_cached(cache, pick, B, targets);
+            gpt_forward_from(q, cache->batch, first_block + 1, B, T, &c->hook);
+            objective = gpt_loss(q, targets);
             gpt_backward(q, &c->hook, 1, 0, first_block + 1);
+        } else {
+            gather_batch(corpus, starts, pick, B, T, inputs, targets);
+            objective = correction_step_objective(q, f, c, o->objective, inputs, targets, B, T, mse_targets);
         }
         if (!isfinite(objective)) {
             qc_error("correction training diverged: objective is %g at step %d (try a lower --lr)", objective, step + 1);

@@ -12,6 +12,22 @@
 
 typedef enum { METHOD_TRAIN, METHOD_LSTSQ } CorrectMethod;
 
+/* The frozen prefix of a quantized model computed once: for each window, the stream after
+ * block first_block (before its hook). Every correction whose first site follows that block
+ * reuses it — the sweep shares one cache across all widths and methods of a (bits, every). */
+typedef struct {
+    int first_block, n_windows, T, C, max_batch;
+    float *streams;     /* (n_windows, T, C) */
+    int32_t *targets;   /* (n_windows, T): the next token of every position */
+    float *batch;       /* (max_batch, T, C) scratch the forward reads from */
+} StreamCache;
+
+/* starts == NULL: the windows are contiguous, window i at ids[i*T] (the evaluation layout). */
+int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_t *starts, int n_windows, int first_block);
+void stream_cache_free(StreamCache *sc);
+/* evaluate_loss over the windows of a cache (same result as evaluate_loss on them). */
+double evaluate_loss_cached(GPT *m, const StreamCache *sc, const StreamHook *hook);
+
 typedef struct {
     int every, hidden;
     Objective objective;
@@ -23,6 +39,9 @@ typedef struct {
     double ridge;               /* lstsq: lambda = ridge * mean diagonal of X^T X */
     const char *log_path;       /* CSV step,objective,lr; NULL: none */
     int quiet;
+    /* optional, ce objective only: the calibration windows' prefix (built from the same
+     * calibration_windows), so steps skip the frozen blocks below the first site */
+    const StreamCache *calib_cache;
 } CorrectOptions;
 
 void correct_options_default(CorrectOptions *o);

@@ -258,25 +258,15 @@ void gpt_zero_grad(GPT *m) {
     if (m->grads) memset(m->grads, 0, m->num_params * sizeof(float));
 }
 
-void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook) {
-    gpt_forward_blocks(m, inputs, B, T, hook, m->config.n_layer);
-    int N = B * T, C = m->config.d_model, V = m->config.vocab_size;
-    GlobalParams g = global_view(m, m->params);
-    layernorm_forward(m->ln_f, m->ln_f_mean, m->ln_f_rstd, m->final_stream, g.ln_f_weight, g.ln_f_bias, N, C);
-    matmul_forward(m->logits, gpt_matmul_input(m, m->ln_f, N, C), g.lm_head_weight, g.lm_head_bias, N, C, V, 0);
-}
 
-void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int L) {
+/* Blocks [first, last) on x, the stream entering block `first`. */
+static void forward_range(GPT *m, float *x, int first, int last, int B, int T, const StreamHook *hook) {
     const GPTConfig *cfg = &m->config;
     int C = cfg->d_model, NH = cfg->n_head;
     int N = B * T;
     m->batch = B;
     m->seq = T;
-    memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
-    GlobalParams g = global_view(m, m->params);
-    embedding_forward(m->encoded, inputs, g.wte, g.wpe, B, T, C);
-    float *x = m->encoded;
-    for (int l = 0; l < L; l++) {
+    for (int l = first; l < last; l++) {
         LayerParams p = layer_view(m, m->params, l);
         LayerActivations *a = &m->layers[l];
         m->block_input[l] = x;
@@ -293,6 +283,32 @@ void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const Strea
         x = hook ? hook->forward(hook->ctx, l, a->resid_out, N) : a->resid_out;
     }
     m->final_stream = x;
+}
+
+void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int n_blocks) {
+    int N = B * T;
+    memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+    GlobalParams g = global_view(m, m->params);
+    embedding_forward(m->encoded, inputs, g.wte, g.wpe, B, T, m->config.d_model);
+    forward_range(m, m->encoded, 0, n_blocks, B, T, hook);
+}
+
+static void forward_head(GPT *m) {
+    int N = m->batch * m->seq, C = m->config.d_model, V = m->config.vocab_size;
+    GlobalParams g = global_view(m, m->params);
+    layernorm_forward(m->ln_f, m->ln_f_mean, m->ln_f_rstd, m->final_stream, g.ln_f_weight, g.ln_f_bias, N, C);
+    matmul_forward(m->logits, gpt_matmul_input(m, m->ln_f, N, C), g.lm_head_weight, g.lm_head_bias, N, C, V, 0);
+}
+
+void gpt_forward_from(GPT *m, float *x, int first, int B, int T, const StreamHook *hook) {
+    if (first > 0 && hook) x = hook->forward(hook->ctx, first - 1, x, B * T);
+    forward_range(m, x, first, m->config.n_layer, B, T, hook);
+    forward_head(m);
+}
+
+void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook) {
+    gpt_forward_blocks(m, inputs, B, T, hook, m->config.n_layer);
+    forward_head(m);
 }
 
 double gpt_loss(GPT *m, const int32_t *targets) {

@@ -131,6 +131,10 @@ size_t tensor_numel(const TensorSpec *t);
 void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook);
 /* Only blocks [0, n_blocks) (with their hooks), no head: for work that needs the stream only. */
 void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int n_blocks);
+/* Forward from a cached prefix: x (B,T,C) is block first-1's output before its hook; runs that
+ * hook, blocks [first, L) and the head. x must stay alive until the backward (stop_block =
+ * first) is done. The embedding is not run, so parameter gradients are not available. */
+void gpt_forward_from(GPT *m, float *x, int first, int B, int T, const StreamHook *hook);
 /* Mean cross-entropy of the last forward; also writes m->dlogits (for d mean) if training. */
 double gpt_loss(GPT *m, const int32_t *targets);
 /* Backward of the last forward. from_logits: start from m->dlogits (else from a zero gradient

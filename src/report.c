@@ -726,14 +726,34 @@ static void section_perplexity(Report *rep) {
     }
 }
 
+/* What a paired comparison supports: a direction only when the 95% t-interval excludes 0 AND the
+ * signed-rank test agrees at 5% (so a tiny n, where the t-interval alone can exclude 0 but no rank
+ * test can, makes no claim). */
+typedef enum { VERDICT_TOO_FEW, VERDICT_NONE, VERDICT_CONFLICT, VERDICT_HIGHER, VERDICT_LOWER } Verdict;
+
+static Verdict paired_verdict(const PairedComparison *pc) {
+    const MeanCI *d = &pc->diff;
+    if (pc->n < 2 || !isfinite(d->ci_low)) return VERDICT_TOO_FEW;
+    int ci_excludes = d->ci_low > 0 || d->ci_high < 0;
+    int rank_agrees = isfinite(pc->wilcoxon.p) && pc->wilcoxon.p < 0.05;
+    if (!ci_excludes) return VERDICT_NONE;
+    if (!rank_agrees) return VERDICT_CONFLICT;
+    return d->mean > 0 ? VERDICT_HIGHER : VERDICT_LOWER;
+}
+
 static void conclude_paired(TextBuf *c, const PairedComparison *pc, const char *where, const char *a_name, const char *b_name,
                             const char *unit_name) {
     const MeanCI *d = &pc->diff;
-    if (pc->n < 2 || !isfinite(d->ci_low)) {
+    Verdict v = paired_verdict(pc);
+    if (v == VERDICT_TOO_FEW) {
         textbuf_printf(c, "- %s, too few matched pairs (n = %d) to compare %s with %s.\n", where, pc->n, a_name, b_name);
         return;
     }
-    if (d->ci_low > 0 || d->ci_high < 0) {
+    if (v == VERDICT_CONFLICT) {
+        textbuf_printf(c, "- %s, no firm conclusion on %s vs %s: the 95%% CI of the paired difference, [%.2f, %.2f] percentage points "
+                          "over %d matched %s, excludes 0 but the signed-rank test does not confirm it (Wilcoxon p = ",
+                       where, a_name, b_name, 100 * d->ci_low, 100 * d->ci_high, pc->n, unit_name);
+    } else if (v == VERDICT_HIGHER || v == VERDICT_LOWER) {
         textbuf_printf(c, "- %s, %s recover %.2f percentage points %s of the loss gap than %s (paired difference over %d matched %s, "
                           "95%% CI [%.2f, %.2f], Wilcoxon p = ",
                        where, a_name, 100 * fabs(d->mean), d->mean > 0 ? "more" : "less", b_name, pc->n, unit_name, 100 * d->ci_low,
@@ -1076,7 +1096,8 @@ static int section_control(Report *rep) {
                               "fine-tuning.\n", bits, n);
             continue;
         }
-        if (pc.diff.ci_low > 0) {
+        Verdict verdict = paired_verdict(&pc);
+        if (verdict == VERDICT_HIGHER) {
             textbuf_printf(c, "- At %d bits, the quantized models gain %.4f nats more from correction training than the float control "
                               "does (paired over %d runs, 95%% CI [%.4f, %.4f], Wilcoxon p = ",
                            bits, pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high);
@@ -1088,14 +1109,15 @@ static int section_control(Report *rep) {
             if (n_adj >= 2) textbuf_printf(c, ", and the control-adjusted recovery is %.1f%% (95%% CI [%.1f, %.1f]%%)", 100 * adj.mean,
                                            100 * adj.ci_low, 100 * adj.ci_high);
             textbuf_printf(c, ".\n");
-        } else if (pc.diff.ci_high < 0) {
+        } else if (verdict == VERDICT_LOWER) {
             textbuf_printf(c, "- At %d bits, the float control gains %.4f nats more from the same correction training than the "
-                              "quantized models (paired over %d runs, 95%% CI [%.4f, %.4f]): correction training helps the quantized "
-                              "models no more than it helps the float model.\n", bits, -pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high);
+                              "quantized models (paired over %d runs, 95%% CI [%.4f, %.4f], Wilcoxon p = %.3g): correction training helps "
+                              "the quantized models no more than it helps the float model.\n",
+                           bits, -pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high, pc.wilcoxon.p);
         } else {
             textbuf_printf(c, "- At %d bits, the quantized models' gain is not distinguishable from the float control's (paired "
-                              "difference %.4f nats over %d runs, 95%% CI [%.4f, %.4f] includes 0): the recovery may be plain extra "
-                              "fine-tuning.\n", bits, pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high);
+                              "difference %.4f nats over %d runs, 95%% CI [%.4f, %.4f], Wilcoxon p = %.3g): the recovery may be "
+                              "plain extra fine-tuning.\n", bits, pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high, pc.wilcoxon.p);
         }
     }
     return 0;
@@ -1466,7 +1488,8 @@ int report_write(const char *dir, ReportSummary *summary) {
         TextBuf md = {0};
         textbuf_append(&md, rep->head.data ? rep->head.data : "", rep->head.len);
         textbuf_printf(&md, "\n## Conclusions\n\nEach sentence below is generated from a statistic and its uncertainty; a difference "
-                            "is called significant only when its 95%% CI excludes 0.\n\n");
+                            "is called significant only when its 95%% CI excludes 0 and the Wilcoxon signed-rank test agrees "
+                            "(p < 0.05).\n\n");
         textbuf_append(&md, rep->conclusions.data ? rep->conclusions.data : "", rep->conclusions.len);
         textbuf_append(&md, rep->body.data ? rep->body.data : "", rep->body.len);
         if (md.failed || rep->head.failed || rep->conclusions.failed || rep->body.failed) rc = -1;

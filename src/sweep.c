@@ -762,10 +762,33 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             if (ensure_quantized(dir, cfg, &corpus, &f, r0->seed, r0->size_index, bits, max_batch, &q, &qs) != 0) { rc = -1; break; }
             double loss_q = bits == 32 ? fs.loss : qs.loss;
             if (gpt_enable_backward(&q) != 0) { gpt_free(&q); rc = -1; break; }
+            /* the frozen prefix below the first site, computed once per (bits, first site) and
+             * shared by every width and method: calibration windows and validation windows */
+            StreamCache calib = {0}, val = {0};
+            int cached_block = -1;
+            int n_calib = 0;
+            int64_t *calib_starts = calibration_windows(&corpus, cfg->calib_tokens, cfg->ctx, (uint64_t)r0->seed, &n_calib);
+            if (!calib_starts) { gpt_free(&q); rc = -1; break; }
             for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits && rc == 0; k++) {
                 if (done[k]) continue;
                 const SweepRun *r = &runs[k];
                 double t_run = now_seconds();
+                int first_block = (r->every < z->n_layer ? r->every : z->n_layer) - 1;
+                if (first_block != cached_block) {
+                    stream_cache_free(&calib);
+                    stream_cache_free(&val);
+                    snprintf(p.phase, sizeof p.phase, "prefix cache s%d_%dx%d b%d after block %d", r0->seed, z->d_model,
+                             z->n_layer, bits, first_block);
+                    show_progress(&p, NULL);
+                    size_t n_val = (corpus.n_val - 1) / (size_t)cfg->ctx;
+                    if (stream_cache_build(&val, &q, corpus.ids + corpus.n_train, NULL, (int)n_val, first_block) != 0 ||
+                        (cfg->objective == OBJECTIVE_CE &&
+                         stream_cache_build(&calib, &q, corpus.ids, calib_starts, n_calib, first_block) != 0)) {
+                        rc = -1;
+                        break;
+                    }
+                    cached_block = first_block;
+                }
                 snprintf(p.phase, sizeof p.phase, "run %s", r->id);
                 show_progress(&p, NULL);
                 Corrections c;
@@ -782,6 +805,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.seed = (uint64_t)r->seed;
                 co.ridge = cfg->ridge;
                 co.quiet = 1;
+                co.calib_cache = calib.streams ? &calib : NULL;
                 char log[4200];
                 snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
                 co.log_path = r->method == METHOD_TRAIN ? log : NULL;
@@ -791,7 +815,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                                                     : correction_lstsq(&q, &f, &c, &corpus, &co);
                 double t_corr = now_seconds() - t0;
                 double t1 = now_seconds();
-                double loss_c = fit == 0 ? evaluate_loss(&q, corpus.ids + corpus.n_train, corpus.n_val, &c.hook) : NAN;
+                double loss_c = fit == 0 ? evaluate_loss_cached(&q, &val, &c.hook) : NAN;
                 double t_eval = now_seconds() - t1;
                 if (fit != 0 || write_record(dir, cfg, r, fs.loss, loss_q, loss_c, &c, fs.seconds, qs.seconds, t_corr, t_eval) != 0 ||
                     sweep_write_summary(dir) != 0) {
@@ -811,6 +835,9 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                     rc = -1;
                 }
             }
+            stream_cache_free(&calib);
+            stream_cache_free(&val);
+            free(calib_starts);
             gpt_free(&q);
         }
         /* the float group's time is counted into the ETA through its runs */
