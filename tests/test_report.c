@@ -1,0 +1,839 @@
+/* test_report: the statistics (t quantiles against closed forms, a table and an independent numeric
+ * integration; Wilcoxon against enumeration of every sign assignment; the sign test against a direct
+ * binomial sum), the CSV reader, and `qcorr report` end to end on a hand-made sweep directory whose
+ * numbers the test recomputes on its own and reads back out of report.md. */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../src/report.h"
+#include "../src/stats.h"
+
+/* ======================================================================================
+ * independent references
+ * ====================================================================================== */
+
+/* Student-t CDF by Simpson integration of the density from 0 to t (no incomplete beta). */
+static double t_cdf_by_integration(double t, double df) {
+    const int n = 4000; /* even */
+    double c = exp(lgamma(0.5 * (df + 1)) - lgamma(0.5 * df)) / sqrt(df * M_PI);
+    double h = t / n, sum = 0.0;
+    for (int i = 0; i <= n; i++) {
+        double x = i * h, f = c * pow(1.0 + x * x / df, -0.5 * (df + 1));
+        sum += (i == 0 || i == n) ? f : (i % 2 ? 4 * f : 2 * f);
+    }
+    return 0.5 + sum * h / 3.0;
+}
+
+static double t_quantile_by_integration(double p, double df) {
+    double lo = 0.0, hi = 200.0;
+    for (int i = 0; i < 60; i++) {
+        double mid = 0.5 * (lo + hi);
+        if (t_cdf_by_integration(mid, df) < p) lo = mid;
+        else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* Two-sided Wilcoxon p by enumerating all 2^m sign assignments of the ranks (no ties assumed). */
+static double wilcoxon_by_enumeration(const double *d, int n) {
+    double v[32];
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (d[i] != 0.0) v[m++] = d[i];
+    assert_true(m <= 24);
+    int rank[32];
+    double w = 0.0;
+    for (int i = 0; i < m; i++) {
+        rank[i] = 1;
+        for (int j = 0; j < m; j++) {
+            assert_true(j == i || fabs(v[j]) != fabs(v[i])); /* the reference assumes no ties */
+            if (fabs(v[j]) < fabs(v[i])) rank[i]++;
+        }
+        if (v[i] > 0) w += rank[i];
+    }
+    long below = 0, above = 0;
+    for (long mask = 0; mask < (1L << m); mask++) {
+        int s = 0;
+        for (int i = 0; i < m; i++)
+            if (mask >> i & 1) s += rank[i];
+        if (s <= w) below++;
+        if (s >= w) above++;
+    }
+    double p = 2.0 * (below < above ? below : above) / (double)(1L << m);
+    return p > 1.0 ? 1.0 : p;
+}
+
+/* Two-sided sign test by summing binomial(n, 1/2) probabilities directly. */
+static double sign_test_by_binomial(int n_pos, int n_neg) {
+    int n = n_pos + n_neg, k = n_pos < n_neg ? n_pos : n_neg;
+    double sum = 0.0;
+    for (int i = 0; i <= k; i++) {
+        double c = 1.0;
+        for (int j = 1; j <= i; j++) c = c * (n - i + j) / j;
+        sum += c;
+    }
+    double p = 2.0 * sum / pow(2.0, n);
+    return p > 1.0 ? 1.0 : p;
+}
+
+static void assert_rel(double got, double want, double rel, const char *what) {
+    if (!(fabs(got - want) <= rel * fabs(want))) fail_msg("%s: got %.9g, want %.9g (relative tolerance %g)", what, got, want, rel);
+}
+
+/* ======================================================================================
+ * statistics
+ * ====================================================================================== */
+
+static void test_t_quantile_closed_forms(void **state) {
+    (void)state;
+    const double ps[] = {0.6, 0.75, 0.9, 0.95, 0.975, 0.995, 0.9995};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) {
+        double p = ps[i];
+        /* df = 1 (Cauchy): tan(pi (p - 1/2)); df = 2: (2p - 1) / sqrt(2 p (1 - p)) */
+        assert_rel(stats_t_quantile(p, 1), tan(M_PI * (p - 0.5)), 1e-9, "t quantile df=1");
+        assert_rel(stats_t_quantile(p, 2), (2 * p - 1) / sqrt(2 * p * (1 - p)), 1e-9, "t quantile df=2");
+        /* df = 4: alpha = 4p(1-p), q = cos(acos(sqrt(alpha)) / 3) / sqrt(alpha), t = 2 sqrt(q - 1) */
+        double alpha = 4 * p * (1 - p), q = cos(acos(sqrt(alpha)) / 3.0) / sqrt(alpha);
+        assert_rel(stats_t_quantile(p, 4), 2 * sqrt(q - 1), 1e-9, "t quantile df=4");
+        /* symmetry */
+        assert_rel(stats_t_quantile(1 - p, 7), -stats_t_quantile(p, 7), 1e-12, "t quantile symmetry");
+    }
+    assert_close(stats_t_quantile(0.975, 2), 4.302653, 1e-6);
+    assert_close(stats_t_quantile(0.5, 3), 0.0, 0.0);
+    assert_close(stats_t_quantile(0.975, 1e7), 1.959964, 2e-6); /* the normal limit */
+    assert_true(isnan(stats_t_quantile(1.0, 3)));
+    assert_true(isnan(stats_t_quantile(0.9, 0)));
+}
+
+static void test_t_quantile_table(void **state) {
+    (void)state;
+    /* two-sided 95% critical values, the printed table (3 decimals) */
+    static const double table[31] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                     2.201, 2.179,  2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080,
+                                     2.074, 2.069,  2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+    for (int df = 1; df <= 30; df++) {
+        double t = stats_t_quantile(0.975, df);
+        if (fabs(t - table[df]) > 5.01e-4) fail_msg("t(0.975, %d) = %.6f, table %.3f", df, t, table[df]);
+        double ref = t_quantile_by_integration(0.975, df);
+        if (fabs(t - ref) > 1e-7 * ref) fail_msg("t(0.975, %d) = %.10f, by integration %.10f", df, t, ref);
+        /* and the CDF inverts it */
+        assert_close(stats_t_cdf(t, df), 0.975, 1e-12);
+    }
+    assert_close(stats_t_quantile(0.995, 10), 3.169273, 1e-6);
+    assert_close(stats_t_quantile(0.95, 5), 2.015048, 1e-6);
+    assert_close(stats_t_quantile(0.975, 60), 2.000298, 1e-6);
+    assert_close(stats_t_quantile(0.975, 120), 1.979930, 1e-6);
+}
+
+static void test_incomplete_beta_identities(void **state) {
+    (void)state;
+    for (double x = 0.05; x < 1.0; x += 0.1) {
+        assert_close(stats_incomplete_beta(1, 1, x), x, 1e-13);
+        assert_close(stats_incomplete_beta(3, 1, x), x * x * x, 1e-13);
+        assert_close(stats_incomplete_beta(2.5, 4, x), 1 - stats_incomplete_beta(4, 2.5, 1 - x), 1e-13);
+    }
+    assert_close(stats_incomplete_beta(7, 7, 0.5), 0.5, 1e-13);
+    assert_close(stats_incomplete_beta(2, 3, 0.0), 0.0, 0.0);
+    assert_close(stats_incomplete_beta(2, 3, 1.0), 1.0, 0.0);
+}
+
+static void test_mean_std_ci(void **state) {
+    (void)state;
+    const double x[] = {2, 4, 4, 4, 5, 5, 7, 9};
+    assert_close(stats_mean(x, 8), 5.0, 1e-15);
+    assert_close(stats_std(x, 8), sqrt(32.0 / 7.0), 1e-14);
+    const double y[] = {1, 2, 3};
+    MeanCI m = stats_mean_ci(y, 3, 0.95);
+    assert_int_equal(m.n, 3);
+    assert_close(m.mean, 2.0, 1e-15);
+    assert_close(m.std, 1.0, 1e-15);
+    assert_close(m.ci_low, 2.0 - 4.302653 / sqrt(3.0), 1e-6);
+    assert_close(m.ci_high, 2.0 + 4.302653 / sqrt(3.0), 1e-6);
+    m = stats_mean_ci(y, 1, 0.95);
+    assert_true(isnan(m.std) && isnan(m.ci_low) && isnan(m.ci_high));
+    assert_true(isnan(stats_mean(y, 0)));
+    double a[] = {3, 5, 8}, b[] = {1, 5, 9}, d[3];
+    stats_paired_differences(a, b, 3, d);
+    assert_close(d[0], 2, 0);
+    assert_close(d[1], 0, 0);
+    assert_close(d[2], -1, 0);
+}
+
+static void test_wilcoxon_exact_against_enumeration(void **state) {
+    (void)state;
+    /* hand examples */
+    const double d1[] = {1.5, -0.3, 2.2, 0.9, -1.1, 3.0, 0.4};
+    WilcoxonResult w = stats_wilcoxon(d1, 7);
+    assert_int_equal(w.exact, 1);
+    assert_int_equal(w.n_used, 7);
+    /* ranks of |d|: 0.3→1, 0.4→2, 0.9→3, 1.1→4, 1.5→5, 2.2→6, 3.0→7; W+ = 2+3+5+6+7 = 23 */
+    assert_close(w.w_plus, 23, 0);
+    assert_close(w.p, wilcoxon_by_enumeration(d1, 7), 1e-15);
+    assert_close(w.p, 0.15625, 1e-15); /* 2 * 10/128: 10 subsets of {1..7} sum to <= 28 - 23 */
+    /* all ten positive: p = 2 / 2^10 */
+    double d2[10];
+    for (int i = 0; i < 10; i++) d2[i] = 0.1 * (i + 1);
+    assert_close(stats_wilcoxon(d2, 10).p, 2.0 / 1024, 1e-15);
+    /* zeros are dropped */
+    const double d3[] = {0, 1, 2, -3, 4, 5, 0};
+    w = stats_wilcoxon(d3, 7);
+    assert_int_equal(w.n_used, 5);
+    assert_int_equal(w.n_zero, 2);
+    assert_close(w.p, wilcoxon_by_enumeration(d3, 7), 1e-15);
+    /* random vectors of every length 1..16 */
+    Rng rng;
+    rng_seed(&rng, 11);
+    for (int n = 1; n <= 16; n++)
+        for (int rep = 0; rep < 3; rep++) {
+            double d[16];
+            for (int i = 0; i < n; i++) d[i] = rng_normal(&rng) + 0.3 * rep;
+            w = stats_wilcoxon(d, n);
+            assert_int_equal(w.exact, 1);
+            double ref = wilcoxon_by_enumeration(d, n);
+            if (fabs(w.p - ref) > 1e-14) fail_msg("n=%d: exact p %.15g, enumeration %.15g", n, w.p, ref);
+        }
+    /* nothing left: no p */
+    const double zeros[] = {0, 0};
+    assert_true(isnan(stats_wilcoxon(zeros, 2).p));
+}
+
+static void test_wilcoxon_ties_and_large_n_use_normal(void **state) {
+    (void)state;
+    /* |d| = 1,1,1,2,2,3: average ranks 2,2,2,4.5,4.5,6; W+ = 2+2+4.5+4.5+6 = 19; mu = 10.5;
+     * sigma^2 = 6*7*13/24 - ((27-3) + (8-2))/48 = 22.125; z = (8.5 - 0.5)/sqrt(22.125) */
+    const double d[] = {1, 1, -1, 2, 2, 3};
+    WilcoxonResult w = stats_wilcoxon(d, 6);
+    assert_int_equal(w.exact, 0);
+    assert_close(w.w_plus, 19, 1e-12);
+    assert_close(w.p, erfc(8.0 / sqrt(22.125) / sqrt(2.0)), 1e-14);
+    /* 40 distinct differences: beyond the exact table, normal without tie term */
+    double e[40];
+    double w_plus = 0;
+    for (int i = 0; i < 40; i++) {
+        e[i] = (i % 3 == 0 ? -1.0 : 1.0) * (i + 1);
+        if (e[i] > 0) w_plus += i + 1;
+    }
+    w = stats_wilcoxon(e, 40);
+    assert_int_equal(w.exact, 0);
+    assert_close(w.w_plus, w_plus, 1e-12);
+    double mu = 40 * 41 / 4.0, sigma = sqrt(40 * 41 * 81 / 24.0);
+    assert_close(w.p, erfc((fabs(w_plus - mu) - 0.5) / sigma / sqrt(2.0)), 1e-14);
+}
+
+static void test_sign_test_binomial(void **state) {
+    (void)state;
+    const double d[] = {1, 2, 3, 4, 5, -6};
+    SignTestResult s = stats_sign_test(d, 6);
+    assert_int_equal(s.n_pos, 5);
+    assert_int_equal(s.n_neg, 1);
+    assert_close(s.p, 2.0 * 7 / 64, 1e-15);
+    const double balanced[] = {1, -1, 0, 2, -2};
+    s = stats_sign_test(balanced, 5);
+    assert_int_equal(s.n_zero, 1);
+    assert_close(s.p, 1.0, 0);
+    for (int n_pos = 0; n_pos <= 25; n_pos += 3)
+        for (int n_neg = 0; n_neg <= 25; n_neg += 4) {
+            if (n_pos + n_neg == 0) continue;
+            double x[50];
+            int n = 0;
+            for (int i = 0; i < n_pos; i++) x[n++] = 1.0 + i;
+            for (int i = 0; i < n_neg; i++) x[n++] = -1.0 - i;
+            assert_rel(stats_sign_test(x, n).p, sign_test_by_binomial(n_pos, n_neg), 1e-12, "sign test p");
+        }
+    assert_true(isnan(stats_sign_test(balanced + 2, 1).p));
+}
+
+/* ======================================================================================
+ * CSV
+ * ====================================================================================== */
+
+static void test_csv_quoting_and_errors(void **state) {
+    (void)state;
+    const char *text = "a,b,c\r\n1,\"x,y\",\r\n\n\"say \"\"hi\"\"\",2,\"multi\nline\"\n";
+    ReportCsv csv;
+    assert_int_equal(report_csv_parse("t.csv", text, strlen(text), &csv), 0);
+    assert_int_equal(csv.n_cols, 3);
+    assert_int_equal(csv.n_rows, 2);
+    assert_string_equal(csv.header[2], "c");
+    assert_string_equal(report_csv_cell(&csv, 0, 0), "1");
+    assert_string_equal(report_csv_cell(&csv, 0, 1), "x,y");
+    assert_string_equal(report_csv_cell(&csv, 0, 2), "");
+    assert_string_equal(report_csv_cell(&csv, 1, 0), "say \"hi\"");
+    assert_string_equal(report_csv_cell(&csv, 1, 2), "multi\nline");
+    assert_int_equal(csv.lines[0], 2);
+    assert_int_equal(csv.lines[1], 4);
+    assert_int_equal(report_csv_column(&csv, "b"), 1);
+    assert_int_equal(report_csv_column(&csv, "z"), -1);
+    report_csv_free(&csv);
+    /* no final newline, trailing empty field */
+    assert_int_equal(report_csv_parse("t.csv", "a,b\n1,", 6, &csv), 0);
+    assert_int_equal(csv.n_rows, 1);
+    assert_string_equal(report_csv_cell(&csv, 0, 1), "");
+    report_csv_free(&csv);
+    const char *bad_count = "a,b\n1,2\n1,2,3\n";
+    assert_int_not_equal(report_csv_parse("t.csv", bad_count, strlen(bad_count), &csv), 0);
+    if (!strstr(qc_last_error(), "t.csv line 3") || !strstr(qc_last_error(), "3 fields")) fail_msg("error: %s", qc_last_error());
+    const char *bad_quote = "a,b\n1,\"x\"y\n";
+    assert_int_not_equal(report_csv_parse("t.csv", bad_quote, strlen(bad_quote), &csv), 0);
+    if (!strstr(qc_last_error(), "line 2, column 2 (b)")) fail_msg("error: %s", qc_last_error());
+    const char *open_quote = "a,b\n1,\"never closed\n";
+    assert_int_not_equal(report_csv_parse("t.csv", open_quote, strlen(open_quote), &csv), 0);
+    if (!strstr(qc_last_error(), "never closed")) fail_msg("error: %s", qc_last_error());
+    assert_int_not_equal(report_csv_parse("t.csv", "", 0, &csv), 0);
+}
+
+/* ======================================================================================
+ * end to end
+ * ====================================================================================== */
+
+typedef struct {
+    int seed, bits, size, every, hidden, lstsq, control, ok;
+    double lf, lq, lc, rec, gain;
+} TestRun;
+
+#define MAX_TEST_RUNS 200
+static TestRun truns[MAX_TEST_RUNS];
+static int n_truns;
+static const char *const size_names[2] = {"64x2", "128x4"};
+static const int size_d[2] = {64, 128}, size_l[2] = {2, 4};
+static const int seeds[3] = {1, 2, 3}, bit_widths[2] = {2, 4}, everys[2] = {1, 2}, hiddens[3] = {0, 32, 64};
+
+/* the three runs whose recovery the test makes undefined */
+static int made_undefined(const TestRun *r) {
+    return (r->bits == 2 && r->seed == 3 && r->size == 1 && r->every == 2 && r->hidden == 64 && !r->lstsq) ||
+           (r->bits == 4 && r->seed == 1 && r->size == 0 && r->every == 1 && r->hidden == 0 && !r->lstsq) ||
+           (r->bits == 4 && r->seed == 2 && r->size == 0 && r->every == 1 && r->lstsq);
+}
+
+static void add_run(int seed, int bits, int size, int every, int hidden, int lstsq, int control, double lf, double gap, double rec) {
+    assert_true(n_truns < MAX_TEST_RUNS);
+    TestRun *r = &truns[n_truns++];
+    *r = (TestRun){seed, bits, size, every, hidden, lstsq, control, 1, lf, lf + gap, 0, rec, 0};
+    if (control) {
+        r->ok = 0;
+        r->lq = lf;
+        r->lc = lf - rec; /* rec holds the control gain */
+    } else if (made_undefined(r)) {
+        r->ok = 0;
+        r->lq = lf + 5e-5;
+        r->lc = r->lq - 1e-5;
+    } else {
+        r->lc = r->lq - rec * gap;
+    }
+    r->gain = r->lq - r->lc;
+}
+
+static void make_runs(void) {
+    Rng rng;
+    rng_seed(&rng, 2024);
+    n_truns = 0;
+    for (int s = 0; s < 3; s++)
+        for (int z = 0; z < 2; z++) {
+            double lf = 1.9 + 0.05 * z + 0.01 * seeds[s];
+            for (int b = 0; b < 2; b++) {
+                double gap = bit_widths[b] == 2 ? 0.6 : 0.12;
+                for (int e = 0; e < 2; e++) {
+                    double base = 0.6 + 0.05 * (everys[e] == 1) + 0.2 * rng_uniform(&rng);
+                    for (int h = 0; h < 3; h++) {
+                        /* at 2 bits MLP helps a little on average, at 4 bits not at all: noise decides */
+                        double effect = hiddens[h] == 0 ? 0.0 : (bit_widths[b] == 2 ? 0.03 : 0.0) + 0.12 * (rng_uniform(&rng) - 0.5);
+                        add_run(seeds[s], bit_widths[b], z, everys[e], hiddens[h], 0, 0, lf, gap, base + effect);
+                    }
+                    add_run(seeds[s], bit_widths[b], z, everys[e], 0, 1, 0, lf, gap, base - 0.05 + 0.1 * (rng_uniform(&rng) - 0.5));
+                }
+            }
+            for (int e = 0; e < 2; e++)
+                for (int h = 0; h < 3; h++) add_run(seeds[s], 32, z, everys[e], hiddens[h], 0, 1, lf, 0, 0.01 + 0.01 * rng_uniform(&rng));
+        }
+}
+
+static void write_text(const char *path, const char *text) { assert_int_equal(write_file_atomic(path, text, strlen(text)), 0); }
+
+static void write_summary(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/summary.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
+               "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
+               "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
+               "seconds_eval\n");
+    for (int i = 0; i < n_truns; i++) {
+        const TestRun *r = &truns[i];
+        /* run 0's id carries a quote, every scheme a comma: both must survive the CSV quoting */
+        if (i == 0) fprintf(f, "\"run\"\"0\",");
+        else fprintf(f, "run%d,", i);
+        fprintf(f, "%d,%s,%d,%d,%d,", r->seed, size_names[r->size], size_d[r->size], size_l[r->size], r->bits);
+        if (r->control) fprintf(f, "float32 (no quantization),");
+        else fprintf(f, "\"int%d sym-absmax channel rtn scope=linear,head act=none\",", r->bits);
+        fprintf(f, "%d,%d,%s,%s,%s,%s,", r->every, r->hidden, r->hidden ? "mlp" : "linear", r->lstsq ? "lstsq" : "train",
+                r->lstsq ? "lstsq" : "ce", r->control ? "control" : "quant");
+        fprintf(f, "%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,", r->lf, r->lq, r->lc, exp(r->lf), exp(r->lq), exp(r->lc));
+        if (r->ok)
+            fprintf(f, "%.17g,%.17g,ok,", r->rec, (exp(r->lq) - exp(r->lc)) / (exp(r->lq) - exp(r->lf)));
+        else
+            fprintf(f, ",,undefined,");
+        fprintf(f, "%.17g,1234,2,%d,65536,1.5,0.1,2.5,0.4\n", r->gain, r->lstsq ? 0 : 200);
+    }
+    assert_int_equal(fclose(f), 0);
+}
+
+static char *read_text(const char *path) {
+    size_t size;
+    uint8_t *text = read_file(path, &size);
+    if (!text) fail_msg("%s", qc_last_error());
+    return (char *)text;
+}
+
+/* Splits one markdown table row "| a | b |" into trimmed cells; returns the count. */
+static int split_row(const char *line, char cells[][160], int max) {
+    int n = 0;
+    const char *p = strchr(line, '|');
+    while (p && n < max) {
+        const char *q = strchr(p + 1, '|');
+        const char *nl = strchr(p + 1, '\n');
+        if (!q || (nl && nl < q)) break;
+        const char *a = p + 1, *b = q;
+        while (a < b && *a == ' ') a++;
+        while (b > a && b[-1] == ' ') b--;
+        snprintf(cells[n], 160, "%.*s", (int)(b - a), a);
+        n++;
+        p = q;
+    }
+    return n;
+}
+
+/* The cells of the first table row after `heading` (before the next heading) whose first cell is
+ * key1 and, if key2 is given, whose second cell is key2. Fails the test when there is none. */
+static int table_row(const char *md, const char *heading, const char *key1, const char *key2, char cells[][160]) {
+    const char *p = strstr(md, heading);
+    if (!p) fail_msg("report.md has no heading '%s'", heading);
+    p = strchr(p, '\n');
+    while (p && *p) {
+        p++;
+        if (*p == '#') break;
+        if (*p == '|') {
+            int n = split_row(p, cells, 24);
+            if (n >= 2 && strcmp(cells[0], key1) == 0 && (!key2 || strcmp(cells[1], key2) == 0)) return n;
+        }
+        p = strchr(p, '\n');
+    }
+    fail_msg("no row '%s'%s%s under '%s'", key1, key2 ? " / " : "", key2 ? key2 : "", heading);
+    return 0;
+}
+
+static double cell_number(const char *cell) {
+    char *end;
+    double v = strtod(cell, &end);
+    if (end == cell) fail_msg("cell '%s' is not a number", cell);
+    return v;
+}
+/* "[a, b]" */
+static void cell_interval(const char *cell, double *lo, double *hi) {
+    if (sscanf(cell, "[%lf, %lf]", lo, hi) != 2) fail_msg("cell '%s' is not an interval", cell);
+}
+/* "72.3 ± 4.1 (n=12)": mean, std, n */
+static void cell_mean_std_n(const char *cell, double *mean, double *std, int *n) {
+    *mean = cell_number(cell);
+    const char *pm = strstr(cell, "± ");
+    if (!pm) fail_msg("cell '%s' has no ±", cell);
+    *std = cell_number(pm + strlen("± "));
+    const char *nn = strstr(cell, "n=");
+    if (!nn) fail_msg("cell '%s' has no n=", cell);
+    *n = atoi(nn + 2);
+}
+
+#define PCT_1DP 0.0500001  /* a percentage printed with one decimal */
+#define PCT_2DP 0.0050001  /* two decimals */
+
+static void expect_p(const char *cell, double want) {
+    double got = cell_number(cell);
+    if (!(fabs(got - want) <= 5e-3 * want + 1e-300)) fail_msg("p-value cell '%s', want %.6g", cell, want);
+}
+
+static double sample_std(const double *x, int n) {
+    double m = 0, s = 0;
+    for (int i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (int i = 0; i < n; i++) s += (x[i] - m) * (x[i] - m);
+    return sqrt(s / (n - 1));
+}
+static double mean_of(const double *x, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) m += x[i];
+    return m / n;
+}
+
+static int same_base(const TestRun *a, const TestRun *b) {
+    return a->seed == b->seed && a->size == b->size && a->every == b->every && a->bits == b->bits && !a->control && !b->control;
+}
+
+/* balanced-tag check: every <x ...> closed by </x> in order, <x .../> self-closing */
+static void expect_balanced_svg(const char *path) {
+    char *text = read_text(path);
+    if (strncmp(text, "<svg", 4) != 0) fail_msg("%s does not start with <svg", path);
+    if (!strstr(text, "xmlns=\"http://www.w3.org/2000/svg\"")) fail_msg("%s: no SVG xmlns", path);
+    if (strstr(text, "<script")) fail_msg("%s: has a script", path);
+    char stack[64][32];
+    int depth = 0, elements = 0;
+    for (const char *p = strchr(text, '<'); p; p = strchr(p + 1, '<')) {
+        const char *close = strchr(p, '>');
+        if (!close) fail_msg("%s: unterminated tag", path);
+        if (p[1] == '?' || p[1] == '!') continue;
+        char name[32];
+        int closing = p[1] == '/';
+        sscanf(p + 1 + closing, "%31[a-zA-Z]", name);
+        if (closing) {
+            if (depth == 0 || strcmp(stack[depth - 1], name) != 0) fail_msg("%s: </%s> does not close <%s>", path, name, depth ? stack[depth - 1] : "");
+            depth--;
+        } else if (close[-1] != '/') {
+            if (depth >= 64) fail_msg("%s: nesting too deep", path);
+            snprintf(stack[depth++], sizeof stack[0], "%s", name);
+        }
+        elements++;
+    }
+    if (depth != 0) fail_msg("%s: %d unclosed tags (innermost <%s>)", path, depth, stack[depth - 1]);
+    if (elements < 5) fail_msg("%s: only %d tags", path, elements);
+    free(text);
+}
+
+static void test_report_end_to_end(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/sweep", test_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    make_runs();
+    assert_int_equal(n_truns, 132);
+    write_summary(dir);
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    write_text(path, "{\"command\": \"qcorr sweep --preset test --out sweep\", \"grid\": {}}");
+    snprintf(path, sizeof path, "%s/floats", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/floats/s1_64x2.train.csv", dir);
+    write_text(path, "step,loss,lr,grad_norm,tokens_per_s,val_loss\n0,4.2,0.001,1.0,1000,4.25\n10,3.1,0.001,0.9,1000,\n"
+                     "20,2.5,0.001,0.8,1000,2.6\n30,2.2,0.001,0.7,1000,\n");
+    snprintf(path, sizeof path, "%s/floats/s2_64x2.train.csv", dir);
+    write_text(path, "step,loss,lr,grad_norm,tokens_per_s,val_loss\n0,4.3,0.001,1.0,1000,\n10,3.0,0.001,0.9,1000,\n");
+
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    assert_int_equal(summary.n_rows, 132);
+    assert_int_equal(summary.n_control, 36);
+    assert_int_equal(summary.n_quant, 96);
+    assert_int_equal(summary.n_excluded, 3);
+    assert_int_equal(summary.n_loss_curves, 2);
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    char cells[24][160];
+
+    /* header: run count, grid, schemes (with their commas), how to reproduce */
+    assert_non_null(strstr(md, "132 runs (96 quantized, 36 in the control arm)"));
+    assert_non_null(strstr(md, "- model size (d_model x layers): 64x2, 128x4"));
+    assert_non_null(strstr(md, "- `int2 sym-absmax channel rtn scope=linear,head act=none`"));
+    assert_non_null(strstr(md, "qcorr sweep --preset test --out sweep"));
+    /* the undefined runs: counted in a note, never averaged in */
+    assert_non_null(strstr(md, "**Note: 3 runs excluded from the recovery statistics**"));
+    assert_non_null(strstr(md, "3 with loss gap below 1e-4"));
+
+    for (int b = 0; b < 2; b++) {
+        int bits = bit_widths[b];
+        char key[8];
+        snprintf(key, sizeof key, "%d", bits);
+        /* 1. recovery by bit width */
+        double rec[128];
+        int n = 0, excluded = 0, above = 0;
+        for (int i = 0; i < n_truns; i++) {
+            if (truns[i].control || truns[i].bits != bits) continue;
+            if (!truns[i].ok) { excluded++; continue; }
+            rec[n++] = truns[i].rec;
+            above += truns[i].rec > 0.8;
+        }
+        assert_int_equal(excluded, bits == 2 ? 1 : 2);
+        double mean = mean_of(rec, n), std = sample_std(rec, n), half = t_quantile_by_integration(0.975, n - 1) * std / sqrt(n);
+        table_row(md, "## 1. Recovery by bit width", key, NULL, cells);
+        assert_int_equal(atoi(cells[1]), n);
+        double got_mean, got_std, lo, hi;
+        int got_n;
+        got_mean = cell_number(cells[2]);
+        got_std = cell_number(strstr(cells[2], "± ") + strlen("± "));
+        assert_close(got_mean, 100 * mean, PCT_1DP);
+        assert_close(got_std, 100 * std, PCT_1DP);
+        cell_interval(cells[3], &lo, &hi);
+        assert_close(lo, 100 * (mean - half), PCT_1DP);
+        assert_close(hi, 100 * (mean + half), PCT_1DP);
+        assert_close(cell_number(cells[4]), 100.0 * above / n, PCT_1DP);
+        assert_int_equal(atoi(cells[5]), excluded);
+        /* the same numbers, unrounded, in the summary --json prints */
+        assert_int_equal(summary.bits[b].bits, bits);
+        assert_int_equal(summary.bits[b].recovery.n, n);
+        assert_close(summary.bits[b].recovery.mean, mean, 1e-12);
+        assert_close(summary.bits[b].recovery.ci_high, mean + half, 1e-7);
+
+        /* 3. paired MLP − linear: the test's own pairing (mean over the MLP widths) */
+        double diff[32];
+        int pairs = 0, n_pos = 0, n_neg = 0;
+        for (int i = 0; i < n_truns; i++) {
+            const TestRun *lin = &truns[i];
+            if (lin->control || lin->bits != bits || lin->hidden || lin->lstsq || !lin->ok) continue;
+            double sum = 0;
+            int count = 0;
+            for (int j = 0; j < n_truns; j++) {
+                const TestRun *m = &truns[j];
+                if (same_base(lin, m) && m->hidden && !m->lstsq && m->ok) sum += m->rec, count++;
+            }
+            if (!count) continue;
+            diff[pairs] = sum / count - lin->rec;
+            n_pos += diff[pairs] > 0, n_neg += diff[pairs] < 0;
+            pairs++;
+        }
+        assert_int_equal(pairs, bits == 2 ? 12 : 11);
+        double dmean = mean_of(diff, pairs), dhalf = t_quantile_by_integration(0.975, pairs - 1) * sample_std(diff, pairs) / sqrt(pairs);
+        double p_wilcoxon = wilcoxon_by_enumeration(diff, pairs), p_sign = sign_test_by_binomial(n_pos, n_neg);
+        table_row(md, "### Paired: MLP − linear", key, NULL, cells);
+        assert_int_equal(atoi(cells[1]), pairs);
+        assert_close(cell_number(cells[4]), 100 * dmean, PCT_2DP);
+        cell_interval(cells[5], &lo, &hi);
+        assert_close(lo, 100 * (dmean - dhalf), PCT_2DP);
+        assert_close(hi, 100 * (dmean + dhalf), PCT_2DP);
+        expect_p(cells[6], p_wilcoxon);
+        assert_non_null(strstr(cells[6], "(exact)"));
+        expect_p(cells[7], p_sign);
+        const PairedComparison *pc = &summary.bits[b].linear_vs_mlp;
+        assert_true(summary.bits[b].have_linear_vs_mlp);
+        assert_int_equal(pc->n, pairs);
+        assert_close(pc->diff.mean, dmean, 1e-12);
+        assert_close(pc->wilcoxon.p, p_wilcoxon, 1e-12);
+        assert_close(pc->sign.p, p_sign, 1e-12);
+        /* the conclusion sentence: a direction only when the CI excludes 0 and Wilcoxon agrees */
+        char sentence[128];
+        int ci_excludes = dmean - dhalf > 0 || dmean + dhalf < 0;
+        if (ci_excludes && p_wilcoxon < 0.05)
+            snprintf(sentence, sizeof sentence, "- At %d bits, MLP corrections recover %.2f percentage points %s", bits, 100 * fabs(dmean),
+                     dmean > 0 ? "more" : "less");
+        else if (ci_excludes)
+            snprintf(sentence, sizeof sentence, "- At %d bits, no firm conclusion on MLP corrections vs linear ones", bits);
+        else
+            snprintf(sentence, sizeof sentence, "- At %d bits, no significant difference between MLP corrections and linear ones", bits);
+        if (!strstr(md, sentence)) fail_msg("report.md lacks the sentence '%s'", sentence);
+
+        /* 4. by hidden size: the 64-wide MLP cell */
+        n = 0;
+        for (int i = 0; i < n_truns; i++)
+            if (!truns[i].control && truns[i].bits == bits && truns[i].hidden == 64 && truns[i].ok) rec[n++] = truns[i].rec;
+        int cols = table_row(md, "## 4. Recovery by correction hidden size", key, NULL, cells);
+        assert_int_equal(cols, 4);
+        cell_mean_std_n(cells[3], &got_mean, &got_std, &got_n);
+        assert_int_equal(got_n, n);
+        assert_close(got_mean, 100 * mean_of(rec, n), PCT_1DP);
+        assert_close(got_std, 100 * sample_std(rec, n), PCT_1DP);
+
+        /* 8. control: each quantized train run against the control run of its seed and correction */
+        double qg = 0, cg = 0;
+        pairs = 0;
+        for (int i = 0; i < n_truns; i++) {
+            const TestRun *q = &truns[i];
+            if (q->control || q->bits != bits) continue;
+            for (int j = 0; j < n_truns; j++) {
+                const TestRun *c = &truns[j];
+                if (c->control && c->seed == q->seed && c->size == q->size && c->every == q->every && c->hidden == q->hidden && !q->lstsq) {
+                    qg += q->gain, cg += c->gain;
+                    pairs++;
+                }
+            }
+        }
+        assert_int_equal(pairs, 36);
+        table_row(md, "### Paired: quantized gain − control gain", key, NULL, cells);
+        assert_int_equal(atoi(cells[1]), pairs);
+        assert_close(cell_number(cells[2]), qg / pairs, 0.00005001);
+        assert_close(cell_number(cells[3]), cg / pairs, 0.00005001);
+
+        /* 9. learned (train, ce) − closed-form (lstsq), linear runs paired */
+        pairs = 0;
+        for (int i = 0; i < n_truns; i++) {
+            const TestRun *l = &truns[i];
+            if (l->control || l->bits != bits || !l->lstsq || !l->ok) continue;
+            for (int j = 0; j < n_truns; j++) {
+                const TestRun *t = &truns[j];
+                if (same_base(l, t) && !t->lstsq && t->hidden == 0 && t->ok) diff[pairs++] = t->rec - l->rec;
+            }
+        }
+        assert_int_equal(pairs, bits == 2 ? 12 : 10);
+        table_row(md, "## 9. Learned vs closed-form", key, "ce", cells);
+        assert_int_equal(atoi(cells[2]), pairs);
+        assert_close(cell_number(cells[5]), 100 * mean_of(diff, pairs), PCT_2DP);
+        expect_p(cells[7], wilcoxon_by_enumeration(diff, pairs));
+    }
+
+    /* 7. the best configuration: the test's own means over seeds */
+    double best = -1;
+    int best_count = 0;
+    for (int i = 0; i < n_truns; i++) {
+        const TestRun *r = &truns[i];
+        if (r->control || !r->ok) continue;
+        double sum = 0;
+        int count = 0;
+        for (int j = 0; j < n_truns; j++) {
+            const TestRun *o = &truns[j];
+            if (!o->control && o->ok && o->bits == r->bits && o->size == r->size && o->every == r->every && o->hidden == r->hidden &&
+                o->lstsq == r->lstsq)
+                sum += o->rec, count++;
+        }
+        if (sum / count > best) best = sum / count, best_count = count;
+    }
+    table_row(md, "## 7. Top configurations", "1", NULL, cells);
+    assert_close(cell_number(cells[7]), 100 * best, PCT_1DP);
+    assert_int_equal(atoi(cells[9]), best_count);
+
+    /* the loss curves were read; every plot exists, is SVG and is balanced; every link resolves */
+    assert_non_null(strstr(md, "(2 files; columns step, loss, val_loss)"));
+    const char *plots[] = {"recovery_by_bits.svg", "recovery_heatmap_2bit.svg", "recovery_heatmap_4bit.svg", "float_loss_curves.svg",
+                           "learned_vs_closed_form.svg"};
+    for (size_t i = 0; i < sizeof plots / sizeof *plots; i++) {
+        snprintf(path, sizeof path, "%s/plots/%s", dir, plots[i]);
+        expect_balanced_svg(path);
+        char link[128];
+        snprintf(link, sizeof link, "(plots/%s)", plots[i]);
+        if (!strstr(md, link)) fail_msg("report.md does not link %s", plots[i]);
+    }
+    assert_int_equal(summary.n_plots, 5);
+    for (const char *p = strstr(md, "](plots/"); p; p = strstr(p + 1, "](plots/")) {
+        char file[128];
+        sscanf(p + 2, "%127[^)]", file);
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        struct stat st;
+        if (stat(path, &st) != 0) fail_msg("report.md links %s, which does not exist", file);
+    }
+    /* atomic writes leave no temporary files behind */
+    snprintf(path, sizeof path, "%s/plots", dir);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp")) fail_msg("temporary file %s left behind", e->d_name);
+    closedir(d);
+    free(md);
+}
+
+/* Two matched pairs from one seed: the t-interval can exclude 0 but no signed-rank test can reach
+ * 5%, so the report must make no claim; a width where every recovery is undefined gets none either;
+ * no control arm and no training logs are said, not papered over. */
+static void test_report_small_sweep_makes_no_claim(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/small", test_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/summary.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
+               "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
+               "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
+               "seconds_eval\n");
+    /* 2 bits: linear 0.50 / 0.60, MLP 0.60 / 0.71 (differences 0.10 and 0.11) */
+    const double rec[2][2] = {{0.50, 0.60}, {0.60, 0.71}};
+    for (int e = 0; e < 2; e++)
+        for (int h = 0; h < 2; h++) {
+            double lf = 2.0, lq = 2.5, lc = lq - rec[e][h] * (lq - lf);
+            fprintf(f, "r%d%d,7,64x2,64,2,2,int2,%d,%d,%s,train,ce,quant,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,ok,%.17g,"
+                       "1,1,1,1,1,1,1,1\n",
+                    e, h, e + 1, 32 * h, h ? "mlp" : "linear", lf, lq, lc, exp(lf), exp(lq), exp(lc), rec[e][h], rec[e][h], lq - lc);
+            /* 8 bits: quantization changed nothing measurable */
+            fprintf(f, "q%d%d,7,64x2,64,2,8,int8,%d,%d,%s,train,ce,quant,2,2.00002,2.00001,7.389,7.389,7.389,,,undefined,0.00001,"
+                       "1,1,1,1,1,1,1,1\n",
+                    e, h, e + 1, 32 * h, h ? "mlp" : "linear");
+        }
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    assert_int_equal(summary.n_excluded, 4);
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    const PairedComparison *pc = &summary.bits[0].linear_vs_mlp;
+    assert_int_equal(pc->n, 2);
+    assert_true(pc->diff.ci_low > 0);       /* the t-interval alone would claim ... */
+    assert_close(pc->wilcoxon.p, 0.5, 1e-15); /* ... but 2 pairs cannot reach 5% */
+    const char *expected[] = {
+        "- At 2 bits, no firm conclusion on MLP corrections vs linear ones",
+        "- At 8 bits no run has a defined recovery (all 4 runs changed the loss by less than 1e-4 nats",
+        "- No control arm ran",
+        "No heat map at 8 bits",
+        "No float training logs",
+        "**Note: 4 runs excluded from the recovery statistics**",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
+        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    const char *forbidden[] = {"MLP corrections recover", "- At 8 bits, MLP", "- At 8 bits, too few"};
+    for (size_t i = 0; i < sizeof forbidden / sizeof *forbidden; i++)
+        if (strstr(md, forbidden[i])) fail_msg("report.md claims '%s'", forbidden[i]);
+    free(md);
+    snprintf(path, sizeof path, "%s/plots/float_loss_curves.svg", dir);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+    snprintf(path, sizeof path, "%s/plots/recovery_by_bits.svg", dir);
+    expect_balanced_svg(path);
+}
+
+static void test_report_errors_name_the_fault(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/missing-dir", test_tmpdir());
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "missing-dir")) fail_msg("error: %s", qc_last_error());
+
+    snprintf(dir, sizeof dir, "%s/bad", test_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "summary.csv")) fail_msg("error: %s", qc_last_error());
+
+    const char *header = "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,"
+                         "loss_quant,loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,"
+                         "gain_loss,correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,"
+                         "seconds_correct,seconds_eval\n";
+    snprintf(path, sizeof path, "%s/summary.csv", dir);
+    write_text(path, header);
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "no runs")) fail_msg("error: %s", qc_last_error());
+
+    char text[4096];
+    snprintf(text, sizeof text, "%sr1,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5,2.1,7.4,12.2,8.2,0.8,0.8,ok,0.4,1,1,1,1,1,1,1,1\n"
+                                "r2,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5,two,7.4,12.2,8.2,0.8,0.8,ok,0.4,1,1,1,1,1,1,1,1\n",
+             header);
+    write_text(path, text);
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "line 3, column loss_corrected: 'two'")) fail_msg("error: %s", qc_last_error());
+
+    snprintf(text, sizeof text, "%sr1,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5\n", header);
+    write_text(path, text);
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "line 2: 15 fields")) fail_msg("error: %s", qc_last_error());
+
+    write_text(path, "seed,bits\n1,2\n");
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "no column 'size'")) fail_msg("error: %s", qc_last_error());
+    /* nothing was written on failure */
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_t_quantile_closed_forms),
+        cmocka_unit_test(test_t_quantile_table),
+        cmocka_unit_test(test_incomplete_beta_identities),
+        cmocka_unit_test(test_mean_std_ci),
+        cmocka_unit_test(test_wilcoxon_exact_against_enumeration),
+        cmocka_unit_test(test_wilcoxon_ties_and_large_n_use_normal),
+        cmocka_unit_test(test_sign_test_binomial),
+        cmocka_unit_test(test_csv_quoting_and_errors),
+        cmocka_unit_test(test_report_end_to_end),
+        cmocka_unit_test(test_report_small_sweep_makes_no_claim),
+        cmocka_unit_test(test_report_errors_name_the_fault),
+    };
+    return cmocka_run_group_tests_name("report", tests, NULL, NULL);
+}
