@@ -67,6 +67,7 @@ int cmd_correct(int argc, char **argv) {
     o.every = every; o.hidden = hidden; o.steps = steps; o.lr = (float)lr; o.weight_decay = (float)weight_decay;
     o.batch = batch; o.calib_tokens = calib_tokens; o.seed = (uint64_t)seed; o.ridge = ridge; o.quiet = quiet;
     set_threads(threads);
+    install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
     if (out && check_writable(out) != 0) return command_failed("correct");
 
     LoadedModel fl;

@@ -41,6 +41,7 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc;
     if (!out) return usage_error("train", "--out is required");
     set_threads(threads);
+    install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
 
     Corpus corpus;
     if (open_corpus(data, NULL, &corpus) != 0) return command_failed("train");
