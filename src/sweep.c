@@ -370,18 +370,20 @@ static int read_sidecar(const char *path, Sidecar *s) {
     free(text);
     const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
     const cJSON *secs = cJSON_GetObjectItemCaseSensitive(root, "seconds");
-    int ok = cJSON_IsNumber(loss) && cJSON_IsNumber(secs) && isfinite(loss->valuedouble);
+    int ok = cJSON_IsNumber(loss) && (cJSON_IsNumber(secs) || cJSON_IsNull(secs)) && isfinite(loss->valuedouble);
     if (ok) {
         s->loss = loss->valuedouble;
-        s->seconds = secs->valuedouble;
+        s->seconds = cJSON_IsNumber(secs) ? secs->valuedouble : NAN;
     }
     cJSON_Delete(root);
     return ok ? 0 : -1;
 }
 
+/* %.17g: a resumed sweep reads back exactly the double an uninterrupted one kept in memory */
 static int write_sidecar(const char *path, double loss, double seconds) {
     char text[256];
-    snprintf(text, sizeof text, "{\"loss\": %.9f, \"seconds\": %.3f}\n", loss, seconds);
+    if (isfinite(seconds)) snprintf(text, sizeof text, "{\"loss\": %.17g, \"seconds\": %.3f}\n", loss, seconds);
+    else snprintf(text, sizeof text, "{\"loss\": %.17g, \"seconds\": null}\n", loss);
     return write_file_atomic(path, text, strlen(text));
 }
 

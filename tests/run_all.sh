@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs every cmocka suite given as arguments, then the command-line tests, and closes with one
+# Runs every cmocka suite given as arguments, then the command-line and sweep tests, and closes with one
 # line "N passed, N failed". Exits non-zero if anything failed or a suite crashed.
 passed=0; failed=0; crashed=""
 for t in "$@"; do
@@ -18,6 +18,15 @@ if [ -f tests/cli_test.sh ]; then
     f=$(printf '%s' "$line" | sed -n 's/.* \([0-9]*\) failed$/\1/p')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then crashed="$crashed tests/cli_test.sh"; failed=$((failed + 1)); fi
+fi
+if [ -f tests/sweep_test.sh ]; then
+    out=$(sh tests/sweep_test.sh 2>&1); rc=$?
+    printf '%s\n' "$out"
+    line=$(printf '%s\n' "$out" | grep -E '^sweep: [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
+    p=$(printf '%s' "$line" | sed -n 's/^sweep: \([0-9]*\) passed.*/\1/p')
+    f=$(printf '%s' "$line" | sed -n 's/.* \([0-9]*\) failed$/\1/p')
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then crashed="$crashed tests/sweep_test.sh"; failed=$((failed + 1)); fi
 fi
 [ -n "$crashed" ] && echo "crashed or failed to report:$crashed"
 echo "$passed passed, $failed failed"

@@ -124,6 +124,12 @@ int cmd_sweep(int argc, char **argv) {
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;
     if (!out) return usage_error("sweep", "--out DIR is required");
+    if (grid) { /* an unreadable grid file is a runtime error (1), like a missing corpus */
+        size_t size;
+        uint8_t *text = read_file(grid, &size);
+        if (!text) return command_failed("sweep");
+        free(text);
+    }
     SweepConfig cfg;
     SweepOptions o = {.quiet = quiet, .dry_run = dry, .data_path = data};
     if (sweep_preset(&cfg, preset) != 0 || parse_shard(shard, &o.shard_k, &o.shard_n) != 0 ||

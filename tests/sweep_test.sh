@@ -1,0 +1,512 @@
+#!/bin/sh
+# shellcheck disable=SC2086 # $GRID and $SMALL are flag lists, split on purpose
+# sweep_test: `qcorr sweep` end to end on a tiny grid (SPEC section 6):
+#   1. SIGKILL at several moments (mid float training, mid run, between records, after a
+#      quantization) and restart: every run exactly once, no temporaries, rows equal to an
+#      uninterrupted reference sweep on every deterministic column (all but seconds_*);
+#   2. two shards at once into one directory;
+#   3. a restart with other settings is refused, naming the key, leaving the directory as it was;
+#   4. corrupt records are reported, moved aside and re-run;
+#   5. bad input: one line on stderr, exit 2 (usage) or 1 (runtime), nothing created;
+#   6. a full disk (LD_PRELOAD shim tests/fault_write.c) while writing checkpoints, records and
+#      the summary: one line naming the file, no temporaries, no half record; a rerun completes;
+#   7. --dry-run prints the plan and creates nothing.
+# Prints "ok - ..." / "FAIL - ..." per check and ends with "sweep: N passed, M failed".
+# Run from the repository root (the corpus is found from there): QCORR=build/qcorr sh tests/sweep_test.sh
+set -u
+
+QCORR=${QCORR:-build/qcorr}
+case $QCORR in /*) ;; *) QCORR=$PWD/$QCORR ;; esac
+unset QCORR_DATA
+PY=/usr/bin/python3 # only to check that JSON files parse (skipped where missing)
+# the engine is deterministic for a fixed thread count: the reference and every resumed sweep
+# must produce the same numbers
+OMP_NUM_THREADS=1
+export OMP_NUM_THREADS
+
+passed=0
+failed=0
+BG=""   # background qcorr processes still to reap on exit
+T=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-sweep.XXXXXX") || { echo "FAIL - mktemp"; echo "sweep: 0 passed, 1 failed"; exit 1; }
+T=$(cd "$T" && pwd -P)
+cleanup() { # only our own sweeps that are still running (reaped ones are off the list)
+    for p in $BG; do kill -0 "$p" 2>/dev/null && kill -9 "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+START=$(date +%s)
+
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL - $1"
+    shift
+    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/#   /'; done
+}
+show() { sed 's/^/#   | /' "$1" | head -n "${2:-5}"; }
+
+if [ ! -x "$QCORR" ]; then
+    fail "binary $QCORR exists (build it with make)"
+    echo "sweep: $passed passed, $failed failed"
+    exit 1
+fi
+
+# The tiny grid: 2 seeds x 2 sizes x (bits 2, 4 and the control arm 32) x every 1 x hidden {0, 8}.
+GRID="--sizes 16x1,24x1 --ctx 16 --heads 2 --train-steps 200 --train-batch 8 --steps 8 --batch 4 --calib-tokens 1024 --seeds 1,2 --bits 2,4 --every 1 --hidden 0,8"
+TRAIN_STEPS=200
+FLOATS="s1_16x1 s1_24x1 s2_16x1 s2_24x1"
+for s in 1 2; do
+    for z in 16x1 24x1; do
+        for b in 2 4 32; do
+            for h in 0 8; do echo "s${s}_${z}_b${b}_e1_h${h}_train"; done
+        done
+    done
+done | sort >"$T/expected.ids"
+N_RUNS=$(wc -l <"$T/expected.ids" | tr -d ' ')
+
+# ---------------------------------------------------------------- helpers
+
+# run ids recorded in DIR/runs/*.json and listed in DIR/summary.csv (sorted, duplicates kept)
+record_ids() { (cd "$1/runs" && for f in *.json; do [ -e "$f" ] && echo "${f%.json}"; done) | sort; }
+summary_ids() { [ -f "$1/summary.csv" ] && sed 1d "$1/summary.csv" | cut -d, -f1 | sort; }
+n_records() { set -- "$1"/runs/*.json; [ -e "$1" ] && echo $# || echo 0; }
+temporaries() { find "$1" -name '*.tmp.*'; }
+# a listing of every path and every file's checksum, to prove a directory untouched
+snapshot() { (cd "$1" && find . | sort && find . -type f -exec cksum {} + | sort -k 3); }
+# CSV with the commas inside quoted fields replaced by ';', so fields split on ','
+mask() { awk '{ o = ""; q = 0; for (i = 1; i <= length($0); i++) { c = substr($0, i, 1); if (c == "\"") q = !q; else if (c == "," && q) c = ";"; o = o c } print o }' "$1"; }
+
+# compare_rows REF_CSV CSV [COLUMN_REGEX]: rows of CSV against the reference row with the same
+# run_id on every column but seconds_* (or only those matching the regex); prints the
+# differences and fails on any.
+compare_rows() {
+    mask "$1" >"$T/cmp.ref"
+    mask "$2" >"$T/cmp.cur"
+    awk -F, -v only="${3:-}" '
+        FNR == 1 { if (NR == 1) for (i = 1; i <= NF; i++) name[i] = $i; next }
+        NR == FNR { ref[$1] = $0; next }
+        {
+            if (!($1 in ref)) { print "row " $1 " is not in the reference"; bad = 1; next }
+            split(ref[$1], r, ",")
+            for (i = 1; i <= NF; i++) {
+                if (name[i] ~ /^seconds_/ || (only != "" && name[i] !~ only)) continue
+                if (($i "") != (r[i] "")) {
+                    if (!(name[i] in cols)) { cols[name[i]] = 0; list = list " " name[i] }
+                    cols[name[i]]++
+                    if (shown++ < 4) print name[i] " of " $1 ": reference " r[i] ", got " $i
+                    bad = 1
+                }
+            }
+        }
+        END {
+            if (list != "") { s = "differing columns:"; n = split(list, L, " "); for (k = 1; k <= n; k++) s = s " " L[k] " (" cols[L[k]] " rows)"; print s }
+            exit bad
+        }' "$T/cmp.ref" "$T/cmp.cur"
+}
+
+# check_complete NAME DIR [EXPECTED_IDS] [REF_CSV [COLUMN_REGEX]]: every run of the grid once in
+# runs/ and in summary.csv, no temporaries, and (with REF_CSV) rows equal to the reference's.
+check_complete() {
+    name=$1 dir=$2 exp=${3:-$T/expected.ids}
+    record_ids "$dir" >"$T/got.records"
+    summary_ids "$dir" >"$T/got.summary"
+    if cmp -s "$exp" "$T/got.records"; then ok "$name: runs/ holds every run of the grid exactly once ($(wc -l <"$exp" | tr -d ' ') records)"
+    else fail "$name: runs/ holds every run of the grid exactly once" "diff expected got:" "$(diff "$exp" "$T/got.records" | grep '^[<>]' | head -n 6)"; fi
+    if cmp -s "$exp" "$T/got.summary"; then ok "$name: summary.csv lists every run exactly once"
+    else fail "$name: summary.csv lists every run exactly once" "diff expected got:" "$(diff "$exp" "$T/got.summary" | grep '^[<>]' | head -n 6)"; fi
+    if [ -x "$PY" ]; then
+        if bad=$(cd "$dir" && "$PY" -c 'import json,sys
+bad=[f for f in sys.argv[1:] if not f.endswith("*.json")]
+out=[]
+for f in bad:
+    try: json.load(open(f), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except Exception as e: out.append("%s: %s" % (f, e))
+print("\n".join(out)); sys.exit(1 if out else 0)' manifest.json runs/*.json floats/*.json quant/*.json); then
+            ok "$name: manifest, records and sidecars are valid JSON"
+        else fail "$name: manifest, records and sidecars are valid JSON" "$bad"; fi
+    fi
+    tmps=$(temporaries "$dir")
+    if [ -z "$tmps" ]; then ok "$name: no temporary file (*.tmp.*) left"; else fail "$name: no temporary file (*.tmp.*) left" "$tmps"; fi
+    if [ $# -ge 4 ]; then
+        what="every deterministic column"
+        [ $# -ge 5 ] && what="the columns matching $5"
+        if [ "$(head -n 1 "$4")" != "$(head -n 1 "$dir/summary.csv")" ]; then
+            fail "$name: summary.csv header equals the reference's"
+        elif diffs=$(compare_rows "$4" "$dir/summary.csv" "${5:-}"); then ok "$name: summary.csv rows equal the reference's on $what"
+        else
+            fail "$name: summary.csv rows equal the reference's on $what (FINDING)" "$(printf '%s\n' "$diffs" | sed -n '1,6p')"
+        fi
+    fi
+}
+
+# Background sweeps, watched and killed by pid.
+start_sweep() { # start_sweep LOG ARGS...: sets PID
+    log=$1
+    shift
+    "$QCORR" sweep $GRID "$@" >"$log" 2>&1 </dev/null &
+    PID=$!
+    BG="$BG $PID"
+}
+# wait_until CONDITION... : polls every 20 ms for up to 60 s; 0 when the condition holds,
+# 1 on timeout, 2 when the watched process exited first
+wait_until() {
+    i=0
+    while [ $i -lt 3000 ]; do
+        "$@" && return 0
+        kill -0 "$PID" 2>/dev/null || { "$@" && return 0; return 2; }
+        sleep 0.02
+        i=$((i + 1))
+    done
+    return 1
+}
+forget() { BG=$(echo " $BG " | sed "s/ $1 / /"); }
+reap() { wait "$1" 2>/dev/null; r=$?; forget "$1"; return $r; } # 2>/dev/null: no "Killed" notice
+# wait_bounded PID SECONDS: waits for a background process, killing it past the bound
+wait_bounded() {
+    i=0
+    while kill -0 "$1" 2>/dev/null; do
+        if [ $i -ge $(($2 * 10)) ]; then kill -9 "$1" 2>/dev/null; break; fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    reap "$1"
+}
+
+# ---------------------------------------------------------------- reference
+
+# The reference runs uninterrupted in the background while check 1 kills and resumes its copy
+# (each sweep is single-threaded; two cores).
+REF=$T/ref
+t0=$(date +%s)
+"$QCORR" sweep $GRID --out "$REF" >"$T/ref.log" 2>&1 </dev/null &
+REF_PID=$!
+BG="$BG $REF_PID"
+
+# ---------------------------------------------------------------- 1. kill -9 and resume
+
+D=$T/killed
+mid_float() { [ -e "$D/floats/$1.train.csv" ] && [ ! -e "$D/floats/$1.safetensors" ]; }
+records_at_least() { [ "$(n_records "$D")" -ge "$1" ]; }
+mid_run() { [ -e "$D/logs/$1.correct.csv" ] && [ ! -e "$D/runs/$1.json" ]; }
+after_quantize() { [ -e "$D/quant/$1.json" ] && [ ! -e "$D/runs/$2.json" ]; }
+
+# attempt N DESCRIPTION CONDITION...: starts the sweep, kills it with SIGKILL once the condition
+# holds, and checks the restart did not redo anything finished before it started.
+attempt=0
+attempt() {
+    attempt=$((attempt + 1))
+    desc=$1
+    shift
+    record_ids "$D" 2>/dev/null >"$T/before.records"
+    (cd "$D/runs" 2>/dev/null && for f in *.json; do [ -e "$f" ] && cksum "$f"; done) >"$T/before.cksum"
+    before_floats=""
+    for f in $FLOATS; do [ -e "$D/floats/$f.safetensors" ] && before_floats="$before_floats $f"; done
+    start_sweep "$T/kill$attempt.log" --out "$D"
+    if [ "$1" = "-" ]; then
+        wait_bounded "$PID" 120
+        rc=$?
+        if [ $rc = 0 ]; then ok "kill/resume: the final restart completes (exit 0)"
+        else fail "kill/resume: the final restart completes" "exit $rc"; show "$T/kill$attempt.log"; fi
+    else
+        wait_until "$@"
+        w=$?
+        kill -0 "$PID" 2>/dev/null && kill -9 "$PID"
+        reap "$PID"
+        rc=$?
+        state="$(n_records "$D") records"
+        [ -n "$(temporaries "$D")" ] && state="$state, a temporary left by the killed writer"
+        [ "$1" = mid_float ] && state="$state, floats/$2.train.csv at step $(($(wc -l <"$D/floats/$2.train.csv") - 1)) of $TRAIN_STEPS"
+        case $w in
+        0) if [ $rc = 137 ]; then ok "kill/resume: SIGKILL $desc (then: $state)"
+           else fail "kill/resume: SIGKILL $desc" "the sweep exited $rc before the kill"; show "$T/kill$attempt.log"; fi ;;
+        1) fail "kill/resume: SIGKILL $desc" "the moment never came within 60 s" ;;
+        *) fail "kill/resume: SIGKILL $desc" "the sweep exited ($rc) before the moment came"; show "$T/kill$attempt.log" ;;
+        esac
+    fi
+    # nothing finished before this start was redone by it
+    redone=""
+    while read -r id; do grep -Eq "run $id( |\$)" "$T/kill$attempt.log" && redone="$redone $id"; done <"$T/before.records"
+    for f in $before_floats; do grep -q "float model $f step" "$T/kill$attempt.log" && redone="$redone $f(retrained)"; done
+    if [ -z "$redone" ]; then ok "kill/resume: start $attempt redid none of the $(wc -l <"$T/before.records" | tr -d ' ') finished runs or $(echo "$before_floats" | wc -w | tr -d ' ') float models"
+    else fail "kill/resume: start $attempt redid no finished work" "redone:$redone"; fi
+    (cd "$D/runs" 2>/dev/null && while read -r _ _ f; do cksum "$f"; done <"$T/before.cksum") 2>/dev/null >"$T/after.cksum"
+    cmp -s "$T/before.cksum" "$T/after.cksum" || fail "kill/resume: start $attempt left earlier records byte-identical" "$(diff "$T/before.cksum" "$T/after.cksum" | head -n 4)"
+}
+
+t0=$(date +%s)
+attempt "mid float training of the first model (train.csv, no checkpoint)" mid_float s1_16x1
+attempt "after 2 records (between records)" records_at_least 2
+attempt "mid run s1_24x1_b2_e1_h8_train (its correction log, no record)" mid_run s1_24x1_b2_e1_h8_train
+attempt "mid float training of s2_16x1 (earlier groups done)" mid_float s2_16x1
+attempt "after quantizing s2_24x1 to 4 bits, before its first run" after_quantize s2_24x1_b4 s2_24x1_b4_e1_h0_train
+attempt "after $((N_RUNS - 2)) records (two runs left)" records_at_least $((N_RUNS - 2))
+attempt "completion" -
+t_kill=$(($(date +%s) - t0))
+wait_bounded "$REF_PID" 120
+rc=$?
+t_ref=$(($(date +%s) - t0))
+if [ $rc = 0 ]; then ok "reference sweep of $N_RUNS runs exits 0 (${t_ref}s, beside check 1)"; else fail "reference sweep of $N_RUNS runs exits 0" "exit $rc"; show "$T/ref.log"; fi
+check_complete "reference" "$REF"
+RUN_BYTES=$(wc -c <"$REF/runs/s1_16x1_b2_e1_h0_train.json" | tr -d ' ')
+check_complete "kill/resume" "$D" "$T/expected.ids" "$REF/summary.csv"
+for f in $FLOATS; do
+    n=$(wc -l <"$D/floats/$f.train.csv" 2>/dev/null | tr -d ' ')
+    [ "$n" = $((TRAIN_STEPS + 2)) ] || fail "kill/resume: floats/$f.train.csv has a header, $TRAIN_STEPS steps and the final line" "$n lines"
+done
+echo "# kill/resume: ${t_kill}s for $attempt starts"
+
+# ---------------------------------------------------------------- 2. two shards at once
+
+S=$T/shards
+t0=$(date +%s)
+start_sweep "$T/shard1.log" --out "$S" --shard 1/2
+P1=$PID
+start_sweep "$T/shard2.log" --out "$S" --shard 2/2
+P2=$PID
+wait_bounded "$P1" 120
+rc1=$?
+wait_bounded "$P2" 120
+rc2=$?
+t_shard=$(($(date +%s) - t0))
+if [ $rc1 = 0 ] && [ $rc2 = 0 ]; then ok "shards: 1/2 and 2/2 started together both exit 0 (${t_shard}s)"
+else fail "shards: 1/2 and 2/2 started together both exit 0" "exit $rc1 and $rc2"; show "$T/shard1.log"; show "$T/shard2.log"; fi
+check_complete "shards" "$S" "$T/expected.ids" "$REF/summary.csv"
+set -- "$S"/floats/*.safetensors
+n_ckpt=$#
+[ -e "$1" ] || n_ckpt=0
+if [ "$n_ckpt" = 4 ]; then ok "shards: 4 float checkpoints, one per (seed, size)"; else fail "shards: 4 float checkpoints, one per (seed, size)" "found $n_ckpt"; fi
+once=1
+why=""
+for f in $FLOATS; do
+    n=$(cat "$T/shard1.log" "$T/shard2.log" | grep -c "float model $f step $TRAIN_STEPS/$TRAIN_STEPS")
+    [ "$n" = 1 ] || { once=0; why="$why $f trained $n times;"; }
+    # header, steps 1..TRAIN_STEPS, then the final line "TRAIN_STEPS,,,,,VAL_LOSS"
+    if ! awk -F, -v steps=$TRAIN_STEPS '
+        NR == 1 { ok = ($0 == "step,loss,lr,grad_norm,tokens_per_s,val_loss"); next }
+        NR <= steps + 1 { if ($1 != NR - 1 || $2 == "") ok = 0; next }
+        NR == steps + 2 { if ($1 != steps || $2 != "" || $6 == "") ok = 0; next }
+        { ok = 0 }
+        END { exit !(ok && NR == steps + 2) }' "$S/floats/$f.train.csv"; then
+        once=0
+        why="$why floats/$f.train.csv is not a header, $TRAIN_STEPS steps and the final line ($(wc -l <"$S/floats/$f.train.csv" | tr -d ' ') lines);"
+    fi
+done
+if [ $once = 1 ]; then ok "shards: each float model trained once (one log line each; train.csv = header + $TRAIN_STEPS steps + final line)"
+else fail "shards: each float model trained once" "$why"; fi
+# the partition: float-model groups stay together, no run in both shards
+grep -o 'run s[^ ]* done' "$T/shard1.log" | sort >"$T/shard1.runs"
+grep -o 'run s[^ ]* done' "$T/shard2.log" | sort >"$T/shard2.runs"
+both=$(comm -12 "$T/shard1.runs" "$T/shard2.runs")
+g1=$(sed 's/^run \(s[0-9]*_[0-9x]*\)_.*/\1/' "$T/shard1.runs" | sort -u | tr '\n' ' ' | sed 's/ $//')
+g2=$(sed 's/^run \(s[0-9]*_[0-9x]*\)_.*/\1/' "$T/shard2.runs" | sort -u | tr '\n' ' ' | sed 's/ $//')
+if [ -z "$both" ] && [ "$(cat "$T/shard1.runs" "$T/shard2.runs" | wc -l | tr -d ' ')" = "$N_RUNS" ] && [ -n "$g1" ] && [ -n "$g2" ]; then
+    ok "shards: disjoint halves of whole float-model groups (1/2: $g1; 2/2: $g2)"
+else fail "shards: disjoint halves of whole float-model groups" "in both: $both" "1/2: $g1; 2/2: $g2"; fi
+for g in $g1; do case " $g2 " in *" $g "*) fail "shards: group $g split across shards" ;; esac; done
+
+# ---------------------------------------------------------------- 3. other settings refused
+
+snapshot "$REF" >"$T/ref.snap"
+head -c 300000 /work/shared/data/tinyshakespeare.txt >"$T/other.txt" 2>/dev/null || head -c 300000 data/tinyshakespeare.txt >"$T/other.txt" 2>/dev/null
+refused() { # refused KEY FLAGS...: a restart of the reference with FLAGS must be refused naming KEY
+    key=$1
+    shift
+    "$QCORR" sweep $GRID --out "$REF" "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    why=""
+    [ $rc != 0 ] || why="$why exit 0;"
+    [ "$(wc -l <"$T/err" | tr -d ' ')" = 1 ] || why="$why $(wc -l <"$T/err" | tr -d ' ') lines on stderr;"
+    grep -qF "$key" "$T/err" || why="$why the message does not name $key;"
+    [ -s "$T/out" ] && why="$why output on stdout;"
+    snapshot "$REF" >"$T/snap"
+    cmp -s "$T/ref.snap" "$T/snap" || why="$why the directory changed;"
+    if [ -z "$why" ]; then ok "refused: restart with $* exits $rc naming $key, directory untouched"
+    else fail "refused: restart with $* exits non-zero naming $key, directory untouched" "$why"; show "$T/err"; fi
+}
+refused grid.bits --bits 2,8
+refused grid.seeds --seeds 1,2,3
+refused grid.sizes --sizes 16x1
+refused grid.hidden --hidden 0,16
+refused grid.control --no-control
+refused correction.steps --steps 9
+refused correction.lr --lr 0.01
+refused float_training.steps --train-steps 41
+refused quantization --granularity tensor
+refused data_sha256 --data "$T/other.txt"
+# the same settings from another shard or with --quiet are the same sweep
+"$QCORR" sweep $GRID --out "$REF" --shard 2/2 --quiet >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+snapshot "$REF" >"$T/snap"
+if [ $rc = 0 ] && [ ! -s "$T/err" ] && cmp -s "$T/ref.snap" "$T/snap"; then ok "a finished sweep restarted with --shard 2/2 --quiet is accepted and changes nothing"
+else fail "a finished sweep restarted with --shard 2/2 --quiet is accepted and changes nothing" "exit $rc"; show "$T/err"; diff "$T/ref.snap" "$T/snap" | head -n 5; fi
+
+# ---------------------------------------------------------------- 4. corrupt records
+
+C=$T/corrupt
+cp -R "$REF" "$C"
+head -c 100 "$REF/runs/s1_16x1_b2_e1_h8_train.json" >"$C/runs/s1_16x1_b2_e1_h8_train.json"   # truncated
+echo 'garbage, not JSON' >"$C/runs/s1_24x1_b4_e1_h0_train.json"
+: >"$C/runs/s2_16x1_b32_e1_h8_train.json"                                                      # empty
+echo '{"run_id": "s2_24x1_b2_e1_h0_train", "seed": 2}' >"$C/runs/s2_24x1_b2_e1_h0_train.json"   # fields missing
+CORRUPT="s1_16x1_b2_e1_h8_train s1_24x1_b4_e1_h0_train s2_16x1_b32_e1_h8_train s2_24x1_b2_e1_h0_train"
+"$QCORR" sweep $GRID --out "$C" --quiet >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 0 ]; then ok "corrupt: the restart over 4 corrupt records exits 0"
+else fail "corrupt: the restart over 4 corrupt records exits 0" "exit $rc"; show "$T/err"; fi
+for id in $CORRUPT; do
+    f=$C/runs/$id.json
+    if [ "$(grep -cF "$f" "$T/err")" = 1 ] && grep -F "$f" "$T/err" | grep -qi corrupt; then ok "corrupt: one stderr line names runs/$id.json as corrupt"
+    else fail "corrupt: one stderr line names runs/$id.json as corrupt"; show "$T/err"; fi
+    [ -f "$f.corrupt" ] || fail "corrupt: runs/$id.json moved to runs/$id.json.corrupt"
+    grep -q "^$id," "$C/summary.csv" || fail "corrupt: $id re-run and in summary.csv"
+done
+n_err=$(wc -l <"$T/err" | tr -d ' ')
+[ "$n_err" = 4 ] || fail "corrupt: stderr holds only the 4 reports" "$n_err lines"
+check_complete "corrupt" "$C" "$T/expected.ids" "$REF/summary.csv" '^loss_'
+# a corrupt manifest is refused, not overwritten
+cp "$C/manifest.json" "$T/manifest.keep"
+echo '{"qcorr_manifest": 1, "grid"' >"$C/manifest.json"
+snapshot "$C" >"$T/c.snap"
+"$QCORR" sweep $GRID --out "$C" --quiet >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+snapshot "$C" >"$T/snap"
+if [ $rc = 1 ] && [ "$(wc -l <"$T/err" | tr -d ' ')" = 1 ] && grep -qF "$C/manifest.json" "$T/err" && cmp -s "$T/c.snap" "$T/snap"; then
+    ok "corrupt: an unreadable manifest.json is refused (exit 1, one line naming it), directory untouched"
+else fail "corrupt: an unreadable manifest.json is refused (exit 1, one line naming it), directory untouched" "exit $rc"; show "$T/err"; fi
+
+# ---------------------------------------------------------------- 5. bad input
+
+W=$T/work
+mkdir "$W"
+echo "not a directory" >"$W/file"
+echo '{"seeds": [1], "bits": [2' >"$W/bad.json"
+echo '{"seeds": [1], "colour": [2]}' >"$W/unknown.json"
+echo '{"bits": [9]}' >"$W/bits9.json"
+echo '{"sizes": ["64x"]}' >"$W/size.json"
+# expect_error DESCRIPTION CODE NEEDLE... -- ARGS... (after `qcorr sweep`)
+expect_error() {
+    desc=$1 code=$2
+    shift 2
+    needles=""
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+        needles="$needles$1
+"
+        shift
+    done
+    [ $# -gt 0 ] && shift
+    snapshot "$W" >"$T/w.before"
+    "$QCORR" sweep "$@" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    snapshot "$W" >"$T/w.after"
+    why=""
+    [ "$rc" = "$code" ] || why="$why exit status $rc, expected $code;"
+    lines=$(wc -l <"$T/err" | tr -d ' ')
+    [ "$lines" = 1 ] || why="$why $lines lines on stderr, expected 1;"
+    head -n 1 "$T/err" | grep -q '^qcorr' || why="$why stderr does not start with 'qcorr';"
+    [ -s "$T/out" ] && why="$why output on stdout;"
+    cmp -s "$T/w.before" "$T/w.after" || why="$why files created or changed;"
+    printf '%s' "$needles" >"$T/needles"
+    while IFS= read -r n; do grep -qF -- "$n" "$T/err" || why="$why message lacks '$n';"; done <"$T/needles"
+    if [ -z "$why" ]; then ok "bad input: $desc (exit $code)"; else fail "bad input: $desc" "$why"; show "$T/err" 3; fi
+}
+O=$W/out
+expect_error "unknown --preset" 2 "--preset" "nope" -- --preset nope --out "$O"
+expect_error "--sizes 64x" 2 "--sizes" "64x" -- --sizes 64x --out "$O"
+expect_error "--sizes x2" 2 "--sizes" "x2" -- --sizes x2 --out "$O"
+expect_error "--sizes 64*2" 2 "--sizes" "64*2" -- --sizes '64*2' --out "$O"
+expect_error "--sizes 64x2x3" 2 "--sizes" "64x2x3" -- --sizes 64x2x3 --out "$O"
+expect_error "--sizes 0x2" 2 "--sizes" "0x2" -- --sizes 0x2 --out "$O"
+expect_error "--sizes empty" 2 "--sizes" -- --sizes , --out "$O"
+expect_error "--shard 0/2" 2 "--shard" "0/2" -- --shard 0/2 --out "$O"
+expect_error "--shard 3/2" 2 "--shard" "3/2" -- --shard 3/2 --out "$O"
+expect_error "--shard 1/0" 2 "--shard" "1/0" -- --shard 1/0 --out "$O"
+expect_error "--shard 1" 2 "--shard" -- --shard 1 --out "$O"
+expect_error "--shard 1/2x" 2 "--shard" "1/2x" -- --shard 1/2x --out "$O"
+expect_error "--bits 9" 2 "--bits" "9" -- --bits 9 --out "$O"
+expect_error "--bits 1" 2 "--bits" "1" -- --bits 1 --out "$O"
+expect_error "--bits 2,2 (a value twice)" 2 "--bits" -- --bits 2,2 --out "$O"
+expect_error "--seeds abc" 2 "--seeds" "abc" -- --seeds abc --out "$O"
+expect_error "--methods foo" 2 "--methods" "foo" -- --methods foo --out "$O"
+expect_error "no --out" 2 "--out" -- --bits 2
+expect_error "--out is an existing regular file" 1 "$W/file" -- $GRID --out "$W/file"
+expect_error "--grid missing file" 1 "$W/missing.json" -- --grid "$W/missing.json" --out "$O"
+expect_error "--grid invalid JSON" 2 "$W/bad.json" -- --grid "$W/bad.json" --out "$O"
+expect_error "--grid unknown key" 2 "$W/unknown.json" "colour" -- --grid "$W/unknown.json" --out "$O"
+expect_error "--grid bits [9]" 2 "$W/bits9.json" "bits" -- --grid "$W/bits9.json" --out "$O"
+expect_error "--grid sizes [\"64x\"]" 2 "$W/size.json" "64x" -- --grid "$W/size.json" --out "$O"
+
+# ---------------------------------------------------------------- 6. full disk
+
+SMALL="--seeds 1 --sizes 16x1"   # one float model, 6 runs: the reference's s1_16x1 rows
+grep '^s1_16x1_' "$T/expected.ids" >"$T/small.ids"
+t0=$(date +%s)
+if cc -shared -fPIC -o "$T/fault_write.so" tests/fault_write.c -ldl 2>"$T/cc.err"; then
+    ok "fault: tests/fault_write.c builds"
+    F=$T/full
+    # full PREFIX BUDGET DESCRIPTION FILE_NEEDLE: a sweep under the shim must fail cleanly
+    full() {
+        prefix=$1 budget=$2 desc=$3 needle=$4
+        mkdir -p "$F/runs"
+        env LD_PRELOAD="$T/fault_write.so" FAULT_WRITE_PREFIX="$prefix" FAULT_WRITE_BUDGET="$budget" \
+            "$QCORR" sweep $GRID $SMALL --out "$F" --quiet >"$T/out" 2>"$T/err" </dev/null
+        rc=$?
+        why=""
+        [ $rc = 1 ] || why="$why exit $rc, expected 1;"
+        [ "$(wc -l <"$T/err" | tr -d ' ')" = 1 ] || why="$why $(wc -l <"$T/err" | tr -d ' ') lines on stderr;"
+        grep -q "$needle" "$T/err" || why="$why the message does not name the file ($needle);"
+        grep -q "No space left on device" "$T/err" || why="$why no 'No space left on device';"
+        tmps=$(temporaries "$F")
+        [ -z "$tmps" ] || why="$why temporaries left: $tmps;"
+        # every record present is whole: as many lines as the reference's and a closing brace
+        for f in "$F"/runs/*.json; do
+            [ -e "$f" ] || continue
+            id=${f##*/}
+            [ "$(wc -l <"$f")" = "$(wc -l <"$REF/runs/$id")" ] && [ "$(tail -n 1 "$f")" = "}" ] || why="$why half-written record runs/$id;"
+        done
+        if [ -z "$why" ]; then ok "fault: full disk $desc: exit 1, one line naming the file and ENOSPC, no temporary, no half record ($(n_records "$F") records)"
+        else fail "fault: full disk $desc: exit 1, one line naming the file and ENOSPC, no temporary, no half record" "$why"; show "$T/err" 3; fi
+    }
+    full "$F/floats/" 0 "for the float checkpoint" "floats/s1_16x1.safetensors"
+    [ -e "$F/floats/s1_16x1.safetensors" ] && fail "fault: no float checkpoint after its failed write"
+    full "$F/floats/s1_16x1.json" 0 "for the float sidecar (a crash between checkpoint and sidecar)" "floats/s1_16x1.json"
+    full "$F/runs/" $((RUN_BYTES * 5 / 2)) "at the third record (after $((RUN_BYTES * 5 / 2)) bytes)" "runs/s1_16x1_b4_e1_h0_train.json"
+    n=$(n_records "$F")
+    [ "$n" = 2 ] || fail "fault: the two records that fitted are kept" "$n records"
+    [ "$(summary_ids "$F" | wc -l | tr -d ' ')" = 2 ] || fail "fault: summary.csv lists the two records"
+    full "$F/summary.csv" 0 "for summary.csv" "summary.csv"
+    [ "$(summary_ids "$F" | wc -l | tr -d ' ')" = 2 ] || fail "fault: the old summary.csv is kept whole when its rewrite fails"
+    "$QCORR" sweep $GRID $SMALL --out "$F" --quiet >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    if [ $rc = 0 ]; then ok "fault: the rerun without the shim exits 0"
+    else fail "fault: the rerun without the shim exits 0" "exit $rc"; show "$T/err"; fi
+    check_complete "fault" "$F" "$T/small.ids" "$REF/summary.csv" '^loss_'
+else
+    fail "fault: tests/fault_write.c builds"
+    show "$T/cc.err"
+fi
+t_fault=$(($(date +%s) - t0))
+echo "# fault: ${t_fault}s"
+
+# ---------------------------------------------------------------- 7. --dry-run
+
+"$QCORR" sweep $GRID --out "$T/dry" --dry-run >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+why=""
+[ $rc = 0 ] || why="$why exit $rc;"
+grep -q "4 float models" "$T/out" || why="$why no '4 float models';"
+grep -q "$N_RUNS runs" "$T/out" || why="$why no '$N_RUNS runs';"
+grep -Eq "estimated wall time: [0-9.]+ min" "$T/out" || why="$why no estimated time;"
+[ -e "$T/dry" ] && why="$why it created $T/dry;"
+if [ -z "$why" ]; then ok "dry-run: prints 4 float models, $N_RUNS runs and an estimate, creates nothing"
+else fail "dry-run: prints the plan and creates nothing" "$why"; show "$T/out"; show "$T/err"; fi
+snapshot "$REF" >"$T/ref.snap"
+"$QCORR" sweep $GRID --out "$REF" --dry-run >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+snapshot "$REF" >"$T/snap"
+if [ $rc = 0 ] && cmp -s "$T/ref.snap" "$T/snap"; then ok "dry-run: on an existing sweep directory changes nothing"
+else fail "dry-run: on an existing sweep directory changes nothing" "exit $rc"; fi
+
+echo "# total $(($(date +%s) - START))s"
+echo "sweep: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
