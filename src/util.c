@@ -117,11 +117,17 @@ uint8_t *read_file(const char *path, size_t *size_out) {
 
 /* Temporary names carry host and pid ("x.tmp.HOST.PID.XXXXXX") so a resumed sweep can delete
  * the leftovers of killed processes without touching a live writer's file on a shared disk. */
-static char *temporary_name(const char *path) {
-    char host[64] = "host";
-    gethostname(host, sizeof host - 1);
+static void host_for_names(char *host, size_t size) {
+    snprintf(host, size, "host");
+    gethostname(host, size - 1);
+    host[size - 1] = 0;
     for (char *c = host; *c; c++)
         if (*c == '.' || *c == '/') *c = '_';
+}
+
+static char *temporary_name(const char *path) {
+    char host[64];
+    host_for_names(host, sizeof host);
     size_t len = strlen(path) + strlen(host) + 48;
     char *tmp = qc_malloc(len, "temporary file name");
     if (tmp) snprintf(tmp, len, "%s.tmp.%s.%ld.XXXXXX", path, host, (long)getpid());
@@ -131,10 +137,8 @@ static char *temporary_name(const char *path) {
 int is_stale_temporary(const char *name) {
     const char *mark = strstr(name, ".tmp.");
     if (!mark) return 0;
-    char host[64] = "host", their_host[64];
-    gethostname(host, sizeof host - 1);
-    for (char *c = host; *c; c++)
-        if (*c == '.' || *c == '/') *c = '_';
+    char host[64], their_host[64];
+    host_for_names(host, sizeof host);
     long pid;
     if (sscanf(mark + 5, "%63[^.].%ld.", their_host, &pid) != 2) return 0;
     if (strcmp(their_host, host) != 0) return 0; /* another machine's writer: not ours to judge */
