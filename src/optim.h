@@ -15,6 +15,11 @@ typedef struct {
 /* params/grads/m/v: n floats; decay: apply weight decay (matrices) or not (vectors) */
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, int decay, const AdamWStep *s);
 
+/* The same over spans of one flat buffer in a single parallel region (no barrier per tensor):
+ * span i covers [offsets[i], offsets[i] + counts[i]) with decay[i]. */
+void adamw_update_spans(float *params, const float *grads, float *m, float *v, const size_t *offsets,
+                        const size_t *counts, const unsigned char *decay, int n_spans, const AdamWStep *s);
+
 /* Linear warm-up over `warmup` steps to lr, then cosine decay to min_lr at `total` (0-based step). */
 float lr_schedule(int step, int total, int warmup, float lr, float min_lr);
 

@@ -27,11 +27,16 @@ void train_options_default(TrainOptions *o) {
 double gpt_optimizer_step(GPT *m, float lr, float weight_decay, float grad_clip, int step) {
     double norm = clip_grad_norm(m->grads, m->num_params, grad_clip);
     AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = weight_decay, .step = step};
-    for (int i = 0; i < m->n_specs; i++) {
-        const TensorSpec *t = &m->specs[i];
-        size_t o = t->offset;
-        adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, tensor_numel(t), t->cols != 0, &s);
+    enum { MAX_SPANS = 4096 };
+    size_t offsets[MAX_SPANS], counts[MAX_SPANS];
+    unsigned char decay[MAX_SPANS];
+    int n = m->n_specs < MAX_SPANS ? m->n_specs : MAX_SPANS; /* 256 layers x 12 + 6 fit */
+    for (int i = 0; i < n; i++) {
+        offsets[i] = m->specs[i].offset;
+        counts[i] = tensor_numel(&m->specs[i]);
+        decay[i] = m->specs[i].cols != 0; /* matrices (embeddings included) decay, vectors do not */
     }
+    adamw_update_spans(m->params, m->grads, m->adam_m, m->adam_v, offsets, counts, decay, n, &s);
     return norm;
 }
 

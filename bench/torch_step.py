@@ -1,0 +1,202 @@
+"""torch_step: the PyTorch baseline for `make bench` — the same GPT (nanoGPT layout, pre-LN, GELU
+tanh, biases everywhere, untied head with bias) and the same training step as bench/bench.c.
+
+Run with Debian's /usr/bin/python3 (python3-torch). Same timing protocol as bench.c: --warmup
+untimed steps, then the median of --steps timed steps; eval is forward + loss under no_grad, the
+median of --eval-steps batches of 32 contiguous validation windows.
+Output: one human-readable line, or with --json one JSON object with bench.c's keys.
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BATCH, CONTEXT, HEADS, VOCAB = 32, 128, 4, 65
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model, n_head, ctx):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=True)
+        self.c_proj = nn.Linear(d_model, d_model, bias=True)
+        self.register_buffer("mask", torch.tril(torch.ones(ctx, ctx, dtype=torch.bool)).view(1, 1, ctx, ctx))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        # torch 1.13 has no fused attention: nanoGPT's explicit path, full T x T square, masked
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
+        att = F.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model):
+        super().__init__()
+        self.c_fc = nn.Linear(d_model, 4 * d_model, bias=True)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * d_model, d_model, bias=True)
+
+    def forward(self, x):
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model, n_head, ctx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_head, ctx)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, ctx, d_model, n_layer, n_head):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab, d_model),
+            wpe=nn.Embedding(ctx, d_model),
+            h=nn.ModuleList([Block(d_model, n_head, ctx) for _ in range(n_layer)]),
+            ln_f=nn.LayerNorm(d_model),
+        ))
+        self.lm_head = nn.Linear(d_model, vocab, bias=True)
+        # nanoGPT init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def forward(self, idx, targets):
+        B, T = idx.shape
+        pos = torch.arange(T, dtype=torch.long)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def load_tokens(path, seed):
+    """The corpus as byte ids (vocabulary = sorted distinct bytes, split 90/10) or random ids."""
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            data = f.read()
+        vocab = sorted(set(data))
+        table = torch.zeros(256, dtype=torch.long)
+        table[torch.tensor(vocab, dtype=torch.long)] = torch.arange(len(vocab))
+        ids = table[torch.frombuffer(bytearray(data), dtype=torch.uint8).long()]
+        n_train = int(len(ids) * 0.9)
+        return ids[:n_train], ids[n_train:], len(vocab), "corpus"
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (1 << 20,), generator=g)
+    return ids, ids, VOCAB, "random"
+
+
+def sample_windows(ids, g):
+    starts = torch.randint(0, len(ids) - CONTEXT - 1, (BATCH,), generator=g)
+    offsets = starts[:, None] + torch.arange(CONTEXT + 1)[None, :]
+    windows = ids[offsets]
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="128x4", help="D_MODELxLAYERS, e.g. 64x2, 128x4, 256x6")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--eval-steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default=None, help="corpus path; absent: random tokens")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    d_model, n_layer = (int(s) for s in args.size.lower().split("x"))
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train_ids, eval_ids, vocab, source = load_tokens(args.data, args.seed)
+    model = GPT(vocab, CONTEXT, d_model, n_layer, HEADS)
+    params = sum(p.numel() for p in model.parameters())
+    # nanoGPT's groups: decay on every 2-D tensor (matrices and embeddings), none on vectors
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    g = torch.Generator().manual_seed(args.seed)
+
+    step_t, fwd_t, bwd_t, opt_t = [], [], [], []
+    first_loss = last_loss = float("nan")
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        x, y = sample_windows(train_ids, g)
+        loss = model(x, y)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        t3 = time.perf_counter()
+        last_loss = loss.item()
+        if step == 0:
+            first_loss = last_loss
+        if step >= args.warmup:
+            step_t.append(1e3 * (t3 - t0))
+            fwd_t.append(1e3 * (t1 - t0))
+            bwd_t.append(1e3 * (t2 - t1))
+            opt_t.append(1e3 * (t3 - t2))
+
+    span = BATCH * CONTEXT
+    batches = (len(eval_ids) - 1) // span
+    eval_t = []
+    with torch.no_grad():
+        # after the training steps, as in bench.c: no untimed batch first
+        for k in range(args.eval_steps):
+            chunk = eval_ids[(k % batches) * span:][: span + 1]
+            t0 = time.perf_counter()
+            model(chunk[:-1].view(BATCH, CONTEXT), chunk[1:].view(BATCH, CONTEXT)).item()
+            eval_t.append(1e3 * (time.perf_counter() - t0))
+
+    step_ms = statistics.median(step_t)
+    eval_ms = statistics.median(eval_t)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out = {
+        "engine": "torch", "torch": torch.__version__, "size": args.size, "d_model": d_model, "n_layer": n_layer,
+        "n_head": HEADS, "vocab": vocab, "batch": BATCH, "ctx": CONTEXT, "params": params,
+        "threads": torch.get_num_threads(), "tokens": source, "steps": args.steps, "warmup": args.warmup,
+        "step_ms": step_ms, "best_step_ms": min(step_t), "forward_ms": statistics.median(fwd_t), "backward_ms": statistics.median(bwd_t),
+        "optimizer_ms": statistics.median(opt_t), "train_tokens_per_s": span / (step_ms / 1e3),
+        "eval_ms": eval_ms, "eval_tokens_per_s": span / (eval_ms / 1e3), "peak_rss_mb": rss_mb,
+        "first_loss": first_loss, "last_loss": last_loss,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print("torch %-6s train %7.1f ms/step %9.0f tok/s (fwd %.1f bwd %.1f opt %.1f ms) | eval %9.0f tok/s | "
+              "peak RSS %.0f MB" % (args.size, step_ms, out["train_tokens_per_s"], out["forward_ms"],
+                                    out["backward_ms"], out["optimizer_ms"], out["eval_tokens_per_s"], rss_mb))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
