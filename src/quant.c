@@ -144,7 +144,7 @@ int quantize_model(GPT *m, const QuantScheme *s, TensorQuantError *errors, int *
         /* check every tensor's shape before changing any */
         for (int i = 0; i < m->n_specs; i++) {
             const TensorSpec *t = &m->specs[i];
-            int n = t->cols ? t->cols : 1;
+            int n = t->cols ? t->cols : t->rows; /* vectors are quantized as one row */
             if ((s->scope & SCOPE_OF(t->role)) && s->granularity == GRAN_GROUP && n % s->group != 0) {
                 qc_error("--granularity group:%d does not divide the row length %d of %s", s->group, n, t->name);
                 return -1;
