@@ -320,9 +320,25 @@ static int make_dir(const char *path) {
 
 static void join(char *out, size_t size, const char *dir, const char *name) { snprintf(out, size, "%s/%s", dir, name); }
 
+/* mkdir -p */
+static int make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            qc_error("%s: cannot create directory: %s", buf, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
+    return make_dir(buf);
+}
+
 int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command) {
     char path[4096];
-    if (make_dir(dir) != 0) return -1;
+    if (make_dirs(dir) != 0) return -1;
     const char *subdirs[] = {"floats", "quant", "runs", "logs"};
     for (int i = 0; i < 4; i++) {
         join(path, sizeof path, dir, subdirs[i]);
