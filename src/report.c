@@ -1114,6 +1114,12 @@ static int section_control(Report *rep) {
                               "quantized models (paired over %d runs, 95%% CI [%.4f, %.4f], Wilcoxon p = %.3g): correction training helps "
                               "the quantized models no more than it helps the float model.\n",
                            bits, -pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high, pc.wilcoxon.p);
+        } else if (pc.diff.ci_low > 0 || pc.diff.ci_high < 0) {
+            /* the interval excludes 0 but the signed-rank test cannot confirm it (few pairs) */
+            textbuf_printf(c, "- At %d bits, no firm conclusion on the quantized models' gain against the float control's: "
+                              "the 95%% CI of the paired difference, [%.4f, %.4f] nats over %d runs, excludes 0 but the "
+                              "signed-rank test does not confirm it (Wilcoxon p = %.3g).\n",
+                           bits, pc.diff.ci_low, pc.diff.ci_high, n, pc.wilcoxon.p);
         } else {
             textbuf_printf(c, "- At %d bits, the quantized models' gain is not distinguishable from the float control's (paired "
                               "difference %.4f nats over %d runs, 95%% CI [%.4f, %.4f], Wilcoxon p = %.3g): the recovery may be "
