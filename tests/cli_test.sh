@@ -242,5 +242,165 @@ cp "$M" "$W/keep.safetensors"
 expect_error "train: failure keeps the existing --out intact (bad corpus)" 1 "$T/empty.txt" -- "$QCORR" train --data "$T/empty.txt" --out "$W/keep.safetensors" $TRAIN_FLAGS
 if cmp -s "$M" "$W/keep.safetensors"; then ok "existing checkpoint unchanged after a failed train"; else fail "existing checkpoint unchanged after a failed train"; fi
 
+# ---- quantize and correct (SPEC sections 3-5) ----
+# The happy path first: its outputs are the inputs of the refusals below.
+QF=$H/q.safetensors    # written by quantize
+CF=$H/c.safetensors    # written by correct, same scheme
+SCHEME="--bits 3 --granularity group:8 --asymmetric"
+CORRECT_FLAGS="--data $AB --steps 20 --batch 4 --calib-tokens 2000 --quiet"
+
+# shellcheck disable=SC2086
+if "$QCORR" quantize --model "$M" --out "$QF" $SCHEME --json >"$T/out" 2>"$T/err"; then
+    if [ "$(wc -l <"$T/out" | tr -d ' ')" = 1 ] &&
+        $PY -c 'import json,sys,math; o=json.loads(open(sys.argv[1]).read()); e=o["rel_error"]; assert "int3" in o["scheme"] and "group:8" in o["scheme"]; assert len(e)==5 and all(0<v<1 for v in e.values()), e; assert "lm_head.weight" in e and "transformer.h.0.attn.c_attn.weight" in e' "$T/out" 2>/dev/null; then
+        ok "quantize --json: one object, the scheme, a relative error in (0, 1) for each of the 5 quantized matrices"
+    else
+        fail "quantize --json: one object, the scheme, a relative error in (0, 1) for each of the 5 quantized matrices"; show "$T/out"
+    fi
+else
+    fail "quantize exits 0"; show "$T/err"
+fi
+
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --out "$CF" --json >"$T/correct.json" 2>"$T/err"; then
+    if [ "$(wc -l <"$T/correct.json" | tr -d ' ')" = 1 ] && [ ! -s "$T/err" ] && $PY - "$T/correct.json" <<'EOF'
+import json, math, sys
+o = json.loads(open(sys.argv[1]).read())
+for k in ("loss_float", "loss_quant", "loss_corrected", "ppl_float", "ppl_quant", "ppl_corrected", "correction_params"):
+    assert isinstance(o[k], (int, float)) and math.isfinite(o[k]), k
+for k in ("float", "quant", "corrected"):
+    assert abs(o["ppl_" + k] - math.exp(o["loss_" + k])) <= 1e-9 * o["ppl_" + k], k
+lf, lq, lc = o["loss_float"], o["loss_quant"], o["loss_corrected"]
+assert "recovery_loss" in o and "recovery_ppl" in o and "recovery_defined" in o
+assert o["recovery_defined"] == (abs(lq - lf) >= 1e-4)
+if o["recovery_defined"]:
+    assert abs(o["recovery_loss"] - (lq - lc) / (lq - lf)) <= 1e-9 * max(1, abs(o["recovery_loss"]))
+    rp = (math.exp(lq) - math.exp(lc)) / (math.exp(lq) - math.exp(lf))
+    assert abs(o["recovery_ppl"] - rp) <= 1e-9 * max(1, abs(rp))
+else:
+    assert o["recovery_loss"] is None and o["recovery_ppl"] is None
+assert o["correction_params"] == 16 * 16 + 16  # one linear site (1 block, d_model 16)
+assert o["steps"] == 20 and o["bits"] == 3
+EOF
+    then
+        ok "correct --json: loss/ppl float, quant, corrected, recovery_loss/ppl by the formula, correction_params 272"
+    else
+        fail "correct --json: loss/ppl float, quant, corrected, recovery_loss/ppl by the formula, correction_params 272"; show "$T/correct.json"
+    fi
+else
+    fail "correct exits 0"; show "$T/err"
+fi
+leftover=$(find "$H" -name '*.tmp.*')
+if [ -z "$leftover" ]; then ok "quantize and correct leave no temporary file"; else fail "quantize and correct leave no temporary file" "$leftover"; fi
+
+# the corrected file holds the quantized base byte for byte as quantize writes it, plus corrections
+if $PY - "$QF" "$CF" <<'EOF'
+import json, struct, sys
+def read(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    meta = h.pop("__metadata__")
+    data = {k: (v["dtype"], v["shape"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in h.items()}
+    return meta, data
+qm, q = read(sys.argv[1])
+cm, c = read(sys.argv[2])
+assert q and set(q) <= set(c), set(q) - set(c)
+for k in q:
+    assert q[k] == c[k], k
+extra = set(c) - set(q)
+assert extra == {"corrections.0.weight", "corrections.0.bias"}, extra
+for k in qm:
+    if k.startswith("quant_"):
+        assert cm.get(k) == qm[k], (k, cm.get(k), qm[k])
+assert cm["correction_every"] == "1" and cm["correction_hidden"] == "0"
+EOF
+then ok "correct --out: base tensors byte-identical to quantize's with the same scheme, plus corrections.0.{weight,bias}"
+else fail "correct --out: base tensors byte-identical to quantize's with the same scheme, plus corrections.0.{weight,bias}"; fi
+
+# eval of the corrected checkpoint reproduces loss_corrected (same batch, same arithmetic: exactly)
+if "$QCORR" eval --model "$CF" --data "$AB" --batch 4 --json >"$T/out" 2>"$T/err" &&
+    $PY -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); c=json.loads(open(sys.argv[2]).read()); assert o["loss"]==c["loss_corrected"], (o["loss"], c["loss_corrected"])' "$T/out" "$T/correct.json" 2>/dev/null; then
+    ok "eval of the corrected checkpoint reproduces correct's loss_corrected exactly"
+else
+    fail "eval of the corrected checkpoint reproduces correct's loss_corrected exactly"; show "$T/out"; show "$T/err"
+fi
+if "$QCORR" eval --model "$QF" --data "$AB" --batch 4 --json >"$T/out" 2>"$T/err" &&
+    $PY -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); c=json.loads(open(sys.argv[2]).read()); assert o["loss"]==c["loss_quant"], (o["loss"], c["loss_quant"])' "$T/out" "$T/correct.json" 2>/dev/null; then
+    ok "eval of the quantized checkpoint reproduces correct's loss_quant exactly"
+else
+    fail "eval of the quantized checkpoint reproduces correct's loss_quant exactly"; show "$T/out"; show "$T/err"
+fi
+
+if "$QCORR" sample --model "$CF" --prompt "ab " --chars 30 --seed 5 >"$T/out" 2>"$T/err" &&
+    $PY -c 'import sys; s=open(sys.argv[1],"rb").read(); assert s.startswith(b"ab ") and s.endswith(b"\n"); g=s[3:-1]; assert len(g)==30, len(g); assert set(g) <= set(b"ab \n")' "$T/out" 2>/dev/null; then
+    ok "sample from the corrected checkpoint: the prompt then 30 characters of the vocabulary"
+else
+    fail "sample from the corrected checkpoint: the prompt then 30 characters of the vocabulary"; show "$T/out"; show "$T/err"
+fi
+
+# --bits 32 (the control arm): no quantization, so recovery is undefined: null, flagged
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" --bits 32 $CORRECT_FLAGS --json >"$T/out" 2>"$T/err" &&
+    $PY -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); assert o["loss_quant"]==o["loss_float"]; assert o["recovery_loss"] is None and o["recovery_ppl"] is None and o["recovery_defined"] is False' "$T/out" 2>/dev/null; then
+    ok "correct --bits 32: loss_quant == loss_float, recovery_loss null, recovery_defined false"
+else
+    fail "correct --bits 32: loss_quant == loss_float, recovery_loss null, recovery_defined false"; show "$T/out"; show "$T/err"
+fi
+
+# --steps 0: a fresh correction is the identity, so the corrected loss is the quantized one exactly
+for h in 0 8; do
+    # shellcheck disable=SC2086
+    if "$QCORR" correct --model "$M" $SCHEME --data "$AB" --steps 0 --batch 4 --hidden $h --quiet --json >"$T/out" 2>"$T/err" &&
+        $PY -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); assert o["loss_corrected"]==o["loss_quant"], (o["loss_corrected"], o["loss_quant"]); assert o["loss_quant"]!=o["loss_float"]' "$T/out" 2>/dev/null; then
+        ok "correct --steps 0 --hidden $h: loss_corrected == loss_quant exactly"
+    else
+        fail "correct --steps 0 --hidden $h: loss_corrected == loss_quant exactly"; show "$T/out"; show "$T/err"
+    fi
+done
+
+# --method lstsq: closed form, no steps
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lstsq --json >"$T/out" 2>"$T/err" &&
+    $PY -c 'import json,sys,math; o=json.loads(open(sys.argv[1]).read()); assert o["method"]=="lstsq" and o["steps"]==0 and math.isfinite(o["loss_corrected"])' "$T/out" 2>/dev/null; then
+    ok "correct --method lstsq --json: method lstsq, 0 steps, a finite corrected loss"
+else
+    fail "correct --method lstsq --json: method lstsq, 0 steps, a finite corrected loss"; show "$T/out"; show "$T/err"
+fi
+
+for cmd in quantize correct; do
+    if "$QCORR" $cmd --help >"$T/out" 2>"$T/err" && grep -q "usage: qcorr $cmd" "$T/out" && [ ! -s "$T/err" ]; then
+        ok "$cmd --help exits 0 with usage on stdout"
+    else
+        fail "$cmd --help exits 0 with usage on stdout"; show "$T/err"
+    fi
+done
+
+# refusals: exit 2 for usage, 1 for a group size the model's rows refuse; no output file left
+OQ=$W/q.safetensors
+OC=$W/c.safetensors
+for b in 1 9 33; do
+    expect_error "quantize --bits $b" 2 "--bits" "$b" -- "$QCORR" quantize --model "$M" --out "$OQ" --bits $b
+    expect_error "correct --bits $b" 2 "--bits" "$b" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --bits $b --quiet
+done
+expect_error "quantize --granularity group:0" 2 "--granularity" "0" -- "$QCORR" quantize --model "$M" --out "$OQ" --granularity group:0
+expect_error "correct --granularity group:0" 2 "--granularity" "0" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --granularity group:0 --quiet
+expect_error "quantize --granularity row" 2 "--granularity" "row" -- "$QCORR" quantize --model "$M" --out "$OQ" --granularity row
+expect_error "quantize --granularity group:7 on d_model 16" 1 "group:7" "16" -- "$QCORR" quantize --model "$M" --out "$OQ" --granularity group:7
+expect_error "correct --granularity group:7 on d_model 16" 1 "group:7" "16" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --granularity group:7 --quiet
+expect_error "correct --every 0" 2 "--every" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --every 0 --quiet
+expect_error "correct --hidden -1" 2 "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --hidden -1 --quiet
+expect_error "correct --objective foo" 2 "--objective" "foo" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --objective foo --quiet
+expect_error "correct --method foo" 2 "--method" "foo" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method foo --quiet
+expect_error "correct --method lstsq --hidden 8" 2 "lstsq" "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lstsq --hidden 8 --quiet
+expect_error "correct without --model" 2 "--model" -- "$QCORR" correct --data "$AB" --out "$OC" --quiet
+expect_error "quantize without --out" 2 "--out" -- "$QCORR" quantize --model "$M"
+for kind in quantized corrected; do
+    if [ $kind = quantized ]; then src=$QF; else src=$CF; fi
+    expect_error "correct --model a $kind checkpoint" 2 "$src" "float model" -- "$QCORR" correct --model "$src" --data "$AB" --out "$OC" --quiet
+    expect_error "quantize --model a $kind checkpoint" 2 "$src" "float model" -- "$QCORR" quantize --model "$src" --out "$OQ"
+done
+expect_error "correct: missing --model file" 1 "$W/none.safetensors" -- "$QCORR" correct --model "$W/none.safetensors" --data "$AB" --quiet
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
