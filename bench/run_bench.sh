@@ -37,7 +37,9 @@ if TORCH_VERSION=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
 echo "== qcorr bench: batch 32 x context 128, 4 heads, float32, medians over $ROUNDS alternated rounds"
 echo "machine: nproc $(nproc), CPU ${cpu_model:-unknown}, threads used $THREADS"
-echo "env: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset} OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
+# Both engines wait the way qcorr does by default (see src/cli/main.c): passive, unless set.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+echo "env: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset} OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset} OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 echo "tokens: ${DATA:-random (no corpus found)}"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (other processes make every number noisy)"
 if [ "$HAVE_TORCH" = 1 ]; then
