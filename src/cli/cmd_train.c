@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "../checkpoint.h"
 #include "../train.h"
@@ -65,9 +66,14 @@ int cmd_train(int argc, char **argv) {
         corpus_free(&corpus);
         return command_failed("train");
     }
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    double planned = gpt_memory_bytes(&cfg, batch, 1), peak = (double)usage.ru_maxrss * 1024.0;
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "out", out);
+        cJSON_AddNumberToObject(j, "memory_planned_bytes", planned);
+        cJSON_AddNumberToObject(j, "peak_rss_bytes", peak);
         cJSON_AddStringToObject(j, "log", log_path);
         cJSON_AddNumberToObject(j, "params", (double)model.num_params);
         cJSON_AddNumberToObject(j, "steps", r.steps);
@@ -78,8 +84,9 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "tokens_per_s", r.tokens_per_second);
         print_json(j);
     } else {
-        fprintf(stderr, "wrote %s (%zu parameters): val loss %.4f, ppl %.3f, %.0f tokens/s, %.1f s\n", out,
-                model.num_params, r.val_loss, exp(r.val_loss), r.tokens_per_second, r.seconds);
+        fprintf(stderr, "wrote %s (%zu parameters): val loss %.4f, ppl %.3f, %.0f tokens/s, %.1f s, memory %.0f MiB planned, %.0f MiB peak RSS\n",
+                out, model.num_params, r.val_loss, exp(r.val_loss), r.tokens_per_second, r.seconds, planned / (1 << 20),
+                peak / (1 << 20));
     }
     gpt_free(&model);
     corpus_free(&corpus);
