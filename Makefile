@@ -59,7 +59,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BUILD)/bench/bench
 
-.PHONY: all test bench data demo clean setup
+.PHONY: all test bench data demo clean setup fuzz
 all: $(BUILD)/qcorr
 
 # Debian packages (installed only when missing); every entry point below runs it first.
@@ -102,3 +102,35 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d
+
+# ---- fuzzing: `make fuzz FUZZ_SECONDS=N` builds fuzz/fuzz_*.c with libFuzzer, ASan and UBSan
+# against the library sources compiled by clang with the same flags (not the objects above),
+# seeds fuzz/corpus-NAME/ from real files when missing (fuzz/make_seeds.sh) and runs each
+# harness N seconds at low priority, printing executions, coverage and crashes per harness.
+FUZZ_CC ?= clang
+FUZZ_BUILD ?= build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas $(BLAS_CFLAGS)
+FUZZ_HARNESS := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC) src/cli/common.c)
+
+# objects kept between builds (make would otherwise delete them as intermediates)
+.PRECIOUS: $(FUZZ_BUILD)/%.o
+$(FUZZ_BUILD)/%.o: %.c Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -lm $(BLAS_LIBS) -llapacke -lcjson -o $@
+
+# the regression suite replays saved inputs through load_checkpoint_from, which lives in the CLI
+$(BUILD)/tests/test_fuzz_regressions: $(BUILD)/tests/test_fuzz_regressions.o $(BUILD)/tests/testutil.o $(BUILD)/src/cli/common.o $(BUILD)/libqcorr.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+fuzz: setup
+	@$(MAKE) --no-print-directory $(FUZZ_HARNESS) $(BUILD)/qcorr
+	@QCORR=$(BUILD)/qcorr sh fuzz/make_seeds.sh --if-missing
+	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_HARNESS)
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_HARNESS:$(FUZZ_BUILD)/%=$(FUZZ_BUILD)/fuzz/%.d)

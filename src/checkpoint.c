@@ -30,9 +30,17 @@ static int compare_tensor_offset(const void *a, const void *b) {
 
 int st_read(SafeTensors *st, const char *path) {
     memset(st, 0, sizeof *st);
+    size_t size;
+    uint8_t *file = read_file(path, &size);
+    if (!file) return -1;
+    return st_parse(st, file, size, path);
+}
+
+int st_parse(SafeTensors *st, uint8_t *file, size_t size, const char *path) {
+    memset(st, 0, sizeof *st);
     snprintf(st->path, sizeof st->path, "%s", path);
-    st->file = read_file(path, &st->file_size);
-    if (!st->file) return -1;
+    st->file = file;
+    st->file_size = size;
     cJSON *root = NULL;
     if (st->file_size < 8) { qc_error("%s: not a safetensors file (only %zu bytes)", path, st->file_size); goto fail; }
     uint64_t header_len = 0;
@@ -148,6 +156,13 @@ static void format_shape(char *out, size_t size, int rows, int cols) {
 }
 
 int st_copy_tensor(const SafeTensors *st, const char *name, int rows, int cols, float *dst) {
+    if (st_check_tensor(st, name, rows, cols) != 0) return -1;
+    const StTensor *t = st_find(st, name);
+    memcpy(dst, t->data, t->numel * sizeof(float)); /* little-endian hosts only (x86, arm64) */
+    return 0;
+}
+
+int st_check_tensor(const SafeTensors *st, const char *name, int rows, int cols) {
     const StTensor *t = st_find(st, name);
     if (!t) { qc_error("%s: tensor '%s' is missing", st->path, name); return -1; }
     int want_ndim = cols ? 2 : 1;
@@ -160,7 +175,6 @@ int st_copy_tensor(const SafeTensors *st, const char *name, int rows, int cols, 
         qc_error("%s: tensor '%s' has shape %s, expected %s", st->path, name, got, want);
         return -1;
     }
-    memcpy(dst, t->data, t->numel * sizeof(float)); /* little-endian hosts only (x86, arm64) */
     return 0;
 }
 
@@ -252,49 +266,87 @@ static int meta_int(const SafeTensors *st, const char *key, int *out) {
     return 0;
 }
 
-int gpt_load(GPT *m, Vocab *vocab, const char *path, int max_batch, SafeTensors *st_out) {
-    SafeTensors st;
-    memset(m, 0, sizeof *m);
-    if (st_read(&st, path) != 0) return -1;
+int gpt_config_from(GPTConfig *out, Vocab *vocab, const SafeTensors *st) {
+    const char *path = st->path;
     GPTConfig cfg;
-    if (meta_int(&st, "d_model", &cfg.d_model) || meta_int(&st, "n_layer", &cfg.n_layer) ||
-        meta_int(&st, "n_head", &cfg.n_head) || meta_int(&st, "ctx", &cfg.ctx) || meta_int(&st, "vocab_size", &cfg.vocab_size))
-        goto fail;
-    const char *vs = st_meta(&st, "vocab");
-    if (!vs) { qc_error("%s: metadata 'vocab' is missing: not a qcorr checkpoint", path); goto fail; }
+    if (meta_int(st, "d_model", &cfg.d_model) || meta_int(st, "n_layer", &cfg.n_layer) ||
+        meta_int(st, "n_head", &cfg.n_head) || meta_int(st, "ctx", &cfg.ctx) || meta_int(st, "vocab_size", &cfg.vocab_size))
+        return -1;
+    const char *vs = st_meta(st, "vocab");
+    if (!vs) { qc_error("%s: metadata 'vocab' is missing: not a qcorr checkpoint", path); return -1; }
     if (vocab_from_string(vocab, vs) != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qc_last_error());
         qc_error("%s: %s", path, msg);
-        goto fail;
+        return -1;
     }
     if (vocab->size != cfg.vocab_size) {
         qc_error("%s: vocabulary has %d entries but vocab_size is %d", path, vocab->size, cfg.vocab_size);
-        goto fail;
+        return -1;
     }
     if (gpt_config_check(&cfg) != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qc_last_error());
         qc_error("%s: %s", path, msg);
-        goto fail;
+        return -1;
     }
-    if (gpt_init(m, &cfg, max_batch) != 0) goto fail;
+    /* before allocating: every tensor of the table is in the file with its shape, so a header
+     * cannot ask for more parameters than the file's data holds */
+    int V = cfg.vocab_size, P = cfg.ctx, C = cfg.d_model;
+    char name[64];
+#define CHECK(field, tname, rows, cols, role)                                \
+    snprintf(name, sizeof name, "%s%s", prefix, tname);                      \
+    if (st_check_tensor(st, name, rows, cols) != 0) return -1;
+    { /* in the table's order, so the first fault named is the one gpt_load always named */
+        const char *prefix = "";
+        GPT_EMBEDDING_TENSORS(CHECK)
+    }
+    for (int l = 0; l < cfg.n_layer; l++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "transformer.h.%d.", l);
+        GPT_LAYER_TENSORS(CHECK)
+    }
+    {
+        const char *prefix = "";
+        GPT_HEAD_TENSORS(CHECK)
+    }
+#undef CHECK
+    *out = cfg;
+    return 0;
+}
+
+int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, int allow_corrections) {
+    const char *path = st->path;
+    memset(m, 0, sizeof *m);
+    GPTConfig cfg;
+    if (gpt_config_from(&cfg, vocab, st) != 0) return -1;
+    if (gpt_init(m, &cfg, max_batch) != 0) return -1;
     for (int i = 0; i < m->n_specs; i++) {
         const TensorSpec *t = &m->specs[i];
-        if (st_copy_tensor(&st, t->name, t->rows, t->cols, m->params + t->offset) != 0) goto fail;
+        if (st_copy_tensor(st, t->name, t->rows, t->cols, m->params + t->offset) != 0) goto fail;
     }
-    for (int i = 0; i < st.n_tensors; i++) {
-        const char *name = st.tensors[i].name;
+    for (int i = 0; i < st->n_tensors; i++) {
+        const char *name = st->tensors[i].name;
         if (gpt_find_tensor(m, name)) continue;
-        if (st_out && strncmp(name, "corrections.", 12) == 0) continue;
+        if (allow_corrections && strncmp(name, "corrections.", 12) == 0) continue;
         qc_error("%s: unexpected tensor '%s'", path, name);
         goto fail;
+    }
+    return 0;
+fail:
+    gpt_free(m);
+    return -1;
+}
+
+int gpt_load(GPT *m, Vocab *vocab, const char *path, int max_batch, SafeTensors *st_out) {
+    SafeTensors st;
+    memset(m, 0, sizeof *m);
+    if (st_read(&st, path) != 0) return -1;
+    if (gpt_load_from(m, vocab, &st, max_batch, st_out != NULL) != 0) {
+        st_free(&st);
+        return -1;
     }
     if (st_out) *st_out = st;
     else st_free(&st);
     return 0;
-fail:
-    gpt_free(m);
-    st_free(&st);
-    return -1;
 }

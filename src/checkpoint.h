@@ -30,11 +30,15 @@ typedef struct {
 } SafeTensors;
 
 int st_read(SafeTensors *st, const char *path);
+/* st_read on bytes already in memory: takes file (malloc'd) even on failure; name stands for the path. */
+int st_parse(SafeTensors *st, uint8_t *file, size_t size, const char *name);
 void st_free(SafeTensors *st);
 const StTensor *st_find(const SafeTensors *st, const char *name);
 const char *st_meta(const SafeTensors *st, const char *key); /* NULL when absent */
 /* Copies a tensor into dst after checking it exists with exactly this shape (cols 0: vector). */
 int st_copy_tensor(const SafeTensors *st, const char *name, int rows, int cols, float *dst);
+/* The check alone (error names the file, the tensor and both shapes). */
+int st_check_tensor(const SafeTensors *st, const char *name, int rows, int cols);
 
 typedef struct {
     char name[128];
@@ -57,5 +61,10 @@ int gpt_save(const GPT *m, const Vocab *vocab, const char *path, const StMeta *e
  * the file stays open there for the caller's extra tensors/metadata; tensors named
  * "corrections.*" are then the caller's to check, otherwise any unknown tensor is an error. */
 int gpt_load(GPT *m, Vocab *vocab, const char *path, int max_batch, SafeTensors *st_out);
+/* The config and vocabulary of a parsed file, checked (and every tensor of the table present with
+ * its shape, so the file holds that many parameters) before anything is allocated. */
+int gpt_config_from(GPTConfig *cfg, Vocab *vocab, const SafeTensors *st);
+/* gpt_load on a parsed file, which stays the caller's; allow_corrections: as st_out in gpt_load. */
+int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, int allow_corrections);
 
 #endif

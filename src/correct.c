@@ -203,9 +203,16 @@ int corrections_load(Corrections *c, const SafeTensors *st, const GPTConfig *cfg
         qc_error("%s: malformed correction metadata", st->path);
         return -1;
     }
-    if (corrections_init(c, cfg, (int)e, (int)h, max_rows, 0) != 0) return -1;
+    /* before allocating: every tensor the metadata implies is in the file with its shape (named by
+     * corrections_tensors on sites without storage), so metadata cannot ask for more than the file holds */
     StWriteTensor names[4 * 256];
-    int n = corrections_tensors(c, names, 4 * 256);
+    CorrectionSite no_storage[256] = {{0}};
+    Corrections layout = {.d = cfg->d_model, .hidden = (int)h, .n_sites = correction_site_count(cfg->n_layer, (int)e), .sites = no_storage};
+    int n = corrections_tensors(&layout, names, 4 * 256);
+    for (int i = 0; i < n; i++)
+        if (st_check_tensor(st, names[i].name, names[i].rows, names[i].cols) != 0) return -1;
+    if (corrections_init(c, cfg, (int)e, (int)h, max_rows, 0) != 0) return -1;
+    n = corrections_tensors(c, names, 4 * 256);
     for (int i = 0; i < n; i++)
         if (st_copy_tensor(st, names[i].name, names[i].rows, names[i].cols, (float *)names[i].data) != 0) {
             corrections_free(c);

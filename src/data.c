@@ -45,9 +45,17 @@ void vocab_from_bytes(Vocab *v, const uint8_t *present_bytes, int count) {
 
 int corpus_load(Corpus *c, const char *path, const Vocab *vocab) {
     memset(c, 0, sizeof *c);
+    size_t n;
+    uint8_t *text = read_file(path, &n);
+    if (!text) return -1;
+    return corpus_from_bytes(c, text, n, path, vocab);
+}
+
+int corpus_from_bytes(Corpus *c, uint8_t *text, size_t n, const char *path, const Vocab *vocab) {
+    memset(c, 0, sizeof *c);
     snprintf(c->path, sizeof c->path, "%s", path);
-    c->text = read_file(path, &c->n);
-    if (!c->text) return -1;
+    c->text = text;
+    c->n = n;
     if (c->n < 2) {
         qc_error("%s: corpus is empty or too short (%zu bytes)", path, c->n);
         corpus_free(c);

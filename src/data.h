@@ -32,6 +32,8 @@ int corpus_find(const char *flag_path, char *out, size_t out_size);
 /* Loads a corpus. vocab == NULL: build the vocabulary from the text; else map through it and fail
  * (naming the byte and the file) on a byte outside it. */
 int corpus_load(Corpus *c, const char *path, const Vocab *vocab);
+/* corpus_load on bytes already in memory: takes text (malloc'd) even on failure; name stands for the path. */
+int corpus_from_bytes(Corpus *c, uint8_t *text, size_t n, const char *name, const Vocab *vocab);
 void corpus_free(Corpus *c);
 
 void vocab_from_bytes(Vocab *v, const uint8_t *present_bytes, int count);

@@ -126,7 +126,8 @@ static int grid_array(const cJSON *root, const char *key, const char *path, int 
     }
     int k = 0;
     for (const cJSON *v = a->child; v; v = v->next) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble || v->valuedouble < min || v->valuedouble > max) {
+        /* the range first: converting a double outside long's range is undefined behaviour */
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= min && v->valuedouble <= max) || v->valuedouble != (double)(long)v->valuedouble) {
             qc_error("%s: \"%s\" holds a value that is not an integer in [%ld, %ld]", path, key, min, max);
             return -1;
         }
@@ -140,8 +141,13 @@ int sweep_read_grid_file(SweepConfig *cfg, const char *path) {
     size_t size;
     uint8_t *text = read_file(path, &size);
     if (!text) return -1;
-    cJSON *root = cJSON_ParseWithLength((const char *)text, size);
+    int rc = sweep_parse_grid(cfg, (const char *)text, size, path);
     free(text);
+    return rc;
+}
+
+int sweep_parse_grid(SweepConfig *cfg, const char *text, size_t size, const char *path) {
+    cJSON *root = cJSON_ParseWithLength(text, size);
     int rc = -1;
     if (!root || !cJSON_IsObject(root)) { qc_error("%s: not a JSON object", path); goto done; }
     for (const cJSON *item = root->child; item; item = item->next) {
@@ -163,7 +169,11 @@ int sweep_read_grid_file(SweepConfig *cfg, const char *path) {
         }
         char joined[1024] = "";
         for (const cJSON *v = sizes->child; v; v = v->next) {
-            if (!cJSON_IsString(v) || strlen(v->valuestring) > 32) { qc_error("%s: \"sizes\" must hold strings like \"128x4\"", path); goto done; }
+            /* short enough that all of them and their commas fit in joined: never a cut-off size */
+            if (!cJSON_IsString(v) || strlen(v->valuestring) > sizeof joined / SWEEP_MAX_VALUES - 2) {
+                qc_error("%s: \"sizes\" must hold strings like \"128x4\"", path);
+                goto done;
+            }
             snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s", joined[0] ? "," : "", v->valuestring);
         }
         char flag[4200];
@@ -416,8 +426,13 @@ static cJSON *read_record(const char *path, char *why, size_t why_size) {
     size_t size;
     uint8_t *text = read_file(path, &size);
     if (!text) { snprintf(why, why_size, "unreadable"); return NULL; }
-    cJSON *root = cJSON_ParseWithLength((const char *)text, size);
+    cJSON *root = sweep_parse_record((const char *)text, size, why, why_size);
     free(text);
+    return root;
+}
+
+cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size) {
+    cJSON *root = cJSON_ParseWithLength(text, size);
     if (!root || !cJSON_IsObject(root)) { snprintf(why, why_size, "not JSON"); cJSON_Delete(root); return NULL; }
     for (int i = 0; i < N_RECORD_FIELDS; i++)
         if (!cJSON_GetObjectItemCaseSensitive(root, record_fields[i])) {

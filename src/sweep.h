@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "experiment.h"
 #include "quant.h"
 
@@ -53,6 +55,8 @@ int parse_int_list(const char *flag, const char *text, int *out, int *n, long mi
 int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n);
 /* A JSON grid file: {"seeds":[..],"bits":[..],"sizes":["64x2"],"every":[..],"hidden":[..]} */
 int sweep_read_grid_file(SweepConfig *cfg, const char *path);
+/* The same from text in memory (size bytes, no NUL needed); name stands for the path in messages. */
+int sweep_parse_grid(SweepConfig *cfg, const char *text, size_t size, const char *name);
 int sweep_config_check(const SweepConfig *cfg);
 
 /* All runs of the grid in a fixed order: float-model groups (seed, size) together. */
@@ -72,6 +76,8 @@ typedef struct {
 
 /* Runs (or resumes) this shard's part of the sweep in dir. */
 int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, const char *command);
+/* A run record (size bytes of JSON) holding every summary field, or NULL with the reason in why. */
+cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size);
 /* Rebuilds dir/summary.csv from dir/runs/ (under a lock, atomically). */
 int sweep_write_summary(const char *dir);
 

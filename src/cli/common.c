@@ -56,11 +56,28 @@ void sibling_path(char *out, size_t size, const char *checkpoint, const char *su
 int load_checkpoint(LoadedModel *lm, const char *path, int max_batch) {
     memset(lm, 0, sizeof *lm);
     SafeTensors st;
-    if (gpt_load(&lm->model, &lm->vocab, path, max_batch, &st) != 0) return -1;
-    int q = quant_scheme_from_meta(&st, &lm->scheme);
-    int c = q < 0 ? -1 : corrections_load(&lm->corrections, &st, &lm->model.config, max_batch * lm->model.config.ctx);
+    if (st_read(&st, path) != 0) return -1;
+    int rc = load_checkpoint_from(lm, &st, max_batch);
     st_free(&st);
+    return rc;
+}
+
+int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch) {
+    memset(lm, 0, sizeof *lm);
+    /* a small file can still ask for a long context over many layers: activations grow as ctx^2 */
+    GPTConfig cfg;
+    if (gpt_config_from(&cfg, &lm->vocab, st) != 0) return -1;
+    if (check_memory(&cfg, max_batch, 0) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qc_last_error());
+        qc_error("%s: %s", st->path, msg);
+        return -1;
+    }
+    if (gpt_load_from(&lm->model, &lm->vocab, st, max_batch, 1) != 0) return -1;
+    int q = quant_scheme_from_meta(st, &lm->scheme);
+    int c = q < 0 ? -1 : corrections_load(&lm->corrections, st, &lm->model.config, max_batch * lm->model.config.ctx);
     if (q < 0 || c < 0 || (q > 0 && gpt_set_act_bits(&lm->model, lm->scheme.act_bits) != 0)) {
+        if (c > 0) corrections_free(&lm->corrections);
         gpt_free(&lm->model);
         return -1;
     }

@@ -31,6 +31,8 @@ typedef struct {
     int corrected;      /* the file carries correction layers */
 } LoadedModel;
 int load_checkpoint(LoadedModel *lm, const char *path, int max_batch);
+/* load_checkpoint on a parsed file, which stays the caller's. */
+int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch);
 const StreamHook *loaded_hook(LoadedModel *lm);
 void loaded_model_free(LoadedModel *lm);
 
