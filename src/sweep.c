@@ -693,7 +693,9 @@ static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Cor
         /* killed between checkpoint and sidecar: evaluate again, never retrain */
         side->seconds = NAN;
         side->loss = evaluate_loss(f, corpus->ids + corpus->n_train, corpus->n_val, NULL);
-        return write_sidecar(meta, side->loss, side->seconds);
+        if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+        gpt_free(f);
+        return -1;
     }
     GPTConfig g = {.vocab_size = corpus->vocab.size, .ctx = cfg->ctx, .d_model = z->d_model, .n_layer = z->n_layer, .n_head = cfg->heads};
     if (gpt_init(f, &g, max_batch) != 0) return -1;
@@ -709,10 +711,15 @@ static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Cor
     o.on_step = on_train_step;
     o.on_step_ctx = p;
     TrainResult tr;
-    if (train_model(f, corpus, &o, &tr) != 0 || gpt_save(f, &corpus->vocab, ckpt, NULL, 0, NULL, 0) != 0) return -1;
+    if (train_model(f, corpus, &o, &tr) != 0 || gpt_save(f, &corpus->vocab, ckpt, NULL, 0, NULL, 0) != 0) {
+        gpt_free(f);
+        return -1;
+    }
     side->loss = tr.val_loss;
     side->seconds = tr.seconds;
-    return write_sidecar(meta, side->loss, side->seconds);
+    if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+    gpt_free(f);
+    return -1;
 }
 
 static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpus *corpus, const GPT *f, int seed,
@@ -731,15 +738,18 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
     snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
     snprintf(meta, sizeof meta, "%s.json", base);
     double t0 = now_seconds();
-    if (quantize_model(q, &s, NULL, NULL) != 0) return -1;
+    if (quantize_model(q, &s, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t0;
     if (read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0) return 0;
     StMeta m[QUANT_META_COUNT];
     quant_scheme_to_meta(&s, m);
-    if (gpt_save(q, &corpus->vocab, ckpt, m, QUANT_META_COUNT, NULL, 0) != 0) return -1;
+    if (gpt_save(q, &corpus->vocab, ckpt, m, QUANT_META_COUNT, NULL, 0) != 0) goto fail;
     side->seconds = t_quant;
     side->loss = evaluate_loss(q, corpus->ids + corpus->n_train, corpus->n_val, NULL);
-    return write_sidecar(meta, side->loss, side->seconds);
+    if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+fail:
+    gpt_free(q); /* on failure the caller owns nothing */
+    return -1;
 }
 
 int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, const char *command) {
