@@ -25,29 +25,7 @@
  * One thread for the suite (main's group setup), as test_model: these models' OpenMP barriers
  * cost more than their arithmetic on a loaded 2-core machine (measured: the learning test takes
  * 4 s on one thread, 81 s on two while another job holds the cores). */
-static int default_threads = 1;
-
-static void use_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
-}
-
-static int setup_one_thread(void **state) {
-    (void)state;
-#ifdef _OPENMP
-    default_threads = omp_get_max_threads();
-#endif
-    use_threads(1);
-    return 0;
-}
-
-static int restore_threads(void **state) {
-    (void)state;
-    use_threads(default_threads);
-    return 0;
-}
+/* use_threads, setup_one_thread and restore_threads: tests/testutil.h */
 
 static float *copy_floats(const float *x, size_t n) {
     float *p = malloc(n * sizeof(float));

@@ -48,29 +48,7 @@ enum { BATCH = 2, SEQ = 8, ROWS = BATCH * SEQ, MAX_LAYERS = 4 };
  * the thousands of forwards of the finite differences would take minutes. The analytic gradients
  * under test are computed with the default thread count, and the determinism test compares 1
  * and 2 threads explicitly. */
-static int default_threads = 1;
-
-static void use_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
-}
-
-static int setup_one_thread(void **state) {
-    (void)state;
-#ifdef _OPENMP
-    default_threads = omp_get_max_threads();
-#endif
-    use_threads(1);
-    return 0;
-}
-
-static int restore_threads(void **state) {
-    (void)state;
-    use_threads(default_threads);
-    return 0;
-}
+/* use_threads, setup_one_thread and restore_threads: tests/testutil.h */
 
 typedef double (*Objective)(GPT *m, void *ctx);
 
@@ -182,7 +160,7 @@ static void test_model_gradients(void **state) {
     int32_t inputs[ROWS], targets[ROWS];
     setup_model(&m, inputs, targets, 1001);
     Batch batch = {inputs, targets, NULL};
-    use_threads(default_threads);
+    use_threads(default_thread_count());
     gpt_zero_grad(&m);
     batch_loss(&m, &batch);
     gpt_backward(&m, NULL, 1, 1, 0);
@@ -277,7 +255,7 @@ static void test_hook_gradient(void **state) {
         StreamHook hook;
         scale_hook_init(&h, &hook, block, 1.7f, m.config.d_model);
         Batch batch = {inputs, targets, &hook};
-        use_threads(default_threads);
+        use_threads(default_thread_count());
         gpt_zero_grad(&m);
         double with_hook = batch_loss(&m, &batch);
         for (int l = 0; l < m.config.n_layer; l++) assert_int_equal(h.forward_calls[l], 1);

@@ -18,29 +18,7 @@
 /* One thread for the suite (set in main's group setup): each quantize_matrix is a parallel region
  * over a few dozen values, whose barriers on a loaded 2-core machine can each wait a scheduler
  * tick (measured: 10 s with 2 threads, 0.1 s with 1). test_threads_agree runs the parallel path. */
-static int default_threads = 1;
-
-static void use_threads(int n) {
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
-    openblas_set_num_threads(n);
-}
-
-static int setup_one_thread(void **state) {
-    (void)state;
-#ifdef _OPENMP
-    default_threads = omp_get_max_threads();
-#endif
-    use_threads(1);
-    return 0;
-}
-
-static int restore_threads(void **state) {
-    (void)state;
-    use_threads(default_threads);
-    return 0;
-}
+/* use_threads, setup_one_thread and restore_threads: tests/testutil.h */
 
 static int qmax_of(int bits) { return (1 << (bits - 1)) - 1; } /* symmetric: codes -qmax..qmax */
 static int levels_of(int bits) { return (1 << bits) - 1; }     /* asymmetric: codes 0..levels */

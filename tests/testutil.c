@@ -8,7 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "../src/data.h"
+#include "../src/omp_compat.h"
 
 void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi) {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * rng_uniform(rng);
@@ -80,4 +83,26 @@ const char *write_test_corpus(const char *name, size_t n, const char *alphabet, 
     assert_int_equal(write_file_atomic(path, text, n), 0);
     free(text);
     return path;
+}
+
+static int default_threads = 1;
+
+void use_threads(int n) {
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int setup_one_thread(void **state) {
+    (void)state;
+    default_threads = omp_get_max_threads();
+    use_threads(1);
+    return 0;
+}
+
+int default_thread_count(void) { return default_threads; }
+
+int restore_threads(void **state) {
+    (void)state;
+    use_threads(default_thread_count());
+    return 0;
 }

@@ -26,6 +26,14 @@ const char *test_corpus_path(void);
 /* Writes a small deterministic text corpus (bytes of `alphabet`) of n bytes; returns its path. */
 const char *write_test_corpus(const char *name, size_t n, const char *alphabet, uint64_t seed);
 
+/* Thread count for a suite: suites of tiny models run on one thread (group setup), since their
+ * OpenMP barriers cost more than their arithmetic on a busy 2-core machine; tests that compare
+ * thread counts call use_threads themselves. */
+void use_threads(int n);
+int setup_one_thread(void **state);   /* cmocka group setup: remember the default, use 1 */
+int restore_threads(void **state);    /* cmocka group teardown: back to the default */
+int default_thread_count(void);       /* the count before setup_one_thread */
+
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)
 
