@@ -17,68 +17,21 @@ import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 BATCH, CONTEXT, HEADS, VOCAB = 32, 128, 4, 65
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model, n_head, ctx):
-        super().__init__()
-        self.n_head = n_head
-        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=True)
-        self.c_proj = nn.Linear(d_model, d_model, bias=True)
-        self.register_buffer("mask", torch.tril(torch.ones(ctx, ctx, dtype=torch.bool)).view(1, 1, ctx, ctx))
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # torch 1.13 has no fused attention: nanoGPT's explicit path, full T x T square, masked
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
-        att = F.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        return self.c_proj(y)
+# The model is the PyTorch reference of the parity test (tools/pytorch_reference.py), so the
+# benchmark times exactly the module whose outputs the C engine is checked against.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from pytorch_reference import GPT as ReferenceGPT  # noqa: E402
 
 
-class MLP(nn.Module):
-    def __init__(self, d_model):
-        super().__init__()
-        self.c_fc = nn.Linear(d_model, 4 * d_model, bias=True)
-        self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * d_model, d_model, bias=True)
+class GPT(ReferenceGPT):
+    """The reference GPT with nanoGPT's plain init and a forward that returns the loss only."""
 
-    def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, d_model, n_head, ctx):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_head, ctx)
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPT(nn.Module):
     def __init__(self, vocab, ctx, d_model, n_layer, n_head):
-        super().__init__()
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(vocab, d_model),
-            wpe=nn.Embedding(ctx, d_model),
-            h=nn.ModuleList([Block(d_model, n_head, ctx) for _ in range(n_layer)]),
-            ln_f=nn.LayerNorm(d_model),
-        ))
-        self.lm_head = nn.Linear(d_model, vocab, bias=True)
-        # nanoGPT init: N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0
+        super().__init__(vocab, ctx, d_model, n_layer, n_head)
         for name, p in self.named_parameters():
             if p.dim() == 2:
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
@@ -87,13 +40,7 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
 
     def forward(self, idx, targets):
-        B, T = idx.shape
-        pos = torch.arange(T, dtype=torch.long)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        for block in self.transformer.h:
-            x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return super().forward(idx, targets)[1]
 
 
 def load_tokens(path, seed):
