@@ -402,5 +402,74 @@ for kind in quantized corrected; do
 done
 expect_error "correct: missing --model file" 1 "$W/none.safetensors" -- "$QCORR" correct --model "$W/none.safetensors" --data "$AB" --quiet
 
+# ---- faults: a corrupt checkpoint to every command that reads one, absurd sizes, signals ----
+head -c 3000 "$M" >"$T/cut.safetensors"
+expect_error "quantize: truncated checkpoint" 1 "$T/cut.safetensors" -- "$QCORR" quantize --model "$T/cut.safetensors" --out "$OQ"
+expect_error "correct: truncated checkpoint" 1 "$T/cut.safetensors" -- "$QCORR" correct --model "$T/cut.safetensors" --data "$AB" --out "$OC" --quiet
+expect_error "train: a 20+ GiB model is refused before allocation" 1 "GiB" "d_model 8192" -- \
+    "$QCORR" train --d-model 8192 --layers 64 --heads 8 --ctx 2048 --batch 64 --steps 1 --data "$AB" --out "$W/huge.safetensors" --quiet
+
+# wait_for FILE MIN_LINES SECONDS: until FILE has MIN_LINES lines (bounded)
+wait_for() {
+    i=0
+    while [ $i -lt $(($3 * 10)) ]; do
+        [ -f "$1" ] && [ "$(wc -l <"$1" | tr -d ' ')" -ge "$2" ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+temporaries() { find "$1" -name '*.tmp.*' | wc -l | tr -d ' '; }
+
+S=$T/signal
+mkdir -p "$S"
+"$QCORR" train --d-model 32 --layers 2 --heads 2 --ctx 32 --batch 8 --steps 1000000 --data "$AB" \
+    --out "$S/m.safetensors" --quiet >"$S/out" 2>"$S/err" </dev/null &
+pid=$!
+if wait_for "$S/m.train.csv" 4 30; then
+    kill -INT $pid
+    wait $pid
+    rc=$?
+    why=""
+    [ $rc = 1 ] || why="$why exit $rc, expected 1;"
+    [ "$(wc -l <"$S/err" | tr -d ' ')" = 1 ] || why="$why not one line on stderr;"
+    grep -q "interrupted by signal 2" "$S/err" || why="$why no 'interrupted by signal 2';"
+    [ ! -e "$S/m.safetensors" ] || why="$why a checkpoint was written;"
+    [ "$(temporaries "$S")" = 0 ] || why="$why a temporary file was left;"
+    if [ -z "$why" ]; then ok "SIGINT during train: exit 1, one line, no checkpoint, no temporary"
+    else fail "SIGINT during train: exit 1, one line, no checkpoint, no temporary" "$why"; show "$S/err"; fi
+else
+    kill -9 $pid 2>/dev/null
+    fail "SIGINT during train: training started (no log lines within 30 s)"
+fi
+
+SW=$T/sigsweep
+GRID="--sizes 16x1 --ctx 16 --heads 2 --train-steps 300 --train-batch 8 --steps 5 --batch 4 --calib-tokens 512 --seeds 1,2 --bits 2 --every 1 --hidden 0"
+# shellcheck disable=SC2086
+"$QCORR" sweep $GRID --data "$AB" --out "$SW" --quiet >"$T/sw.out" 2>"$T/sw.err" </dev/null &
+pid=$!
+i=0
+while [ $i -lt 300 ] && [ "$(find "$SW/runs" -name '*.json' 2>/dev/null | wc -l | tr -d ' ')" -lt 1 ]; do sleep 0.1; i=$((i + 1)); done
+kill -TERM $pid 2>/dev/null
+wait $pid
+rc=$?
+why=""
+[ $rc = 1 ] || why="$why exit $rc, expected 1 (the sweep may have finished before the signal);"
+grep -q "interrupted by signal 15" "$T/sw.err" || why="$why no 'interrupted by signal 15';"
+[ "$(temporaries "$SW")" = 0 ] || why="$why a temporary file was left;"
+for f in $(find "$SW" -name '*.json'); do
+    [ -x "$PY" ] && ! "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$f" 2>/dev/null && why="$why $f is not valid JSON;"
+done
+if [ -z "$why" ]; then ok "SIGTERM during sweep: exit 1, says how to resume, every file whole"
+else fail "SIGTERM during sweep: exit 1, says how to resume, every file whole" "$why"; show "$T/sw.err"; fi
+# shellcheck disable=SC2086
+if "$QCORR" sweep $GRID --data "$AB" --out "$SW" --quiet >/dev/null 2>"$T/sw2.err" </dev/null &&
+    [ "$(find "$SW/runs" -name '*.json' | wc -l | tr -d ' ')" = 4 ] &&
+    [ "$(tail -n +2 "$SW/summary.csv" | wc -l | tr -d ' ')" = 4 ]; then
+    ok "SIGTERM during sweep: the same command resumes to all 4 runs, each once"
+else
+    fail "SIGTERM during sweep: the same command resumes to all 4 runs, each once"; show "$T/sw2.err"
+fi
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -543,6 +543,32 @@ static void train_run(const Corpus *c, int threads, TrainRun *run) {
     gpt_free(&m);
 }
 
+/* A non-finite value reaching the loss stops training at once with the step named, instead of
+ * training on silently: here a NaN planted in one embedding row that the corpus uses. */
+static void test_nonfinite_loss_stops_training(void **state) {
+    (void)state;
+    const char *path = write_test_corpus("anomaly.txt", 2000, "abcdefgh\n", 7);
+    Corpus c;
+    assert_int_equal(corpus_load(&c, path, NULL), 0);
+    GPTConfig cfg = {.vocab_size = c.vocab.size, .ctx = 8, .d_model = 16, .n_layer = 1, .n_head = 2};
+    GPT m;
+    assert_int_equal(gpt_init(&m, &cfg, 4), 0);
+    gpt_init_weights(&m, 3);
+    for (int v = 0; v < cfg.vocab_size; v++) m.params[m.specs[0].offset + (size_t)v * cfg.d_model] = NAN; /* wte */
+    TrainOptions o;
+    train_options_default(&o);
+    o.batch = 4;
+    o.steps = 5;
+    o.quiet = 1;
+    TrainResult r;
+    qc_clear_error();
+    assert_int_equal(train_model(&m, &c, &o, &r), -1);
+    assert_non_null(strstr(qc_last_error(), "step 1"));
+    assert_non_null(strstr(qc_last_error(), "nan"));
+    gpt_free(&m);
+    corpus_free(&c);
+}
+
 static void test_determinism(void **state) {
     (void)state;
     const char *path = write_test_corpus("determinism.txt", 4000, "abcdefgh ,.\n", 31);
@@ -712,6 +738,7 @@ int main(void) {
         cmocka_unit_test(test_adamw_step),
         cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_clip_grad_norm),
+        cmocka_unit_test(test_nonfinite_loss_stops_training),
     };
     return cmocka_run_group_tests_name("model", tests, setup_one_thread, restore_threads);
 }
