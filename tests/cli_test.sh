@@ -406,6 +406,7 @@ expect_error "correct: missing --model file" 1 "$W/none.safetensors" -- "$QCORR"
 head -c 3000 "$M" >"$T/cut.safetensors"
 expect_error "quantize: truncated checkpoint" 1 "$T/cut.safetensors" -- "$QCORR" quantize --model "$T/cut.safetensors" --out "$OQ"
 expect_error "correct: truncated checkpoint" 1 "$T/cut.safetensors" -- "$QCORR" correct --model "$T/cut.safetensors" --data "$AB" --out "$OC" --quiet
+expect_error "train --d-model 100000" 2 "--d-model" "100000" -- "$QCORR" train --d-model 100000 --data "$AB" --out "$W/x.safetensors"
 expect_error "train: a 20+ GiB model is refused before allocation" 1 "GiB" "d_model 8192" -- \
     "$QCORR" train --d-model 8192 --layers 64 --heads 8 --ctx 2048 --batch 64 --steps 1 --data "$AB" --out "$W/huge.safetensors" --quiet
 
