@@ -129,6 +129,7 @@ $(BUILD)/tests/test_fuzz_regressions: $(BUILD)/tests/test_fuzz_regressions.o $(B
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
 fuzz: setup
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || FUZZ=1 sh scripts/setup.sh
 	@$(MAKE) --no-print-directory $(FUZZ_HARNESS) $(BUILD)/qcorr
 	@QCORR=$(BUILD)/qcorr sh fuzz/make_seeds.sh --if-missing
 	@sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_HARNESS)

@@ -10,6 +10,8 @@ have /usr/include/cmocka.h || need="$need libcmocka-dev"
 have /usr/include/cjson/cJSON.h || need="$need libcjson-dev"
 command -v cc >/dev/null 2>&1 || need="$need build-essential"
 command -v make >/dev/null 2>&1 || need="$need make"
+# `make fuzz` only: clang with libFuzzer and its sanitizer runtimes
+if [ "${FUZZ:-0}" = 1 ]; then command -v clang >/dev/null 2>&1 || need="$need clang libclang-rt-dev"; fi
 [ -z "$need" ] && exit 0
 echo "setup: installing Debian packages:$need" >&2
 SUDO=""
