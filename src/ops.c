@@ -176,9 +176,12 @@ void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float 
 
 /* expf as plain arithmetic (Cody-Waite range reduction, Cephes' degree-6 polynomial, within
  * 2 ulp of expf on [-87, 88]), so `omp simd` loops vectorize it without -ffast-math. Inputs are
- * clamped to that range: below it the result is ~1e-38 instead of 0, which no caller can see. */
-static inline float exp_simd(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+ * clamped to that range: below it the result is ~1e-38 instead of 0, which no caller can see.
+ * A NaN is computed as -87 (so no NaN reaches the integer conversion) and returned as NaN, so
+ * the training loop's anomaly check still sees it. */
+static inline float exp_simd(float in) {
+    float x = in >= -87.0f ? in : -87.0f; /* false for NaN too */
+    x = x > 88.0f ? 88.0f : x;
     float n = floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -190,7 +193,7 @@ static inline float exp_simd(float x) {
     float y = p * r * r + r + 1.0f;
     union { float f; int32_t i; } u = {.f = y};
     u.i += (int32_t)n * (1 << 23); /* n in [-126, 127]: no overflow, no shift of a negative */
-    return u.f;
+    return in == in ? u.f : in;
 }
 
 /* ---- attention ---- */
