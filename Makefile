@@ -33,8 +33,8 @@ ifeq ($(OMPFLAG),)
 CFLAGS_BASE += -Wno-unknown-pragmas
 endif
 ifeq ($(SANITIZE),1)
-CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LDFLAGS += -fsanitize=address,undefined
+CFLAGS_BASE += -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=undefined,float-cast-overflow
+LDFLAGS += -fsanitize=address,undefined,float-cast-overflow
 endif
 
 # BLAS: OpenBLAS, the OpenMP build when present (it shares OpenMP's thread pool), else any cblas.
