@@ -3,6 +3,7 @@
 #include "experiment.h"
 
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdio.h>
@@ -306,4 +307,25 @@ int recovery_ppl(double lf, double lq, double lc, double *out) {
     if (!(fabs(lq - lf) >= RECOVERY_MIN_GAP)) { *out = NAN; return 0; }
     *out = (exp(lq) - exp(lc)) / (exp(lq) - exp(lf));
     return 1;
+}
+
+static void add_number_or_null(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+    else cJSON_AddNullToObject(o, key);
+}
+
+int add_result_fields(cJSON *o, double lf, double lq, double lc) {
+    double rec_l, rec_p;
+    int defined = recovery_loss(lf, lq, lc, &rec_l);
+    recovery_ppl(lf, lq, lc, &rec_p);
+    add_number_or_null(o, "loss_float", lf);
+    add_number_or_null(o, "loss_quant", lq);
+    add_number_or_null(o, "loss_corrected", lc);
+    add_number_or_null(o, "ppl_float", exp(lf));
+    add_number_or_null(o, "ppl_quant", exp(lq));
+    add_number_or_null(o, "ppl_corrected", exp(lc));
+    add_number_or_null(o, "recovery_loss", rec_l);
+    add_number_or_null(o, "recovery_ppl", rec_p);
+    add_number_or_null(o, "gain_loss", lq - lc);
+    return defined;
 }

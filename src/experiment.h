@@ -64,4 +64,10 @@ int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
 int recovery_loss(double lf, double lq, double lc, double *out);
 int recovery_ppl(double lf, double lq, double lc, double *out);
 
+/* Adds one run's result to a JSON object — loss_float, loss_quant, loss_corrected, ppl_*,
+ * recovery_loss and recovery_ppl (null when undefined), gain_loss — as `qcorr correct --json`
+ * and the sweep's records both report it. Returns whether the recovery is defined. */
+struct cJSON;
+int add_result_fields(struct cJSON *o, double lf, double lq, double lc);
+
 #endif

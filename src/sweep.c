@@ -607,9 +607,6 @@ static int write_record(const char *dir, const SweepConfig *cfg, const SweepRun 
     QuantScheme s = cfg->scheme;
     s.bits = r->bits;
     quant_scheme_describe(&s, scheme, sizeof scheme);
-    double rec_l, rec_p;
-    int defined = recovery_loss(lf, lq, lc, &rec_l);
-    recovery_ppl(lf, lq, lc, &rec_p);
     add_str(o, "run_id", r->id);
     add_num(o, "seed", r->seed);
     add_str(o, "size", size);
@@ -623,16 +620,8 @@ static int write_record(const char *dir, const SweepConfig *cfg, const SweepRun 
     add_str(o, "method", r->method == METHOD_TRAIN ? "train" : "lstsq");
     add_str(o, "objective", r->method == METHOD_TRAIN ? objective_name(cfg->objective) : "lstsq");
     add_str(o, "arm", r->bits == 32 ? "control" : "quant");
-    add_num(o, "loss_float", lf);
-    add_num(o, "loss_quant", lq);
-    add_num(o, "loss_corrected", lc);
-    add_num(o, "ppl_float", exp(lf));
-    add_num(o, "ppl_quant", exp(lq));
-    add_num(o, "ppl_corrected", exp(lc));
-    add_num(o, "recovery_loss", rec_l);
-    add_num(o, "recovery_ppl", rec_p);
+    int defined = add_result_fields(o, lf, lq, lc);
     add_str(o, "recovery_flag", defined ? "ok" : "undefined");
-    add_num(o, "gain_loss", lq - lc);
     add_num(o, "correction_params", (double)c->num_params);
     add_num(o, "correction_sites", c->n_sites);
     add_num(o, "steps", r->method == METHOD_TRAIN ? cfg->corr_steps : 0);

@@ -127,16 +127,8 @@ int cmd_correct(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "hidden", hidden);
         cJSON_AddStringToObject(j, "method", method);
         cJSON_AddStringToObject(j, "objective", o.method == METHOD_LSTSQ ? "lstsq" : objective);
-        cJSON_AddNumberToObject(j, "loss_float", loss_f);
-        cJSON_AddNumberToObject(j, "loss_quant", loss_q);
-        cJSON_AddNumberToObject(j, "loss_corrected", loss_c);
-        cJSON_AddNumberToObject(j, "ppl_float", exp(loss_f));
-        cJSON_AddNumberToObject(j, "ppl_quant", exp(loss_q));
-        cJSON_AddNumberToObject(j, "ppl_corrected", exp(loss_c));
-        add_number_or_null(j, "recovery_loss", rec_loss);
-        add_number_or_null(j, "recovery_ppl", rec_ppl);
+        add_result_fields(j, loss_f, loss_q, loss_c);
         cJSON_AddBoolToObject(j, "recovery_defined", defined);
-        cJSON_AddNumberToObject(j, "gain_loss", loss_q - loss_c);
         cJSON_AddNumberToObject(j, "correction_params", (double)corr.num_params);
         cJSON_AddNumberToObject(j, "correction_sites", corr.n_sites);
         cJSON_AddNumberToObject(j, "steps", o.method == METHOD_TRAIN ? steps : 0);
