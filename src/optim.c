@@ -35,19 +35,9 @@ void adamw_update_spans(float *params, const float *grads, float *m, float *v, c
 }
 
 void adamw_update(float *params, const float *grads, float *m, float *v, size_t n, int decay, const AdamWStep *s) {
-    float b1c = 1.0f - powf(s->beta1, (float)s->step);
-    float b2c = 1.0f - powf(s->beta2, (float)s->step);
-    float wd = decay ? s->weight_decay : 0.0f;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i];
-        float mi = s->beta1 * m[i] + (1.0f - s->beta1) * g;
-        float vi = s->beta2 * v[i] + (1.0f - s->beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float p = params[i] * (1.0f - s->lr * wd);
-        params[i] = p - s->lr * (mi / b1c) / (sqrtf(vi / b2c) + s->eps);
-    }
+    size_t offset = 0;
+    unsigned char d = (unsigned char)(decay != 0);
+    adamw_update_spans(params, grads, m, v, &offset, &n, &d, 1, s);
 }
 
 float lr_schedule(int step, int total, int warmup, float lr, float min_lr) {
