@@ -10,24 +10,19 @@ for t in "$@"; do
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ $rc -ne 0 ] && [ -z "$f" ]; then crashed="$crashed $t"; failed=$((failed + 1)); fi
 done
-if [ -f tests/cli_test.sh ]; then
-    out=$(sh tests/cli_test.sh 2>&1); rc=$?
+# shell_suite NAME FILE: runs a shell suite that closes with "NAME: N passed, M failed"
+shell_suite() {
+    [ -f "$2" ] || return 0
+    out=$(sh "$2" 2>&1); rc=$?
     printf '%s\n' "$out"
-    line=$(printf '%s\n' "$out" | grep -E '^cli: [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
-    p=$(printf '%s' "$line" | sed -n 's/^cli: \([0-9]*\) passed.*/\1/p')
+    line=$(printf '%s\n' "$out" | grep -E "^$1: [0-9]+ passed, [0-9]+ failed\$" | tail -n 1)
+    p=$(printf '%s' "$line" | sed -n "s/^$1: \([0-9]*\) passed.*/\1/p")
     f=$(printf '%s' "$line" | sed -n 's/.* \([0-9]*\) failed$/\1/p')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-    if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then crashed="$crashed tests/cli_test.sh"; failed=$((failed + 1)); fi
-fi
-if [ -f tests/sweep_test.sh ]; then
-    out=$(sh tests/sweep_test.sh 2>&1); rc=$?
-    printf '%s\n' "$out"
-    line=$(printf '%s\n' "$out" | grep -E '^sweep: [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
-    p=$(printf '%s' "$line" | sed -n 's/^sweep: \([0-9]*\) passed.*/\1/p')
-    f=$(printf '%s' "$line" | sed -n 's/.* \([0-9]*\) failed$/\1/p')
-    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
-    if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then crashed="$crashed tests/sweep_test.sh"; failed=$((failed + 1)); fi
-fi
+    if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then crashed="$crashed $2"; failed=$((failed + 1)); fi
+}
+shell_suite cli tests/cli_test.sh
+shell_suite sweep tests/sweep_test.sh
 [ -n "$crashed" ] && echo "crashed or failed to report:$crashed"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
