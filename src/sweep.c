@@ -40,7 +40,7 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         /* a demo and CI grid: one small model, about a minute end to end on 2 cores */
         set_list(cfg->seeds, &cfg->n_seeds, (int[]){42}, 1);
         set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4}, 2);
-        cfg->sizes[0] = (ModelSize){64, 2};
+        cfg->sizes[0] = (ModelSize){64, 2, 0};
         cfg->n_sizes = 1;
         set_list(cfg->every, &cfg->n_every, (int[]){1, 2}, 2);
         set_list(cfg->hidden, &cfg->n_hidden, (int[]){0, 32}, 2);
@@ -58,20 +58,22 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         /* the full experiment: 3 seeds x 3 bits x 3 sizes x 3 every x 3 hidden = 243 runs */
         set_list(cfg->seeds, &cfg->n_seeds, (int[]){42, 123, 999}, 3);
         set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4, 8}, 3);
-        cfg->sizes[0] = (ModelSize){64, 2};
-        cfg->sizes[1] = (ModelSize){128, 4};
-        cfg->sizes[2] = (ModelSize){256, 6};
+        /* budgets chosen so the whole sweep with its control arm fits in about two hours on a
+         * 2-core machine with every float model at validation perplexity 5-9 (README) */
+        cfg->sizes[0] = (ModelSize){64, 2, 1500};
+        cfg->sizes[1] = (ModelSize){128, 4, 800};
+        cfg->sizes[2] = (ModelSize){256, 6, 400};
         cfg->n_sizes = 3;
         set_list(cfg->every, &cfg->n_every, (int[]){1, 2, 4}, 3);
         set_list(cfg->hidden, &cfg->n_hidden, (int[]){0, 32, 64}, 3);
         cfg->ctx = 128;
-        cfg->train_batch = 32;
+        cfg->train_batch = 16;
         cfg->train_steps = 1500;
         cfg->train_lr = 3e-3;
-        cfg->corr_steps = 200;
-        cfg->corr_batch = 16;
-        cfg->corr_lr = 1e-3;
-        cfg->calib_tokens = 200000;
+        cfg->corr_steps = 60;
+        cfg->corr_batch = 8;
+        cfg->corr_lr = 3e-3;
+        cfg->calib_tokens = 65536;
         return 0;
     }
     qc_error("--preset: unknown preset '%s' (quick, seed243)", name);
@@ -105,12 +107,20 @@ int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) 
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         int d, l, used = 0;
+        long steps = 0;
+        char *colon = strchr(tok, ':');
+        if (colon) {
+            *colon = 0;
+            if (parse_int(flag, colon + 1, 1, 100000000, &steps) != 0) return -1;
+        }
         if (sscanf(tok, "%dx%d%n", &d, &l, &used) != 2 || tok[used] != 0 || d < 1 || l < 1 || d > 8192 || l > 256) {
-            qc_error("%s: '%s' is not a size D_MODELxLAYERS like 128x4", flag, tok);
+            qc_error("%s: '%s' is not a size D_MODELxLAYERS like 128x4 (or 128x4:STEPS)", flag, tok);
             return -1;
         }
         if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
-        out[count++] = (ModelSize){d, l};
+        for (int i = 0; i < count; i++)
+            if (out[i].d_model == d && out[i].n_layer == l) { qc_error("%s: size %dx%d appears twice", flag, d, l); return -1; }
+        out[count++] = (ModelSize){d, l, (int)steps};
     }
     if (count == 0) { qc_error("%s: empty list", flag); return -1; }
     *n = count;
@@ -248,10 +258,12 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddItemToObject(grid, "seeds", int_array(cfg->seeds, cfg->n_seeds));
     cJSON_AddItemToObject(grid, "bits", int_array(cfg->bits, cfg->n_bits));
     cJSON *sizes = cJSON_AddArrayToObject(grid, "sizes");
+    cJSON *steps = cJSON_CreateObject(); /* float training steps per size */
     for (int i = 0; i < cfg->n_sizes; i++) {
         char s[32];
         snprintf(s, sizeof s, "%dx%d", cfg->sizes[i].d_model, cfg->sizes[i].n_layer);
         cJSON_AddItemToArray(sizes, cJSON_CreateString(s));
+        cJSON_AddNumberToObject(steps, s, SIZE_TRAIN_STEPS(cfg, i));
     }
     cJSON_AddItemToObject(grid, "every", int_array(cfg->every, cfg->n_every));
     cJSON_AddItemToObject(grid, "hidden", int_array(cfg->hidden, cfg->n_hidden));
@@ -263,7 +275,7 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddNumberToObject(ft, "heads", cfg->heads);
     cJSON_AddNumberToObject(ft, "ctx", cfg->ctx);
     cJSON_AddNumberToObject(ft, "batch", cfg->train_batch);
-    cJSON_AddNumberToObject(ft, "steps", cfg->train_steps);
+    cJSON_AddItemToObject(ft, "steps", steps);
     cJSON_AddNumberToObject(ft, "lr", cfg->train_lr);
     cJSON_AddStringToObject(ft, "schedule", "warmup min(100, steps/10), cosine to lr/10");
     cJSON_AddStringToObject(ft, "optimizer", "AdamW 0.9/0.95 eps 1e-8, weight decay 0.1 on matrices, clip 1.0");
@@ -692,7 +704,7 @@ static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Cor
     TrainOptions o;
     train_options_default(&o);
     o.batch = cfg->train_batch;
-    o.steps = cfg->train_steps;
+    o.steps = SIZE_TRAIN_STEPS(cfg, size_index);
     o.lr = (float)cfg->train_lr;
     o.seed = (uint64_t)seed;
     o.log_path = log;

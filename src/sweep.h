@@ -15,7 +15,11 @@
 
 typedef struct {
     int d_model, n_layer;
+    int train_steps; /* this size's float training steps ("256x6:400"); 0: SweepConfig.train_steps */
 } ModelSize;
+
+/* The float training steps of size z: its own when it names them, else the sweep's. */
+#define SIZE_TRAIN_STEPS(cfg, z) ((cfg)->sizes[z].train_steps > 0 ? (cfg)->sizes[z].train_steps : (cfg)->train_steps)
 
 typedef struct {
     /* the grid */
@@ -50,7 +54,8 @@ typedef struct {
 
 typedef enum { PRESET_QUICK, PRESET_SEED243 } SweepPreset;
 int sweep_preset(SweepConfig *cfg, const char *name);
-/* "42,123,999" style lists and "64x2,128x4" sizes; messages name the flag. */
+/* "42,123,999" style lists and "64x2,128x4" sizes (each optionally ":STEPS" of float training,
+ * e.g. "256x6:400"); messages name the flag. */
 int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max);
 int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n);
 /* A JSON grid file: {"seeds":[..],"bits":[..],"sizes":["64x2"],"every":[..],"hidden":[..]} */

@@ -53,7 +53,7 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
             double t1 = now_seconds();
             gpt_forward(&m, in, cfg->corr_batch, cfg->ctx, NULL);
             gpt_loss(&m, in);
-            gpt_backward(&m, NULL, 1, 0, 1);
+            gpt_backward(&m, NULL, 1, 0, 0); /* every block: scaled below by the share a run computes */
             double t2 = now_seconds();
             gpt_forward(&m, in, B, cfg->ctx, NULL);
             double t3 = now_seconds();
@@ -62,17 +62,33 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
         free(in);
         gpt_free(&m);
         double eval_pass = t_eval / ((double)B * cfg->ctx) * (double)eval_tokens;
-        int groups = cfg->n_seeds, size_runs = 0, bit_models = 0;
-        for (int i = 0; i < n_runs; i++) size_runs += runs[i].size_index == z;
+        double calib_pass = t_eval / ((double)B * cfg->ctx) * (double)cfg->calib_tokens;
+        int groups = cfg->n_seeds, size_runs = 0, bit_models = 0, L = cfg->sizes[z].n_layer;
+        int steps = SIZE_TRAIN_STEPS(cfg, z);
         bit_models = cfg->n_seeds * cfg->n_bits;
-        double t_float = groups * (cfg->train_steps * t_train + eval_pass);
+        double t_float = groups * (steps * t_train + eval_pass);
         double t_q = bit_models * eval_pass;
-        double t_runs = size_runs * (cfg->corr_steps * t_corr + eval_pass);
-        double sub = t_float + t_q + t_runs;
+        /* a run computes only the blocks from its first correction site on (the frozen prefix
+         * is cached once per seed, bit width and first site, for validation and calibration) */
+        double t_runs = 0, t_caches = 0;
+        for (int i = 0; i < n_runs; i++) {
+            if (runs[i].size_index != z) continue;
+            int first_block = (runs[i].every < L ? runs[i].every : L) - 1;
+            double after = (double)(L - 1 - first_block) / L, before = (double)(first_block + 1) / L;
+            size_runs++;
+            t_runs += cfg->corr_steps * t_corr * after + eval_pass * after;
+            int new_cache = 1; /* the first run of its (seed, bits, first site) builds the cache */
+            for (int k = 0; k < i && new_cache; k++)
+                new_cache = !(runs[k].size_index == z && runs[k].seed == runs[i].seed && runs[k].bits == runs[i].bits &&
+                              (runs[k].every < L ? runs[k].every : L) == (runs[i].every < L ? runs[i].every : L));
+            if (new_cache) t_caches += (eval_pass + (cfg->objective == OBJECTIVE_CE ? calib_pass : 0)) * before;
+        }
+        double sub = t_float + t_q + t_runs + t_caches;
         total += sub;
-        printf("  %4dx%-2d  %3d float models x %d steps (%.0f ms/step), %3d runs x %d steps (%.0f ms/step) + eval %.1f s each: %.1f min\n",
-               cfg->sizes[z].d_model, cfg->sizes[z].n_layer, groups, cfg->train_steps, 1000 * t_train, size_runs,
-               cfg->corr_steps, 1000 * t_corr, eval_pass, sub / 60);
+        printf("  %4dx%-2d  %3d float models x %d steps (%.0f ms/step), %3d runs x %d steps (%.0f ms/step without cached "
+               "prefix) + eval %.1f s each: %.1f min\n",
+               cfg->sizes[z].d_model, L, groups, steps, 1000 * t_train, size_runs, cfg->corr_steps, 1000 * t_corr,
+               eval_pass, sub / 60);
     }
     printf("estimated wall time: %.1f min on this machine (one shard of everything; lstsq runs counted as trained ones)\n",
            total / 60);
@@ -92,13 +108,13 @@ int cmd_sweep(int argc, char **argv) {
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
         {"--seeds", ARG_STRING, &seeds, 0, 0, "comma list, e.g. 42,123,999"},
         {"--bits", ARG_STRING, &bits, 0, 0, "comma list of weight bits in 2..8"},
-        {"--sizes", ARG_STRING, &sizes, 0, 0, "comma list of D_MODELxLAYERS, e.g. 64x2,128x4,256x6"},
+        {"--sizes", ARG_STRING, &sizes, 0, 0, "comma list of D_MODELxLAYERS[:STEPS], e.g. 64x2,128x4:800"},
         {"--every", ARG_STRING, &every, 0, 0, "comma list of correction frequencies"},
         {"--hidden", ARG_STRING, &hidden, 0, 0, "comma list of correction widths (0 = linear)"},
         {"--grid", ARG_STRING, &grid, 0, 0, "JSON file with any of seeds, bits, sizes, every, hidden"},
         {"--methods", ARG_STRING, &methods, 0, 0, "train, lstsq or train,lstsq"},
         {"--no-control", ARG_FLAG, &no_control, 0, 0, "leave out the float+correction control arm (bits 32)"},
-        {"--train-steps", ARG_INT, &train_steps, 1, 100000000, "float training steps (preset's by default)"},
+        {"--train-steps", ARG_INT, &train_steps, 1, 100000000, "float training steps of sizes that name none (preset's by default)"},
         {"--train-lr", ARG_FLOAT, &train_lr, 0, 10, "float training peak learning rate"},
         {"--train-batch", ARG_INT, &train_batch, 1, 65536, "float training batch"},
         {"--ctx", ARG_INT, &ctx, 1, 8192, "context length"},
@@ -149,7 +165,11 @@ int cmd_sweep(int argc, char **argv) {
     if (no_control) cfg.control = 0;
     if (asymmetric) cfg.scheme.asymmetric = 1;
     if (act_bits >= 0) cfg.scheme.act_bits = act_bits;
-    if (train_steps > 0) cfg.train_steps = train_steps;
+    if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */
+        cfg.train_steps = train_steps;
+        if (!sizes)
+            for (int z = 0; z < cfg.n_sizes; z++) cfg.sizes[z].train_steps = 0;
+    }
     if (train_lr >= 0) cfg.train_lr = train_lr;
     if (train_batch > 0) cfg.train_batch = train_batch;
     if (ctx > 0) cfg.ctx = ctx;
