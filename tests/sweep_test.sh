@@ -332,6 +332,7 @@ refused grid.control --no-control
 refused correction.steps --steps 9
 refused correction.lr --lr 0.01
 refused float_training.steps --train-steps 41
+refused float_training.steps.24x1 --sizes 16x1,24x1:41
 refused quantization --granularity tensor
 refused data_sha256 --data "$T/other.txt"
 # the same settings from another shard or with --quiet are the same sweep
@@ -418,6 +419,9 @@ expect_error "--sizes 64*2" 2 "--sizes" "64*2" -- --sizes '64*2' --out "$O"
 expect_error "--sizes 64x2x3" 2 "--sizes" "64x2x3" -- --sizes 64x2x3 --out "$O"
 expect_error "--sizes 0x2" 2 "--sizes" "0x2" -- --sizes 0x2 --out "$O"
 expect_error "--sizes empty" 2 "--sizes" -- --sizes , --out "$O"
+expect_error "--sizes 64x2:0 (no float steps)" 2 "--sizes" "0" -- --sizes 64x2:0 --out "$O"
+expect_error "--sizes 64x2:ten" 2 "--sizes" "ten" -- --sizes 64x2:ten --out "$O"
+expect_error "--sizes 64x2,64x2:9 (a size twice)" 2 "--sizes" "64x2" "twice" -- --sizes 64x2,64x2:9 --out "$O"
 expect_error "--shard 0/2" 2 "--shard" "0/2" -- --shard 0/2 --out "$O"
 expect_error "--shard 3/2" 2 "--shard" "3/2" -- --shard 3/2 --out "$O"
 expect_error "--shard 1/0" 2 "--shard" "1/0" -- --shard 1/0 --out "$O"
@@ -501,6 +505,12 @@ grep -Eq "estimated wall time: [0-9.]+ min" "$T/out" || why="$why no estimated t
 [ -e "$T/dry" ] && why="$why it created $T/dry;"
 if [ -z "$why" ]; then ok "dry-run: prints 4 float models, $N_RUNS runs and an estimate, creates nothing"
 else fail "dry-run: prints the plan and creates nothing" "$why"; show "$T/out"; show "$T/err"; fi
+# a size's own float budget ("16x1:7") replaces --train-steps for that size only
+"$QCORR" sweep $GRID --sizes 16x1:7,24x1 --out "$T/dry" --dry-run >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 0 ] && grep -Eq "^ +16x1 +2 float models x 7 steps" "$T/out" && grep -Eq "^ +24x1 +2 float models x 200 steps" "$T/out" &&
+    [ ! -e "$T/dry" ]; then ok "dry-run: --sizes 16x1:7,24x1 plans 7 float steps for 16x1 and --train-steps' 200 for 24x1"
+else fail "dry-run: --sizes 16x1:7,24x1 plans 7 float steps for 16x1 and 200 for 24x1" "exit $rc"; show "$T/out"; show "$T/err"; fi
 snapshot "$REF" >"$T/ref.snap"
 "$QCORR" sweep $GRID --out "$REF" --dry-run >"$T/out" 2>"$T/err" </dev/null
 rc=$?
