@@ -550,6 +550,38 @@ static int count_excluded(const Report *rep, int bits) {
     return k;
 }
 
+/* The sites of correct_every e in an L-block model (SPEC section 4: after block i when
+ * (i+1) % e == 0, and after the last block), as a bit mask; 0 when L is too deep for it. */
+static uint64_t site_mask(int every, int n_layer) {
+    if (n_layer < 1 || n_layer > 64 || every < 1) return 0;
+    uint64_t mask = 0;
+    for (int i = 0; i < n_layer; i++)
+        if ((i + 1) % every == 0 || i == n_layer - 1) mask |= (uint64_t)1 << i;
+    return mask;
+}
+
+/* Names the correct_every values that place the same sites at some model size (every >= layers
+ * leaves one site, after the last block): their runs are one configuration measured twice, and
+ * a reader comparing frequencies should know it. */
+static void coinciding_every_note(TextBuf *t, const Report *rep) {
+    for (int z = 0; z < rep->n_sizes; z++)
+        for (int a = 0; a < rep->n_every; a++) {
+            uint64_t ma = site_mask(rep->every[a], rep->sizes[z].n_layer);
+            int first = 1, earlier = 0;
+            for (int b = 0; b < a; b++) earlier |= ma && site_mask(rep->every[b], rep->sizes[z].n_layer) == ma;
+            if (earlier) continue; /* reported with the first value of its set */
+            for (int b = a + 1; b < rep->n_every; b++) {
+                if (!ma || site_mask(rep->every[b], rep->sizes[z].n_layer) != ma) continue;
+                if (first) textbuf_printf(t, " (at %s, correct_every %d", rep->sizes[z].name, rep->every[a]);
+                textbuf_printf(t, " and %d", rep->every[b]);
+                first = 0;
+            }
+            if (!first)
+                textbuf_printf(t, " place the same correction sites, so those runs repeat one configuration and their "
+                                  "recoveries coincide)");
+        }
+}
+
 static void write_header(Report *rep) {
     TextBuf *t = &rep->head;
     textbuf_printf(t, "# qcorr report\n\n");
@@ -567,6 +599,7 @@ static void write_header(Report *rep) {
     for (int i = 0; i < rep->n_sizes; i++) textbuf_printf(t, "%s%s", i ? ", " : "", rep->sizes[i].name);
     textbuf_printf(t, "\n- correct_every: ");
     for (int i = 0; i < rep->n_every; i++) textbuf_printf(t, "%s%d", i ? ", " : "", rep->every[i]);
+    coinciding_every_note(t, rep);
     textbuf_printf(t, "\n- correction hidden size: ");
     for (int i = 0; i < rep->n_hidden; i++) textbuf_printf(t, "%s%d%s", i ? ", " : "", rep->hidden[i], rep->hidden[i] == 0 ? " (linear)" : "");
     textbuf_printf(t, "\n- method: ");

@@ -537,6 +537,7 @@ static void test_report_end_to_end(void **state) {
     assert_non_null(strstr(md, "- model size (d_model x layers): 64x2, 128x4"));
     assert_non_null(strstr(md, "- `int2 sym-absmax channel rtn scope=linear,head act=none`"));
     assert_non_null(strstr(md, "qcorr sweep --preset test --out sweep"));
+    assert_null(strstr(md, "place the same correction sites")); /* every 1 and 2 differ at 2 and 4 layers */
     /* the undefined runs: counted in a note, never averaged in */
     assert_non_null(strstr(md, "**Note: 3 runs excluded from the recovery statistics**"));
     assert_non_null(strstr(md, "3 with loss gap below 1e-4"));
@@ -778,6 +779,41 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
     expect_balanced_svg(path);
 }
 
+/* correct_every values that place the same sites (every >= layers: one site after the last
+ * block) are named in the grid, per size, so nobody reads them as separate configurations. */
+static void test_report_names_coinciding_every(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/coinciding", test_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/summary.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
+               "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
+               "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
+               "seconds_eval\n");
+    const char *sizes[2][3] = {{"64x2", "64", "2"}, {"32x3", "32", "3"}};
+    const int everys[4] = {1, 2, 4, 8};
+    for (int z = 0; z < 2; z++)
+        for (int e = 0; e < 4; e++)
+            fprintf(f, "r%d%d,7,%s,%s,%s,2,int2,%d,0,linear,train,ce,quant,2,2.5,2.2,7.389,12.18,9.025,0.6,0.6,ok,0.3,"
+                       "1,1,1,1,1,1,1,1\n",
+                    z, e, sizes[z][0], sizes[z][1], sizes[z][2], everys[e]);
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    /* 2 layers: every 2, 4, 8 all leave the site after block 1; 3 layers: every 4 and 8 the one
+     * after block 2, while every 2 there adds block 1's */
+    assert_non_null(strstr(md, "(at 64x2, correct_every 2 and 4 and 8 place the same correction sites"));
+    assert_non_null(strstr(md, "(at 32x3, correct_every 4 and 8 place the same correction sites"));
+    assert_null(strstr(md, "correct_every 1 and"));
+    assert_null(strstr(md, "at 32x3, correct_every 2 and"));
+    free(md);
+}
+
 static void test_report_errors_name_the_fault(void **state) {
     (void)state;
     char dir[512], path[1024];
@@ -833,6 +869,7 @@ int main(void) {
         cmocka_unit_test(test_csv_quoting_and_errors),
         cmocka_unit_test(test_report_end_to_end),
         cmocka_unit_test(test_report_small_sweep_makes_no_claim),
+        cmocka_unit_test(test_report_names_coinciding_every),
         cmocka_unit_test(test_report_errors_name_the_fault),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
