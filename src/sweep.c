@@ -560,18 +560,45 @@ done:
 typedef struct {
     const char *dir;
     int done, total;            /* this shard's runs */
-    double started, run_seconds;/* for the ETA */
-    int runs_timed;
+    double started;             /* for the ETA: */
+    double work_done, work_left;/* work (float_work, quant_work, run_work) done by this process, and left */
+    double step_work, credited; /* the float model in training: work per step, credited so far */
     char phase[160];
     int quiet;
 } Progress;
 
+/* The sweep's work in multiply-adds of the matrix products (the cost model of --dry-run), so the
+ * ETA can weigh what is left: sizes differ by 100x in cost, so counting runs would not do. Per
+ * token, a forward costs L blocks of 12 d^2 + 2 T d and the head 65 d (a character vocabulary). */
+static double forward_per_token(const SweepConfig *cfg, int z, int from_block) {
+    double d = cfg->sizes[z].d_model, L = cfg->sizes[z].n_layer;
+    return (L - from_block) * (12.0 * d * d + 2.0 * cfg->ctx * d) + 65.0 * d;
+}
+/* a float model: its training steps (forward + backward = 3 forwards) and its evaluation */
+static double float_work(const SweepConfig *cfg, int z, double n_val) {
+    double f = forward_per_token(cfg, z, 0);
+    return 3.0 * f * SIZE_TRAIN_STEPS(cfg, z) * cfg->train_batch * cfg->ctx + f * n_val;
+}
+/* a quantized model: its evaluation */
+static double quant_work(const SweepConfig *cfg, int z, double n_val) { return forward_per_token(cfg, z, 0) * n_val; }
+/* a run: correction steps (forward + stream backward) and evaluation above its first site */
+static double run_work(const SweepConfig *cfg, const SweepRun *r, double n_val) {
+    int L = cfg->sizes[r->size_index].n_layer, first_block = (r->every < L ? r->every : L) - 1;
+    double f = forward_per_token(cfg, r->size_index, first_block + 1);
+    return 2.0 * f * cfg->corr_steps * cfg->corr_batch * cfg->ctx + f * n_val;
+}
+static void progress_credit(Progress *p, double work) {
+    p->work_done += work;
+    p->work_left -= work;
+}
+
 static void show_progress(Progress *p, const char *detail) {
     if (p->quiet) return;
     char eta[32] = "?";
-    if (p->runs_timed > 0) {
-        double left = p->run_seconds / p->runs_timed * (p->total - p->done);
-        snprintf(eta, sizeof eta, "%dh%02dm", (int)(left / 3600), (int)(fmod(left, 3600) / 60));
+    if (p->work_done > 0) {
+        double left = (now_seconds() - p->started) / p->work_done * p->work_left;
+        if (left < 60) snprintf(eta, sizeof eta, "%.0fs", left);
+        else snprintf(eta, sizeof eta, "%dh%02dm", (int)(left / 3600), (int)(fmod(left, 3600) / 60));
     }
     progress_line(stderr, 0, "[%d/%d] %s%s%s ETA %s", p->done, p->total, p->phase, detail ? " " : "", detail ? detail : "", eta);
 }
@@ -580,6 +607,9 @@ static void on_train_step(void *ctx, int step, int total, double loss) {
     Progress *p = ctx;
     static double last = 0;
     double now = now_seconds();
+    double step_credit = p->step_work * step - p->credited; /* the steps since the last call */
+    progress_credit(p, step_credit);
+    p->credited += step_credit;
     if (step != total && now - last < (isatty(2) ? 0.5 : 30.0)) return;
     last = now;
     char detail[96];
@@ -770,10 +800,23 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
     int *done = finished_runs(dir, runs, n_runs, o->quiet);
     if (!done) { corpus_free(&corpus); free(runs); return -1; }
     Progress p = {.dir = dir, .started = now_seconds(), .quiet = o->quiet};
+    double n_val = (double)(corpus.n_val - 1);
     for (int i = 0; i < n_runs; i++)
         if (runs[i].group % o->shard_n == o->shard_k - 1) {
             p.total++;
             p.done += done[i];
+            if (done[i]) continue;
+            p.work_left += run_work(cfg, &runs[i], n_val);
+            /* the first unfinished run of its group and of its bit width brings the shared models
+             * (they may exist from an earlier start; then the ETA is a little pessimistic) */
+            int first_of_group = 1, first_of_bits = 1;
+            for (int k = 0; k < i; k++)
+                if (!done[k] && runs[k].group == runs[i].group) {
+                    first_of_group = 0;
+                    if (runs[k].bits == runs[i].bits) first_of_bits = 0;
+                }
+            if (first_of_group) p.work_left += float_work(cfg, runs[i].size_index, n_val);
+            if (first_of_bits && runs[i].bits != 32) p.work_left += quant_work(cfg, runs[i].size_index, n_val);
         }
     int max_batch = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
     if (max_batch < 32) max_batch = 32; /* evaluation batches */
@@ -793,7 +836,10 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         show_progress(&p, NULL);
         GPT f;
         Sidecar fs;
+        p.step_work = 3.0 * forward_per_token(cfg, r0->size_index, 0) * cfg->train_batch * cfg->ctx;
+        p.credited = 0;
         if (ensure_float_model(dir, cfg, &corpus, r0->seed, r0->size_index, max_batch, &f, &fs, &p) != 0) { rc = -1; break; }
+        progress_credit(&p, float_work(cfg, r0->size_index, n_val) - p.credited); /* its evaluation, or all of it if loaded */
         for (int i = first; i < n_runs && runs[i].group == g && rc == 0; i++) {
             int bits = runs[i].bits, needed = 0;
             if (i > first && runs[i - 1].bits == bits) continue; /* each bit width once */
@@ -804,6 +850,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             snprintf(p.phase, sizeof p.phase, "quantize s%d_%dx%d to %d bits", r0->seed, z->d_model, z->n_layer, bits);
             show_progress(&p, NULL);
             if (ensure_quantized(dir, cfg, &corpus, &f, r0->seed, r0->size_index, bits, max_batch, &q, &qs) != 0) { rc = -1; break; }
+            if (bits != 32) progress_credit(&p, quant_work(cfg, r0->size_index, n_val));
             double loss_q = bits == 32 ? fs.loss : qs.loss;
             if (gpt_enable_backward(&q) != 0) { gpt_free(&q); rc = -1; break; }
             /* the frozen prefix below the first site, computed once per (bits, first site) and
@@ -816,7 +863,6 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits && rc == 0; k++) {
                 if (done[k]) continue;
                 const SweepRun *r = &runs[k];
-                double t_run = now_seconds();
                 int first_block = (r->every < z->n_layer ? r->every : z->n_layer) - 1;
                 if (first_block != cached_block) {
                     stream_cache_free(&calib);
@@ -870,8 +916,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 corrections_free(&c);
                 done[k] = 1;
                 p.done++;
-                p.run_seconds += now_seconds() - t_run;
-                p.runs_timed++;
+                progress_credit(&p, run_work(cfg, r, n_val));
                 if (o->quiet == 0 && !isatty(2)) show_progress(&p, "done");
                 if (qc_stop_signal) {
                     qc_error("interrupted by signal %d: %d of %d runs finished; start the same command again to resume",
