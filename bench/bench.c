@@ -1,4 +1,5 @@
-/* bench: times the float engine at one model size (SPEC section 9) — the training step, an
+/* bench: times the float engine at one model size (SPEC section 9) — the training step, a
+ * correction-training step (base frozen, a site after every block, linear and MLP 64), an
  * evaluation pass, achieved GFLOP/s against the machine's own sgemm peak, and peak RSS. */
 #include <cblas.h>
 #include <math.h>
@@ -12,8 +13,11 @@
 #include <omp.h>
 #endif
 
+#include "../src/correct.h"
 #include "../src/data.h"
+#include "../src/experiment.h"
 #include "../src/model.h"
+#include "../src/optim.h"
 #include "../src/train.h"
 #include "../src/util.h"
 
@@ -111,6 +115,9 @@ typedef struct {
     double step_ms, forward_ms, backward_ms, optimizer_ms; /* medians */
     double best_step_ms;                                   /* fastest step: background load only slows */
     double eval_ms;                                        /* median per forward of B windows */
+    /* correction-training steps, hidden 0 and 64: from tokens (the whole frozen forward) and from
+     * the prefix cache the sweep uses (only the blocks after the first site run) */
+    double corr_ms[2], corr_cached_ms[2];
     double first_loss, last_loss;
 } Timings;
 
@@ -189,6 +196,63 @@ static int time_eval(GPT *m, const int32_t *ids, size_t n, const BenchOptions *o
     out->eval_ms = median(times, opt->eval_steps);
     free(times);
     return 0;
+}
+
+static const int CORR_HIDDEN[2] = {0, 64};
+
+/* Times correction-training steps as correction_train runs them: corrections after every block
+ * (every 1) of width hidden on the frozen model, objective ce, then clip + AdamW on the
+ * corrections only. cached: the stream after the first site's block comes from a StreamCache of
+ * the batch's windows (what the sweep does), so only the later blocks run. */
+static int time_correction(GPT *m, const int32_t *ids, size_t n, const BenchOptions *opt, int hidden, int cached,
+                           double *out_ms) {
+    int B = BATCH, T = CONTEXT, total = opt->warmup + opt->steps;
+    Corrections c;
+    if (corrections_init(&c, &m->config, 1, hidden, B * T, opt->seed) != 0) return -1;
+    int first_block = c.sites[0].block;
+    int32_t *inputs = qc_malloc((size_t)B * T * sizeof(int32_t), "batch inputs");
+    int32_t *targets = qc_malloc((size_t)B * T * sizeof(int32_t), "batch targets");
+    int64_t *starts = qc_malloc((size_t)B * sizeof(int64_t), "window starts");
+    double *times = qc_malloc((size_t)(opt->steps > 0 ? opt->steps : 1) * sizeof(double), "timings");
+    StreamCache sc = {0};
+    int rc = -1;
+    if (!inputs || !targets || !starts || !times) goto done;
+    Rng rng;
+    rng_seed(&rng, opt->seed ^ 0xC0227EC7ull);
+    if (cached) { /* one batch of windows, cached once, as a sweep caches its calibration set */
+        for (int b = 0; b < B; b++) starts[b] = (int64_t)rng_below(&rng, (uint64_t)(n - T - 1));
+        if (stream_cache_build(&sc, m, ids, starts, B, first_block) != 0) goto done;
+    }
+    for (int step = 0; step < total; step++) {
+        double t0 = now_seconds();
+        corrections_zero_grad(&c);
+        if (cached) {
+            memcpy(sc.batch, sc.streams, (size_t)B * T * sc.C * sizeof(float));
+            memcpy(targets, sc.targets, (size_t)B * T * sizeof(int32_t));
+            gpt_forward_from(m, sc.batch, first_block + 1, B, T, &c.hook);
+        } else {
+            sample_windows(ids, n, B, T, &rng, inputs, targets);
+            gpt_forward(m, inputs, B, T, &c.hook);
+        }
+        double loss = gpt_loss(m, targets);
+        gpt_backward(m, &c.hook, 1, 0, first_block + 1);
+        clip_grad_norm(c.grads, c.num_params, 1.0f);
+        AdamWStep s = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .step = step + 1};
+        adamw_update(c.params, c.grads, c.adam_m, c.adam_v, c.num_params, 1, &s);
+        double dt = now_seconds() - t0;
+        if (!isfinite(loss)) { qc_error("bench: correction training produced loss %g", loss); goto done; }
+        if (step >= opt->warmup) times[step - opt->warmup] = 1e3 * dt;
+    }
+    *out_ms = median(times, opt->steps);
+    rc = 0;
+done:
+    stream_cache_free(&sc);
+    corrections_free(&c);
+    free(inputs);
+    free(targets);
+    free(starts);
+    free(times);
+    return rc;
 }
 
 static void usage(FILE *f) {
@@ -288,7 +352,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     gpt_init_weights(&model, opt.seed);
-    if (time_training(&model, train_ids, n_train, &opt, &t) != 0 || time_eval(&model, eval_ids, n_eval, &opt, &t) != 0) {
+    int failed = time_training(&model, train_ids, n_train, &opt, &t) != 0 || time_eval(&model, eval_ids, n_eval, &opt, &t) != 0;
+    for (int k = 0; k < 2 && !failed; k++)
+        failed = time_correction(&model, train_ids, n_train, &opt, CORR_HIDDEN[k], 0, &t.corr_ms[k]) != 0 ||
+                 time_correction(&model, train_ids, n_train, &opt, CORR_HIDDEN[k], 1, &t.corr_cached_ms[k]) != 0;
+    if (failed) {
         fprintf(stderr, "bench: %s\n", qc_last_error());
         return 1;
     }
@@ -334,6 +402,17 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "train_tokens_per_s", train_tps);
         cJSON_AddNumberToObject(o, "eval_ms", t.eval_ms);
         cJSON_AddNumberToObject(o, "eval_tokens_per_s", eval_tps);
+        for (int k = 0; k < 2; k++) {
+            char key[64];
+            snprintf(key, sizeof key, "corr_h%d_ms", CORR_HIDDEN[k]);
+            cJSON_AddNumberToObject(o, key, t.corr_ms[k]);
+            snprintf(key, sizeof key, "corr_h%d_tokens_per_s", CORR_HIDDEN[k]);
+            cJSON_AddNumberToObject(o, key, tokens / (t.corr_ms[k] / 1e3));
+            snprintf(key, sizeof key, "corr_cached_h%d_ms", CORR_HIDDEN[k]);
+            cJSON_AddNumberToObject(o, key, t.corr_cached_ms[k]);
+            snprintf(key, sizeof key, "corr_cached_h%d_tokens_per_s", CORR_HIDDEN[k]);
+            cJSON_AddNumberToObject(o, key, tokens / (t.corr_cached_ms[k] / 1e3));
+        }
         cJSON_AddNumberToObject(o, "step_gflop", flops / 1e9);
         cJSON_AddNumberToObject(o, "train_gflops", gflops);
         cJSON_AddNumberToObject(o, "eval_gflops", eval_gflops);
@@ -354,6 +433,8 @@ int main(int argc, char **argv) {
                size, t.step_ms, train_tps, t.forward_ms, t.backward_ms, t.optimizer_ms, eval_tps, gflops);
         if (opt.measure_peak) printf(" = %.0f%% of sgemm peak %.1f", 100.0 * peak_fraction, peak);
         printf(" | peak RSS %.0f MB\n", rss_mb);
+        printf("qcorr %-6s correction step h0 %.1f ms (cached prefix %.1f), h64 %.1f ms (cached prefix %.1f)\n", size,
+               t.corr_ms[0], t.corr_cached_ms[0], t.corr_ms[1], t.corr_cached_ms[1]);
     }
     fflush(stdout);
     corpus_free(&corpus);

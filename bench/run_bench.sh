@@ -152,6 +152,31 @@ for size in $SIZES; do
 done
 
 echo
+echo "correction-training step (base frozen, a site after every block, ce, batch 32 x 128), median ms over rounds:"
+echo "size   | hidden | qcorr ms | torch ms | ratio | qcorr with cached prefix ms | ratio cached"
+echo "-------|--------|----------|----------|-------|-----------------------------|-------------"
+for size in $SIZES; do
+    q="$TMP/$size.qcorr"; t="$TMP/$size.torch"
+    for h in 0 64; do
+        qm=$(field "$q" "corr_h${h}_ms" | median)
+        qc=$(field "$q" "corr_cached_h${h}_ms" | median)
+        tm="-"
+        [ "$HAVE_TORCH" = 1 ] && [ -s "$t" ] && tm=$(field "$t" "corr_h${h}_ms" | median)
+        awk -v s="$size" -v h="$h" -v q="$qm" -v c="$qc" -v t="$tm" '
+            function num(x, fmt) { return x == "-" || x == "" ? "-" : sprintf(fmt, x) }
+            BEGIN {
+                r = (t == "-" || q == "-" || q <= 0) ? "-" : t / q
+                rc = (t == "-" || c == "-" || c <= 0) ? "-" : t / c
+                printf "%-6s | %6s | %8s | %8s | %5s | %27s | %s\n", s, h, num(q, "%.1f"), num(t, "%.1f"),
+                    num(r, "%.2fx"), num(c, "%.1f"), num(rc, "%.2fx")
+            }'
+    done
+done
+echo "ratio: the same step in both engines (the whole frozen forward, backward from the loss down to the"
+echo "first site); ratio cached: qcorr's step as the sweep runs it, the stream below the first site read"
+echo "from a cache built once per calibration set (PyTorch column unchanged)."
+
+echo
 echo "step breakdown, median ms: forward+loss / zero_grad+backward / clip+AdamW; sgemm peak measured by each qcorr run:"
 for size in $SIZES; do
     q="$TMP/$size.qcorr"; t="$TMP/$size.torch"

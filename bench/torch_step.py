@@ -1,5 +1,6 @@
 """torch_step: the PyTorch baseline for `make bench` — the same GPT (nanoGPT layout, pre-LN, GELU
-tanh, biases everywhere, untied head with bias) and the same training step as bench/bench.c.
+tanh, biases everywhere, untied head with bias), the same training step and the same
+correction-training step (base frozen, a correction after every block) as bench/bench.c.
 
 Run with Debian's /usr/bin/python3 (python3-torch). Same timing protocol as bench.c: --warmup
 untimed steps, then the median of --steps timed steps; eval is forward + loss under no_grad, the
@@ -41,6 +42,61 @@ class GPT(ReferenceGPT):
 
     def forward(self, idx, targets):
         return super().forward(idx, targets)[1]
+
+
+class Correction(nn.Module):
+    """src/correct.c's site: x + x W^T + b (hidden 0, W = 0 at the start) or
+    x + gelu_tanh(x W1^T + b1) W2^T + b2 (W1 ~ N(0, 0.02), W2 = 0)."""
+
+    def __init__(self, d_model, hidden):
+        super().__init__()
+        self.hidden = hidden
+        if hidden == 0:
+            self.lin = nn.Linear(d_model, d_model)
+            nn.init.zeros_(self.lin.weight)
+            nn.init.zeros_(self.lin.bias)
+        else:
+            self.fc = nn.Linear(d_model, hidden)
+            self.proj = nn.Linear(hidden, d_model)
+            nn.init.normal_(self.fc.weight, std=0.02)
+            nn.init.zeros_(self.fc.bias)
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):
+        if self.hidden == 0:
+            return x + self.lin(x)
+        return x + self.proj(torch.nn.functional.gelu(self.fc(x), approximate="tanh"))
+
+
+def corrected_loss(model, corrections, idx, targets):
+    """The frozen model's forward with corrections[i] after block i, and the cross-entropy."""
+    B, T = idx.shape
+    x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T, dtype=torch.long))
+    for block, corr in zip(model.transformer.h, corrections):
+        x = corr(block(x))
+    logits = model.lm_head(model.transformer.ln_f(x))
+    return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def time_correction(model, train_ids, hidden, args, g):
+    """Median ms of a correction-training step: every 1, base frozen, AdamW on the corrections."""
+    d_model = model.transformer.wte.weight.shape[1]
+    corrections = nn.ModuleList([Correction(d_model, hidden) for _ in model.transformer.h])
+    opt = torch.optim.AdamW(corrections.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+    times = []
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        x, y = sample_windows(train_ids, g)
+        loss = corrected_loss(model, corrections, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(corrections.parameters(), 1.0)
+        opt.step()
+        loss.item()
+        if step >= args.warmup:
+            times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
 
 
 def load_tokens(path, seed):
@@ -124,6 +180,12 @@ def main():
             model(chunk[:-1].view(BATCH, CONTEXT), chunk[1:].view(BATCH, CONTEXT)).item()
             eval_t.append(1e3 * (time.perf_counter() - t0))
 
+    # correction training: the base frozen (no parameter gradients; autograd then stops at the
+    # first correction by itself, since nothing below it needs a gradient)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    corr_ms = {h: time_correction(model, train_ids, h, args, g) for h in (0, 64)}
+
     step_ms = statistics.median(step_t)
     eval_ms = statistics.median(eval_t)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -136,12 +198,16 @@ def main():
         "eval_ms": eval_ms, "eval_tokens_per_s": span / (eval_ms / 1e3), "peak_rss_mb": rss_mb,
         "first_loss": first_loss, "last_loss": last_loss,
     }
+    for h, ms in corr_ms.items():
+        out["corr_h%d_ms" % h] = ms
+        out["corr_h%d_tokens_per_s" % h] = span / (ms / 1e3)
     if args.json:
         print(json.dumps(out))
     else:
         print("torch %-6s train %7.1f ms/step %9.0f tok/s (fwd %.1f bwd %.1f opt %.1f ms) | eval %9.0f tok/s | "
               "peak RSS %.0f MB" % (args.size, step_ms, out["train_tokens_per_s"], out["forward_ms"],
                                     out["backward_ms"], out["optimizer_ms"], out["eval_tokens_per_s"], rss_mb))
+        print("torch %-6s correction step h0 %.1f ms, h64 %.1f ms" % (args.size, corr_ms[0], corr_ms[64]))
     sys.stdout.flush()
 
 
