@@ -198,12 +198,17 @@ static inline float exp_simd(float in) {
 
 /* ---- attention ---- */
 
-/* Per (batch, head) the products run as BLAS calls over the full T x T square (twice the causal
- * work, at several times the speed of hand loops for these head sizes); OpenBLAS runs them
- * single-threaded inside the OpenMP loop over heads. The masked softmax and its gradient are
- * row loops over the causal triangle only. Backward needs a T x T scratch per thread, which
+/* Per (batch, head) the products run as BLAS calls (several times the speed of hand loops for
+ * these head sizes); OpenBLAS runs them single-threaded inside the OpenMP loop over heads. They
+ * go by segments of ATT_SEG query rows, each meeting only the keys up to its last row, so the
+ * blocks wholly above the diagonal are never computed (T = 128 in segments of 16: 36/64 of the
+ * square); inside a segment the few entries above the diagonal are computed and then masked.
+ * The masked softmax and its gradient are row loops over the causal triangle only. Backward needs a T x T scratch per thread, which
  * grows outside the parallel region, at most a few times per process; calls must not overlap
  * (qcorr runs one model step at a time). */
+#ifndef ATT_SEG
+#define ATT_SEG 16
+#endif
 static float *attention_scratch;
 static size_t attention_scratch_floats;
 
@@ -224,7 +229,11 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
     float scale = 1.0f / sqrtf((float)hs);
     const float *q = qkv + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
     float *p = att + ((long)b * NH + h) * T * T;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3, 0.0f, p, T);
+    for (int s0 = 0; s0 < T; s0 += ATT_SEG) { /* S = Q K^T / sqrt(hs), keys up to the segment's end */
+        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, s0 + rows, hs, scale, q + (long)s0 * C3, C3, k, C3,
+                    0.0f, p + (long)s0 * T, T);
+    }
     for (int t = 0; t < T; t++) {
         float *row = p + (long)t * T;
         int n = t + 1;
@@ -242,8 +251,11 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
         for (int t2 = 0; t2 < n; t2++) row[t2] *= inv;
         for (int t2 = n; t2 < T; t2++) row[t2] = 0.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, v, C3, 0.0f,
-                out + (long)b * T * C + h * hs, C);
+    for (int s0 = 0; s0 < T; s0 += ATT_SEG) { /* Y = P V */
+        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, s0 + rows, 1.0f, p + (long)s0 * T, T, v, C3, 0.0f,
+                    out + ((long)b * T + s0) * C + h * hs, C);
+    }
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
@@ -260,9 +272,15 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
     float *dq = dqkv + (long)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
     const float *p = att + ((long)b * NH + h) * T * T;
     const float *dy = dout + (long)b * T * C + h * hs;
-    /* dP = dY V^T ; dV = P^T dY */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, C3, 0.0f, dscores, T);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, T, dy, C, 0.0f, dv, C3);
+    /* dP = dY V^T (a segment's rows meet the keys up to its end); dV = P^T dY (a segment's keys
+     * are seen by the queries from its start on) */
+    for (int s0 = 0; s0 < T; s0 += ATT_SEG) {
+        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, s0 + rows, hs, 1.0f, dy + (long)s0 * C, C, v, C3, 0.0f,
+                    dscores + (long)s0 * T, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - s0, 1.0f, p + (long)s0 * T + s0, T,
+                    dy + (long)s0 * C, C, 0.0f, dv + (long)s0 * C3, C3);
+    }
     /* dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal */
     for (int t = 0; t < T; t++) {
         const float *prow = p + (long)t * T;
@@ -275,9 +293,14 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
         for (int t2 = 0; t2 < n; t2++) drow[t2] = prow[t2] * (drow[t2] - dot) * scale;
         for (int t2 = n; t2 < T; t2++) drow[t2] = 0.0f;
     }
-    /* dQ = dS K ; dK = dS^T Q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, dscores, T, k, C3, 0.0f, dq, C3);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, dscores, T, q, C3, 0.0f, dk, C3);
+    /* dQ = dS K ; dK = dS^T Q, by the same segments */
+    for (int s0 = 0; s0 < T; s0 += ATT_SEG) {
+        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, s0 + rows, 1.0f, dscores + (long)s0 * T, T, k, C3,
+                    0.0f, dq + (long)s0 * C3, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - s0, 1.0f, dscores + (long)s0 * T + s0, T,
+                    q + (long)s0 * C3, C3, 0.0f, dk + (long)s0 * C3, C3);
+    }
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {

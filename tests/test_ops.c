@@ -558,6 +558,8 @@ static void test_attention_fast_vs_ref(void **state) {
     check_attention_fast_vs_ref(3, 7, 10, 2, 405);  /* hs 5 */
     check_attention_fast_vs_ref(1, 1, 6, 2, 406);   /* a single position: softmax of one score */
     check_attention_fast_vs_ref(2, 37, 36, 2, 407); /* T past any 8/16/32-wide blocking, hs 18 */
+    check_attention_fast_vs_ref(1, 100, 24, 2, 408); /* the causal segments of 16 rows: 6 whole, one of 4 */
+    check_attention_fast_vs_ref(2, 128, 32, 4, 409); /* the sweep's context, segments exactly whole */
 }
 
 /* ================================= gelu ================================= */
