@@ -720,13 +720,10 @@ static void test_report_end_to_end(void **state) {
     free(md);
 }
 
-/* Two matched pairs from one seed: the t-interval can exclude 0 but no signed-rank test can reach
- * 5%, so the report must make no claim; a width where every recovery is undefined gets none either;
- * no control arm and no training logs are said, not papered over. */
-static void test_report_small_sweep_makes_no_claim(void **state) {
-    (void)state;
-    char dir[512], path[1024];
-    snprintf(dir, sizeof dir, "%s/small", test_tmpdir());
+/* Makes test_tmpdir()/name (into dir) and opens its summary.csv with the header row written. */
+static FILE *new_summary(const char *name, char *dir, size_t size) {
+    char path[1024];
+    snprintf(dir, size, "%s/%s", test_tmpdir(), name);
     assert_int_equal(mkdir(dir, 0755), 0);
     snprintf(path, sizeof path, "%s/summary.csv", dir);
     FILE *f = fopen(path, "w");
@@ -735,6 +732,16 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
                "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
                "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
                "seconds_eval\n");
+    return f;
+}
+
+/* Two matched pairs from one seed: the t-interval can exclude 0 but no signed-rank test can reach
+ * 5%, so the report must make no claim; a width where every recovery is undefined gets none either;
+ * no control arm and no training logs are said, not papered over. */
+static void test_report_small_sweep_makes_no_claim(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    FILE *f = new_summary("small", dir, sizeof dir);
     /* 2 bits: linear 0.50 / 0.60, MLP 0.60 / 0.71 (differences 0.10 and 0.11) */
     const double rec[2][2] = {{0.50, 0.60}, {0.60, 0.71}};
     for (int e = 0; e < 2; e++)
@@ -784,15 +791,7 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
 static void test_report_names_coinciding_every(void **state) {
     (void)state;
     char dir[512], path[1024];
-    snprintf(dir, sizeof dir, "%s/coinciding", test_tmpdir());
-    assert_int_equal(mkdir(dir, 0755), 0);
-    snprintf(path, sizeof path, "%s/summary.csv", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
-               "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
-               "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
-               "seconds_eval\n");
+    FILE *f = new_summary("coinciding", dir, sizeof dir);
     const char *sizes[2][3] = {{"64x2", "64", "2"}, {"32x3", "32", "3"}};
     const int everys[4] = {1, 2, 4, 8};
     for (int z = 0; z < 2; z++)
