@@ -27,17 +27,6 @@
  * 4 s on one thread, 81 s on two while another job holds the cores). */
 /* use_threads, setup_one_thread and restore_threads: tests/testutil.h */
 
-static float *copy_floats(const float *x, size_t n) {
-    float *p = malloc(n * sizeof(float));
-    assert_non_null(p);
-    memcpy(p, x, n * sizeof(float));
-    return p;
-}
-
-static void random_tokens(int32_t *t, int n, int V, Rng *rng) {
-    for (int i = 0; i < n; i++) t[i] = (int32_t)rng_below(rng, (uint64_t)V);
-}
-
 /* ============================ sites ============================ */
 
 static void test_site_placement(void **state) {
@@ -92,22 +81,8 @@ static void test_site_placement(void **state) {
 
 enum { BATCH = 2, SEQ = 8, ROWS = BATCH * SEQ };
 
-/* tiny_model's sizes with L blocks, weights of std 0.2 (as tiny_model) and random biases. */
-static void small_model(GPT *m, int L, int max_batch, uint64_t seed) {
-    GPTConfig cfg = {.vocab_size = 11, .ctx = SEQ, .d_model = 16, .n_layer = L, .n_head = 2};
-    assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
-    gpt_init_weights(m, seed);
-    Rng rng;
-    rng_seed(&rng, seed + 1);
-    for (int i = 0; i < m->n_specs; i++) {
-        const TensorSpec *t = &m->specs[i];
-        float *w = m->params + t->offset;
-        for (size_t k = 0; k < tensor_numel(t); k++) {
-            if (t->role == ROLE_NORM || t->role == ROLE_BIAS) w[k] += 0.1f * rng_normal(&rng);
-            else w[k] *= 10.0f;
-        }
-    }
-}
+/* tiny_model's sizes with L blocks (tests/testutil.c) */
+static void small_model(GPT *m, int L, int max_batch, uint64_t seed) { small_gpt(m, L, SEQ, max_batch, seed); }
 
 static void test_fresh_correction_is_identity(void **state) {
     (void)state;

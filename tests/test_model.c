@@ -128,17 +128,6 @@ static void check_tensor(const char *what, GPT *m, const float *grads, const Ten
     finish_tensor(what, t, &tc);
 }
 
-static float *copy_floats(const float *x, size_t n) {
-    float *p = malloc(n * sizeof(float));
-    assert_non_null(p);
-    memcpy(p, x, n * sizeof(float));
-    return p;
-}
-
-static void random_tokens(int32_t *t, int n, int V, Rng *rng) {
-    for (int i = 0; i < n; i++) t[i] = (int32_t)rng_below(rng, (uint64_t)V);
-}
-
 /* A model ready for backward, with one random batch. */
 static void setup_model(GPT *m, int32_t *inputs, int32_t *targets, uint64_t seed) {
     tiny_model(m, BATCH, seed);

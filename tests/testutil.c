@@ -39,8 +39,21 @@ double max_abs_diff(const float *a, const float *b, size_t n) {
     return worst;
 }
 
-void tiny_model(GPT *m, int max_batch, uint64_t seed) {
-    GPTConfig cfg = {.vocab_size = 11, .ctx = 8, .d_model = 16, .n_layer = 2, .n_head = 2};
+void tiny_model(GPT *m, int max_batch, uint64_t seed) { small_gpt(m, 2, 8, max_batch, seed); }
+
+float *copy_floats(const float *x, size_t n) {
+    float *p = malloc(n * sizeof(float));
+    assert_non_null(p);
+    memcpy(p, x, n * sizeof(float));
+    return p;
+}
+
+void random_tokens(int32_t *t, int n, int V, Rng *rng) {
+    for (int i = 0; i < n; i++) t[i] = (int32_t)rng_below(rng, (uint64_t)V);
+}
+
+void small_gpt(GPT *m, int n_layer, int ctx, int max_batch, uint64_t seed) {
+    GPTConfig cfg = {.vocab_size = 11, .ctx = ctx, .d_model = 16, .n_layer = n_layer, .n_head = 2};
     assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
     gpt_init_weights(m, seed);
     /* non-trivial norms and biases, so their gradients are exercised too */

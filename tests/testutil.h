@@ -19,6 +19,12 @@ double max_rel_diff(const float *a, const float *b, size_t n, double floor);
 double max_abs_diff(const float *a, const float *b, size_t n);
 /* A tiny config (V 11, ctx 8, C 16, 2 layers, 2 heads) with random weights, for gradient checks. */
 void tiny_model(GPT *m, int max_batch, uint64_t seed);
+/* tiny_model's vocabulary and width with n_layer blocks and context ctx (tiny_model: 2 and 8). */
+void small_gpt(GPT *m, int n_layer, int ctx, int max_batch, uint64_t seed);
+/* A malloc'ed copy of x[0..n) (asserts on failure). */
+float *copy_floats(const float *x, size_t n);
+/* n token ids uniform in [0, V). */
+void random_tokens(int32_t *t, int n, int V, Rng *rng);
 /* A fresh directory under /tmp for a test's files (not removed: small). */
 const char *test_tmpdir(void);
 /* The real corpus if it can be found (SPEC section 1 search order), else NULL. */
