@@ -14,7 +14,7 @@ OPT := -O0 -g
 endif
 # -fno-math-errno -fno-trapping-math: floorf, clamps and selects in hot loops (exp_simd) vectorize;
 # qcorr never reads errno from math calls nor the floating-point exception flags
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -fno-math-errno -fno-trapping-math -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -fno-math-errno -fno-trapping-math -ffp-contract=fast -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP
 LDLIBS := -lm
 
 # Probe a compiler flag: prints it if the compiler accepts it.

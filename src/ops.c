@@ -196,19 +196,83 @@ static inline float exp_simd(float in) {
     return in == in ? u.f : in;
 }
 
+/* ---- small products: the attention's per-head matrices ---- */
+
+/* Eight floats as one value (GCC/Clang vector extensions): one AVX register where the target has
+ * AVX, two SSE registers otherwise; a scalar times a v8 broadcasts the scalar. Loads and stores go
+ * through memcpy, which compiles to one unaligned vector move. */
+typedef float v8 __attribute__((vector_size(32)));
+static inline v8 load8(const float *p) { v8 x; memcpy(&x, p, sizeof x); return x; }
+static inline void store8(float *p, v8 x) { memcpy(p, &x, sizeof x); }
+
+/* One register tile of rows_times: R rows (R <= 4) by 8*W columns (W <= 2), accumulators in
+ * registers for the whole k loop. always_inline with constant R and W, so the loops unroll and
+ * the accumulators never touch memory. */
+static inline __attribute__((always_inline)) void rows_times_tile(int R, int W, float *c, long ldc, const float *a, long sam,
+                                                                  long sak, const float *b, long ldb, int k0, int k1,
+                                                                  int accumulate) {
+    v8 acc[4][2] = {{{0}}};
+    for (int k = k0; k < k1; k++) {
+        v8 bk[2];
+        for (int w = 0; w < W; w++) bk[w] = load8(b + (long)k * ldb + 8 * w);
+        for (int r = 0; r < R; r++) {
+            float ark = a[r * sam + (long)k * sak];
+            for (int w = 0; w < W; w++) acc[r][w] += ark * bk[w];
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int w = 0; w < W; w++) {
+            float *cp = c + r * ldc + 8 * w;
+            store8(cp, accumulate ? load8(cp) + acc[r][w] : acc[r][w]);
+        }
+}
+
+/* c[r][n] = (accumulate ? c[r][n] : 0) + sum over k in [k0, k1) of A(r, k) * b[k][n], for rows
+ * r < R (R <= 4) and columns n < N, where A(r, k) = a[r*sam + k*sak]: with sam = lda, sak = 1 A
+ * is row-major, with sam = 1, sak = lda it is read transposed. b and c are row-major (ldb, ldc).
+ * These are the shapes BLAS is slowest at (a head of 16 to 64 columns, a few rows, a k range
+ * that follows the causal mask), so this small tiled loop beats a BLAS call per segment. */
+static void rows_times(int R, int N, float *c, long ldc, const float *a, long sam, long sak, const float *b, long ldb,
+                       int k0, int k1, int accumulate) {
+    int n = 0;
+    if (R == 4) {
+        for (; n + 16 <= N; n += 16) rows_times_tile(4, 2, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, accumulate);
+        for (; n + 8 <= N; n += 8) rows_times_tile(4, 1, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, accumulate);
+    } else {
+        for (int r = 0; r < R; r++) {
+            int m = 0;
+            for (; m + 16 <= N; m += 16)
+                rows_times_tile(1, 2, c + r * ldc + m, ldc, a + r * sam, sam, sak, b + m, ldb, k0, k1, accumulate);
+            for (; m + 8 <= N; m += 8)
+                rows_times_tile(1, 1, c + r * ldc + m, ldc, a + r * sam, sam, sak, b + m, ldb, k0, k1, accumulate);
+        }
+        n = N - N % 8;
+    }
+    for (int r = 0; r < R; r++) /* the last N % 8 columns */
+        for (int m = n; m < N; m++) {
+            float s = accumulate ? c[r * ldc + m] : 0.0f;
+            for (int k = k0; k < k1; k++) s += a[r * sam + (long)k * sak] * b[(long)k * ldb + m];
+            c[r * ldc + m] = s;
+        }
+}
+
+/* dst (hs, T) = the hs columns of src's T rows (stride ld): a head's keys or values transposed,
+ * so that q . k over a row block becomes rows_times with the keys along contiguous columns */
+static void transpose_head(float *dst, const float *src, long ld, int T, int hs) {
+    for (int d = 0; d < hs; d++) /* contiguous writes; the T source rows stay in L1 across d */
+        for (int t = 0; t < T; t++) dst[(long)d * T + t] = src[(long)t * ld + d];
+}
+
 /* ---- attention ---- */
 
-/* Per (batch, head) the products run as BLAS calls (several times the speed of hand loops for
- * these head sizes); OpenBLAS runs them single-threaded inside the OpenMP loop over heads. They
- * go by segments of ATT_SEG query rows, each meeting only the keys up to its last row, so the
- * blocks wholly above the diagonal are never computed (T = 128 in segments of 16: 36/64 of the
- * square); inside a segment the few entries above the diagonal are computed and then masked.
- * The masked softmax and its gradient are row loops over the causal triangle only. Backward needs a T x T scratch per thread, which
- * grows outside the parallel region, at most a few times per process; calls must not overlap
- * (qcorr runs one model step at a time). */
-#ifndef ATT_SEG
-#define ATT_SEG 16
-#endif
+/* Per (batch, head), by blocks of ATT_ROWS query rows: the block's scores against the keys up to
+ * its last row (so the products above the diagonal are never computed, apart from the block's
+ * own triangle, which is masked), their softmax, and at once the block's output, while its rows
+ * are in cache. The products run in rows_times; the OpenMP loop is over (batch, head). Each
+ * thread needs scratch for a transposed head and (backward) a T x T score gradient; it grows
+ * outside the parallel region, at most a few times per process; calls must not overlap (qcorr
+ * runs one model step at a time). */
+enum { ATT_ROWS = 4 };
 static float *attention_scratch;
 static size_t attention_scratch_floats;
 
@@ -224,92 +288,98 @@ static float *attention_scratch_for(size_t per_thread, int threads) {
     return attention_scratch;
 }
 
-static void attention_forward_head(float *out, float *att, const float *qkv, int b, int h, int T, int C, int NH) {
+/* kt: hs x T scratch */
+static void attention_forward_head(float *out, float *att, const float *qkv, int b, int h, int T, int C, int NH,
+                                   float *kt) {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
     const float *q = qkv + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
     float *p = att + ((long)b * NH + h) * T * T;
-    for (int s0 = 0; s0 < T; s0 += ATT_SEG) { /* S = Q K^T / sqrt(hs), keys up to the segment's end */
-        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, s0 + rows, hs, scale, q + (long)s0 * C3, C3, k, C3,
-                    0.0f, p + (long)s0 * T, T);
-    }
-    for (int t = 0; t < T; t++) {
-        float *row = p + (long)t * T;
-        int n = t + 1;
-        float maxv = row[0];
-        for (int t2 = 1; t2 < n; t2++) maxv = row[t2] > maxv ? row[t2] : maxv;
-        float sum = 0.0f;
+    float *y = out + (long)b * T * C + h * hs;
+    transpose_head(kt, k, C3, T, hs);
+    for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, keys = t0 + rows;
+        /* raw scores q . k of the block's rows against keys [0, keys) */
+        rows_times(rows, keys, p + (long)t0 * T, T, q + (long)t0 * C3, C3, 1, kt, T, 0, hs, 0);
+        for (int t = t0; t < t0 + rows; t++) { /* softmax of scale * score over keys [0, t] */
+            float *row = p + (long)t * T;
+            int n = t + 1;
+            float maxv = row[0];
+#pragma omp simd reduction(max : maxv)
+            for (int t2 = 1; t2 < n; t2++) maxv = row[t2] > maxv ? row[t2] : maxv;
+            float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int t2 = 0; t2 < n; t2++) {
-            float e = exp_simd(row[t2] - maxv);
-            row[t2] = e;
-            sum += e;
-        }
-        float inv = 1.0f / sum;
+            for (int t2 = 0; t2 < n; t2++) {
+                float e = exp_simd((row[t2] - maxv) * scale);
+                row[t2] = e;
+                sum += e;
+            }
+            float inv = 1.0f / sum;
 #pragma omp simd
-        for (int t2 = 0; t2 < n; t2++) row[t2] *= inv;
-        for (int t2 = n; t2 < T; t2++) row[t2] = 0.0f;
-    }
-    for (int s0 = 0; s0 < T; s0 += ATT_SEG) { /* Y = P V */
-        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, s0 + rows, 1.0f, p + (long)s0 * T, T, v, C3, 0.0f,
-                    out + ((long)b * T + s0) * C + h * hs, C);
+            for (int t2 = 0; t2 < n; t2++) row[t2] *= inv;
+            for (int t2 = n; t2 < T; t2++) row[t2] = 0.0f;
+        }
+        /* y = P v over keys [0, keys) */
+        rows_times(rows, hs, y + (long)t0 * C, C, p + (long)t0 * T, T, 1, v, C3, 0, keys, 0);
     }
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
+    size_t per_thread = (size_t)T * (C / NH);
+    float *scratch = attention_scratch_for(per_thread, omp_get_max_threads());
+    if (!scratch) { attention_forward_ref(out, att, qkv, B, T, C, NH); return; }
 #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < B * NH; bh++) attention_forward_head(out, att, qkv, bh / NH, bh % NH, T, C, NH);
+    for (int bh = 0; bh < B * NH; bh++)
+        attention_forward_head(out, att, qkv, bh / NH, bh % NH, T, C, NH, scratch + per_thread * omp_get_thread_num());
 }
 
-/* dscores: T x T scratch */
+/* ds: T x T scratch, vt: hs x T scratch */
 static void attention_backward_head(float *dqkv, const float *dout, const float *qkv, const float *att, int b, int h,
-                                    int T, int C, int NH, float *dscores) {
+                                    int T, int C, int NH, float *ds, float *vt) {
     int hs = C / NH, C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
     const float *q = qkv + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
     float *dq = dqkv + (long)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
     const float *p = att + ((long)b * NH + h) * T * T;
     const float *dy = dout + (long)b * T * C + h * hs;
-    /* dP = dY V^T (a segment's rows meet the keys up to its end); dV = P^T dY (a segment's keys
-     * are seen by the queries from its start on) */
-    for (int s0 = 0; s0 < T; s0 += ATT_SEG) {
-        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, s0 + rows, hs, 1.0f, dy + (long)s0 * C, C, v, C3, 0.0f,
-                    dscores + (long)s0 * T, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - s0, 1.0f, p + (long)s0 * T + s0, T,
-                    dy + (long)s0 * C, C, 0.0f, dv + (long)s0 * C3, C3);
-    }
-    /* dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal */
-    for (int t = 0; t < T; t++) {
-        const float *prow = p + (long)t * T;
-        float *drow = dscores + (long)t * T;
-        int n = t + 1;
-        float dot = 0.0f;
+    transpose_head(vt, v, C3, T, hs);
+    for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, keys = t0 + rows;
+        /* dP = dY V^T over keys [0, keys) */
+        rows_times(rows, keys, ds + (long)t0 * T, T, dy + (long)t0 * C, C, 1, vt, T, 0, hs, 0);
+        /* dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal up to the block's end */
+        for (int t = t0; t < t0 + rows; t++) {
+            const float *prow = p + (long)t * T;
+            float *drow = ds + (long)t * T;
+            int n = t + 1;
+            float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int t2 = 0; t2 < n; t2++) dot += prow[t2] * drow[t2];
+            for (int t2 = 0; t2 < n; t2++) dot += prow[t2] * drow[t2];
 #pragma omp simd
-        for (int t2 = 0; t2 < n; t2++) drow[t2] = prow[t2] * (drow[t2] - dot) * scale;
-        for (int t2 = n; t2 < T; t2++) drow[t2] = 0.0f;
+            for (int t2 = 0; t2 < n; t2++) drow[t2] = prow[t2] * (drow[t2] - dot) * scale;
+            for (int t2 = n; t2 < keys; t2++) drow[t2] = 0.0f;
+        }
+        /* dQ = dS K over keys [0, keys) */
+        rows_times(rows, hs, dq + (long)t0 * C3, C3, ds + (long)t0 * T, T, 1, k, C3, 0, keys, 0);
     }
-    /* dQ = dS K ; dK = dS^T Q, by the same segments */
-    for (int s0 = 0; s0 < T; s0 += ATT_SEG) {
-        int rows = T - s0 < ATT_SEG ? T - s0 : ATT_SEG;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, s0 + rows, 1.0f, dscores + (long)s0 * T, T, k, C3,
-                    0.0f, dq + (long)s0 * C3, C3);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, rows, hs, T - s0, 1.0f, dscores + (long)s0 * T + s0, T,
-                    q + (long)s0 * C3, C3, 0.0f, dk + (long)s0 * C3, C3);
+    /* dK = dS^T Q and dV = P^T dY: key j is seen by the queries [j, T); by blocks of keys, whose
+     * queries start at the block's first key (dS and P are zero above the diagonal there) */
+    for (int j0 = 0; j0 < T; j0 += ATT_ROWS) {
+        int rows = T - j0 < ATT_ROWS ? T - j0 : ATT_ROWS;
+        rows_times(rows, hs, dk + (long)j0 * C3, C3, ds + j0, 1, T, q, C3, j0, T, 0);
+        rows_times(rows, hs, dv + (long)j0 * C3, C3, p + j0, 1, T, dy, C, j0, T, 0);
     }
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {
-    size_t per_thread = (size_t)T * T;
+    size_t per_thread = (size_t)T * T + (size_t)T * (C / NH);
     float *scratch = attention_scratch_for(per_thread, omp_get_max_threads());
     if (!scratch) { attention_backward_ref(dqkv, dout, qkv, att, B, T, C, NH); return; }
 #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < B * NH; bh++)
-        attention_backward_head(dqkv, dout, qkv, att, bh / NH, bh % NH, T, C, NH, scratch + per_thread * omp_get_thread_num());
+    for (int bh = 0; bh < B * NH; bh++) {
+        float *mine = scratch + per_thread * omp_get_thread_num();
+        attention_backward_head(dqkv, dout, qkv, att, bh / NH, bh % NH, T, C, NH, mine, mine + (size_t)T * T);
+    }
 }
 
 /* Reference: the textbook formulas, full T x T score matrix, softmax with a -inf mask. */

@@ -558,8 +558,11 @@ static void test_attention_fast_vs_ref(void **state) {
     check_attention_fast_vs_ref(3, 7, 10, 2, 405);  /* hs 5 */
     check_attention_fast_vs_ref(1, 1, 6, 2, 406);   /* a single position: softmax of one score */
     check_attention_fast_vs_ref(2, 37, 36, 2, 407); /* T past any 8/16/32-wide blocking, hs 18 */
-    check_attention_fast_vs_ref(1, 100, 24, 2, 408); /* the causal segments of 16 rows: 6 whole, one of 4 */
-    check_attention_fast_vs_ref(2, 128, 32, 4, 409); /* the sweep's context, segments exactly whole */
+    check_attention_fast_vs_ref(1, 100, 24, 2, 408); /* hs 12: an 8-wide tile and 4 columns by scalar loop */
+    check_attention_fast_vs_ref(2, 128, 32, 4, 409); /* the sweep's context, blocks exactly whole */
+    check_attention_fast_vs_ref(2, 128, 64, 4, 410); /* hs 16: one 16-wide register tile per row block */
+    check_attention_fast_vs_ref(1, 50, 128, 2, 411); /* hs 64; T % 4 == 2: a last block of two rows */
+    check_attention_fast_vs_ref(1, 23, 40, 1, 412);  /* hs 40: 16 + 16 + 8 columns; three-row last block */
 }
 
 /* ================================= gelu ================================= */
