@@ -1,4 +1,4 @@
-/* ops: see ops.h. Matrix products go to CBLAS; everything else is an OpenMP loop over rows or
+/* ops: see ops.h. Matrix products go to gemm.c or CBLAS; everything else is an OpenMP loop over rows or
  * (batch, head) pairs, each output written by one thread, so results do not depend on threads. */
 #include "ops.h"
 
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "omp_compat.h"
 
 void embedding_forward(float *out, const int32_t *inputs, const float *wte, const float *wpe, int B, int T, int C) {
@@ -116,7 +117,13 @@ void column_sum_add(float *out, const float *inp, int N, int C) {
     }
 }
 
+/* Products of at least this many rows go to gemm (gemm.c: faster than OpenBLAS on every linear
+ * layer of the model sizes qcorr trains); fewer rows (sampling one token at a time) go to CBLAS,
+ * where packing the weight would cost as much as the product. */
+enum { GEMM_MIN_ROWS = 16 };
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate) {
+    if (N >= GEMM_MIN_ROWS && gemm(N, OC, IC, inp, IC, weight, IC, 1, bias, out, OC, accumulate) == 0) return;
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
@@ -134,7 +141,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC) {
-    if (dinp)
+    if (dinp && !(N >= GEMM_MIN_ROWS && gemm(N, IC, OC, dout, OC, weight, IC, 0, NULL, dinp, IC, 0) == 0))
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
     if (dweight)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
@@ -196,68 +203,8 @@ static inline float exp_simd(float in) {
     return in == in ? u.f : in;
 }
 
-/* ---- small products: the attention's per-head matrices ---- */
-
-/* Eight floats as one value (GCC/Clang vector extensions): one AVX register where the target has
- * AVX, two SSE registers otherwise; a scalar times a v8 broadcasts the scalar. Loads and stores go
- * through memcpy, which compiles to one unaligned vector move. */
-typedef float v8 __attribute__((vector_size(32)));
-static inline v8 load8(const float *p) { v8 x; memcpy(&x, p, sizeof x); return x; }
-static inline void store8(float *p, v8 x) { memcpy(p, &x, sizeof x); }
-
-/* One register tile of rows_times: R rows (R <= 4) by 8*W columns (W <= 2), accumulators in
- * registers for the whole k loop. always_inline with constant R and W, so the loops unroll and
- * the accumulators never touch memory. */
-static inline __attribute__((always_inline)) void rows_times_tile(int R, int W, float *c, long ldc, const float *a, long sam,
-                                                                  long sak, const float *b, long ldb, int k0, int k1,
-                                                                  int accumulate) {
-    v8 acc[4][2] = {{{0}}};
-    for (int k = k0; k < k1; k++) {
-        v8 bk[2];
-        for (int w = 0; w < W; w++) bk[w] = load8(b + (long)k * ldb + 8 * w);
-        for (int r = 0; r < R; r++) {
-            float ark = a[r * sam + (long)k * sak];
-            for (int w = 0; w < W; w++) acc[r][w] += ark * bk[w];
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int w = 0; w < W; w++) {
-            float *cp = c + r * ldc + 8 * w;
-            store8(cp, accumulate ? load8(cp) + acc[r][w] : acc[r][w]);
-        }
-}
-
-/* c[r][n] = (accumulate ? c[r][n] : 0) + sum over k in [k0, k1) of A(r, k) * b[k][n], for rows
- * r < R (R <= 4) and columns n < N, where A(r, k) = a[r*sam + k*sak]: with sam = lda, sak = 1 A
- * is row-major, with sam = 1, sak = lda it is read transposed. b and c are row-major (ldb, ldc).
- * These are the shapes BLAS is slowest at (a head of 16 to 64 columns, a few rows, a k range
- * that follows the causal mask), so this small tiled loop beats a BLAS call per segment. */
-static void rows_times(int R, int N, float *c, long ldc, const float *a, long sam, long sak, const float *b, long ldb,
-                       int k0, int k1, int accumulate) {
-    int n = 0;
-    if (R == 4) {
-        for (; n + 16 <= N; n += 16) rows_times_tile(4, 2, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, accumulate);
-        for (; n + 8 <= N; n += 8) rows_times_tile(4, 1, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, accumulate);
-    } else {
-        for (int r = 0; r < R; r++) {
-            int m = 0;
-            for (; m + 16 <= N; m += 16)
-                rows_times_tile(1, 2, c + r * ldc + m, ldc, a + r * sam, sam, sak, b + m, ldb, k0, k1, accumulate);
-            for (; m + 8 <= N; m += 8)
-                rows_times_tile(1, 1, c + r * ldc + m, ldc, a + r * sam, sam, sak, b + m, ldb, k0, k1, accumulate);
-        }
-        n = N - N % 8;
-    }
-    for (int r = 0; r < R; r++) /* the last N % 8 columns */
-        for (int m = n; m < N; m++) {
-            float s = accumulate ? c[r * ldc + m] : 0.0f;
-            for (int k = k0; k < k1; k++) s += a[r * sam + (long)k * sak] * b[(long)k * ldb + m];
-            c[r * ldc + m] = s;
-        }
-}
-
 /* dst (hs, T) = the hs columns of src's T rows (stride ld): a head's keys or values transposed,
- * so that q . k over a row block becomes rows_times with the keys along contiguous columns */
+ * so that q . k over a row block becomes gemm_rows with the keys along contiguous columns */
 static void transpose_head(float *dst, const float *src, long ld, int T, int hs) {
     for (int d = 0; d < hs; d++) /* contiguous writes; the T source rows stay in L1 across d */
         for (int t = 0; t < T; t++) dst[(long)d * T + t] = src[(long)t * ld + d];
@@ -268,7 +215,7 @@ static void transpose_head(float *dst, const float *src, long ld, int T, int hs)
 /* Per (batch, head), by blocks of ATT_ROWS query rows: the block's scores against the keys up to
  * its last row (so the products above the diagonal are never computed, apart from the block's
  * own triangle, which is masked), their softmax, and at once the block's output, while its rows
- * are in cache. The products run in rows_times; the OpenMP loop is over (batch, head). Each
+ * are in cache. The products run in gemm_rows; the OpenMP loop is over (batch, head). Each
  * thread needs scratch for a transposed head and (backward) a T x T score gradient; it grows
  * outside the parallel region, at most a few times per process; calls must not overlap (qcorr
  * runs one model step at a time). */
@@ -300,7 +247,7 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
     for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, keys = t0 + rows;
         /* raw scores q . k of the block's rows against keys [0, keys) */
-        rows_times(rows, keys, p + (long)t0 * T, T, q + (long)t0 * C3, C3, 1, kt, T, 0, hs, 0);
+        gemm_rows(rows, keys, p + (long)t0 * T, T, q + (long)t0 * C3, C3, 1, kt, T, 0, hs, 0);
         for (int t = t0; t < t0 + rows; t++) { /* softmax of scale * score over keys [0, t] */
             float *row = p + (long)t * T;
             int n = t + 1;
@@ -320,7 +267,7 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
             for (int t2 = n; t2 < T; t2++) row[t2] = 0.0f;
         }
         /* y = P v over keys [0, keys) */
-        rows_times(rows, hs, y + (long)t0 * C, C, p + (long)t0 * T, T, 1, v, C3, 0, keys, 0);
+        gemm_rows(rows, hs, y + (long)t0 * C, C, p + (long)t0 * T, T, 1, v, C3, 0, keys, 0);
     }
 }
 
@@ -346,7 +293,7 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
     for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, keys = t0 + rows;
         /* dP = dY V^T over keys [0, keys) */
-        rows_times(rows, keys, ds + (long)t0 * T, T, dy + (long)t0 * C, C, 1, vt, T, 0, hs, 0);
+        gemm_rows(rows, keys, ds + (long)t0 * T, T, dy + (long)t0 * C, C, 1, vt, T, 0, hs, 0);
         /* dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal up to the block's end */
         for (int t = t0; t < t0 + rows; t++) {
             const float *prow = p + (long)t * T;
@@ -360,14 +307,14 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
             for (int t2 = n; t2 < keys; t2++) drow[t2] = 0.0f;
         }
         /* dQ = dS K over keys [0, keys) */
-        rows_times(rows, hs, dq + (long)t0 * C3, C3, ds + (long)t0 * T, T, 1, k, C3, 0, keys, 0);
+        gemm_rows(rows, hs, dq + (long)t0 * C3, C3, ds + (long)t0 * T, T, 1, k, C3, 0, keys, 0);
     }
     /* dK = dS^T Q and dV = P^T dY: key j is seen by the queries [j, T); by blocks of keys, whose
      * queries start at the block's first key (dS and P are zero above the diagonal there) */
     for (int j0 = 0; j0 < T; j0 += ATT_ROWS) {
         int rows = T - j0 < ATT_ROWS ? T - j0 : ATT_ROWS;
-        rows_times(rows, hs, dk + (long)j0 * C3, C3, ds + j0, 1, T, q, C3, j0, T, 0);
-        rows_times(rows, hs, dv + (long)j0 * C3, C3, p + j0, 1, T, dy, C, j0, T, 0);
+        gemm_rows(rows, hs, dk + (long)j0 * C3, C3, ds + j0, 1, T, q, C3, j0, T, 0);
+        gemm_rows(rows, hs, dv + (long)j0 * C3, C3, p + j0, 1, T, dy, C, j0, T, 0);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <omp.h>
 #endif
 
+#include "../src/gemm.h"
 #include "../src/ops.h"
 
 /* ---- tolerances ----
@@ -392,13 +393,11 @@ static void test_matmul(void **state) {
     check_matmul("matmul_ref", matmul_forward_ref, matmul_backward_ref, 302);
 }
 
-/* The BLAS kernels against the loops on shapes no SIMD width divides, every bias/accumulate mode
+/* The fast kernels against the loops on shapes no SIMD width divides, every bias/accumulate mode
  * and every combination of NULL (frozen) gradient pointers. */
-static void test_matmul_fast_vs_ref(void **state) {
-    (void)state;
+static void check_matmul_fast_vs_ref(int N, int IC, int OC, uint64_t seed) {
     Rng rng;
-    rng_seed(&rng, 303);
-    const int N = 37, IC = 19, OC = 23;
+    rng_seed(&rng, seed);
     size_t nx = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
     float *x = floats(nx), *w = floats(nw), *b = floats(OC), *prior = floats(no), *dout = floats(no);
     float *fast = floats(no), *ref = floats(no);
@@ -442,6 +441,82 @@ static void test_matmul_fast_vs_ref(void **state) {
     }
     free(x); free(w); free(b); free(prior); free(dout); free(fast); free(ref); free(grad_prior);
     for (int k = 0; k < 2; k++) { free(dx[k]); free(dw[k]); free(db[k]); }
+}
+
+static void test_matmul_fast_vs_ref(void **state) {
+    (void)state;
+    check_matmul_fast_vs_ref(7, 19, 23, 303);   /* fewer rows than GEMM_MIN_ROWS: the CBLAS path */
+    check_matmul_fast_vs_ref(37, 19, 23, 304);  /* gemm: a last row block of 1, one narrow panel */
+    check_matmul_fast_vs_ref(70, 40, 37, 305);  /* gemm: rows 4k+2, two whole panels and 5 columns */
+    check_matmul_fast_vs_ref(64, 64, 192, 306); /* the 64x2 model's qkv layer shape, whole tiles */
+}
+
+/* gemm against a double-accumulated loop: both layouts of B, leading dimensions wider than the
+ * rows, every bias/accumulate mode, M % 4 and N % 16 of every kind, and a depth of 0. */
+static void check_gemm(int M, int N, int K, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    int lda = K + 3, ldb_n = N + 5, ldb_t = K + 2, ldc = N + 1;
+    float *a = floats((size_t)M * lda), *bn = floats((size_t)K * ldb_n + 1), *bt = floats((size_t)N * ldb_t + 1);
+    float *bias = floats(N), *prior = floats((size_t)M * ldc), *got = floats((size_t)M * ldc), *want = floats((size_t)M * ldc);
+    fill_uniform(a, (size_t)M * lda, &rng, -1, 1);
+    fill_uniform(bn, (size_t)K * ldb_n, &rng, -1, 1);
+    fill_uniform(bias, N, &rng, -1, 1);
+    fill_uniform(prior, (size_t)M * ldc, &rng, -1, 1);
+    for (int n = 0; n < N; n++) /* the same op(B) stored transposed */
+        for (int k = 0; k < K; k++) bt[(size_t)n * ldb_t + k] = bn[(size_t)k * ldb_n + n];
+    for (int transposed = 0; transposed <= 1; transposed++)
+        for (int has_bias = 0; has_bias <= 1; has_bias++)
+            for (int accumulate = 0; accumulate <= 1; accumulate++) {
+                memcpy(got, prior, (size_t)M * ldc * sizeof(float));
+                memcpy(want, prior, (size_t)M * ldc * sizeof(float));
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) {
+                        double s = accumulate ? prior[(size_t)m * ldc + n] : 0.0;
+                        if (has_bias) s += bias[n];
+                        for (int k = 0; k < K; k++) s += (double)a[(size_t)m * lda + k] * bn[(size_t)k * ldb_n + n];
+                        want[(size_t)m * ldc + n] = (float)s;
+                    }
+                assert_int_equal(gemm(M, N, K, a, lda, transposed ? bt : bn, transposed ? ldb_t : ldb_n, transposed,
+                                      has_bias ? bias : NULL, got, ldc, accumulate),
+                                 0);
+                double d = max_rel_diff(got, want, (size_t)M * ldc, 1.0);
+                /* REF_RTOL covers ~40 float terms; rounding errors of a K-term sum grow like sqrt(K) */
+                if (!(d <= REF_RTOL * fmax(1.0, sqrt(K / 40.0))))
+                    fail_msg("gemm M %d N %d K %d (transposed %d, bias %d, accumulate %d): %g", M, N, K, transposed,
+                             has_bias, accumulate, d);
+                /* the padding columns of C (ldc > N) are never written */
+                for (int m = 0; m < M; m++) assert_true(got[(size_t)m * ldc + N] == prior[(size_t)m * ldc + N]);
+            }
+    free(a); free(bn); free(bt); free(bias); free(prior); free(got); free(want);
+}
+
+static void test_gemm(void **state) {
+    (void)state;
+    check_gemm(1, 1, 1, 310);
+    check_gemm(3, 7, 5, 311);     /* fewer rows than a tile, narrower than a vector */
+    check_gemm(9, 16, 33, 312);   /* one whole panel */
+    check_gemm(18, 47, 64, 313);  /* two whole panels and 15 columns */
+    check_gemm(37, 65, 70, 314);  /* the LM head's 65 columns */
+    check_gemm(6, 20, 0, 315);    /* depth 0: C = prior and/or bias */
+    check_gemm(41, 40, 1100, 316); /* a depth whose panels do not fit the cache group together */
+#ifdef _OPENMP
+    /* each element summed by one thread in one order: bitwise the same at 1 and 2 threads */
+    int M = 67, N = 70, K = 90;
+    Rng rng;
+    rng_seed(&rng, 317);
+    float *a = floats((size_t)M * K), *b = floats((size_t)N * K), *c1 = floats((size_t)M * N), *c2 = floats((size_t)M * N);
+    fill_uniform(a, (size_t)M * K, &rng, -1, 1);
+    fill_uniform(b, (size_t)N * K, &rng, -1, 1);
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    assert_int_equal(gemm(M, N, K, a, K, b, K, 1, NULL, c1, N, 0), 0);
+    omp_set_num_threads(2);
+    assert_int_equal(gemm(M, N, K, a, K, b, K, 1, NULL, c2, N, 0), 0);
+    omp_set_num_threads(threads);
+    assert_memory_equal(c1, c2, (size_t)M * N * sizeof(float));
+    free(a); free(b); free(c1); free(c2);
+#endif
 }
 
 /* ================================= attention ================================= */
@@ -741,6 +816,7 @@ int main(void) {
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_fast_vs_ref),
+        cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_fast_vs_ref),
         cmocka_unit_test(test_gelu),

@@ -594,10 +594,11 @@ static void check_matmul_site(const char *what, const float *got, const float *r
     quantize_activations(qin, in, N, IC, bits);
     if (residual) memcpy(want, residual, (size_t)N * OC * sizeof(float));
     matmul_forward_ref(want, qin, w, b, N, IC, OC, residual != NULL);
-    /* BLAS against the naive loop: the same sums in another order, ~1e-7 relative; a missing
-     * activation quantization moves the result by a fraction of a quantization step (>1e-2) */
+    /* the fast product against the naive loop: the same sums in another order, ~1e-5 relative
+     * to the 1e-2 floor; a missing activation quantization moves the result by a fraction of a
+     * quantization step (>1e-2), a thousand times more */
     double d = max_rel_diff(got, want, (size_t)N * OC, 1e-2);
-    if (!(d <= 1e-5)) fail_msg("act_bits %d: %s does not read the quantized input (rel diff %g)", bits, what, d);
+    if (!(d <= 1e-4)) fail_msg("act_bits %d: %s does not read the quantized input (rel diff %g)", bits, what, d);
     free(qin);
     free(want);
 }

@@ -1,0 +1,25 @@
+/* gemm: qcorr's own single-precision matrix products for the shapes a small transformer has
+ * (thousands of rows, 16 to 1024 columns and depth), where OpenBLAS's general path (packing
+ * both operands, zeroing C, splitting among threads) runs well below the machine's peak. One
+ * register tile, 4 rows by 16 columns, serves every product; see gemm.c for the measurements. */
+#ifndef QCORR_GEMM_H
+#define QCORR_GEMM_H
+
+/* C (M, N) = (accumulate ? C : 0) + bias (broadcast over rows; NULL: none) + A (M, K) . op(B),
+ * all row-major with leading dimensions lda, ldb, ldc. op(B) is B (K, N) when b_transposed is
+ * 0, and B^T with B stored (N, K) when it is 1 (a linear layer's weight, out = in . W^T).
+ * Threads split the rows; each output element is summed by one thread in the same k order,
+ * so results do not depend on the thread count. Calls must not overlap (a packed copy of op(B)
+ * lives in a buffer that grows once and is reused). Returns 0, or -1 if that buffer cannot be
+ * allocated, in which case C is untouched and the caller must compute the product another way. */
+int gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_transposed, const float *bias,
+         float *C, int ldc, int accumulate);
+
+/* The same product for R <= 4 rows with op(B) = B (row-major, ldb), A read through two strides
+ * (A(r, k) = a[r*sam + k*sak]: sam = lda, sak = 1 is row-major, sam = 1, sak = lda transposed)
+ * and the depth limited to [k0, k1): attention's per-head products, whose k range follows the
+ * causal mask. Single-threaded, no buffer. */
+void gemm_rows(int R, int N, float *c, long ldc, const float *a, long sam, long sak, const float *b, long ldb, int k0,
+               int k1, int accumulate);
+
+#endif
