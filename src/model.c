@@ -277,7 +277,7 @@ static void forward_range(GPT *m, float *x, int first, int last, int B, int T, c
         matmul_forward(a->resid_mid, gpt_matmul_input(m, a->atty, N, C), p.attn_proj_weight, p.attn_proj_bias, N, C, C, 1);
         layernorm_forward(a->ln_2, a->ln_2_mean, a->ln_2_rstd, a->resid_mid, p.ln_2_weight, p.ln_2_bias, N, C);
         matmul_forward(a->fch, gpt_matmul_input(m, a->ln_2, N, C), p.fc_weight, p.fc_bias, N, C, 4 * C, 0);
-        gelu_forward(a->fch_gelu, a->fch, (long)N * 4 * C);
+        gelu_forward_saving(a->fch_gelu, a->fch_tanh, a->fch, (long)N * 4 * C);
         memcpy(a->resid_out, a->resid_mid, (size_t)N * C * sizeof(float));
         matmul_forward(a->resid_out, gpt_matmul_input(m, a->fch_gelu, N, 4 * C), p.mlp_proj_weight, p.mlp_proj_bias, N, 4 * C, C, 1);
         x = hook ? hook->forward(hook->ctx, l, a->resid_out, N) : a->resid_out;
@@ -341,7 +341,7 @@ void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_gra
         /* resid_out = resid_mid + mlp(ln_2(resid_mid)): dresid flows through unchanged and the MLP adds */
         matmul_backward(m->dfch, PARAM_GRAD(mlp_proj_weight), PARAM_GRAD(mlp_proj_bias), dresid, a->fch_gelu,
                         p.mlp_proj_weight, N, 4 * C, C);
-        gelu_backward(m->dfch, a->fch, m->dfch, (long)N * 4 * C);
+        gelu_backward_saved(m->dfch, a->fch, a->fch_tanh, m->dfch, (long)N * 4 * C);
         matmul_backward(m->dln, PARAM_GRAD(fc_weight), PARAM_GRAD(fc_bias), m->dfch, a->ln_2, p.fc_weight, N, C, 4 * C);
         layernorm_backward(dresid, PARAM_GRAD(ln_2_weight), PARAM_GRAD(ln_2_bias), m->dln, a->resid_mid, p.ln_2_weight,
                            a->ln_2_mean, a->ln_2_rstd, N, C);

@@ -63,7 +63,7 @@ typedef struct {
 #define GPT_LAYER_ACTIVATIONS(X) \
     X(ln_1, N * C) X(ln_1_mean, N) X(ln_1_rstd, N) X(qkv, N * 3 * C) X(att, (long)B * NH * T * T) \
     X(atty, N * C) X(resid_mid, N * C) X(ln_2, N * C) X(ln_2_mean, N) X(ln_2_rstd, N)          \
-    X(fch, N * 4 * C) X(fch_gelu, N * 4 * C) X(resid_out, N * C)
+    X(fch, N * 4 * C) X(fch_tanh, N * 4 * C) X(fch_gelu, N * 4 * C) X(resid_out, N * C)
 #define DECLARE_ACTIVATION(field, count) float *field;
 typedef struct { GPT_LAYER_ACTIVATIONS(DECLARE_ACTIVATION) } LayerActivations;
 

@@ -400,16 +400,35 @@ void gelu_forward(float *out, const float *inp, long N) {
     }
 }
 
+void gelu_forward_saving(float *out, float *th, const float *inp, long N) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        float cube = 0.044715f * x * x * x;
+        float t = tanh_via_exp(GELU_SCALE * (x + cube));
+        th[i] = t;
+        out[i] = 0.5f * x * (1.0f + t);
+    }
+}
+
+/* d gelu / dx from x and th = tanh(GELU_SCALE * (x + 0.044715 x^3)) */
+static inline float gelu_grad(float x, float th) {
+    float sech2 = 1.0f - th * th;
+    return 0.5f * (1.0f + th) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
 void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
 #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
         float cube = 0.044715f * x * x * x;
-        float th = tanh_via_exp(GELU_SCALE * (x + cube));
-        float sech2 = 1.0f - th * th;
-        float grad = 0.5f * (1.0f + th) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] = grad * dout[i];
+        dinp[i] = gelu_grad(x, tanh_via_exp(GELU_SCALE * (x + cube))) * dout[i];
     }
+}
+
+void gelu_backward_saved(float *dinp, const float *inp, const float *th, const float *dout, long N) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) dinp[i] = gelu_grad(inp[i], th[i]) * dout[i];
 }
 
 void residual_forward(float *out, const float *a, const float *b, long N) {
@@ -423,17 +442,26 @@ double crossentropy_forward_backward(float *dlogits, const float *logits, const 
     for (int n = 0; n < N; n++) {
         const float *z = logits + (long)n * V;
         float maxv = z[0];
-        for (int v = 1; v < V; v++)
-            if (z[v] > maxv) maxv = z[v];
+#pragma omp simd reduction(max : maxv)
+        for (int v = 1; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
+        /* exp_simd in float (within 2 ulp of expf), the sum in double */
         double sum = 0.0;
-        for (int v = 0; v < V; v++) sum += exp((double)(z[v] - maxv));
-        double logsum = log(sum) + maxv;
-        total += logsum - z[targets[n]];
         if (dlogits) {
             float *d = dlogits + (long)n * V;
-            for (int v = 0; v < V; v++) d[v] = (float)exp((double)z[v] - logsum) * dloss;
+#pragma omp simd reduction(+ : sum)
+            for (int v = 0; v < V; v++) {
+                d[v] = exp_simd(z[v] - maxv);
+                sum += d[v];
+            }
+            float scale = (float)(dloss / sum);
+#pragma omp simd
+            for (int v = 0; v < V; v++) d[v] *= scale;
             d[targets[n]] -= dloss;
+        } else {
+#pragma omp simd reduction(+ : sum)
+            for (int v = 0; v < V; v++) sum += exp_simd(z[v] - maxv);
         }
+        total += log(sum) + maxv - z[targets[n]];
     }
     return total / N;
 }

@@ -39,6 +39,10 @@ void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, co
 /* GELU, tanh approximation. out (N) ; dinp (N) is overwritten (may alias dout) */
 void gelu_forward(float *out, const float *inp, long N);
 void gelu_backward(float *dinp, const float *inp, const float *dout, long N);
+/* The same pair with the tanh saved: the forward also writes th (N), the backward reads it
+ * instead of recomputing it (the exp and division are most of GELU's cost); same results. */
+void gelu_forward_saving(float *out, float *th, const float *inp, long N);
+void gelu_backward_saved(float *dinp, const float *inp, const float *th, const float *dout, long N);
 
 /* out = a + b (N) */
 void residual_forward(float *out, const float *a, const float *b, long N);

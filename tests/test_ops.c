@@ -679,6 +679,21 @@ static void test_gelu(void **state) {
     memcpy(alias, dout, sizeof alias);
     gelu_backward(alias, x, alias, N);
     assert_memory_equal(alias, dx, sizeof alias);
+
+    /* the pair the model runs: the forward saves the tanh, the backward reads it; the same
+     * values as recomputing (the same float expression), in place too */
+    float out_saved[N], th[N], dx_saved[N];
+    gelu_forward_saving(out_saved, th, x, N);
+    assert_forward_matches("gelu_forward_saving out", out_saved, want, N, FORWARD_RTOL);
+    for (int i = 0; i < N; i++)
+        assert_true(fabs(th[i] - tanh(0.7978845608028654 * (x[i] + 0.044715 * x[i] * x[i] * x[i]))) <= 1e-6);
+    gelu_backward_saved(dx_saved, x, th, dout, N);
+    assert_grad_matches("gelu_backward_saved dinp", dx_saved, fd, N);
+    double d = max_rel_diff(dx_saved, dx, N, 1e-6);
+    if (!(d <= 1e-6)) fail_msg("gelu_backward_saved differs from gelu_backward: %g", d);
+    memcpy(alias, dout, sizeof alias);
+    gelu_backward_saved(alias, x, th, alias, N);
+    assert_memory_equal(alias, dx_saved, sizeof alias);
     free(in[0]); free(R); free(dout);
 }
 
