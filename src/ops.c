@@ -117,13 +117,10 @@ void column_sum_add(float *out, const float *inp, int N, int C) {
     }
 }
 
-/* Products of at least this many rows go to gemm (gemm.c: faster than OpenBLAS on every linear
- * layer of the model sizes qcorr trains); fewer rows (sampling one token at a time) go to CBLAS,
- * where packing the weight would cost as much as the product. */
-enum { GEMM_MIN_ROWS = 16 };
-
+/* Products go to gemm where gemm_prefers the shape (gemm.h: many rows, a weight that fits L2),
+ * the rest (sampling one token at a time, the 256x6 model's big layers) to CBLAS. */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate) {
-    if (N >= GEMM_MIN_ROWS && gemm(N, OC, IC, inp, IC, weight, IC, 1, bias, out, OC, accumulate) == 0) return;
+    if (gemm_prefers(N, OC, IC) && gemm(N, OC, IC, inp, IC, weight, IC, 1, bias, out, OC, accumulate) == 0) return;
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
@@ -141,7 +138,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC) {
-    if (dinp && !(N >= GEMM_MIN_ROWS && gemm(N, IC, OC, dout, OC, weight, IC, 0, NULL, dinp, IC, 0) == 0))
+    if (dinp && !(gemm_prefers(N, IC, OC) && gemm(N, IC, OC, dout, OC, weight, IC, 0, NULL, dinp, IC, 0) == 0))
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
     if (dweight)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
@@ -235,6 +232,13 @@ static float *attention_scratch_for(size_t per_thread, int threads) {
     return attention_scratch;
 }
 
+/* The score columns a row block computes: its keys rounded up to whole 16-wide tiles, at most T
+ * (a tile's columns past the keys cost less than a scalar loop over the last few) */
+static inline int att_columns(int keys, int T) {
+    int whole = (keys + 15) / 16 * 16;
+    return whole < T ? whole : T;
+}
+
 /* kt: hs x T scratch */
 static void attention_forward_head(float *out, float *att, const float *qkv, int b, int h, int T, int C, int NH,
                                    float *kt) {
@@ -246,8 +250,9 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
     transpose_head(kt, k, C3, T, hs);
     for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, keys = t0 + rows;
-        /* raw scores q . k of the block's rows against keys [0, keys) */
-        gemm_rows(rows, keys, p + (long)t0 * T, T, q + (long)t0 * C3, C3, 1, kt, T, 0, hs, 0);
+        /* raw scores q . k of the block's rows against keys [0, keys), computed on whole 16-wide
+         * tiles (the columns past keys are above the diagonal: the softmax zeroes them) */
+        gemm_rows(rows, att_columns(keys, T), p + (long)t0 * T, T, q + (long)t0 * C3, C3, 1, kt, T, 0, hs, 0);
         for (int t = t0; t < t0 + rows; t++) { /* softmax of scale * score over keys [0, t] */
             float *row = p + (long)t * T;
             int n = t + 1;
@@ -292,8 +297,9 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
     transpose_head(vt, v, C3, T, hs);
     for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, keys = t0 + rows;
-        /* dP = dY V^T over keys [0, keys) */
-        gemm_rows(rows, keys, ds + (long)t0 * T, T, dy + (long)t0 * C, C, 1, vt, T, 0, hs, 0);
+        /* dP = dY V^T over keys [0, keys) (and up to a whole tile: the columns past keys are
+         * never read) */
+        gemm_rows(rows, att_columns(keys, T), ds + (long)t0 * T, T, dy + (long)t0 * C, C, 1, vt, T, 0, hs, 0);
         /* dS = P * (dP - rowsum(P * dP)) * scale, zero above the diagonal up to the block's end */
         for (int t = t0; t < t0 + rows; t++) {
             const float *prow = p + (long)t * T;
