@@ -1,8 +1,9 @@
 /* gemm: see gemm.h. Why our own: at batch 32 x context 128 every linear layer is a product of
- * 4096 rows by 64-1024 columns, and OpenBLAS 0.3.21 (its Zen kernels, 2 threads) reaches 35-54
- * GFLOP/s on those at d_model 64 and 50-65 at 128, against the 74 it reaches on large squares;
- * this 4 x 16 register tile over a packed copy of op(B) reaches 65-73 on the same shapes
- * (measured side by side; `make bench` shows the effect on whole steps). */
+ * 4096 rows by 64-1024 columns, where OpenBLAS 0.3.21 (its Zen kernels, 2 threads) packs both
+ * operands, zeroes C and splits the work in ways that reach 35-54 GFLOP/s at d_model 64, 45-62
+ * at 128 and 57-69 at 256 on this VM, against ~74 on large squares. This 4 x 16 register tile
+ * over a packed copy of op(B) reached 44-70, 44-70 and 71-74 on the same shapes, side by side in
+ * one process (the VM is noisy: the ratios, 1.05-1.9x, are the stable part). */
 #include "gemm.h"
 
 #include <stdlib.h>
@@ -88,14 +89,18 @@ static float *pack_for(size_t floats) {
     return pack_buffer;
 }
 
-/* The panels a thread keeps hot in its L2 while it sweeps its rows: 320 KiB of them (this VM's
- * Zen cores have 512 KiB of L2 each; the rest holds the rows of A and C in flight), at least
- * one. Every layer of the 64x2 and 128x4 models fits in one group: A is read once. */
-enum { PANEL_BYTES_IN_CACHE = 320 * 1024 };
+/* Cache blocking, for this VM's Zen cores (512 KiB of L2 each): a thread takes its rows by
+ * chunks of A_CHUNK_BYTES of A, and passes over each chunk with groups of panels of up to
+ * PANEL_BYTES_IN_CACHE, so both stay in L2 together. Every layer of the 64x2 and 128x4 models
+ * fits in one group (the packed weight is read from L2 by every row); the 256x6 model's bigger
+ * weights go by several groups over an A chunk that stays in L2, rather than re-reading the
+ * 4-16 MiB of activations from memory once per group. */
+enum { PANEL_BYTES_IN_CACHE = 320 * 1024, A_CHUNK_BYTES = 128 * 1024 };
 
 int gemm_prefers(int M, int N, int K) {
-    size_t packed = (size_t)((N + PANEL - 1) / PANEL) * PANEL * (size_t)K * sizeof(float);
-    return M >= 16 && packed <= PANEL_BYTES_IN_CACHE;
+    (void)N;
+    (void)K;
+    return M >= 16;
 }
 
 int gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, int b_transposed, const float *bias,
@@ -108,6 +113,9 @@ int gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, 
     int group = PANEL_BYTES_IN_CACHE / (int)((size_t)(K > 0 ? K : 1) * PANEL * sizeof(float));
     if (group < 1) group = 1;
     int row_blocks = (M + 3) / 4;
+    /* row blocks per chunk: A_CHUNK_BYTES of A, at least one */
+    int chunk = A_CHUNK_BYTES / (int)(4 * (size_t)(K > 0 ? K : 1) * sizeof(float));
+    if (chunk < 1) chunk = 1;
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
@@ -129,9 +137,11 @@ int gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, 
         /* (the implicit barrier of the loop above: every panel is packed before any is read) */
         int threads = omp_get_num_threads(), me = omp_get_thread_num();
         int rb0 = (int)((long)row_blocks * me / threads), rb1 = (int)((long)row_blocks * (me + 1) / threads);
+        /* by chunks of rows whose A stays in L2 while every panel group passes over it */
+        for (int c0 = rb0; c0 < rb1; c0 += chunk)
         for (int g0 = 0; g0 < panels; g0 += group) {
             int g1 = g0 + group < panels ? g0 + group : panels;
-            for (int rb = rb0; rb < rb1; rb++) {
+            for (int rb = c0; rb < rb1 && rb < c0 + chunk; rb++) {
                 int m0 = rb * 4, rows = M - m0 < 4 ? M - m0 : 4;
                 const float *a = A + (long)m0 * lda;
                 for (int j = g0; j < g1; j++) {

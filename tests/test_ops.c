@@ -450,7 +450,7 @@ static void test_matmul_fast_vs_ref(void **state) {
     check_matmul_fast_vs_ref(37, 19, 23, 304);  /* gemm: a last row block of 1, one narrow panel */
     check_matmul_fast_vs_ref(70, 40, 37, 305);  /* gemm: rows 4k+2, two whole panels and 5 columns */
     check_matmul_fast_vs_ref(64, 64, 192, 306); /* the 64x2 model's qkv layer shape, whole tiles */
-    check_matmul_fast_vs_ref(20, 300, 300, 307); /* a weight past gemm's L2 budget: CBLAS again */
+    check_matmul_fast_vs_ref(20, 300, 300, 307); /* a weight past gemm's L2 budget: several panel groups */
 }
 
 /* gemm against a double-accumulated loop: both layouts of B, leading dimensions wider than the
@@ -495,9 +495,9 @@ static void check_gemm(int M, int N, int K, uint64_t seed) {
 
 static void test_gemm(void **state) {
     (void)state;
-    /* the dispatch rule: the 64x2/128x4 layers to gemm; one row, or the 256x6 MLP, to the BLAS */
-    assert_true(gemm_prefers(4096, 192, 64) && gemm_prefers(4096, 128, 512) && gemm_prefers(4096, 65, 256));
-    assert_false(gemm_prefers(1, 192, 64) || gemm_prefers(4096, 1024, 256) || gemm_prefers(4096, 256, 1024));
+    /* the dispatch rule: every model layer to gemm; a few rows (sampling) to the BLAS */
+    assert_true(gemm_prefers(4096, 192, 64) && gemm_prefers(4096, 1024, 256) && gemm_prefers(16, 65, 256));
+    assert_false(gemm_prefers(1, 192, 64) || gemm_prefers(15, 1024, 256));
     check_gemm(1, 1, 1, 310);
     check_gemm(3, 7, 5, 311);     /* fewer rows than a tile, narrower than a vector */
     check_gemm(9, 16, 33, 312);   /* one whole panel */
@@ -505,6 +505,7 @@ static void test_gemm(void **state) {
     check_gemm(37, 65, 70, 314);  /* the LM head's 65 columns */
     check_gemm(6, 20, 0, 315);    /* depth 0: C = prior and/or bias */
     check_gemm(41, 40, 1100, 316); /* a depth whose panels do not fit the cache group together */
+    check_gemm(122, 40, 1100, 318); /* several row chunks per thread, the last partial */
 #ifdef _OPENMP
     /* each element summed by one thread in one order: bitwise the same at 1 and 2 threads */
     int M = 67, N = 70, K = 90;
