@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "omp_compat.h"
+#include "util.h"
 
 /* Eight floats as one value (GCC/Clang vector extensions): one AVX register where the target has
  * AVX, two SSE registers otherwise; a scalar times a v8 broadcasts the scalar, and with
@@ -75,19 +76,7 @@ void gemm_rows(int R, int N, float *c, long ldc, const float *a, long sam, long 
 /* op(B) packed as panels of 16 columns: panel j holds op(B)[k][16j .. 16j+15] at
  * pack[(j*K + k)*16 ..], the last panel zero-padded, so the tile reads one 64-byte line per k. */
 enum { PANEL = 16 };
-static float *pack_buffer;
-static size_t pack_floats;
-
-static float *pack_for(size_t floats) {
-    if (floats > pack_floats) {
-        free(pack_buffer);
-        pack_buffer = NULL;
-        pack_floats = 0;
-        if (posix_memalign((void **)&pack_buffer, 64, floats * sizeof(float)) != 0) return NULL;
-        pack_floats = floats;
-    }
-    return pack_buffer;
-}
+static GrowBuffer pack_buffer;
 
 /* Cache blocking, for this VM's Zen cores (512 KiB of L2 each): a thread takes its rows by
  * chunks of A_CHUNK_BYTES of A, and passes over each chunk with groups of panels of up to
@@ -107,7 +96,7 @@ int gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, 
          float *C, int ldc, int accumulate) {
     if (M <= 0 || N <= 0) return 0;
     int panels = (N + PANEL - 1) / PANEL;
-    float *pack = pack_for((size_t)panels * PANEL * (K > 0 ? K : 1) + PANEL);
+    float *pack = grow_buffer(&pack_buffer, (size_t)panels * PANEL * (K > 0 ? K : 1) + PANEL);
     if (!pack) return -1;
     float *bias_pad = pack + (size_t)panels * PANEL * K; /* the last panel's bias, zero-padded */
     int group = PANEL_BYTES_IN_CACHE / (int)((size_t)(K > 0 ? K : 1) * PANEL * sizeof(float));

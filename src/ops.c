@@ -9,6 +9,7 @@
 
 #include "gemm.h"
 #include "omp_compat.h"
+#include "util.h"
 
 void embedding_forward(float *out, const int32_t *inputs, const float *wte, const float *wpe, int B, int T, int C) {
 #pragma omp parallel for schedule(static)
@@ -218,20 +219,7 @@ static void transpose_head(float *dst, const float *src, long ld, int T, int hs)
  * outside the parallel region, at most a few times per process; calls must not overlap (qcorr
  * runs one model step at a time). */
 enum { ATT_ROWS = 4 };
-static float *attention_scratch;
-static size_t attention_scratch_floats;
-
-static float *attention_scratch_for(size_t per_thread, int threads) {
-    size_t need = per_thread * (size_t)threads;
-    if (need > attention_scratch_floats) {
-        free(attention_scratch);
-        attention_scratch = NULL;
-        attention_scratch_floats = 0;
-        if (posix_memalign((void **)&attention_scratch, 64, need * sizeof(float)) != 0) return NULL;
-        attention_scratch_floats = need;
-    }
-    return attention_scratch;
-}
+static GrowBuffer attention_scratch;
 
 /* The score columns a row block computes: its keys rounded up to whole 16-wide tiles, at most T
  * (a tile's columns past the keys cost less than a scalar loop over the last few) */
@@ -279,7 +267,7 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
 
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
     size_t per_thread = (size_t)T * (C / NH);
-    float *scratch = attention_scratch_for(per_thread, omp_get_max_threads());
+    float *scratch = grow_buffer(&attention_scratch, per_thread * (size_t)omp_get_max_threads());
     if (!scratch) { attention_forward_ref(out, att, qkv, B, T, C, NH); return; }
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * NH; bh++)
@@ -327,7 +315,7 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C, int NH) {
     size_t per_thread = (size_t)T * T + (size_t)T * (C / NH);
-    float *scratch = attention_scratch_for(per_thread, omp_get_max_threads());
+    float *scratch = grow_buffer(&attention_scratch, per_thread * (size_t)omp_get_max_threads());
     if (!scratch) { attention_backward_ref(dqkv, dout, qkv, att, B, T, C, NH); return; }
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * NH; bh++) {

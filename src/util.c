@@ -44,6 +44,20 @@ void *qc_aligned_alloc(size_t bytes, const char *what) {
     return p;
 }
 
+float *grow_buffer(GrowBuffer *b, size_t floats) {
+    if (floats > b->floats) {
+        free(b->data);
+        b->data = NULL;
+        b->floats = 0;
+        if (posix_memalign((void **)&b->data, 64, floats * sizeof(float)) != 0) {
+            b->data = NULL;
+            return NULL;
+        }
+        b->floats = floats;
+    }
+    return b->data;
+}
+
 void rng_seed(Rng *rng, uint64_t seed) {
     /* splitmix64 scrambles small seeds (42, 123) into well-mixed non-zero states */
     uint64_t z = seed + 0x9E3779B97F4A7C15ull;

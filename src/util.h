@@ -17,6 +17,12 @@ void *qc_calloc(size_t count, size_t size, const char *what);
 /* 64-byte aligned, for the big flat buffers the kernels stream through */
 void *qc_aligned_alloc(size_t bytes, const char *what);
 
+/* A kernel's scratch that only grows: at least `floats` floats, 64-byte aligned, reallocated
+ * (contents lost) when too small, so a run allocates it a few times at most. NULL, with no
+ * error set, if the allocation fails: the kernels then compute another way. */
+typedef struct { float *data; size_t floats; } GrowBuffer;
+float *grow_buffer(GrowBuffer *b, size_t floats);
+
 /* ---- RNG: xorshift64*, deterministic across platforms ---- */
 typedef struct { uint64_t state; } Rng;
 void rng_seed(Rng *rng, uint64_t seed);
