@@ -118,11 +118,11 @@ void column_sum_add(float *out, const float *inp, int N, int C) {
     }
 }
 
-/* Products go to gemm where gemm_prefers the shape (gemm.h: 16 rows or more), the rest
- * (sampling one token at a time) to CBLAS. The weight gradient stays with CBLAS: its long-depth
- * product runs near peak there, and a gemm_at_b of ours measured no faster in the whole step. */
+/* Products of GEMM_MIN_ROWS rows or more go to gemm (gemm.h), fewer (sampling one token at a
+ * time) to CBLAS. The weight gradient stays with CBLAS: its long-depth product runs near peak
+ * there, and a gemm_at_b of ours measured no faster in the whole step. */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate) {
-    if (gemm_prefers(N, OC, IC) && gemm(N, OC, IC, inp, IC, weight, IC, 1, bias, out, OC, accumulate) == 0) return;
+    if (N >= GEMM_MIN_ROWS && gemm(N, OC, IC, inp, IC, weight, IC, 1, bias, out, OC, accumulate) == 0) return;
     if (bias) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
@@ -140,7 +140,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC) {
-    if (dinp && !(gemm_prefers(N, IC, OC) && gemm(N, IC, OC, dout, OC, weight, IC, 0, NULL, dinp, IC, 0) == 0))
+    if (dinp && !(N >= GEMM_MIN_ROWS && gemm(N, IC, OC, dout, OC, weight, IC, 0, NULL, dinp, IC, 0) == 0))
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
     if (dweight)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);

@@ -446,11 +446,11 @@ static void check_matmul_fast_vs_ref(int N, int IC, int OC, uint64_t seed) {
 
 static void test_matmul_fast_vs_ref(void **state) {
     (void)state;
-    check_matmul_fast_vs_ref(7, 19, 23, 303);   /* fewer than 16 rows: the CBLAS path */
+    check_matmul_fast_vs_ref(7, 19, 23, 303);   /* fewer than GEMM_MIN_ROWS: the CBLAS path */
     check_matmul_fast_vs_ref(37, 19, 23, 304);  /* gemm: a last row block of 1, one narrow panel */
     check_matmul_fast_vs_ref(70, 40, 37, 305);  /* gemm: rows 4k+2, two whole panels and 5 columns */
     check_matmul_fast_vs_ref(64, 64, 192, 306); /* the 64x2 model's qkv layer shape, whole tiles */
-    check_matmul_fast_vs_ref(20, 300, 300, 307); /* a weight past gemm's L2 budget: several panel groups */
+    check_matmul_fast_vs_ref(20, 300, 300, 307); /* a weight bigger than a panel group: several groups */
 }
 
 /* gemm against a double-accumulated loop: both layouts of B, leading dimensions wider than the
@@ -495,9 +495,6 @@ static void check_gemm(int M, int N, int K, uint64_t seed) {
 
 static void test_gemm(void **state) {
     (void)state;
-    /* the dispatch rule: every model layer to gemm; a few rows (sampling) to the BLAS */
-    assert_true(gemm_prefers(4096, 192, 64) && gemm_prefers(4096, 1024, 256) && gemm_prefers(16, 65, 256));
-    assert_false(gemm_prefers(1, 192, 64) || gemm_prefers(15, 1024, 256));
     check_gemm(1, 1, 1, 310);
     check_gemm(3, 7, 5, 311);     /* fewer rows than a tile, narrower than a vector */
     check_gemm(9, 16, 33, 312);   /* one whole panel */
