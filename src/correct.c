@@ -10,12 +10,15 @@
 #include "ops.h"
 #include "util.h"
 
+int correction_is_site(int block, int n_layer, int every) { return (block + 1) % every == 0 || block == n_layer - 1; }
+
 int correction_site_count(int n_layer, int every) {
     int n = 0;
-    for (int i = 0; i < n_layer; i++)
-        if ((i + 1) % every == 0 || i == n_layer - 1) n++;
+    for (int i = 0; i < n_layer; i++) n += correction_is_site(i, n_layer, every);
     return n;
 }
+
+int correction_first_site(int n_layer, int every) { return (every < n_layer ? every : n_layer) - 1; }
 
 static size_t site_param_count(int d, int h) { return h == 0 ? (size_t)d * d + d : (size_t)h * d + h + (size_t)d * h + d; }
 
@@ -101,7 +104,7 @@ int corrections_init(Corrections *c, const GPTConfig *cfg, int every, int hidden
     if (!c->sites) return -1;
     for (int i = 0, j = 0; i < cfg->n_layer; i++) {
         c->site_of_block[i] = -1;
-        if ((i + 1) % every == 0 || i == cfg->n_layer - 1) {
+        if (correction_is_site(i, cfg->n_layer, every)) {
             c->site_of_block[i] = j;
             c->sites[j++].block = i;
         }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "correct.h"
 #include "svg.h"
 #include "util.h"
 
@@ -556,7 +557,7 @@ static uint64_t site_mask(int every, int n_layer) {
     if (n_layer < 1 || n_layer > 64 || every < 1) return 0;
     uint64_t mask = 0;
     for (int i = 0; i < n_layer; i++)
-        if ((i + 1) % every == 0 || i == n_layer - 1) mask |= (uint64_t)1 << i;
+        if (correction_is_site(i, n_layer, every)) mask |= (uint64_t)1 << i;
     return mask;
 }
 

@@ -583,7 +583,7 @@ static double float_work(const SweepConfig *cfg, int z, double n_val) {
 static double quant_work(const SweepConfig *cfg, int z, double n_val) { return forward_per_token(cfg, z, 0) * n_val; }
 /* a run: correction steps (forward + stream backward) and evaluation above its first site */
 static double run_work(const SweepConfig *cfg, const SweepRun *r, double n_val) {
-    int L = cfg->sizes[r->size_index].n_layer, first_block = (r->every < L ? r->every : L) - 1;
+    int first_block = correction_first_site(cfg->sizes[r->size_index].n_layer, r->every);
     double f = forward_per_token(cfg, r->size_index, first_block + 1);
     return 2.0 * f * cfg->corr_steps * cfg->corr_batch * cfg->ctx + f * n_val;
 }
@@ -863,7 +863,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits && rc == 0; k++) {
                 if (done[k]) continue;
                 const SweepRun *r = &runs[k];
-                int first_block = (r->every < z->n_layer ? r->every : z->n_layer) - 1;
+                int first_block = correction_first_site(z->n_layer, r->every);
                 if (first_block != cached_block) {
                     stream_cache_free(&calib);
                     stream_cache_free(&val);

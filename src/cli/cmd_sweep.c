@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../correct.h"
 #include "../data.h"
 #include "../sweep.h"
 #include "../train.h"
@@ -73,14 +74,14 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
         double t_runs = 0, t_caches = 0;
         for (int i = 0; i < n_runs; i++) {
             if (runs[i].size_index != z) continue;
-            int first_block = (runs[i].every < L ? runs[i].every : L) - 1;
+            int first_block = correction_first_site(L, runs[i].every);
             double after = (double)(L - 1 - first_block) / L, before = (double)(first_block + 1) / L;
             size_runs++;
             t_runs += cfg->corr_steps * t_corr * after + eval_pass * after;
             int new_cache = 1; /* the first run of its (seed, bits, first site) builds the cache */
             for (int k = 0; k < i && new_cache; k++)
                 new_cache = !(runs[k].size_index == z && runs[k].seed == runs[i].seed && runs[k].bits == runs[i].bits &&
-                              (runs[k].every < L ? runs[k].every : L) == (runs[i].every < L ? runs[i].every : L));
+                              correction_first_site(L, runs[k].every) == first_block);
             if (new_cache) t_caches += (eval_pass + (cfg->objective == OBJECTIVE_CE ? calib_pass : 0)) * before;
         }
         double sub = t_float + t_q + t_runs + t_caches;
