@@ -386,39 +386,30 @@ void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, co
  * reaches exactly +-1 at the clamped limits of exp_simd. */
 static inline float tanh_via_exp(float u) { return 1.0f - 2.0f / (exp_simd(2.0f * u) + 1.0f); }
 
-void gelu_forward(float *out, const float *inp, long N) {
-#pragma omp parallel for simd schedule(static)
-    for (long i = 0; i < N; i++) {
-        float x = inp[i];
-        float cube = 0.044715f * x * x * x;
-        out[i] = 0.5f * x * (1.0f + tanh_via_exp(GELU_SCALE * (x + cube)));
-    }
-}
-
-void gelu_forward_saving(float *out, float *th, const float *inp, long N) {
-#pragma omp parallel for simd schedule(static)
-    for (long i = 0; i < N; i++) {
-        float x = inp[i];
-        float cube = 0.044715f * x * x * x;
-        float t = tanh_via_exp(GELU_SCALE * (x + cube));
-        th[i] = t;
-        out[i] = 0.5f * x * (1.0f + t);
-    }
-}
-
-/* d gelu / dx from x and th = tanh(GELU_SCALE * (x + 0.044715 x^3)) */
+/* GELU's tanh(sqrt(2/pi) (x + 0.044715 x^3)), and GELU and its derivative from x and it */
+static inline float gelu_tanh(float x) { return tanh_via_exp(GELU_SCALE * (x + 0.044715f * x * x * x)); }
+static inline float gelu_of(float x, float th) { return 0.5f * x * (1.0f + th); }
 static inline float gelu_grad(float x, float th) {
     float sech2 = 1.0f - th * th;
     return 0.5f * (1.0f + th) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
+void gelu_forward(float *out, const float *inp, long N) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) out[i] = gelu_of(inp[i], gelu_tanh(inp[i]));
+}
+
+void gelu_forward_saving(float *out, float *th, const float *inp, long N) {
 #pragma omp parallel for simd schedule(static)
     for (long i = 0; i < N; i++) {
-        float x = inp[i];
-        float cube = 0.044715f * x * x * x;
-        dinp[i] = gelu_grad(x, tanh_via_exp(GELU_SCALE * (x + cube))) * dout[i];
+        th[i] = gelu_tanh(inp[i]);
+        out[i] = gelu_of(inp[i], th[i]);
     }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) dinp[i] = gelu_grad(inp[i], gelu_tanh(inp[i])) * dout[i];
 }
 
 void gelu_backward_saved(float *dinp, const float *inp, const float *th, const float *dout, long N) {
