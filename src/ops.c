@@ -56,66 +56,111 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
-void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *weight, const float *mean, const float *rstd, int N, int C) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (long)n * C;
-        const float *d = dout + (long)n * C;
-        float m = mean[n], s = rstd[n];
-        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float norm = (x[c] - m) * s;
-            float dnorm = weight[c] * d[c];
-            dnorm_mean += dnorm;
-            dnorm_norm_mean += dnorm * norm;
-        }
-        dnorm_mean /= C;
-        dnorm_norm_mean /= C;
-        float *dx = dinp + (long)n * C;
-        for (int c = 0; c < C; c++) {
-            float norm = (x[c] - m) * s;
-            float dnorm = weight[c] * d[c];
-            dx[c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
-        }
-    }
-    if (!dweight && !dbias) return;
-    /* parameter gradients: a pass over channel blocks so no two threads touch one value */
-    enum { CB = 16 };
-    int nblocks = (C + CB - 1) / CB;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblocks; blk++) {
-        int c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
-        float gw[CB] = {0}, gb[CB] = {0};
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (long)n * C;
-            const float *d = dout + (long)n * C;
-            float m = mean[n], s = rstd[n];
-            for (int c = c0; c < c1; c++) {
-                gw[c - c0] += (x[c] - m) * s * d[c];
-                gb[c - c0] += d[c];
-            }
-        }
-        for (int c = c0; c < c1; c++) {
-            if (dweight) dweight[c] += gw[c - c0];
-            if (dbias) dbias[c] += gb[c - c0];
-        }
+/* Sums over rows (bias and LayerNorm parameter gradients), the same bits whatever the thread
+ * count: rows go by fixed chunks of SUM_ROWS, each chunk's sums into its own slot of scratch
+ * (vectorized along the row, while the chunk's rows stream past), and the slots are then added
+ * in chunk order. */
+enum { SUM_ROWS = 256 };
+static GrowBuffer row_sum_scratch;
+
+static int row_chunks(int N) { return (N + SUM_ROWS - 1) / SUM_ROWS; }
+
+/* out[c] += the sum over chunks, in order, of part[k * stride + c] */
+static void add_chunk_sums(float *out, const float *part, int chunks, size_t stride, int C) {
+    for (int c = 0; c < C; c++) {
+        float total = 0.0f;
+        for (int k = 0; k < chunks; k++) total += part[(size_t)k * stride + c];
+        out[c] += total;
     }
 }
 
-void column_sum_add(float *out, const float *inp, int N, int C) {
-    enum { CB = 16 };
-    int nblocks = (C + CB - 1) / CB;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblocks; blk++) {
-        int c0 = blk * CB, c1 = c0 + CB < C ? c0 + CB : C;
-        float acc[CB] = {0};
-        for (int n = 0; n < N; n++) {
-            const float *row = inp + (long)n * C;
-            for (int c = c0; c < c1; c++) acc[c - c0] += row[c];
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+    int chunks = row_chunks(N);
+    /* per chunk: its dweight sums, then its dbias sums (C each) */
+    float *part = dweight || dbias ? grow_buffer(&row_sum_scratch, (size_t)chunks * 2 * C) : NULL;
+    if ((dweight || dbias) && !part) { /* no scratch: dinp as usual, then the same sums column by column */
+        layernorm_backward(dinp, NULL, NULL, dout, inp, weight, mean, rstd, N, C);
+        for (int c = 0; c < C; c++) {
+            float total_w = 0.0f, total_b = 0.0f;
+            for (int k = 0; k < chunks; k++) {
+                int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+                float gw = 0.0f, gb = 0.0f;
+                for (int n = k * SUM_ROWS; n < n1; n++) {
+                    gw += (inp[(long)n * C + c] - mean[n]) * rstd[n] * dout[(long)n * C + c];
+                    gb += dout[(long)n * C + c];
+                }
+                total_w += gw;
+                total_b += gb;
+            }
+            if (dweight) dweight[c] += total_w;
+            if (dbias) dbias[c] += total_b;
         }
-        for (int c = c0; c < c1; c++) out[c] += acc[c - c0];
+        return;
     }
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < chunks; k++) {
+        float *gw = part ? part + (size_t)k * 2 * C : NULL, *gb = gw ? gw + C : NULL;
+        if (gw) memset(gw, 0, (size_t)2 * C * sizeof(float));
+        int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+        for (int n = k * SUM_ROWS; n < n1; n++) {
+            const float *x = inp + (long)n * C;
+            const float *d = dout + (long)n * C;
+            float m = mean[n], s = rstd[n];
+            float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float norm = (x[c] - m) * s;
+                float dnorm = weight[c] * d[c];
+                dnorm_mean += dnorm;
+                dnorm_norm_mean += dnorm * norm;
+            }
+            dnorm_mean /= C;
+            dnorm_norm_mean /= C;
+            float *dx = dinp + (long)n * C;
+            for (int c = 0; c < C; c++) {
+                float norm = (x[c] - m) * s;
+                float dnorm = weight[c] * d[c];
+                dx[c] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+            }
+            if (gw) /* the parameter gradients while the row is in L1 */
+                for (int c = 0; c < C; c++) {
+                    gw[c] += (x[c] - m) * s * d[c];
+                    gb[c] += d[c];
+                }
+        }
+    }
+    if (dweight) add_chunk_sums(dweight, part, chunks, (size_t)2 * C, C);
+    if (dbias) add_chunk_sums(dbias, part + C, chunks, (size_t)2 * C, C);
+}
+
+void column_sum_add(float *out, const float *inp, int N, int C) {
+    int chunks = row_chunks(N);
+    float *part = grow_buffer(&row_sum_scratch, (size_t)chunks * C);
+    if (!part) { /* no scratch: the same sums in the same order, one column at a time */
+        for (int c = 0; c < C; c++) {
+            float total = 0.0f;
+            for (int k = 0; k < chunks; k++) {
+                int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+                float acc = 0.0f;
+                for (int n = k * SUM_ROWS; n < n1; n++) acc += inp[(long)n * C + c];
+                total += acc;
+            }
+            out[c] += total;
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < chunks; k++) {
+        float *acc = part + (size_t)k * C;
+        memset(acc, 0, (size_t)C * sizeof(float));
+        int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+        for (int n = k * SUM_ROWS; n < n1; n++) {
+            const float *row = inp + (long)n * C;
+#pragma omp simd
+            for (int c = 0; c < C; c++) acc[c] += row[c];
+        }
+    }
+    add_chunk_sums(out, part, chunks, (size_t)C, C);
 }
 
 /* Products of GEMM_MIN_ROWS rows or more go to gemm (gemm.h), fewer (sampling one token at a

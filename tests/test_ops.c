@@ -298,16 +298,64 @@ static void check_layernorm(int N, int C, uint64_t seed) {
     layernorm_backward(dx2, NULL, NULL, dout, x, w, mean, rstd, N, C);
     assert_memory_equal(dx2, dx, nx * sizeof(float));
 
+
     free(x); free(w); free(b); free(out); free(mean); free(rstd);
     for (int i = 0; i < 3; i++) free(in[i]);
     free(want); free(want_mean); free(want_rstd); free(R); free(fd); free(dout);
     free(dx); free(dw); free(db); free(dx2); free(dw2); free(db2);
 }
 
+/* Over many rows the parameter gradients are sums by chunks of rows (ops.c's SUM_ROWS): against
+ * double sums formed from the op's own mean and rstd (so only the reduction is under test; over
+ * hundreds of rows the forward's float rounding, amplified by rstd, exceeds FORWARD_RTOL at a few
+ * outputs) and bit for bit the same at 1 and 2 threads. */
+static void check_layernorm_param_sums(int N, int C, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t nx = (size_t)N * C;
+    float *x = floats(nx), *w = floats(C), *b = floats(C), *out = floats(nx), *mean = floats(N), *rstd = floats(N);
+    float *dout = floats(nx), *dx = floats(nx), *dw = floats(C), *db = floats(C);
+    fill_uniform(x, nx, &rng, -2, 2);
+    fill_uniform(w, C, &rng, -1.5f, 1.5f);
+    fill_uniform(b, C, &rng, -1, 1);
+    fill_uniform(dout, nx, &rng, -1, 1);
+    layernorm_forward(out, mean, rstd, x, w, b, N, C);
+    double *want_w = calloc(C, sizeof(double)), *want_b = calloc(C, sizeof(double));
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)n * C + c;
+            want_w[c] += ((double)x[i] - mean[n]) * rstd[n] * dout[i];
+            want_b[c] += dout[i];
+        }
+    layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, N, C);
+    assert_forward_matches("layernorm dweight sums", dw, want_w, C, FORWARD_RTOL);
+    assert_forward_matches("layernorm dbias sums", db, want_b, C, FORWARD_RTOL);
+#ifdef _OPENMP
+    float *dx2 = floats(nx), *dw2 = floats(C), *db2 = floats(C);
+    int threads = omp_get_max_threads();
+    for (int t = 1; t <= 2; t++) {
+        omp_set_num_threads(t);
+        float *gx = t == 1 ? dx2 : dx, *gw = t == 1 ? dw2 : dw, *gb = t == 1 ? db2 : db;
+        memset(gx, 0, nx * sizeof(float));
+        memset(gw, 0, C * sizeof(float));
+        memset(gb, 0, C * sizeof(float));
+        layernorm_backward(gx, gw, gb, dout, x, w, mean, rstd, N, C);
+    }
+    omp_set_num_threads(threads);
+    assert_memory_equal(dx2, dx, nx * sizeof(float));
+    assert_memory_equal(dw2, dw, C * sizeof(float));
+    assert_memory_equal(db2, db, C * sizeof(float));
+    free(dx2); free(dw2); free(db2);
+#endif
+    free(x); free(w); free(b); free(out); free(mean); free(rstd); free(dout); free(dx); free(dw); free(db);
+    free(want_w); free(want_b);
+}
+
 static void test_layernorm(void **state) {
     (void)state;
     check_layernorm(10, 8, 201);  /* B*T = 2*5 rows of C = 8 */
-    check_layernorm(6, 37, 202);  /* C = 37: the parameter pass's 16-channel blocks and a ragged tail */
+    check_layernorm(6, 37, 202);  /* C = 37: not a whole number of vectors */
+    check_layernorm_param_sums(600, 19, 203); /* row chunks: two of 256 rows and a tail of 88 */
 }
 
 /* ================================= matmul ================================= */
@@ -786,12 +834,10 @@ static void bias_add_d(const Shape *s, double *const *in, double *out) {
         for (int c = 0; c < s->C; c++) out[(size_t)n * s->C + c] = in[0][(size_t)n * s->C + c] + in[1][c];
 }
 
-static void test_column_sum_add(void **state) {
-    (void)state;
+static void check_column_sum_add(int N, int C, uint64_t seed) {
     Rng rng;
-    rng_seed(&rng, 801);
-    /* C = 37: two full 16-column blocks and a ragged tail; N = 41 rows */
-    Shape s = {.N = 41, .C = 37};
+    rng_seed(&rng, seed);
+    Shape s = {.N = N, .C = C};
     size_t n = (size_t)s.N * s.C;
     float *x = floats(n), *bias = floats(s.C), *got = floats(s.C), *got2 = floats(s.C);
     fill_uniform(x, n, &rng, -1, 1);
@@ -826,6 +872,12 @@ static void test_column_sum_add(void **state) {
     assert_memory_equal(got, got2, s.C * sizeof(float));
 #endif
     free(x); free(bias); free(got); free(got2); free(in[0]); free(in[1]); free(R); free(fd); free(dout); free(want);
+}
+
+static void test_column_sum_add(void **state) {
+    (void)state;
+    check_column_sum_add(41, 37, 801);  /* C = 37: not a whole number of vectors */
+    check_column_sum_add(600, 21, 802); /* row chunks of 256: two whole and a tail of 88 */
 }
 
 int main(void) {
