@@ -45,6 +45,20 @@ static double forward_flops(int B, int T, int C, int L, int V) {
     return L * (linears + attention) + 2.0 * N * C * V;
 }
 static double training_step_flops(int B, int T, int C, int L, int V) { return 3.0 * forward_flops(B, T, C, L, V); }
+/* The correction-training step the bench times (every 1: a site after each block, the first after
+ * block 0): the frozen forward with a correction at each site, then backward from the logits: the
+ * input gradients of the LM head and of blocks L-1..1 (frozen: no weight gradients; attention's
+ * four products) and each correction's input and weight gradients (twice its forward). A linear
+ * correction (hidden 0) is 2*N*C^2 forward, an MLP of width h 4*N*C*h. cached: block 0's forward
+ * comes from the cache. With the sgemm peak, these say how fast the step could possibly run. */
+static double correction_step_flops(int B, int T, int C, int L, int V, int hidden, int cached) {
+    double N = (double)B * T;
+    double attention = 2.0 * B * (double)C * T * (T + 1.0), linears = 24.0 * N * C * C;
+    double site = hidden > 0 ? 4.0 * N * C * hidden : 2.0 * N * C * C;
+    double forward = forward_flops(B, T, C, L, V) + L * site - (cached ? linears + attention : 0.0);
+    double backward = 2.0 * N * C * V + (L - 1) * (linears + 2.0 * attention) + L * 2.0 * site;
+    return forward + backward;
+}
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -412,6 +426,11 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(o, key, t.corr_cached_ms[k]);
             snprintf(key, sizeof key, "corr_cached_h%d_tokens_per_s", CORR_HIDDEN[k]);
             cJSON_AddNumberToObject(o, key, tokens / (t.corr_cached_ms[k] / 1e3));
+            for (int cached = 0; cached <= 1; cached++) {
+                snprintf(key, sizeof key, cached ? "corr_cached_h%d_gflop" : "corr_h%d_gflop", CORR_HIDDEN[k]);
+                cJSON_AddNumberToObject(o, key, correction_step_flops(BATCH, CONTEXT, opt.d_model, opt.n_layer, vocab,
+                                                                      CORR_HIDDEN[k], cached) / 1e9);
+            }
         }
         cJSON_AddNumberToObject(o, "step_gflop", flops / 1e9);
         cJSON_AddNumberToObject(o, "train_gflops", gflops);

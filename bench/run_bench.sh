@@ -176,6 +176,46 @@ echo "ratio: the same step in both engines (the whole frozen forward, backward f
 echo "first site); ratio cached: qcorr's step as the sweep runs it, the stream below the first site read"
 echo "from a cache built once per calibration set (PyTorch column unchanged)."
 
+# target_row SIZE STEP TARGET TORCH_MS QCORR_MS GFLOP PEAK: one row of the targets table
+target_row() {
+    awk -v s="$1" -v step="$2" -v x="$3" -v t="$4" -v q="$5" -v g="$6" -v p="$7" '
+        function ok(v) { return v != "" && v != "-" && v + 0 > 0 }
+        BEGIN {
+            if (!ok(t) || !ok(q) || !ok(g)) { printf "%-6s | %-21s | %4.1fx | (no PyTorch time)\n", s, step, x; exit }
+            need = t / x; rate = g / (need / 1e3)
+            share = ok(p) ? sprintf("%.0f%%", 100 * rate / p) : "-"
+            now = ok(p) ? sprintf("%.0f%%", 100 * g / (q / 1e3) / p) : "-"
+            printf "%-6s | %-21s | %4.1fx | %8.1f | %8.1f | %7.2f | %7.1f | %13s | %.2fx at %s of peak\n",
+                s, step, x, t, need, g, rate, share, t / q, now
+        }'
+}
+
+if [ "$HAVE_TORCH" = 1 ]; then
+    echo
+    echo "issue 5's ratio targets against this run: the step time each target needs, its FLOPs (bench.c:"
+    echo "training_step_flops, correction_step_flops), the GFLOP/s that time needs and its share of the sgemm"
+    echo "peak measured in the same processes (over 100%: out of reach of this machine's fp32 FMA units)."
+    echo "size   | step                  | goal  | torch ms | needs ms |   GFLOP | GFLOP/s | share of peak | qcorr now (median times)"
+    echo "-------|-----------------------|-------|----------|----------|---------|---------|---------------|-------------------------"
+    for size in $SIZES; do
+        q="$TMP/$size.qcorr"; t="$TMP/$size.torch"
+        [ -s "$t" ] || continue
+        peak=$(field "$q" sgemm_peak_gflops | median)
+        case "$size" in 64x2) goal=3 ;; 128x4) goal=1.5 ;; 256x6) goal=1.3 ;; *) goal="" ;; esac
+        if [ -n "$goal" ]; then
+            target_row "$size" training "$goal" "$(field "$t" step_ms | median)" "$(field "$q" step_ms | median)" \
+                "$(field "$q" step_gflop | median)" "$peak"
+        fi
+        for h in 0 64; do
+            tm=$(field "$t" "corr_h${h}_ms" | median)
+            target_row "$size" "correction h$h" 2 "$tm" "$(field "$q" "corr_h${h}_ms" | median)" \
+                "$(field "$q" "corr_h${h}_gflop" | median)" "$peak"
+            target_row "$size" "correction h$h cached" 2 "$tm" "$(field "$q" "corr_cached_h${h}_ms" | median)" \
+                "$(field "$q" "corr_cached_h${h}_gflop" | median)" "$peak"
+        done
+    done
+fi
+
 echo
 echo "step breakdown, median ms: forward+loss / zero_grad+backward / clip+AdamW; sgemm peak measured by each qcorr run:"
 for size in $SIZES; do
