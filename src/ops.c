@@ -64,6 +64,7 @@ enum { SUM_ROWS = 256 };
 static GrowBuffer row_sum_scratch;
 
 static int row_chunks(int N) { return (N + SUM_ROWS - 1) / SUM_ROWS; }
+static int chunk_end(int k, int N) { return (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N; }
 
 /* out[c] += the sum over chunks, in order, of part[k * stride + c] */
 static void add_chunk_sums(float *out, const float *part, int chunks, size_t stride, int C) {
@@ -84,7 +85,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         for (int c = 0; c < C; c++) {
             float total_w = 0.0f, total_b = 0.0f;
             for (int k = 0; k < chunks; k++) {
-                int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+                int n1 = chunk_end(k, N);
                 float gw = 0.0f, gb = 0.0f;
                 for (int n = k * SUM_ROWS; n < n1; n++) {
                     gw += (inp[(long)n * C + c] - mean[n]) * rstd[n] * dout[(long)n * C + c];
@@ -102,7 +103,7 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     for (int k = 0; k < chunks; k++) {
         float *gw = part ? part + (size_t)k * 2 * C : NULL, *gb = gw ? gw + C : NULL;
         if (gw) memset(gw, 0, (size_t)2 * C * sizeof(float));
-        int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+        int n1 = chunk_end(k, N);
         for (int n = k * SUM_ROWS; n < n1; n++) {
             const float *x = inp + (long)n * C;
             const float *d = dout + (long)n * C;
@@ -140,7 +141,7 @@ void column_sum_add(float *out, const float *inp, int N, int C) {
         for (int c = 0; c < C; c++) {
             float total = 0.0f;
             for (int k = 0; k < chunks; k++) {
-                int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+                int n1 = chunk_end(k, N);
                 float acc = 0.0f;
                 for (int n = k * SUM_ROWS; n < n1; n++) acc += inp[(long)n * C + c];
                 total += acc;
@@ -153,7 +154,7 @@ void column_sum_add(float *out, const float *inp, int N, int C) {
     for (int k = 0; k < chunks; k++) {
         float *acc = part + (size_t)k * C;
         memset(acc, 0, (size_t)C * sizeof(float));
-        int n1 = (k + 1) * SUM_ROWS < N ? (k + 1) * SUM_ROWS : N;
+        int n1 = chunk_end(k, N);
         for (int n = k * SUM_ROWS; n < n1; n++) {
             const float *row = inp + (long)n * C;
 #pragma omp simd
