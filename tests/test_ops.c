@@ -298,7 +298,6 @@ static void check_layernorm(int N, int C, uint64_t seed) {
     layernorm_backward(dx2, NULL, NULL, dout, x, w, mean, rstd, N, C);
     assert_memory_equal(dx2, dx, nx * sizeof(float));
 
-
     free(x); free(w); free(b); free(out); free(mean); free(rstd);
     for (int i = 0; i < 3; i++) free(in[i]);
     free(want); free(want_mean); free(want_rstd); free(R); free(fd); free(dout);
