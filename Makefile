@@ -113,7 +113,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas $(BLAS_CFLAGS)
 FUZZ_HARNESS := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
-FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC) src/cli/common.c)
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC))
 
 # objects kept between builds (make would otherwise delete them as intermediates)
 .PRECIOUS: $(FUZZ_BUILD)/%.o
@@ -123,10 +123,6 @@ $(FUZZ_BUILD)/%.o: %.c Makefile
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -lm $(BLAS_LIBS) -llapacke -lcjson -o $@
-
-# the regression suite replays saved inputs through load_checkpoint_from, which lives in the CLI
-$(BUILD)/tests/test_fuzz_regressions: $(BUILD)/tests/test_fuzz_regressions.o $(BUILD)/tests/testutil.o $(BUILD)/src/cli/common.o $(BUILD)/libqcorr.a
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
 
 fuzz: setup
 	@command -v $(FUZZ_CC) >/dev/null 2>&1 || FUZZ=1 sh scripts/setup.sh

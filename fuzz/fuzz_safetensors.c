@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "../src/checkpoint.h"
-#include "../src/cli/common.h"
+#include "../src/model_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* exactly size bytes, no NUL after them: an over-read is caught by ASan */

@@ -315,7 +315,7 @@ int gpt_config_from(GPTConfig *out, Vocab *vocab, const SafeTensors *st) {
     return 0;
 }
 
-int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, int allow_corrections) {
+int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, int allow_extra) {
     const char *path = st->path;
     memset(m, 0, sizeof *m);
     GPTConfig cfg;
@@ -328,7 +328,7 @@ int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, in
     for (int i = 0; i < st->n_tensors; i++) {
         const char *name = st->tensors[i].name;
         if (gpt_find_tensor(m, name)) continue;
-        if (allow_corrections && strncmp(name, "corrections.", 12) == 0) continue;
+        if (allow_extra) continue; /* the caller checks them */
         qc_error("%s: unexpected tensor '%s'", path, name);
         goto fail;
     }

@@ -58,13 +58,13 @@ int st_write(const char *path, const StWriteTensor *tensors, int n_tensors, cons
 int gpt_save(const GPT *m, const Vocab *vocab, const char *path, const StMeta *extra_meta, int n_extra_meta,
              const StWriteTensor *extra, int n_extra);
 /* Loads config, vocabulary and weights; max_batch sizes the activations. If st_out is given
- * the file stays open there for the caller's extra tensors/metadata; tensors named
- * "corrections.*" are then the caller's to check, otherwise any unknown tensor is an error. */
+ * the file stays open there for the caller's extra tensors/metadata, and tensors the model does
+ * not have are the caller's to check; otherwise any unknown tensor is an error. */
 int gpt_load(GPT *m, Vocab *vocab, const char *path, int max_batch, SafeTensors *st_out);
 /* The config and vocabulary of a parsed file, checked (and every tensor of the table present with
  * its shape, so the file holds that many parameters) before anything is allocated. */
 int gpt_config_from(GPTConfig *cfg, Vocab *vocab, const SafeTensors *st);
-/* gpt_load on a parsed file, which stays the caller's; allow_corrections: as st_out in gpt_load. */
-int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, int allow_corrections);
+/* gpt_load on a parsed file, which stays the caller's; allow_extra: as st_out in gpt_load. */
+int gpt_load_from(GPT *m, Vocab *vocab, const SafeTensors *st, int max_batch, int allow_extra);
 
 #endif

@@ -1,5 +1,5 @@
-/* correct: see correct.h. A fresh correction is exactly the identity (A, c, W2, b2 start at
- * zero), so the corrected model reproduces the quantized one bit for bit before training. */
+/* correct: see correct.h. A fresh correction is exactly the identity (its last matrix and bias
+ * start at zero), so the corrected model reproduces the quantized one bit for bit before training. */
 #include "correct.h"
 
 #include <math.h>
@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "ops.h"
-#include "util.h"
 
 int correction_is_site(int block, int n_layer, int every) { return (block + 1) % every == 0 || block == n_layer - 1; }
 
@@ -20,131 +19,303 @@ int correction_site_count(int n_layer, int every) {
 
 int correction_first_site(int n_layer, int every) { return (every < n_layer ? every : n_layer) - 1; }
 
-static size_t site_param_count(int d, int h) { return h == 0 ? (size_t)d * d + d : (size_t)h * d + h + (size_t)d * h + d; }
+/* ---------------------------------------------------------------- the kinds */
 
-static void carve_site_params(CorrectionSite *s, float *base, int d, int h) {
-    if (h == 0) {
-        s->weight = base;
-        s->bias = base + (size_t)d * d;
-    } else {
-        s->fc_weight = base;
-        s->fc_bias = base + (size_t)h * d;
-        s->proj_weight = s->fc_bias + h;
-        s->proj_bias = s->proj_weight + (size_t)d * h;
-    }
+/* linear: y += x . W^T + b, W (out, in) and b start at zero */
+static int linear_tensors(int in, int out, int size, SiteTensor *t) {
+    t[0] = (SiteTensor){"weight", out, in};
+    t[1] = (SiteTensor){"bias", out, 0};
+    return 2;
 }
+static size_t no_floats(int in, int out, int size) { return 0; }
+static void zero_init(CorrectionSite *s, Rng *rng) {}
+static void linear_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
+    matmul_forward(y, x, s->param[0], s->param[1], rows, s->in, s->out, 1);
+}
+static void linear_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch) {
+    matmul_backward(dx, s->grad[0], s->grad[1], dy, x, s->param[0], rows, s->in, s->out);
+}
+static const CorrectionKindOps linear_kind = {linear_tensors, no_floats, no_floats, zero_init, linear_forward_site,
+                                              linear_backward_site};
 
-static float *site_forward(void *ctx, int block, float *x, int rows) {
+/* mlp: y += gelu(x . W1^T + b1) . W2^T + b2; W1 ~ N(0, 0.02) so it can learn, the rest zero */
+static int mlp_tensors(int in, int out, int h, SiteTensor *t) {
+    t[0] = (SiteTensor){"fc.weight", h, in};
+    t[1] = (SiteTensor){"fc.bias", h, 0};
+    t[2] = (SiteTensor){"proj.weight", out, h};
+    t[3] = (SiteTensor){"proj.bias", out, 0};
+    return 4;
+}
+static size_t mlp_act_floats(int in, int out, int h) { return 2 * (size_t)h; } /* pre-activation, activation */
+static size_t mlp_scratch_floats(int in, int out, int h) { return (size_t)h; }
+static void mlp_init(CorrectionSite *s, Rng *rng) {
+    for (size_t k = 0; k < (size_t)s->size * s->in; k++) s->param[0][k] = 0.02f * rng_normal(rng);
+}
+static void mlp_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
+    int h = s->size;
+    float *pre = s->act, *hidden = s->act + (size_t)rows * h;
+    matmul_forward(pre, x, s->param[0], s->param[1], rows, s->in, h, 0);
+    gelu_forward(hidden, pre, (long)rows * h);
+    matmul_forward(y, hidden, s->param[2], s->param[3], rows, h, s->out, 1);
+}
+static void mlp_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *dhidden) {
+    int h = s->size;
+    const float *pre = s->act, *hidden = s->act + (size_t)rows * h;
+    matmul_backward(dhidden, s->grad[2], s->grad[3], dy, hidden, s->param[2], rows, h, s->out);
+    gelu_backward(dhidden, pre, dhidden, (long)rows * h);
+    matmul_backward(dx, s->grad[0], s->grad[1], dhidden, x, s->param[0], rows, s->in, h);
+}
+static const CorrectionKindOps mlp_kind = {mlp_tensors, mlp_act_floats, mlp_scratch_floats, mlp_init, mlp_forward_site,
+                                           mlp_backward_site};
+
+#define KIND_OPS(id, name, place, ops, solve) [id] = &ops,
+static const CorrectionKindOps *const kind_ops[KIND_COUNT] = {CORRECTION_KINDS(KIND_OPS)};
+#undef KIND_OPS
+
+/* ---------------------------------------------------------------- hooks */
+
+static float *stream_after_block(void *ctx, int block, float *x, int rows) {
     Corrections *c = ctx;
-    int j = c->site_of_block[block];
+    int j = c->site_of[block];
     if (j < 0) return x;
     CorrectionSite *s = &c->sites[j];
-    int d = c->d, h = c->hidden;
     s->input = x;
-    memcpy(s->output, x, (size_t)rows * d * sizeof(float));
-    if (h == 0) {
-        matmul_forward(s->output, x, s->weight, s->bias, rows, d, d, 1);
-    } else {
-        matmul_forward(s->hidden_pre, x, s->fc_weight, s->fc_bias, rows, d, h, 0);
-        gelu_forward(s->hidden, s->hidden_pre, (long)rows * h);
-        matmul_forward(s->output, s->hidden, s->proj_weight, s->proj_bias, rows, h, d, 1);
-    }
+    memcpy(s->output, x, (size_t)rows * c->d * sizeof(float));
+    c->ops->forward(s, s->output, x, rows);
     if (c->mse_targets) {
         const float *t = c->mse_targets[j];
         double sum = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : sum)
-        for (long i = 0; i < (long)rows * d; i++) {
+        for (long i = 0; i < (long)rows * c->d; i++) {
             double e = (double)s->output[i] - t[i];
             sum += e * e;
         }
-        c->mse_loss += sum / ((double)rows * d) / c->n_sites;
+        c->mse_loss += sum / ((double)rows * c->d) / c->n_sites;
     }
     return s->output;
 }
 
-static void site_backward(void *ctx, int block, float *dx, int rows) {
+static void stream_after_block_backward(void *ctx, int block, float *dx, int rows) {
     Corrections *c = ctx;
-    int j = c->site_of_block[block];
+    int j = c->site_of[block];
     if (j < 0) return;
     CorrectionSite *s = &c->sites[j];
-    int d = c->d, h = c->hidden;
-    size_t offset = (size_t)((h == 0 ? s->weight : s->fc_weight) - c->params);
-    CorrectionSite grads;
-    carve_site_params(&grads, c->grads + offset, d, h);
+    long n = (long)rows * c->d;
     if (c->mse_targets) { /* d/d output of mean over sites of mean squared error */
         const float *t = c->mse_targets[j];
-        float scale = 2.0f / ((float)rows * d * c->n_sites);
+        float scale = 2.0f / ((float)rows * c->d * c->n_sites);
 #pragma omp parallel for schedule(static)
-        for (long i = 0; i < (long)rows * d; i++) dx[i] += scale * (s->output[i] - t[i]);
+        for (long i = 0; i < n; i++) dx[i] += scale * (s->output[i] - t[i]);
     }
-    if (h == 0) {
-        matmul_backward(c->dscratch, grads.weight, grads.bias, dx, s->input, s->weight, rows, d, d);
-    } else {
-        matmul_backward(c->dhidden, grads.proj_weight, grads.proj_bias, dx, s->hidden, s->proj_weight, rows, h, d);
-        gelu_backward(c->dhidden, s->hidden_pre, c->dhidden, (long)rows * h);
-        matmul_backward(c->dscratch, grads.fc_weight, grads.fc_bias, c->dhidden, s->input, s->fc_weight, rows, d, h);
-    }
+    c->ops->backward(s, c->dscratch, dx, s->input, rows, c->kind_scratch);
     /* output = x + f(x): the identity path plus the correction's own */
-    residual_forward(dx, dx, c->dscratch, (long)rows * d);
+    residual_forward(dx, dx, c->dscratch, n);
 }
 
-int corrections_init(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed) {
+static void linear_after(void *ctx, int index, float *out, const float *in, int rows) {
+    Corrections *c = ctx;
+    int j = c->site_of[index];
+    if (j >= 0) c->ops->forward(&c->sites[j], out, in, rows);
+}
+
+static void linear_after_backward(void *ctx, int index, float *din, const float *dout, const float *in, int rows) {
+    Corrections *c = ctx;
+    int j = c->site_of[index];
+    if (j < 0) return;
+    CorrectionSite *s = &c->sites[j];
+    c->ops->backward(s, c->dscratch, dout, in, rows, c->kind_scratch);
+    residual_forward(din, din, c->dscratch, (long)rows * s->in);
+}
+
+/* ---------------------------------------------------------------- layout */
+
+/* Calls visit(where, in, out, size) for every site of the layout in order; returns the site count
+ * or -1 (message names the value). */
+typedef void (*SiteVisitor)(void *ctx, int where, int in, int out, int size);
+static int layout_sites(const GPTConfig *cfg, const CorrectionLayout *lay, SiteVisitor visit, void *ctx) {
+    if (lay->kind < 0 || lay->kind >= KIND_COUNT) { qc_error("correction kind %d is unknown", (int)lay->kind); return -1; }
+    int n = 0;
+    if (kind_info[lay->kind].placement == PLACE_STREAM) {
+        if (lay->every < 1) { qc_error("correction every %d must be at least 1", lay->every); return -1; }
+        if (lay->size < 0) { qc_error("correction hidden width %d must be 0 (linear) or positive (MLP)", lay->size); return -1; }
+        for (int i = 0; i < cfg->n_layer; i++)
+            if (correction_is_site(i, cfg->n_layer, lay->every)) {
+                if (visit) visit(ctx, i, cfg->d_model, cfg->d_model, lay->size);
+                n++;
+            }
+        return n;
+    }
+    if (!lay->linear_sizes) { qc_error("a %s correction needs a size per linear layer", kind_info[lay->kind].name); return -1; }
+    for (int i = 0; i < gpt_linear_count(cfg); i++) {
+        if (lay->linear_sizes[i] == 0) continue;
+        LinearShape sh = gpt_linear_shape(cfg, i);
+        if (lay->linear_sizes[i] < 0) { qc_error("%s: correction size %d must be positive", sh.name, lay->linear_sizes[i]); return -1; }
+        if (visit) visit(ctx, i, sh.in, sh.out, lay->linear_sizes[i]);
+        n++;
+    }
+    return n;
+}
+
+int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout) {
+    return layout_sites(cfg, layout, NULL, NULL) < 0 ? -1 : 0;
+}
+
+typedef struct {
+    const GPTConfig *cfg;
+    const CorrectionLayout *lay;
+    CorrectionTensor *out;
+    int max, n, site;
+    size_t params;
+} TensorWalk;
+
+static void tensor_visit(void *ctx, int where, int in, int out, int size) {
+    TensorWalk *w = ctx;
+    SiteTensor t[SITE_MAX_TENSORS];
+    int k = kind_ops[w->lay->kind]->tensors(in, out, size, t);
+    for (int i = 0; i < k; i++) {
+        w->params += (size_t)t[i].rows * (t[i].cols ? (size_t)t[i].cols : 1);
+        if (!w->out) continue;
+        if (w->n >= w->max) { w->n = w->max + 1; continue; }
+        CorrectionTensor *o = &w->out[w->n++];
+        o->rows = t[i].rows;
+        o->cols = t[i].cols;
+        o->data = NULL;
+        if (kind_info[w->lay->kind].placement == PLACE_STREAM) snprintf(o->name, sizeof o->name, "corrections.%d.%s", w->site, t[i].suffix);
+        else snprintf(o->name, sizeof o->name, "%s.%s", gpt_linear_shape(w->cfg, where).name, t[i].suffix);
+    }
+    w->site++;
+}
+
+int correction_layout_tensors(const GPTConfig *cfg, const CorrectionLayout *layout, CorrectionTensor *out, int max) {
+    TensorWalk w = {cfg, layout, out, max, 0, 0, 0};
+    if (layout_sites(cfg, layout, tensor_visit, &w) < 0) return -1;
+    if (w.n > max) { qc_error("more than %d correction tensors", max); return -1; }
+    return w.n;
+}
+
+size_t correction_layout_params(const GPTConfig *cfg, const CorrectionLayout *layout) {
+    TensorWalk w = {cfg, layout, NULL, 0, 0, 0, 0};
+    if (layout_sites(cfg, layout, tensor_visit, &w) < 0) return 0;
+    return w.params;
+}
+
+int corrections_tensors(const Corrections *c, const GPTConfig *cfg, CorrectionTensor *out, int max) {
+    CorrectionLayout lay = {.kind = c->kind, .every = c->every, .size = c->size};
+    int *sizes = NULL;
+    if (kind_info[c->kind].placement == PLACE_LINEAR) {
+        sizes = qc_calloc((size_t)c->n_where, sizeof(int), "correction layout");
+        if (!sizes) return -1;
+        for (int j = 0; j < c->n_sites; j++) sizes[c->sites[j].where] = c->sites[j].size;
+        lay.linear_sizes = sizes;
+    }
+    int n = correction_layout_tensors(cfg, &lay, out, max);
+    free(sizes);
+    /* the tensors lie in the buffer in the same order as the walk names them */
+    int k = 0;
+    for (int j = 0; j < c->n_sites && n >= 0; j++) {
+        SiteTensor t[SITE_MAX_TENSORS];
+        int nt = c->ops->tensors(c->sites[j].in, c->sites[j].out, c->sites[j].size, t);
+        for (int i = 0; i < nt; i++) out[k++].data = c->sites[j].param[i];
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+typedef struct {
+    Corrections *c;
+    size_t params, act, scratch, widest_in;
+} SizeWalk;
+
+static void size_visit(void *ctx, int where, int in, int out, int size) {
+    SizeWalk *w = ctx;
+    Corrections *c = w->c;
+    CorrectionSite *s = &c->sites[c->n_sites++];
+    s->where = where;
+    s->in = in;
+    s->out = out;
+    s->size = size;
+    c->site_of[where] = c->n_sites - 1;
+    SiteTensor t[SITE_MAX_TENSORS];
+    int k = c->ops->tensors(in, out, size, t);
+    for (int i = 0; i < k; i++) w->params += (size_t)t[i].rows * (t[i].cols ? (size_t)t[i].cols : 1);
+    w->act += c->ops->act_floats(in, out, size) + (kind_info[c->kind].placement == PLACE_STREAM ? (size_t)out : 0);
+    size_t scratch = c->ops->scratch_floats(in, out, size);
+    if (scratch > w->scratch) w->scratch = scratch;
+    if ((size_t)in > w->widest_in) w->widest_in = (size_t)in;
+}
+
+int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayout *layout, int max_rows, uint64_t seed) {
     memset(c, 0, sizeof *c);
-    if (every < 1) { qc_error("--every %d must be at least 1", every); return -1; }
-    if (hidden < 0) { qc_error("--hidden %d must be 0 (linear) or positive (MLP width)", hidden); return -1; }
-    if (cfg->n_layer > 256) { qc_error("too many layers for corrections"); return -1; }
-    int d = cfg->d_model, h = hidden;
-    c->d = d;
-    c->hidden = h;
-    c->every = every;
+    int n_sites = layout_sites(cfg, layout, NULL, NULL);
+    if (n_sites < 0) return -1;
+    if (max_rows < 1) { qc_error("correction rows %d must be positive", max_rows); return -1; }
+    c->kind = layout->kind;
+    c->ops = kind_ops[layout->kind];
+    c->d = cfg->d_model;
+    c->every = layout->every;
+    c->size = layout->size;
     c->n_layer = cfg->n_layer;
     c->max_rows = max_rows;
-    c->n_sites = correction_site_count(cfg->n_layer, every);
-    c->sites = qc_calloc((size_t)c->n_sites, sizeof(CorrectionSite), "correction sites");
-    if (!c->sites) return -1;
-    for (int i = 0, j = 0; i < cfg->n_layer; i++) {
-        c->site_of_block[i] = -1;
-        if (correction_is_site(i, cfg->n_layer, every)) {
-            c->site_of_block[i] = j;
-            c->sites[j++].block = i;
-        }
-    }
-    size_t per_site = site_param_count(d, h);
-    c->num_params = per_site * c->n_sites;
-    c->params = qc_aligned_alloc(c->num_params * sizeof(float), "correction parameters");
-    c->grads = qc_aligned_alloc(c->num_params * sizeof(float), "correction gradients");
-    c->adam_m = qc_aligned_alloc(c->num_params * sizeof(float), "correction AdamW state");
-    c->adam_v = qc_aligned_alloc(c->num_params * sizeof(float), "correction AdamW state");
-    size_t rows = (size_t)max_rows;
-    size_t act_per_site = rows * d + 2 * rows * h;
-    c->act_memory = qc_aligned_alloc((act_per_site * c->n_sites + rows * d + rows * (h ? h : 1)) * sizeof(float),
+    c->n_where = kind_info[c->kind].placement == PLACE_STREAM ? cfg->n_layer : gpt_linear_count(cfg);
+    c->site_of = qc_malloc((size_t)c->n_where * sizeof(int), "correction sites");
+    c->sites = qc_calloc(n_sites ? (size_t)n_sites : 1, sizeof(CorrectionSite), "correction sites");
+    if (!c->site_of || !c->sites) { corrections_free(c); return -1; }
+    for (int i = 0; i < c->n_where; i++) c->site_of[i] = -1;
+    SizeWalk w = {c, 0, 0, 0, 0};
+    layout_sites(cfg, layout, size_visit, &w);
+    c->num_params = w.params;
+    size_t rows = (size_t)max_rows, n = c->num_params ? c->num_params : 1;
+    c->params = qc_aligned_alloc(n * sizeof(float), "correction parameters");
+    c->grads = qc_aligned_alloc(n * sizeof(float), "correction gradients");
+    c->adam_m = qc_aligned_alloc(n * sizeof(float), "correction AdamW state");
+    c->adam_v = qc_aligned_alloc(n * sizeof(float), "correction AdamW state");
+    c->act_memory = qc_aligned_alloc((rows * (w.act + w.widest_in + (w.scratch ? w.scratch : 1))) * sizeof(float),
                                      "correction activations");
     if (!c->params || !c->grads || !c->adam_m || !c->adam_v || !c->act_memory) { corrections_free(c); return -1; }
-    memset(c->params, 0, c->num_params * sizeof(float));
-    memset(c->grads, 0, c->num_params * sizeof(float));
-    memset(c->adam_m, 0, c->num_params * sizeof(float));
-    memset(c->adam_v, 0, c->num_params * sizeof(float));
+    memset(c->params, 0, n * sizeof(float));
+    memset(c->grads, 0, n * sizeof(float));
+    memset(c->adam_m, 0, n * sizeof(float));
+    memset(c->adam_v, 0, n * sizeof(float));
     Rng rng;
     rng_seed(&rng, seed ^ 0xC0C0C0C0ull);
-    float *act = c->act_memory;
+    float *param = c->params, *grad = c->grads, *act = c->act_memory;
+    int placed_on_stream = kind_info[c->kind].placement == PLACE_STREAM;
     for (int j = 0; j < c->n_sites; j++) {
         CorrectionSite *s = &c->sites[j];
-        carve_site_params(s, c->params + per_site * j, d, h);
-        if (h > 0) /* W1 small random so the MLP can learn; W2 = 0 keeps the output exact */
-            for (size_t k = 0; k < (size_t)h * d; k++) s->fc_weight[k] = 0.02f * rng_normal(&rng);
-        s->output = act; act += rows * d;
-        s->hidden_pre = act; act += rows * h;
-        s->hidden = act; act += rows * h;
+        SiteTensor t[SITE_MAX_TENSORS];
+        int k = c->ops->tensors(s->in, s->out, s->size, t);
+        for (int i = 0; i < k; i++) {
+            size_t count = (size_t)t[i].rows * (t[i].cols ? (size_t)t[i].cols : 1);
+            s->param[i] = param;
+            s->grad[i] = grad;
+            param += count;
+            grad += count;
+        }
+        c->ops->init(s, &rng);
+        if (placed_on_stream) {
+            s->output = act;
+            act += rows * s->out;
+        }
+        s->act = act;
+        act += rows * c->ops->act_floats(s->in, s->out, s->size);
     }
-    c->dscratch = act; act += rows * d;
-    c->dhidden = act;
-    c->hook.ctx = c;
-    c->hook.forward = site_forward;
-    c->hook.backward = site_backward;
+    c->dscratch = act;
+    act += rows * w.widest_in;
+    c->kind_scratch = act;
+    c->hook = (ModelHook){.ctx = c, .max_rows = max_rows};
+    if (placed_on_stream) {
+        c->hook.after_block = stream_after_block;
+        c->hook.after_block_backward = stream_after_block_backward;
+    } else {
+        c->hook.after_linear = linear_after;
+        c->hook.after_linear_backward = linear_after_backward;
+    }
     return 0;
 }
 
 void corrections_free(Corrections *c) {
+    free(c->site_of);
     free(c->sites);
     free(c->params);
     free(c->grads);
@@ -154,86 +325,15 @@ void corrections_free(Corrections *c) {
     memset(c, 0, sizeof *c);
 }
 
-void corrections_zero_grad(Corrections *c) { memset(c->grads, 0, c->num_params * sizeof(float)); }
+void corrections_zero_grad(Corrections *c) { memset(c->grads, 0, (c->num_params ? c->num_params : 1) * sizeof(float)); }
 
-int corrections_tensors(const Corrections *c, StWriteTensor *out, int max_out) {
-    int k = 0, d = c->d, h = c->hidden;
-    for (int j = 0; j < c->n_sites && k + 4 <= max_out; j++) {
-        const CorrectionSite *s = &c->sites[j];
-        if (h == 0) {
-            out[k] = (StWriteTensor){.rows = d, .cols = d, .data = s->weight};
-            snprintf(out[k++].name, sizeof out->name, "corrections.%d.weight", j);
-            out[k] = (StWriteTensor){.rows = d, .cols = 0, .data = s->bias};
-            snprintf(out[k++].name, sizeof out->name, "corrections.%d.bias", j);
-        } else {
-            out[k] = (StWriteTensor){.rows = h, .cols = d, .data = s->fc_weight};
-            snprintf(out[k++].name, sizeof out->name, "corrections.%d.fc.weight", j);
-            out[k] = (StWriteTensor){.rows = h, .cols = 0, .data = s->fc_bias};
-            snprintf(out[k++].name, sizeof out->name, "corrections.%d.fc.bias", j);
-            out[k] = (StWriteTensor){.rows = d, .cols = h, .data = s->proj_weight};
-            snprintf(out[k++].name, sizeof out->name, "corrections.%d.proj.weight", j);
-            out[k] = (StWriteTensor){.rows = d, .cols = 0, .data = s->proj_bias};
-            snprintf(out[k++].name, sizeof out->name, "corrections.%d.proj.bias", j);
-        }
-    }
-    return k;
+int corrections_frozen_prefix(const Corrections *c) {
+    if (c->n_sites == 0) return c->n_layer - 1;
+    if (kind_info[c->kind].placement == PLACE_STREAM) return c->sites[0].where;
+    return c->sites[0].where / LINEARS_PER_BLOCK - 1;
 }
 
-void corrections_to_meta(const Corrections *c, StMeta *out) {
-    out[0].key = "correction_every"; snprintf(out[0].value, sizeof out[0].value, "%d", c->every);
-    out[1].key = "correction_hidden"; snprintf(out[1].value, sizeof out[1].value, "%d", c->hidden);
-    out[2].key = "correction_type"; snprintf(out[2].value, sizeof out[2].value, "%s", c->hidden ? "mlp" : "linear");
-    out[3].key = "correction_sites"; /* the block index each site follows, in site order */
-    out[3].value[0] = 0;
-    for (int j = 0; j < c->n_sites; j++)
-        snprintf(out[3].value + strlen(out[3].value), sizeof out[3].value - strlen(out[3].value), "%s%d", j ? "," : "",
-                 c->sites[j].block);
-}
-
-int corrections_load(Corrections *c, const SafeTensors *st, const GPTConfig *cfg, int max_rows) {
-    const char *every = st_meta(st, "correction_every"), *hidden = st_meta(st, "correction_hidden");
-    if (!every && !hidden) {
-        for (int i = 0; i < st->n_tensors; i++)
-            if (strncmp(st->tensors[i].name, "corrections.", 12) == 0) {
-                qc_error("%s: holds correction tensors but no correction metadata", st->path);
-                return -1;
-            }
-        return 0;
-    }
-    long e, h;
-    if (!every || !hidden || parse_int("correction_every", every, 1, 256, &e) != 0 ||
-        parse_int("correction_hidden", hidden, 0, 1 << 16, &h) != 0) {
-        qc_error("%s: malformed correction metadata", st->path);
-        return -1;
-    }
-    /* before allocating: every tensor the metadata implies is in the file with its shape (named by
-     * corrections_tensors on sites without storage), so metadata cannot ask for more than the file holds */
-    StWriteTensor names[4 * 256];
-    CorrectionSite no_storage[256] = {{0}};
-    Corrections layout = {.d = cfg->d_model, .hidden = (int)h, .n_sites = correction_site_count(cfg->n_layer, (int)e), .sites = no_storage};
-    int n = corrections_tensors(&layout, names, 4 * 256);
-    for (int i = 0; i < n; i++)
-        if (st_check_tensor(st, names[i].name, names[i].rows, names[i].cols) != 0) return -1;
-    if (corrections_init(c, cfg, (int)e, (int)h, max_rows, 0) != 0) return -1;
-    n = corrections_tensors(c, names, 4 * 256);
-    for (int i = 0; i < n; i++)
-        if (st_copy_tensor(st, names[i].name, names[i].rows, names[i].cols, (float *)names[i].data) != 0) {
-            corrections_free(c);
-            return -1;
-        }
-    for (int i = 0; i < st->n_tensors; i++) {
-        const char *name = st->tensors[i].name;
-        if (strncmp(name, "corrections.", 12) != 0) continue;
-        int known = 0;
-        for (int k = 0; k < n; k++) known |= strcmp(names[k].name, name) == 0;
-        if (!known) {
-            qc_error("%s: unexpected tensor '%s' for %d sites of hidden %ld", st->path, name, c->n_sites, h);
-            corrections_free(c);
-            return -1;
-        }
-    }
-    return 1;
-}
+/* ---------------------------------------------------------------- the KL objective */
 
 double kl_forward_backward(float *dlogits, const float *logits, const float *target_logits, int N, int V, float dloss) {
     double total = 0.0;

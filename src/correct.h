@@ -1,38 +1,75 @@
-/* correct: learned correction layers at the sites of SPEC section 4 — linear x + x.W^T + b or
- * MLP x + gelu(x.W1^T + b1).W2^T + b2 — entering the frozen model through its StreamHook. */
+/* correct: correction layers. Each kind is an entry of CORRECTION_KINDS (methods.h) with its
+ * tensors, starting values, forward and backward here; stream kinds sit after blocks at the sites
+ * of SPEC section 4, linear kinds on one matrix's output; all enter the frozen model by its hook. */
 #ifndef QCORR_CORRECT_H
 #define QCORR_CORRECT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-#include "checkpoint.h"
+#include "methods.h"
 #include "model.h"
+#include "util.h"
 
 typedef enum { OBJECTIVE_CE, OBJECTIVE_KL, OBJECTIVE_MSE } Objective;
 
-/* One site's parameters; linear sites use weight/bias, MLP sites the fc_/proj_ pairs. */
+#define SITE_MAX_TENSORS 4
+
+/* One site: where it sits, its tensors in the flat buffers, what its forward saved. */
 typedef struct {
-    int block;          /* the block this site follows */
-    float *weight, *bias;                         /* (d,d), (d) */
-    float *fc_weight, *fc_bias, *proj_weight, *proj_bias; /* (h,d), (h), (d,h), (d) */
-    /* saved activations (max_rows) */
-    const float *input;  /* the stream the site read */
-    float *hidden_pre, *hidden, *output;
+    int where;          /* stream kinds: the block it follows; linear kinds: the linear layer (model.h) */
+    int in, out, size;  /* input and output widths (both d on the stream); hidden width or rank */
+    float *param[SITE_MAX_TENSORS], *grad[SITE_MAX_TENSORS]; /* in the kind's tensor order */
+    const float *input; /* stream kinds: the stream the site read in the last forward */
+    float *output;      /* stream kinds: the stream after the site, (max_rows, d) */
+    float *act;         /* the kind's own saved activations, max_rows rows */
 } CorrectionSite;
 
+/* A tensor of a kind's site: its name after the site's prefix and its shape (cols 0: a vector). */
 typedef struct {
-    int d, hidden, every, n_sites, n_layer;
-    int site_of_block[256];     /* -1: no site after that block */
+    const char *suffix;
+    int rows, cols;
+} SiteTensor;
+
+/* A kind's functions: the last column of CORRECTION_KINDS. */
+typedef struct {
+    /* the tensors of a site (in, out, size), in the order they lie in the buffers; returns the count */
+    int (*tensors)(int in, int out, int size, SiteTensor *t);
+    /* floats of saved activations per row, and of backward scratch per row */
+    size_t (*act_floats)(int in, int out, int size);
+    size_t (*scratch_floats)(int in, int out, int size);
+    /* starting values: a fresh site changes nothing (its output term is exactly zero) */
+    void (*init)(CorrectionSite *s, Rng *rng);
+    /* y (rows, out) += f(x), saving what backward needs in s->act */
+    void (*forward)(CorrectionSite *s, float *y, const float *x, int rows);
+    /* dx (rows, in) = the input gradient of f (overwritten); s->grad += its parameter gradients */
+    void (*backward)(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch);
+} CorrectionKindOps;
+
+/* Which sites a set of corrections has and how wide they are. */
+typedef struct {
+    CorrectionKindId kind;
+    int every;                /* stream kinds: a site after every k-th block and after the last */
+    int size;                 /* stream kinds: the hidden width (0 for linear) */
+    const int *linear_sizes;  /* linear kinds: per linear layer (gpt_linear_count), its size; 0: no site */
+} CorrectionLayout;
+
+typedef struct {
+    CorrectionKindId kind;
+    const CorrectionKindOps *ops;
+    int d, every, size, n_layer, n_sites;
+    int *site_of;               /* per block (stream kinds) or per linear layer: its site, or -1 */
+    int n_where;                /* entries of site_of */
     CorrectionSite *sites;
     size_t num_params;
     float *params, *grads, *adam_m, *adam_v; /* one allocation each */
-    int max_rows;
+    int max_rows;               /* rows the saved activations and scratch hold */
     float *act_memory;
-    float *dscratch, *dhidden;  /* backward scratch: (rows,d), (rows,h) */
-    /* MSE objective: the float model's stream after each site's block (site order) */
+    float *dscratch, *kind_scratch; /* backward: the input gradient of a site (max_rows, widest in), the kind's */
+    /* MSE objective (stream kinds): the float model's stream after each site's block (site order) */
     const float *const *mse_targets;
     double mse_loss;            /* summed by the forward hook: mean over sites of per-site MSE */
-    StreamHook hook;
+    ModelHook hook;             /* hook.max_rows = max_rows: the model refuses larger batches */
 } Corrections;
 
 /* The site rule (SPEC section 4): a correction after block i of L when (i+1) % every == 0, and
@@ -41,16 +78,28 @@ int correction_is_site(int block, int n_layer, int every);
 /* How many sites, and the block of the first: min(every, L) - 1. */
 int correction_site_count(int n_layer, int every);
 int correction_first_site(int n_layer, int every);
-int corrections_init(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
+
+/* Checks a layout against a model config (message names the value). */
+int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout);
+int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayout *layout, int max_rows, uint64_t seed);
 void corrections_free(Corrections *c);
 void corrections_zero_grad(Corrections *c);
+/* The block below which the model never changes (the first stream site's block), or -1 when a
+ * site sits inside the first block: the prefix a cache may hold. */
+int corrections_frozen_prefix(const Corrections *c);
 
-/* Checkpoint names: corrections.{j}.weight|bias (linear), corrections.{j}.fc.*, .proj.* (MLP). */
-int corrections_tensors(const Corrections *c, StWriteTensor *out, int max_out); /* returns count */
-#define CORRECTION_META_COUNT 4
-void corrections_to_meta(const Corrections *c, StMeta *out);
-/* 1: corrections read from st (metadata + tensors); 0: none in the file; -1: error. */
-int corrections_load(Corrections *c, const SafeTensors *st, const GPTConfig *cfg, int max_rows);
+/* The tensors of a layout as a checkpoint names them: corrections.{j}.{suffix} for stream kinds,
+ * {linear layer}.{suffix} for linear kinds (PEFT's names for lowrank). data is NULL here; filled
+ * by corrections_tensors. Returns the count, or -1 if more than max. */
+typedef struct {
+    char name[128];
+    int rows, cols;
+    float *data;
+} CorrectionTensor;
+int correction_layout_tensors(const GPTConfig *cfg, const CorrectionLayout *layout, CorrectionTensor *out, int max);
+int corrections_tensors(const Corrections *c, const GPTConfig *cfg, CorrectionTensor *out, int max);
+/* Parameters a layout adds (the sum of its tensors' sizes). */
+size_t correction_layout_params(const GPTConfig *cfg, const CorrectionLayout *layout);
 
 /* KL(p_target || softmax(logits)) per row, mean over rows; dlogits (may be NULL) gets its
  * gradient times dloss. target_logits are the float model's. */

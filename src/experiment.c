@@ -37,7 +37,7 @@ int parse_objective(const char *text, Objective *out) {
     else if (strcmp(text, "kl") == 0) *out = OBJECTIVE_KL;
     else if (strcmp(text, "mse") == 0) *out = OBJECTIVE_MSE;
     else {
-        qc_error("--objective: expected ce, kl or mse, got '%s'", text);
+        qc_error("objective '%s' is not ce, kl or mse", text);
         return -1;
     }
     return 0;
@@ -46,7 +46,7 @@ int parse_objective(const char *text, Objective *out) {
 const char *objective_name(Objective o) { return o == OBJECTIVE_CE ? "ce" : o == OBJECTIVE_KL ? "kl" : "mse"; }
 
 int64_t *calibration_windows(const Corpus *c, long calib_tokens, int T, uint64_t seed, int *n_windows) {
-    if (calib_tokens < 1) { qc_error("--calib-tokens %ld must be positive", calib_tokens); return NULL; }
+    if (calib_tokens < 1) { qc_error("a calibration budget of %ld tokens must be positive", calib_tokens); return NULL; }
     if (c->n_train < (size_t)T + 1) { qc_error("%s: train split is shorter than one window of %d", c->path, T + 1); return NULL; }
     long n = (calib_tokens + T - 1) / T;
     int64_t *starts = qc_malloc((size_t)n * sizeof(int64_t), "calibration windows");
@@ -66,8 +66,32 @@ static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick
     }
 }
 
+/* A 64-bit hash of n bytes continuing from h, by 8-byte words (a weight buffer hashes in a few
+ * milliseconds); not cryptographic: it tells caches apart, it does not defend against forgery. */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+uint64_t stream_cache_identity(const GPT *m, const int64_t *starts, int n_windows, int first_block) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    int head[3] = {n_windows, first_block, m->config.ctx};
+    h = fnv1a(h, head, sizeof head);
+    if (starts) h = fnv1a(h, starts, (size_t)n_windows * sizeof *starts);
+    return fnv1a(h, m->params, m->num_params * sizeof(float));
+}
+
 int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_t *starts, int n_windows, int first_block) {
     memset(sc, 0, sizeof *sc);
+    sc->identity = stream_cache_identity(m, starts, n_windows, first_block);
     int T = m->config.ctx, C = m->config.d_model, B = m->max_batch;
     sc->first_block = first_block;
     sc->n_windows = n_windows;
@@ -90,7 +114,7 @@ int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_
             memcpy(inputs + (size_t)b * T, src, (size_t)T * sizeof(int32_t));
             memcpy(sc->targets + (size_t)(w0 + b) * T, src + 1, (size_t)T * sizeof(int32_t));
         }
-        gpt_forward_blocks(m, inputs, nb, T, NULL, first_block + 1);
+        gpt_forward_blocks(m, inputs, nb, T, NULL, first_block + 1); /* no hook: cannot fail */
         memcpy(sc->streams + (size_t)w0 * T * C, m->layers[first_block].resid_out, (size_t)nb * T * C * sizeof(float));
     }
     free(inputs);
@@ -113,7 +137,7 @@ static void gather_cached(const StreamCache *sc, const int *pick, int B, int32_t
     }
 }
 
-double evaluate_loss_cached(GPT *m, const StreamCache *sc, const StreamHook *hook) {
+double evaluate_loss_cached(GPT *m, const StreamCache *sc, const ModelHook *hook) {
     int T = sc->T, B = sc->max_batch < m->max_batch ? sc->max_batch : m->max_batch;
     int32_t *targets = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
     int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
@@ -123,7 +147,10 @@ double evaluate_loss_cached(GPT *m, const StreamCache *sc, const StreamHook *hoo
         int nb = sc->n_windows - w0 < B ? sc->n_windows - w0 : B;
         for (int b = 0; b < nb; b++) pick[b] = w0 + b;
         gather_cached(sc, pick, nb, targets);
-        gpt_forward_from(m, sc->batch, sc->first_block + 1, nb, T, hook);
+        if (gpt_forward_from(m, sc->batch, sc->first_block + 1, nb, T, hook) != 0) {
+            total = NAN;
+            break;
+        }
         total += crossentropy_forward_backward(NULL, m->logits, targets, nb * T, m->config.vocab_size, 0.0f) * nb * T;
     }
     free(targets);
@@ -131,31 +158,30 @@ double evaluate_loss_cached(GPT *m, const StreamCache *sc, const StreamHook *hoo
     return total / ((double)sc->n_windows * T);
 }
 
-/* Forward and backward of one batch from the tokens; returns the objective. */
-static double correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
-                                        const int32_t *targets, int B, int T, const float **mse_targets) {
-    int N = B * T, V = q->config.vocab_size, first_block = c->sites[0].block;
-    double value;
+/* Forward and backward of one batch from the tokens into *value; -1 when the forward refuses. */
+static int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
+                                     const int32_t *targets, int B, int T, const float **mse_targets, double *value) {
+    int N = B * T, V = q->config.vocab_size, stop = corrections_frozen_prefix(c) + 1;
     if (objective == OBJECTIVE_MSE) {
         gpt_forward_blocks(f, inputs, B, T, NULL, f->config.n_layer);
-        for (int j = 0; j < c->n_sites; j++) mse_targets[j] = f->layers[c->sites[j].block].resid_out;
+        for (int j = 0; j < c->n_sites; j++) mse_targets[j] = f->layers[c->sites[j].where].resid_out;
         c->mse_targets = mse_targets;
         c->mse_loss = 0.0;
-        gpt_forward_blocks(q, inputs, B, T, &c->hook, q->config.n_layer);
-        value = c->mse_loss;
-        gpt_backward(q, &c->hook, 0, 0, first_block + 1);
+        int rc = gpt_forward_blocks(q, inputs, B, T, &c->hook, q->config.n_layer);
+        *value = c->mse_loss;
+        if (rc == 0) gpt_backward(q, &c->hook, 0, 0, stop);
         c->mse_targets = NULL;
-        return value;
+        return rc;
     }
-    gpt_forward(q, inputs, B, T, &c->hook);
+    if (gpt_forward(q, inputs, B, T, &c->hook) != 0) return -1;
     if (objective == OBJECTIVE_CE) {
-        value = gpt_loss(q, targets);
+        *value = gpt_loss(q, targets);
     } else {
         gpt_forward(f, inputs, B, T, NULL);
-        value = kl_forward_backward(q->dlogits, q->logits, f->logits, N, V, 1.0f / N);
+        *value = kl_forward_backward(q->dlogits, q->logits, f->logits, N, V, 1.0f / N);
     }
-    gpt_backward(q, &c->hook, 1, 0, first_block + 1);
-    return value;
+    gpt_backward(q, &c->hook, 1, 0, stop);
+    return 0;
 }
 
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out) {
@@ -177,10 +203,15 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
     if (warmup < 1) warmup = 1;
     Rng rng;
     rng_seed(&rng, o->seed ^ 0x5EED5EEDull);
-    int first_block = c->sites[0].block;
-    const StreamCache *cache = o->objective == OBJECTIVE_CE ? o->calib_cache : NULL;
-    if (cache && (cache->first_block != first_block || cache->n_windows != n_windows || cache->max_batch < B)) {
-        qc_error("internal: the calibration cache does not match the corrections");
+    if (o->objective == OBJECTIVE_MSE && kind_info[c->kind].placement != PLACE_STREAM) {
+        qc_error("the mse objective compares streams after blocks: %s corrections have none", kind_info[c->kind].name);
+        goto done;
+    }
+    int first_block = corrections_frozen_prefix(c);
+    const StreamCache *cache = o->objective == OBJECTIVE_CE && first_block >= 0 ? o->calib_cache : NULL;
+    if (cache && (cache->first_block != first_block || cache->max_batch < B ||
+                  cache->identity != stream_cache_identity(q, starts, n_windows, first_block))) {
+        qc_error("the calibration cache holds other windows, another block or another model than these corrections need");
         goto done;
     }
     double recent = 0.0;
@@ -191,15 +222,15 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
         double objective;
         if (cache) { /* the frozen prefix comes from the cache: only blocks after it run */
             gather_cached(cache, pick, B, targets);
-            gpt_forward_from(q, cache->batch, first_block + 1, B, T, &c->hook);
+            if (gpt_forward_from(q, cache->batch, first_block + 1, B, T, &c->hook) != 0) goto done;
             objective = gpt_loss(q, targets);
             gpt_backward(q, &c->hook, 1, 0, first_block + 1);
         } else {
             gather_batch(corpus, starts, pick, B, T, inputs, targets);
-            objective = correction_step_objective(q, f, c, o->objective, inputs, targets, B, T, mse_targets);
+            if (correction_step_objective(q, f, c, o->objective, inputs, targets, B, T, mse_targets, &objective) != 0) goto done;
         }
         if (!isfinite(objective)) {
-            qc_error("correction training diverged: objective is %g at step %d (try a lower --lr)", objective, step + 1);
+            qc_error("correction training diverged: objective is %g at step %d (try a lower learning rate)", objective, step + 1);
             goto done;
         }
         float lr = lr_schedule(step, o->steps, warmup, o->lr, o->lr / 10.0f);
@@ -232,7 +263,7 @@ done:
 }
 
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
-    if (c->hidden != 0) { qc_error("--method lstsq solves linear corrections only (use --hidden 0)"); return -1; }
+    if (c->kind != KIND_LINEAR) { qc_error("lstsq solves linear corrections only, not %s", kind_info[c->kind].name); return -1; }
     int T = q->config.ctx, B = o->batch < q->max_batch ? o->batch : q->max_batch, d = c->d, D = d + 1;
     int n_windows = 0;
     int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
@@ -245,7 +276,7 @@ int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
     if (!starts || !inputs || !pick || !xa || !r || !gram || !rhs) goto done;
     for (int j = 0; j < c->n_sites; j++) {
         CorrectionSite *s = &c->sites[j];
-        int block = s->block;
+        int block = s->where;
         memset(gram, 0, (size_t)D * D * sizeof(double));
         memset(rhs, 0, (size_t)D * d * sizeof(double));
         for (int w0 = 0; w0 < n_windows; w0 += B) {
@@ -253,7 +284,7 @@ int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
             for (int b = 0; b < nb; b++) pick[b] = w0 + b;
             gather_batch(corpus, starts, pick, nb, T, inputs, NULL);
             /* the quantized stream entering site j, earlier sites already corrected */
-            gpt_forward_blocks(q, inputs, nb, T, &c->hook, block + 1);
+            if (gpt_forward_blocks(q, inputs, nb, T, &c->hook, block + 1) != 0) goto done;
             gpt_forward_blocks(f, inputs, nb, T, NULL, block + 1);
             const float *x = q->layers[block].resid_out, *y = f->layers[block].resid_out;
             size_t nr = (size_t)nb * T;
@@ -275,14 +306,14 @@ int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
         for (int k = 0; k < d; k++) gram[(size_t)k * D + k] += lambda; /* the bias row is not shrunk */
         int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', D, d, gram, D, rhs, d);
         if (info != 0) {
-            qc_error("lstsq: the normal equations of site %d (after block %d) are singular (LAPACK info %d); raise --ridge", j,
+            qc_error("lstsq: the normal equations of site %d (after block %d) are singular (LAPACK info %d); raise the ridge", j,
                      block, info);
             goto done;
         }
         /* x + x.A + c with A = rhs[0..d), c = rhs[d]; stored as nn.Linear: weight = A^T */
         for (int a = 0; a < d; a++)
-            for (int b = 0; b < d; b++) s->weight[(size_t)b * d + a] = (float)rhs[(size_t)a * d + b];
-        for (int b = 0; b < d; b++) s->bias[b] = (float)rhs[(size_t)d * d + b];
+            for (int b = 0; b < d; b++) s->param[0][(size_t)b * d + a] = (float)rhs[(size_t)a * d + b];
+        for (int b = 0; b < d; b++) s->param[1][b] = (float)rhs[(size_t)d * d + b];
         if (!o->quiet) progress_line(stderr, j + 1 == c->n_sites, "lstsq site %d/%d solved", j + 1, c->n_sites);
     }
     rc = 0;
@@ -295,6 +326,50 @@ done:
     free(gram);
     free(rhs);
     return rc;
+}
+
+CorrectionLayout correction_layout_for(const CorrectOptions *o) {
+    return (CorrectionLayout){.kind = method_kind(o->method, o->hidden), .every = o->every, .size = o->hidden};
+}
+
+typedef int (*SolveFn)(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
+#define KIND_SOLVE(id, name, place, ops, solve) [id] = solve,
+static const SolveFn kind_solve[KIND_COUNT] = {CORRECTION_KINDS(KIND_SOLVE)};
+#undef KIND_SOLVE
+
+int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val, Corrections *c,
+                   CorrectionResult *r) {
+    const MethodInfo *m = &method_info[o->method];
+    CorrectionLayout layout = correction_layout_for(o);
+    SolveFn solve = kind_solve[layout.kind];
+    if (m->solves && !solve) {
+        qc_error("method %s needs a closed form, which %s corrections do not have", m->name, kind_info[layout.kind].name);
+        return -1;
+    }
+    /* sized for the largest batch any forward of q runs (evaluation may batch more than training) */
+    if (corrections_init(c, &q->config, &layout, q->max_batch * q->config.ctx, o->seed) != 0) return -1;
+    r->objective = NAN;
+    double t0 = now_seconds();
+    int rc = 0;
+    if (m->solves) rc = solve(q, f, c, corpus, o);
+    if (rc == 0 && m->trains) rc = correction_train(q, f, c, corpus, o, &r->objective);
+    r->seconds_correct = now_seconds() - t0;
+    if (rc != 0) {
+        corrections_free(c);
+        return -1;
+    }
+    double t1 = now_seconds();
+    if (val && val->first_block <= corrections_frozen_prefix(c) &&
+        val->identity == stream_cache_identity(q, NULL, val->n_windows, val->first_block))
+        r->loss_corrected = evaluate_loss_cached(q, val, &c->hook);
+    else
+        r->loss_corrected = evaluate_loss(q, corpus->ids + corpus->n_train, corpus->n_val, &c->hook);
+    r->seconds_eval = now_seconds() - t1;
+    if (isnan(r->loss_corrected)) {
+        corrections_free(c);
+        return -1;
+    }
+    return 0;
 }
 
 int recovery_loss(double lf, double lq, double lc, double *out) {

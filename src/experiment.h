@@ -1,5 +1,6 @@
-/* experiment: one run of the research question — quantize a float model, fit corrections by
- * SGD (ce/kl/mse) or by ridge least squares (lstsq), evaluate, and compute recovery. */
+/* experiment: one run of the research question — fit corrections to a quantized model by the
+ * method's table entry (AdamW on ce/kl/mse, or the kind's closed form such as lstsq), evaluate,
+ * and compute recovery; plus the prefix caches a sweep shares between runs. */
 #ifndef QCORR_EXPERIMENT_H
 #define QCORR_EXPERIMENT_H
 
@@ -10,23 +11,25 @@
 #include "model.h"
 #include "quant.h"
 
-typedef enum { METHOD_TRAIN, METHOD_LSTSQ } CorrectMethod;
-
 /* The frozen prefix of a quantized model computed once: for each window, the stream after
  * block first_block (before its hook). Every correction whose first site follows that block
  * reuses it — the sweep shares one cache across all widths and methods of a (bits, every). */
 typedef struct {
     int first_block, n_windows, T, C, max_batch;
+    uint64_t identity;  /* stream_cache_identity of what it was built from */
     float *streams;     /* (n_windows, T, C) */
     int32_t *targets;   /* (n_windows, T): the next token of every position */
     float *batch;       /* (max_batch, T, C) scratch the forward reads from */
 } StreamCache;
 
+/* What a cache holds, by content: a hash of the window starts (or their count, when contiguous),
+ * the block and the model's weights, so a cache from another calibration set or model is refused. */
+uint64_t stream_cache_identity(const GPT *m, const int64_t *starts, int n_windows, int first_block);
 /* starts == NULL: the windows are contiguous, window i at ids[i*T] (the evaluation layout). */
 int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_t *starts, int n_windows, int first_block);
 void stream_cache_free(StreamCache *sc);
 /* evaluate_loss over the windows of a cache (same result as evaluate_loss on them). */
-double evaluate_loss_cached(GPT *m, const StreamCache *sc, const StreamHook *hook);
+double evaluate_loss_cached(GPT *m, const StreamCache *sc, const ModelHook *hook);
 
 typedef struct {
     int every, hidden;
@@ -40,9 +43,13 @@ typedef struct {
     const char *log_path;       /* CSV step,objective,lr; NULL: none */
     int quiet;
     /* optional, ce objective only: the calibration windows' prefix (built from the same
-     * calibration_windows), so steps skip the frozen blocks below the first site */
+     * calibration_windows), so steps skip the frozen blocks below the first site; a cache of
+     * other windows, block or model is refused */
     const StreamCache *calib_cache;
 } CorrectOptions;
+
+/* The layout a method fits: its kind (by the table, and --hidden for train), every and hidden. */
+CorrectionLayout correction_layout_for(const CorrectOptions *o);
 
 void correct_options_default(CorrectOptions *o);
 int parse_objective(const char *text, Objective *out);
@@ -57,6 +64,20 @@ int64_t *calibration_windows(const Corpus *c, long calib_tokens, int T, uint64_t
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out);
 /* Solves each linear site in order by ridge least squares to the float stream (QwT). */
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
+
+typedef struct {
+    double loss_corrected;  /* validation loss of the corrected model */
+    double objective;       /* mean objective of the last training steps (NaN when it does not train) */
+    double seconds_correct, seconds_eval;
+} CorrectionResult;
+
+/* The correction half of one experiment, as `correct` and the sweep both run it: sizes c for the
+ * method, fits it (the kind's closed form where the method solves, then AdamW steps where it
+ * trains) and evaluates the corrected model on the validation split — through val, a cache of
+ * q's prefix over the validation windows, when given and deep enough. c is the caller's to free
+ * on success. */
+int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val, Corrections *c,
+                   CorrectionResult *r);
 
 /* recovery = (lq - lc) / (lq - lf); defined only when |lq - lf| >= 1e-4 nats. Returns 0 when
  * undefined (and sets *out to NAN). The perplexity form uses the same rule. */

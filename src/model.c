@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "ops.h"
-#include "quant.h"
+#include "fakequant.h"
 #include "util.h"
 
 #define MAX_D_MODEL 8192
@@ -17,11 +17,11 @@
 
 int gpt_config_check(const GPTConfig *c) {
     if (c->vocab_size < 1 || c->vocab_size > 256) { qc_error("vocab size %d is out of range [1, 256]", c->vocab_size); return -1; }
-    if (c->ctx < 1 || c->ctx > MAX_CTX) { qc_error("--ctx %d is out of range [1, %d]", c->ctx, MAX_CTX); return -1; }
-    if (c->d_model < 1 || c->d_model > MAX_D_MODEL) { qc_error("--d-model %d is out of range [1, %d]", c->d_model, MAX_D_MODEL); return -1; }
-    if (c->n_layer < 1 || c->n_layer > MAX_LAYERS) { qc_error("--layers %d is out of range [1, %d]", c->n_layer, MAX_LAYERS); return -1; }
+    if (c->ctx < 1 || c->ctx > MAX_CTX) { qc_error("context length %d is out of range [1, %d]", c->ctx, MAX_CTX); return -1; }
+    if (c->d_model < 1 || c->d_model > MAX_D_MODEL) { qc_error("d_model %d is out of range [1, %d]", c->d_model, MAX_D_MODEL); return -1; }
+    if (c->n_layer < 1 || c->n_layer > MAX_LAYERS) { qc_error("%d layers is out of range [1, %d]", c->n_layer, MAX_LAYERS); return -1; }
     if (c->n_head < 1 || c->d_model % c->n_head != 0) {
-        qc_error("--heads %d must be positive and divide --d-model %d", c->n_head, c->d_model);
+        qc_error("%d heads must be positive and divide d_model %d", c->n_head, c->d_model);
         return -1;
     }
     return 0;
@@ -248,10 +248,74 @@ int gpt_set_act_bits(GPT *m, int bits) {
     return 0;
 }
 
-const float *gpt_matmul_input(GPT *m, const float *in, int rows, int cols) {
+/* The input a quantized matrix reads: `in` itself, or its per-row fake-quantized copy. */
+static const float *matmul_input(GPT *m, const float *in, int rows, int cols) {
     if (!m->act_bits) return in;
     quantize_activations(m->act_quant, in, rows, cols, m->act_bits);
     return m->act_quant;
+}
+
+int gpt_linear_count(const GPTConfig *cfg) { return cfg->n_layer * LINEARS_PER_BLOCK + 1; }
+
+LinearShape gpt_linear_shape(const GPTConfig *cfg, int index) {
+    int C = cfg->d_model, L = cfg->n_layer;
+    LinearShape sh = {0};
+    if (index == L * LINEARS_PER_BLOCK) {
+        sh.in = C;
+        sh.out = cfg->vocab_size;
+        snprintf(sh.name, sizeof sh.name, "lm_head");
+        return sh;
+    }
+    switch (index % LINEARS_PER_BLOCK) {
+#define CASE(slot, tname, w, b, input, in_dim, out_dim)                                                \
+    case slot:                                                                                         \
+        sh.in = (in_dim);                                                                              \
+        sh.out = (out_dim);                                                                            \
+        snprintf(sh.name, sizeof sh.name, "transformer.h.%d.%s", index / LINEARS_PER_BLOCK, tname);    \
+        break;
+        GPT_BLOCK_LINEARS(CASE)
+#undef CASE
+    }
+    return sh;
+}
+
+Linear gpt_linear(const GPT *m, int index) {
+    LinearShape sh = gpt_linear_shape(&m->config, index);
+    Linear lin = {.index = index, .in = sh.in, .out = sh.out};
+    if (index == m->config.n_layer * LINEARS_PER_BLOCK) {
+        GlobalParams g = global_view(m, m->params);
+        lin.weight = g.lm_head_weight;
+        lin.bias = g.lm_head_bias;
+        return lin;
+    }
+    LayerParams p = layer_view(m, m->params, index / LINEARS_PER_BLOCK);
+    switch (index % LINEARS_PER_BLOCK) {
+#define CASE(slot, tname, w, b, input, in_dim, out_dim) \
+    case slot:                                          \
+        lin.weight = p.w;                               \
+        lin.bias = p.b;                                 \
+        break;
+        GPT_BLOCK_LINEARS(CASE)
+#undef CASE
+    }
+    return lin;
+}
+
+void linear_forward(GPT *m, const ModelHook *hook, int index, float *out, const float *in, int rows, int accumulate) {
+    Linear lin = gpt_linear(m, index);
+    const float *x = matmul_input(m, in, rows, lin.in);
+    matmul_forward(out, x, lin.weight, lin.bias, rows, lin.in, lin.out, accumulate);
+    if (hook && hook->after_linear) hook->after_linear(hook->ctx, index, out, x, rows);
+}
+
+void linear_backward(GPT *m, const ModelHook *hook, int index, float *din, float *dweight, float *dbias, const float *dout,
+                     const float *in, int rows) {
+    Linear lin = gpt_linear(m, index);
+    int hooked = hook && hook->after_linear_backward;
+    /* the weight gradient and the hook need what the matrix read; the input gradient does not */
+    const float *x = dweight || hooked ? matmul_input(m, in, rows, lin.in) : in;
+    matmul_backward(din, dweight, dbias, dout, x, lin.weight, rows, lin.in, lin.out);
+    if (hooked) hook->after_linear_backward(hook->ctx, index, din, dout, x, rows);
 }
 
 void gpt_zero_grad(GPT *m) {
@@ -260,7 +324,7 @@ void gpt_zero_grad(GPT *m) {
 
 
 /* Blocks [first, last) on x, the stream entering block `first`. */
-static void forward_range(GPT *m, float *x, int first, int last, int B, int T, const StreamHook *hook) {
+static void forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook) {
     const GPTConfig *cfg = &m->config;
     int C = cfg->d_model, NH = cfg->n_head;
     int N = B * T;
@@ -269,46 +333,61 @@ static void forward_range(GPT *m, float *x, int first, int last, int B, int T, c
     for (int l = first; l < last; l++) {
         LayerParams p = layer_view(m, m->params, l);
         LayerActivations *a = &m->layers[l];
+        int li = l * LINEARS_PER_BLOCK;
         m->block_input[l] = x;
         layernorm_forward(a->ln_1, a->ln_1_mean, a->ln_1_rstd, x, p.ln_1_weight, p.ln_1_bias, N, C);
-        matmul_forward(a->qkv, gpt_matmul_input(m, a->ln_1, N, C), p.attn_weight, p.attn_bias, N, C, 3 * C, 0);
+        linear_forward(m, hook, li + LINEAR_QKV, a->qkv, a->ln_1, N, 0);
         attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
         memcpy(a->resid_mid, x, (size_t)N * C * sizeof(float));
-        matmul_forward(a->resid_mid, gpt_matmul_input(m, a->atty, N, C), p.attn_proj_weight, p.attn_proj_bias, N, C, C, 1);
+        linear_forward(m, hook, li + LINEAR_ATTN_PROJ, a->resid_mid, a->atty, N, 1);
         layernorm_forward(a->ln_2, a->ln_2_mean, a->ln_2_rstd, a->resid_mid, p.ln_2_weight, p.ln_2_bias, N, C);
-        matmul_forward(a->fch, gpt_matmul_input(m, a->ln_2, N, C), p.fc_weight, p.fc_bias, N, C, 4 * C, 0);
+        linear_forward(m, hook, li + LINEAR_FC, a->fch, a->ln_2, N, 0);
         gelu_forward_saving(a->fch_gelu, a->fch_tanh, a->fch, (long)N * 4 * C);
         memcpy(a->resid_out, a->resid_mid, (size_t)N * C * sizeof(float));
-        matmul_forward(a->resid_out, gpt_matmul_input(m, a->fch_gelu, N, 4 * C), p.mlp_proj_weight, p.mlp_proj_bias, N, 4 * C, C, 1);
-        x = hook ? hook->forward(hook->ctx, l, a->resid_out, N) : a->resid_out;
+        linear_forward(m, hook, li + LINEAR_MLP_PROJ, a->resid_out, a->fch_gelu, N, 1);
+        x = hook && hook->after_block ? hook->after_block(hook->ctx, l, a->resid_out, N) : a->resid_out;
     }
     m->final_stream = x;
 }
 
-void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int n_blocks) {
+/* The hook's saved activations must hold the batch: checked once, before any of them is written. */
+static int check_hook_rows(const ModelHook *hook, int B, int T) {
+    if (hook && hook->max_rows > 0 && (long)B * T > hook->max_rows) {
+        qc_error("a batch of %d x %d rows exceeds the %d rows the corrections were sized for", B, T, hook->max_rows);
+        return -1;
+    }
+    return 0;
+}
+
+int gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook, int n_blocks) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
     int N = B * T;
     memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
     GlobalParams g = global_view(m, m->params);
     embedding_forward(m->encoded, inputs, g.wte, g.wpe, B, T, m->config.d_model);
     forward_range(m, m->encoded, 0, n_blocks, B, T, hook);
+    return 0;
 }
 
-static void forward_head(GPT *m) {
-    int N = m->batch * m->seq, C = m->config.d_model, V = m->config.vocab_size;
+static void forward_head(GPT *m, const ModelHook *hook) {
+    int N = m->batch * m->seq, C = m->config.d_model;
     GlobalParams g = global_view(m, m->params);
     layernorm_forward(m->ln_f, m->ln_f_mean, m->ln_f_rstd, m->final_stream, g.ln_f_weight, g.ln_f_bias, N, C);
-    matmul_forward(m->logits, gpt_matmul_input(m, m->ln_f, N, C), g.lm_head_weight, g.lm_head_bias, N, C, V, 0);
+    linear_forward(m, hook, m->config.n_layer * LINEARS_PER_BLOCK, m->logits, m->ln_f, N, 0);
 }
 
-void gpt_forward_from(GPT *m, float *x, int first, int B, int T, const StreamHook *hook) {
-    if (first > 0 && hook) x = hook->forward(hook->ctx, first - 1, x, B * T);
+int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook *hook) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
+    if (first > 0 && hook && hook->after_block) x = hook->after_block(hook->ctx, first - 1, x, B * T);
     forward_range(m, x, first, m->config.n_layer, B, T, hook);
-    forward_head(m);
+    forward_head(m, hook);
+    return 0;
 }
 
-void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook) {
-    gpt_forward_blocks(m, inputs, B, T, hook, m->config.n_layer);
-    forward_head(m);
+int gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook) {
+    if (gpt_forward_blocks(m, inputs, B, T, hook, m->config.n_layer) != 0) return -1;
+    forward_head(m, hook);
+    return 0;
 }
 
 double gpt_loss(GPT *m, const int32_t *targets) {
@@ -316,44 +395,40 @@ double gpt_loss(GPT *m, const int32_t *targets) {
     return crossentropy_forward_backward(m->dlogits, m->logits, targets, N, m->config.vocab_size, 1.0f / N);
 }
 
-void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_grads, int stop_block) {
+void gpt_backward(GPT *m, const ModelHook *hook, int from_logits, int param_grads, int stop_block) {
     const GPTConfig *cfg = &m->config;
-    int B = m->batch, T = m->seq, C = cfg->d_model, NH = cfg->n_head, V = cfg->vocab_size, L = cfg->n_layer;
+    int B = m->batch, T = m->seq, C = cfg->d_model, NH = cfg->n_head, L = cfg->n_layer;
     int N = B * T;
     GlobalParams g = global_view(m, m->params);
     GlobalParams dg = param_grads ? global_view(m, m->grads) : (GlobalParams){0};
     float *dresid = m->dresid;
     memset(dresid, 0, (size_t)N * C * sizeof(float));
     if (from_logits) {
-        matmul_backward(m->dln, param_grads ? dg.lm_head_weight : NULL, param_grads ? dg.lm_head_bias : NULL,
-                        m->dlogits, m->ln_f, g.lm_head_weight, N, C, V);
-        layernorm_backward(dresid, param_grads ? dg.ln_f_weight : NULL, param_grads ? dg.ln_f_bias : NULL, m->dln,
-                           m->final_stream, g.ln_f_weight, m->ln_f_mean, m->ln_f_rstd, N, C);
+        linear_backward(m, hook, L * LINEARS_PER_BLOCK, m->dln, dg.lm_head_weight, dg.lm_head_bias, m->dlogits, m->ln_f, N);
+        layernorm_backward(dresid, dg.ln_f_weight, dg.ln_f_bias, m->dln, m->final_stream, g.ln_f_weight, m->ln_f_mean,
+                           m->ln_f_rstd, N, C);
     }
     if (stop_block < 0) stop_block = 0;
     for (int l = L - 1; l >= stop_block; l--) {
-        if (hook) hook->backward(hook->ctx, l, dresid, N);
+        if (hook && hook->after_block_backward) hook->after_block_backward(hook->ctx, l, dresid, N);
         LayerParams p = layer_view(m, m->params, l);
+        /* a frozen model's parameter gradients are NULL: never formed, only the stream gradient flows */
         LayerParams dp = param_grads ? layer_view(m, m->grads, l) : (LayerParams){0};
         LayerActivations *a = &m->layers[l];
-        /* gradients of frozen weights are never formed: only the stream gradient is needed */
-#define PARAM_GRAD(field) (param_grads ? dp.field : NULL)
+        int li = l * LINEARS_PER_BLOCK;
         /* resid_out = resid_mid + mlp(ln_2(resid_mid)): dresid flows through unchanged and the MLP adds */
-        matmul_backward(m->dfch, PARAM_GRAD(mlp_proj_weight), PARAM_GRAD(mlp_proj_bias), dresid, a->fch_gelu,
-                        p.mlp_proj_weight, N, 4 * C, C);
+        linear_backward(m, hook, li + LINEAR_MLP_PROJ, m->dfch, dp.mlp_proj_weight, dp.mlp_proj_bias, dresid, a->fch_gelu, N);
         gelu_backward_saved(m->dfch, a->fch, a->fch_tanh, m->dfch, (long)N * 4 * C);
-        matmul_backward(m->dln, PARAM_GRAD(fc_weight), PARAM_GRAD(fc_bias), m->dfch, a->ln_2, p.fc_weight, N, C, 4 * C);
-        layernorm_backward(dresid, PARAM_GRAD(ln_2_weight), PARAM_GRAD(ln_2_bias), m->dln, a->resid_mid, p.ln_2_weight,
-                           a->ln_2_mean, a->ln_2_rstd, N, C);
+        linear_backward(m, hook, li + LINEAR_FC, m->dln, dp.fc_weight, dp.fc_bias, m->dfch, a->ln_2, N);
+        layernorm_backward(dresid, dp.ln_2_weight, dp.ln_2_bias, m->dln, a->resid_mid, p.ln_2_weight, a->ln_2_mean,
+                           a->ln_2_rstd, N, C);
         /* resid_mid = x + proj(attn(ln_1(x))) */
-        matmul_backward(m->datty, PARAM_GRAD(attn_proj_weight), PARAM_GRAD(attn_proj_bias), dresid, a->atty,
-                        p.attn_proj_weight, N, C, C);
+        linear_backward(m, hook, li + LINEAR_ATTN_PROJ, m->datty, dp.attn_proj_weight, dp.attn_proj_bias, dresid, a->atty, N);
         attention_backward(m->dqkv, m->datty, a->qkv, a->att, B, T, C, NH);
-        matmul_backward(m->dln, PARAM_GRAD(attn_weight), PARAM_GRAD(attn_bias), m->dqkv, a->ln_1, p.attn_weight, N, C, 3 * C);
-        layernorm_backward(dresid, PARAM_GRAD(ln_1_weight), PARAM_GRAD(ln_1_bias), m->dln, m->block_input[l],
-                           p.ln_1_weight, a->ln_1_mean, a->ln_1_rstd, N, C);
-#undef PARAM_GRAD
+        linear_backward(m, hook, li + LINEAR_QKV, m->dln, dp.attn_weight, dp.attn_bias, m->dqkv, a->ln_1, N);
+        layernorm_backward(dresid, dp.ln_1_weight, dp.ln_1_bias, m->dln, m->block_input[l], p.ln_1_weight, a->ln_1_mean,
+                           a->ln_1_rstd, N, C);
     }
-    if (hook && stop_block > 0) hook->backward(hook->ctx, stop_block - 1, dresid, N);
+    if (hook && hook->after_block_backward && stop_block > 0) hook->after_block_backward(hook->ctx, stop_block - 1, dresid, N);
     if (param_grads && stop_block == 0) embedding_backward(dg.wte, dg.wpe, dresid, m->inputs, B, T, C);
 }

@@ -67,14 +67,46 @@ typedef struct {
 #define DECLARE_ACTIVATION(field, count) float *field;
 typedef struct { GPT_LAYER_ACTIVATIONS(DECLARE_ACTIVATION) } LayerActivations;
 
-/* A hook after each block: how correction layers enter the model without the model knowing them.
- * forward returns the stream the next block reads (x itself where the hook does nothing);
- * backward turns dx from the gradient w.r.t. that stream into the gradient w.r.t. x, in place. */
+/* The linear layers of a block in forward order, each named by its tensors and by the activation
+ * it reads: X(slot, name, weight field, bias field, input activation, in, out) with in/out in
+ * terms of C. The head (input ln_f) follows the last block's. Index of block l's slot s:
+ * l * LINEARS_PER_BLOCK + s; the head's: L * LINEARS_PER_BLOCK. */
+#define GPT_BLOCK_LINEARS(X)                                                               \
+    X(LINEAR_QKV, "attn.c_attn", attn_weight, attn_bias, ln_1, C, 3 * C)                   \
+    X(LINEAR_ATTN_PROJ, "attn.c_proj", attn_proj_weight, attn_proj_bias, atty, C, C)       \
+    X(LINEAR_FC, "mlp.c_fc", fc_weight, fc_bias, ln_2, C, 4 * C)                           \
+    X(LINEAR_MLP_PROJ, "mlp.c_proj", mlp_proj_weight, mlp_proj_bias, fch_gelu, 4 * C, C)
+#define LINEAR_SLOT(slot, name, w, b, input, in, out) slot,
+enum { GPT_BLOCK_LINEARS(LINEAR_SLOT) LINEARS_PER_BLOCK };
+#undef LINEAR_SLOT
+
+/* A linear layer's shape and name, from the config alone. */
+typedef struct {
+    int in, out;          /* IC, OC */
+    char name[64];        /* "transformer.h.1.mlp.c_fc", "lm_head": its tensors' common prefix */
+} LinearShape;
+
+/* One linear layer out = in . weight^T + bias, as the model runs it. */
+typedef struct {
+    int index;            /* see GPT_BLOCK_LINEARS */
+    int in, out;          /* IC, OC */
+    float *weight, *bias; /* (OC, IC), (OC), in the parameter buffer */
+} Linear;
+
+/* How corrections enter the model without the model knowing them. Every callback may be NULL.
+ * after_block returns the stream the next block reads (x itself where it does nothing);
+ * after_block_backward turns dx, the gradient w.r.t. that stream, into the gradient w.r.t. x in
+ * place. after_linear adds to a linear layer's output (rows, OC) given the input the matrix read
+ * (after activation quantization); after_linear_backward adds its part of the input gradient
+ * into din (rows, IC) given dout (and accumulates its own parameter gradients). */
 typedef struct {
     void *ctx;
-    float *(*forward)(void *ctx, int block, float *x, int rows);
-    void (*backward)(void *ctx, int block, float *dx, int rows);
-} StreamHook;
+    int max_rows; /* the most rows (B*T) its saved activations hold; 0: any. The forward refuses more. */
+    float *(*after_block)(void *ctx, int block, float *x, int rows);
+    void (*after_block_backward)(void *ctx, int block, float *dx, int rows);
+    void (*after_linear)(void *ctx, int linear, float *out, const float *in, int rows);
+    void (*after_linear_backward)(void *ctx, int linear, float *din, const float *dout, const float *in, int rows);
+} ModelHook;
 
 typedef struct {
     GPTConfig config;
@@ -127,14 +159,15 @@ GlobalParams global_view(const GPT *m, float *base);
 const TensorSpec *gpt_find_tensor(const GPT *m, const char *name);
 size_t tensor_numel(const TensorSpec *t);
 
-/* Forward over inputs (B,T), B <= max_batch, T <= ctx: fills m->logits. hook may be NULL. */
-void gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook);
+/* Forward over inputs (B,T), B <= max_batch, T <= ctx: fills m->logits. hook may be NULL. The
+ * forwards return -1 (with a message) when B*T exceeds the hook's max_rows, else 0. */
+int gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook);
 /* Only blocks [0, n_blocks) (with their hooks), no head: for work that needs the stream only. */
-void gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const StreamHook *hook, int n_blocks);
+int gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook, int n_blocks);
 /* Forward from a cached prefix: x (B,T,C) is block first-1's output before its hook; runs that
  * hook, blocks [first, L) and the head. x must stay alive until the backward (stop_block =
  * first) is done. The embedding is not run, so parameter gradients are not available. */
-void gpt_forward_from(GPT *m, float *x, int first, int B, int T, const StreamHook *hook);
+int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook *hook);
 /* Mean cross-entropy of the last forward; also writes m->dlogits (for d mean) if training. */
 double gpt_loss(GPT *m, const int32_t *targets);
 /* Backward of the last forward. from_logits: start from m->dlogits (else from a zero gradient
@@ -142,12 +175,22 @@ double gpt_loss(GPT *m, const int32_t *targets);
  * m->grads (else the base is frozen and only stream gradients flow, to the hook). stop_block:
  * the lowest block whose backward runs; the hook after block stop_block-1 still runs (it sits
  * above the skipped blocks), nothing below it does. gpt_zero_grad first. */
-void gpt_backward(GPT *m, const StreamHook *hook, int from_logits, int param_grads, int stop_block);
+void gpt_backward(GPT *m, const ModelHook *hook, int from_logits, int param_grads, int stop_block);
 void gpt_zero_grad(GPT *m);
+/* The linear layers: how many (4 per block and the head), and one by index. */
+int gpt_linear_count(const GPTConfig *cfg);
+LinearShape gpt_linear_shape(const GPTConfig *cfg, int index);
+Linear gpt_linear(const GPT *m, int index);
+/* The one place a linear layer runs: out (rows, OC) = Q(in) . W^T + b (accumulate: out +=), with
+ * Q the activation fake-quantization when it is on, then the hook's after_linear. */
+void linear_forward(GPT *m, const ModelHook *hook, int index, float *out, const float *in, int rows, int accumulate);
+/* Its backward: din (rows, IC) = dout . W (overwritten; straight through Q), dweight/dbias += the
+ * parameter gradients from Q(in) (NULL: frozen), then the hook's after_linear_backward. */
+void linear_backward(GPT *m, const ModelHook *hook, int index, float *din, float *dweight, float *dbias, const float *dout,
+                     const float *in, int rows);
+
 /* Turns activation fake-quantization on (bits 2..8) or off (0). The gradient through it is the
  * straight-through estimator; the base weights are never trained with it on. */
 int gpt_set_act_bits(GPT *m, int bits);
-/* The input a quantized matrix reads: `in` itself, or its per-row fake-quantized copy. */
-const float *gpt_matmul_input(GPT *m, const float *in, int rows, int cols);
 
 #endif

@@ -383,7 +383,7 @@ static int load_runs(Report *rep) {
  * selection and pairing
  * ====================================================================================== */
 
-enum { KIND_ANY = -1, KIND_LINEAR = 0, KIND_MLP = 1 };
+enum { SELECT_ANY_KIND = -1, SELECT_LINEAR = 0, SELECT_MLP = 1 };
 
 /* Which quantized runs a cell holds; -1 / NULL: any value. */
 typedef struct {
@@ -391,7 +391,7 @@ typedef struct {
     const char *method, *objective;
 } Select;
 
-static Select select_bits(int bits) { return (Select){bits, -1, -1, -1, KIND_ANY, NULL, NULL}; }
+static Select select_bits(int bits) { return (Select){bits, -1, -1, -1, SELECT_ANY_KIND, NULL, NULL}; }
 
 static int run_selected(const Run *r, const Select *s) {
     if (r->control) return 0;
@@ -399,8 +399,8 @@ static int run_selected(const Run *r, const Select *s) {
     if (s->size >= 0 && r->size != s->size) return 0;
     if (s->every >= 0 && r->every != s->every) return 0;
     if (s->hidden >= 0 && r->hidden != s->hidden) return 0;
-    if (s->kind == KIND_LINEAR && r->hidden != 0) return 0;
-    if (s->kind == KIND_MLP && r->hidden == 0) return 0;
+    if (s->kind == SELECT_LINEAR && r->hidden != 0) return 0;
+    if (s->kind == SELECT_MLP && r->hidden == 0) return 0;
     if (s->method && strcmp(r->method, s->method) != 0) return 0;
     if (s->objective && strcmp(r->objective, s->objective) != 0) return 0;
     return 1;
@@ -1224,7 +1224,7 @@ static int section_methods(Report *rep) {
         /* bars: every linear run of each method/objective at this width (unpaired), 95% CI whiskers */
         for (int s = 0; s < n_series; s++) {
             Select sel = select_bits(bits);
-            sel.kind = KIND_LINEAR;
+            sel.kind = SELECT_LINEAR;
             sel.method = s == 0 ? "lstsq" : "train";
             sel.objective = s == 0 ? NULL : objectives[s - 1];
             MeanCI m = recovery_stats(rep, &sel);

@@ -9,7 +9,7 @@
 #include "ops.h"
 #include "util.h"
 
-int sample_state_init(SampleState *s, GPT *m, const StreamHook *hook) {
+int sample_state_init(SampleState *s, GPT *m, const ModelHook *hook) {
     memset(s, 0, sizeof *s);
     const GPTConfig *c = &m->config;
     size_t C = (size_t)c->d_model, P = (size_t)c->ctx, L = (size_t)c->n_layer;
@@ -49,7 +49,8 @@ const float *sample_step(SampleState *s, int token) {
         LayerParams p = layer_view(m, m->params, l);
         float *kc = s->key_cache + (size_t)l * P * C, *vc = s->value_cache + (size_t)l * P * C;
         layernorm_forward(s->ln, s->stats, s->stats + 1, x, p.ln_1_weight, p.ln_1_bias, 1, C);
-        matmul_forward(s->qkv, gpt_matmul_input(m, s->ln, 1, C), p.attn_weight, p.attn_bias, 1, C, 3 * C, 0);
+        int li = l * LINEARS_PER_BLOCK;
+        linear_forward(m, s->hook, li + LINEAR_QKV, s->qkv, s->ln, 1, 0);
         memcpy(kc + (size_t)pos * C, s->qkv + C, (size_t)C * sizeof(float));
         memcpy(vc + (size_t)pos * C, s->qkv + 2 * C, (size_t)C * sizeof(float));
         for (int h = 0; h < NH; h++) {
@@ -74,18 +75,18 @@ const float *sample_step(SampleState *s, int token) {
                 for (int i = 0; i < hs; i++) y[i] += a * v[i];
             }
         }
-        matmul_forward(x, gpt_matmul_input(m, s->atty, 1, C), p.attn_proj_weight, p.attn_proj_bias, 1, C, C, 1);
+        linear_forward(m, s->hook, li + LINEAR_ATTN_PROJ, x, s->atty, 1, 1);
         layernorm_forward(s->ln, s->stats, s->stats + 1, x, p.ln_2_weight, p.ln_2_bias, 1, C);
-        matmul_forward(s->fch, gpt_matmul_input(m, s->ln, 1, C), p.fc_weight, p.fc_bias, 1, C, 4 * C, 0);
+        linear_forward(m, s->hook, li + LINEAR_FC, s->fch, s->ln, 1, 0);
         gelu_forward(s->fch_gelu, s->fch, 4 * C);
-        matmul_forward(x, gpt_matmul_input(m, s->fch_gelu, 1, 4 * C), p.mlp_proj_weight, p.mlp_proj_bias, 1, 4 * C, C, 1);
-        if (s->hook) {
-            float *y = s->hook->forward(s->hook->ctx, l, x, 1);
+        linear_forward(m, s->hook, li + LINEAR_MLP_PROJ, x, s->fch_gelu, 1, 1);
+        if (s->hook && s->hook->after_block) {
+            float *y = s->hook->after_block(s->hook->ctx, l, x, 1);
             if (y != x) memcpy(x, y, (size_t)C * sizeof(float));
         }
     }
     layernorm_forward(s->ln, s->stats, s->stats + 1, x, g.ln_f_weight, g.ln_f_bias, 1, C);
-    matmul_forward(s->logits, gpt_matmul_input(m, s->ln, 1, C), g.lm_head_weight, g.lm_head_bias, 1, C, c->vocab_size, 0);
+    linear_forward(m, s->hook, c->n_layer * LINEARS_PER_BLOCK, s->logits, s->ln, 1, 0);
     s->pos++;
     return s->logits;
 }
@@ -105,7 +106,7 @@ static int pick_token(const float *logits, int V, float temperature, Rng *rng) {
     return V - 1;
 }
 
-int sample_text(GPT *m, const Vocab *v, const StreamHook *hook, const char *prompt, int n_chars, float temperature,
+int sample_text(GPT *m, const Vocab *v, const ModelHook *hook, const char *prompt, int n_chars, float temperature,
                 uint64_t seed, FILE *out) {
     int P = m->config.ctx;
     size_t plen = strlen(prompt);
@@ -115,7 +116,7 @@ int sample_text(GPT *m, const Vocab *v, const StreamHook *hook, const char *prom
     for (size_t i = 0; i < plen; i++) {
         int id = v->id_of[(uint8_t)prompt[i]];
         if (id < 0) {
-            qc_error("--prompt: character '%c' (byte %u) is not in the checkpoint's vocabulary", prompt[i], (uint8_t)prompt[i]);
+            qc_error("prompt character '%c' (byte %u) is not in the checkpoint's vocabulary", prompt[i], (uint8_t)prompt[i]);
             free(history);
             return -1;
         }

@@ -16,8 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "correct.h"
+#include "model_file.h"
 #include "train.h"
 #include "util.h"
 
@@ -280,9 +279,9 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddStringToObject(ft, "schedule", "warmup min(100, steps/10), cosine to lr/10");
     cJSON_AddStringToObject(ft, "optimizer", "AdamW 0.9/0.95 eps 1e-8, weight decay 0.1 on matrices, clip 1.0");
     cJSON *q = cJSON_AddObjectToObject(root, "quantization");
-    StMeta meta[QUANT_META_COUNT];
+    StMeta meta[QUANT_META_MAX];
     quant_scheme_to_meta(&cfg->scheme, meta);
-    for (int i = 1; i < QUANT_META_COUNT - 1; i++) cJSON_AddStringToObject(q, meta[i].key, meta[i].value);
+    for (int i = 1; i < 5; i++) cJSON_AddStringToObject(q, meta[i].key, meta[i].value); /* granularity .. act bits */
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
     cJSON *c = cJSON_AddObjectToObject(root, "correction");
     cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective));
@@ -772,9 +771,7 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
     if (quantize_model(q, &s, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t0;
     if (read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0) return 0;
-    StMeta m[QUANT_META_COUNT];
-    quant_scheme_to_meta(&s, m);
-    if (gpt_save(q, &corpus->vocab, ckpt, m, QUANT_META_COUNT, NULL, 0) != 0) goto fail;
+    if (save_model(ckpt, q, &corpus->vocab, &s, NULL, NULL) != 0) goto fail;
     side->seconds = t_quant;
     side->loss = evaluate_loss(q, corpus->ids + corpus->n_train, corpus->n_val, NULL);
     if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
@@ -898,16 +895,11 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.calib_cache = calib.streams ? &calib : NULL;
                 char log[4200];
                 snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
-                co.log_path = r->method == METHOD_TRAIN ? log : NULL;
-                if (corrections_init(&c, &q.config, r->every, r->hidden, max_batch * q.config.ctx, (uint64_t)r->seed) != 0) { rc = -1; break; }
-                double t0 = now_seconds(), objective;
-                int fit = r->method == METHOD_TRAIN ? correction_train(&q, &f, &c, &corpus, &co, &objective)
-                                                    : correction_lstsq(&q, &f, &c, &corpus, &co);
-                double t_corr = now_seconds() - t0;
-                double t1 = now_seconds();
-                double loss_c = fit == 0 ? evaluate_loss_cached(&q, &val, &c.hook) : NAN;
-                double t_eval = now_seconds() - t1;
-                if (fit != 0 || write_record(dir, cfg, r, fs.loss, loss_q, loss_c, &c, fs.seconds, qs.seconds, t_corr, t_eval) != 0 ||
+                co.log_path = method_info[r->method].trains ? log : NULL;
+                CorrectionResult res;
+                if (run_correction(&q, &f, &corpus, &co, &val, &c, &res) != 0) { rc = -1; break; }
+                if (write_record(dir, cfg, r, fs.loss, loss_q, res.loss_corrected, &c, fs.seconds, qs.seconds, res.seconds_correct,
+                                 res.seconds_eval) != 0 ||
                     sweep_write_summary(dir) != 0) {
                     corrections_free(&c);
                     rc = -1;

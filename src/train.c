@@ -51,7 +51,7 @@ void progress_line(FILE *f, int is_final, const char *fmt, ...) {
     fflush(f);
 }
 
-double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const StreamHook *hook) {
+double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const ModelHook *hook) {
     int T = m->config.ctx;
     if (n < 2) return NAN;
     size_t windows = (n - 1) / (size_t)T;
@@ -61,7 +61,7 @@ double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const StreamHook *hoo
         int B = (int)((windows - w0) < (size_t)m->max_batch ? (windows - w0) : (size_t)m->max_batch);
         /* windows are contiguous: window i starts at iT, so B windows are B*T consecutive ids */
         const int32_t *in = ids + w0 * (size_t)T;
-        gpt_forward(m, in, B, T, hook);
+        if (gpt_forward(m, in, B, T, hook) != 0) return NAN;
         double loss = crossentropy_forward_backward(NULL, m->logits, in + 1, B * T, m->config.vocab_size, 0.0f);
         total += loss * B * T;
     }

@@ -37,7 +37,7 @@ double gpt_optimizer_step(GPT *m, float lr, float weight_decay, float grad_clip,
 
 /* Mean next-token cross-entropy over ids[0..n) in non-overlapping windows of T = ctx:
  * windows i = 0 .. floor((n-1)/T)-1 read ids[iT .. iT+T-1] and predict ids[iT+1 .. iT+T]. */
-double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const StreamHook *hook);
+double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const ModelHook *hook);
 
 /* A progress line: rewritten in place on a terminal, a plain line otherwise. */
 void progress_line(FILE *f, int is_final, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

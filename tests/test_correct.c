@@ -17,6 +17,7 @@
 #include "../src/correct.h"
 #include "../src/data.h"
 #include "../src/experiment.h"
+#include "../src/model_file.h"
 #include "../src/optim.h"
 #include "../src/quant.h"
 #include "../src/train.h"
@@ -50,15 +51,15 @@ static void test_site_placement(void **state) {
         GPTConfig cfg = {.vocab_size = 5, .ctx = 4, .d_model = 8, .n_layer = L, .n_head = 2};
         for (int hidden = 0; hidden <= 4; hidden += 4) {
             Corrections c;
-            assert_int_equal(corrections_init(&c, &cfg, every, hidden, 4, 1), 0);
+            assert_int_equal(stream_corrections(&c, &cfg, every, hidden, 4, 1), 0);
             assert_int_equal(c.n_sites, cases[k].n);
             int j = 0;
             for (int i = 0; i < L; i++) {
                 if (j < c.n_sites && cases[k].blocks[j] == i) {
-                    assert_int_equal(c.sites[j].block, i);
-                    assert_int_equal(c.site_of_block[i], j);
+                    assert_int_equal(c.sites[j].where, i);
+                    assert_int_equal(c.site_of[i], j);
                     j++;
-                } else if (c.site_of_block[i] != -1) {
+                } else if (c.site_of[i] != -1) {
                     fail_msg("L %d, every %d: a site after block %d", L, every, i);
                 }
             }
@@ -71,10 +72,10 @@ static void test_site_placement(void **state) {
     /* refused: every < 1, hidden < 0 (naming the flag's value) */
     GPTConfig cfg = {.vocab_size = 5, .ctx = 4, .d_model = 8, .n_layer = 2, .n_head = 2};
     Corrections c;
-    assert_int_equal(corrections_init(&c, &cfg, 0, 0, 4, 1), -1);
-    assert_non_null(strstr(qc_last_error(), "--every"));
-    assert_int_equal(corrections_init(&c, &cfg, 1, -1, 4, 1), -1);
-    assert_non_null(strstr(qc_last_error(), "--hidden"));
+    assert_int_equal(stream_corrections(&c, &cfg, 0, 0, 4, 1), -1);
+    assert_non_null(strstr(qc_last_error(), "every 0"));
+    assert_int_equal(stream_corrections(&c, &cfg, 1, -1, 4, 1), -1);
+    assert_non_null(strstr(qc_last_error(), "width -1"));
 }
 
 /* ============================ identity at initialisation ============================ */
@@ -101,7 +102,7 @@ static void test_fresh_correction_is_identity(void **state) {
     static const int configs[][2] = {{1, 0}, {2, 0}, {1, 8}, {2, 8}, {5, 32}}; /* every, hidden */
     for (size_t k = 0; k < sizeof configs / sizeof *configs; k++) {
         Corrections c;
-        assert_int_equal(corrections_init(&c, &q.config, configs[k][0], configs[k][1], ROWS, 203 + k), 0);
+        assert_int_equal(stream_corrections(&c, &q.config, configs[k][0], configs[k][1], ROWS, 203 + k), 0);
         gpt_forward(&q, tokens, BATCH, SEQ, &c.hook);
         if (memcmp(q.logits, plain, nl * sizeof(float)) != 0)
             fail_msg("every %d, hidden %d: a fresh correction changes the logits (max %g)", configs[k][0], configs[k][1],
@@ -109,11 +110,11 @@ static void test_fresh_correction_is_identity(void **state) {
         /* the MLP's first layer starts random (it must, to learn): only W2 and b2 are zero */
         if (configs[k][1]) {
             double w1 = 0;
-            for (size_t i = 0; i < (size_t)configs[k][1] * 16; i++) w1 = fmax(w1, fabs(c.sites[0].fc_weight[i]));
+            for (size_t i = 0; i < (size_t)configs[k][1] * 16; i++) w1 = fmax(w1, fabs(c.sites[0].param[0][i]));
             assert_true(w1 > 0);
         }
         /* the hook is live: one non-zero bias at the last site moves the logits */
-        float *b = configs[k][1] ? c.sites[c.n_sites - 1].proj_bias : c.sites[c.n_sites - 1].bias;
+        float *b = c.sites[c.n_sites - 1].param[configs[k][1] ? 3 : 1]; /* linear: weight, bias; MLP: fc.*, proj.* */
         b[3] = 0.5f;
         gpt_forward(&q, tokens, BATCH, SEQ, &c.hook);
         assert_true(max_abs_diff(q.logits, plain, nl) > 1e-3);
@@ -192,15 +193,15 @@ static double fd_gradient(GradProblem *p, size_t i) {
 static void randomize_corrections(Corrections *c, Rng *rng) {
     for (int j = 0; j < c->n_sites; j++) {
         CorrectionSite *s = &c->sites[j];
-        int d = c->d, h = c->hidden;
+        int d = c->d, h = c->size;
         if (h == 0) {
-            fill_normal(s->weight, (size_t)d * d, rng, 0.1f);
-            fill_normal(s->bias, (size_t)d, rng, 0.1f);
+            fill_normal(s->param[0], (size_t)d * d, rng, 0.1f);
+            fill_normal(s->param[1], (size_t)d, rng, 0.1f);
         } else {
-            fill_normal(s->fc_weight, (size_t)h * d, rng, 0.3f);
-            fill_normal(s->fc_bias, (size_t)h, rng, 0.3f);
-            fill_normal(s->proj_weight, (size_t)d * h, rng, 0.1f);
-            fill_normal(s->proj_bias, (size_t)d, rng, 0.1f);
+            fill_normal(s->param[0], (size_t)h * d, rng, 0.3f);
+            fill_normal(s->param[1], (size_t)h, rng, 0.3f);
+            fill_normal(s->param[2], (size_t)d * h, rng, 0.1f);
+            fill_normal(s->param[3], (size_t)d, rng, 0.1f);
         }
     }
 }
@@ -220,18 +221,18 @@ static void check_correction_gradients(const char *what, int L, int every, int h
     random_tokens(inputs, ROWS, V, &rng);
     random_tokens(targets, ROWS, V, &rng);
     Corrections c;
-    assert_int_equal(corrections_init(&c, &q.config, every, hidden, ROWS, seed + 2), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, every, hidden, ROWS, seed + 2), 0);
     randomize_corrections(&c, &rng);
 
     /* the float model's logits and streams: the kl and mse targets */
     gpt_forward(&f, inputs, BATCH, SEQ, NULL);
     float *target_logits = copy_floats(f.logits, (size_t)ROWS * V);
     float *streams[8];
-    for (int j = 0; j < c.n_sites; j++) streams[j] = copy_floats(f.layers[c.sites[j].block].resid_out, (size_t)ROWS * C);
+    for (int j = 0; j < c.n_sites; j++) streams[j] = copy_floats(f.layers[c.sites[j].where].resid_out, (size_t)ROWS * C);
     GradProblem p = {&q, &c, objective, inputs, targets, target_logits, (const float *const *)streams};
 
     float *q_params = copy_floats(q.params, q.num_params);
-    int stop = c.sites[0].block + 1; /* what correction_train uses */
+    int stop = c.sites[0].where + 1; /* what correction_train uses */
     objective_value(&p, 1, stop);
     float *grads = copy_floats(c.grads, c.num_params);
     /* the blocks below the first site add nothing to the correction gradients: a full backward
@@ -252,14 +253,14 @@ static void check_correction_gradients(const char *what, int L, int every, int h
             worst = fmax(worst, err / bound);
             if (!(err <= bound))
                 fail_msg("%s: site %d (after block %d) parameter %zu: backward %.7g, finite difference %.7g (error %.3g > %.3g)",
-                         what, j, c.sites[j].block, k, a, fd, err, bound);
+                         what, j, c.sites[j].where, k, a, fd, err, bound);
         }
         double rel = sqrt(err2) / fmax(sqrt(ref2), 1e-12);
         /* a site whose reference gradient vanished would let a backward that writes nothing pass */
         if (!(sqrt(ref2) > 1e-3)) fail_msg("%s: site %d: reference gradient norm %.3g is too small to test", what, j, sqrt(ref2));
         if (!(rel <= SITE_RTOL)) fail_msg("%s: site %d: ||backward - fd|| / ||fd|| = %.3g > %g", what, j, rel, SITE_RTOL);
 #ifdef TEST_VERBOSE
-        print_message("  %-22s site %d (block %d): |g| %.2e, rel err %.2e, worst err/bound %.2f\n", what, j, c.sites[j].block,
+        print_message("  %-22s site %d (block %d): |g| %.2e, rel err %.2e, worst err/bound %.2f\n", what, j, c.sites[j].where,
                       sqrt(ref2), rel, worst);
 #endif
         (void)worst;
@@ -362,7 +363,7 @@ static void quick_options(CorrectOptions *o, Objective objective, int steps) {
     o->lr = 1e-2f;
 }
 
-static double val_loss(GPT *m, const Corpus *c, const StreamHook *hook) {
+static double val_loss(GPT *m, const Corpus *c, const ModelHook *hook) {
     return evaluate_loss(m, c->ids + c->n_train, c->n_val, hook);
 }
 
@@ -381,7 +382,7 @@ static void test_zero_steps_is_quantized_loss(void **state) {
     assert_true(lq - lf > 1e-3); /* 2 bits must hurt, or equality below proves little */
     for (int hidden = 0; hidden <= 8; hidden += 8) {
         Corrections c;
-        assert_int_equal(corrections_init(&c, &q.config, 1, hidden, 4 * 16, 412), 0);
+        assert_int_equal(stream_corrections(&c, &q.config, 1, hidden, 4 * 16, 412), 0);
         CorrectOptions o;
         quick_options(&o, OBJECTIVE_CE, 0);
         double objective = 0;
@@ -413,7 +414,7 @@ static void test_training_leaves_base_untouched(void **state) {
     for (int objective = OBJECTIVE_CE; objective <= OBJECTIVE_MSE; objective++)
         for (int hidden = 0; hidden <= 8; hidden += 8) {
             Corrections c;
-            assert_int_equal(corrections_init(&c, &q.config, 1, hidden, 4 * 16, 422), 0);
+            assert_int_equal(stream_corrections(&c, &q.config, 1, hidden, 4 * 16, 422), 0);
             float *init = copy_floats(c.params, c.num_params);
             CorrectOptions o;
             quick_options(&o, (Objective)objective, 5);
@@ -456,7 +457,7 @@ static void test_kl_mse_vanish_on_float_model(void **state) {
     for (int objective = OBJECTIVE_KL; objective <= OBJECTIVE_MSE; objective++)
         for (int hidden = 0; hidden <= 8; hidden += 8) {
             Corrections c;
-            assert_int_equal(corrections_init(&c, &q.config, 1, hidden, 4 * 16, 452), 0);
+            assert_int_equal(stream_corrections(&c, &q.config, 1, hidden, 4 * 16, 452), 0);
             float *init = copy_floats(c.params, c.num_params);
             CorrectOptions o;
             quick_options(&o, (Objective)objective, 4);
@@ -471,7 +472,7 @@ static void test_kl_mse_vanish_on_float_model(void **state) {
         }
     /* ce is not a distance to the float model: on the same model it trains (the control arm's gain) */
     Corrections c;
-    assert_int_equal(corrections_init(&c, &q.config, 1, 0, 4 * 16, 453), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 4 * 16, 453), 0);
     CorrectOptions o;
     quick_options(&o, OBJECTIVE_CE, 4);
     assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), 0);
@@ -502,9 +503,9 @@ static void test_stream_cache_matches(void **state) {
     int n_val_windows = (int)((corpus.n_val - 1) / (size_t)T);
     for (int every = 1; every <= 2; every++) {
         Corrections plain, cached;
-        assert_int_equal(corrections_init(&plain, &q.config, every, 0, 4 * T, 462), 0);
-        assert_int_equal(corrections_init(&cached, &q.config, every, 0, 4 * T, 462), 0);
-        int first = plain.sites[0].block;
+        assert_int_equal(stream_corrections(&plain, &q.config, every, 0, 4 * T, 462), 0);
+        assert_int_equal(stream_corrections(&cached, &q.config, every, 0, 4 * T, 462), 0);
+        int first = plain.sites[0].where;
         CorrectOptions o;
         quick_options(&o, OBJECTIVE_CE, 6);
         assert_int_equal(correction_train(&q, &f, &plain, &corpus, &o, NULL), 0);
@@ -541,11 +542,79 @@ static void test_stream_cache_matches(void **state) {
     corpus_free(&corpus);
 }
 
+/* A cache is matched to the corrections by its content: windows of another calibration set (same
+ * count, other seed), a cache of another model, or of another block are refused, not trained on. */
+static void test_calibration_cache_identity(void **state) {
+    (void)state;
+    Corpus corpus;
+    small_corpus(&corpus);
+    GPT f, q;
+    corpus_model(&f, &corpus, 3, 4, 463);
+    assert_int_equal(gpt_clone(&q, &f, 4), 0);
+    QuantScheme s;
+    quant_scheme_default(&s, 2);
+    assert_int_equal(quantize_model(&q, &s, NULL, NULL), 0);
+    int T = q.config.ctx, n_windows = 0;
+    CorrectOptions o;
+    quick_options(&o, OBJECTIVE_CE, 2);
+    int64_t *starts = calibration_windows(&corpus, o.calib_tokens, T, o.seed, &n_windows);
+    Corrections c;
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 4 * T, 464), 0);
+    int first = c.sites[0].where;
+    StreamCache cache, deeper;
+    assert_int_equal(stream_cache_build(&cache, &q, corpus.ids, starts, n_windows, first), 0);
+    o.calib_cache = &cache;
+    assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), 0);
+    /* the same number of windows drawn with another seed */
+    o.seed += 1;
+    assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), -1);
+    assert_non_null(strstr(qc_last_error(), "calibration cache"));
+    o.seed -= 1;
+    /* the cache of another model: one weight of the quantized model changed */
+    q.params[q.num_params / 2] += 0.25f;
+    assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), -1);
+    assert_non_null(strstr(qc_last_error(), "calibration cache"));
+    q.params[q.num_params / 2] -= 0.25f;
+    /* a cache of another block */
+    assert_int_equal(stream_cache_build(&deeper, &q, corpus.ids, starts, n_windows, first + 1), 0);
+    o.calib_cache = &deeper;
+    assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), -1);
+    stream_cache_free(&deeper);
+    stream_cache_free(&cache);
+    corrections_free(&c);
+    free(starts);
+    gpt_free(&q);
+    gpt_free(&f);
+    corpus_free(&corpus);
+}
+
+/* The corrections' saved activations hold max_rows rows: a forward of more rows through their hook
+ * is refused before anything is written (it used to write past the end of the scratch). */
+static void test_forward_refuses_rows_beyond_the_corrections(void **state) {
+    (void)state;
+    GPT q;
+    small_gpt(&q, 2, 8, 4, 465);
+    int32_t tokens[4 * 8] = {0};
+    for (int hidden = 0; hidden <= 8; hidden += 8) {
+        Corrections c;
+        assert_int_equal(stream_corrections(&c, &q.config, 1, hidden, 2 * 8, 466), 0);
+        assert_int_equal(gpt_forward(&q, tokens, 2, 8, &c.hook), 0);
+        assert_int_equal(gpt_forward(&q, tokens, 4, 8, &c.hook), -1);
+        assert_non_null(strstr(qc_last_error(), "exceeds the 16 rows"));
+        assert_int_equal(gpt_forward_blocks(&q, tokens, 3, 8, &c.hook, 1), -1);
+        assert_int_equal(gpt_forward_from(&q, q.encoded, 1, 3, 8, &c.hook), -1);
+        /* evaluation batches by the model's max_batch (4): refused, not overflowed */
+        assert_true(isnan(evaluate_loss(&q, tokens, 4 * 8, &c.hook)));
+        corrections_free(&c);
+    }
+    gpt_free(&q);
+}
+
 /* Mean squared difference, in double, between the stream at site j of q (after the site's
  * correction, earlier sites applied) and f's stream at the same block, over the calibration
  * windows lstsq used. */
 static double site_mse(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, int j) {
-    int T = q->config.ctx, d = c->d, n_windows = 0, block = c->sites[j].block;
+    int T = q->config.ctx, d = c->d, n_windows = 0, block = c->sites[j].where;
     int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
     assert_non_null(starts);
     int32_t *inputs = malloc((size_t)q->max_batch * T * sizeof(int32_t));
@@ -571,7 +640,7 @@ static double site_mse(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, con
  * float, so ~1e-7..1e-6 is rounding; a site solved on the wrong stream, without its bias, or
  * transposed is off by O(0.1..1). */
 static double normal_equation_residual(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, int j) {
-    int T = q->config.ctx, d = c->d, D = d + 1, n_windows = 0, block = c->sites[j].block;
+    int T = q->config.ctx, d = c->d, D = d + 1, n_windows = 0, block = c->sites[j].where;
     int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
     int32_t *inputs = malloc((size_t)q->max_batch * T * sizeof(int32_t));
     double *ztz = calloc((size_t)D * D, sizeof(double)), *ztr = calloc((size_t)D * d, sizeof(double));
@@ -600,8 +669,8 @@ static double normal_equation_residual(GPT *q, GPT *f, Corrections *c, const Cor
         for (int b = 0; b < d; b++) {
             /* W[k][b] = A[k][b] = weight[b][k]; W[d][b] = bias[b] */
             double g = -ztr[a * d + b];
-            for (int k = 0; k < D; k++) g += ztz[a * D + k] * (k < d ? s->weight[(size_t)b * d + k] : s->bias[b]);
-            if (a < d) g += lambda * s->weight[(size_t)b * d + a];
+            for (int k = 0; k < D; k++) g += ztz[a * D + k] * (k < d ? s->param[0][(size_t)b * d + k] : s->param[1][b]);
+            if (a < d) g += lambda * s->param[0][(size_t)b * d + a];
             g2 += g * g;
             r2 += ztr[a * d + b] * ztr[a * d + b];
         }
@@ -632,7 +701,7 @@ static void test_lstsq_known_answers(void **state) {
     o.calib_tokens = 2048;
 
     Corrections c;
-    assert_int_equal(corrections_init(&c, &q.config, 1, 0, 8 * 16, 432), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 8 * 16, 432), 0);
     double before = val_loss(&q, &corpus, NULL);
     if (correction_lstsq(&q, &f, &c, &corpus, &o) != 0) fail_msg("lstsq: %s", qc_last_error());
     double biggest = 0;
@@ -645,7 +714,7 @@ static void test_lstsq_known_answers(void **state) {
     quant_scheme_default(&s, 2);
     assert_int_equal(quantize_model(&q, &s, NULL, NULL), 0);
     for (int every = 1; every <= 2; every++) {
-        assert_int_equal(corrections_init(&c, &q.config, every, 0, 8 * 16, 433), 0);
+        assert_int_equal(stream_corrections(&c, &q.config, every, 0, 8 * 16, 433), 0);
         if (correction_lstsq(&q, &f, &c, &corpus, &o) != 0) fail_msg("lstsq: %s", qc_last_error());
         size_t per_site = c.num_params / c.n_sites;
         float *saved = malloc(per_site * sizeof(float));
@@ -678,7 +747,7 @@ static void test_lstsq_known_answers(void **state) {
     /* a strong ridge (0.1 of the mean diagonal): the shrinkage is now a large part of the
      * equations, so they pin down its definition (A shrunk by lambda, the bias not) */
     o.ridge = 0.1;
-    assert_int_equal(corrections_init(&c, &q.config, 1, 0, 8 * 16, 435), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 8 * 16, 435), 0);
     assert_int_equal(correction_lstsq(&q, &f, &c, &corpus, &o), 0);
     for (int j = 0; j < c.n_sites; j++) {
         double residual = normal_equation_residual(&q, &f, &c, &corpus, &o, j);
@@ -687,9 +756,9 @@ static void test_lstsq_known_answers(void **state) {
     corrections_free(&c);
     o.ridge = 1e-4;
     /* lstsq fits linear corrections only */
-    assert_int_equal(corrections_init(&c, &q.config, 1, 8, 8 * 16, 434), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 8, 8 * 16, 434), 0);
     assert_int_equal(correction_lstsq(&q, &f, &c, &corpus, &o), -1);
-    assert_non_null(strstr(qc_last_error(), "--hidden"));
+    assert_non_null(strstr(qc_last_error(), "linear corrections only, not mlp"));
     corrections_free(&c);
     gpt_free(&q);
     gpt_free(&f);
@@ -698,32 +767,20 @@ static void test_lstsq_known_answers(void **state) {
 
 /* ============================ checkpoint round trip ============================ */
 
-/* Saves q with its scheme and corrections as cmd_correct does, loads it as common.c's
- * load_checkpoint does (gpt_load with st_out, quant_scheme_from_meta, corrections_load,
- * gpt_set_act_bits), and evaluates: the corrected loss comes back exactly. */
+/* Saves q with its scheme and corrections as cmd_correct does (save_model), loads it as eval does
+ * (load_checkpoint), and evaluates: the corrected loss comes back exactly. */
 static void round_trip(const char *name, GPT *q, const Corrections *c, const QuantScheme *s, const Corpus *corpus, double want) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", test_tmpdir(), name);
-    StMeta meta[QUANT_META_COUNT + CORRECTION_META_COUNT];
-    quant_scheme_to_meta(s, meta);
-    corrections_to_meta(c, meta + QUANT_META_COUNT);
-    StWriteTensor *tensors = calloc((size_t)c->n_sites * 4, sizeof *tensors);
-    int n = corrections_tensors(c, tensors, c->n_sites * 4);
-    assert_int_equal(n, c->n_sites * (c->hidden ? 4 : 2));
-    if (gpt_save(q, &corpus->vocab, path, meta, QUANT_META_COUNT + CORRECTION_META_COUNT, tensors, n) != 0)
-        fail_msg("gpt_save: %s", qc_last_error());
-    free(tensors);
+    if (save_model(path, q, &corpus->vocab, s, c, &(CorrectionProvenance){"train", "ce"}) != 0) fail_msg("save_model: %s", qc_last_error());
 
-    GPT m;
-    Vocab v;
-    SafeTensors st;
-    if (gpt_load(&m, &v, path, q->max_batch, &st) != 0) fail_msg("gpt_load: %s", qc_last_error());
-    QuantScheme loaded;
-    assert_int_equal(quant_scheme_from_meta(&st, &loaded), 1);
-    Corrections lc;
-    assert_int_equal(corrections_load(&lc, &st, &m.config, q->max_batch * m.config.ctx), 1);
-    st_free(&st);
-    assert_int_equal(gpt_set_act_bits(&m, loaded.act_bits), 0);
+    LoadedModel lm;
+    if (load_checkpoint(&lm, path, q->max_batch) != 0) fail_msg("load_checkpoint: %s", qc_last_error());
+    assert_true(lm.quantized && lm.corrected);
+    GPT m = lm.model;
+    QuantScheme loaded = lm.scheme;
+    Corrections lc = lm.corrections;
+    assert_int_equal(m.act_bits, loaded.act_bits);
     assert_int_equal(loaded.bits, s->bits);
     assert_int_equal(loaded.granularity, s->granularity);
     assert_int_equal(loaded.group, s->group);
@@ -731,14 +788,14 @@ static void round_trip(const char *name, GPT *q, const Corrections *c, const Qua
     assert_int_equal(loaded.scope, s->scope);
     assert_int_equal(loaded.act_bits, s->act_bits);
     assert_int_equal(lc.every, c->every);
-    assert_int_equal(lc.hidden, c->hidden);
+    assert_int_equal(lc.kind, c->kind);
+    assert_int_equal(lc.size, c->size);
     assert_int_equal(lc.n_sites, c->n_sites);
     assert_memory_equal(m.params, q->params, q->num_params * sizeof(float));
     assert_memory_equal(lc.params, c->params, c->num_params * sizeof(float));
     double got = evaluate_loss(&m, corpus->ids + corpus->n_train, corpus->n_val, &lc.hook);
     if (!(got == want)) fail_msg("%s: loaded corrected loss %.17g, before saving %.17g", name, got, want);
-    corrections_free(&lc);
-    gpt_free(&m);
+    loaded_model_free(&lm);
 }
 
 static void test_checkpoint_round_trip(void **state) {
@@ -759,14 +816,14 @@ static void test_checkpoint_round_trip(void **state) {
     Corrections c;
     CorrectOptions o;
     quick_options(&o, OBJECTIVE_KL, 10);
-    assert_int_equal(corrections_init(&c, &q.config, 2, 8, 4 * 16, 442), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 2, 8, 4 * 16, 442), 0);
     assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), 0);
     double lc = val_loss(&q, &corpus, &c.hook);
     assert_true(lc != lq); /* the corrections do something, so reproducing lc is a test */
     round_trip("corrected-mlp.safetensors", &q, &c, &s, &corpus, lc);
     corrections_free(&c);
 
-    assert_int_equal(corrections_init(&c, &q.config, 1, 0, 4 * 16, 443), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 4 * 16, 443), 0);
     o.method = METHOD_LSTSQ;
     assert_int_equal(correction_lstsq(&q, &f, &c, &corpus, &o), 0);
     lc = val_loss(&q, &corpus, &c.hook);
@@ -867,7 +924,7 @@ static void test_corrections_recover_loss(void **state) {
     o.calib_tokens = 32768;
     o.quiet = 1;
     Corrections c;
-    assert_int_equal(corrections_init(&c, &q.config, 1, 0, 16 * 32, 522), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 16 * 32, 522), 0);
     double t1 = now_seconds();
     assert_int_equal(correction_train(&q, &f, &c, &corpus, &o, NULL), 0);
     double t_correct = now_seconds() - t1;
@@ -875,7 +932,7 @@ static void test_corrections_recover_loss(void **state) {
     assert_int_equal(recovery_loss(lf, lq, lc, &r_train), 1);
     corrections_free(&c);
 
-    assert_int_equal(corrections_init(&c, &q.config, 1, 0, 16 * 32, 523), 0);
+    assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 16 * 32, 523), 0);
     o.method = METHOD_LSTSQ;
     assert_int_equal(correction_lstsq(&q, &f, &c, &corpus, &o), 0);
     double ll = evaluate_loss(&q, val, n_eval, &c.hook), r_lstsq;
@@ -953,6 +1010,8 @@ int main(void) {
         cmocka_unit_test(test_training_leaves_base_untouched),
         cmocka_unit_test(test_kl_mse_vanish_on_float_model),
         cmocka_unit_test(test_stream_cache_matches),
+        cmocka_unit_test(test_calibration_cache_identity),
+        cmocka_unit_test(test_forward_refuses_rows_beyond_the_corrections),
         cmocka_unit_test(test_lstsq_known_answers),
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_corrections_recover_loss),

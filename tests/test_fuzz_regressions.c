@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "../src/checkpoint.h"
-#include "../src/cli/common.h"
+#include "../src/model_file.h"
 #include "../src/data.h"
 #include "../src/sweep.h"
 

@@ -1,5 +1,5 @@
 /* test_model: the whole GPT's numerics — parameter gradients against finite differences of the
- * loss, the StreamHook's gradient path, frozen backward (param_grads 0, stop_block), KV-cache
+ * loss, the ModelHook's gradient path, frozen backward (param_grads 0, stop_block), KV-cache
  * sampling against the batched forward, bitwise determinism of training, and AdamW / schedule /
  * clipping against hand computations in double. */
 #include "testutil.h"
@@ -50,11 +50,11 @@ enum { BATCH = 2, SEQ = 8, ROWS = BATCH * SEQ, MAX_LAYERS = 4 };
  * and 2 threads explicitly. */
 /* use_threads, setup_one_thread and restore_threads: tests/testutil.h */
 
-typedef double (*Objective)(GPT *m, void *ctx);
+typedef double (*ScalarObjective)(GPT *m, void *ctx);
 
 typedef struct {
     const int32_t *inputs, *targets;
-    const StreamHook *hook;
+    const ModelHook *hook;
 } Batch;
 
 /* The mean cross-entropy of one forward. */
@@ -64,7 +64,7 @@ static double batch_loss(GPT *m, void *ctx) {
     return gpt_loss(m, b->targets);
 }
 
-static double central_difference(GPT *m, size_t i, double h, Objective f, void *ctx) {
+static double central_difference(GPT *m, size_t i, double h, ScalarObjective f, void *ctx) {
     float saved = m->params[i];
     float up = saved + (float)h, down = saved - (float)h;
     m->params[i] = up;
@@ -76,7 +76,7 @@ static double central_difference(GPT *m, size_t i, double h, Objective f, void *
     return (f_up - f_down) / ((double)up - (double)down);
 }
 
-static double fd_gradient(GPT *m, size_t i, Objective f, void *ctx) {
+static double fd_gradient(GPT *m, size_t i, ScalarObjective f, void *ctx) {
     double coarse = central_difference(m, i, FD_STEP, f, ctx), fine = central_difference(m, i, FD_STEP / 2, f, ctx);
     return (4.0 * fine - coarse) / 3.0;
 }
@@ -113,7 +113,7 @@ static void finish_tensor(const char *what, const TensorSpec *t, const TensorChe
 /* Checks grads (computed beforehand) against finite differences for the elements of tensor t:
  * all of it when it has at most `all_below` elements, else `sample` random ones. */
 static void check_tensor(const char *what, GPT *m, const float *grads, const TensorSpec *t, size_t all_below, int sample,
-                         double atol, Rng *rng, Objective f, void *ctx) {
+                         double atol, Rng *rng, ScalarObjective f, void *ctx) {
     size_t n = tensor_numel(t);
     TensorCheck tc = {0};
     if (n <= all_below) {
@@ -162,7 +162,7 @@ static void test_model_gradients(void **state) {
     gpt_free(&m);
 }
 
-/* ============================ StreamHook ============================ */
+/* ============================ ModelHook ============================ */
 
 /* y = scale * x + shift[c] after block `block`, into its own buffer (so the model must read the
  * returned pointer, not the block's output); records what backward receives at every block. The
@@ -196,7 +196,7 @@ static void scale_backward(void *ctx, int block, float *dx, int rows) {
     for (long i = 0; i < (long)rows * h->C; i++) dx[i] = (h->inject ? dx[i] + h->inject[i] : dx[i]) * h->scale;
 }
 
-static void scale_hook_init(ScaleHook *h, StreamHook *hook, int block, float scale, int C) {
+static void scale_hook_init(ScaleHook *h, ModelHook *hook, int block, float scale, int C) {
     memset(h, 0, sizeof *h);
     h->block = block;
     h->scale = scale;
@@ -206,7 +206,7 @@ static void scale_hook_init(ScaleHook *h, StreamHook *hook, int block, float sca
         for (int c = 0; c < C; c++) h->shift[c] = 0.5f * sinf((float)c); /* fixed, non-trivial */
     h->buffer = calloc((size_t)ROWS * C, sizeof(float));
     for (int l = 0; l < MAX_LAYERS; l++) h->received[l] = calloc((size_t)ROWS * C, sizeof(float));
-    *hook = (StreamHook){.ctx = h, .forward = scale_forward, .backward = scale_backward};
+    *hook = (ModelHook){.ctx = h, .after_block = scale_forward, .after_block_backward = scale_backward};
 }
 
 static void scale_hook_free(ScaleHook *h) {
@@ -221,7 +221,7 @@ static void reset_calls(ScaleHook *h) {
 
 /* The parameters upstream of the hook at `block` (embeddings and blocks 0..block), whose
  * gradients exist only through hook->backward, plus the head, which the hook's forward feeds. */
-static void check_through_hook(const char *what, GPT *m, const float *grads, int block, Objective f, void *ctx) {
+static void check_through_hook(const char *what, GPT *m, const float *grads, int block, ScalarObjective f, void *ctx) {
     Rng rng;
     rng_seed(&rng, 1100 + (uint64_t)block);
     for (int i = 0; i < m->n_specs; i++) {
@@ -241,7 +241,7 @@ static void test_hook_gradient(void **state) {
         int32_t inputs[ROWS], targets[ROWS];
         setup_model(&m, inputs, targets, 1200 + (uint64_t)block);
         ScaleHook h;
-        StreamHook hook;
+        ModelHook hook;
         scale_hook_init(&h, &hook, block, 1.7f, m.config.d_model);
         Batch batch = {inputs, targets, &hook};
         use_threads(default_thread_count());
@@ -269,7 +269,7 @@ static void test_hook_gradient(void **state) {
  * gpt_backward(from_logits 0) must start from a zero gradient and carry the hook's injection. */
 typedef struct {
     const int32_t *inputs;
-    const StreamHook *hook;
+    const ModelHook *hook;
     ScaleHook *h;
     const float *R;
 } HookObjective;
@@ -288,7 +288,7 @@ static void test_hook_objective_without_logits(void **state) {
     int32_t inputs[ROWS], targets[ROWS];
     setup_model(&m, inputs, targets, 1300);
     ScaleHook h;
-    StreamHook hook;
+    ModelHook hook;
     scale_hook_init(&h, &hook, 0, 1.3f, m.config.d_model);
     size_t n = (size_t)ROWS * m.config.d_model;
     float *R = calloc(n, sizeof(float));
@@ -377,7 +377,7 @@ static void test_frozen_backward(void **state) {
     int C = m.config.d_model, L = m.config.n_layer;
     size_t n = (size_t)ROWS * C, P = m.num_params;
     ScaleHook h;
-    StreamHook hook;
+    ModelHook hook;
     scale_hook_init(&h, &hook, 0, 1.0f, C); /* identity: only the recording matters */
     Batch batch = {inputs, targets, &hook};
     batch_loss(&m, &batch);
@@ -443,7 +443,7 @@ static void test_frozen_backward(void **state) {
  * full sequence's row t, which causality makes the same). Both run the same float ops in a
  * different order: ~1e-7 relative; 1e-4 leaves room, while any cache slip (a wrong position, a
  * stale key) changes logits by O(1). Values below 1e-2 are held to that absolute floor. */
-static void check_sampling(const StreamHook *hook, uint64_t seed) {
+static void check_sampling(const ModelHook *hook, uint64_t seed) {
     GPT m;
     tiny_model(&m, 1, seed);
     int T = m.config.ctx, V = m.config.vocab_size;
@@ -474,7 +474,7 @@ static void test_sampling_cache(void **state) {
     check_sampling(NULL, 1500);
     /* with a hook: sample_step must apply it where gpt_forward does */
     ScaleHook h;
-    StreamHook hook;
+    ModelHook hook;
     scale_hook_init(&h, &hook, 0, 1.7f, 16);
     check_sampling(&hook, 1501);
     scale_hook_free(&h);

@@ -198,6 +198,12 @@ typedef void (*SpanQuantizer)(float *out, const float *in, int n, int bits, int 
  * asymmetric -0.75 + k * (2/levels) for k = 0..levels (lo -0.75, hi 1.25). A correct quantizer
  * maps each onto its own code, so the output has as many distinct values as the format has
  * codes. */
+/* The span quantizer with its scale kept exact (no storage rounding): the levels are then the
+ * textbook ones, which the exact-level tests below write out by hand. */
+static void span_exact(float *out, const float *in, int n, int bits, int asymmetric) {
+    quantize_span_ref(out, in, n, bits, asymmetric, SCALE_EXACT);
+}
+
 static int reachable_levels(SpanQuantizer q, int bits, int asymmetric) {
     int n = asymmetric ? levels_of(bits) + 1 : 2 * qmax_of(bits) + 1;
     float in[256], out[256];
@@ -210,7 +216,7 @@ static int reachable_levels(SpanQuantizer q, int bits, int asymmetric) {
 /* What ggml's q2_0 did wrong, in miniature: a clamp one code short of the format's range, so
  * one of its codes can never be emitted (the output stays plausible, only a level is lost). */
 static void off_by_one_quantizer(float *out, const float *in, int n, int bits, int asymmetric) {
-    quantize_span_ref(out, in, n, bits, asymmetric);
+    span_exact(out, in, n, bits, asymmetric);
     double lo = in[0], hi = in[0];
     for (int i = 1; i < n; i++) { lo = fmin(lo, in[i]); hi = fmax(hi, in[i]); }
     if (asymmetric) {
@@ -231,14 +237,14 @@ static void off_by_one_quantizer(float *out, const float *in, int n, int bits, i
 static void test_every_code_reachable(void **state) {
     (void)state;
     for (int bits = 2; bits <= 8; bits++) {
-        int sym = reachable_levels(quantize_span_ref, bits, 0), asym = reachable_levels(quantize_span_ref, bits, 1);
+        int sym = reachable_levels(span_exact, bits, 0), asym = reachable_levels(span_exact, bits, 1);
         if (sym != (1 << bits) - 1) fail_msg("%d-bit symmetric: %d distinct levels reached, expected 2^b-1 = %d", bits, sym, (1 << bits) - 1);
         if (asym != 1 << bits) fail_msg("%d-bit asymmetric: %d distinct levels reached, expected 2^b = %d", bits, asym, 1 << bits);
         /* and each level is the right one: code k dequantizes to the input that sat on it */
         float in[256], out[256];
         int n = 2 * qmax_of(bits) + 1;
         for (int k = 0; k < n; k++) in[k] = (float)((k - qmax_of(bits)) / (double)qmax_of(bits));
-        quantize_span_ref(out, in, n, bits, 0);
+        span_exact(out, in, n, bits, 0);
         assert_floats_equal("symmetric levels", out, in, (size_t)n);
         /* the check catches a lost code: the off-by-one quantizer reaches one level fewer */
         assert_int_equal(reachable_levels(off_by_one_quantizer, bits, 0), (1 << bits) - 2);
@@ -437,7 +443,7 @@ static void test_group_must_divide_row(void **state) {
     QuantScheme bad;
     quant_scheme_default(&bad, 1);
     assert_int_equal(quant_scheme_check(&bad), -1);
-    assert_error_names("--bits");
+    assert_error_names("1 weight bits");
     for (int b = 9; b <= 33; b += 24) {
         quant_scheme_default(&bad, b);
         assert_int_equal(quant_scheme_check(&bad), -1);
@@ -462,7 +468,7 @@ static void test_group_must_divide_row(void **state) {
 static void expected_tensor(float *out, const float *in, const TensorSpec *t, const QuantScheme *s) {
     int rows = t->cols ? t->rows : 1, cols = t->cols ? t->cols : t->rows;
     int span = s->granularity == GRAN_TENSOR ? rows * cols : s->granularity == GRAN_CHANNEL ? cols : s->group;
-    for (int off = 0; off < rows * cols; off += span) quantize_span_ref(out + off, in + off, span, s->bits, s->asymmetric);
+    for (int off = 0; off < rows * cols; off += span) quantize_span_ref(out + off, in + off, span, s->bits, s->asymmetric, s->scale_dtype);
 }
 
 static void check_quantize_model(const QuantScheme *s, uint64_t seed) {
@@ -503,7 +509,7 @@ static void check_quantize_model(const QuantScheme *s, uint64_t seed) {
         k++;
     }
     assert_int_equal(n_errors, k);
-    assert_int_equal(m.act_bits, s->bits < 32 ? s->act_bits : 0);
+    assert_int_equal(m.act_bits, s->act_bits); /* the control arm (32 bits) keeps them too */
     free(errors);
     free(before);
     free(want);
@@ -525,7 +531,7 @@ static void test_quantize_model_scope(void **state) {
     assert_int_equal(parse_scope("norm", &s.scope), 0);
     s.act_bits = 6;
     check_quantize_model(&s, 45);
-    s = scheme(32, "channel", 0); /* the control arm: nothing changes, no errors reported */
+    s = scheme(32, "channel", 0); /* the control arm: no weight changes, no errors reported, act bits kept */
     s.act_bits = 4;
     check_quantize_model(&s, 46);
     /* the default scope: the four matrices of each block and the head, 2 * 4 + 1 tensors */
@@ -572,7 +578,7 @@ static void test_quantize_activations_per_row(void **state) {
     in[4 * C + 3] = 50.0f; /* an outlier only flattens its own row */
     for (int bits = 2; bits <= 8; bits++) {
         quantize_activations(out, in, R, C, bits);
-        for (int r = 0; r < R; r++) quantize_span_ref(want + r * C, in + r * C, C, bits, 0);
+        quantize_activations_ref(want, in, R, C, bits);
         assert_memory_equal(out, want, sizeof out);
         /* per row: the 1e-3 row keeps several levels (per tensor it would be all zero) */
         if (bits >= 3) assert_true(count_distinct(out, C) >= 3);
@@ -582,6 +588,44 @@ static void test_quantize_activations_per_row(void **state) {
      * -> [.25, 0, 0, 0] (its own absmax, symmetric only) */
     quantize_activations(out, W2, 2, 4, 2);
     assert_floats_equal("activations, 2 bits", out, (const float[]){-1, 0, 0, 1, 0.25f, 0, 0, 0}, 8);
+}
+
+/* The fast activation quantizer gives the reference's bits: on odd shapes, on values that sit
+ * exactly half-way between two codes (ties go to the even code), on zero rows, at 1 and 2 threads. */
+static void test_activation_fast_path_matches_reference(void **state) {
+    (void)state;
+    enum { R = 131, C = 301 }; /* R * C above the threading threshold of the fast path */
+    float *in = malloc(R * C * sizeof(float)), *fast = malloc(R * C * sizeof(float)), *ref = malloc(R * C * sizeof(float));
+    Rng rng;
+    rng_seed(&rng, 65);
+    for (int bits = 2; bits <= 8; bits++) {
+        int qmax = (1 << (bits - 1)) - 1;
+        for (int r = 0; r < R; r++) {
+            float step = ldexpf(1.0f, r % 7 - 3); /* a power of two: the scale absmax/qmax is exact */
+            float *x = in + r * C;
+            for (int c = 0; c < C; c++) x[c] = step * qmax * (2 * rng_uniform(&rng) - 1);
+            x[0] = step * qmax; /* the absmax */
+            for (int c = 1; c < C; c += 3) x[c] = step * ((int)rng_below(&rng, (uint64_t)(2 * qmax)) - qmax + 0.5f); /* ties */
+            if (r == 5) memset(x, 0, C * sizeof(float));
+        }
+        quantize_activations_ref(ref, in, R, C, bits);
+        for (int threads = 1; threads <= 2; threads++) {
+            use_threads(threads);
+            memset(fast, 0xff, R * C * sizeof(float));
+            quantize_activations(fast, in, R, C, bits);
+            if (memcmp(fast, ref, R * C * sizeof(float)) != 0)
+                fail_msg("%d bits, %d threads: the fast activation quantizer differs from the reference (max %g)", bits, threads,
+                         max_abs_diff(fast, ref, R * C));
+        }
+        use_threads(1);
+    }
+    /* a tie really goes to the even code: 2.5 steps -> 2, 3.5 -> 4, -0.5 -> 0 (4 bits, qmax 7) */
+    float x[4] = {7.0f, 2.5f, 3.5f, -0.5f}, y[4];
+    quantize_activations(y, x, 1, 4, 4);
+    assert_floats_equal("ties to even", y, (const float[]){7.0f, 2.0f, 4.0f, -0.0f}, 4);
+    free(in);
+    free(fast);
+    free(ref);
 }
 
 /* A batch and the model's logits, plain and with act_bits. */
@@ -659,6 +703,47 @@ static void test_act_bits_forward(void **state) {
     gpt_free(&m);
 }
 
+/* Training with activation quantization on is quantization-aware training with a straight-through
+ * estimator: a weight gradient is dout^T . Q(in), from the input the matrix read (not from the
+ * unquantized input, as it once was), and the input gradient passes through Q unchanged. */
+static void test_act_bits_weight_gradients(void **state) {
+    (void)state;
+    GPT m;
+    tiny_model(&m, ACT_B, 63);
+    assert_int_equal(gpt_enable_training(&m), 0);
+    int C = m.config.d_model, V = m.config.vocab_size;
+    int32_t tokens[ACT_N], targets[ACT_N];
+    Rng rng;
+    rng_seed(&rng, 64);
+    random_tokens(tokens, ACT_N, V, &rng);
+    random_tokens(targets, ACT_N, V, &rng);
+    assert_int_equal(gpt_set_act_bits(&m, 3), 0);
+    assert_int_equal(gpt_forward(&m, tokens, ACT_B, ACT_T, NULL), 0);
+    gpt_loss(&m, targets);
+    gpt_zero_grad(&m);
+    gpt_backward(&m, NULL, 1, 1, 0);
+    GlobalParams g = global_view(&m, m.params), dg = global_view(&m, m.grads);
+    float *qin = malloc((size_t)ACT_N * C * sizeof(float)), *want = calloc((size_t)V * C, sizeof(float));
+    float *plain = calloc((size_t)V * C, sizeof(float)), *din = malloc((size_t)ACT_N * C * sizeof(float));
+    float *want_din = malloc((size_t)ACT_N * C * sizeof(float));
+    quantize_activations_ref(qin, m.ln_f, ACT_N, C, 3);
+    matmul_backward_ref(want_din, want, NULL, m.dlogits, qin, g.lm_head_weight, ACT_N, C, V);
+    matmul_backward_ref(NULL, plain, NULL, m.dlogits, m.ln_f, g.lm_head_weight, ACT_N, C, V);
+    double d = max_rel_diff(dg.lm_head_weight, want, (size_t)V * C, 1e-3);
+    if (!(d <= 1e-4)) fail_msg("lm_head weight gradient is not dlogits^T . Q(ln_f): rel diff %g", d);
+    /* the check can tell: the gradient from the unquantized input is far off */
+    assert_true(max_rel_diff(plain, want, (size_t)V * C, 1e-3) > 1e-2);
+    /* straight through: the input gradient is dlogits . W whatever Q did */
+    linear_backward(&m, NULL, m.config.n_layer * LINEARS_PER_BLOCK, din, NULL, NULL, m.dlogits, m.ln_f, ACT_N);
+    assert_true(max_rel_diff(din, want_din, (size_t)ACT_N * C, 1e-3) <= 1e-4);
+    free(qin);
+    free(want);
+    free(plain);
+    free(din);
+    free(want_din);
+    gpt_free(&m);
+}
+
 /* ============================ metadata ============================ */
 
 static void test_scheme_describe(void **state) {
@@ -685,7 +770,9 @@ int main(void) {
         cmocka_unit_test(test_quantize_model_scope),
         cmocka_unit_test(test_group_with_vectors_in_scope),
         cmocka_unit_test(test_quantize_activations_per_row),
+        cmocka_unit_test(test_activation_fast_path_matches_reference),
         cmocka_unit_test(test_act_bits_forward),
+        cmocka_unit_test(test_act_bits_weight_gradients),
         cmocka_unit_test(test_scheme_describe),
     };
     return cmocka_run_group_tests_name("quant", tests, setup_one_thread, restore_threads);

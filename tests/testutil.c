@@ -119,3 +119,8 @@ int restore_threads(void **state) {
     use_threads(default_thread_count());
     return 0;
 }
+
+int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed) {
+    CorrectionLayout layout = {.kind = method_kind(METHOD_TRAIN, hidden), .every = every, .size = hidden};
+    return corrections_init(c, cfg, &layout, max_rows, seed);
+}

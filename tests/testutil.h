@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../src/correct.h"
 #include "../src/model.h"
 #include "../src/util.h"
 
@@ -39,6 +40,9 @@ void use_threads(int n);
 int setup_one_thread(void **state);   /* cmocka group setup: remember the default, use 1 */
 int restore_threads(void **state);    /* cmocka group teardown: back to the default */
 int default_thread_count(void);       /* the count before setup_one_thread */
+
+/* Stream corrections (SPEC section 4) as the train method sizes them: linear at hidden 0, else MLP. */
+int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
 
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)

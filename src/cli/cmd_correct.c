@@ -59,11 +59,17 @@ int cmd_correct(int argc, char **argv) {
     if ((rc = parse_scheme_flags("correct", bits, granularity, asymmetric, scope, act_bits, &scheme))) return rc;
     CorrectOptions o;
     correct_options_default(&o);
-    if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "%s", qc_last_error());
-    if (strcmp(method, "train") == 0) o.method = METHOD_TRAIN;
-    else if (strcmp(method, "lstsq") == 0) o.method = METHOD_LSTSQ;
-    else return usage_error("correct", "--method: expected train or lstsq, got '%s'", method);
-    if (o.method == METHOD_LSTSQ && hidden != 0) return usage_error("correct", "--method lstsq fits linear corrections only: use --hidden 0");
+    if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "--objective: %s", qc_last_error());
+    int m = method_by_name(method);
+    if (m < 0) {
+        char names[128];
+        method_names(names, sizeof names);
+        return usage_error("correct", "--method: expected %s, got '%s'", names, method);
+    }
+    o.method = (CorrectMethod)m;
+    if (!method_uses_hidden(o.method) && hidden != 0)
+        return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
+                           kind_info[method_kind(o.method, 0)].name);
     o.every = every; o.hidden = hidden; o.steps = steps; o.lr = (float)lr; o.weight_decay = (float)weight_decay;
     o.batch = batch; o.calib_tokens = calib_tokens; o.seed = (uint64_t)seed; o.ridge = ridge; o.quiet = quiet;
     set_threads(threads);
@@ -88,35 +94,18 @@ int cmd_correct(int argc, char **argv) {
     if (quantize_model(&q, &scheme, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t1;
     double loss_q = evaluate_loss(&q, corpus.ids + corpus.n_train, corpus.n_val, NULL);
-    if (corrections_init(&corr, &q.config, every, hidden, batch * q.config.ctx, (uint64_t)seed) != 0) goto fail;
+    CorrectionResult res;
+    if (run_correction(&q, f, &corpus, &o, NULL, &corr, &res) != 0) goto fail;
     have_corr = 1;
-    double t2 = now_seconds(), objective_value = NAN;
-    if (o.method == METHOD_TRAIN ? correction_train(&q, f, &corr, &corpus, &o, &objective_value)
-                                 : correction_lstsq(&q, f, &corr, &corpus, &o))
-        goto fail;
-    double t_correct = now_seconds() - t2;
-    double t3 = now_seconds();
-    double loss_c = evaluate_loss(&q, corpus.ids + corpus.n_train, corpus.n_val, &corr.hook);
-    t_eval += now_seconds() - t3;
+    double loss_c = res.loss_corrected, objective_value = res.objective, t_correct = res.seconds_correct;
+    t_eval += res.seconds_eval;
     double rec_loss, rec_ppl;
     int defined = recovery_loss(loss_f, loss_q, loss_c, &rec_loss);
     recovery_ppl(loss_f, loss_q, loss_c, &rec_ppl);
+    const char *objective_text = method_info[o.method].trains ? objective : method;
     char desc[256];
     quant_scheme_describe(&scheme, desc, sizeof desc);
-    if (out) {
-        StMeta meta[QUANT_META_COUNT + CORRECTION_META_COUNT + 2];
-        quant_scheme_to_meta(&scheme, meta);
-        corrections_to_meta(&corr, meta + QUANT_META_COUNT);
-        StMeta *extra = meta + QUANT_META_COUNT + CORRECTION_META_COUNT;
-        extra[0].key = "correction_method"; snprintf(extra[0].value, sizeof extra[0].value, "%s", method);
-        extra[1].key = "correction_objective"; snprintf(extra[1].value, sizeof extra[1].value, "%s", o.method == METHOD_LSTSQ ? "lstsq" : objective);
-        StWriteTensor *tensors = qc_calloc((size_t)corr.n_sites * 4, sizeof(StWriteTensor), "tensor list");
-        if (!tensors) goto fail;
-        int n = corrections_tensors(&corr, tensors, corr.n_sites * 4);
-        int saved = gpt_save(&q, &fl.vocab, out, meta, QUANT_META_COUNT + CORRECTION_META_COUNT + 2, tensors, n);
-        free(tensors);
-        if (saved != 0) goto fail;
-    }
+    if (out && save_model(out, &q, &fl.vocab, &scheme, &corr, &(CorrectionProvenance){method, objective_text}) != 0) goto fail;
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", model_path);
@@ -126,12 +115,12 @@ int cmd_correct(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "every", every);
         cJSON_AddNumberToObject(j, "hidden", hidden);
         cJSON_AddStringToObject(j, "method", method);
-        cJSON_AddStringToObject(j, "objective", o.method == METHOD_LSTSQ ? "lstsq" : objective);
+        cJSON_AddStringToObject(j, "objective", objective_text);
         add_result_fields(j, loss_f, loss_q, loss_c);
         cJSON_AddBoolToObject(j, "recovery_defined", defined);
         cJSON_AddNumberToObject(j, "correction_params", (double)corr.num_params);
         cJSON_AddNumberToObject(j, "correction_sites", corr.n_sites);
-        cJSON_AddNumberToObject(j, "steps", o.method == METHOD_TRAIN ? steps : 0);
+        cJSON_AddNumberToObject(j, "steps", method_info[o.method].trains ? steps : 0);
         add_number_or_null(j, "final_objective", objective_value);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)((calib_tokens + q.config.ctx - 1) / q.config.ctx * q.config.ctx));
         cJSON_AddNumberToObject(j, "seconds_quantize", t_quant);
@@ -143,7 +132,7 @@ int cmd_correct(int argc, char **argv) {
         printf("float      loss %.5f  ppl %.4f\n", loss_f, exp(loss_f));
         printf("quantized  loss %.5f  ppl %.4f\n", loss_q, exp(loss_q));
         printf("corrected  loss %.5f  ppl %.4f  (%s, %d sites, %zu parameters)\n", loss_c, exp(loss_c),
-               hidden ? "MLP" : "linear", corr.n_sites, corr.num_params);
+               kind_info[corr.kind].name, corr.n_sites, corr.num_params);
         if (defined) printf("recovery   %.1f%% of the loss gap, %.1f%% of the perplexity gap\n", 100 * rec_loss, 100 * rec_ppl);
         else printf("recovery   undefined: |loss_quant - loss_float| < %g nats; gain %.5f nats\n", RECOVERY_MIN_GAP, loss_q - loss_c);
         printf("time       quantize %.2fs, correct %.2fs, eval %.2fs\n", t_quant, t_correct, t_eval);

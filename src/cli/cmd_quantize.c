@@ -11,14 +11,18 @@
 #include "commands.h"
 #include "common.h"
 
-/* Shared by quantize and correct: the scheme flags. */
+/* Shared by quantize and correct: the scheme flags; a refused value is named with its flag. */
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
                        int act_bits, QuantScheme *s) {
     quant_scheme_default(s, bits);
     s->asymmetric = asymmetric;
     s->act_bits = act_bits;
-    if (parse_granularity(granularity, s) != 0 || parse_scope(scope, &s->scope) != 0 || quant_scheme_check(s) != 0)
-        return usage_error(command, "%s", qc_last_error());
+    if (parse_granularity(granularity, s) != 0) return usage_error(command, "--granularity: %s", qc_last_error());
+    if (parse_scope(scope, &s->scope) != 0) return usage_error(command, "--scope: %s", qc_last_error());
+    QuantScheme only_bits = *s;
+    only_bits.act_bits = 0;
+    if (quant_scheme_check(&only_bits) != 0) return usage_error(command, "--bits: %s", qc_last_error());
+    if (quant_scheme_check(s) != 0) return usage_error(command, "--act-bits: %s", qc_last_error());
     return 0;
 }
 
@@ -58,10 +62,8 @@ int cmd_quantize(int argc, char **argv) {
     if ((rc = load_float_checkpoint("quantize", model_path, 1, &lm))) return rc;
     TensorQuantError *errors = qc_calloc((size_t)lm.model.n_specs, sizeof *errors, "error table");
     int n_errors = 0;
-    StMeta meta[QUANT_META_COUNT];
-    quant_scheme_to_meta(&scheme, meta);
     if (!errors || quantize_model(&lm.model, &scheme, errors, &n_errors) != 0 ||
-        gpt_save(&lm.model, &lm.vocab, out, meta, QUANT_META_COUNT, NULL, 0) != 0) {
+        save_model(out, &lm.model, &lm.vocab, &scheme, NULL, NULL) != 0) {
         free(errors);
         loaded_model_free(&lm);
         return command_failed("quantize");

@@ -27,6 +27,13 @@ int cmd_sample(int argc, char **argv) {
     set_threads(threads);
     LoadedModel lm;
     if (load_checkpoint(&lm, model_path, 1) != 0) return command_failed("sample");
+    for (const char *c = prompt; *c; c++)
+        if (lm.vocab.id_of[(uint8_t)*c] < 0) {
+            fprintf(stderr, "qcorr sample: --prompt: character '%c' (byte %u) is not in the vocabulary of %s\n", *c, (uint8_t)*c,
+                    model_path);
+            loaded_model_free(&lm);
+            return 1;
+        }
     rc = sample_text(&lm.model, &lm.vocab, loaded_hook(&lm), prompt, chars, (float)temperature, (uint64_t)seed, stdout);
     if (rc == 0) printf("\n");
     loaded_model_free(&lm);

@@ -156,9 +156,11 @@ int cmd_sweep(int argc, char **argv) {
         (sizes && parse_size_list("--sizes", sizes, cfg.sizes, &cfg.n_sizes) != 0) ||
         (every && parse_int_list("--every", every, cfg.every, &cfg.n_every, 1, 256) != 0) ||
         (hidden && parse_int_list("--hidden", hidden, cfg.hidden, &cfg.n_hidden, 0, 65536) != 0) ||
-        (granularity && parse_granularity(granularity, &cfg.scheme) != 0) || (scope && parse_scope(scope, &cfg.scheme.scope) != 0) ||
-        (objective && parse_objective(objective, &cfg.objective) != 0))
+        0)
         return usage_error("sweep", "%s", qc_last_error());
+    if (granularity && parse_granularity(granularity, &cfg.scheme) != 0) return usage_error("sweep", "--granularity: %s", qc_last_error());
+    if (scope && parse_scope(scope, &cfg.scheme.scope) != 0) return usage_error("sweep", "--scope: %s", qc_last_error());
+    if (objective && parse_objective(objective, &cfg.objective) != 0) return usage_error("sweep", "--objective: %s", qc_last_error());
     cfg.method_train = strstr(methods, "train") != NULL;
     cfg.method_lstsq = strstr(methods, "lstsq") != NULL;
     if (strcmp(methods, "train") && strcmp(methods, "lstsq") && strcmp(methods, "train,lstsq") && strcmp(methods, "lstsq,train"))

@@ -41,6 +41,7 @@ int cmd_train(int argc, char **argv) {
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;
     if (!out) return usage_error("train", "--out is required");
+    if (d_model % heads != 0) return usage_error("train", "--heads %d must divide --d-model %d", heads, d_model);
     set_threads(threads);
     install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
 

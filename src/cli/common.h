@@ -6,34 +6,15 @@
 #include <cjson/cJSON.h>
 
 #include "../data.h"
-#include "../correct.h"
-#include "../model.h"
-#include "../quant.h"
+#include "../model_file.h"
 
 /* Finds (SPEC section 1) and loads the corpus; vocab NULL builds one from the text. */
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c);
 /* threads <= 0 leaves OpenMP's default (OMP_NUM_THREADS or all cores). */
 void set_threads(int threads);
-/* Refuses (error names the sizes) a model whose buffers would not fit in physical memory. */
-int check_memory(const GPTConfig *cfg, int batch, int training);
 /* Prints obj as one line on stdout and frees it. */
 void print_json(cJSON *obj);
 /* "dir/m.safetensors" -> "dir/m<suffix>" */
 void sibling_path(char *out, size_t size, const char *checkpoint, const char *suffix);
-
-/* Any qcorr checkpoint — float, quantized or corrected — ready for eval and sample. */
-typedef struct {
-    GPT model;
-    Vocab vocab;
-    QuantScheme scheme;
-    int quantized;      /* the file carries a quantization scheme */
-    Corrections corrections;
-    int corrected;      /* the file carries correction layers */
-} LoadedModel;
-int load_checkpoint(LoadedModel *lm, const char *path, int max_batch);
-/* load_checkpoint on a parsed file, which stays the caller's. */
-int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch);
-const StreamHook *loaded_hook(LoadedModel *lm);
-void loaded_model_free(LoadedModel *lm);
 
 #endif

@@ -1,0 +1,40 @@
+/* fakequant: the float-only fake-quantization kernels (quantize, then dequantize back to float) —
+ * round-to-nearest spans of weights with their scale rounded to its storage type, and per-token
+ * activation quantization. No model, no scheme: the quantizers (quant.c) and the model call these. */
+#ifndef QCORR_FAKEQUANT_H
+#define QCORR_FAKEQUANT_H
+
+#include <stddef.h>
+
+/* The storage type of a scale (and of an asymmetric minimum). SCALE_EXACT keeps the double the
+ * scale was computed in (no storage rounding: no real format is that cheap). */
+typedef enum { SCALE_F16, SCALE_BF16, SCALE_F32, SCALE_EXACT } ScaleDtype;
+
+/* Bits one stored scale takes (64 for SCALE_EXACT). */
+int scale_dtype_bits(ScaleDtype t);
+const char *scale_dtype_name(ScaleDtype t); /* "f16", "bf16", "f32", "f64" */
+/* -1 (no message) when the text names no dtype. */
+int scale_dtype_parse(const char *text, ScaleDtype *out);
+/* x rounded to the nearest value of type t (ties to even). Finite values beyond the type's range
+ * saturate to its largest finite value: a scale never becomes infinite. */
+double round_to_dtype(double x, ScaleDtype t);
+
+/* The specification of weight quantization: one scale (and, asymmetric, one minimum) over
+ * in[0..n), computed in double, rounded to its dtype, then used. Symmetric absmax: scale =
+ * absmax / (2^(b-1)-1), codes -(2^(b-1)-1)..2^(b-1)-1; asymmetric: min = lo, scale = (hi - lo) /
+ * (2^b - 1), codes 0..2^b-1. Codes are round(x / scale), ties to even, clamped; each dequantized
+ * value code * scale (+ min) is rounded once to float. A scale that rounds to zero stores every
+ * code as 0 (the span becomes zero, or its minimum). out may alias in. */
+void quantize_span_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype);
+/* A matrix (rows x cols) cut into spans of `span` consecutive weights (span divides rows*cols
+ * and each span lies in a row, or covers whole rows), each quantized by quantize_span_ref;
+ * spans are independent, so threads split them with no effect on the result. */
+void quantize_spans(float *out, const float *in, size_t count, int span, int bits, int asymmetric, ScaleDtype dtype);
+
+/* Activations: per row, symmetric absmax, computed entirely in float32 (scale = absmax / qmax,
+ * code = round(x / scale) ties to even, value = code * scale), as a dynamic per-token int-b
+ * kernel would. The _ref is the specification; the fast version gives the same bits. */
+void quantize_activations_ref(float *out, const float *in, int rows, int cols, int bits);
+void quantize_activations(float *out, const float *in, int rows, int cols, int bits);
+
+#endif

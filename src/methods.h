@@ -1,0 +1,72 @@
+/* methods: the names and properties of every quantizer, correction kind and fitting method, as
+ * tables with no dependencies, so the sweep, the records and the report (which never include the
+ * model) ask the same table the code that implements them uses. Adding a method is one line here
+ * plus its functions; the last column of each table names them and is expanded only beside them. */
+#ifndef QCORR_METHODS_H
+#define QCORR_METHODS_H
+
+#include <stddef.h>
+
+/* Quantizers: X(id, name, needs calibration data, quantize function (quant.c)) */
+#define QUANTIZERS(X) \
+    X(QUANTIZER_RTN, "rtn", 0, quantize_tensor_rtn)
+
+/* Where a correction sits: on the residual stream after a block (SPEC section 4), or on one linear
+ * layer's output (a per-matrix term). */
+typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
+
+/* Correction kinds: X(id, name, placement, its functions (correct.c), its closed-form solve or
+ * NULL (experiment.c: it needs calibration data)) */
+#define CORRECTION_KINDS(X)                                                  \
+    X(KIND_LINEAR, "linear", PLACE_STREAM, linear_kind, correction_lstsq)    \
+    X(KIND_MLP, "mlp", PLACE_STREAM, mlp_kind, NULL)
+
+/* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
+ * trains (AdamW steps), solves (the kind's closed form)) */
+#define CORRECTION_METHODS(X)                     \
+    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0) \
+    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)
+
+#define METHODS_ENUM_ID(id, name, ...) id,
+typedef enum { QUANTIZERS(METHODS_ENUM_ID) QUANTIZER_COUNT } QuantizerId;
+typedef enum { CORRECTION_KINDS(METHODS_ENUM_ID) KIND_COUNT, KIND_BY_HIDDEN = -1 } CorrectionKindId;
+typedef enum { CORRECTION_METHODS(METHODS_ENUM_ID) METHOD_COUNT } CorrectMethod;
+#undef METHODS_ENUM_ID
+
+typedef struct {
+    const char *name;
+    int needs_calibration;
+} QuantizerInfo;
+typedef struct {
+    const char *name;
+    Placement placement;
+} CorrectionKindInfo;
+typedef struct {
+    const char *name;
+    CorrectionKindId kind;
+    int trains, solves;
+} MethodInfo;
+
+extern const QuantizerInfo quantizer_info[QUANTIZER_COUNT];
+extern const CorrectionKindInfo kind_info[KIND_COUNT];
+extern const MethodInfo method_info[METHOD_COUNT];
+
+/* Names by id. */
+const char *quantizer_name(QuantizerId id);
+const char *kind_name(CorrectionKindId id);
+const char *method_name(CorrectMethod id);
+/* Lookups by name: the id, or -1. */
+int quantizer_by_name(const char *name);
+int kind_by_name(const char *name);
+int method_by_name(const char *name);
+/* "rtn, mse or gptq": the names of a table for messages. */
+void quantizer_names(char *out, size_t size);
+void method_names(char *out, size_t size);
+
+/* The kind a method fits at a correction width: its own, or (train) linear at hidden 0, else MLP.
+ * The one place where hidden == 0 means "linear". */
+CorrectionKindId method_kind(CorrectMethod m, int hidden);
+/* Whether the correction-width axis (hidden) means anything for a method. */
+int method_uses_hidden(CorrectMethod m);
+
+#endif
