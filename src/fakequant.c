@@ -67,8 +67,9 @@ void quantize_span_ref(float *out, const float *in, int n, int bits, int asymmet
             lo = fmin(lo, in[i]);
             hi = fmax(hi, in[i]);
         }
-        lo = round_to_dtype(lo, dtype);
+        /* both from the span's own min and max (as ggml's q4_1 does), then stored */
         double scale = round_to_dtype((hi - lo) / levels, dtype);
+        lo = round_to_dtype(lo, dtype);
         if (scale == 0.0) {
             for (int i = 0; i < n; i++) out[i] = (float)lo;
             return;

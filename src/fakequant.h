@@ -20,11 +20,13 @@ int scale_dtype_parse(const char *text, ScaleDtype *out);
 double round_to_dtype(double x, ScaleDtype t);
 
 /* The specification of weight quantization: one scale (and, asymmetric, one minimum) over
- * in[0..n), computed in double, rounded to its dtype, then used. Symmetric absmax: scale =
- * absmax / (2^(b-1)-1), codes -(2^(b-1)-1)..2^(b-1)-1; asymmetric: min = lo, scale = (hi - lo) /
- * (2^b - 1), codes 0..2^b-1. Codes are round(x / scale), ties to even, clamped; each dequantized
- * value code * scale (+ min) is rounded once to float. A scale that rounds to zero stores every
- * code as 0 (the span becomes zero, or its minimum). out may alias in. */
+ * in[0..n), computed in double from the span's extremes, each rounded to its dtype, then used.
+ * Symmetric absmax: scale = absmax / (2^(b-1)-1), codes -(2^(b-1)-1)..2^(b-1)-1; asymmetric:
+ * min = lo, scale = (hi - lo) / (2^b - 1), codes 0..2^b-1. Codes are round((x - min) / scale),
+ * ties to even, clamped to the codes (a scale rounded down can push the extreme one code past
+ * the last: it is clamped); each dequantized value code * scale (+ min) is rounded once to
+ * float. A scale that rounds to zero (a span of one value, or tinier than the dtype's smallest
+ * subnormal) stores every code as 0: the span becomes zero, or its stored minimum. out may alias in. */
 void quantize_span_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype);
 /* A matrix (rows x cols) cut into spans of `span` consecutive weights (span divides rows*cols
  * and each span lies in a row, or covers whole rows), each quantized by quantize_span_ref;

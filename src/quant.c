@@ -16,7 +16,7 @@ void quant_scheme_default(QuantScheme *s, int bits) {
     s->bits = bits;
     s->granularity = GRAN_CHANNEL;
     s->scope = SCOPE_DEFAULT;
-    s->scale_dtype = SCALE_EXACT;
+    s->scale_dtype = SCALE_F16; /* as real formats store it (ggml's block_q4_0) */
     s->quantizer = QUANTIZER_RTN;
 }
 

@@ -282,6 +282,7 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     StMeta meta[QUANT_META_MAX];
     quant_scheme_to_meta(&cfg->scheme, meta);
     for (int i = 1; i < 5; i++) cJSON_AddStringToObject(q, meta[i].key, meta[i].value); /* granularity .. act bits */
+    cJSON_AddStringToObject(q, "quant_scale_dtype", scale_dtype_name(cfg->scheme.scale_dtype));
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
     cJSON *c = cJSON_AddObjectToObject(root, "correction");
     cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective));

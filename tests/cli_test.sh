@@ -386,6 +386,9 @@ done
 expect_error "quantize --granularity group:0" 2 "--granularity" "0" -- "$QCORR" quantize --model "$M" --out "$OQ" --granularity group:0
 expect_error "correct --granularity group:0" 2 "--granularity" "0" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --granularity group:0 --quiet
 expect_error "quantize --granularity row" 2 "--granularity" "row" -- "$QCORR" quantize --model "$M" --out "$OQ" --granularity row
+expect_error "quantize --scale-dtype fp8" 2 "--scale-dtype" "fp8" -- "$QCORR" quantize --model "$M" --out "$OQ" --scale-dtype fp8
+expect_error "correct --scale-dtype f64 (no storage format)" 2 "--scale-dtype" "f64" -- "$QCORR" correct --model "$M" --scale-dtype f64
+expect_error "sweep --scale-dtype half" 2 "--scale-dtype" "half" -- "$QCORR" sweep --out "$T/sd" --scale-dtype half
 expect_error "quantize --granularity group:7 on d_model 16" 1 "group:7" "16" -- "$QCORR" quantize --model "$M" --out "$OQ" --granularity group:7
 expect_error "correct --granularity group:7 on d_model 16" 1 "group:7" "16" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --granularity group:7 --quiet
 expect_error "correct --every 0" 2 "--every" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --every 0 --quiet

@@ -162,6 +162,7 @@ static void test_hand_computed(void **state) {
             }
         }
         QuantScheme s = scheme(h->bits, h->granularity, h->asymmetric);
+        s.scale_dtype = SCALE_EXACT; /* the textbook levels; stored scales: test_scales.c */
         char what[96];
         snprintf(what, sizeof what, "%d-bit %s %s", h->bits, h->asymmetric ? "asym" : "sym", h->granularity);
         memset(got, 0xff, sizeof got);
@@ -180,12 +181,15 @@ static void test_hand_computed(void **state) {
     /* the exact cases, literally: */
     float out[8];
     QuantScheme s = scheme(2, "tensor", 0);
+    s.scale_dtype = SCALE_EXACT;
     assert_int_equal(quantize_matrix(out, W2, 2, 4, &s), 0);
     assert_floats_equal("2-bit sym tensor", out, (const float[]){-1, 0, 0, 1, 0, 0, 0, 0}, 8);
     s = scheme(4, "channel", 0);
+    s.scale_dtype = SCALE_EXACT;
     assert_int_equal(quantize_matrix(out, W4, 2, 4, &s), 0);
     assert_floats_equal("4-bit sym channel", out, (const float[]){-0.875f, 0.5f, 0.125f, 0.75f, 0.21875f, -0.0625f, 0, 0.0625f}, 8);
     s = scheme(8, "tensor", 1);
+    s.scale_dtype = SCALE_EXACT;
     assert_int_equal(quantize_matrix(out, W8, 2, 4, &s), 0);
     assert_floats_equal("8-bit asym tensor (row 1)", out + 4, (const float[]){0.9921875f, 0.0f, 0.015625f, 0.25f}, 4);
 }
@@ -300,38 +304,57 @@ static void test_idempotent_random(void **state) {
     float w[N], once[N], twice[N];
     Rng rng;
     rng_seed(&rng, 4242);
+    const ScaleDtype dtypes[] = {SCALE_EXACT, SCALE_F32, SCALE_F16, SCALE_BF16};
     for (int trial = 0; trial < 3; trial++) {
         random_matrix(w, &rng);
-        for (int bits = 2; bits <= 8; bits++)
-            for (int asym = 0; asym < 2; asym++)
-                for (size_t g = 0; g < sizeof GRANULARITIES / sizeof *GRANULARITIES; g++) {
-                    QuantScheme s = scheme(bits, GRANULARITIES[g], asym);
-                    assert_int_equal(quantize_matrix(once, w, ROWS, COLS, &s), 0);
-                    assert_int_equal(quantize_matrix(twice, once, ROWS, COLS, &s), 0);
-                    if (memcmp(once, twice, sizeof once) != 0) {
-                        size_t i = 0;
-                        while (i < N && memcmp(&once[i], &twice[i], sizeof(float)) == 0) i++;
-                        fail_msg("%d-bit %s %s: quantizing twice differs at %zu: %a then %a", bits, asym ? "asym" : "sym",
-                                 GRANULARITIES[g], i, once[i], twice[i]);
-                    }
-                    int span = span_length(GRANULARITIES[g], COLS, N);
-                    for (int off = 0; off < N; off += span) {
-                        int distinct = count_distinct(once + off, span);
-                        if (distinct > (asym ? 1 << bits : (1 << bits) - 1))
-                            fail_msg("%d-bit %s %s: span at %d has %d distinct values", bits, asym ? "asym" : "sym", GRANULARITIES[g], off, distinct);
-                        double lo = w[off], hi = w[off], absmax = 0;
-                        for (int i = off; i < off + span; i++) {
-                            lo = fmin(lo, w[i]); hi = fmax(hi, w[i]); absmax = fmax(absmax, fabs(w[i]));
+        for (int d = 0; d < 4; d++)
+            for (int bits = 2; bits <= 8; bits++)
+                for (int asym = 0; asym < 2; asym++)
+                    for (size_t g = 0; g < sizeof GRANULARITIES / sizeof *GRANULARITIES; g++) {
+                        QuantScheme s = scheme(bits, GRANULARITIES[g], asym);
+                        s.scale_dtype = dtypes[d];
+                        const char *dn = scale_dtype_name(dtypes[d]);
+                        assert_int_equal(quantize_matrix(once, w, ROWS, COLS, &s), 0);
+                        assert_int_equal(quantize_matrix(twice, once, ROWS, COLS, &s), 0);
+                        int span = span_length(GRANULARITIES[g], COLS, N);
+                        for (int off = 0; off < N; off += span) {
+                            int distinct = count_distinct(once + off, span);
+                            if (distinct > (asym ? 1 << bits : (1 << bits) - 1))
+                                fail_msg("%d-bit %s %s %s: span at %d has %d distinct values", bits, asym ? "asym" : "sym",
+                                         GRANULARITIES[g], dn, off, distinct);
+                            /* round to nearest on the grid the stored scale (and minimum) define:
+                             * no level of that grid is closer to the input than the one chosen */
+                            double lo = w[off], hi = w[off], absmax = 0;
+                            for (int i = off; i < off + span; i++) {
+                                lo = fmin(lo, w[i]); hi = fmax(hi, w[i]); absmax = fmax(absmax, fabs(w[i]));
+                            }
+                            double scale = round_to_dtype(asym ? (hi - lo) / levels_of(bits) : absmax / qmax_of(bits), dtypes[d]);
+                            double base = asym ? round_to_dtype(lo, dtypes[d]) : 0.0;
+                            int q0 = asym ? 0 : -qmax_of(bits), q1 = asym ? levels_of(bits) : qmax_of(bits);
+                            /* idempotent wherever the extremes land on the end codes: always when the
+                             * stored scale is a normal number of its type and the stored minimum is
+                             * off by less than a quarter step. A subnormal f16 scale (spans under
+                             * about 6e-5 x qmax), or a bf16 minimum of a span much narrower than its
+                             * distance from zero, is so coarse that an extreme lands a code short of
+                             * the end and the second pass fits another scale (README) */
+                            double min_normal = dtypes[d] == SCALE_F16 ? 0x1p-14 : dtypes[d] == SCALE_EXACT ? 0x1p-1022 : 0x1p-126;
+                            int ends_land = !asym || scale == 0 ||
+                                            (fabs(lo - base) < 0.25 * scale && fabs(hi - (base + q1 * scale)) < 0.25 * scale);
+                            if ((scale == 0 || scale >= min_normal) && ends_land && memcmp(once + off, twice + off, (size_t)span * sizeof(float)) != 0) {
+                                int i = off;
+                                while (memcmp(&once[i], &twice[i], sizeof(float)) == 0) i++;
+                                fail_msg("%d-bit %s %s %s: quantizing twice differs at %d: %a then %a", bits, asym ? "asym" : "sym",
+                                         GRANULARITIES[g], dn, i, once[i], twice[i]);
+                            }
+                            for (int i = off; i < off + span; i++) {
+                                double err = fabs((double)once[i] - w[i]), nearest = INFINITY;
+                                for (int q = q0; q <= q1; q++) nearest = fmin(nearest, fabs(base + q * scale - w[i]));
+                                if (!(err <= nearest * (1 + 1e-12) + 6e-8 * fabs(once[i])))
+                                    fail_msg("%d-bit %s %s %s: element %d: |%.9g - %.9g| = %.3g, but a level lies %.3g away", bits,
+                                             asym ? "asym" : "sym", GRANULARITIES[g], dn, i, once[i], w[i], err, nearest);
+                            }
                         }
-                        double step = asym ? (hi - lo) / levels_of(bits) : absmax / qmax_of(bits);
-                        for (int i = off; i < off + span; i++) {
-                            double err = fabs((double)once[i] - w[i]);
-                            if (!(err <= 0.5 * step * (1 + 1e-9) + 6e-8 * fabs(once[i])))
-                                fail_msg("%d-bit %s %s: element %d: |%.9g - %.9g| = %.3g exceeds half a step %.3g", bits,
-                                         asym ? "asym" : "sym", GRANULARITIES[g], i, once[i], w[i], err, 0.5 * step);
-                        }
                     }
-                }
     }
 }
 
@@ -356,8 +379,10 @@ static void test_threads_agree(void **state) {
 
 /* ============================ degenerate rows ============================ */
 
-/* All-zero rows and rows of one value: no division by zero, output exact (zeros stay zero, a
- * constant row is its own absmax / min = max and maps to itself). */
+/* All-zero rows and rows of one value: no division by zero. Zeros stay zero at every scale
+ * dtype. With the scale kept exact a constant row maps to itself; stored as f16, symmetric gives
+ * qmax * f16(c / qmax) (the extreme lands on code qmax) and asymmetric the stored minimum f16(c)
+ * (the range is zero, so the scale is zero and every code 0). */
 static void test_zero_and_constant_rows(void **state) {
     (void)state;
     const float in[4][8] = {
@@ -366,32 +391,55 @@ static void test_zero_and_constant_rows(void **state) {
         {-2.5f, -2.5f, -2.5f, -2.5f, -2.5f, -2.5f, -2.5f, -2.5f},
         {0, 0, 0, 0, 1e-30f, 1e-30f, 1e-30f, 1e-30f}, /* group:4: a zero group and a tiny one */
     };
-    float out[32];
+    float out[32], want[32];
     for (int bits = 2; bits <= 8; bits++)
-        for (int asym = 0; asym < 2; asym++) {
-            const char *grans[] = {"channel", "group:4", "group:8"};
-            for (int g = 0; g < 3; g++) {
-                QuantScheme s = scheme(bits, grans[g], asym);
-                assert_int_equal(quantize_matrix(out, &in[0][0], 4, 8, &s), 0);
-                assert_floats_equal(grans[g], out, &in[0][0], 32);
-                for (int i = 0; i < 32; i++) assert_true(isfinite(out[i]));
+        for (int asym = 0; asym < 2; asym++)
+            for (int d = 0; d < 2; d++) {
+                ScaleDtype dtype = d ? SCALE_F16 : SCALE_EXACT;
+                for (int i = 0; i < 32; i++) {
+                    double c = (&in[0][0])[i];
+                    want[i] = d == 0 ? (float)c : asym ? (float)round_to_dtype(c, dtype)
+                                                        : (float)(qmax_of(bits) * round_to_dtype(fabs(c) / qmax_of(bits), dtype) * (c < 0 ? -1 : 1));
+                }
+                const char *grans[] = {"channel", "group:4", "group:8"};
+                for (int g = 0; g < 3; g++) {
+                    QuantScheme s = scheme(bits, grans[g], asym);
+                    s.scale_dtype = dtype;
+                    assert_int_equal(quantize_matrix(out, &in[0][0], 4, 8, &s), 0);
+                    assert_floats_equal(grans[g], out, want, 32);
+                    for (int i = 0; i < 32; i++) assert_true(isfinite(out[i]));
+                }
+                /* one span of zeros: the whole tensor */
+                QuantScheme s = scheme(bits, "tensor", asym);
+                s.scale_dtype = dtype;
+                assert_int_equal(quantize_matrix(out, &in[0][0], 1, 8, &s), 0);
+                assert_floats_equal("zero tensor", out, &in[0][0], 8);
+                /* a tensor with a zero row beside non-zero ones: zeros stay exactly zero */
+                assert_int_equal(quantize_matrix(out, &in[0][0], 3, 8, &s), 0);
+                if (!asym) assert_floats_equal("zero row in a tensor", out, &in[0][0], 8);
+                for (int i = 0; i < 24; i++) assert_true(isfinite(out[i]));
             }
-            /* one span of zeros: the whole tensor */
-            QuantScheme s = scheme(bits, "tensor", asym);
-            assert_int_equal(quantize_matrix(out, &in[0][0], 1, 8, &s), 0);
-            assert_floats_equal("zero tensor", out, &in[0][0], 8);
-            /* a tensor with a zero row beside non-zero ones: zeros stay exactly zero */
-            assert_int_equal(quantize_matrix(out, &in[0][0], 3, 8, &s), 0);
-            if (!asym) assert_floats_equal("zero row in a tensor", out, &in[0][0], 8);
-            for (int i = 0; i < 24; i++) assert_true(isfinite(out[i]));
-        }
-    /* spans of one element (group:1): every value is its own span and maps to itself */
+    /* spans of one element (group:1): with exact scales every value maps to itself */
     float w[12] = {0, -0.0f, 1e-38f, -3e-39f, 7.0f, -1e20f, 0.1f, 1, 2, 3, -4, 5};
     for (int asym = 0; asym < 2; asym++) {
         QuantScheme s = scheme(3, "group:1", asym);
+        s.scale_dtype = SCALE_EXACT;
         assert_int_equal(quantize_matrix(out, w, 2, 6, &s), 0);
         assert_floats_equal("group:1", out, w, 12);
     }
+    /* stored as f16 (values from numpy's float16, written out): a scale under half the smallest
+     * subnormal (1e-38 / 3) rounds to zero and its span to 0; one beyond 65504 (1e20 / 3)
+     * saturates, and the value clamps to -3 * 65504; the rest are 3 * f16(x / 3) symmetric and
+     * f16(x) asymmetric */
+    QuantScheme s = scheme(3, "group:1", 0);
+    assert_int_equal(quantize_matrix(out, w, 2, 6, &s), 0);
+    assert_floats_equal("group:1 f16 sym", out,
+                        (const float[]){0, 0, 0, 0, 7.001953125f, -196512.0f, 0.0999755859375f, 0.999755859375f, 1.99951171875f, 3.0f,
+                                        -3.9990234375f, 5.0009765625f},
+                        12);
+    s = scheme(3, "group:1", 1);
+    assert_int_equal(quantize_matrix(out, w, 2, 6, &s), 0);
+    assert_floats_equal("group:1 f16 asym", out, (const float[]){0, -0.0f, 0, -0.0f, 7, -65504, 0.0999755859375f, 1, 2, 3, -4, 5}, 12);
 }
 
 /* ============================ errors ============================ */

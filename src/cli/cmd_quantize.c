@@ -12,9 +12,18 @@
 #include "common.h"
 
 /* Shared by quantize and correct: the scheme flags; a refused value is named with its flag. */
+int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *out) {
+    /* f64 stays internal: it is no storage format (SCALE_EXACT, for the exact-level tests) */
+    if (scale_dtype_parse(text, out) != 0 || *out == SCALE_EXACT)
+        return usage_error(command, "--scale-dtype: expected f16, bf16 or f32, got '%s'", text);
+    return 0;
+}
+
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
-                       int act_bits, QuantScheme *s) {
+                       int act_bits, const char *scale_dtype, QuantScheme *s) {
     quant_scheme_default(s, bits);
+    int rc = parse_scale_dtype_flag(command, scale_dtype, &s->scale_dtype);
+    if (rc) return rc;
     s->asymmetric = asymmetric;
     s->act_bits = act_bits;
     if (parse_granularity(granularity, s) != 0) return usage_error(command, "--granularity: %s", qc_last_error());
@@ -40,6 +49,7 @@ int load_float_checkpoint(const char *command, const char *path, int max_batch, 
 
 int cmd_quantize(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head";
+    const char *scale_dtype = "f16";
     int bits = 4, asymmetric = 0, act_bits = 0, json = 0;
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
@@ -48,6 +58,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max levels instead of symmetric absmax"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
         {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
+        {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         {"--out", ARG_STRING, &out, 0, 0, "quantized checkpoint to write"},
         {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
     };
@@ -57,7 +68,7 @@ int cmd_quantize(int argc, char **argv) {
     if (rc) return rc;
     if (!model_path || !out) return usage_error("quantize", "--model and --out are required");
     QuantScheme scheme;
-    if ((rc = parse_scheme_flags("quantize", bits, granularity, asymmetric, scope, act_bits, &scheme))) return rc;
+    if ((rc = parse_scheme_flags("quantize", bits, granularity, asymmetric, scope, act_bits, scale_dtype, &scheme))) return rc;
     LoadedModel lm;
     if ((rc = load_float_checkpoint("quantize", model_path, 1, &lm))) return rc;
     TensorQuantError *errors = qc_calloc((size_t)lm.model.n_specs, sizeof *errors, "error table");

@@ -100,7 +100,7 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
 int cmd_sweep(int argc, char **argv) {
     const char *preset = "quick", *out = NULL, *seeds = NULL, *bits = NULL, *sizes = NULL, *every = NULL, *hidden = NULL;
     const char *grid = NULL, *methods = "train", *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
-    const char *objective = NULL;
+    const char *objective = NULL, *scale_dtype = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, steps = -1, batch = -1, act_bits = -1, calib = -1;
     double train_lr = -1, lr = -1, ridge = -1;
@@ -124,6 +124,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max quantization levels"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize (default linear,head)"},
         {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
+        {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale: f16 | bf16 | f32 (default f16)"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
         {"--steps", ARG_INT, &steps, 0, 100000000, "correction training steps"},
         {"--lr", ARG_FLOAT, &lr, 0, 10, "correction peak learning rate"},
@@ -160,6 +161,7 @@ int cmd_sweep(int argc, char **argv) {
         return usage_error("sweep", "%s", qc_last_error());
     if (granularity && parse_granularity(granularity, &cfg.scheme) != 0) return usage_error("sweep", "--granularity: %s", qc_last_error());
     if (scope && parse_scope(scope, &cfg.scheme.scope) != 0) return usage_error("sweep", "--scope: %s", qc_last_error());
+    if (scale_dtype && (rc = parse_scale_dtype_flag("sweep", scale_dtype, &cfg.scheme.scale_dtype))) return rc;
     if (objective && parse_objective(objective, &cfg.objective) != 0) return usage_error("sweep", "--objective: %s", qc_last_error());
     cfg.method_train = strstr(methods, "train") != NULL;
     cfg.method_lstsq = strstr(methods, "lstsq") != NULL;
