@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fakequant.h"
 #include "ops.h"
 
 int correction_is_site(int block, int n_layer, int every) { return (block + 1) % every == 0 || block == n_layer - 1; }
@@ -257,6 +258,7 @@ int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayou
     c->size = layout->size;
     c->n_layer = cfg->n_layer;
     c->max_rows = max_rows;
+    c->stored_bits = 32;
     c->n_where = kind_info[c->kind].placement == PLACE_STREAM ? cfg->n_layer : gpt_linear_count(cfg);
     c->site_of = qc_malloc((size_t)c->n_where * sizeof(int), "correction sites");
     c->sites = qc_calloc(n_sites ? (size_t)n_sites : 1, sizeof(CorrectionSite), "correction sites");
@@ -326,6 +328,17 @@ void corrections_free(Corrections *c) {
 }
 
 void corrections_zero_grad(Corrections *c) { memset(c->grads, 0, (c->num_params ? c->num_params : 1) * sizeof(float)); }
+
+void corrections_store_narrow(Corrections *c, int bits) {
+    c->stored_bits = bits;
+    for (int j = 0; j < c->n_sites; j++) {
+        CorrectionSite *s = &c->sites[j];
+        SiteTensor t[SITE_MAX_TENSORS];
+        int k = c->ops->tensors(s->in, s->out, s->size, t);
+        for (int i = 0; i < k; i++)
+            if (t[i].cols) quantize_spans(s->param[i], s->param[i], (size_t)t[i].rows * t[i].cols, t[i].cols, bits, 0, SCALE_F16);
+    }
+}
 
 int corrections_frozen_prefix(const Corrections *c) {
     if (c->n_sites == 0) return c->n_layer - 1;

@@ -58,6 +58,7 @@ typedef struct {
     CorrectionKindId kind;
     const CorrectionKindOps *ops;
     int d, every, size, n_layer, n_sites;
+    int stored_bits;            /* 32: float32; 2..16: rounded as stored by corrections_store_narrow */
     int *site_of;               /* per block (stream kinds) or per linear layer: its site, or -1 */
     int n_where;                /* entries of site_of */
     CorrectionSite *sites;
@@ -84,6 +85,9 @@ int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout
 int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayout *layout, int max_rows, uint64_t seed);
 void corrections_free(Corrections *c);
 void corrections_zero_grad(Corrections *c);
+/* Rounds the corrections to what a checkpoint stores at `bits` (2..16): every matrix per row,
+ * symmetric, with an f16 scale a row (the weight quantizer's spans); vectors stay float32. */
+void corrections_store_narrow(Corrections *c, int bits);
 /* The block below which the model never changes (the first stream site's block), or -1 when a
  * site sits inside the first block: the prefix a cache may hold. */
 int corrections_frozen_prefix(const Corrections *c);

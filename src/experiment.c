@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "ops.h"
 #include "optim.h"
 #include "train.h"
@@ -30,6 +31,7 @@ void correct_options_default(CorrectOptions *o) {
     o->calib_tokens = 200000;
     o->seed = 42;
     o->ridge = 1e-4;
+    o->correction_bits = 32;
 }
 
 int parse_objective(const char *text, Objective *out) {
@@ -64,98 +66,6 @@ static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick
         memcpy(inputs + (size_t)b * T, src, (size_t)T * sizeof(int32_t));
         if (targets) memcpy(targets + (size_t)b * T, src + 1, (size_t)T * sizeof(int32_t));
     }
-}
-
-/* A 64-bit hash of n bytes continuing from h, by 8-byte words (a weight buffer hashes in a few
- * milliseconds); not cryptographic: it tells caches apart, it does not defend against forgery. */
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-    const unsigned char *p = data;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = (h ^ w) * 0x100000001b3ull;
-        h ^= h >> 29;
-    }
-    for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-
-uint64_t stream_cache_identity(const GPT *m, const int64_t *starts, int n_windows, int first_block) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    int head[3] = {n_windows, first_block, m->config.ctx};
-    h = fnv1a(h, head, sizeof head);
-    if (starts) h = fnv1a(h, starts, (size_t)n_windows * sizeof *starts);
-    return fnv1a(h, m->params, m->num_params * sizeof(float));
-}
-
-int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_t *starts, int n_windows, int first_block) {
-    memset(sc, 0, sizeof *sc);
-    sc->identity = stream_cache_identity(m, starts, n_windows, first_block);
-    int T = m->config.ctx, C = m->config.d_model, B = m->max_batch;
-    sc->first_block = first_block;
-    sc->n_windows = n_windows;
-    sc->T = T;
-    sc->C = C;
-    sc->max_batch = B;
-    sc->streams = qc_aligned_alloc((size_t)n_windows * T * C * sizeof(float), "prefix cache");
-    sc->targets = qc_malloc((size_t)n_windows * T * sizeof(int32_t), "prefix cache");
-    sc->batch = qc_aligned_alloc((size_t)B * T * C * sizeof(float), "prefix cache batch");
-    int32_t *inputs = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
-    if (!sc->streams || !sc->targets || !sc->batch || !inputs) {
-        free(inputs);
-        stream_cache_free(sc);
-        return -1;
-    }
-    for (int w0 = 0; w0 < n_windows; w0 += B) {
-        int nb = n_windows - w0 < B ? n_windows - w0 : B;
-        for (int b = 0; b < nb; b++) {
-            const int32_t *src = ids + (starts ? starts[w0 + b] : (int64_t)(w0 + b) * T);
-            memcpy(inputs + (size_t)b * T, src, (size_t)T * sizeof(int32_t));
-            memcpy(sc->targets + (size_t)(w0 + b) * T, src + 1, (size_t)T * sizeof(int32_t));
-        }
-        gpt_forward_blocks(m, inputs, nb, T, NULL, first_block + 1); /* no hook: cannot fail */
-        memcpy(sc->streams + (size_t)w0 * T * C, m->layers[first_block].resid_out, (size_t)nb * T * C * sizeof(float));
-    }
-    free(inputs);
-    return 0;
-}
-
-void stream_cache_free(StreamCache *sc) {
-    free(sc->streams);
-    free(sc->targets);
-    free(sc->batch);
-    memset(sc, 0, sizeof *sc);
-}
-
-/* Copies the chosen windows' streams and targets into the cache's batch buffer and targets. */
-static void gather_cached(const StreamCache *sc, const int *pick, int B, int32_t *targets) {
-    size_t w = (size_t)sc->T * sc->C;
-    for (int b = 0; b < B; b++) {
-        memcpy(sc->batch + (size_t)b * w, sc->streams + (size_t)pick[b] * w, w * sizeof(float));
-        memcpy(targets + (size_t)b * sc->T, sc->targets + (size_t)pick[b] * sc->T, (size_t)sc->T * sizeof(int32_t));
-    }
-}
-
-double evaluate_loss_cached(GPT *m, const StreamCache *sc, const ModelHook *hook) {
-    int T = sc->T, B = sc->max_batch < m->max_batch ? sc->max_batch : m->max_batch;
-    int32_t *targets = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
-    int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
-    if (!targets || !pick) { free(targets); free(pick); return NAN; }
-    double total = 0.0;
-    for (int w0 = 0; w0 < sc->n_windows; w0 += B) {
-        int nb = sc->n_windows - w0 < B ? sc->n_windows - w0 : B;
-        for (int b = 0; b < nb; b++) pick[b] = w0 + b;
-        gather_cached(sc, pick, nb, targets);
-        if (gpt_forward_from(m, sc->batch, sc->first_block + 1, nb, T, hook) != 0) {
-            total = NAN;
-            break;
-        }
-        total += crossentropy_forward_backward(NULL, m->logits, targets, nb * T, m->config.vocab_size, 0.0f) * nb * T;
-    }
-    free(targets);
-    free(pick);
-    return total / ((double)sc->n_windows * T);
 }
 
 /* Forward and backward of one batch from the tokens into *value; -1 when the forward refuses. */
@@ -221,7 +131,7 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
         corrections_zero_grad(c);
         double objective;
         if (cache) { /* the frozen prefix comes from the cache: only blocks after it run */
-            gather_cached(cache, pick, B, targets);
+            stream_cache_gather(cache, pick, B, targets);
             if (gpt_forward_from(q, cache->batch, first_block + 1, B, T, &c->hook) != 0) goto done;
             objective = gpt_loss(q, targets);
             gpt_backward(q, &c->hook, 1, 0, first_block + 1);
@@ -337,8 +247,8 @@ typedef int (*SolveFn)(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, con
 static const SolveFn kind_solve[KIND_COUNT] = {CORRECTION_KINDS(KIND_SOLVE)};
 #undef KIND_SOLVE
 
-int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val, Corrections *c,
-                   CorrectionResult *r) {
+int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val,
+                   const EvalReference *ref, Corrections *c, CorrectionResult *r) {
     const MethodInfo *m = &method_info[o->method];
     CorrectionLayout layout = correction_layout_for(o);
     SolveFn solve = kind_solve[layout.kind];
@@ -353,19 +263,16 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     int rc = 0;
     if (m->solves) rc = solve(q, f, c, corpus, o);
     if (rc == 0 && m->trains) rc = correction_train(q, f, c, corpus, o, &r->objective);
+    if (rc == 0 && o->correction_bits < 32) corrections_store_narrow(c, o->correction_bits); /* evaluate what is stored */
     r->seconds_correct = now_seconds() - t0;
     if (rc != 0) {
         corrections_free(c);
         return -1;
     }
     double t1 = now_seconds();
-    if (val && val->first_block <= corrections_frozen_prefix(c) &&
-        val->identity == stream_cache_identity(q, NULL, val->n_windows, val->first_block))
-        r->loss_corrected = evaluate_loss_cached(q, val, &c->hook);
-    else
-        r->loss_corrected = evaluate_loss(q, corpus->ids + corpus->n_train, corpus->n_val, &c->hook);
+    rc = evaluate_model(q, &c->hook, corpus->ids + corpus->n_train, corpus->n_val, val, corrections_frozen_prefix(c), ref, &r->eval);
     r->seconds_eval = now_seconds() - t1;
-    if (isnan(r->loss_corrected)) {
+    if (rc != 0) {
         corrections_free(c);
         return -1;
     }
@@ -382,6 +289,46 @@ int recovery_ppl(double lf, double lq, double lc, double *out) {
     if (!(fabs(lq - lf) >= RECOVERY_MIN_GAP)) { *out = NAN; return 0; }
     *out = (exp(lq) - exp(lc)) / (exp(lq) - exp(lf));
     return 1;
+}
+
+const char *recovery_flag_name(RecoveryFlag f) {
+    return f == RECOVERY_OK ? "ok" : f == RECOVERY_UNRESOLVED ? "unresolved" : "undefined";
+}
+
+RecoveryFlag recovery_flag_of(double gap, double gap_se) {
+    if (!(fabs(gap) >= RECOVERY_MIN_GAP)) return RECOVERY_UNDEFINED;
+    if (!(fabs(gap) >= RECOVERY_MIN_SE * gap_se)) return RECOVERY_UNRESOLVED;
+    return RECOVERY_OK;
+}
+
+void outcome_compute(Outcome *o, const EvalReference *f, const Evaluation *q, const Evaluation *c, const GPTConfig *cfg,
+                     const QuantScheme *scheme, const CorrectionLayout *layout, int correction_bits) {
+    int n = f->n_windows;
+    memset(o, 0, sizeof *o);
+    o->loss_float = f->loss;
+    o->loss_quant = q->loss;
+    o->loss_corrected = c->loss;
+    o->loss_se_float = mean_se(f->window_loss, n);
+    o->loss_se_quant = q->loss_se;
+    o->loss_se_corrected = c->loss_se;
+    o->gap_se = paired_diff_se(q->window_loss, f->window_loss, n);
+    o->gain_se = paired_diff_se(q->window_loss, c->window_loss, n);
+    o->flag = recovery_flag_of(o->loss_quant - o->loss_float, o->gap_se);
+    recovery_loss(o->loss_float, o->loss_quant, o->loss_corrected, &o->recovery_loss);
+    recovery_ppl(o->loss_float, o->loss_quant, o->loss_corrected, &o->recovery_ppl);
+    if (o->flag != RECOVERY_OK) o->recovery_loss = o->recovery_ppl = NAN;
+    o->kl_quant = q->have_reference ? q->kl_mean : NAN;
+    o->kl_corrected = c->have_reference ? c->kl_mean : NAN;
+    o->top1_quant = q->have_reference ? q->top1_agree : NAN;
+    o->top1_corrected = c->have_reference ? c->top1_agree : NAN;
+    ModelBits fb, qb;
+    model_bits(cfg, NULL, &fb);
+    model_bits(cfg, scheme, &qb);
+    o->model_bits_float = model_bits_total(&fb);
+    o->model_bits_quant = model_bits_total(&qb);
+    o->bits_per_weight = bits_per_weight(&qb);
+    o->correction_bits = correction_storage_bits(cfg, layout, correction_bits);
+    o->model_bits_corrected = o->model_bits_quant + o->correction_bits;
 }
 
 static void add_number_or_null(cJSON *o, const char *key, double v) {
@@ -403,4 +350,31 @@ int add_result_fields(cJSON *o, double lf, double lq, double lc) {
     add_number_or_null(o, "recovery_ppl", rec_p);
     add_number_or_null(o, "gain_loss", lq - lc);
     return defined;
+}
+
+void add_outcome_fields(cJSON *o, const Outcome *out) {
+    add_number_or_null(o, "loss_float", out->loss_float);
+    add_number_or_null(o, "loss_quant", out->loss_quant);
+    add_number_or_null(o, "loss_corrected", out->loss_corrected);
+    add_number_or_null(o, "ppl_float", exp(out->loss_float));
+    add_number_or_null(o, "ppl_quant", exp(out->loss_quant));
+    add_number_or_null(o, "ppl_corrected", exp(out->loss_corrected));
+    add_number_or_null(o, "recovery_loss", out->recovery_loss);
+    add_number_or_null(o, "recovery_ppl", out->recovery_ppl);
+    cJSON_AddStringToObject(o, "recovery_flag", recovery_flag_name(out->flag));
+    add_number_or_null(o, "gain_loss", out->loss_quant - out->loss_corrected);
+    add_number_or_null(o, "loss_se_float", out->loss_se_float);
+    add_number_or_null(o, "loss_se_quant", out->loss_se_quant);
+    add_number_or_null(o, "loss_se_corrected", out->loss_se_corrected);
+    add_number_or_null(o, "gap_se", out->gap_se);
+    add_number_or_null(o, "gain_se", out->gain_se);
+    add_number_or_null(o, "kl_quant", out->kl_quant);
+    add_number_or_null(o, "kl_corrected", out->kl_corrected);
+    add_number_or_null(o, "top1_quant", out->top1_quant);
+    add_number_or_null(o, "top1_corrected", out->top1_corrected);
+    add_number_or_null(o, "model_bits_float", out->model_bits_float);
+    add_number_or_null(o, "model_bits_quant", out->model_bits_quant);
+    add_number_or_null(o, "model_bits_corrected", out->model_bits_corrected);
+    add_number_or_null(o, "correction_bits", out->correction_bits);
+    add_number_or_null(o, "bits_per_weight", out->bits_per_weight);
 }

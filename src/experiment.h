@@ -8,28 +8,9 @@
 
 #include "correct.h"
 #include "data.h"
+#include "evaluate.h"
 #include "model.h"
 #include "quant.h"
-
-/* The frozen prefix of a quantized model computed once: for each window, the stream after
- * block first_block (before its hook). Every correction whose first site follows that block
- * reuses it — the sweep shares one cache across all widths and methods of a (bits, every). */
-typedef struct {
-    int first_block, n_windows, T, C, max_batch;
-    uint64_t identity;  /* stream_cache_identity of what it was built from */
-    float *streams;     /* (n_windows, T, C) */
-    int32_t *targets;   /* (n_windows, T): the next token of every position */
-    float *batch;       /* (max_batch, T, C) scratch the forward reads from */
-} StreamCache;
-
-/* What a cache holds, by content: a hash of the window starts (or their count, when contiguous),
- * the block and the model's weights, so a cache from another calibration set or model is refused. */
-uint64_t stream_cache_identity(const GPT *m, const int64_t *starts, int n_windows, int first_block);
-/* starts == NULL: the windows are contiguous, window i at ids[i*T] (the evaluation layout). */
-int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_t *starts, int n_windows, int first_block);
-void stream_cache_free(StreamCache *sc);
-/* evaluate_loss over the windows of a cache (same result as evaluate_loss on them). */
-double evaluate_loss_cached(GPT *m, const StreamCache *sc, const ModelHook *hook);
 
 typedef struct {
     int every, hidden;
@@ -40,6 +21,7 @@ typedef struct {
     long calib_tokens;          /* calibration budget: train characters, as whole windows */
     uint64_t seed;
     double ridge;               /* lstsq: lambda = ridge * mean diagonal of X^T X */
+    int correction_bits;        /* 32: corrections stored as float32; 2..16: rounded as stored (per-row codes, f16 scales) */
     const char *log_path;       /* CSV step,objective,lr; NULL: none */
     int quiet;
     /* optional, ce objective only: the calibration windows' prefix (built from the same
@@ -66,7 +48,7 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
 
 typedef struct {
-    double loss_corrected;  /* validation loss of the corrected model */
+    Evaluation eval;        /* of the corrected model (its window losses owned: evaluation_free) */
     double objective;       /* mean objective of the last training steps (NaN when it does not train) */
     double seconds_correct, seconds_eval;
 } CorrectionResult;
@@ -74,21 +56,47 @@ typedef struct {
 /* The correction half of one experiment, as `correct` and the sweep both run it: sizes c for the
  * method, fits it (the kind's closed form where the method solves, then AdamW steps where it
  * trains) and evaluates the corrected model on the validation split — through val, a cache of
- * q's prefix over the validation windows, when given and deep enough. c is the caller's to free
- * on success. */
-int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val, Corrections *c,
-                   CorrectionResult *r);
+ * q's prefix over the validation windows, when given and deep enough, against ref (the float
+ * model's view) when given. c and r->eval are the caller's to free on success. */
+int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val,
+                   const EvalReference *ref, Corrections *c, CorrectionResult *r);
 
 /* recovery = (lq - lc) / (lq - lf); defined only when |lq - lf| >= 1e-4 nats. Returns 0 when
  * undefined (and sets *out to NAN). The perplexity form uses the same rule. */
 #define RECOVERY_MIN_GAP 1e-4
+/* A gap under this many standard errors is noise the validation split cannot resolve. */
+#define RECOVERY_MIN_SE 3.0
 int recovery_loss(double lf, double lq, double lc, double *out);
 int recovery_ppl(double lf, double lq, double lc, double *out);
 
-/* Adds one run's result to a JSON object — loss_float, loss_quant, loss_corrected, ppl_*,
- * recovery_loss and recovery_ppl (null when undefined), gain_loss — as `qcorr correct --json`
- * and the sweep's records both report it. Returns whether the recovery is defined. */
+/* ok; unresolved: |gap| < 3 gap_se (no recovery reported); undefined: |gap| < 1e-4 nats */
+typedef enum { RECOVERY_OK, RECOVERY_UNRESOLVED, RECOVERY_UNDEFINED } RecoveryFlag;
+const char *recovery_flag_name(RecoveryFlag f);
+RecoveryFlag recovery_flag_of(double gap, double gap_se);
+
+/* Everything one experiment reports (correct --json, a sweep record): the three models' losses
+ * with their standard errors over validation windows, the paired standard error of the gap
+ * (quantized - float) and of the gain (quantized - corrected), the recovery and its flag, KL to
+ * the float model and top-1 agreement, and what each model costs to store. */
+typedef struct {
+    double loss_float, loss_quant, loss_corrected;
+    double loss_se_float, loss_se_quant, loss_se_corrected;
+    double gap_se, gain_se;
+    RecoveryFlag flag;
+    double recovery_loss, recovery_ppl;  /* NaN unless the flag is ok */
+    double kl_quant, kl_corrected, top1_quant, top1_corrected;
+    double model_bits_float, model_bits_quant, model_bits_corrected, correction_bits, bits_per_weight;
+} Outcome;
+
+/* From the float model's view, the quantized and corrected evaluations (against that view), the
+ * scheme and the corrections' layout and stored width. */
+void outcome_compute(Outcome *o, const EvalReference *f, const Evaluation *q, const Evaluation *c, const GPTConfig *cfg,
+                     const QuantScheme *scheme, const CorrectionLayout *layout, int correction_bits);
+/* Adds an outcome's fields to a JSON object (null where a number is undefined). */
 struct cJSON;
+void add_outcome_fields(struct cJSON *o, const Outcome *out);
+/* The older record fields (losses, perplexities, recoveries by the 1e-4 floor alone, gain) for
+ * the sweep until its records carry the outcome. Returns whether the recovery is defined. */
 int add_result_fields(struct cJSON *o, double lf, double lq, double lc);
 
 #endif

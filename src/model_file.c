@@ -97,6 +97,7 @@ static int corrections_to_meta(const Corrections *c, const CorrectionProvenance 
             snprintf(sizes->value + len, sizeof sizes->value - len, "%s%d", j ? "," : "", c->sites[j].size);
         }
     }
+    if (c->stored_bits < 32) set_meta_int(&out[n++], "correction_bits", c->stored_bits);
     if (how) {
         set_meta(&out[n++], "correction_method", how->method);
         set_meta(&out[n++], "correction_objective", how->objective);
@@ -183,7 +184,14 @@ static int corrections_load(Corrections *c, const SafeTensors *st, const GPT *m,
         /* before allocating: every tensor the metadata implies is in the file with its shape */
         for (int i = 0; i < n; i++)
             if (st_check_tensor(st, names[i].name, names[i].rows, names[i].cols) != 0) goto done;
+        const char *stored = st_meta(st, "correction_bits");
+        long stored_bits = 32;
+        if (stored && parse_int("correction_bits", stored, 2, 16, &stored_bits) != 0) {
+            qc_error("%s: malformed correction metadata", st->path);
+            goto done;
+        }
         if (corrections_init(c, &m->config, &lay, max_rows, 0) != 0) goto done;
+        c->stored_bits = (int)stored_bits; /* the values are stored dequantized: nothing to redo */
         loaded = 1;
         corrections_tensors(c, &m->config, names, max);
         for (int i = 0; i < n; i++)

@@ -898,8 +898,10 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
                 co.log_path = method_info[r->method].trains ? log : NULL;
                 CorrectionResult res;
-                if (run_correction(&q, &f, &corpus, &co, &val, &c, &res) != 0) { rc = -1; break; }
-                if (write_record(dir, cfg, r, fs.loss, loss_q, res.loss_corrected, &c, fs.seconds, qs.seconds, res.seconds_correct,
+                if (run_correction(&q, &f, &corpus, &co, &val, NULL, &c, &res) != 0) { rc = -1; break; }
+                double loss_c = res.eval.loss;
+                evaluation_free(&res.eval);
+                if (write_record(dir, cfg, r, fs.loss, loss_q, loss_c, &c, fs.seconds, qs.seconds, res.seconds_correct,
                                  res.seconds_eval) != 0 ||
                     sweep_write_summary(dir) != 0) {
                     corrections_free(&c);

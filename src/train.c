@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "evaluate.h"
 #include "ops.h"
 #include "optim.h"
 #include "util.h"
@@ -52,20 +53,11 @@ void progress_line(FILE *f, int is_final, const char *fmt, ...) {
 }
 
 double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const ModelHook *hook) {
-    int T = m->config.ctx;
-    if (n < 2) return NAN;
-    size_t windows = (n - 1) / (size_t)T;
-    if (windows == 0) return NAN;
-    double total = 0.0;
-    for (size_t w0 = 0; w0 < windows; w0 += (size_t)m->max_batch) {
-        int B = (int)((windows - w0) < (size_t)m->max_batch ? (windows - w0) : (size_t)m->max_batch);
-        /* windows are contiguous: window i starts at iT, so B windows are B*T consecutive ids */
-        const int32_t *in = ids + w0 * (size_t)T;
-        if (gpt_forward(m, in, B, T, hook) != 0) return NAN;
-        double loss = crossentropy_forward_backward(NULL, m->logits, in + 1, B * T, m->config.vocab_size, 0.0f);
-        total += loss * B * T;
-    }
-    return total / (double)(windows * (size_t)T);
+    Evaluation e;
+    if (evaluate_model(m, hook, ids, n, NULL, 0, NULL, &e) != 0) return NAN;
+    double loss = e.loss;
+    evaluation_free(&e);
+    return loss;
 }
 
 int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) {

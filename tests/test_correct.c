@@ -487,7 +487,7 @@ static void test_kl_mse_vanish_on_float_model(void **state) {
 
 /* The sweep's shortcut (experiment.h StreamCache): ce training from the cached frozen prefix
  * gives the corrections that training from the tokens gives (to rounding), and
- * evaluate_loss_cached exactly evaluate_loss, with and without the corrections. */
+ * evaluate_model through the cache exactly evaluate_model from the tokens, with and without the corrections. */
 static void test_stream_cache_matches(void **state) {
     (void)state;
     Corpus corpus;
@@ -528,9 +528,20 @@ static void test_stream_cache_matches(void **state) {
             fail_msg("every %d: training from the prefix cache differs from training from tokens (relative %g, max %g)", every,
                      sqrt(d2 / p2), max_abs_diff(cached.params, plain.params, plain.num_params));
         assert_int_equal(stream_cache_build(&vc, &q, val, NULL, n_val_windows, first), 0);
-        double want = evaluate_loss(&q, val, corpus.n_val, &plain.hook), got = evaluate_loss_cached(&q, &vc, &plain.hook);
-        if (!(got == want)) fail_msg("every %d: evaluate_loss_cached %.17g, evaluate_loss %.17g", every, got, want);
-        assert_true(evaluate_loss_cached(&q, &vc, NULL) == evaluate_loss(&q, val, corpus.n_val, NULL));
+        /* from the cache or from the tokens, window by window: the same bits */
+        for (int hooked = 0; hooked < 2; hooked++) {
+            const ModelHook *hook = hooked ? &plain.hook : NULL;
+            Evaluation from_tokens, from_cache;
+            assert_int_equal(evaluate_model(&q, hook, val, corpus.n_val, NULL, first, NULL, &from_tokens), 0);
+            assert_int_equal(evaluate_model(&q, hook, val, corpus.n_val, &vc, first, NULL, &from_cache), 0);
+            assert_int_equal(from_cache.n_windows, n_val_windows);
+            if (memcmp(from_cache.window_loss, from_tokens.window_loss, (size_t)n_val_windows * sizeof(double)) != 0 ||
+                !(from_cache.loss == from_tokens.loss))
+                fail_msg("every %d: evaluation from the prefix cache %.17g, from the tokens %.17g", every, from_cache.loss, from_tokens.loss);
+            assert_true(from_tokens.loss == evaluate_loss(&q, val, corpus.n_val, hook));
+            evaluation_free(&from_tokens);
+            evaluation_free(&from_cache);
+        }
         stream_cache_free(&calib);
         stream_cache_free(&vc);
         free(starts);

@@ -22,7 +22,7 @@ int cmd_correct(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
     const char *objective = "ce", *method = "train", *scale_dtype = "f16";
     int bits = 4, asymmetric = 0, act_bits = 0, json = 0, every = 1, hidden = 0, steps = 500, batch = 32, seed = 42;
-    int calib_tokens = 200000, threads = 0, quiet = 0;
+    int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
@@ -41,6 +41,7 @@ int cmd_correct(int argc, char **argv) {
         {"--weight-decay", ARG_FLOAT, &weight_decay, 0, 10, "AdamW weight decay on the corrections"},
         {"--batch", ARG_INT, &batch, 1, 65536, "windows per step"},
         {"--calib-tokens", ARG_INT, &calib_tokens, 1, 2000000000, "calibration budget in train characters"},
+        {"--correction-bits", ARG_INT, &correction_bits, 2, 32, "store the corrections' matrices at 8 or 16 bits (per row, f16 scales); 32: float"},
         {"--ridge", ARG_FLOAT, &ridge, 0, 1e6, "lstsq ridge, relative to the mean diagonal of X^T X"},
         {"--seed", ARG_INT, &seed, 0, 2147483647, "seed of the calibration set, batches and MLP init"},
         {"--out", ARG_STRING, &out, 0, 0, "corrected checkpoint to write (optional)"},
@@ -72,6 +73,9 @@ int cmd_correct(int argc, char **argv) {
         return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
                            kind_info[method_kind(o.method, 0)].name);
     o.every = every; o.hidden = hidden; o.steps = steps; o.lr = (float)lr; o.weight_decay = (float)weight_decay;
+    if (correction_bits != 32 && correction_bits > 16)
+        return usage_error("correct", "--correction-bits %d: expected 2..16 (integer codes) or 32 (float)", correction_bits);
+    o.correction_bits = correction_bits;
     o.batch = batch; o.calib_tokens = calib_tokens; o.seed = (uint64_t)seed; o.ridge = ridge; o.quiet = quiet;
     set_threads(threads);
     install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
@@ -82,27 +86,30 @@ int cmd_correct(int argc, char **argv) {
     GPT *f = &fl.model, q;
     Corpus corpus;
     Corrections corr;
+    EvalReference ref = {0};
+    Evaluation eq = {0};
+    CorrectionResult res = {0};
     int have_q = 0, have_corr = 0;
     rc = 1;
     if (check_memory(&f->config, batch, 0) != 0 || open_corpus(data, &fl.vocab, &corpus) != 0) goto fail_model;
+    const int32_t *val = corpus.ids + corpus.n_train;
     double t0 = now_seconds();
-    double loss_f = evaluate_loss(f, corpus.ids + corpus.n_train, corpus.n_val, NULL);
+    if (eval_reference_build(&ref, f, val, corpus.n_val) != 0) goto fail;
     double t_eval = now_seconds() - t0;
-    if (!isfinite(loss_f)) { qc_error("%s: validation split is shorter than one window", corpus.path); goto fail; }
     if (gpt_clone(&q, f, batch) != 0) goto fail;
     have_q = 1;
     double t1 = now_seconds();
     if (quantize_model(&q, &scheme, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t1;
-    double loss_q = evaluate_loss(&q, corpus.ids + corpus.n_train, corpus.n_val, NULL);
-    CorrectionResult res;
-    if (run_correction(&q, f, &corpus, &o, NULL, &corr, &res) != 0) goto fail;
+    t1 = now_seconds();
+    if (evaluate_model(&q, NULL, val, corpus.n_val, NULL, 0, &ref, &eq) != 0) goto fail;
+    t_eval += now_seconds() - t1;
+    if (run_correction(&q, f, &corpus, &o, NULL, &ref, &corr, &res) != 0) goto fail;
     have_corr = 1;
-    double loss_c = res.loss_corrected, objective_value = res.objective, t_correct = res.seconds_correct;
     t_eval += res.seconds_eval;
-    double rec_loss, rec_ppl;
-    int defined = recovery_loss(loss_f, loss_q, loss_c, &rec_loss);
-    recovery_ppl(loss_f, loss_q, loss_c, &rec_ppl);
+    CorrectionLayout layout = correction_layout_for(&o);
+    Outcome oc;
+    outcome_compute(&oc, &ref, &eq, &res.eval, &q.config, &scheme, &layout, o.correction_bits);
     const char *objective_text = method_info[o.method].trains ? objective : method;
     char desc[256];
     quant_scheme_describe(&scheme, desc, sizeof desc);
@@ -115,31 +122,44 @@ int cmd_correct(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bits", scheme.bits);
         cJSON_AddNumberToObject(j, "every", every);
         cJSON_AddNumberToObject(j, "hidden", hidden);
+        cJSON_AddStringToObject(j, "correction", kind_name(corr.kind));
         cJSON_AddStringToObject(j, "method", method);
         cJSON_AddStringToObject(j, "objective", objective_text);
-        add_result_fields(j, loss_f, loss_q, loss_c);
-        cJSON_AddBoolToObject(j, "recovery_defined", defined);
+        add_outcome_fields(j, &oc);
+        cJSON_AddBoolToObject(j, "recovery_defined", oc.flag == RECOVERY_OK);
         cJSON_AddNumberToObject(j, "correction_params", (double)corr.num_params);
         cJSON_AddNumberToObject(j, "correction_sites", corr.n_sites);
+        cJSON_AddNumberToObject(j, "correction_stored_bits", o.correction_bits);
         cJSON_AddNumberToObject(j, "steps", method_info[o.method].trains ? steps : 0);
-        add_number_or_null(j, "final_objective", objective_value);
+        add_number_or_null(j, "final_objective", res.objective);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)((calib_tokens + q.config.ctx - 1) / q.config.ctx * q.config.ctx));
         cJSON_AddNumberToObject(j, "seconds_quantize", t_quant);
-        cJSON_AddNumberToObject(j, "seconds_correct", t_correct);
+        cJSON_AddNumberToObject(j, "seconds_correct", res.seconds_correct);
         cJSON_AddNumberToObject(j, "seconds_eval", t_eval);
         print_json(j);
     } else {
         printf("scheme     %s\n", desc);
-        printf("float      loss %.5f  ppl %.4f\n", loss_f, exp(loss_f));
-        printf("quantized  loss %.5f  ppl %.4f\n", loss_q, exp(loss_q));
-        printf("corrected  loss %.5f  ppl %.4f  (%s, %d sites, %zu parameters)\n", loss_c, exp(loss_c),
-               kind_info[corr.kind].name, corr.n_sites, corr.num_params);
-        if (defined) printf("recovery   %.1f%% of the loss gap, %.1f%% of the perplexity gap\n", 100 * rec_loss, 100 * rec_ppl);
-        else printf("recovery   undefined: |loss_quant - loss_float| < %g nats; gain %.5f nats\n", RECOVERY_MIN_GAP, loss_q - loss_c);
-        printf("time       quantize %.2fs, correct %.2fs, eval %.2fs\n", t_quant, t_correct, t_eval);
+        printf("float      loss %.5f ± %.5f  ppl %.4f  %.0f bits\n", oc.loss_float, oc.loss_se_float, exp(oc.loss_float), oc.model_bits_float);
+        printf("quantized  loss %.5f ± %.5f  ppl %.4f  %.0f bits (%.3f a weight)  KL %.5f  top-1 %.4f\n", oc.loss_quant,
+               oc.loss_se_quant, exp(oc.loss_quant), oc.model_bits_quant, oc.bits_per_weight, oc.kl_quant, oc.top1_quant);
+        printf("corrected  loss %.5f ± %.5f  ppl %.4f  %.0f bits  KL %.5f  top-1 %.4f  (%s, %d sites, %zu parameters, %.0f bits)\n",
+               oc.loss_corrected, oc.loss_se_corrected, exp(oc.loss_corrected), oc.model_bits_corrected, oc.kl_corrected,
+               oc.top1_corrected, kind_name(corr.kind), corr.n_sites, corr.num_params, oc.correction_bits);
+        double gap = oc.loss_quant - oc.loss_float;
+        if (oc.flag == RECOVERY_OK)
+            printf("recovery   %.1f%% of the loss gap (%.5f ± %.5f nats), %.1f%% of the perplexity gap\n", 100 * oc.recovery_loss, gap,
+                   oc.gap_se, 100 * oc.recovery_ppl);
+        else
+            printf("recovery   %s: the gap is %.5f ± %.5f nats (under %g standard errors, or %g nats); gain %.5f ± %.5f nats\n",
+                   recovery_flag_name(oc.flag), gap, oc.gap_se, RECOVERY_MIN_SE, RECOVERY_MIN_GAP, oc.loss_quant - oc.loss_corrected,
+                   oc.gain_se);
+        printf("time       quantize %.2fs, correct %.2fs, eval %.2fs\n", t_quant, res.seconds_correct, t_eval);
     }
     rc = 0;
 fail:
+    evaluation_free(&eq);
+    evaluation_free(&res.eval);
+    eval_reference_free(&ref);
     corpus_free(&corpus);
 fail_model:
     if (have_corr) corrections_free(&corr);
