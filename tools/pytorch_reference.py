@@ -36,6 +36,29 @@ gpt -> gpt_tiny_init.safetensors, gpt_tiny_expected.safetensors   [tests/test_pa
     metadata: seed, batch, seq, steps, lr (constant 1e-2), weight_decay 0.1 (dim >= 2, as
     nanoGPT), grad_clip 1.0, beta1/beta2 0.9/0.95, eps 1e-8. In C: gpt_optimizer_step(m, lr,
     0.1f, 1.0f, s). The script also shows each optimizer detail moves the 10 losses by > 1e-4.
+
+quant -> quant_rtn.safetensors   [tests/test_parity_quant.c]
+    Round-to-nearest fake quantization (SPEC section 3): per span, symmetric absmax
+    (scale = absmax/qmax, codes -qmax..qmax, qmax = 2^(b-1)-1) or asymmetric min/max
+    (scale = (max-min)/(2^b-1), codes 0..2^b-1, value = min + code*scale); code =
+    clamp(rint(x/scale)) with ties to even, computed in float64, each dequantized value rounded
+    once to float32. The scale (and the asymmetric minimum) is first rounded to its scale dtype:
+      f64   not rounded: the double scale qcorr's quantizer uses today (exact extremes);
+      f32, f16, bf16   rounded to that type, to nearest even, subnormals included; a value above
+            the type's largest finite one saturates to it (f16: 65504), never inf.
+    A scale that is (or rounds to) zero gives code 0 everywhere: the span becomes 0 (symmetric)
+    or the stored minimum (asymmetric: a constant span stays exact when its minimum is).
+    Granularity: tensor (one span), channel (one span per row), group:G (G consecutive weights
+    of a row). Tensors:
+      input.normal        (6,32) 0.1 * Student-t(4)
+      input.edge          (8,32) rows: 0 normal with an outlier, 1 zeros, 2 constant 0.3,
+                          3 [7,.5,1.5,2.5,-.5,-1.5,-2.5,3.5] x4 (4-bit sym: scale 1, ties),
+                          4 [0,15,.5,1.5,2.5,13.5,14.5,7.5] x4 (4-bit asym: scale 1, ties),
+                          5 N(0, 3e5) (f16 scale saturates), 6 N(0, 1e-8) (f16 scale underflows),
+                          7 N(0, 1e-39) float32 subnormals (bf16/f32 scales underflow)
+      q.{normal|edge}.b{2..8}.{sym|asym}.{tensor|channel|group8}.{f64|f32|f16|bf16}
+                          the dequantized matrix (edge: no tensor granularity)
+    metadata: group (8), names, scale_dtypes, edge_rows. Tolerance in C: exact (0 differences).
 """
 import argparse
 import os
@@ -46,10 +69,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ref_common  # noqa: E402
 import ref_gpt  # noqa: E402
+import ref_quant  # noqa: E402
 
 # name -> (fixture writer, what it covers); each writer returns the paths it wrote
 REFERENCES = {
     "gpt": (ref_gpt.write_gpt, "the float GPT: logits, loss, every gradient, 10 AdamW steps"),
+    "quant": (ref_quant.write_rtn, "round-to-nearest: bits 2..8, sym/asym, tensor/channel/group, scale dtypes"),
 }
 
 
