@@ -59,6 +59,40 @@ quant -> quant_rtn.safetensors   [tests/test_parity_quant.c]
       q.{normal|edge}.b{2..8}.{sym|asym}.{tensor|channel|group8}.{f64|f32|f16|bf16}
                           the dequantized matrix (edge: no tensor granularity)
     metadata: group (8), names, scale_dtypes, edge_rows. Tolerance in C: exact (0 differences).
+
+corrections -> gpt_tiny_quant3.safetensors, corrections_expected.safetensors   [test_parity_correct.c]
+    Stream corrections inside the frozen tiny model quantized by `quant` (int3 symmetric
+    per-channel, scope linear,head, f64 scales; C's quantize_model must give it exactly). Sites
+    after block i when (i+1) % every == 0 and after the last block; linear x + x W^T + b, MLP
+    x + gelu_tanh(x W1^T + b1) W2^T + b2 (SPEC section 4, README). Objectives on one batch:
+      ce    mean next-token cross-entropy;
+      kl    mean over positions of KL(p_float || p_corrected), p_float from gpt_tiny_init;
+      mse   mean over sites of mean((stream after site j's correction
+            - float model's stream after the same block)^2).
+    Configurations every{1,2}.hidden{0,16}, correction parameters random (linear N(0,0.1); MLP
+    fc N(0,0.3), proj N(0,0.1); seed 777). Tensors:
+      inputs, targets                     (3,16) the batch (gpt's)
+      {cfg}.corrections.{j}.weight|bias   linear site j (d,d), (d)
+      {cfg}.corrections.{j}.fc.weight|fc.bias|proj.weight|proj.bias   MLP site j (h,d) (h) (d,h) (d)
+      {cfg}.logits                        (3,16,13) the corrected quantized model
+      {cfg}.{ce|kl|mse}.value             (1) the objective
+      {cfg}.{ce|kl|mse}.grad.<site tensor>  its gradient w.r.t. that correction tensor
+    metadata: float_model, quant_model, quantization, configs, objectives and their definitions.
+
+lstsq -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, lstsq_expected.safetensors
+    The closed form (SPEC section 4, README): per site in order, X = the quantized model's stream
+    after the site's block with the earlier sites' (float32) corrections applied, Y = the float
+    model's; Z = [X 1], R = Y - X; (Z^T Z + diag(lambda..lambda, 0)) W = Z^T R solved in float64,
+    lambda = ridge * trace(X^T X) / d (the bias not shrunk); weight = W[:d]^T, bias = W[d].
+    The small model: V=13, ctx 48, d_model 16, 3 layers, 2 heads, trained 300 AdamW steps on a
+    synthetic toy language (seed 4242), so ctx > d+1 makes one window a well-posed problem;
+    gpt_small_quant3 is its int3 copy as above. Tensors:
+      corpus_bytes                        (55) a text whose train split floor(0.9*55) = 49 = T+1
+                                          bytes holds exactly one window: every calibration
+                                          window any sampler draws is window 0
+      ridge{1e-4|0.1}.every{1|2}.corrections.{j}.weight|bias   the solved sites
+    metadata: ridges, calib_windows (2: two copies of window 0, summed; the same solution as one
+    window, checked), corpus, lambda.
 """
 import argparse
 import os
@@ -69,12 +103,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ref_common  # noqa: E402
 import ref_gpt  # noqa: E402
+import ref_correct  # noqa: E402
 import ref_quant  # noqa: E402
 
 # name -> (fixture writer, what it covers); each writer returns the paths it wrote
 REFERENCES = {
     "gpt": (ref_gpt.write_gpt, "the float GPT: logits, loss, every gradient, 10 AdamW steps"),
     "quant": (ref_quant.write_rtn, "round-to-nearest: bits 2..8, sym/asym, tensor/channel/group, scale dtypes"),
+    "corrections": (ref_correct.write_corrections, "stream corrections: logits, ce/kl/mse values and gradients"),
+    "lstsq": (ref_correct.write_lstsq, "the closed-form ridge least-squares corrections"),
 }
 
 
