@@ -93,6 +93,30 @@ lstsq -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, lstsq_expect
       ridge{1e-4|0.1}.every{1|2}.corrections.{j}.weight|bias   the solved sites
     metadata: ridges, calib_windows (2: two copies of window 0, summed; the same solution as one
     window, checked), corpus, lambda.
+
+--- Phase 2: references for C code that does not exist yet. Each C test skips with a message
+naming the adapter to wire (a function pointer in the test, with the signature given there).
+
+eval -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, eval_reference.safetensors
+    `qcorr eval --model M --reference F` (issue 12 parts 3-4), M = gpt_small_quant3, F =
+    gpt_small_float, over the windows of SPEC section 5 in `ids` (n = floor((len-1)/T) = 12
+    windows of T = 48). Per position: kl = KL(p_F || p_M) = sum_v p_F (log p_F - log p_M) (nats,
+    float64 from the float32 logits), the two cross-entropies, agree = (argmax p_F == argmax p_M,
+    first index on ties). Tensors (scalars (1), per position (12,48), per window (12)):
+      ids                         (577) the token sequence
+      position.kl, position.loss_model, position.loss_reference, position.agree
+      window.kl, window.loss_model, window.loss_reference      per-window means
+      kl_mean                     mean of kl over all n*T positions
+      kl_se                       std(window.kl, ddof=1) / sqrt(n)
+      kl_p99                      numpy.percentile(kl, 99), default 'linear' method: over the
+                                  N sorted values, h = (N-1)*0.99, x[floor h] + (h - floor h)
+                                  (x[floor h + 1] - x[floor h])
+      top1_agree                  mean of agree
+      loss_model, loss_reference  mean cross-entropies; loss_*_se = std(window.loss_*, ddof=1)/sqrt(n)
+      loss_diff                   loss_model - loss_reference
+      loss_diff_se                std(window.loss_model - window.loss_reference, ddof=1) / sqrt(n)
+    metadata: model, reference, windows, T, and the definitions. test_parity_eval also builds
+    every number today from C's pieces (logits, kl_forward_backward, evaluate_loss per window).
 """
 import argparse
 import os
@@ -104,6 +128,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_common  # noqa: E402
 import ref_gpt  # noqa: E402
 import ref_correct  # noqa: E402
+import ref_eval  # noqa: E402
 import ref_quant  # noqa: E402
 
 # name -> (fixture writer, what it covers); each writer returns the paths it wrote
@@ -112,6 +137,7 @@ REFERENCES = {
     "quant": (ref_quant.write_rtn, "round-to-nearest: bits 2..8, sym/asym, tensor/channel/group, scale dtypes"),
     "corrections": (ref_correct.write_corrections, "stream corrections: logits, ce/kl/mse values and gradients"),
     "lstsq": (ref_correct.write_lstsq, "the closed-form ridge least-squares corrections"),
+    "eval": (ref_eval.write_eval, "issue 12: eval --reference (KL, top-1 agreement, standard errors)"),
 }
 
 
