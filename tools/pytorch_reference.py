@@ -1,332 +1,232 @@
 #!/usr/bin/python3
-"""PyTorch reference for qcorr's float engine (SPEC section 2), as llm.c's train_gpt2.py is for
-test_gpt2.c: writes the fixtures that tests/test_parity.c compares the C engine against.
+"""PyTorch/numpy reference for everything numeric in qcorr: fixtures for the C parity suites.
+
+As llm.c's train_gpt2.py is for test_gpt2.c: each reference below is written from SPEC.md, the
+README and the papers (never from src/) and writes fixtures that a C suite compares against
+tensor by tensor, printing the max abs / rel difference of each.
 
 Run from the repository root with Debian's Python (python3-torch, python3-numpy):
 
-    /usr/bin/python3 tools/pytorch_reference.py [--out tests/fixtures]
+    /usr/bin/python3 tools/pytorch_reference.py [REFERENCE ...] [--out tests/fixtures]
 
-It writes two safetensors files:
-  gpt_tiny_init.safetensors      the initial weights as a qcorr checkpoint (the metadata keys
-                                 and tensor names that src/checkpoint.c gpt_save writes), so
-                                 gpt_load reads it like any checkpoint;
-  gpt_tiny_expected.safetensors  what PyTorch computes from it, all F32:
-      inputs, targets     (B,T) token ids stored as float32 (exact: ids < 2^24)
-      logits              (B,T,V) of the forward pass
-      loss                (1)   mean cross-entropy over the B*T positions
-      grad.<param name>   d loss / d param, for every parameter, same shape as the parameter
-      step_losses         (10)  the loss before each of 10 AdamW steps on the same batch
-      step_grad_norms     (10)  the global gradient norm (before clipping) at each of them
-    and, in __metadata__, the optimizer settings the C side must reproduce.
+With no REFERENCE it writes every fixture except `gpt`'s: the committed gpt_tiny_* files were
+written on another machine, and a rerun here moves gpt_tiny_expected by float32 rounding only
+(logits <= 7e-7 abs, step_grad_norms <= 2.6e-6), so they are left as they are unless asked for. Each reference is a function plus
+its fixture writer (tools/ref_*.py); each writer checks itself (assertions, and a float64 rerun
+that prints how far float32 alone is from exact: the noise the C tolerances must allow).
 
-The optimizer is torch.optim.AdamW at a constant learning rate (no schedule), betas (0.9, 0.95),
-eps 1e-8, weight decay 0.1 on every parameter with dim >= 2 (the matrices and both embeddings,
-as nanoGPT's configure_optimizers does) and 0 on the rest, after
-torch.nn.utils.clip_grad_norm_(params, 1.0) each step. Step s (1-based) is: zero grads, forward,
-loss -> step_losses[s-1], backward, clip (norm -> step_grad_norms[s-1]), AdamW update with step
-count s. In C: gpt_optimizer_step(m, LR, 0.1f, 1.0f, s).
+Conventions of every fixture: safetensors with F32 tensors only (what src/checkpoint.c reads);
+token ids and byte values stored as float32 (exact below 2^24); scalars as 1-element tensors;
+__metadata__ holds the settings as strings. Model checkpoints are plain float qcorr checkpoints
+(gpt_save's keys and tensor names; quantized weights are stored dequantized, with no
+quantization metadata, so a C test loads them whatever the C quantizer does).
 
-The model below is written from the spec (nanoGPT layout), not from the C code. The script checks
-itself: the checkpoint it wrote is read back, loaded with load_state_dict(strict=True) into a
-fresh module and must give bit-identical logits; it also reruns everything in float64 to print
-how far float32 itself is from exact (the noise the C test's tolerances must allow), and how
-much the 10-step losses move when weight decay, decay on embeddings or clipping is switched off
-(so a C optimizer that gets any of them wrong cannot pass the 1e-4 check).
+References and fixtures (tests/fixtures/...):
+
+gpt -> gpt_tiny_init.safetensors, gpt_tiny_expected.safetensors   [tests/test_parity.c]
+    The float GPT of SPEC section 2 (nanoGPT layout, untied head with a bias), V=13 (VOCAB),
+    ctx 16, d_model 32, 2 layers, 4 heads, init N(0, 0.02)*5 with LayerNorm/bias noise 0.1,
+    seed 1337. init: the weights as a qcorr checkpoint. expected:
+      inputs, targets     (3,16) token ids
+      logits              (3,16,13) forward pass
+      loss                (1) mean cross-entropy
+      grad.<param>        d loss / d param, every parameter, its shape
+      step_losses         (10) loss before each of 10 torch.optim.AdamW steps on the batch
+      step_grad_norms     (10) global gradient norm before clipping at each step
+    metadata: seed, batch, seq, steps, lr (constant 1e-2), weight_decay 0.1 (dim >= 2, as
+    nanoGPT), grad_clip 1.0, beta1/beta2 0.9/0.95, eps 1e-8. In C: gpt_optimizer_step(m, lr,
+    0.1f, 1.0f, s). The script also shows each optimizer detail moves the 10 losses by > 1e-4.
+
+quant -> quant_rtn.safetensors   [tests/test_parity_quant.c]
+    Round-to-nearest fake quantization (SPEC section 3): per span, symmetric absmax
+    (scale = absmax/qmax, codes -qmax..qmax, qmax = 2^(b-1)-1) or asymmetric min/max
+    (scale = (max-min)/(2^b-1), codes 0..2^b-1, value = min + code*scale); code =
+    clamp(rint(x/scale)) with ties to even, computed in float64, each dequantized value rounded
+    once to float32. The scale (and the asymmetric minimum) is first rounded to its scale dtype:
+      f64   not rounded: the double scale qcorr's quantizer uses today (exact extremes);
+      f32, f16, bf16   rounded to that type, to nearest even, subnormals included; a value above
+            the type's largest finite one saturates to it (f16: 65504), never inf.
+    A scale that is (or rounds to) zero gives code 0 everywhere: the span becomes 0 (symmetric)
+    or the stored minimum (asymmetric: a constant span stays exact when its minimum is).
+    Granularity: tensor (one span), channel (one span per row), group:G (G consecutive weights
+    of a row). Tensors:
+      input.normal        (6,32) 0.1 * Student-t(4)
+      input.edge          (8,32) rows: 0 normal with an outlier, 1 zeros, 2 constant 0.3,
+                          3 [7,.5,1.5,2.5,-.5,-1.5,-2.5,3.5] x4 (4-bit sym: scale 1, ties),
+                          4 [0,15,.5,1.5,2.5,13.5,14.5,7.5] x4 (4-bit asym: scale 1, ties),
+                          5 N(0, 3e5) (f16 scale saturates), 6 N(0, 1e-8) (f16 scale underflows),
+                          7 N(0, 1e-39) float32 subnormals (bf16/f32 scales underflow)
+      q.{normal|edge}.b{2..8}.{sym|asym}.{tensor|channel|group8}.{f64|f32|f16|bf16}
+                          the dequantized matrix (edge: no tensor granularity)
+    metadata: group (8), names, scale_dtypes, edge_rows. Tolerance in C: exact (0 differences).
+
+corrections -> gpt_tiny_quant3.safetensors, corrections_expected.safetensors   [test_parity_correct.c]
+    Stream corrections inside the frozen tiny model quantized by `quant` (int3 symmetric
+    per-channel, scope linear,head, f64 scales; C's quantize_model must give it exactly). Sites
+    after block i when (i+1) % every == 0 and after the last block; linear x + x W^T + b, MLP
+    x + gelu_tanh(x W1^T + b1) W2^T + b2 (SPEC section 4, README). Objectives on one batch:
+      ce    mean next-token cross-entropy;
+      kl    mean over positions of KL(p_float || p_corrected), p_float from gpt_tiny_init;
+      mse   mean over sites of mean((stream after site j's correction
+            - float model's stream after the same block)^2).
+    Configurations every{1,2}.hidden{0,16}, correction parameters random (linear N(0,0.1); MLP
+    fc N(0,0.3), proj N(0,0.1); seed 777). Tensors:
+      inputs, targets                     (3,16) the batch (gpt's)
+      {cfg}.corrections.{j}.weight|bias   linear site j (d,d), (d)
+      {cfg}.corrections.{j}.fc.weight|fc.bias|proj.weight|proj.bias   MLP site j (h,d) (h) (d,h) (d)
+      {cfg}.logits                        (3,16,13) the corrected quantized model
+      {cfg}.{ce|kl|mse}.value             (1) the objective
+      {cfg}.{ce|kl|mse}.grad.<site tensor>  its gradient w.r.t. that correction tensor
+    metadata: float_model, quant_model, quantization, configs, objectives and their definitions.
+
+lstsq -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, lstsq_expected.safetensors
+    The closed form (SPEC section 4, README): per site in order, X = the quantized model's stream
+    after the site's block with the earlier sites' (float32) corrections applied, Y = the float
+    model's; Z = [X 1], R = Y - X; (Z^T Z + diag(lambda..lambda, 0)) W = Z^T R solved in float64,
+    lambda = ridge * trace(X^T X) / d (the bias not shrunk); weight = W[:d]^T, bias = W[d].
+    The small model: V=13, ctx 48, d_model 16, 3 layers, 2 heads, trained 300 AdamW steps on a
+    synthetic toy language (seed 4242), so ctx > d+1 makes one window a well-posed problem;
+    gpt_small_quant3 is its int3 copy as above. Tensors:
+      corpus_bytes                        (55) a text whose train split floor(0.9*55) = 49 = T+1
+                                          bytes holds exactly one window: every calibration
+                                          window any sampler draws is window 0
+      ridge{1e-4|0.1}.every{1|2}.corrections.{j}.weight|bias   the solved sites
+    metadata: ridges, calib_windows (2: two copies of window 0, summed; the same solution as one
+    window, checked), corpus, lambda.
+
+--- Phase 2: references for C code that does not exist yet. Each C test skips with a message
+naming the adapter to wire (a function pointer in the test, with the signature given there).
+
+eval -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, eval_reference.safetensors
+    `qcorr eval --model M --reference F` (issue 12 parts 3-4), M = gpt_small_quant3, F =
+    gpt_small_float, over the windows of SPEC section 5 in `ids` (n = floor((len-1)/T) = 12
+    windows of T = 48). Per position: kl = KL(p_F || p_M) = sum_v p_F (log p_F - log p_M) (nats,
+    float64 from the float32 logits), the two cross-entropies, agree = (argmax p_F == argmax p_M,
+    first index on ties). Tensors (scalars (1), per position (12,48), per window (12)):
+      ids                         (577) the token sequence
+      position.kl, position.loss_model, position.loss_reference, position.agree
+      window.kl, window.loss_model, window.loss_reference      per-window means
+      kl_mean                     mean of kl over all n*T positions
+      kl_se                       std(window.kl, ddof=1) / sqrt(n)
+      kl_p99                      numpy.percentile(kl, 99), default 'linear' method: over the
+                                  N sorted values, h = (N-1)*0.99, x[floor h] + (h - floor h)
+                                  (x[floor h + 1] - x[floor h])
+      top1_agree                  mean of agree
+      loss_model, loss_reference  mean cross-entropies; loss_*_se = std(window.loss_*, ddof=1)/sqrt(n)
+      loss_diff                   loss_model - loss_reference
+      loss_diff_se                std(window.loss_model - window.loss_reference, ddof=1) / sqrt(n)
+    metadata: model, reference, windows, T, and the definitions. test_parity_eval also builds
+    every number today from C's pieces (logits, kl_forward_backward, evaluate_loss per window).
+
+mse -> quant_mse.safetensors   [test_parity_quant.c, skipped]
+    Per span (as `quant`), candidate clip ratios r_i = 1 - (0.5*i)/99, i = 0..99 (1.0 down to
+    0.5, in double); symmetric scale = round_dtype((r*absmax)/qmax); asymmetric range
+    [r*min, r*max]: scale = round_dtype((r*max - r*min)/(2^b-1)), minimum = round_dtype(r*min);
+    the span is quantized with each and the candidate of least sum_c weight[c] (w - Q(w))^2
+    (float32 Q, float64 sum; weight 1, or the column_weight of the span's input columns) wins;
+    the first of equal errors wins, so ties go to the larger ratio and ratio 1 (RTN) is kept
+    unless another is strictly better: never a larger error than RTN (checked). Tensors:
+      weight            (16,64) 0.05 * Student-t(3)
+      column_weight     (64) mean square per input column of 64 calibration rows
+      q.b{2,3,4}.sym.{channel|group16}.f16.{plain|weighted}, q.b3.asym.channel.f16.plain,
+      q.b3.asym.group16.f16.weighted, q.b4.sym.channel.f64.plain, q.b2.sym.tensor.f16.weighted
+                        the dequantized matrix
+      clip.<same>       (rows, spans per row) the chosen index i of each span
+    Tolerance: exact. The closest two candidate errors of any span are 4e-7 apart (relative): a C
+    search must sum in double.
+
+gptq -> quant_gptq.safetensors   [test_parity_quant.c, skipped]
+    GPTQ (Frantar et al. 2022) of W on calibration inputs X, in float64: H = 2 X^T X; dead
+    inputs (H_jj = 0): H_jj = 1, W[:, j] = 0; act-order: columns by descending diag(H), stable;
+    H += damp * mean(diag H) * I; U = upper Cholesky factor of H^-1 (H^-1 = U^T U); columns in
+    that order: q = Q(w_c) on its row's grid, err = (w_c - q) / U_cc, later columns j -= err *
+    U_cj, applied within blocks of 128 columns at once and to the columns after a block once per
+    block (lazy batch updates: the same result as column by column, checked). Scales (rtn or the
+    mse search, f16) are fitted after the dead columns are zeroed, up front from W: per row, or
+    per G consecutive columns of a row in the original order ("static", with or without
+    act-order; GPTQ then only chooses codes on RTN's grid). One case fits each group instead when
+    it starts, from the fully updated weights ("current"): 15% worse here, and at 2 bits group:32
+    worse than RTN (see write_gptq's output), hence not the default. Tensors:
+      x                 (192,160) correlated calibration inputs, columns 7 and 100 all zero
+      weight            (16,160) 0.05 * Student-t(4)
+      act_order_perm    (160) the processing order under act-order
+      q.<case>          (16,160) the dequantized GPTQ result; cases b4.channel, b4.channel.act,
+                        b4.group32, b4.group32.act, b2.channel, b2.group32, b3.group32,
+                        b3.group32.act, b8.channel, b4.channel.mse, b3.group32.mse,
+                        b4.channel.asym, b3.group32.current
+    metadata: damp (0.01), block (128), scale_dtype (f16), dead_columns, and config.<case> =
+    "bits=B asymmetric=0|1 granularity=channel|group:G fit=rtn|mse act_order=0|1 groups=static|current".
+    Checked here: every case below RTN's (or mse's) layer output error ||X W^T - X Q^T|| (0.53-0.87x);
+    8 bits: 0.72x RTN's, codes within 3 steps of RTN's (a third of them move: GPTQ at 8 bits is
+    close to RTN, not equal). Tolerance in C: <= 1% of values differ, output error within 1%.
+
+lowrank -> quant_lowrank.safetensors   [test_parity_quant.c, skipped]
+    LoRC / LQER low-rank error terms: E = W - Q (Q = int2 symmetric per-channel RTN, f16 scales);
+    SVD(E S) = U diag(sigma) V^T, S = I ("none") or, as L2QER, S = diag(s) with s_j = the mean
+    absolute value of input column j over the calibration rows ("act"); A = sqrt(sigma_k) V_k^T
+    S^-1 (k, in), B = U_k sqrt(sigma_k) (out, k): the singular values split evenly, E ~ B A,
+    y = x Q^T + b + (x A^T) B^T; a column with s_j = 0 (dead input) gets A[:, j] = 0. Signs: each
+    u_i flipped so its entry of largest |value| (the first such) is positive, v_i with it.
+    Bias correction (Nagel et al. 2019): b' = b + (W - Q) mean(x) over the calibration rows.
+    Tensors:
+      x (128,64) (column 11 all zero), weight (24,64), bias (24), quantized (24,64),
+      column_magnitude (64) s
+      lowrank.{r4.none|r4.act|r8.act|r24.none}.{A|B|sigma}    sigma: (k) singular values of E S
+      bias_corrected (24)
+    Checked here: rank 24 = min(out, in) with S = I gives W back (Q + B A, < 1e-6); at rank 4 the
+    act-aware terms have the lower output error ||X (E - B A)^T||, the plain ones the lower
+    ||E - B A||; the corrected bias removes the mean output error (to 1.4e-8).
 """
 import argparse
-import json
-import math
 import os
-import struct
 import sys
+import time
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# ---- the fixture's configuration (small: the two files together stay well under 1 MB) ----
-VOCAB = "\n !',.:?ABCab"  # V distinct ASCII characters, sorted ascending by byte value
-CONFIG = dict(vocab_size=len(VOCAB), ctx=16, d_model=32, n_layer=2, n_head=4)
-BATCH, SEQ = 3, 16
-SEED = 1337
-LR = 1e-2            # constant: large enough that 10 steps move the loss well past the tolerance
-WEIGHT_DECAY = 0.1
-GRAD_CLIP = 1.0
-BETAS = (0.9, 0.95)
-ADAM_EPS = 1e-8
-STEPS = 10
-WEIGHT_SCALE = 5.0   # nanoGPT init (std 0.02) times this: activations away from 0, GELU non-linear
-NORM_BIAS_NOISE = 0.1  # added to LayerNorm weights/biases and linear biases, so their grads matter
+import ref_common  # noqa: E402
+import ref_gpt  # noqa: E402
+import ref_methods  # noqa: E402
+import ref_correct  # noqa: E402
+import ref_eval  # noqa: E402
+import ref_quant  # noqa: E402
 
-INIT_FILE = "gpt_tiny_init.safetensors"
-EXPECTED_FILE = "gpt_tiny_expected.safetensors"
-
-
-# ---- the model: nanoGPT's GPT with bias=True and an untied lm_head that has a bias ----
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model, n_head, ctx):
-        super().__init__()
-        assert d_model % n_head == 0
-        self.n_head = n_head
-        self.c_attn = nn.Linear(d_model, 3 * d_model, bias=True)  # q | k | v stacked by rows
-        self.c_proj = nn.Linear(d_model, d_model, bias=True)
-        mask = torch.tril(torch.ones(ctx, ctx, dtype=torch.bool)).view(1, 1, ctx, ctx)
-        self.register_buffer("causal_mask", mask, persistent=False)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
-        att = att.masked_fill(~self.causal_mask[:, :, :T, :T], float("-inf"))
-        att = F.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        return self.c_proj(y)
-
-
-class MLP(nn.Module):
-    def __init__(self, d_model):
-        super().__init__()
-        self.c_fc = nn.Linear(d_model, 4 * d_model, bias=True)
-        self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(4 * d_model, d_model, bias=True)
-
-    def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, d_model, n_head, ctx):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model, eps=1e-5)
-        self.attn = CausalSelfAttention(d_model, n_head, ctx)
-        self.ln_2 = nn.LayerNorm(d_model, eps=1e-5)
-        self.mlp = MLP(d_model)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        x = x + self.mlp(self.ln_2(x))
-        return x
-
-
-class GPT(nn.Module):
-    def __init__(self, vocab_size, ctx, d_model, n_layer, n_head):
-        super().__init__()
-        self.ctx = ctx
-        self.n_layer = n_layer
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(vocab_size, d_model),
-            wpe=nn.Embedding(ctx, d_model),
-            h=nn.ModuleList([Block(d_model, n_head, ctx) for _ in range(n_layer)]),
-            ln_f=nn.LayerNorm(d_model, eps=1e-5),
-        ))
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=True)  # untied from wte
-
-    def init_weights(self, generator):
-        """nanoGPT's init (N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)), biases 0,
-        LayerNorm 1/0), then scaled and perturbed so every gradient is exercised."""
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if p.dim() >= 2:
-                    std = 0.02 / math.sqrt(2 * self.n_layer) if name.endswith("c_proj.weight") else 0.02
-                    p.copy_(torch.randn(p.shape, generator=generator) * std * WEIGHT_SCALE)
-                else:
-                    base = 1.0 if (".ln_" in name or "ln_f" in name) and name.endswith(".weight") else 0.0
-                    p.copy_(base + NORM_BIAS_NOISE * torch.randn(p.shape, generator=generator))
-
-    def forward(self, idx, targets=None):
-        B, T = idx.shape
-        assert T <= self.ctx
-        pos = torch.arange(T, dtype=torch.long)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        for block in self.transformer.h:
-            x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
-
-
-def make_optimizer(model, weight_decay, decay_embeddings=True):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        is_embedding = name.startswith("transformer.wte") or name.startswith("transformer.wpe")
-        (decay if p.dim() >= 2 and (decay_embeddings or not is_embedding) else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=ADAM_EPS)
-
-
-def train_steps(model, inputs, targets, weight_decay=WEIGHT_DECAY, decay_embeddings=True, clip=GRAD_CLIP):
-    opt = make_optimizer(model, weight_decay, decay_embeddings)
-    losses, norms = [], []
-    for _ in range(STEPS):
-        opt.zero_grad(set_to_none=True)
-        _, loss = model(inputs, targets)
-        losses.append(loss.item())
-        loss.backward()
-        if clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        else:
-            norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
-        norms.append(float(norm))
-        opt.step()
-    return losses, norms
-
-
-# ---- safetensors, by hand: 8-byte little-endian header length, JSON header, raw F32 data ----
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, float32 numpy array), written in this order."""
-    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    offset, blobs = 0, []
-    for name, array in tensors:
-        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)  # tensor data starts 8-byte aligned, as gpt_save pads it
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
-    os.replace(tmp, path)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n].decode("utf-8"))
-    metadata = header.pop("__metadata__", {})
-    base = 8 + n
-    tensors = {}
-    for name, entry in header.items():
-        assert entry["dtype"] == "F32", name
-        begin, end = entry["data_offsets"]
-        tensors[name] = np.frombuffer(raw[base + begin:base + end], dtype="<f4").reshape(entry["shape"]).copy()
-    return tensors, metadata
-
-
-def checkpoint_metadata():
-    # exactly the keys src/checkpoint.c gpt_save writes, in its order
-    return {
-        "format": "pt",
-        "qcorr_format": "1",
-        "d_model": CONFIG["d_model"],
-        "n_layer": CONFIG["n_layer"],
-        "n_head": CONFIG["n_head"],
-        "ctx": CONFIG["ctx"],
-        "vocab_size": CONFIG["vocab_size"],
-        "vocab": VOCAB,
-    }
-
-
-def checkpoint_order(model):
-    """gpt_save's order: embeddings, the blocks, then ln_f and the head."""
-    names = [n for n, _ in model.named_parameters()]
-    head = [n for n in names if n.startswith("transformer.ln_f") or n.startswith("lm_head")]
-    return [n for n in names if n not in head] + head
-
-
-def max_rel(a, b, floor):
-    return float((np.abs(a - b) / np.maximum(np.abs(b), floor)).max())
+# name -> (fixture writer, what it covers); each writer returns the paths it wrote
+REFERENCES = {
+    "gpt": (ref_gpt.write_gpt, "the float GPT: logits, loss, every gradient, 10 AdamW steps"),
+    "quant": (ref_quant.write_rtn, "round-to-nearest: bits 2..8, sym/asym, tensor/channel/group, scale dtypes"),
+    "corrections": (ref_correct.write_corrections, "stream corrections: logits, ce/kl/mse values and gradients"),
+    "lstsq": (ref_correct.write_lstsq, "the closed-form ridge least-squares corrections"),
+    "eval": (ref_eval.write_eval, "issue 12: eval --reference (KL, top-1 agreement, standard errors)"),
+    "mse": (ref_methods.write_mse, "issue 14: scales from a grid of clip ratios"),
+    "gptq": (ref_methods.write_gptq, "issue 14: GPTQ"),
+    "lowrank": (ref_methods.write_lowrank, "issue 14: low-rank error terms (LoRC/L2QER) and bias correction"),
+}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="references:\n" + "\n".join(f"  {k:12s} {v[1]}" for k, v in REFERENCES.items()))
+    parser.add_argument("references", nargs="*", metavar="REFERENCE",
+                        help="which fixtures to write (default: all but gpt, whose committed files came from "
+                             "another machine and differ from a rerun by float32 rounding only)")
     parser.add_argument("--out", default="tests/fixtures", help="fixture directory (default tests/fixtures)")
     args = parser.parse_args()
-    assert len(set(VOCAB)) == len(VOCAB) and list(VOCAB) == sorted(VOCAB) and all(0 < ord(c) < 128 for c in VOCAB)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    unknown = [r for r in args.references if r not in REFERENCES]
+    if unknown:
+        parser.error(f"unknown reference {', '.join(unknown)} (choose from {', '.join(REFERENCES)})")
+    chosen = args.references or [r for r in REFERENCES if r != "gpt"]
+    ref_common.set_deterministic()
+    ref_common.check_round_to_dtype()
     os.makedirs(args.out, exist_ok=True)
-
-    generator = torch.Generator().manual_seed(SEED)
-    model = GPT(**CONFIG)
-    model.init_weights(generator)
-    V, B, T = CONFIG["vocab_size"], BATCH, SEQ
-    # a window of B*T+1 random tokens, cut into B rows; targets are inputs shifted by one
-    stream = torch.randint(0, V, (B, T + 1), generator=generator)
-    inputs, targets = stream[:, :-1].contiguous(), stream[:, 1:].contiguous()
-    init_state = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    # forward + backward at the initial weights
-    model.zero_grad(set_to_none=True)
-    logits, loss = model(inputs, targets)
-    loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    logits = logits.detach()
-    losses, norms = train_steps(model, inputs, targets)
-    assert losses[0] == loss.item()
-    print(f"loss {loss.item():.6f}; 10-step losses {' '.join(f'{x:.5f}' for x in losses)}")
-    print(f"grad norms {' '.join(f'{x:.4f}' for x in norms)} (clipped at {GRAD_CLIP}: "
-          f"{sum(x > GRAD_CLIP for x in norms)} of {STEPS} steps)")
-
-    order = checkpoint_order(model)
-    init_path = os.path.join(args.out, INIT_FILE)
-    write_safetensors(init_path, [(n, init_state[n].numpy()) for n in order], checkpoint_metadata())
-    expected = [("inputs", inputs.float().numpy()), ("targets", targets.float().numpy()),
-                ("logits", logits.numpy()), ("loss", np.array([loss.item()], dtype=np.float32))]
-    expected += [("grad." + n, grads[n].numpy()) for n in order]
-    expected += [("step_losses", np.array(losses, dtype=np.float32)),
-                 ("step_grad_norms", np.array(norms, dtype=np.float32))]
-    meta = {
-        "generator": "tools/pytorch_reference.py", "torch": torch.__version__, "seed": SEED,
-        "batch": B, "seq": T, "steps": STEPS, "lr": LR, "lr_schedule": "constant",
-        "weight_decay": WEIGHT_DECAY, "decay": "params with dim >= 2 (matrices and embeddings)",
-        "grad_clip": GRAD_CLIP, "beta1": BETAS[0], "beta2": BETAS[1], "eps": ADAM_EPS,
-        "step_losses": "loss of the forward pass before AdamW step s = 1..steps",
-        "step_grad_norms": "global gradient norm before clipping at step s",
-    }
-    expected_path = os.path.join(args.out, EXPECTED_FILE)
-    write_safetensors(expected_path, expected, meta)
-
-    # ---- self-check 1: the checkpoint loads strictly and reproduces the outputs bit for bit ----
-    tensors, metadata = read_safetensors(init_path)
-    assert metadata == {k: str(v) for k, v in checkpoint_metadata().items()}
-    fresh = GPT(**{k: int(metadata[k]) for k in ("vocab_size", "ctx", "d_model", "n_layer", "n_head")})
-    fresh.load_state_dict({n: torch.from_numpy(a) for n, a in tensors.items()}, strict=True)
-    reread, _ = read_safetensors(expected_path)
-    inputs2 = torch.from_numpy(reread["inputs"]).long()
-    targets2 = torch.from_numpy(reread["targets"]).long()
-    assert torch.equal(inputs2, inputs) and torch.equal(targets2, targets)
-    with torch.no_grad():
-        logits2, loss2 = fresh(inputs2, targets2)
-    assert torch.equal(logits2, logits), "reloaded checkpoint gives different logits"
-    assert loss2.item() == loss.item()
-    print(f"self-check: {init_path} loads with strict=True and gives identical logits and loss")
-
-    # ---- self-check 2: float32 vs float64, the noise floor the C test's tolerances must allow ----
-    model64 = GPT(**CONFIG).double()
-    model64.load_state_dict({n: t.double() for n, t in init_state.items()}, strict=True)
-    logits64, loss64 = model64(inputs, targets)
-    loss64.backward()
-    print(f"float32 vs float64: loss {abs(loss.item() - loss64.item()):.2e} abs; logits max rel "
-          f"{max_rel(logits.numpy(), logits64.detach().numpy(), 1e-2):.2e} (floor 1e-2)")
-    worst = max((max_rel(grads[n].numpy(), p.grad.numpy(), 1e-2 * float(p.grad.abs().max())), n)
-                for n, p in model64.named_parameters())
-    print(f"float32 vs float64: worst gradient max rel {worst[0]:.2e} ({worst[1]}; floor 1e-2 x the tensor's max)")
-    losses64, _ = train_steps(model64, inputs, targets)
-    print(f"float32 vs float64: 10-step losses max abs {max(abs(a - b) for a, b in zip(losses, losses64)):.2e}")
-
-    # ---- sensitivity: each optimizer detail moves the 10-step losses by far more than 1e-4 ----
-    for label, kwargs in [("no weight decay", dict(weight_decay=0.0)),
-                          ("no decay on embeddings", dict(decay_embeddings=False)),
-                          ("no clipping", dict(clip=0.0))]:
-        other = GPT(**CONFIG)
-        other.load_state_dict(init_state, strict=True)
-        alt, _ = train_steps(other, inputs, targets, **kwargs)
-        print(f"sensitivity: {label}: 10-step losses move by up to {max(abs(a - b) for a, b in zip(losses, alt)):.2e}")
-
-    for path in (init_path, expected_path):
-        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+    for name in chosen:
+        t0 = time.time()
+        print(f"== {name}: {REFERENCES[name][1]}")
+        paths = REFERENCES[name][0](args.out)
+        for path in paths:
+            print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+        print(f"== {name}: {time.time() - t0:.1f} s")
     return 0
 
 
