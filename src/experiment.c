@@ -68,9 +68,8 @@ static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick
     }
 }
 
-/* Forward and backward of one batch from the tokens into *value; -1 when the forward refuses. */
-static int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
-                                     const int32_t *targets, int B, int T, const float **mse_targets, double *value) {
+int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
+                              const int32_t *targets, int B, int T, const float **mse_targets, double *value) {
     int N = B * T, V = q->config.vocab_size, stop = corrections_frozen_prefix(c) + 1;
     if (objective == OBJECTIVE_MSE) {
         gpt_forward_blocks(f, inputs, B, T, NULL, f->config.n_layer);

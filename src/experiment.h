@@ -44,6 +44,11 @@ int64_t *calibration_windows(const Corpus *c, long calib_tokens, int T, uint64_t
 /* Trains c on the frozen q (f: the float model, needed by kl and mse). q's weights never change.
  * *objective_out: the mean objective of the last steps. */
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out);
+/* One step's objective of a batch from the tokens into *value, and its gradients added into
+ * c->grads (zero them first): what correction_train runs per step without a prefix cache.
+ * mse_targets: scratch for c->n_sites stream pointers. -1 when the forward refuses. */
+int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
+                              const int32_t *targets, int B, int T, const float **mse_targets, double *value);
 /* Solves each linear site in order by ridge least squares to the float stream (QwT). */
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
 

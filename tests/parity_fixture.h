@@ -100,13 +100,11 @@ static inline int compare_scalar(const char *label, double got, double want, dou
     return ok;
 }
 
-/* The reference writes quantizer fixtures for the scale dtypes f64 (the exact double scale, the
- * only one qcorr's quantizer has today), f32, f16 and bf16 (issue 12 part 1). Sets s's scale
- * dtype and returns 0, or -1 when the C quantizer cannot: the caller then skips. When
- * QuantScheme gains its scale dtype, wire it here (and map "f64" to whatever keeps the double). */
+/* The reference writes quantizer fixtures for the scale dtypes f64 (the scale kept exact in
+ * double: SCALE_EXACT), f32, f16 and bf16. Sets s's scale dtype: 0, or -1 for a name the C
+ * quantizer does not know (the caller then skips). */
 static inline int scheme_set_scale_dtype(QuantScheme *s, const char *dtype) {
-    (void)s;
-    return strcmp(dtype, "f64") == 0 ? 0 : -1;
+    return scale_dtype_parse(dtype, &s->scale_dtype);
 }
 
 #endif

@@ -101,8 +101,8 @@ static void correction_fixture_free(CorrectionFixture *x) {
 
 /* The fixture's parameters of one configuration, copied into c by checkpoint name. */
 static void load_corrections(const CorrectionFixture *x, Corrections *c, const char *config) {
-    StWriteTensor names[4 * 8];
-    int n = corrections_tensors(c, names, 4 * 8);
+    CorrectionTensor names[4 * 8];
+    int n = corrections_tensors(c, &x->q.config, names, 4 * 8);
     assert_true(n > 0);
     for (int i = 0; i < n; i++) {
         char name[320];
@@ -114,30 +114,13 @@ static void load_corrections(const CorrectionFixture *x, Corrections *c, const c
     }
 }
 
-/* The objective's value and c->grads, by the calls correction_train makes for one batch
- * (experiment.c's correction_step_objective is static: the same sequence, written out). */
+/* The objective's value and c->grads, by the production step of correction_train. */
 static double objective_and_gradients(CorrectionFixture *x, Corrections *c, Objective objective) {
-    GPT *q = &x->q, *f = &x->f;
-    int first_block = c->sites[0].block, L = q->config.n_layer;
+    const float *streams[8];
     double value;
     corrections_zero_grad(c);
-    if (objective == OBJECTIVE_MSE) {
-        const float *streams[8];
-        gpt_forward_blocks(f, x->inputs, x->B, x->T, NULL, L);
-        for (int j = 0; j < c->n_sites; j++) streams[j] = f->layers[c->sites[j].block].resid_out;
-        c->mse_targets = streams;
-        c->mse_loss = 0.0;
-        gpt_forward_blocks(q, x->inputs, x->B, x->T, &c->hook, L);
-        value = c->mse_loss;
-        gpt_backward(q, &c->hook, 0, 0, first_block + 1);
-        c->mse_targets = NULL;
-        return value;
-    }
-    if (objective == OBJECTIVE_KL) gpt_forward(f, x->inputs, x->B, x->T, NULL);
-    gpt_forward(q, x->inputs, x->B, x->T, &c->hook);
-    if (objective == OBJECTIVE_CE) value = gpt_loss(q, x->targets);
-    else value = kl_forward_backward(q->dlogits, q->logits, f->logits, x->N, x->V, 1.0f / x->N);
-    gpt_backward(q, &c->hook, 1, 0, first_block + 1);
+    if (correction_step_objective(&x->q, &x->f, c, objective, x->inputs, x->targets, x->B, x->T, streams, &value) != 0)
+        fail_msg("correction_step_objective: %s", qc_last_error());
     return value;
 }
 
@@ -153,7 +136,7 @@ static void test_corrections_forward_and_gradients(void **state) {
         char config[64], name[320];
         snprintf(config, sizeof config, "every%d.hidden%d", every, hidden);
         Corrections c;
-        assert_int_equal(corrections_init(&c, &x.q.config, every, hidden, x.N, 1), 0);
+        assert_int_equal(stream_corrections(&c, &x.q.config, every, hidden, x.N, 1), 0);
         load_corrections(&x, &c, config);
 
         gpt_forward(&x.q, x.inputs, x.B, x.T, &c.hook);
@@ -169,8 +152,8 @@ static void test_corrections_forward_and_gradients(void **state) {
             float *want_value = fixture_floats(&x.expected, name, 1);
             ok &= compare_scalar(name, value, want_value[0], OBJECTIVE_REL_TOL * fabs(want_value[0]));
             free(want_value);
-            StWriteTensor grads[4 * 8];
-            int n = corrections_tensors(&c, grads, 4 * 8);
+            CorrectionTensor grads[4 * 8];
+            int n = corrections_tensors(&c, &x.q.config, grads, 4 * 8);
             for (int i = 0; i < n; i++) {
                 size_t numel = (size_t)grads[i].rows * (grads[i].cols ? grads[i].cols : 1);
                 const float *g = c.grads + (grads[i].data - c.params);
@@ -228,10 +211,10 @@ static void test_lstsq_weights(void **state) {
             o.batch = 1; /* one window per batch: the normal equations are summed over batches */
             o.quiet = 1;
             Corrections c;
-            assert_int_equal(corrections_init(&c, &q.config, every, 0, T, 1), 0);
+            assert_int_equal(stream_corrections(&c, &q.config, every, 0, T, 1), 0);
             if (correction_lstsq(&q, &f, &c, &corpus, &o) != 0) fail_msg("lstsq: %s", qc_last_error());
-            StWriteTensor names[2 * 8];
-            int n = corrections_tensors(&c, names, 2 * 8);
+            CorrectionTensor names[2 * 8];
+            int n = corrections_tensors(&c, &q.config, names, 2 * 8);
             for (int i = 0; i < n; i++) {
                 char name[320];
                 snprintf(name, sizeof name, "ridge%g.every%d.%.127s", ridges[r], every, names[i].name);

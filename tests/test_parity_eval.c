@@ -11,6 +11,7 @@
 #include "../src/ops.h"
 #include "../src/stats.h"
 #include "../src/train.h"
+#include "../src/evaluate.h"
 #include "parity_fixture.h"
 #include "testutil.h"
 
@@ -32,11 +33,25 @@ typedef struct {
     double loss_model, loss_reference, loss_model_se, loss_reference_se, loss_diff, loss_diff_se;
 } ReferenceEval;
 
-/* Issue 12 part 4 is not in the C library yet. Wire it here: an adapter that evaluates model
- * against reference over the windows of SPEC section 5 in ids[0..n) (n = floor((n-1)/T)
- * windows of T = ctx) and fills out; return 0, or -1 with qc_error set. */
+/* The library's evaluation (src/evaluate.c): model against reference over the windows of SPEC
+ * section 5 in ids[0..n) (floor((n-1)/T) windows of T = ctx); 0, or -1 with qc_error set. */
 typedef int (*ReferenceEvalFn)(GPT *model, GPT *reference, const int32_t *ids, size_t n, ReferenceEval *out);
-static const ReferenceEvalFn eval_reference_impl = NULL;
+static int library_eval_reference(GPT *model, GPT *reference, const int32_t *ids, size_t n, ReferenceEval *out) {
+    EvalReference ref;
+    Evaluation e;
+    if (eval_reference_build(&ref, reference, ids, n) != 0) return -1;
+    int rc = evaluate_model(model, NULL, ids, n, NULL, 0, &ref, &e);
+    if (rc == 0) {
+        *out = (ReferenceEval){.kl_mean = e.kl_mean, .kl_se = e.kl_se, .kl_p99 = e.kl_p99, .top1_agree = e.top1_agree,
+                               .loss_model = e.loss, .loss_reference = ref.loss, .loss_model_se = e.loss_se,
+                               .loss_reference_se = mean_se(ref.window_loss, ref.n_windows), .loss_diff = e.loss_diff,
+                               .loss_diff_se = e.loss_diff_se};
+        evaluation_free(&e);
+    }
+    eval_reference_free(&ref);
+    return rc;
+}
+static const ReferenceEvalFn eval_reference_impl = library_eval_reference;
 
 typedef struct {
     SafeTensors expected;
