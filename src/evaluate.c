@@ -186,8 +186,7 @@ static int run_windows(GPT *m, const ModelHook *hook, const int32_t *ids, size_t
                 double lp[256];
                 const float *z = m->logits + (size_t)i * V;
                 log_softmax(lp, z, V);
-                float *dst = build->logprobs + ((size_t)w0 * T + i) * V;
-                for (int v = 0; v < V; v++) dst[v] = (float)lp[v];
+                memcpy(build->logprobs + ((size_t)w0 * T + i) * V, lp, (size_t)V * sizeof(double));
                 build->top[(size_t)w0 * T + i] = (uint8_t)argmax(z, V);
             }
         }
@@ -197,10 +196,10 @@ static int run_windows(GPT *m, const ModelHook *hook, const int32_t *ids, size_t
             for (long i = 0; i < (long)nb * T; i++) {
                 double lq[256];
                 const float *z = m->logits + (size_t)i * V;
-                const float *lp = ref->logprobs + ((size_t)w0 * T + i) * V;
+                const double *lp = ref->logprobs + ((size_t)w0 * T + i) * V;
                 log_softmax(lq, z, V);
                 double d = 0.0;
-                for (int v = 0; v < V; v++) d += exp((double)lp[v]) * ((double)lp[v] - lq[v]);
+                for (int v = 0; v < V; v++) d += exp(lp[v]) * (lp[v] - lq[v]);
                 kl[(size_t)w0 * T + i] = d;
                 batch_agree += argmax(z, V) == ref->top[(size_t)w0 * T + i];
             }
@@ -261,7 +260,7 @@ int eval_reference_build(EvalReference *r, GPT *ref, const int32_t *ids, size_t 
     r->n_windows = nw;
     r->T = T;
     r->V = V;
-    r->logprobs = qc_aligned_alloc((size_t)nw * T * V * sizeof(float), "reference log-probabilities");
+    r->logprobs = qc_aligned_alloc((size_t)nw * T * V * sizeof(double), "reference log-probabilities");
     r->top = qc_malloc((size_t)nw * T, "reference top tokens");
     if (!r->logprobs || !r->top) { eval_reference_free(r); return -1; }
     Evaluation e;

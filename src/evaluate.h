@@ -36,7 +36,7 @@ int stream_cache_usable(const StreamCache *sc, const GPT *m, int first_block);
  * log-probabilities and most likely token, every window's mean loss. */
 typedef struct {
     int n_windows, T, V;
-    float *logprobs;     /* (n_windows * T, V) */
+    double *logprobs;    /* (n_windows * T, V), in double: a model against itself has KL exactly 0 */
     uint8_t *top;        /* (n_windows * T) argmax (the first of equal ones) */
     double *window_loss; /* (n_windows) */
     double loss;

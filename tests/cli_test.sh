@@ -143,6 +143,23 @@ else
     fail "eval exits 0"; show "$T/err"
 fi
 
+# eval --reference: against itself KL 0 and full agreement; a 2-bit copy pays in KL and agreement
+# and stores fewer bits; a reference of another context length is refused
+if "$QCORR" eval --model "$M" --reference "$M" --data "$AB" --json >"$T/out" 2>"$T/err" &&
+    $PY -c 'import json,sys; o=json.loads(open(sys.argv[1]).read()); assert o["kl_mean"]==0 and o["kl_p99"]==0 and o["top1_agree"]==1 and o["loss_diff"]==0 and o["loss_se"]>0 and o["bits_per_weight"] is None and o["model_bits"]>0' "$T/out" 2>/dev/null; then
+    ok "eval --reference itself: KL 0, top-1 agreement 1, loss difference 0"
+else
+    fail "eval --reference itself: KL 0, top-1 agreement 1, loss difference 0"; show "$T/out"; show "$T/err"
+fi
+if "$QCORR" quantize --model "$M" --bits 2 --out "$H/q2.safetensors" >/dev/null 2>"$T/err" &&
+    "$QCORR" eval --model "$M" --data "$AB" --json >"$T/f.json" 2>"$T/err" &&
+    "$QCORR" eval --model "$H/q2.safetensors" --reference "$M" --data "$AB" --json >"$T/out" 2>"$T/err" &&
+    $PY -c 'import json,sys; f=json.loads(open(sys.argv[1]).read()); o=json.loads(open(sys.argv[2]).read()); assert o["kl_mean"]>0 and o["kl_se"]>0 and o["kl_p99"]>=o["kl_mean"] and 0<=o["top1_agree"]<1 and abs(o["loss_diff"]-(o["loss"]-f["loss"]))<1e-9 and o["loss_diff_se"]>0 and o["model_bits"]<f["model_bits"] and 2<o["bits_per_weight"]<3' "$T/f.json" "$T/out" 2>/dev/null; then
+    ok "eval --reference of a 2-bit copy: KL > 0, agreement < 1, loss difference, fewer model bits, 2-3 bits a weight"
+else
+    fail "eval --reference of a 2-bit copy: KL > 0, agreement < 1, loss difference, fewer model bits, 2-3 bits a weight"; show "$T/out"; show "$T/err"
+fi
+
 if "$QCORR" sample --model "$M" --prompt "ab " --chars 40 --seed 3 >"$T/out" 2>"$T/err" &&
     "$QCORR" sample --model "$M" --prompt "ab " --chars 40 --seed 3 >"$T/out2" 2>/dev/null; then
     if $PY -c 'import sys; s=open(sys.argv[1],"rb").read(); assert s.startswith(b"ab ") and s.endswith(b"\n"); g=s[3:-1]; assert len(g)==40, len(g); assert set(g) <= set(b"ab \n")' "$T/out" 2>/dev/null &&
