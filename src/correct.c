@@ -10,16 +10,6 @@
 #include "ops.h"
 #include "util.h"
 
-int correction_is_site(int block, int n_layer, int every) { return (block + 1) % every == 0 || block == n_layer - 1; }
-
-int correction_site_count(int n_layer, int every) {
-    int n = 0;
-    for (int i = 0; i < n_layer; i++) n += correction_is_site(i, n_layer, every);
-    return n;
-}
-
-int correction_first_site(int n_layer, int every) { return (every < n_layer ? every : n_layer) - 1; }
-
 static size_t site_param_count(int d, int h) { return h == 0 ? (size_t)d * d + d : (size_t)h * d + h + (size_t)d * h + d; }
 
 static void carve_site_params(CorrectionSite *s, float *base, int d, int h) {

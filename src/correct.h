@@ -7,6 +7,7 @@
 
 #include "checkpoint.h"
 #include "model.h"
+#include "sites.h" /* the site rule: correction_is_site, correction_first_site */
 
 typedef enum { OBJECTIVE_CE, OBJECTIVE_KL, OBJECTIVE_MSE } Objective;
 
@@ -35,12 +36,6 @@ typedef struct {
     StreamHook hook;
 } Corrections;
 
-/* The site rule (SPEC section 4): a correction after block i of L when (i+1) % every == 0, and
- * after the last block. */
-int correction_is_site(int block, int n_layer, int every);
-/* How many sites, and the block of the first: min(every, L) - 1. */
-int correction_site_count(int n_layer, int every);
-int correction_first_site(int n_layer, int every);
 int corrections_init(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
 void corrections_free(Corrections *c);
 void corrections_zero_grad(Corrections *c);

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "correct.h"
+#include "sites.h"
 #include "svg.h"
 #include "util.h"
 
