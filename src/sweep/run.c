@@ -48,31 +48,16 @@ typedef struct {
     const char *dir;
     int done, total;            /* this shard's runs */
     double started;             /* for the ETA: */
-    double work_done, work_left;/* work (float_work, quant_work, run_work) done by this process, and left */
+    double work_done, work_left;/* multiply-adds (plan.c) done by this process, and left */
     double step_work, credited; /* the float model in training: work per step, credited so far */
     char phase[160];
     int quiet;
 } Progress;
 
-/* The sweep's work in multiply-adds of the matrix products (the cost model of --dry-run), so the
- * ETA can weigh what is left: sizes differ by 100x in cost, so counting runs would not do. Per
- * token, a forward costs L blocks of 12 d^2 + 2 T d and the head 65 d (a character vocabulary). */
-static double forward_per_token(const SweepConfig *cfg, int z, int from_block) {
-    double d = cfg->sizes[z].d_model, L = cfg->sizes[z].n_layer;
-    return (L - from_block) * (12.0 * d * d + 2.0 * cfg->ctx * d) + 65.0 * d;
-}
-/* a float model: its training steps (forward + backward = 3 forwards) and its evaluation */
-static double float_work(const SweepConfig *cfg, int z, double n_val) {
-    double f = forward_per_token(cfg, z, 0);
-    return 3.0 * f * SIZE_TRAIN_STEPS(cfg, z) * cfg->train_batch * cfg->ctx + f * n_val;
-}
-/* a quantized model: its evaluation */
-static double quant_work(const SweepConfig *cfg, int z, double n_val) { return forward_per_token(cfg, z, 0) * n_val; }
-/* a run: correction steps (forward + stream backward) and evaluation above its first site */
-static double run_work(const SweepConfig *cfg, const SweepRun *r, double n_val) {
-    int first_block = correction_first_site(cfg->sizes[r->size_index].n_layer, r->every);
-    double f = forward_per_token(cfg, r->size_index, first_block + 1);
-    return 2.0 * f * cfg->corr_steps * cfg->corr_batch * cfg->ctx + f * n_val;
+/* The ETA weighs what is left by the plan's multiply-adds: sizes differ by 100x in cost, so
+ * counting runs would not do. */
+static double flops(const SweepConfig *cfg, int size_index, SweepWork work) {
+    return sweep_work_cost(work, sweep_flops_per_token(cfg, size_index));
 }
 static void progress_credit(Progress *p, double work) {
     p->work_done += work;
@@ -212,24 +197,19 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
     int *done = sweep_finished_runs(dir, runs, n_runs, o->quiet);
     if (!done) { corpus_free(&corpus); free(runs); return -1; }
     Progress p = {.dir = dir, .started = now_seconds(), .quiet = o->quiet};
-    double n_val = (double)(corpus.n_val - 1);
+    double eval_tokens = sweep_eval_tokens(corpus.n_val, cfg->ctx);
     for (int i = 0; i < n_runs; i++)
         if (runs[i].group % o->shard_n == o->shard_k - 1) {
             p.total++;
             p.done += done[i];
-            if (done[i]) continue;
-            p.work_left += run_work(cfg, &runs[i], n_val);
-            /* the first unfinished run of its group and of its bit width brings the shared models
-             * (they may exist from an earlier start; then the ETA is a little pessimistic) */
-            int first_of_group = 1, first_of_bits = 1;
-            for (int k = 0; k < i; k++)
-                if (!done[k] && runs[k].group == runs[i].group) {
-                    first_of_group = 0;
-                    if (runs[k].bits == runs[i].bits) first_of_bits = 0;
-                }
-            if (first_of_group) p.work_left += float_work(cfg, runs[i].size_index, n_val);
-            if (first_of_bits && runs[i].bits != 32) p.work_left += quant_work(cfg, runs[i].size_index, n_val);
         }
+    /* the shared models of a group with unfinished runs are counted as still to make (they may
+     * exist from an earlier start; then the ETA is a little pessimistic) */
+    SweepSizePlan *plan = qc_calloc((size_t)cfg->n_sizes, sizeof *plan, "sweep plan");
+    if (!plan) { free(done); corpus_free(&corpus); free(runs); return -1; }
+    sweep_plan(cfg, runs, n_runs, done, o->shard_k, o->shard_n, eval_tokens, plan);
+    for (int z = 0; z < cfg->n_sizes; z++) p.work_left += flops(cfg, z, plan[z].work);
+    free(plan);
     int max_batch = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
     if (max_batch < 32) max_batch = 32; /* evaluation batches */
     int rc = 0;
@@ -248,10 +228,10 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         show_progress(&p, NULL);
         GPT f;
         Sidecar fs;
-        p.step_work = 3.0 * forward_per_token(cfg, r0->size_index, 0) * cfg->train_batch * cfg->ctx;
+        p.step_work = flops(cfg, r0->size_index, (SweepWork){.train = (double)cfg->train_batch * cfg->ctx});
         p.credited = 0;
         if (ensure_float_model(dir, cfg, &corpus, r0->seed, r0->size_index, max_batch, &f, &fs, &p) != 0) { rc = -1; break; }
-        progress_credit(&p, float_work(cfg, r0->size_index, n_val) - p.credited); /* its evaluation, or all of it if loaded */
+        progress_credit(&p, flops(cfg, r0->size_index, plan_float_model(cfg, r0->size_index, eval_tokens)) - p.credited); /* its evaluation, or all of it if loaded */
         for (int i = first; i < n_runs && runs[i].group == g && rc == 0; i++) {
             int bits = runs[i].bits, needed = 0;
             if (i > first && runs[i - 1].bits == bits) continue; /* each bit width once */
@@ -262,7 +242,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             snprintf(p.phase, sizeof p.phase, "quantize s%d_%dx%d to %d bits", r0->seed, z->d_model, z->n_layer, bits);
             show_progress(&p, NULL);
             if (ensure_quantized(dir, cfg, &corpus, &f, r0->seed, r0->size_index, bits, max_batch, &q, &qs) != 0) { rc = -1; break; }
-            if (bits != 32) progress_credit(&p, quant_work(cfg, r0->size_index, n_val));
+            if (bits != 32) progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, r0->size_index, eval_tokens)));
             double loss_q = bits == 32 ? fs.loss : qs.loss;
             if (gpt_enable_backward(&q) != 0) { gpt_free(&q); rc = -1; break; }
             /* the frozen prefix below the first site, computed once per (bits, first site) and
@@ -282,13 +262,14 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                     snprintf(p.phase, sizeof p.phase, "prefix cache s%d_%dx%d b%d after block %d", r0->seed, z->d_model,
                              z->n_layer, bits, first_block);
                     show_progress(&p, NULL);
-                    size_t n_val = (corpus.n_val - 1) / (size_t)cfg->ctx;
-                    if (stream_cache_build(&val, &q, corpus.ids + corpus.n_train, NULL, (int)n_val, first_block) != 0 ||
+                    size_t n_windows = (corpus.n_val - 1) / (size_t)cfg->ctx;
+                    if (stream_cache_build(&val, &q, corpus.ids + corpus.n_train, NULL, (int)n_windows, first_block) != 0 ||
                         (cfg->objective == OBJECTIVE_CE &&
                          stream_cache_build(&calib, &q, corpus.ids, calib_starts, n_calib, first_block) != 0)) {
                         rc = -1;
                         break;
                     }
+                    progress_credit(&p, flops(cfg, r->size_index, plan_prefix_cache(cfg, r->size_index, first_block, eval_tokens)));
                     cached_block = first_block;
                 }
                 snprintf(p.phase, sizeof p.phase, "run %s", r->id);
@@ -328,7 +309,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 corrections_free(&c);
                 done[k] = 1;
                 p.done++;
-                progress_credit(&p, run_work(cfg, r, n_val));
+                progress_credit(&p, flops(cfg, r->size_index, plan_run(cfg, r, eval_tokens)));
                 if (o->quiet == 0 && !isatty(2)) show_progress(&p, "done");
                 if (qc_stop_signal) {
                     qc_error("interrupted by signal %d: %d of %d runs finished; start the same command again to resume",
