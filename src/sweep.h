@@ -107,15 +107,10 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
 
 /* Runs (or resumes) this shard's part of the sweep in dir. */
 int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, const char *command);
-/* A run record (size bytes of JSON) holding every summary field, or NULL with the reason in why. */
+/* A run record (size bytes of JSON) whose fields match the schema (schema.h: every required field
+ * present, each of its type and bounds), or NULL with the reason in why. */
 cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size);
 /* Rebuilds dir/summary.csv from dir/runs/ (under a lock, atomically). */
 int sweep_write_summary(const char *dir);
-
-#define SUMMARY_COLUMNS                                                                                              \
-    "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,"        \
-    "loss_quant,loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,"       \
-    "gain_loss,correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,"       \
-    "seconds_correct,seconds_eval"
 
 #endif

@@ -856,6 +856,63 @@ static void test_report_errors_name_the_fault(void **state) {
     assert_int_not_equal(stat(path, &st), 0);
 }
 
+/* summary.csv keeping only some columns of src (in order), quoted as the sweep quotes them. */
+static void write_columns(const char *src, const char *dst, const char *const *keep, int n_keep) {
+    ReportCsv csv;
+    if (report_csv_read(src, &csv) != 0) fail_msg("%s", qc_last_error());
+    FILE *f = fopen(dst, "w");
+    assert_non_null(f);
+    int col[64];
+    assert_true(n_keep <= 64);
+    for (int k = 0; k < n_keep; k++) {
+        col[k] = report_csv_column(&csv, keep[k]);
+        assert_true(col[k] >= 0);
+        fprintf(f, "%s%s", k ? "," : "", keep[k]);
+    }
+    fputc('\n', f);
+    for (int i = 0; i < csv.n_rows; i++)
+        for (int k = 0; k < n_keep; k++) {
+            const char *cell = report_csv_cell(&csv, i, col[k]);
+            if (strpbrk(cell, ",\"")) fprintf(f, "\"%s\"", cell); /* no quotes inside in this file */
+            else fputs(cell, f);
+            fputc(k + 1 < n_keep ? ',' : '\n', f);
+        }
+    assert_int_equal(fclose(f), 0);
+    report_csv_free(&csv);
+}
+
+/* A summary.csv of an earlier version, without the columns the report does not need (run ids,
+ * timings, parameter counts): the same report, byte for byte, as from the full file. */
+static void test_report_reads_summary_without_optional_columns(void **state) {
+    (void)state;
+    static const char *const needed[] = {"seed", "size", "d_model", "n_layer", "bits", "scheme", "every", "hidden", "method",
+                                         "objective", "arm", "loss_float", "loss_quant", "loss_corrected", "ppl_float",
+                                         "ppl_quant", "ppl_corrected", "recovery_loss", "recovery_ppl", "recovery_flag",
+                                         "gain_loss", "calib_tokens"};
+    char full[512], part[512], path[1024], other[1024];
+    snprintf(full, sizeof full, "%s/full", test_tmpdir()); /* names of one length: the reports name them */
+    snprintf(part, sizeof part, "%s/part", test_tmpdir());
+    assert_int_equal(mkdir(full, 0755), 0);
+    assert_int_equal(mkdir(part, 0755), 0);
+    size_t size;
+    uint8_t *text = read_file("results/seed243/summary.csv", &size);
+    if (!text) fail_msg("%s (run from the repository root)", qc_last_error());
+    snprintf(path, sizeof path, "%s/summary.csv", full);
+    assert_int_equal(write_file_atomic(path, text, size), 0);
+    free(text);
+    snprintf(other, sizeof other, "%s/summary.csv", part);
+    write_columns(path, other, needed, (int)(sizeof needed / sizeof *needed));
+    if (report_write(full, NULL) != 0) fail_msg("full: %s", qc_last_error());
+    if (report_write(part, NULL) != 0) fail_msg("needed columns only: %s", qc_last_error());
+    snprintf(path, sizeof path, "%s/report.md", full);
+    snprintf(other, sizeof other, "%s/report.md", part);
+    char *a = read_text(path), *b = read_text(other);
+    for (char *p; (p = strstr(b, "/part/"));) memcpy(p, "/full/", 6);
+    if (strcmp(a, b) != 0) fail_msg("report.md differs when the optional columns are missing");
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_t_quantile_closed_forms),
@@ -870,6 +927,7 @@ int main(void) {
         cmocka_unit_test(test_report_small_sweep_makes_no_claim),
         cmocka_unit_test(test_report_names_coinciding_every),
         cmocka_unit_test(test_report_errors_name_the_fault),
+        cmocka_unit_test(test_report_reads_summary_without_optional_columns),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /* test_sweep: the sweep library without running a sweep — the plan (the one cost model of the dry
- * run and the ETA) against counts and token sums worked out here from the grid. */
+ * run and the ETA) against counts and token sums worked out here from the grid; the schema's
+ * summary columns and record checks. */
 #include "testutil.h"
 
 #include <math.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/schema.h"
 #include "../src/sweep.h"
 
 /* ============================ plan ============================ */
@@ -87,11 +89,79 @@ static void test_flops_per_token(void **state) {
     assert_close(sweep_work_cost((SweepWork){1, 2, 3}, (SweepWork){10, 100, 1000}), 3210, 0);
 }
 
+/* ============================ schema ============================ */
+
+/* summary.csv's columns as every earlier version wrote them: new columns go after them, so the
+ * existing ones keep their order (scripts and old readers index them by position). */
+static const char *const SUMMARY_HEADER_V1 =
+    "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
+    "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,correction_params,"
+    "correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,seconds_eval";
+
+static void test_summary_header_keeps_column_order(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    assert_non_null(f);
+    schema_write_summary_header(f);
+    fclose(f);
+    if (strncmp(text, SUMMARY_HEADER_V1, strlen(SUMMARY_HEADER_V1)) != 0 || !strchr(",\n", text[strlen(SUMMARY_HEADER_V1)]))
+        fail_msg("summary.csv header changed the existing columns:\n  got  %s  want %s...", text, SUMMARY_HEADER_V1);
+    free(text);
+}
+
+/* A record from a sweep, as JSON text (a real one's fields; host and finished_unix optional). */
+static const char *const RECORD =
+    "{\"run_id\": \"s1_16x1_b2_e1_h0_train\", \"seed\": 1, \"size\": \"16x1\", \"d_model\": 16, \"n_layer\": 1, \"bits\": 2,"
+    " \"scheme\": \"int2 sym-absmax channel\", \"every\": 1, \"hidden\": 0, \"correction\": \"linear\", \"method\": \"train\","
+    " \"objective\": \"ce\", \"arm\": \"quant\", \"loss_float\": 3.43, \"loss_quant\": 3.40, \"loss_corrected\": 3.39,"
+    " \"ppl_float\": 30.8, \"ppl_quant\": 29.9, \"ppl_corrected\": 29.8, \"recovery_loss\": null, \"recovery_ppl\": null,"
+    " \"recovery_flag\": \"undefined\", \"gain_loss\": 0.01, \"correction_params\": 272, \"correction_sites\": 1, \"steps\": 4,"
+    " \"calib_tokens\": 256, \"seconds_train_float\": null, \"seconds_quantize\": 0, \"seconds_correct\": 0.1,"
+    " \"seconds_eval\": 0.02}";
+
+/* RECORD with the text `from` replaced by `to`; parsed; NULL and why[] when refused. */
+static int record_accepted(const char *from, const char *to, char *why, size_t why_size) {
+    char text[2048];
+    const char *at = strstr(RECORD, from);
+    assert_non_null(at);
+    snprintf(text, sizeof text, "%.*s%s%s", (int)(at - RECORD), RECORD, to, at + strlen(from));
+    why[0] = 0;
+    cJSON *record = sweep_parse_record(text, strlen(text), why, why_size);
+    cJSON_Delete(record);
+    return record != NULL;
+}
+
+/* Every field is checked against the schema's type and bounds, not only for presence: a record
+ * the report would refuse is corrupt when the sweep reads it back (and runs again). */
+static void test_record_fields_typed_by_schema(void **state) {
+    (void)state;
+    char why[128];
+    assert_true(record_accepted("\"seed\": 1", "\"seed\": 1", why, sizeof why));
+    const struct { const char *from, *to, *why; } bad[] = {
+        {"\"bits\": 2", "\"bits\": \"four\"", "\"bits\" is not a number"},
+        {"\"bits\": 2", "\"bits\": 2.5", "\"bits\" is 2.5"},
+        {"\"bits\": 2", "\"bits\": 1e22", "\"bits\" is 1e+22"},
+        {"\"every\": 1", "\"every\": 0", "\"every\" is 0"},
+        {"\"method\": \"train\"", "\"method\": 7", "\"method\" is not a string"},
+        {"\"seed\": 1, ", "", "field \"seed\" missing"},
+        {"\"hidden\": 0", "\"hidden\": null", "field \"hidden\" is null"},
+        {"\"loss_float\": 3.43", "\"loss_float\": \"3.43\"", "\"loss_float\" is not a number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (record_accepted(bad[i].from, bad[i].to, why, sizeof why)) fail_msg("accepted %s", bad[i].to);
+        if (!strstr(why, bad[i].why)) fail_msg("%s: refused as '%s', expected '%s'", bad[i].to, why, bad[i].why);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_counts_and_tokens),
         cmocka_unit_test(test_plan_skips_done_and_splits_shards),
         cmocka_unit_test(test_flops_per_token),
+        cmocka_unit_test(test_summary_header_keeps_column_order),
+        cmocka_unit_test(test_record_fields_typed_by_schema),
     };
     return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
 }

@@ -145,8 +145,8 @@ int section_linear_vs_mlp(Report *rep) {
 
 /* 8. the control arm */
 static int same_correction(const Run *x, const Run *y) {
-    return x->size == y->size && x->every == y->every && x->hidden == y->hidden && x->calib_tokens == y->calib_tokens &&
-           strcmp(x->method, y->method) == 0 && strcmp(x->objective, y->objective) == 0;
+    return x->size == y->size && x->rec.every == y->rec.every && x->rec.hidden == y->rec.hidden && x->rec.calib_tokens == y->rec.calib_tokens &&
+           strcmp(x->rec.method, y->rec.method) == 0 && strcmp(x->rec.objective, y->rec.objective) == 0;
 }
 
 int section_control(Report *rep) {
@@ -179,16 +179,16 @@ int section_control(Report *rep) {
         const Run *key = &rep->runs[group_first[g]];
         int n = 0;
         for (int i = 0; i < rep->n_runs; i++)
-            if (rep->runs[i].control && same_correction(&rep->runs[i], key) && isfinite(rep->runs[i].gain)) rep->a[n++] = rep->runs[i].gain;
+            if (rep->runs[i].control && same_correction(&rep->runs[i], key) && isfinite(rep->runs[i].rec.gain_loss)) rep->a[n++] = rep->runs[i].rec.gain_loss;
         MeanCI m = stats_mean_ci(rep->a, n, 0.95);
-        textbuf_printf(t, "| %s | %d | %d | %s/%s | ", rep->sizes[key->size].name, key->every, key->hidden, key->method, key->objective);
+        textbuf_printf(t, "| %s | %ld | %ld | %s/%s | ", rep->sizes[key->size].name, key->rec.every, key->rec.hidden, key->rec.method, key->rec.objective);
         put_nats_ci(t, &m);
         textbuf_printf(t, " |");
         for (int k = 0; k < rep->n_bits; k++) {
             n = 0;
             for (int i = 0; i < rep->n_runs; i++) {
                 const Run *r = &rep->runs[i];
-                if (!r->control && r->bits == rep->bits[k] && same_correction(r, key) && isfinite(r->gain)) rep->a[n++] = r->gain;
+                if (!r->control && r->rec.bits == rep->bits[k] && same_correction(r, key) && isfinite(r->rec.gain_loss)) rep->a[n++] = r->rec.gain_loss;
             }
             m = stats_mean_ci(rep->a, n, 0.95);
             textbuf_printf(t, " ");
@@ -211,16 +211,16 @@ int section_control(Report *rep) {
         double *adjusted = rep->c, recovery_sum = 0.0;
         for (int i = 0; i < rep->n_runs; i++) {
             const Run *q = &rep->runs[i];
-            if (q->control || q->bits != bits || !isfinite(q->gain)) continue;
+            if (q->control || q->rec.bits != bits || !isfinite(q->rec.gain_loss)) continue;
             for (int j = 0; j < rep->n_runs; j++) {
                 const Run *ctl = &rep->runs[j];
-                if (!ctl->control || ctl->seed != q->seed || !same_correction(ctl, q) || !isfinite(ctl->gain)) continue;
-                rep->a[n] = q->gain;
-                rep->b[n] = ctl->gain;
+                if (!ctl->control || ctl->rec.seed != q->rec.seed || !same_correction(ctl, q) || !isfinite(ctl->rec.gain_loss)) continue;
+                rep->a[n] = q->rec.gain_loss;
+                rep->b[n] = ctl->rec.gain_loss;
                 n++;
                 if (q->recovery_ok) {
-                    adjusted[n_adj++] = (q->gain - ctl->gain) / (q->loss_quant - q->loss_float);
-                    recovery_sum += q->recovery;
+                    adjusted[n_adj++] = (q->rec.gain_loss - ctl->rec.gain_loss) / (q->rec.loss_quant - q->rec.loss_float);
+                    recovery_sum += q->rec.recovery_loss;
                 }
                 break;
             }
@@ -302,7 +302,7 @@ int section_methods(Report *rep) {
     int n_obj = 0;
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *r = &rep->runs[i];
-        if (!r->control && r->hidden == 0 && strcmp(r->method, "train") == 0 && add_string_level(objectives, &n_obj, r->objective, "objective"))
+        if (!r->control && r->rec.hidden == 0 && strcmp(r->rec.method, "train") == 0 && add_string_level(objectives, &n_obj, r->rec.objective, "objective"))
             return -1;
     }
     qsort(objectives, (size_t)n_obj, sizeof(char *), compare_string);
@@ -321,20 +321,20 @@ int section_methods(Report *rep) {
             int n = 0;
             for (int i = 0; i < rep->n_runs; i++) {
                 const Run *l = &rep->runs[i];
-                if (l->control || l->bits != bits || strcmp(l->method, "lstsq") != 0 || !l->recovery_ok) continue;
+                if (l->control || l->rec.bits != bits || strcmp(l->rec.method, "lstsq") != 0 || !l->recovery_ok) continue;
                 double sum = 0.0;
                 int count = 0;
                 for (int j = 0; j < rep->n_runs; j++) {
                     const Run *tr = &rep->runs[j];
-                    if (tr->control || !tr->recovery_ok || tr->hidden != l->hidden || strcmp(tr->method, "train") != 0 ||
-                        strcmp(tr->objective, objectives[o]) != 0 || !same_base(tr, l))
+                    if (tr->control || !tr->recovery_ok || tr->rec.hidden != l->rec.hidden || strcmp(tr->rec.method, "train") != 0 ||
+                        strcmp(tr->rec.objective, objectives[o]) != 0 || !same_base(tr, l))
                         continue;
-                    sum += tr->recovery;
+                    sum += tr->rec.recovery_loss;
                     count++;
                 }
                 if (!count) continue;
                 rep->a[n] = sum / count;
-                rep->b[n] = l->recovery;
+                rep->b[n] = l->rec.recovery_loss;
                 n++;
             }
             PairedComparison pc;

@@ -6,18 +6,16 @@
 #include <stddef.h>
 
 #include "../report.h"
+#include "../schema.h"
 #include "../stats.h"
 #include "../svg.h"
 
 typedef struct {
-    int line;
-    long seed, calib_tokens; /* calib_tokens -1 when empty */
-    int bits, every, hidden;
-    int size;                /* index into Report.sizes */
-    const char *scheme, *method, *objective, *flag;
-    int control;             /* arm = control */
-    int recovery_ok;         /* recovery_flag = ok and recovery_loss finite */
-    double loss_float, loss_quant, loss_corrected, ppl_float, ppl_quant, ppl_corrected, recovery, recovery_ppl, gain;
+    RunRecord rec;   /* the row of summary.csv, typed by the schema (strings point into the CSV) */
+    int line;        /* where the row starts in summary.csv */
+    int size;        /* index into Report.sizes */
+    int control;     /* arm = control */
+    int recovery_ok; /* recovery_flag = ok and recovery_loss finite */
 } Run;
 
 typedef struct {

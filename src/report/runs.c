@@ -2,26 +2,12 @@
  * selections and pairings of runs that every section computes its statistics over. */
 #include "parts.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../util.h"
-
-enum {
-    COL_SEED, COL_SIZE, COL_D_MODEL, COL_N_LAYER, COL_BITS, COL_SCHEME, COL_EVERY, COL_HIDDEN, COL_METHOD,
-    COL_OBJECTIVE, COL_ARM, COL_LOSS_FLOAT, COL_LOSS_QUANT, COL_LOSS_CORRECTED, COL_PPL_FLOAT, COL_PPL_QUANT,
-    COL_PPL_CORRECTED, COL_RECOVERY_LOSS, COL_RECOVERY_PPL, COL_RECOVERY_FLAG, COL_GAIN_LOSS, COL_CALIB_TOKENS,
-    N_USED_COLUMNS
-};
-/* the columns of summary.csv the report reads (the others — run_id, timings, ... — are ignored) */
-static const char *const used_columns[N_USED_COLUMNS] = {
-    "seed", "size", "d_model", "n_layer", "bits", "scheme", "every", "hidden", "method",
-    "objective", "arm", "loss_float", "loss_quant", "loss_corrected", "ppl_float", "ppl_quant",
-    "ppl_corrected", "recovery_loss", "recovery_ppl", "recovery_flag", "gain_loss", "calib_tokens"};
 
 static int add_int_level(int *levels, int *n, int v, const char *what) {
     for (int i = 0; i < *n; i++)
@@ -54,47 +40,20 @@ static int compare_size(const void *pa, const void *pb) {
     return strcmp(a->name, b->name);
 }
 
-/* Field parsers: errors name the file, line and column. Empty fields: NaN / -1 unless required. */
-static int field_long(const Report *rep, int row, int col, int required, long min, long max, long *out) {
-    const char *text = report_csv_cell(&rep->csv, row, col);
-    const char *name = rep->csv.header[col];
-    if (!text[0]) {
-        if (required) { qc_error("%s line %d, column %s: empty, but every run needs it", rep->csv_path, rep->csv.lines[row], name); return -1; }
-        *out = -1;
-        return 0;
-    }
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text) { qc_error("%s line %d, column %s: '%s' is not an integer", rep->csv_path, rep->csv.lines[row], name, text); return -1; }
-    if (v < min || v > max) {
-        qc_error("%s line %d, column %s: %ld is outside %ld..%ld", rep->csv_path, rep->csv.lines[row], name, v, min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int field_double(const Report *rep, int row, int col, double *out) {
-    const char *text = report_csv_cell(&rep->csv, row, col);
-    if (!text[0]) { *out = NAN; return 0; }
-    char *end;
-    double v = strtod(text, &end);
-    if (*end || end == text) {
-        qc_error("%s line %d, column %s: '%s' is not a number", rep->csv_path, rep->csv.lines[row], rep->csv.header[col], text);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
+/* Reads summary.csv into rep->runs: every column of the schema the report reads (SCHEMA_READ),
+ * by its type; a missing SCHEMA_NEEDED column, an empty SCHEMA_KEY cell or a malformed value is
+ * an error naming the file, line and column. Columns the header lacks stay empty. */
 int load_runs(Report *rep) {
     snprintf(rep->csv_path, sizeof rep->csv_path, "%s/summary.csv", rep->dir);
     if (report_csv_read(rep->csv_path, &rep->csv) != 0) return -1;
-    int col[N_USED_COLUMNS];
-    for (int k = 0; k < N_USED_COLUMNS; k++) {
-        col[k] = report_csv_column(&rep->csv, used_columns[k]);
-        if (col[k] < 0) { qc_error("%s line 1: the header has no column '%s'", rep->csv_path, used_columns[k]); return -1; }
+    int col[SCHEMA_N_COLUMNS];
+    for (int k = 0; k < SCHEMA_N_COLUMNS; k++) {
+        const SchemaColumn *c = &schema_columns[k];
+        col[k] = schema_has(c, SCHEMA_READ) ? report_csv_column(&rep->csv, c->name) : -1;
+        if (col[k] < 0 && schema_has(c, SCHEMA_NEEDED)) {
+            qc_error("%s line 1: the header has no column '%s'", rep->csv_path, c->name);
+            return -1;
+        }
     }
     if (rep->csv.n_rows == 0) { qc_error("%s: no runs (only a header row)", rep->csv_path); return -1; }
     int n = rep->csv.n_rows;
@@ -105,65 +64,58 @@ int load_runs(Report *rep) {
     if (!rep->runs || !rep->a || !rep->b || !rep->c) return -1;
     for (int i = 0; i < n; i++) {
         Run *r = &rep->runs[i];
-        long v, d_model, n_layer;
+        RunRecord *v = &r->rec;
         r->line = rep->csv.lines[i];
-        if (field_long(rep, i, col[COL_SEED], 1, LONG_MIN, LONG_MAX, &r->seed)) return -1;
-        if (field_long(rep, i, col[COL_BITS], 1, 1, 64, &v)) return -1;
-        r->bits = (int)v;
-        if (field_long(rep, i, col[COL_EVERY], 1, 1, 1000000, &v)) return -1;
-        r->every = (int)v;
-        if (field_long(rep, i, col[COL_HIDDEN], 1, 0, 100000000, &v)) return -1;
-        r->hidden = (int)v;
-        if (field_long(rep, i, col[COL_CALIB_TOKENS], 0, 0, LONG_MAX, &r->calib_tokens)) return -1;
-        if (field_long(rep, i, col[COL_D_MODEL], 0, 1, 1000000, &d_model)) return -1;
-        if (field_long(rep, i, col[COL_N_LAYER], 0, 1, 1000000, &n_layer)) return -1;
-        const char *size = report_csv_cell(&rep->csv, i, col[COL_SIZE]);
-        if (!size[0]) { qc_error("%s line %d, column size: empty, but every run needs it", rep->csv_path, r->line); return -1; }
-        int parsed_d, parsed_l;
-        if (d_model < 0 || n_layer < 0) {
-            if (sscanf(size, "%dx%d", &parsed_d, &parsed_l) == 2) {
-                if (d_model < 0) d_model = parsed_d;
-                if (n_layer < 0) n_layer = parsed_l;
+        run_record_clear(v);
+        for (int k = 0; k < SCHEMA_N_COLUMNS; k++) {
+            if (col[k] < 0) continue;
+            const SchemaColumn *c = &schema_columns[k];
+            const char *text = report_csv_cell(&rep->csv, i, col[k]);
+            char why[128];
+            if (!text[0] && schema_has(c, SCHEMA_KEY)) {
+                qc_error("%s line %d, column %s: empty, but every run needs it", rep->csv_path, r->line, c->name);
+                return -1;
+            }
+            if (schema_parse_cell(v, c, text, why, sizeof why) != 0) {
+                qc_error("%s line %d, column %s: %s", rep->csv_path, r->line, c->name, why);
+                return -1;
             }
         }
-        const char *arm = report_csv_cell(&rep->csv, i, col[COL_ARM]);
-        if (strcmp(arm, "control") == 0) r->control = 1;
-        else if (strcmp(arm, "quant") != 0) {
-            qc_error("%s line %d, column arm: '%s' is neither quant nor control", rep->csv_path, r->line, arm);
+        /* d_model and n_layer may be empty: read them from the size then ("128x4") */
+        long d_model = v->d_model == SCHEMA_NO_INTEGER ? -1 : v->d_model, n_layer = v->n_layer == SCHEMA_NO_INTEGER ? -1 : v->n_layer;
+        int parsed_d, parsed_l;
+        if ((d_model < 0 || n_layer < 0) && sscanf(v->size, "%dx%d", &parsed_d, &parsed_l) == 2) {
+            if (d_model < 0) d_model = parsed_d;
+            if (n_layer < 0) n_layer = parsed_l;
+        }
+        if (strcmp(v->arm, "control") == 0) r->control = 1;
+        else if (strcmp(v->arm, "quant") != 0) {
+            qc_error("%s line %d, column arm: '%s' is neither quant nor control", rep->csv_path, r->line, v->arm);
             return -1;
         }
-        r->scheme = report_csv_cell(&rep->csv, i, col[COL_SCHEME]);
-        r->method = report_csv_cell(&rep->csv, i, col[COL_METHOD]);
-        r->objective = report_csv_cell(&rep->csv, i, col[COL_OBJECTIVE]);
-        r->flag = report_csv_cell(&rep->csv, i, col[COL_RECOVERY_FLAG]);
-        if (field_double(rep, i, col[COL_LOSS_FLOAT], &r->loss_float) || field_double(rep, i, col[COL_LOSS_QUANT], &r->loss_quant) ||
-            field_double(rep, i, col[COL_LOSS_CORRECTED], &r->loss_corrected) || field_double(rep, i, col[COL_PPL_FLOAT], &r->ppl_float) ||
-            field_double(rep, i, col[COL_PPL_QUANT], &r->ppl_quant) || field_double(rep, i, col[COL_PPL_CORRECTED], &r->ppl_corrected) ||
-            field_double(rep, i, col[COL_RECOVERY_LOSS], &r->recovery) || field_double(rep, i, col[COL_RECOVERY_PPL], &r->recovery_ppl) ||
-            field_double(rep, i, col[COL_GAIN_LOSS], &r->gain))
-            return -1;
-        if (!isfinite(r->gain)) r->gain = r->loss_quant - r->loss_corrected;
-        r->recovery_ok = strcmp(r->flag, "ok") == 0 && isfinite(r->recovery);
+        if (!isfinite(v->gain_loss)) v->gain_loss = v->loss_quant - v->loss_corrected;
+        r->recovery_ok = strcmp(v->recovery_flag, "ok") == 0 && isfinite(v->recovery_loss);
         /* factor levels */
         int s;
         for (s = 0; s < rep->n_sizes; s++)
-            if (strcmp(rep->sizes[s].name, size) == 0) break;
+            if (strcmp(rep->sizes[s].name, v->size) == 0) break;
         if (s == rep->n_sizes) {
             if (s >= MAX_LEVELS) { qc_error("%s: more than %d model sizes", rep->csv_path, MAX_LEVELS); return -1; }
-            rep->sizes[s] = (SizeLevel){size, (int)d_model, (int)n_layer};
+            rep->sizes[s] = (SizeLevel){v->size, (int)d_model, (int)n_layer};
             rep->n_sizes++;
         }
         if (r->control) rep->n_control++;
         else {
             rep->n_quant++;
-            if (add_int_level(rep->bits, &rep->n_bits, r->bits, "bits")) return -1;
+            if (add_int_level(rep->bits, &rep->n_bits, (int)v->bits, "bits")) return -1;
         }
-        if (add_int_level(rep->every, &rep->n_every, r->every, "every") || add_int_level(rep->hidden, &rep->n_hidden, r->hidden, "hidden") ||
-            add_long_level(rep->seeds, &rep->n_seeds, r->seed, "seed") ||
-            (r->calib_tokens >= 0 && add_long_level(rep->calibs, &rep->n_calibs, r->calib_tokens, "calib_tokens")) ||
-            add_string_level(rep->methods, &rep->n_methods, r->method, "method") ||
-            add_string_level(rep->objectives, &rep->n_objectives, r->objective, "objective") ||
-            add_string_level(rep->schemes, &rep->n_schemes, r->scheme, "scheme"))
+        if (add_int_level(rep->every, &rep->n_every, (int)v->every, "every") ||
+            add_int_level(rep->hidden, &rep->n_hidden, (int)v->hidden, "hidden") ||
+            add_long_level(rep->seeds, &rep->n_seeds, v->seed, "seed") ||
+            (v->calib_tokens != SCHEMA_NO_INTEGER && add_long_level(rep->calibs, &rep->n_calibs, v->calib_tokens, "calib_tokens")) ||
+            add_string_level(rep->methods, &rep->n_methods, v->method, "method") ||
+            add_string_level(rep->objectives, &rep->n_objectives, v->objective, "objective") ||
+            add_string_level(rep->schemes, &rep->n_schemes, v->scheme, "scheme"))
             return -1;
     }
     rep->n_runs = n;
@@ -177,11 +129,9 @@ int load_runs(Report *rep) {
     qsort(rep->schemes, (size_t)rep->n_schemes, sizeof(char *), compare_string);
     /* sort the size levels, then point each run at its level's new index */
     qsort(rep->sizes, (size_t)rep->n_sizes, sizeof(SizeLevel), compare_size);
-    for (int i = 0; i < n; i++) {
-        const char *size = report_csv_cell(&rep->csv, i, col[COL_SIZE]);
+    for (int i = 0; i < n; i++)
         for (int s = 0; s < rep->n_sizes; s++)
-            if (strcmp(rep->sizes[s].name, size) == 0) rep->runs[i].size = s;
-    }
+            if (strcmp(rep->sizes[s].name, rep->runs[i].rec.size) == 0) rep->runs[i].size = s;
     return 0;
 }
 
@@ -191,14 +141,14 @@ Select select_bits(int bits) { return (Select){bits, -1, -1, -1, KIND_ANY, NULL,
 
 int run_selected(const Run *r, const Select *s) {
     if (r->control) return 0;
-    if (s->bits >= 0 && r->bits != s->bits) return 0;
+    if (s->bits >= 0 && r->rec.bits != s->bits) return 0;
     if (s->size >= 0 && r->size != s->size) return 0;
-    if (s->every >= 0 && r->every != s->every) return 0;
-    if (s->hidden >= 0 && r->hidden != s->hidden) return 0;
-    if (s->kind == KIND_LINEAR && r->hidden != 0) return 0;
-    if (s->kind == KIND_MLP && r->hidden == 0) return 0;
-    if (s->method && strcmp(r->method, s->method) != 0) return 0;
-    if (s->objective && strcmp(r->objective, s->objective) != 0) return 0;
+    if (s->every >= 0 && r->rec.every != s->every) return 0;
+    if (s->hidden >= 0 && r->rec.hidden != s->hidden) return 0;
+    if (s->kind == KIND_LINEAR && r->rec.hidden != 0) return 0;
+    if (s->kind == KIND_MLP && r->rec.hidden == 0) return 0;
+    if (s->method && strcmp(r->rec.method, s->method) != 0) return 0;
+    if (s->objective && strcmp(r->rec.objective, s->objective) != 0) return 0;
     return 1;
 }
 
@@ -206,7 +156,7 @@ int run_selected(const Run *r, const Select *s) {
 int collect_recovery(const Report *rep, const Select *s, double *out) {
     int n = 0;
     for (int i = 0; i < rep->n_runs; i++)
-        if (run_selected(&rep->runs[i], s) && rep->runs[i].recovery_ok) out[n++] = rep->runs[i].recovery;
+        if (run_selected(&rep->runs[i], s) && rep->runs[i].recovery_ok) out[n++] = rep->runs[i].rec.recovery_loss;
     return n;
 }
 
@@ -214,8 +164,8 @@ MeanCI recovery_stats(Report *rep, const Select *s) { return stats_mean_ci(rep->
 
 /* Same replication unit and model: seed, model size, correct_every, bits, scheme, calibration. */
 int same_base(const Run *x, const Run *y) {
-    return x->seed == y->seed && x->size == y->size && x->every == y->every && x->bits == y->bits && x->calib_tokens == y->calib_tokens &&
-           strcmp(x->scheme, y->scheme) == 0;
+    return x->rec.seed == y->rec.seed && x->size == y->size && x->rec.every == y->rec.every && x->rec.bits == y->rec.bits && x->rec.calib_tokens == y->rec.calib_tokens &&
+           strcmp(x->rec.scheme, y->rec.scheme) == 0;
 }
 
 /* A method "has both kinds" when it ran linear and MLP corrections (lstsq is linear only). */
@@ -223,8 +173,8 @@ int method_has_both_kinds(const Report *rep, const char *method) {
     int linear = 0, mlp = 0;
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *r = &rep->runs[i];
-        if (r->control || strcmp(r->method, method) != 0) continue;
-        if (r->hidden == 0) linear = 1;
+        if (r->control || strcmp(r->rec.method, method) != 0) continue;
+        if (r->rec.hidden == 0) linear = 1;
         else mlp = 1;
     }
     return linear && mlp;
@@ -237,19 +187,19 @@ int linear_mlp_pairs(const Report *rep, int bits, int hidden, double *a, double 
     int n = 0;
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *lin = &rep->runs[i];
-        if (lin->control || lin->bits != bits || lin->hidden != 0 || !lin->recovery_ok || !method_has_both_kinds(rep, lin->method)) continue;
+        if (lin->control || lin->rec.bits != bits || lin->rec.hidden != 0 || !lin->recovery_ok || !method_has_both_kinds(rep, lin->rec.method)) continue;
         double sum = 0.0;
         int count = 0;
         for (int j = 0; j < rep->n_runs; j++) {
             const Run *m = &rep->runs[j];
-            if (m->control || m->hidden == 0 || !m->recovery_ok || (hidden >= 0 && m->hidden != hidden)) continue;
-            if (!same_base(lin, m) || strcmp(lin->method, m->method) != 0 || strcmp(lin->objective, m->objective) != 0) continue;
-            sum += m->recovery;
+            if (m->control || m->rec.hidden == 0 || !m->recovery_ok || (hidden >= 0 && m->rec.hidden != hidden)) continue;
+            if (!same_base(lin, m) || strcmp(lin->rec.method, m->rec.method) != 0 || strcmp(lin->rec.objective, m->rec.objective) != 0) continue;
+            sum += m->rec.recovery_loss;
             count++;
         }
         if (count == 0) continue;
         a[n] = sum / count;
-        b[n] = lin->recovery;
+        b[n] = lin->rec.recovery_loss;
         n++;
     }
     return n;
@@ -259,13 +209,13 @@ int linear_mlp_pairs(const Report *rep, int bits, int hidden, double *a, double 
  * comparison sentences (there is nothing to compare). */
 int bits_has_recovery(const Report *rep, int bits) {
     for (int i = 0; i < rep->n_runs; i++)
-        if (!rep->runs[i].control && rep->runs[i].bits == bits && rep->runs[i].recovery_ok) return 1;
+        if (!rep->runs[i].control && rep->runs[i].rec.bits == bits && rep->runs[i].recovery_ok) return 1;
     return 0;
 }
 
 int count_excluded(const Report *rep, int bits) {
     int k = 0;
     for (int i = 0; i < rep->n_runs; i++)
-        if (!rep->runs[i].control && (bits < 0 || rep->runs[i].bits == bits) && !rep->runs[i].recovery_ok) k++;
+        if (!rep->runs[i].control && (bits < 0 || rep->runs[i].rec.bits == bits) && !rep->runs[i].recovery_ok) k++;
     return k;
 }

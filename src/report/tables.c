@@ -112,13 +112,13 @@ void write_header(Report *rep) {
         const char *flags[MAX_LEVELS];
         int n_flags = 0;
         for (int i = 0; i < rep->n_runs; i++)
-            if (!rep->runs[i].control && !rep->runs[i].recovery_ok) add_string_level(flags, &n_flags, rep->runs[i].flag, "recovery_flag");
+            if (!rep->runs[i].control && !rep->runs[i].recovery_ok) add_string_level(flags, &n_flags, rep->runs[i].rec.recovery_flag, "recovery_flag");
         qc_clear_error();
         textbuf_printf(t, "\n**Note: %d run%s excluded from the recovery statistics** (never averaged in):", excluded, excluded == 1 ? "" : "s");
         for (int f = 0; f < n_flags; f++) {
             int k = 0;
             for (int i = 0; i < rep->n_runs; i++)
-                if (!rep->runs[i].control && !rep->runs[i].recovery_ok && strcmp(rep->runs[i].flag, flags[f]) == 0) k++;
+                if (!rep->runs[i].control && !rep->runs[i].recovery_ok && strcmp(rep->runs[i].rec.recovery_flag, flags[f]) == 0) k++;
             const char *sep = f ? ";" : "";
             if (strcmp(flags[f], "undefined") == 0) textbuf_printf(t, "%s %d with loss gap below 1e-4 (recovery_flag = undefined)", sep, k);
             else if (strcmp(flags[f], "ok") == 0) textbuf_printf(t, "%s %d with recovery_flag = ok but no recovery value", sep, k);
@@ -170,7 +170,7 @@ void section_by_bits(Report *rep) {
         } else {
             int undefined = 0;
             for (int i = 0; i < rep->n_runs; i++)
-                undefined += !rep->runs[i].control && rep->runs[i].bits == bits && strcmp(rep->runs[i].flag, "undefined") == 0;
+                undefined += !rep->runs[i].control && rep->runs[i].rec.bits == bits && strcmp(rep->runs[i].rec.recovery_flag, "undefined") == 0;
             if (undefined == excluded)
                 textbuf_printf(c, "- At %d bits no run has a defined recovery (all %d runs changed the loss by less than 1e-4 nats "
                                   "when quantized): there is no measurable loss to recover, and this width gets no recovery "
@@ -194,14 +194,14 @@ void section_perplexity(Report *rep) {
         double pf = 0, pq = 0, pc = 0, rl = 0, rp = 0;
         for (int i = 0; i < rep->n_runs; i++) {
             const Run *r = &rep->runs[i];
-            if (r->control || r->bits != bits) continue;
-            if (isfinite(r->ppl_float) && isfinite(r->ppl_quant) && isfinite(r->ppl_corrected)) {
-                pf += r->ppl_float, pq += r->ppl_quant, pc += r->ppl_corrected;
+            if (r->control || r->rec.bits != bits) continue;
+            if (isfinite(r->rec.ppl_float) && isfinite(r->rec.ppl_quant) && isfinite(r->rec.ppl_corrected)) {
+                pf += r->rec.ppl_float, pq += r->rec.ppl_quant, pc += r->rec.ppl_corrected;
                 n++;
             }
             if (r->recovery_ok) {
-                rep->a[n_rec] = r->recovery;
-                rep->b[n_rec] = r->recovery_ppl;
+                rep->a[n_rec] = r->rec.recovery_loss;
+                rep->b[n_rec] = r->rec.recovery_ppl;
                 n_rec++;
             }
         }
@@ -257,8 +257,8 @@ typedef struct {
 } Config;
 
 static int same_config(const Run *x, const Run *y) {
-    return x->bits == y->bits && x->size == y->size && x->every == y->every && x->hidden == y->hidden && x->calib_tokens == y->calib_tokens &&
-           strcmp(x->scheme, y->scheme) == 0 && strcmp(x->method, y->method) == 0 && strcmp(x->objective, y->objective) == 0;
+    return x->rec.bits == y->rec.bits && x->size == y->size && x->rec.every == y->rec.every && x->rec.hidden == y->rec.hidden && x->rec.calib_tokens == y->rec.calib_tokens &&
+           strcmp(x->rec.scheme, y->rec.scheme) == 0 && strcmp(x->rec.method, y->rec.method) == 0 && strcmp(x->rec.objective, y->rec.objective) == 0;
 }
 
 static int compare_config(const void *pa, const void *pb) {
@@ -269,9 +269,11 @@ static int compare_config(const void *pa, const void *pb) {
 
 static void put_config_row(const Report *rep, TextBuf *t, const Config *c, int show_scheme, int show_calib) {
     const Run *r = &rep->runs[c->first];
-    textbuf_printf(t, " %d | %s | %d | %d | %s | %s |", r->bits, rep->sizes[r->size].name, r->every, r->hidden, r->method, r->objective);
-    if (show_scheme) textbuf_printf(t, " `%s` |", r->scheme);
-    if (show_calib) textbuf_printf(t, " %ld |", r->calib_tokens);
+    textbuf_printf(t, " %ld | %s | %ld | %ld | %s | %s |", r->rec.bits, rep->sizes[r->size].name, r->rec.every, r->rec.hidden,
+                   r->rec.method, r->rec.objective);
+    if (show_scheme) textbuf_printf(t, " `%s` |", r->rec.scheme);
+    if (show_calib && r->rec.calib_tokens != SCHEMA_NO_INTEGER) textbuf_printf(t, " %ld |", r->rec.calib_tokens);
+    else if (show_calib) textbuf_printf(t, " n/a |");
     textbuf_printf(t, " ");
     put_pct(t, c->recovery.mean, 1);
     textbuf_printf(t, " | ");
@@ -292,7 +294,7 @@ int section_configurations(Report *rep) {
         if (seen) continue;
         int n = 0;
         for (int j = i; j < rep->n_runs; j++)
-            if (!rep->runs[j].control && rep->runs[j].recovery_ok && same_config(&rep->runs[j], r)) rep->a[n++] = rep->runs[j].recovery;
+            if (!rep->runs[j].control && rep->runs[j].recovery_ok && same_config(&rep->runs[j], r)) rep->a[n++] = rep->runs[j].rec.recovery_loss;
         configs[n_configs++] = (Config){i, stats_mean_ci(rep->a, n, 0.95)};
     }
     qsort(configs, (size_t)n_configs, sizeof *configs, compare_config);
@@ -302,9 +304,9 @@ int section_configurations(Report *rep) {
         const char *first = NULL;
         for (int i = 0; i < rep->n_runs; i++) {
             const Run *r = &rep->runs[i];
-            if (r->control || r->bits != rep->bits[k]) continue;
-            if (!first) first = r->scheme;
-            else if (strcmp(first, r->scheme) != 0) show_scheme = 1;
+            if (r->control || r->rec.bits != rep->bits[k]) continue;
+            if (!first) first = r->rec.scheme;
+            else if (strcmp(first, r->rec.scheme) != 0) show_scheme = 1;
         }
     }
     const char *columns = "bits | size | every | hidden | method | objective |";
@@ -330,15 +332,15 @@ int section_configurations(Report *rep) {
     for (int k = 0; k < rep->n_bits; k++)
         for (int c = 0; c < n_configs; c++) {
             const Run *r = &rep->runs[configs[c].first];
-            if (r->bits != rep->bits[k]) continue;
+            if (r->rec.bits != rep->bits[k]) continue;
             textbuf_printf(t, "|");
             put_config_row(rep, t, &configs[c], show_scheme, show_calib);
-            textbuf_printf(&rep->conclusions, "- At %d bits the highest mean recovery, %.1f%%", r->bits, 100 * configs[c].recovery.mean);
+            textbuf_printf(&rep->conclusions, "- At %ld bits the highest mean recovery, %.1f%%", r->rec.bits, 100 * configs[c].recovery.mean);
             if (isfinite(configs[c].recovery.std)) textbuf_printf(&rep->conclusions, " ± %.1f", 100 * configs[c].recovery.std);
-            textbuf_printf(&rep->conclusions, " over %d seed%s, comes from size %s, every %d, hidden %d, %s/%s (a ranking of means, "
+            textbuf_printf(&rep->conclusions, " over %d seed%s, comes from size %s, every %ld, hidden %ld, %s/%s (a ranking of means, "
                                               "not a test against the runner-up).\n",
-                           configs[c].recovery.n, configs[c].recovery.n == 1 ? "" : "s", rep->sizes[r->size].name, r->every, r->hidden,
-                           r->method, r->objective);
+                           configs[c].recovery.n, configs[c].recovery.n == 1 ? "" : "s", rep->sizes[r->size].name, r->rec.every, r->rec.hidden,
+                           r->rec.method, r->rec.objective);
             break;
         }
     free(configs);

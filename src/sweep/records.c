@@ -14,73 +14,85 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../schema.h"
 #include "../util.h"
 
-static const char *record_fields[] = {"run_id", "seed", "size", "d_model", "n_layer", "bits", "scheme", "every", "hidden",
-                                      "correction", "method", "objective", "arm", "loss_float", "loss_quant",
-                                      "loss_corrected", "ppl_float", "ppl_quant", "ppl_corrected", "recovery_loss",
-                                      "recovery_ppl", "recovery_flag", "gain_loss", "correction_params",
-                                      "correction_sites", "steps", "calib_tokens", "seconds_train_float",
-                                      "seconds_quantize", "seconds_correct", "seconds_eval"};
-#define N_RECORD_FIELDS ((int)(sizeof record_fields / sizeof *record_fields))
+/* A parsed record's fields into r (strings borrowed from o); -1 with the reason in why when a
+ * field the schema requires is missing, or any field has the wrong type or an integer is out of
+ * its bounds (a record the report would refuse is corrupt here already). */
+static int record_from_json(const cJSON *o, RunRecord *r, char *why, size_t why_size) {
+    run_record_clear(r);
+    for (int k = 0; k < SCHEMA_N_COLUMNS; k++) {
+        const SchemaColumn *c = &schema_columns[k];
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, c->name);
+        int required = (c->flags & SCHEMA_RECORD) != 0;
+        if (!v || cJSON_IsNull(v)) {
+            if (!v && required) { snprintf(why, why_size, "field \"%s\" missing", c->name); return -1; }
+            if (v && required && c->type != SCHEMA_REAL) { snprintf(why, why_size, "field \"%s\" is null", c->name); return -1; }
+            continue; /* empty: a real may be undefined (null), a newer field absent */
+        }
+        if (c->type == SCHEMA_STRING) {
+            if (!cJSON_IsString(v)) { snprintf(why, why_size, "field \"%s\" is not a string", c->name); return -1; }
+            *schema_string(r, c) = v->valuestring;
+        } else if (!cJSON_IsNumber(v)) {
+            snprintf(why, why_size, "field \"%s\" is not a number", c->name);
+            return -1;
+        } else if (schema_set_number(r, c, v->valuedouble, why, why_size) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
 
-/* A record is valid when it parses and holds every summary field (null allowed for recoveries). */
-static cJSON *read_record(const char *path, char *why, size_t why_size) {
-    size_t size;
-    uint8_t *text = read_file(path, &size);
-    if (!text) { snprintf(why, why_size, "unreadable"); return NULL; }
-    cJSON *root = sweep_parse_record((const char *)text, size, why, why_size);
-    free(text);
-    return root;
+/* r as JSON, in the schema's order: empty fields (and non-finite reals) as null. */
+static cJSON *record_to_json(const RunRecord *r) {
+    cJSON *o = cJSON_CreateObject();
+    for (int k = 0; o && k < SCHEMA_N_COLUMNS; k++) {
+        const SchemaColumn *c = &schema_columns[k];
+        if (!schema_is_set(r, c)) cJSON_AddNullToObject(o, c->name);
+        else if (c->type == SCHEMA_STRING) cJSON_AddStringToObject(o, c->name, schema_get_string(r, c));
+        else if (c->type == SCHEMA_INTEGER) cJSON_AddNumberToObject(o, c->name, (double)schema_get_integer(r, c));
+        else if (isfinite(schema_get_real(r, c))) cJSON_AddNumberToObject(o, c->name, schema_get_real(r, c));
+        else cJSON_AddNullToObject(o, c->name);
+    }
+    return o;
 }
 
 cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size) {
     cJSON *root = cJSON_ParseWithLength(text, size);
     if (!root || !cJSON_IsObject(root)) { snprintf(why, why_size, "not JSON"); cJSON_Delete(root); return NULL; }
-    for (int i = 0; i < N_RECORD_FIELDS; i++)
-        if (!cJSON_GetObjectItemCaseSensitive(root, record_fields[i])) {
-            snprintf(why, why_size, "field \"%s\" missing", record_fields[i]);
-            cJSON_Delete(root);
-            return NULL;
-        }
+    RunRecord r;
+    if (record_from_json(root, &r, why, why_size) != 0) {
+        cJSON_Delete(root);
+        return NULL;
+    }
     return root;
 }
 
-static void csv_field(FILE *f, const cJSON *v) {
-    if (cJSON_IsString(v)) {
-        const char *s = v->valuestring;
-        if (strpbrk(s, ",\"\n")) {
-            fputc('"', f);
-            for (; *s; s++) {
-                if (*s == '"') fputc('"', f);
-                fputc(*s, f);
-            }
-            fputc('"', f);
-        } else {
-            fputs(s, f);
-        }
-    } else if (cJSON_IsNumber(v)) {
-        double x = v->valuedouble;
-        if (x == (double)(long long)x && fabs(x) < 1e15) fprintf(f, "%lld", (long long)x);
-        else fprintf(f, "%.9g", x);
-    } /* null: empty field */
+/* A valid record read from path, its values in *values (borrowing from the returned JSON). */
+static cJSON *read_record(const char *path, RunRecord *values, char *why, size_t why_size) {
+    size_t size;
+    uint8_t *text = read_file(path, &size);
+    if (!text) { snprintf(why, why_size, "unreadable"); return NULL; }
+    cJSON *root = sweep_parse_record((const char *)text, size, why, why_size);
+    free(text);
+    if (root) record_from_json(root, values, why, why_size);
+    return root;
 }
 
 typedef struct {
     cJSON *json;
-    double key[6];
+    RunRecord values;
 } RecordRow;
 
+/* summary.csv's order: seed, size, bits, every, hidden, then train before lstsq */
 static int compare_rows(const void *a, const void *b) {
-    const RecordRow *x = a, *y = b;
+    const RunRecord *x = &((const RecordRow *)a)->values, *y = &((const RecordRow *)b)->values;
+    long kx[6] = {x->seed, x->d_model * 1000 + x->n_layer, x->bits, x->every, x->hidden, strcmp(x->method, "lstsq") == 0};
+    long ky[6] = {y->seed, y->d_model * 1000 + y->n_layer, y->bits, y->every, y->hidden, strcmp(y->method, "lstsq") == 0};
     for (int i = 0; i < 6; i++)
-        if (x->key[i] != y->key[i]) return x->key[i] < y->key[i] ? -1 : 1;
+        if (kx[i] != ky[i]) return kx[i] < ky[i] ? -1 : 1;
     return 0;
-}
-
-static double number_of(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
 int sweep_write_summary(const char *dir) {
@@ -103,35 +115,20 @@ int sweep_write_summary(const char *dir) {
         if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
         char file[4096 + 256], why[128];
         snprintf(file, sizeof file, "%s/%s", path, e->d_name);
-        cJSON *r = read_record(file, why, sizeof why);
-        if (!r) continue; /* corrupt records are reported and re-run by sweep_run */
         if (n == cap) {
             RecordRow *bigger = realloc(rows, (size_t)cap * 2 * sizeof(RecordRow));
-            if (!bigger) { cJSON_Delete(r); qc_error("out of memory"); goto done; }
+            if (!bigger) { qc_error("out of memory"); goto done; }
             rows = bigger;
             cap *= 2;
         }
-        rows[n].json = r;
-        rows[n].key[0] = number_of(r, "seed");
-        rows[n].key[1] = number_of(r, "d_model") * 1000 + number_of(r, "n_layer");
-        rows[n].key[2] = number_of(r, "bits");
-        rows[n].key[3] = number_of(r, "every");
-        rows[n].key[4] = number_of(r, "hidden");
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "method");
-        rows[n].key[5] = cJSON_IsString(m) && strcmp(m->valuestring, "lstsq") == 0;
-        n++;
+        rows[n].json = read_record(file, &rows[n].values, why, sizeof why);
+        if (rows[n].json) n++; /* corrupt records are reported and re-run by sweep_run */
     }
     qsort(rows, (size_t)n, sizeof *rows, compare_rows);
     mem = open_memstream(&buf, &buf_size);
     if (!mem) { qc_error("out of memory"); goto done; }
-    fprintf(mem, "%s\n", SUMMARY_COLUMNS);
-    for (int i = 0; i < n; i++) {
-        for (int k = 0; k < N_RECORD_FIELDS; k++) {
-            if (k) fputc(',', mem);
-            csv_field(mem, cJSON_GetObjectItemCaseSensitive(rows[i].json, record_fields[k]));
-        }
-        fputc('\n', mem);
-    }
+    schema_write_summary_header(mem);
+    for (int i = 0; i < n; i++) schema_write_summary_row(mem, &rows[i].values);
     fclose(mem);
     mem = NULL;
     join(path, sizeof path, dir, "summary.csv");
@@ -146,49 +143,52 @@ done:
     return rc;
 }
 
-static void add_str(cJSON *o, const char *k, const char *v) { cJSON_AddStringToObject(o, k, v); }
-static void add_num(cJSON *o, const char *k, double v) {
-    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
-    else cJSON_AddNullToObject(o, k);
-}
-
 int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, double lf, double lq, double lc,
-                        const Corrections *c, double t_float, double t_quant, double t_corr, double t_eval) {
+                       const Corrections *c, double t_float, double t_quant, double t_corr, double t_eval) {
     const ModelSize *z = &cfg->sizes[r->size_index];
-    cJSON *o = cJSON_CreateObject();
-    char size[32], scheme[256];
+    char size[32], scheme[256], host[128] = "";
     snprintf(size, sizeof size, "%dx%d", z->d_model, z->n_layer);
     QuantScheme s = cfg->scheme;
     s.bits = r->bits;
     quant_scheme_describe(&s, scheme, sizeof scheme);
-    add_str(o, "run_id", r->id);
-    add_num(o, "seed", r->seed);
-    add_str(o, "size", size);
-    add_num(o, "d_model", z->d_model);
-    add_num(o, "n_layer", z->n_layer);
-    add_num(o, "bits", r->bits);
-    add_str(o, "scheme", scheme);
-    add_num(o, "every", r->every);
-    add_num(o, "hidden", r->hidden);
-    add_str(o, "correction", r->hidden ? "mlp" : "linear");
-    add_str(o, "method", r->method == METHOD_TRAIN ? "train" : "lstsq");
-    add_str(o, "objective", r->method == METHOD_TRAIN ? objective_name(cfg->objective) : "lstsq");
-    add_str(o, "arm", r->bits == 32 ? "control" : "quant");
-    int defined = add_result_fields(o, lf, lq, lc);
-    add_str(o, "recovery_flag", defined ? "ok" : "undefined");
-    add_num(o, "correction_params", (double)c->num_params);
-    add_num(o, "correction_sites", c->n_sites);
-    add_num(o, "steps", r->method == METHOD_TRAIN ? cfg->corr_steps : 0);
-    add_num(o, "calib_tokens", (double)((cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx));
-    add_num(o, "seconds_train_float", t_float);
-    add_num(o, "seconds_quantize", t_quant);
-    add_num(o, "seconds_correct", t_corr);
-    add_num(o, "seconds_eval", t_eval);
-    char host[128] = "";
     gethostname(host, sizeof host - 1);
-    add_str(o, "host", host);
-    add_num(o, "finished_unix", (double)time(NULL));
-    char *text = cJSON_Print(o);
+    RunRecord v;
+    run_record_clear(&v);
+    v.run_id = r->id;
+    v.seed = r->seed;
+    v.size = size;
+    v.d_model = z->d_model;
+    v.n_layer = z->n_layer;
+    v.bits = r->bits;
+    v.scheme = scheme;
+    v.every = r->every;
+    v.hidden = r->hidden;
+    v.correction = r->hidden ? "mlp" : "linear";
+    v.method = r->method == METHOD_TRAIN ? "train" : "lstsq";
+    v.objective = r->method == METHOD_TRAIN ? objective_name(cfg->objective) : "lstsq";
+    v.arm = r->bits == 32 ? "control" : "quant";
+    v.loss_float = lf;
+    v.loss_quant = lq;
+    v.loss_corrected = lc;
+    v.ppl_float = exp(lf);
+    v.ppl_quant = exp(lq);
+    v.ppl_corrected = exp(lc);
+    int defined = recovery_loss(lf, lq, lc, &v.recovery_loss);
+    recovery_ppl(lf, lq, lc, &v.recovery_ppl);
+    v.recovery_flag = defined ? "ok" : "undefined";
+    v.gain_loss = lq - lc;
+    v.correction_params = (long)c->num_params;
+    v.correction_sites = c->n_sites;
+    v.steps = r->method == METHOD_TRAIN ? cfg->corr_steps : 0;
+    v.calib_tokens = (cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx;
+    v.seconds_train_float = t_float;
+    v.seconds_quantize = t_quant;
+    v.seconds_correct = t_corr;
+    v.seconds_eval = t_eval;
+    v.host = host;
+    v.finished_unix = (long)time(NULL);
+    cJSON *o = record_to_json(&v);
+    char *text = o ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     if (!text) { qc_error("out of memory"); return -1; }
     char path[4096];
@@ -206,7 +206,8 @@ int *sweep_finished_runs(const char *dir, const SweepRun *runs, int n, int quiet
         char path[4096], why[128];
         snprintf(path, sizeof path, "%s/runs/%s.json", dir, runs[i].id);
         if (access(path, F_OK) != 0) continue;
-        cJSON *r = read_record(path, why, sizeof why);
+        RunRecord values;
+        cJSON *r = read_record(path, &values, why, sizeof why);
         if (r) {
             done[i] = 1;
             cJSON_Delete(r);
