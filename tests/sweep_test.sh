@@ -384,6 +384,7 @@ echo "not a directory" >"$W/file"
 echo '{"seeds": [1], "bits": [2' >"$W/bad.json"
 echo '{"seeds": [1], "colour": [2]}' >"$W/unknown.json"
 echo '{"bits": [9]}' >"$W/bits9.json"
+echo '{"bits": [4, 4]}' >"$W/twice.json"
 echo '{"sizes": ["64x"]}' >"$W/size.json"
 # expect_error DESCRIPTION CODE NEEDLE... -- ARGS... (after `qcorr sweep`)
 expect_error() {
@@ -439,6 +440,7 @@ expect_error "--grid invalid JSON" 2 "$W/bad.json" -- --grid "$W/bad.json" --out
 expect_error "--grid unknown key" 2 "$W/unknown.json" "colour" -- --grid "$W/unknown.json" --out "$O"
 expect_error "--grid bits [9]" 2 "$W/bits9.json" "bits" -- --grid "$W/bits9.json" --out "$O"
 expect_error "--grid sizes [\"64x\"]" 2 "$W/size.json" "64x" -- --grid "$W/size.json" --out "$O"
+expect_error "--grid bits [4, 4] (a value twice)" 2 "$W/twice.json" "bits" "4" "twice" -- --grid "$W/twice.json" --out "$O"
 
 # ---------------------------------------------------------------- 6. full disk
 

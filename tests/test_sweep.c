@@ -89,6 +89,37 @@ static void test_flops_per_token(void **state) {
     assert_close(sweep_work_cost((SweepWork){1, 2, 3}, (SweepWork){10, 100, 1000}), 3210, 0);
 }
 
+/* ============================ grid ============================ */
+
+/* A value twice in a grid file would run every one of its runs twice (two records under one id,
+ * rows repeated): refused as the list flags refuse it, naming the file, the key and the value. */
+static void test_grid_file_refuses_repeated_values(void **state) {
+    (void)state;
+    const struct { const char *text, *key, *value; } cases[] = {
+        {"{\"bits\": [4, 4]}", "bits", "4"},
+        {"{\"seeds\": [1, 2, 1]}", "seeds", "1"},
+        {"{\"every\": [2, 2]}", "every", "2"},
+        {"{\"hidden\": [0, 32, 0]}", "hidden", "0"},
+        {"{\"sizes\": [\"64x2\", \"64x2:9\"]}", "sizes", "64x2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        SweepConfig cfg;
+        assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+        qc_clear_error();
+        if (sweep_parse_grid(&cfg, cases[i].text, strlen(cases[i].text), "grid.json") == 0)
+            fail_msg("%s: accepted a value twice", cases[i].text);
+        const char *msg = qc_last_error();
+        if (!strstr(msg, "grid.json") || !strstr(msg, cases[i].key) || !strstr(msg, cases[i].value) || !strstr(msg, "twice"))
+            fail_msg("%s: the message '%s' does not name the file, \"%s\" and %s twice", cases[i].text, msg, cases[i].key,
+                     cases[i].value);
+    }
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    const char *fine = "{\"bits\": [2, 4, 8], \"seeds\": [1, 2]}";
+    if (sweep_parse_grid(&cfg, fine, strlen(fine), "grid.json") != 0) fail_msg("%s", qc_last_error());
+    assert_int_equal(cfg.n_bits, 3);
+}
+
 /* ============================ schema ============================ */
 
 /* summary.csv's columns as every earlier version wrote them: new columns go after them, so the
@@ -160,6 +191,7 @@ int main(void) {
         cmocka_unit_test(test_plan_counts_and_tokens),
         cmocka_unit_test(test_plan_skips_done_and_splits_shards),
         cmocka_unit_test(test_flops_per_token),
+        cmocka_unit_test(test_grid_file_refuses_repeated_values),
         cmocka_unit_test(test_summary_header_keeps_column_order),
         cmocka_unit_test(test_record_fields_typed_by_schema),
     };

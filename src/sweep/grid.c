@@ -127,6 +127,11 @@ static int grid_array(const cJSON *root, const char *key, const char *path, int 
             qc_error("%s: \"%s\" holds a value that is not an integer in [%ld, %ld]", path, key, min, max);
             return -1;
         }
+        for (int i = 0; i < k; i++)
+            if (out[i] == (int)v->valuedouble) {
+                qc_error("%s: \"%s\" holds the value %d twice", path, key, out[i]);
+                return -1;
+            }
         out[k++] = (int)v->valuedouble;
     }
     *n = k;
