@@ -159,14 +159,15 @@ int is_stale_temporary(const char *name) {
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
+/* Writes the parts to a fresh temporary beside path and syncs it; its name, or NULL on error. */
+static char *write_temporary(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
     char *tmp = temporary_name(path);
-    if (!tmp) return -1;
+    if (!tmp) return NULL;
     int fd = mkstemp(tmp);
     if (fd < 0) {
         qc_error("%s: cannot write: %s", path, strerror(errno));
         free(tmp);
-        return -1;
+        return NULL;
     }
     for (int i = 0; i < n_parts; i++) {
         const uint8_t *p = parts[i];
@@ -179,7 +180,7 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
                 close(fd);
                 unlink(tmp);
                 free(tmp);
-                return -1;
+                return NULL;
             }
             p += w;
             left -= (size_t)w;
@@ -190,9 +191,21 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
         close(fd);
         unlink(tmp);
         free(tmp);
-        return -1;
+        return NULL;
     }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
+    if (close(fd) != 0) {
+        qc_error("%s: cannot finish write: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return NULL;
+    }
+    return tmp;
+}
+
+int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
+    char *tmp = write_temporary(path, parts, sizes, n_parts);
+    if (!tmp) return -1;
+    if (rename(tmp, path) != 0) {
         qc_error("%s: cannot finish write: %s", path, strerror(errno));
         unlink(tmp);
         free(tmp);
@@ -200,6 +213,23 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
     }
     free(tmp);
     return 0;
+}
+
+int write_file_new(const char *path, const void *data, size_t size) {
+    const void *parts[1] = {data};
+    size_t sizes[1] = {size};
+    char *tmp = write_temporary(path, parts, sizes, 1);
+    if (!tmp) return -1;
+    /* link, unlike rename, fails when path exists: of writers racing, exactly one creates it,
+     * and a reader never sees it half-written */
+    int rc = 0;
+    if (link(tmp, path) != 0) {
+        rc = errno == EEXIST ? 1 : -1;
+        if (rc < 0) qc_error("%s: cannot create: %s", path, strerror(errno));
+    }
+    unlink(tmp);
+    free(tmp);
+    return rc;
 }
 
 int write_file_atomic(const char *path, const void *data, size_t size) {

@@ -47,6 +47,9 @@ uint8_t *read_file(const char *path, size_t *size_out);
 int write_file_atomic(const char *path, const void *data, size_t size);
 /* Same, from several pieces (header + payload) without concatenating them first. */
 int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts);
+/* Creates path with data, whole, unless it exists: 0 created, 1 it existed (left as it was),
+ * -1 error. Of several processes racing to create one path, exactly one gets 0. */
+int write_file_new(const char *path, const void *data, size_t size);
 
 /* 1 if name is a temporary file of write_file_atomic left by a dead process on this host. */
 int is_stale_temporary(const char *name);

@@ -342,6 +342,35 @@ snapshot "$REF" >"$T/snap"
 if [ $rc = 0 ] && [ ! -s "$T/err" ] && cmp -s "$T/ref.snap" "$T/snap"; then ok "a finished sweep restarted with --shard 2/2 --quiet is accepted and changes nothing"
 else fail "a finished sweep restarted with --shard 2/2 --quiet is accepted and changes nothing" "exit $rc"; show "$T/err"; diff "$T/ref.snap" "$T/snap" | head -n 5; fi
 
+# six starts at once into one new directory, each with its own --steps: exactly one makes the
+# directory its own (and finishes), the others refuse it naming correction.steps, and every
+# record there is the winner's (the manifest is created exclusively, not checked-then-written)
+R=$T/race
+pids=""
+for k in 1 2 3 4 5 6; do
+    "$QCORR" sweep --sizes 16x1 --ctx 16 --heads 2 --train-steps 20 --train-batch 8 --steps "$k" --batch 4 \
+        --calib-tokens 256 --seeds 1 --bits 2 --every 1 --hidden 0 --no-control --quiet --out "$R" \
+        >"$T/race$k.out" 2>"$T/race$k.err" </dev/null &
+    pids="$pids $!"
+    BG="$BG $!"
+done
+won=0 refusals=0 why="" k=0
+for p in $pids; do
+    k=$((k + 1))
+    wait "$p"
+    rc=$?
+    if [ $rc = 0 ]; then won=$((won + 1)); winner=$k
+    elif [ $rc = 1 ] && [ "$(wc -l <"$T/race$k.err" | tr -d ' ')" = 1 ] && grep -q "holds a different sweep: correction.steps" "$T/race$k.err"; then
+        refusals=$((refusals + 1))
+    else why="$why start $k: exit $rc: $(head -n 2 "$T/race$k.err" | tr '\n' ' ');"; fi
+done
+steps=$([ -f "$R/summary.csv" ] && mask "$R/summary.csv" | sed 1d | cut -d, -f26 | sort -u | tr '\n' ' ')
+[ $won = 1 ] || why="$why $won starts ran;"
+[ $refusals = 5 ] || why="$why $refusals refused;"
+[ "$steps" = "${winner:-?} " ] || why="$why summary.csv steps: $steps(winner ${winner:-none});"
+if [ -z "$why" ]; then ok "race: 6 starts at once with different --steps: one runs (--steps $winner), 5 refuse naming correction.steps"
+else fail "race: 6 starts at once with different --steps: exactly one runs, the others refuse" "$why"; fi
+
 # ---------------------------------------------------------------- 4. corrupt records
 
 C=$T/corrupt

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../src/schema.h"
 #include "../src/sweep.h"
@@ -120,6 +122,48 @@ static void test_grid_file_refuses_repeated_values(void **state) {
     assert_int_equal(cfg.n_bits, 3);
 }
 
+/* ============================ manifest ============================ */
+
+/* Starts of sweeps with different settings, all at once, into one new directory: exactly one
+ * makes it its own, every other one refuses it naming the difference. Each round releases its
+ * processes together (they wait on a pipe) so they reach sweep_prepare_dir at the same moment. */
+static void test_concurrent_starts_one_manifest(void **state) {
+    (void)state;
+    enum { ROUNDS = 20, STARTS = 8 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/race%d", test_tmpdir(), round);
+        int gate[2];
+        assert_int_equal(pipe(gate), 0);
+        pid_t pids[STARTS];
+        for (int k = 0; k < STARTS; k++) {
+            pids[k] = fork();
+            assert_true(pids[k] >= 0);
+            if (pids[k] == 0) {
+                close(gate[1]);
+                char c;
+                if (read(gate[0], &c, 1) != 0) _exit(3); /* EOF: all released at once */
+                SweepConfig cfg;
+                if (sweep_preset(&cfg, "quick") != 0) _exit(3);
+                cfg.corr_steps = 50 + k; /* every start its own settings */
+                if (sweep_prepare_dir(dir, &cfg, "qcorr sweep") == 0) _exit(0);
+                _exit(strstr(qc_last_error(), "holds a different sweep") && strstr(qc_last_error(), "correction.steps") ? 1 : 2);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]);
+        int won = 0, refused = 0, other = 0;
+        for (int k = 0; k < STARTS; k++) {
+            int status;
+            assert_int_equal(waitpid(pids[k], &status, 0), pids[k]);
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            won += code == 0, refused += code == 1, other += code != 0 && code != 1;
+        }
+        if (won != 1 || refused != STARTS - 1)
+            fail_msg("round %d: %d of %d starts took the directory, %d refused it, %d failed otherwise", round, won, STARTS, refused, other);
+    }
+}
+
 /* ============================ schema ============================ */
 
 /* summary.csv's columns as every earlier version wrote them: new columns go after them, so the
@@ -192,6 +236,7 @@ int main(void) {
         cmocka_unit_test(test_plan_skips_done_and_splits_shards),
         cmocka_unit_test(test_flops_per_token),
         cmocka_unit_test(test_grid_file_refuses_repeated_values),
+        cmocka_unit_test(test_concurrent_starts_one_manifest),
         cmocka_unit_test(test_summary_header_keeps_column_order),
         cmocka_unit_test(test_record_fields_typed_by_schema),
     };

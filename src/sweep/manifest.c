@@ -123,6 +123,8 @@ static int make_dirs(const char *path) {
     return make_dir(buf);
 }
 
+/* The manifest is created exclusively (write_file_new): of sweeps started at the same moment
+ * into a new directory, one writes it and the others compare against it, as a later start does. */
 int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command) {
     char path[4096];
     if (make_dirs(dir) != 0) return -1;
@@ -134,13 +136,14 @@ int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *comma
     char *mine = sweep_manifest_json(cfg, command);
     if (!mine) { qc_error("out of memory"); return -1; }
     join(path, sizeof path, dir, "manifest.json");
-    int rc = 0;
-    if (access(path, F_OK) == 0) {
+    int rc = access(path, F_OK) == 0 ? 1 : write_file_new(path, mine, strlen(mine));
+    if (rc == 1) { /* an existing sweep: it must be this one */
         size_t size;
         uint8_t *theirs_text = read_file(path, &size);
         cJSON *theirs = theirs_text ? cJSON_ParseWithLength((const char *)theirs_text, size) : NULL;
         cJSON *ours = cJSON_Parse(mine);
         char diff[1024];
+        rc = 0;
         if (!theirs) {
             qc_error("%s: unreadable manifest: refusing to mix runs (move the directory or repair the file)", path);
             rc = -1;
@@ -151,8 +154,6 @@ int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *comma
         free(theirs_text);
         cJSON_Delete(theirs);
         cJSON_Delete(ours);
-    } else {
-        rc = write_file_atomic(path, mine, strlen(mine));
     }
     free(mine);
     return rc;
