@@ -232,6 +232,73 @@ int write_file_new(const char *path, const void *data, size_t size) {
     return rc;
 }
 
+int atomic_file_open(AtomicFile *f, const char *path) {
+    f->fd = -1;
+    f->path = strdup(path);
+    f->tmp = temporary_name(path);
+    if (!f->path || !f->tmp) {
+        free(f->path), free(f->tmp);
+        f->path = f->tmp = NULL;
+        qc_error("%s: out of memory", path);
+        return -1;
+    }
+    f->fd = mkstemp(f->tmp);
+    if (f->fd < 0) {
+        qc_error("%s: cannot write: %s", path, strerror(errno));
+        atomic_file_discard(f);
+        return -1;
+    }
+    return 0;
+}
+
+int atomic_file_printf(AtomicFile *f, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line) { qc_error("%s: a line longer than %zu bytes", f->path, sizeof line - 1); return -1; }
+    const char *p = line;
+    size_t left = (size_t)n;
+    while (left > 0) {
+        ssize_t w = write(f->fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            qc_error("%s: write failed: %s", f->path, w < 0 ? strerror(errno) : "short write");
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    return 0;
+}
+
+int atomic_file_commit(AtomicFile *f) {
+    if (fchmod(f->fd, 0644) != 0 || fsync(f->fd) != 0) {
+        qc_error("%s: sync failed: %s", f->path, strerror(errno));
+        return -1;
+    }
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0 || rename(f->tmp, f->path) != 0) {
+        qc_error("%s: cannot finish write: %s", f->path, strerror(errno));
+        return -1;
+    }
+    free(f->tmp); /* renamed: nothing left to discard */
+    f->tmp = NULL;
+    atomic_file_discard(f);
+    return 0;
+}
+
+void atomic_file_discard(AtomicFile *f) {
+    if (f->fd >= 0) close(f->fd);
+    if (f->tmp) unlink(f->tmp);
+    free(f->tmp);
+    free(f->path);
+    f->fd = -1;
+    f->tmp = f->path = NULL;
+}
+
 int write_file_atomic(const char *path, const void *data, size_t size) {
     const void *parts[1] = {data};
     size_t sizes[1] = {size};

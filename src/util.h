@@ -51,6 +51,18 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
  * -1 error. Of several processes racing to create one path, exactly one gets 0. */
 int write_file_new(const char *path, const void *data, size_t size);
 
+/* A file written a piece at a time that appears whole or not at all: the pieces go to a
+ * temporary beside path (visible while it grows: PATH.tmp.HOST.PID.XXXXXX), commit fsyncs it and
+ * renames it to path, discard removes it. Errors name path and the reason (strerror). */
+typedef struct {
+    int fd;
+    char *path, *tmp;
+} AtomicFile;
+int atomic_file_open(AtomicFile *f, const char *path);
+int atomic_file_printf(AtomicFile *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int atomic_file_commit(AtomicFile *f);
+void atomic_file_discard(AtomicFile *f); /* also after a failed printf or commit; safe twice */
+
 /* 1 if name is a temporary file of write_file_atomic left by a dead process on this host. */
 int is_stale_temporary(const char *name);
 /* Fails (naming the path) unless a file can be created beside path: checked before long work. */

@@ -186,7 +186,9 @@ BG="$BG $REF_PID"
 # ---------------------------------------------------------------- 1. kill -9 and resume
 
 D=$T/killed
-mid_float() { [ -e "$D/floats/$1.train.csv" ] && [ ! -e "$D/floats/$1.safetensors" ]; }
+# the float model's training log: written to a temporary beside its name until training ends
+float_log() { find "$D/floats" \( -name "$1.train.csv" -o -name "$1.train.csv.tmp.*" \) 2>/dev/null | head -n 1; }
+mid_float() { [ -n "$(float_log "$1")" ] && [ ! -e "$D/floats/$1.safetensors" ]; }
 records_at_least() { [ "$(n_records "$D")" -ge "$1" ]; }
 mid_run() { [ -e "$D/logs/$1.correct.csv" ] && [ ! -e "$D/runs/$1.json" ]; }
 after_quantize() { [ -e "$D/quant/$1.json" ] && [ ! -e "$D/runs/$2.json" ]; }
@@ -216,7 +218,14 @@ attempt() {
         rc=$?
         state="$(n_records "$D") records"
         [ -n "$(temporaries "$D")" ] && state="$state, a temporary left by the killed writer"
-        [ "$1" = mid_float ] && state="$state, floats/$2.train.csv at step $(($(wc -l <"$D/floats/$2.train.csv") - 1)) of $TRAIN_STEPS"
+        if [ "$1" = mid_float ]; then
+            log=$(float_log "$2")
+            state="$state, ${log#"$D/"} at step $(($(wc -l <"$log") - 1)) of $TRAIN_STEPS"
+            # the log is whole (header, every step, the final line) or not there at all
+            if [ -e "$D/floats/$2.train.csv" ] && [ "$(wc -l <"$D/floats/$2.train.csv" | tr -d ' ')" != $((TRAIN_STEPS + 2)) ]; then
+                fail "kill/resume: SIGKILL $desc leaves no half-written floats/$2.train.csv" "$(wc -l <"$D/floats/$2.train.csv" | tr -d ' ') lines"
+            fi
+        fi
         case $w in
         0) if [ $rc = 137 ]; then ok "kill/resume: SIGKILL $desc (then: $state)"
            else fail "kill/resume: SIGKILL $desc" "the sweep exited $rc before the kill"; show "$T/kill$attempt.log"; fi ;;
@@ -235,7 +244,7 @@ attempt() {
 }
 
 t0=$(date +%s)
-attempt "mid float training of the first model (train.csv, no checkpoint)" mid_float s1_16x1
+attempt "mid float training of the first model (its log, no checkpoint)" mid_float s1_16x1
 attempt "after 2 records (between records)" records_at_least 2
 attempt "mid run s1_24x1_b2_e1_h8_train (its correction log, no record)" mid_run s1_24x1_b2_e1_h8_train
 attempt "mid float training of s2_16x1 (earlier groups done)" mid_float s2_16x1
@@ -503,7 +512,9 @@ if cc -shared -fPIC -o "$T/fault_write.so" tests/fault_write.c -ldl 2>"$T/cc.err
         if [ -z "$why" ]; then ok "fault: full disk $desc: exit 1, one line naming the file and ENOSPC, no temporary, no half record ($(n_records "$F") records)"
         else fail "fault: full disk $desc: exit 1, one line naming the file and ENOSPC, no temporary, no half record" "$why"; show "$T/err" 3; fi
     }
-    full "$F/floats/" 0 "for the float checkpoint" "floats/s1_16x1.safetensors"
+    full "$F/floats/s1_16x1.train.csv" 0 "for the float training log" "floats/s1_16x1.train.csv"
+    [ -e "$F/floats/s1_16x1.train.csv" ] && fail "fault: no float training log after its failed write"
+    full "$F/floats/s1_16x1.safetensors" 0 "for the float checkpoint" "floats/s1_16x1.safetensors"
     [ -e "$F/floats/s1_16x1.safetensors" ] && fail "fault: no float checkpoint after its failed write"
     full "$F/floats/s1_16x1.json" 0 "for the float sidecar (a crash between checkpoint and sidecar)" "floats/s1_16x1.json"
     full "$F/runs/" $((RUN_BYTES * 5 / 2)) "at the third record (after $((RUN_BYTES * 5 / 2)) bytes)" "runs/s1_16x1_b4_e1_h0_train.json"
