@@ -106,24 +106,32 @@ double now_seconds(void) {
 }
 
 uint8_t *read_file(const char *path, size_t *size_out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { qc_error("%s: %s", path, strerror(errno)); return NULL; }
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever; it is
+     * refused below with every other file that is not a regular one */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { qc_error("%s: %s", path, strerror(errno)); return NULL; }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         qc_error("%s: not a regular file", path);
-        fclose(f);
+        close(fd);
         return NULL;
     }
     size_t size = (size_t)st.st_size;
     uint8_t *data = qc_malloc(size + 1, path);
-    if (!data) { fclose(f); return NULL; }
-    if (size && fread(data, 1, size, f) != size) {
-        qc_error("%s: read failed", path);
-        free(data);
-        fclose(f);
-        return NULL;
+    if (!data) { close(fd); return NULL; }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, data + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            qc_error("%s: read failed: %s", path, r < 0 ? strerror(errno) : "the file shrank while read");
+            free(data);
+            close(fd);
+            return NULL;
+        }
+        got += (size_t)r;
     }
-    fclose(f);
+    close(fd);
     data[size] = 0;
     *size_out = size;
     return data;

@@ -206,6 +206,13 @@ expect_error "eval: corpus character outside the checkpoint's vocabulary" 1 "$T/
 expect_error "eval: validation split shorter than one window" 1 "$T/tiny.txt" -- "$QCORR" eval --model "$M" --data "$T/tiny.txt"
 expect_error "eval: missing checkpoint" 1 "$W/nope.safetensors" -- "$QCORR" eval --model "$W/nope.safetensors" --data "$AB"
 expect_error "eval: a text file as checkpoint" 1 "$AB" -- "$QCORR" eval --model "$AB" --data "$AB"
+# a FIFO (or any file that is not a regular one) is refused before it is opened: opening one for
+# reading waits for a writer, forever (timeout: so a regression fails instead of hanging)
+mkfifo "$T/fifo.safetensors" "$T/fifo.txt"
+expect_error "eval: a FIFO as checkpoint is refused, not waited on" 1 "$T/fifo.safetensors" "not a regular file" -- \
+    timeout 20 "$QCORR" eval --model "$T/fifo.safetensors" --data "$AB"
+expect_error "train: a FIFO as corpus is refused, not waited on" 1 "$T/fifo.txt" "not a regular file" -- \
+    timeout 20 "$QCORR" train --data "$T/fifo.txt" --out "$O" $TRAIN_FLAGS
 
 size=$(wc -c <"$M" | tr -d ' ')
 hlen=$($PY -c 'import struct,sys; print(struct.unpack("<Q", open(sys.argv[1],"rb").read(8))[0])' "$M")
