@@ -167,6 +167,23 @@ int is_stale_temporary(const char *name) {
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
+/* A rename (or link) is an entry in the directory: until the directory itself is synced a power
+ * cut can lose it, and with it a finished record. File systems that cannot sync a directory
+ * (EINVAL) order the entry with the data anyway. */
+static int sync_directory_of(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) { qc_error("%s: cannot sync its directory: %s", path, strerror(errno)); return -1; }
+    int rc = fsync(fd) == 0 || errno == EINVAL || errno == ENOTSUP ? 0 : -1;
+    if (rc) qc_error("%s: cannot sync its directory: %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 /* Writes the parts to a fresh temporary beside path and syncs it; its name, or NULL on error. */
 static char *write_temporary(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
     char *tmp = temporary_name(path);
@@ -220,7 +237,7 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
         return -1;
     }
     free(tmp);
-    return 0;
+    return sync_directory_of(path);
 }
 
 int write_file_new(const char *path, const void *data, size_t size) {
@@ -237,7 +254,7 @@ int write_file_new(const char *path, const void *data, size_t size) {
     }
     unlink(tmp);
     free(tmp);
-    return rc;
+    return rc == 0 ? sync_directory_of(path) : rc;
 }
 
 int atomic_file_open(AtomicFile *f, const char *path) {
@@ -294,8 +311,7 @@ int atomic_file_commit(AtomicFile *f) {
     }
     free(f->tmp); /* renamed: nothing left to discard */
     f->tmp = NULL;
-    atomic_file_discard(f);
-    return 0;
+    return sync_directory_of(f->path);
 }
 
 void atomic_file_discard(AtomicFile *f) {

@@ -43,7 +43,7 @@ double now_seconds(void);
 /* ---- files ---- */
 /* Reads a whole file; NULL (error names the file) on failure. */
 uint8_t *read_file(const char *path, size_t *size_out);
-/* Writes path atomically: a temporary file beside it, fsync, rename. */
+/* Writes path atomically: a temporary file beside it, fsync, rename, fsync of the directory. */
 int write_file_atomic(const char *path, const void *data, size_t size);
 /* Same, from several pieces (header + payload) without concatenating them first. */
 int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts);
@@ -52,8 +52,9 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
 int write_file_new(const char *path, const void *data, size_t size);
 
 /* A file written a piece at a time that appears whole or not at all: the pieces go to a
- * temporary beside path (visible while it grows: PATH.tmp.HOST.PID.XXXXXX), commit fsyncs it and
- * renames it to path, discard removes it. Errors name path and the reason (strerror). */
+ * temporary beside path (visible while it grows: PATH.tmp.HOST.PID.XXXXXX), commit fsyncs it,
+ * renames it to path and syncs the directory; discard removes the temporary unless committed and
+ * ends every AtomicFile. Errors name path and the reason (strerror). */
 typedef struct {
     int fd;
     char *path, *tmp;
@@ -61,7 +62,7 @@ typedef struct {
 int atomic_file_open(AtomicFile *f, const char *path);
 int atomic_file_printf(AtomicFile *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int atomic_file_commit(AtomicFile *f);
-void atomic_file_discard(AtomicFile *f); /* also after a failed printf or commit; safe twice */
+void atomic_file_discard(AtomicFile *f); /* after a commit too (it frees); safe twice */
 
 /* 1 if name is a temporary file of write_file_atomic left by a dead process on this host. */
 int is_stale_temporary(const char *name);

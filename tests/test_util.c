@@ -1,5 +1,6 @@
 /* test_util: the file primitives every writer and reader goes through — read_file refuses what is
- * not a regular file without waiting on it. */
+ * not a regular file without waiting on it; every atomic write syncs the directory after its
+ * rename (fsync is interposed below to watch it). */
 #include "testutil.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* ============================ read_file ============================ */
@@ -47,10 +49,59 @@ static void test_read_file_types(void **state) {
     free(data);
 }
 
+/* ============================ directory sync ============================ */
+
+/* fsync, interposed: the library's calls land here (the test links libqcorr.a statically). It
+ * notes a sync of the watched directory made while the watched file already had its final name,
+ * i.e. after the rename: the sync that makes the rename itself survive a power cut. */
+static struct {
+    const char *dir, *file;
+    int synced_after_rename;
+} watch;
+
+int fsync(int fd) {
+    struct stat st, dir_st, file_st;
+    if (watch.dir && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && stat(watch.dir, &dir_st) == 0 &&
+        st.st_dev == dir_st.st_dev && st.st_ino == dir_st.st_ino && stat(watch.file, &file_st) == 0)
+        watch.synced_after_rename = 1;
+    return (int)syscall(SYS_fsync, fd);
+}
+
+static void watch_file(char *dir, size_t dir_size, char *file, size_t file_size, const char *name) {
+    snprintf(dir, dir_size, "%s/sync-%s", test_tmpdir(), name);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(file, file_size, "%s/%s", dir, name);
+    watch.dir = dir;
+    watch.file = file;
+    watch.synced_after_rename = 0;
+}
+
+static void test_atomic_writes_sync_the_directory(void **state) {
+    (void)state;
+    char dir[512], file[1024];
+    watch_file(dir, sizeof dir, file, sizeof file, "record.json");
+    assert_int_equal(write_file_atomic(file, "{}", 2), 0);
+    if (!watch.synced_after_rename) fail_msg("write_file_atomic: no fsync of %s after the rename", dir);
+
+    watch_file(dir, sizeof dir, file, sizeof file, "manifest.json");
+    assert_int_equal(write_file_new(file, "{}", 2), 0);
+    if (!watch.synced_after_rename) fail_msg("write_file_new: no fsync of %s after the link", dir);
+
+    watch_file(dir, sizeof dir, file, sizeof file, "m.train.csv");
+    AtomicFile log;
+    assert_int_equal(atomic_file_open(&log, file), 0);
+    assert_int_equal(atomic_file_printf(&log, "step,loss\n1,2.5\n"), 0);
+    assert_int_equal(atomic_file_commit(&log), 0);
+    atomic_file_discard(&log);
+    if (!watch.synced_after_rename) fail_msg("atomic_file_commit: no fsync of %s after the rename", dir);
+    watch.dir = NULL;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_file_refuses_fifo_without_waiting),
         cmocka_unit_test(test_read_file_types),
+        cmocka_unit_test(test_atomic_writes_sync_the_directory),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
