@@ -3,7 +3,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -84,20 +83,6 @@ float rng_normal(Rng *rng) {
 }
 
 volatile sig_atomic_t qc_stop_signal = 0;
-
-static void on_stop_signal(int sig) {
-    if (qc_stop_signal) _exit(128 + sig); /* a second signal: stop now; outputs are atomic */
-    qc_stop_signal = sig;
-}
-
-void install_stop_handlers(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
 
 double now_seconds(void) {
     struct timespec ts;

@@ -31,11 +31,11 @@ float rng_uniform(Rng *rng);            /* [0, 1) */
 uint64_t rng_below(Rng *rng, uint64_t n); /* [0, n), n > 0 */
 float rng_normal(Rng *rng);             /* N(0, 1), Box-Muller */
 
-/* ---- stopping: SIGINT/SIGTERM set a flag that long loops poll between steps, so a stop
- * finishes or abandons the current unit of work cleanly (outputs are atomic either way) ---- */
+/* ---- stopping: a flag that long loops poll between steps, so a stop finishes or abandons the
+ * current unit of work cleanly (outputs are atomic either way). The CLI's signal handlers set it
+ * (src/cli/common.c); the library only reads it and never ends the process itself. ---- */
 #include <signal.h>
 extern volatile sig_atomic_t qc_stop_signal; /* the signal number, 0 while running */
-void install_stop_handlers(void);
 
 /* ---- time ---- */
 double now_seconds(void);
