@@ -1,7 +1,7 @@
 #!/bin/sh
 # layout_test: the rules of the house that no compiler checks (STYLE.md) — the library never ends
 # the process (only the CLI decides), the report reads files and includes nothing of the model,
-# and no source file in src/ is over 600 lines.
+# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run.
 # Prints "ok - ..." / "FAIL - ..." per check and ends with "layout: N passed, M failed".
 # Run from the repository root after a build: BUILD=build sh tests/layout_test.sh
 set -u
@@ -49,6 +49,18 @@ long=$(find src -name '*.[ch]' -exec wc -l {} + | awk '$2 != "total" && $1 > 600
 n=$(find src -name '*.[ch]' | wc -l | tr -d ' ')
 if [ "$n" -gt 0 ] && [ -z "$long" ]; then ok "no file of src/ is over 600 lines ($n files)"
 else fail "no file of src/ is over 600 lines" "$long"; fi
+
+# ---- the runner: a shell suite that is missing fails the run, it does not pass it unseen
+# (run_all.sh copied alone into an empty tree: every suite it names is missing there)
+H=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-layout.XXXXXX") || { fail "mktemp"; H=""; }
+if [ -n "$H" ]; then
+    mkdir "$H/tests" && cp tests/run_all.sh "$H/tests/"
+    out=$(cd "$H" && sh tests/run_all.sh 2>&1)
+    rc=$?
+    if [ $rc != 0 ] && printf '%s\n' "$out" | grep -q "tests/cli_test.sh"; then ok "run_all.sh fails when a shell suite is missing (exit $rc, naming it)"
+    else fail "run_all.sh fails when a shell suite is missing" "exit $rc: $(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')"; fi
+    rm -rf "$H"
+fi
 
 echo "layout: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
