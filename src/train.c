@@ -107,7 +107,7 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         gpt_zero_grad(m);
         double loss = gpt_loss(m, targets);
         if (!isfinite(loss)) {
-            qc_error("training diverged: loss is %g at step %d (try a lower --lr)", loss, step + 1);
+            qc_error("training diverged: loss is %g at step %d (try a learning rate below %g)", loss, step + 1, (double)o->lr);
             rc = -1;
             break;
         }

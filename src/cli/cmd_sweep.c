@@ -104,7 +104,8 @@ int cmd_sweep(int argc, char **argv) {
     }
     SweepConfig cfg;
     SweepOptions o = {.quiet = quiet, .dry_run = dry, .data_path = data};
-    if (sweep_preset(&cfg, preset) != 0 || parse_shard(shard, &o.shard_k, &o.shard_n) != 0 ||
+    if (sweep_preset(&cfg, preset) != 0) return usage_error("sweep", "--preset: %s", qc_last_error());
+    if (parse_shard(shard, &o.shard_k, &o.shard_n) != 0 ||
         (grid && sweep_read_grid_file(&cfg, grid) != 0) ||
         (seeds && parse_int_list("--seeds", seeds, cfg.seeds, &cfg.n_seeds, 0, 2147483647) != 0) ||
         (bits && parse_int_list("--bits", bits, cfg.bits, &cfg.n_bits, 2, 8) != 0) ||

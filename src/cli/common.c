@@ -13,7 +13,12 @@
 
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c) {
     char path[4096];
-    if (corpus_find(data_flag, path, sizeof path) != 0) return -1;
+    if (corpus_find(data_flag, path, sizeof path) != 0) {
+        char msg[900];
+        snprintf(msg, sizeof msg, "%s", qc_last_error());
+        qc_error("%s; or pass --data PATH", msg);
+        return -1;
+    }
     return corpus_load(c, path, vocab);
 }
 

@@ -62,7 +62,7 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->calib_tokens = 65536;
         return 0;
     }
-    qc_error("--preset: unknown preset '%s' (quick, seed243)", name);
+    qc_error("unknown preset '%s' (quick, seed243)", name);
     return -1;
 }
 
@@ -189,16 +189,16 @@ done:
 
 int sweep_config_check(const SweepConfig *cfg) {
     for (int i = 0; i < cfg->n_bits; i++)
-        if (cfg->bits[i] < 2 || cfg->bits[i] > 8) { qc_error("--bits: %d is outside 2..8 (the control arm adds 32)", cfg->bits[i]); return -1; }
+        if (cfg->bits[i] < 2 || cfg->bits[i] > 8) { qc_error("bits %d is outside 2..8 (the control arm adds 32)", cfg->bits[i]); return -1; }
     for (int i = 0; i < cfg->n_sizes; i++) {
         GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[i].d_model, .n_layer = cfg->sizes[i].n_layer, .n_head = cfg->heads};
         if (gpt_config_check(&g) != 0) return -1;
         if (cfg->scheme.granularity == GRAN_GROUP && cfg->sizes[i].d_model % cfg->scheme.group != 0) {
-            qc_error("--granularity group:%d does not divide d_model %d", cfg->scheme.group, cfg->sizes[i].d_model);
+            qc_error("granularity group:%d does not divide d_model %d", cfg->scheme.group, cfg->sizes[i].d_model);
             return -1;
         }
     }
-    if (!cfg->method_train && !cfg->method_lstsq) { qc_error("--methods: choose train, lstsq or both"); return -1; }
+    if (!cfg->method_train && !cfg->method_lstsq) { qc_error("no correction method chosen: train, lstsq or both"); return -1; }
     return quant_scheme_check(&cfg->scheme);
 }
 

@@ -148,7 +148,7 @@ int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *comma
             qc_error("%s: unreadable manifest: refusing to mix runs (move the directory or repair the file)", path);
             rc = -1;
         } else if (manifest_difference(theirs, ours, "", diff, sizeof diff)) {
-            qc_error("%s holds a different sweep: %s (use another --out, or the original settings)", dir, diff);
+            qc_error("%s holds a different sweep: %s (use another directory, or the original settings)", dir, diff);
             rc = -1;
         }
         free(theirs_text);
