@@ -1,6 +1,5 @@
-/* report/paired: the comparisons the conclusions rest on — linear vs MLP (section 3), quantized
- * vs control gain (8), learned vs closed form (9) — each a paired difference with its interval,
- * signed-rank and sign tests, and a sentence only as strong as the numbers allow. */
+/* report/paired: the comparisons conclusions rest on — linear vs MLP (3), quantized vs control gain
+ * (8), learned vs closed form (9) — paired differences, intervals, tests, sentences no stronger. */
 #include "parts.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
-/* sweep/parts: what the parts of the sweep share — paths inside the sweep directory and the
- * record functions sweep_run calls. */
+/* sweep/parts: what the parts of the sweep share — paths inside the sweep directory, the record
+ * functions and the per-item work of the plan that sweep_run calls. */
 #ifndef QCORR_SWEEP_PARTS_H
 #define QCORR_SWEEP_PARTS_H
 
