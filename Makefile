@@ -51,7 +51,7 @@ CFLAGS_BASE += $(BLAS_CFLAGS)
 LDLIBS += $(BLAS_LIBS) -llapacke -lcjson
 CFLAGS := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 
-LIB_SRC := $(wildcard src/*.c)
+LIB_SRC := $(wildcard src/*.c src/report/*.c src/sweep/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -70,7 +70,9 @@ $(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# rebuilt from scratch: `ar r` keeps members whose sources were moved or deleted
 $(BUILD)/libqcorr.a: $(LIB_OBJ)
+	@rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/qcorr: $(CLI_OBJ) $(BUILD)/libqcorr.a

@@ -9,6 +9,7 @@
 
 #include "methods.h"
 #include "model.h"
+#include "sites.h" /* the site rule: correction_is_site, correction_first_site */
 #include "util.h"
 
 typedef enum { OBJECTIVE_CE, OBJECTIVE_KL, OBJECTIVE_MSE } Objective;
@@ -72,13 +73,6 @@ typedef struct {
     double mse_loss;            /* summed by the forward hook: mean over sites of per-site MSE */
     ModelHook hook;             /* hook.max_rows = max_rows: the model refuses larger batches */
 } Corrections;
-
-/* The site rule (SPEC section 4): a correction after block i of L when (i+1) % every == 0, and
- * after the last block. */
-int correction_is_site(int block, int n_layer, int every);
-/* How many sites, and the block of the first: min(every, L) - 1. */
-int correction_site_count(int n_layer, int every);
-int correction_first_site(int n_layer, int every);
 
 /* Checks a layout against a model config (message names the value). */
 int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout);

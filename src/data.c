@@ -25,8 +25,8 @@ int corpus_find(const char *flag_path, char *out, size_t out_size) {
             return 0;
         }
     }
-    qc_error("no corpus found: pass --data PATH, set QCORR_DATA, or run 'make data' "
-             "(looked in data/tinyshakespeare.txt and ../shared/data/tinyshakespeare.txt)");
+    qc_error("no corpus found: QCORR_DATA is not set and neither data/tinyshakespeare.txt nor "
+             "../shared/data/tinyshakespeare.txt exists (run 'make data')");
     return -1;
 }
 

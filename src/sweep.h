@@ -79,17 +79,38 @@ typedef struct {
     const char *data_path;
 } SweepOptions;
 
+/* ---- the plan: one cost model for --dry-run's estimate and the running sweep's ETA ---- */
+/* Tokens through each kind of pass, in whole-model passes (a pass over k of L blocks counts k/L). */
+typedef struct {
+    double train;   /* float training steps: forward and backward with weight gradients */
+    double forward; /* evaluations and the frozen prefix caches */
+    double correct; /* correction steps: forward and the stream's backward, no weight gradients */
+} SweepWork;
+
+typedef struct {
+    int float_models, quant_models, prefix_caches, runs;
+    SweepWork work;
+} SweepSizePlan;
+
+/* The tokens of one evaluation over the validation split (n_val characters, windows of ctx). */
+double sweep_eval_tokens(size_t n_val, int ctx);
+/* What shard K of N computes, per model size (out: cfg->n_sizes entries), in the order sweep_run
+ * works; runs with done[i] set are skipped (done may be NULL: everything). */
+void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const int *done, int shard_k, int shard_n,
+                double eval_tokens, SweepSizePlan *out);
+/* The cost of work given the cost of one token of each kind. */
+double sweep_work_cost(SweepWork work, SweepWork per_token);
+/* Per token of each kind: multiply-adds of the matrix products (the ETA's weights), ... */
+SweepWork sweep_flops_per_token(const SweepConfig *cfg, int size_index);
+/* ... or seconds, from a few real steps of this size timed on this machine (the dry run's). */
+int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus, int size_index, SweepWork *out);
+
 /* Runs (or resumes) this shard's part of the sweep in dir. */
 int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, const char *command);
-/* A run record (size bytes of JSON) holding every summary field, or NULL with the reason in why. */
+/* A run record (size bytes of JSON) whose fields match the schema (schema.h: every required field
+ * present, each of its type and bounds), or NULL with the reason in why. */
 cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size);
 /* Rebuilds dir/summary.csv from dir/runs/ (under a lock, atomically). */
 int sweep_write_summary(const char *dir);
-
-#define SUMMARY_COLUMNS                                                                                              \
-    "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,"        \
-    "loss_quant,loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,"       \
-    "gain_loss,correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,"       \
-    "seconds_correct,seconds_eval"
 
 #endif

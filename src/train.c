@@ -74,11 +74,18 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
     int32_t *inputs = qc_malloc((size_t)N * sizeof(int32_t), "batch");
     int32_t *targets = qc_malloc((size_t)N * sizeof(int32_t), "batch");
     if (!inputs || !targets) { free(inputs); free(targets); return -1; }
-    FILE *log = NULL;
+    /* the log appears whole when training ends, or not at all: a kill or a full disk never
+     * leaves a cut log beside no checkpoint */
+    AtomicFile log_file, *log = NULL;
     if (o->log_path) {
-        log = fopen(o->log_path, "w");
-        if (!log) { qc_error("%s: cannot write the training log", o->log_path); free(inputs); free(targets); return -1; }
-        fprintf(log, "step,loss,lr,grad_norm,tokens_per_s,val_loss\n");
+        if (atomic_file_open(&log_file, o->log_path) != 0 ||
+            atomic_file_printf(&log_file, "step,loss,lr,grad_norm,tokens_per_s,val_loss\n") != 0) {
+            if (log_file.path) atomic_file_discard(&log_file);
+            free(inputs);
+            free(targets);
+            return -1;
+        }
+        log = &log_file;
     }
     Rng rng;
     rng_seed(&rng, o->seed ^ 0xD1B54A32D192ED03ull);
@@ -92,7 +99,7 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         gpt_zero_grad(m);
         double loss = gpt_loss(m, targets);
         if (!isfinite(loss)) {
-            qc_error("training diverged: loss is %g at step %d (try a lower --lr)", loss, step + 1);
+            qc_error("training diverged: loss is %g at step %d (try a learning rate below %g)", loss, step + 1, (double)o->lr);
             rc = -1;
             break;
         }
@@ -118,10 +125,12 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0) && !last)
             val = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
         if (log) {
-            fprintf(log, "%d,%.6f,%.6g,%.6f,%.1f,", step + 1, loss, lr, norm, N / dt);
-            if (isfinite(val)) fprintf(log, "%.6f", val);
-            fprintf(log, "\n");
-            fflush(log);
+            char val_text[32] = "";
+            if (isfinite(val)) snprintf(val_text, sizeof val_text, "%.6f", val);
+            if (atomic_file_printf(log, "%d,%.6f,%.6g,%.6f,%.1f,%s\n", step + 1, loss, lr, norm, N / dt, val_text) != 0) {
+                rc = -1;
+                break;
+            }
         }
         if (!o->quiet) {
             double now = now_seconds();
@@ -146,9 +155,9 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         r->seconds = t_train;
         r->tokens_per_second = t_train > 0 ? (double)N * o->steps / t_train : 0;
         r->val_loss = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
-        if (log) fprintf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss);
+        if (log && (atomic_file_printf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss) != 0 || atomic_file_commit(log) != 0)) rc = -1;
     }
-    if (log && fclose(log) != 0 && rc == 0) { qc_error("%s: write failed", o->log_path); rc = -1; }
+    if (log) atomic_file_discard(log); /* after a commit: nothing left to remove */
     free(inputs);
     free(targets);
     return rc;

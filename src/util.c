@@ -3,7 +3,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -85,20 +84,6 @@ float rng_normal(Rng *rng) {
 
 volatile sig_atomic_t qc_stop_signal = 0;
 
-static void on_stop_signal(int sig) {
-    if (qc_stop_signal) _exit(128 + sig); /* a second signal: stop now; outputs are atomic */
-    qc_stop_signal = sig;
-}
-
-void install_stop_handlers(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -106,24 +91,32 @@ double now_seconds(void) {
 }
 
 uint8_t *read_file(const char *path, size_t *size_out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { qc_error("%s: %s", path, strerror(errno)); return NULL; }
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever; it is
+     * refused below with every other file that is not a regular one */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) { qc_error("%s: %s", path, strerror(errno)); return NULL; }
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         qc_error("%s: not a regular file", path);
-        fclose(f);
+        close(fd);
         return NULL;
     }
     size_t size = (size_t)st.st_size;
     uint8_t *data = qc_malloc(size + 1, path);
-    if (!data) { fclose(f); return NULL; }
-    if (size && fread(data, 1, size, f) != size) {
-        qc_error("%s: read failed", path);
-        free(data);
-        fclose(f);
-        return NULL;
+    if (!data) { close(fd); return NULL; }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, data + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            qc_error("%s: read failed: %s", path, r < 0 ? strerror(errno) : "the file shrank while read");
+            free(data);
+            close(fd);
+            return NULL;
+        }
+        got += (size_t)r;
     }
-    fclose(f);
+    close(fd);
     data[size] = 0;
     *size_out = size;
     return data;
@@ -159,14 +152,32 @@ int is_stale_temporary(const char *name) {
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
+/* A rename (or link) is an entry in the directory: until the directory itself is synced a power
+ * cut can lose it, and with it a finished record. File systems that cannot sync a directory
+ * (EINVAL) order the entry with the data anyway. */
+static int sync_directory_of(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) { qc_error("%s: cannot sync its directory: %s", path, strerror(errno)); return -1; }
+    int rc = fsync(fd) == 0 || errno == EINVAL || errno == ENOTSUP ? 0 : -1;
+    if (rc) qc_error("%s: cannot sync its directory: %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+/* Writes the parts to a fresh temporary beside path and syncs it; its name, or NULL on error. */
+static char *write_temporary(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
     char *tmp = temporary_name(path);
-    if (!tmp) return -1;
+    if (!tmp) return NULL;
     int fd = mkstemp(tmp);
     if (fd < 0) {
         qc_error("%s: cannot write: %s", path, strerror(errno));
         free(tmp);
-        return -1;
+        return NULL;
     }
     for (int i = 0; i < n_parts; i++) {
         const uint8_t *p = parts[i];
@@ -179,7 +190,7 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
                 close(fd);
                 unlink(tmp);
                 free(tmp);
-                return -1;
+                return NULL;
             }
             p += w;
             left -= (size_t)w;
@@ -190,16 +201,111 @@ int write_file_atomic_parts(const char *path, const void *const *parts, const si
         close(fd);
         unlink(tmp);
         free(tmp);
-        return -1;
+        return NULL;
     }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
+    if (close(fd) != 0) {
+        qc_error("%s: cannot finish write: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return NULL;
+    }
+    return tmp;
+}
+
+int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
+    char *tmp = write_temporary(path, parts, sizes, n_parts);
+    if (!tmp) return -1;
+    if (rename(tmp, path) != 0) {
         qc_error("%s: cannot finish write: %s", path, strerror(errno));
         unlink(tmp);
         free(tmp);
         return -1;
     }
     free(tmp);
+    return sync_directory_of(path);
+}
+
+int write_file_new(const char *path, const void *data, size_t size) {
+    const void *parts[1] = {data};
+    size_t sizes[1] = {size};
+    char *tmp = write_temporary(path, parts, sizes, 1);
+    if (!tmp) return -1;
+    /* link, unlike rename, fails when path exists: of writers racing, exactly one creates it,
+     * and a reader never sees it half-written */
+    int rc = 0;
+    if (link(tmp, path) != 0) {
+        rc = errno == EEXIST ? 1 : -1;
+        if (rc < 0) qc_error("%s: cannot create: %s", path, strerror(errno));
+    }
+    unlink(tmp);
+    free(tmp);
+    return rc == 0 ? sync_directory_of(path) : rc;
+}
+
+int atomic_file_open(AtomicFile *f, const char *path) {
+    f->fd = -1;
+    f->path = strdup(path);
+    f->tmp = temporary_name(path);
+    if (!f->path || !f->tmp) {
+        free(f->path), free(f->tmp);
+        f->path = f->tmp = NULL;
+        qc_error("%s: out of memory", path);
+        return -1;
+    }
+    f->fd = mkstemp(f->tmp);
+    if (f->fd < 0) {
+        qc_error("%s: cannot write: %s", path, strerror(errno));
+        atomic_file_discard(f);
+        return -1;
+    }
     return 0;
+}
+
+int atomic_file_printf(AtomicFile *f, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof line) { qc_error("%s: a line longer than %zu bytes", f->path, sizeof line - 1); return -1; }
+    const char *p = line;
+    size_t left = (size_t)n;
+    while (left > 0) {
+        ssize_t w = write(f->fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            qc_error("%s: write failed: %s", f->path, w < 0 ? strerror(errno) : "short write");
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    return 0;
+}
+
+int atomic_file_commit(AtomicFile *f) {
+    if (fchmod(f->fd, 0644) != 0 || fsync(f->fd) != 0) {
+        qc_error("%s: sync failed: %s", f->path, strerror(errno));
+        return -1;
+    }
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0 || rename(f->tmp, f->path) != 0) {
+        qc_error("%s: cannot finish write: %s", f->path, strerror(errno));
+        return -1;
+    }
+    free(f->tmp); /* renamed: nothing left to discard */
+    f->tmp = NULL;
+    return sync_directory_of(f->path);
+}
+
+void atomic_file_discard(AtomicFile *f) {
+    if (f->fd >= 0) close(f->fd);
+    if (f->tmp) unlink(f->tmp);
+    free(f->tmp);
+    free(f->path);
+    f->fd = -1;
+    f->tmp = f->path = NULL;
 }
 
 int write_file_atomic(const char *path, const void *data, size_t size) {

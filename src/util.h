@@ -31,11 +31,11 @@ float rng_uniform(Rng *rng);            /* [0, 1) */
 uint64_t rng_below(Rng *rng, uint64_t n); /* [0, n), n > 0 */
 float rng_normal(Rng *rng);             /* N(0, 1), Box-Muller */
 
-/* ---- stopping: SIGINT/SIGTERM set a flag that long loops poll between steps, so a stop
- * finishes or abandons the current unit of work cleanly (outputs are atomic either way) ---- */
+/* ---- stopping: a flag that long loops poll between steps, so a stop finishes or abandons the
+ * current unit of work cleanly (outputs are atomic either way). The CLI's signal handlers set it
+ * (src/cli/common.c); the library only reads it and never ends the process itself. ---- */
 #include <signal.h>
 extern volatile sig_atomic_t qc_stop_signal; /* the signal number, 0 while running */
-void install_stop_handlers(void);
 
 /* ---- time ---- */
 double now_seconds(void);
@@ -43,10 +43,26 @@ double now_seconds(void);
 /* ---- files ---- */
 /* Reads a whole file; NULL (error names the file) on failure. */
 uint8_t *read_file(const char *path, size_t *size_out);
-/* Writes path atomically: a temporary file beside it, fsync, rename. */
+/* Writes path atomically: a temporary file beside it, fsync, rename, fsync of the directory. */
 int write_file_atomic(const char *path, const void *data, size_t size);
 /* Same, from several pieces (header + payload) without concatenating them first. */
 int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts);
+/* Creates path with data, whole, unless it exists: 0 created, 1 it existed (left as it was),
+ * -1 error. Of several processes racing to create one path, exactly one gets 0. */
+int write_file_new(const char *path, const void *data, size_t size);
+
+/* A file written a piece at a time that appears whole or not at all: the pieces go to a
+ * temporary beside path (visible while it grows: PATH.tmp.HOST.PID.XXXXXX), commit fsyncs it,
+ * renames it to path and syncs the directory; discard removes the temporary unless committed and
+ * ends every AtomicFile. Errors name path and the reason (strerror). */
+typedef struct {
+    int fd;
+    char *path, *tmp;
+} AtomicFile;
+int atomic_file_open(AtomicFile *f, const char *path);
+int atomic_file_printf(AtomicFile *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int atomic_file_commit(AtomicFile *f);
+void atomic_file_discard(AtomicFile *f); /* after a commit too (it frees); safe twice */
 
 /* 1 if name is a temporary file of write_file_atomic left by a dead process on this host. */
 int is_stale_temporary(const char *name);

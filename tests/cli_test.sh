@@ -223,6 +223,13 @@ expect_error "eval: corpus character outside the checkpoint's vocabulary" 1 "$T/
 expect_error "eval: validation split shorter than one window" 1 "$T/tiny.txt" -- "$QCORR" eval --model "$M" --data "$T/tiny.txt"
 expect_error "eval: missing checkpoint" 1 "$W/nope.safetensors" -- "$QCORR" eval --model "$W/nope.safetensors" --data "$AB"
 expect_error "eval: a text file as checkpoint" 1 "$AB" -- "$QCORR" eval --model "$AB" --data "$AB"
+# a FIFO (or any file that is not a regular one) is refused before it is opened: opening one for
+# reading waits for a writer, forever (timeout: so a regression fails instead of hanging)
+mkfifo "$T/fifo.safetensors" "$T/fifo.txt"
+expect_error "eval: a FIFO as checkpoint is refused, not waited on" 1 "$T/fifo.safetensors" "not a regular file" -- \
+    timeout 20 "$QCORR" eval --model "$T/fifo.safetensors" --data "$AB"
+expect_error "train: a FIFO as corpus is refused, not waited on" 1 "$T/fifo.txt" "not a regular file" -- \
+    timeout 20 "$QCORR" train --data "$T/fifo.txt" --out "$O" $TRAIN_FLAGS
 
 size=$(wc -c <"$M" | tr -d ' ')
 hlen=$($PY -c 'import struct,sys; print(struct.unpack("<Q", open(sys.argv[1],"rb").read(8))[0])' "$M")
@@ -430,11 +437,15 @@ expect_error "train --d-model 100000" 2 "--d-model" "100000" -- "$QCORR" train -
 expect_error "train: a 20+ GiB model is refused before allocation" 1 "GiB" "d_model 8192" -- \
     "$QCORR" train --d-model 8192 --layers 64 --heads 8 --ctx 2048 --batch 64 --steps 1 --data "$AB" --out "$W/huge.safetensors" --quiet
 
-# wait_for FILE MIN_LINES SECONDS: until FILE has MIN_LINES lines (bounded)
+# training_log DIR NAME: the training log DIR/NAME, or the temporary it is written to until
+# training ends (NAME.tmp.*)
+training_log() { find "$1" \( -name "$2" -o -name "$2.tmp.*" \) | head -n 1; }
+# wait_for DIR NAME MIN_LINES SECONDS: until the training log has MIN_LINES lines (bounded)
 wait_for() {
     i=0
-    while [ $i -lt $(($3 * 10)) ]; do
-        [ -f "$1" ] && [ "$(wc -l <"$1" | tr -d ' ')" -ge "$2" ] && return 0
+    while [ $i -lt $(($4 * 10)) ]; do
+        f=$(training_log "$1" "$2")
+        [ -n "$f" ] && [ "$(wc -l <"$f" | tr -d ' ')" -ge "$3" ] && return 0
         sleep 0.1
         i=$((i + 1))
     done
@@ -447,7 +458,7 @@ mkdir -p "$S"
 "$QCORR" train --d-model 32 --layers 2 --heads 2 --ctx 32 --batch 8 --steps 1000000 --data "$AB" \
     --out "$S/m.safetensors" --quiet >"$S/out" 2>"$S/err" </dev/null &
 pid=$!
-if wait_for "$S/m.train.csv" 4 30; then
+if wait_for "$S" m.train.csv 4 30; then
     kill -INT $pid
     wait $pid
     rc=$?
@@ -462,6 +473,52 @@ if wait_for "$S/m.train.csv" 4 30; then
 else
     kill -9 $pid 2>/dev/null
     fail "SIGINT during train: training started (no log lines within 30 s)"
+fi
+
+# SIGKILL mid training: the log is never left half-written beside no checkpoint (it is written
+# to a temporary and renamed when training ends)
+K=$T/killed
+mkdir -p "$K"
+"$QCORR" train --d-model 32 --layers 2 --heads 2 --ctx 32 --batch 8 --steps 1000000 --data "$AB" \
+    --out "$K/m.safetensors" --quiet >"$K/out" 2>"$K/err" </dev/null &
+pid=$!
+if wait_for "$K" m.train.csv 4 30; then
+    kill -9 $pid
+    wait $pid 2>/dev/null
+    why=""
+    [ ! -e "$K/m.train.csv" ] || why="$why a half log m.train.csv ($(wc -l <"$K/m.train.csv" | tr -d ' ') lines) was left;"
+    [ ! -e "$K/m.safetensors" ] || why="$why a checkpoint was written;"
+    if [ -z "$why" ]; then ok "SIGKILL during train: no half-written log, no checkpoint"
+    else fail "SIGKILL during train: no half-written log, no checkpoint" "$why"; fi
+else
+    kill -9 $pid 2>/dev/null
+    fail "SIGKILL during train: training started (no log lines within 30 s)"
+fi
+
+# a full disk while the training log is written (LD_PRELOAD shim tests/fault_write.c, the log's
+# path only): exit 1, one line naming the log and the reason, no log, no checkpoint, no temporary
+FD=$T/fulllog
+mkdir -p "$FD"
+FD=$(cd "$FD" && pwd -P)
+if cc -shared -fPIC -o "$T/fault_write.so" tests/fault_write.c -ldl 2>"$T/cc.err"; then
+    env LD_PRELOAD="$T/fault_write.so" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        FAULT_WRITE_PREFIX="$FD/m.train.csv" FAULT_WRITE_BUDGET=2000 \
+        "$QCORR" train --d-model 16 --layers 1 --heads 2 --ctx 16 --batch 4 --steps 300 --quiet --data "$AB" \
+        --out "$FD/m.safetensors" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    why=""
+    [ $rc = 1 ] || why="$why exit $rc, expected 1;"
+    [ "$(wc -l <"$T/err" | tr -d ' ')" = 1 ] || why="$why not one line on stderr;"
+    grep -q "m.train.csv" "$T/err" || why="$why the message does not name the log;"
+    grep -q "No space left on device" "$T/err" || why="$why the message does not give the reason;"
+    [ ! -e "$FD/m.train.csv" ] || why="$why a log m.train.csv was left ($(wc -c <"$FD/m.train.csv" | tr -d ' ') bytes);"
+    [ ! -e "$FD/m.safetensors" ] || why="$why a checkpoint was written;"
+    [ "$(temporaries "$FD")" = 0 ] || why="$why a temporary file was left;"
+    if [ -z "$why" ]; then ok "train: full disk for the log: exit 1, one line naming the log and ENOSPC, no log, no checkpoint, no temporary"
+    else fail "train: full disk for the log: exit 1, one line naming the log and ENOSPC, no log, no checkpoint, no temporary" "$why"; show "$T/err"; fi
+else
+    fail "tests/fault_write.c builds"
+    show "$T/cc.err"
 fi
 
 SW=$T/sigsweep

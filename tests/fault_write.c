@@ -6,8 +6,8 @@
  *                       ENOSPC (the write that crosses the budget is cut short, as a real disk does)
  *
  * Build: cc -shared -fPIC -o fault_write.so tests/fault_write.c -ldl
- * Only write() is interposed: it is what write_file_atomic uses. stdio inside glibc calls its
- * internal __write, which this shim does not see. */
+ * Only write() is interposed: it is what write_file_atomic and AtomicFile (the training log) use.
+ * stdio inside glibc calls its internal __write, which this shim does not see. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>

@@ -10,9 +10,15 @@ for t in "$@"; do
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ $rc -ne 0 ] && [ -z "$f" ]; then crashed="$crashed $t"; failed=$((failed + 1)); fi
 done
-# shell_suite NAME FILE: runs a shell suite that closes with "NAME: N passed, M failed"
+# shell_suite NAME FILE: runs a shell suite that closes with "NAME: N passed, M failed"; a suite
+# that is not there fails (passing it unseen would hide a whole suite)
 shell_suite() {
-    [ -f "$2" ] || return 0
+    if [ ! -f "$2" ]; then
+        echo "FAIL - shell suite $2 is missing"
+        crashed="$crashed $2"
+        failed=$((failed + 1))
+        return
+    fi
     out=$(sh "$2" 2>&1); rc=$?
     printf '%s\n' "$out"
     line=$(printf '%s\n' "$out" | grep -E "^$1: [0-9]+ passed, [0-9]+ failed\$" | tail -n 1)
@@ -23,6 +29,7 @@ shell_suite() {
 }
 shell_suite cli tests/cli_test.sh
 shell_suite sweep tests/sweep_test.sh
+shell_suite layout tests/layout_test.sh
 [ -n "$crashed" ] && echo "crashed or failed to report:$crashed"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -186,7 +186,9 @@ BG="$BG $REF_PID"
 # ---------------------------------------------------------------- 1. kill -9 and resume
 
 D=$T/killed
-mid_float() { [ -e "$D/floats/$1.train.csv" ] && [ ! -e "$D/floats/$1.safetensors" ]; }
+# the float model's training log: written to a temporary beside its name until training ends
+float_log() { find "$D/floats" \( -name "$1.train.csv" -o -name "$1.train.csv.tmp.*" \) 2>/dev/null | head -n 1; }
+mid_float() { [ -n "$(float_log "$1")" ] && [ ! -e "$D/floats/$1.safetensors" ]; }
 records_at_least() { [ "$(n_records "$D")" -ge "$1" ]; }
 mid_run() { [ -e "$D/logs/$1.correct.csv" ] && [ ! -e "$D/runs/$1.json" ]; }
 after_quantize() { [ -e "$D/quant/$1.json" ] && [ ! -e "$D/runs/$2.json" ]; }
@@ -216,7 +218,14 @@ attempt() {
         rc=$?
         state="$(n_records "$D") records"
         [ -n "$(temporaries "$D")" ] && state="$state, a temporary left by the killed writer"
-        [ "$1" = mid_float ] && state="$state, floats/$2.train.csv at step $(($(wc -l <"$D/floats/$2.train.csv") - 1)) of $TRAIN_STEPS"
+        if [ "$1" = mid_float ]; then
+            log=$(float_log "$2")
+            state="$state, ${log#"$D/"} at step $(($(wc -l <"$log") - 1)) of $TRAIN_STEPS"
+            # the log is whole (header, every step, the final line) or not there at all
+            if [ -e "$D/floats/$2.train.csv" ] && [ "$(wc -l <"$D/floats/$2.train.csv" | tr -d ' ')" != $((TRAIN_STEPS + 2)) ]; then
+                fail "kill/resume: SIGKILL $desc leaves no half-written floats/$2.train.csv" "$(wc -l <"$D/floats/$2.train.csv" | tr -d ' ') lines"
+            fi
+        fi
         case $w in
         0) if [ $rc = 137 ]; then ok "kill/resume: SIGKILL $desc (then: $state)"
            else fail "kill/resume: SIGKILL $desc" "the sweep exited $rc before the kill"; show "$T/kill$attempt.log"; fi ;;
@@ -235,7 +244,7 @@ attempt() {
 }
 
 t0=$(date +%s)
-attempt "mid float training of the first model (train.csv, no checkpoint)" mid_float s1_16x1
+attempt "mid float training of the first model (its log, no checkpoint)" mid_float s1_16x1
 attempt "after 2 records (between records)" records_at_least 2
 attempt "mid run s1_24x1_b2_e1_h8_train (its correction log, no record)" mid_run s1_24x1_b2_e1_h8_train
 attempt "mid float training of s2_16x1 (earlier groups done)" mid_float s2_16x1
@@ -342,6 +351,35 @@ snapshot "$REF" >"$T/snap"
 if [ $rc = 0 ] && [ ! -s "$T/err" ] && cmp -s "$T/ref.snap" "$T/snap"; then ok "a finished sweep restarted with --shard 2/2 --quiet is accepted and changes nothing"
 else fail "a finished sweep restarted with --shard 2/2 --quiet is accepted and changes nothing" "exit $rc"; show "$T/err"; diff "$T/ref.snap" "$T/snap" | head -n 5; fi
 
+# six starts at once into one new directory, each with its own --steps: exactly one makes the
+# directory its own (and finishes), the others refuse it naming correction.steps, and every
+# record there is the winner's (the manifest is created exclusively, not checked-then-written)
+R=$T/race
+pids=""
+for k in 1 2 3 4 5 6; do
+    "$QCORR" sweep --sizes 16x1 --ctx 16 --heads 2 --train-steps 20 --train-batch 8 --steps "$k" --batch 4 \
+        --calib-tokens 256 --seeds 1 --bits 2 --every 1 --hidden 0 --no-control --quiet --out "$R" \
+        >"$T/race$k.out" 2>"$T/race$k.err" </dev/null &
+    pids="$pids $!"
+    BG="$BG $!"
+done
+won=0 refusals=0 why="" k=0
+for p in $pids; do
+    k=$((k + 1))
+    wait "$p"
+    rc=$?
+    if [ $rc = 0 ]; then won=$((won + 1)); winner=$k
+    elif [ $rc = 1 ] && [ "$(wc -l <"$T/race$k.err" | tr -d ' ')" = 1 ] && grep -q "holds a different sweep: correction.steps" "$T/race$k.err"; then
+        refusals=$((refusals + 1))
+    else why="$why start $k: exit $rc: $(head -n 2 "$T/race$k.err" | tr '\n' ' ');"; fi
+done
+steps=$([ -f "$R/summary.csv" ] && mask "$R/summary.csv" | sed 1d | cut -d, -f26 | sort -u | tr '\n' ' ')
+[ $won = 1 ] || why="$why $won starts ran;"
+[ $refusals = 5 ] || why="$why $refusals refused;"
+[ "$steps" = "${winner:-?} " ] || why="$why summary.csv steps: $steps(winner ${winner:-none});"
+if [ -z "$why" ]; then ok "race: 6 starts at once with different --steps: one runs (--steps $winner), 5 refuse naming correction.steps"
+else fail "race: 6 starts at once with different --steps: exactly one runs, the others refuse" "$why"; fi
+
 # ---------------------------------------------------------------- 4. corrupt records
 
 C=$T/corrupt
@@ -384,6 +422,7 @@ echo "not a directory" >"$W/file"
 echo '{"seeds": [1], "bits": [2' >"$W/bad.json"
 echo '{"seeds": [1], "colour": [2]}' >"$W/unknown.json"
 echo '{"bits": [9]}' >"$W/bits9.json"
+echo '{"bits": [4, 4]}' >"$W/twice.json"
 echo '{"sizes": ["64x"]}' >"$W/size.json"
 # expect_error DESCRIPTION CODE NEEDLE... -- ARGS... (after `qcorr sweep`)
 expect_error() {
@@ -439,6 +478,7 @@ expect_error "--grid invalid JSON" 2 "$W/bad.json" -- --grid "$W/bad.json" --out
 expect_error "--grid unknown key" 2 "$W/unknown.json" "colour" -- --grid "$W/unknown.json" --out "$O"
 expect_error "--grid bits [9]" 2 "$W/bits9.json" "bits" -- --grid "$W/bits9.json" --out "$O"
 expect_error "--grid sizes [\"64x\"]" 2 "$W/size.json" "64x" -- --grid "$W/size.json" --out "$O"
+expect_error "--grid bits [4, 4] (a value twice)" 2 "$W/twice.json" "bits" "4" "twice" -- --grid "$W/twice.json" --out "$O"
 
 # ---------------------------------------------------------------- 6. full disk
 
@@ -472,7 +512,9 @@ if cc -shared -fPIC -o "$T/fault_write.so" tests/fault_write.c -ldl 2>"$T/cc.err
         if [ -z "$why" ]; then ok "fault: full disk $desc: exit 1, one line naming the file and ENOSPC, no temporary, no half record ($(n_records "$F") records)"
         else fail "fault: full disk $desc: exit 1, one line naming the file and ENOSPC, no temporary, no half record" "$why"; show "$T/err" 3; fi
     }
-    full "$F/floats/" 0 "for the float checkpoint" "floats/s1_16x1.safetensors"
+    full "$F/floats/s1_16x1.train.csv" 0 "for the float training log" "floats/s1_16x1.train.csv"
+    [ -e "$F/floats/s1_16x1.train.csv" ] && fail "fault: no float training log after its failed write"
+    full "$F/floats/s1_16x1.safetensors" 0 "for the float checkpoint" "floats/s1_16x1.safetensors"
     [ -e "$F/floats/s1_16x1.safetensors" ] && fail "fault: no float checkpoint after its failed write"
     full "$F/floats/s1_16x1.json" 0 "for the float sidecar (a crash between checkpoint and sidecar)" "floats/s1_16x1.json"
     full "$F/runs/" $((RUN_BYTES * 5 / 2)) "at the third record (after $((RUN_BYTES * 5 / 2)) bytes)" "runs/s1_16x1_b4_e1_h0_train.json"

@@ -17,7 +17,7 @@
 
 /* One thread for the suite (set in main's group setup): each quantize_matrix is a parallel region
  * over a few dozen values, whose barriers on a loaded 2-core machine can each wait a scheduler
- * tick (measured: 10 s with 2 threads, 0.1 s with 1). test_threads_agree runs the parallel path. */
+ * tick (measured: 10 s with 2 threads, 0.1 s with 1). test_parallel_spans_match_serial runs the parallel path. */
 /* use_threads, setup_one_thread and restore_threads: tests/testutil.h */
 
 static int qmax_of(int bits) { return (1 << (bits - 1)) - 1; } /* symmetric: codes -qmax..qmax */
@@ -358,23 +358,51 @@ static void test_idempotent_random(void **state) {
     }
 }
 
-/* The parallel loop over spans gives what one thread gives, bit for bit (each span is independent). */
-static void test_threads_agree(void **state) {
+/* The threaded loops against a plain serial loop over the spec's partition, at 2 threads: every
+ * span (every row, for activations) quantized once, in place, none skipped or shared between
+ * threads. The output starts as NaN so a span no thread wrote shows. (The old test compared 1
+ * with 2 threads of the same loop, which a wrong partition passes.) */
+static void test_parallel_spans_match_serial(void **state) {
     (void)state;
-    enum { ROWS = 6, COLS = 32, N = ROWS * COLS };
-    float w[N], one[N], two[N];
+#ifndef _OPENMP
+    skip(); /* built without OpenMP: nothing runs in parallel */
+#else
+    enum { ROWS = 37, COLS = 96, N = ROWS * COLS };
+    float *w = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float)), *want = malloc(N * sizeof(float));
+    assert_true(w && got && want);
     Rng rng;
     rng_seed(&rng, 4343);
-    random_matrix(w, &rng);
-    for (size_t g = 0; g < sizeof GRANULARITIES / sizeof *GRANULARITIES; g++) {
-        QuantScheme s = scheme(3, GRANULARITIES[g], (int)(g % 2));
-        use_threads(1);
-        assert_int_equal(quantize_matrix(one, w, ROWS, COLS, &s), 0);
-        use_threads(2);
-        assert_int_equal(quantize_matrix(two, w, ROWS, COLS, &s), 0);
-        use_threads(1);
-        assert_memory_equal(one, two, sizeof one);
-    }
+    fill_normal(w, N, &rng, 0.5f);
+    use_threads(2);
+    int threads = 0;
+#pragma omp parallel
+#pragma omp single
+    threads = omp_get_num_threads();
+    if (threads != 2) fail_msg("a parallel region ran on %d threads, 2 asked for", threads);
+    const char *granularities[] = {"tensor", "channel", "group:1", "group:8", "group:32"};
+    for (size_t g = 0; g < sizeof granularities / sizeof *granularities; g++)
+        for (int asym = 0; asym < 2; asym++) {
+            QuantScheme s = scheme(3, granularities[g], asym);
+            int span = span_length(granularities[g], COLS, N);
+            for (int off = 0; off < N; off += span) quantize_span_ref(want + off, w + off, span, 3, asym);
+            for (int i = 0; i < N; i++) got[i] = NAN;
+            assert_int_equal(quantize_matrix(got, w, ROWS, COLS, &s), 0);
+            for (int i = 0; i < N; i++)
+                if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+                    fail_msg("%s %s at 2 threads: element %d (row %d) is %a, the serial loop gives %a", granularities[g],
+                             asym ? "asym" : "sym", i, i / COLS, got[i], want[i]);
+        }
+    for (int r = 0; r < ROWS; r++) quantize_span_ref(want + r * COLS, w + r * COLS, COLS, 4, 0);
+    for (int i = 0; i < N; i++) got[i] = NAN;
+    quantize_activations(got, w, ROWS, COLS, 4);
+    for (int i = 0; i < N; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
+            fail_msg("activations at 2 threads: element %d (row %d) is %a, the serial loop gives %a", i, i / COLS, got[i], want[i]);
+    use_threads(1);
+    free(w);
+    free(got);
+    free(want);
+#endif
 }
 
 /* ============================ degenerate rows ============================ */
@@ -812,7 +840,7 @@ int main(void) {
         cmocka_unit_test(test_hand_computed),
         cmocka_unit_test(test_every_code_reachable),
         cmocka_unit_test(test_idempotent_random),
-        cmocka_unit_test(test_threads_agree),
+        cmocka_unit_test(test_parallel_spans_match_serial),
         cmocka_unit_test(test_zero_and_constant_rows),
         cmocka_unit_test(test_group_must_divide_row),
         cmocka_unit_test(test_quantize_model_scope),

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../correct.h"
 #include "../data.h"
 #include "../sweep.h"
 #include "../train.h"
@@ -23,76 +22,32 @@ static int parse_shard(const char *text, int *k, int *n) {
     return 0;
 }
 
-/* Times a few real steps of each size on this machine and scales them to the planned work. */
+/* The plan of the whole grid (one shard of everything), each size's work weighed by the time a
+ * few real steps of that size take on this machine: the sweep's own cost model (sweep.h). */
 static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir) {
     int n_runs, n_groups;
     SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);
-    if (!runs) return -1;
+    SweepSizePlan *plan = runs ? calloc((size_t)cfg->n_sizes, sizeof *plan) : NULL;
+    if (!plan) { free(runs); qc_error("out of memory planning the sweep"); return -1; }
+    double eval_tokens = sweep_eval_tokens(corpus->n_val, cfg->ctx);
+    sweep_plan(cfg, runs, n_runs, NULL, 1, 1, eval_tokens, plan);
     printf("plan for %s: %d float models, %d runs (%d with the control arm)\n", dir, n_groups, n_runs,
            cfg->control ? n_runs / (cfg->n_bits + 1) : 0);
     double total = 0.0;
-    int B = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
-    if (B < 32) B = 32;
-    size_t eval_tokens = (corpus->n_val - 1) / (size_t)cfg->ctx * (size_t)cfg->ctx;
     for (int z = 0; z < cfg->n_sizes; z++) {
-        GPTConfig g = {.vocab_size = corpus->vocab.size, .ctx = cfg->ctx, .d_model = cfg->sizes[z].d_model,
-                       .n_layer = cfg->sizes[z].n_layer, .n_head = cfg->heads};
-        GPT m;
-        if (gpt_init(&m, &g, B) != 0 || gpt_enable_training(&m) != 0) { free(runs); return -1; }
-        gpt_init_weights(&m, 1);
-        int32_t *in = calloc((size_t)B * cfg->ctx, sizeof(int32_t));
-        Rng rng;
-        rng_seed(&rng, 1);
-        sample_windows(corpus->ids, corpus->n_train, B, cfg->ctx, &rng, in, in);
-        double t_train = 0, t_corr = 0, t_eval = 0;
-        for (int rep = 0; rep < 3; rep++) { /* the first repetition warms caches and threads */
-            double t0 = now_seconds();
-            gpt_forward(&m, in, cfg->train_batch, cfg->ctx, NULL);
-            gpt_zero_grad(&m);
-            gpt_loss(&m, in);
-            gpt_backward(&m, NULL, 1, 1, 0);
-            double t1 = now_seconds();
-            gpt_forward(&m, in, cfg->corr_batch, cfg->ctx, NULL);
-            gpt_loss(&m, in);
-            gpt_backward(&m, NULL, 1, 0, 0); /* every block: scaled below by the share a run computes */
-            double t2 = now_seconds();
-            gpt_forward(&m, in, B, cfg->ctx, NULL);
-            double t3 = now_seconds();
-            if (rep) { t_train += (t1 - t0) / 2; t_corr += (t2 - t1) / 2; t_eval += (t3 - t2) / 2; }
-        }
-        free(in);
-        gpt_free(&m);
-        double eval_pass = t_eval / ((double)B * cfg->ctx) * (double)eval_tokens;
-        double calib_pass = t_eval / ((double)B * cfg->ctx) * (double)cfg->calib_tokens;
-        int groups = cfg->n_seeds, size_runs = 0, bit_models = 0, L = cfg->sizes[z].n_layer;
-        int steps = SIZE_TRAIN_STEPS(cfg, z);
-        bit_models = cfg->n_seeds * cfg->n_bits;
-        double t_float = groups * (steps * t_train + eval_pass);
-        double t_q = bit_models * eval_pass;
-        /* a run computes only the blocks from its first correction site on (the frozen prefix
-         * is cached once per seed, bit width and first site, for validation and calibration) */
-        double t_runs = 0, t_caches = 0;
-        for (int i = 0; i < n_runs; i++) {
-            if (runs[i].size_index != z) continue;
-            int first_block = correction_first_site(L, runs[i].every);
-            double after = (double)(L - 1 - first_block) / L, before = (double)(first_block + 1) / L;
-            size_runs++;
-            t_runs += cfg->corr_steps * t_corr * after + eval_pass * after;
-            int new_cache = 1; /* the first run of its (seed, bits, first site) builds the cache */
-            for (int k = 0; k < i && new_cache; k++)
-                new_cache = !(runs[k].size_index == z && runs[k].seed == runs[i].seed && runs[k].bits == runs[i].bits &&
-                              correction_first_site(L, runs[k].every) == first_block);
-            if (new_cache) t_caches += (eval_pass + (cfg->objective == OBJECTIVE_CE ? calib_pass : 0)) * before;
-        }
-        double sub = t_float + t_q + t_runs + t_caches;
+        SweepWork seconds;
+        if (sweep_measure_seconds_per_token(cfg, corpus, z, &seconds) != 0) { free(plan); free(runs); return -1; }
+        double sub = sweep_work_cost(plan[z].work, seconds);
         total += sub;
         printf("  %4dx%-2d  %3d float models x %d steps (%.0f ms/step), %3d runs x %d steps (%.0f ms/step without cached "
                "prefix) + eval %.1f s each: %.1f min\n",
-               cfg->sizes[z].d_model, L, groups, steps, 1000 * t_train, size_runs, cfg->corr_steps, 1000 * t_corr,
-               eval_pass, sub / 60);
+               cfg->sizes[z].d_model, cfg->sizes[z].n_layer, plan[z].float_models, SIZE_TRAIN_STEPS(cfg, z),
+               1000 * seconds.train * cfg->train_batch * cfg->ctx, plan[z].runs, cfg->corr_steps,
+               1000 * seconds.correct * cfg->corr_batch * cfg->ctx, seconds.forward * eval_tokens, sub / 60);
     }
     printf("estimated wall time: %.1f min on this machine (one shard of everything; lstsq runs counted as trained ones)\n",
            total / 60);
+    free(plan);
     free(runs);
     return 0;
 }
@@ -150,7 +105,8 @@ int cmd_sweep(int argc, char **argv) {
     }
     SweepConfig cfg;
     SweepOptions o = {.quiet = quiet, .dry_run = dry, .data_path = data};
-    if (sweep_preset(&cfg, preset) != 0 || parse_shard(shard, &o.shard_k, &o.shard_n) != 0 ||
+    if (sweep_preset(&cfg, preset) != 0) return usage_error("sweep", "--preset: %s", qc_last_error());
+    if (parse_shard(shard, &o.shard_k, &o.shard_n) != 0 ||
         (grid && sweep_read_grid_file(&cfg, grid) != 0) ||
         (seeds && parse_int_list("--seeds", seeds, cfg.seeds, &cfg.n_seeds, 0, 2147483647) != 0) ||
         (bits && parse_int_list("--bits", bits, cfg.bits, &cfg.n_bits, 2, 8) != 0) ||

@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include "../omp_compat.h"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,8 +12,30 @@
 
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c) {
     char path[4096];
-    if (corpus_find(data_flag, path, sizeof path) != 0) return -1;
+    if (corpus_find(data_flag, path, sizeof path) != 0) {
+        char msg[900];
+        snprintf(msg, sizeof msg, "%s", qc_last_error());
+        qc_error("%s; or pass --data PATH", msg);
+        return -1;
+    }
     return corpus_load(c, path, vocab);
+}
+
+/* The first SIGINT/SIGTERM asks the library to stop at its next step (qc_stop_signal); a second
+ * one ends the process at once, which only the CLI may decide: every output is atomic, so
+ * nothing is left half-written either way. */
+static void on_stop_signal(int sig) {
+    if (qc_stop_signal) _exit(128 + sig);
+    qc_stop_signal = sig;
+}
+
+void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 void set_threads(int threads) {

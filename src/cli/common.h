@@ -10,6 +10,9 @@
 
 /* Finds (SPEC section 1) and loads the corpus; vocab NULL builds one from the text. */
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c);
+/* SIGINT/SIGTERM: the first sets qc_stop_signal (the library stops between steps), a second
+ * ends the process with 128 + the signal. */
+void install_stop_handlers(void);
 /* threads <= 0 leaves OpenMP's default (OMP_NUM_THREADS or all cores). */
 void set_threads(int threads);
 /* Prints obj as one line on stdout and frees it. */

@@ -1,0 +1,60 @@
+/* report/format: how numbers appear in report.md — percentages, intervals, p-values, nats and
+ * the "mean ± std (n)" cell — so every table prints a statistic the same way. */
+#include "parts.h"
+
+#include <math.h>
+#include <stdio.h>
+
+void put_pct(TextBuf *t, double fraction, int decimals) {
+    if (isfinite(fraction)) textbuf_printf(t, "%.*f", decimals, 100.0 * fraction);
+    else textbuf_printf(t, "n/a");
+}
+/* "72.3 ± 4.1" (percent); the ± part is dropped when std is undefined (n < 2) */
+void put_mean_std(TextBuf *t, const MeanCI *m) {
+    put_pct(t, m->mean, 1);
+    if (isfinite(m->std)) {
+        textbuf_printf(t, " ± ");
+        put_pct(t, m->std, 1);
+    }
+}
+void put_ci(TextBuf *t, double lo, double hi, int decimals) {
+    if (!isfinite(lo) || !isfinite(hi)) { textbuf_printf(t, "n/a"); return; }
+    textbuf_printf(t, "[");
+    put_pct(t, lo, decimals);
+    textbuf_printf(t, ", ");
+    put_pct(t, hi, decimals);
+    textbuf_printf(t, "]");
+}
+void put_p(TextBuf *t, double p) {
+    if (isfinite(p)) textbuf_printf(t, "%.3g", p);
+    else textbuf_printf(t, "n/a");
+}
+void put_nats(TextBuf *t, double v) {
+    if (isfinite(v)) textbuf_printf(t, "%.4f", v);
+    else textbuf_printf(t, "n/a");
+}
+void put_nats_ci(TextBuf *t, const MeanCI *m) {
+    put_nats(t, m->mean);
+    if (isfinite(m->ci_low)) textbuf_printf(t, " [%.4f, %.4f]", m->ci_low, m->ci_high);
+    textbuf_printf(t, " (n=%d)", m->n);
+}
+/* the cell of a factor table: "72.3 ± 4.1 (n=12)" */
+void put_cell(TextBuf *t, const MeanCI *m) {
+    if (m->n == 0) { textbuf_printf(t, " – |"); return; }
+    textbuf_printf(t, " ");
+    put_mean_std(t, m);
+    textbuf_printf(t, " (n=%d) |", m->n);
+}
+void put_wilcoxon(TextBuf *t, const WilcoxonResult *w) {
+    put_p(t, w->p);
+    if (isfinite(w->p)) textbuf_printf(t, " (%s)", w->exact ? "exact" : "normal");
+}
+void put_sign(TextBuf *t, const SignTestResult *s) {
+    put_p(t, s->p);
+    textbuf_printf(t, " (%d+/%d−)", s->n_pos, s->n_neg);
+}
+const char *kind_label(int hidden, char *buf, size_t size) {
+    if (hidden == 0) snprintf(buf, size, "linear (h=0)");
+    else snprintf(buf, size, "MLP (h=%d)", hidden);
+    return buf;
+}

@@ -1,0 +1,111 @@
+/* report/parts: what the parts of the report share — the Run records read from summary.csv, the
+ * Report being built, run selection, number formatting and the sections report_write calls. */
+#ifndef QCORR_REPORT_PARTS_H
+#define QCORR_REPORT_PARTS_H
+
+#include <stddef.h>
+
+#include "../report.h"
+#include "../schema.h"
+#include "../stats.h"
+#include "../svg.h"
+
+typedef struct {
+    RunRecord rec;   /* the row of summary.csv, typed by the schema (strings point into the CSV) */
+    int line;        /* where the row starts in summary.csv */
+    int size;        /* index into Report.sizes */
+    int control;     /* arm = control */
+    int recovery_ok; /* recovery_flag = ok and recovery_loss finite */
+} Run;
+
+typedef struct {
+    const char *name; /* "128x4" */
+    int d_model, n_layer;
+} SizeLevel;
+
+#define MAX_LEVELS 256
+#define MAX_PLOTS 64
+
+typedef struct {
+    const char *dir;
+    char csv_path[4096];
+    ReportCsv csv;
+    Run *runs;
+    int n_runs, n_control, n_quant;
+    /* the grid: distinct values of each factor, sorted */
+    int bits[MAX_LEVELS], n_bits; /* quantized arm only */
+    SizeLevel sizes[MAX_LEVELS];
+    int n_sizes;
+    int every[MAX_LEVELS], n_every;
+    int hidden[MAX_LEVELS], n_hidden;
+    long seeds[MAX_LEVELS], calibs[MAX_LEVELS];
+    int n_seeds, n_calibs;
+    const char *methods[MAX_LEVELS], *objectives[MAX_LEVELS], *schemes[MAX_LEVELS];
+    int n_methods, n_objectives, n_schemes;
+    /* scratch, n_runs each */
+    double *a, *b, *c;
+    TextBuf head, conclusions, body;
+    char plots[MAX_PLOTS][128];
+    int n_plots, n_loss_curves;
+    ReportSummary *summary;
+} Report;
+
+/* ---- runs.c: reading summary.csv, levels, selection and pairing ---- */
+int load_runs(Report *rep);
+int add_string_level(const char **levels, int *n, const char *v, const char *what);
+int compare_string(const void *pa, const void *pb);
+
+enum { KIND_ANY = -1, KIND_LINEAR = 0, KIND_MLP = 1 };
+
+/* Which quantized runs a cell holds; -1 / NULL: any value. */
+typedef struct {
+    int bits, size, every, hidden, kind;
+    const char *method, *objective;
+} Select;
+
+Select select_bits(int bits);
+int run_selected(const Run *r, const Select *s);
+/* The recoveries (fractions) of the selected runs whose recovery is defined. */
+int collect_recovery(const Report *rep, const Select *s, double *out);
+MeanCI recovery_stats(Report *rep, const Select *s);
+/* Same replication unit and model: seed, model size, correct_every, bits, scheme, calibration. */
+int same_base(const Run *x, const Run *y);
+/* A method "has both kinds" when it ran linear and MLP corrections (lstsq is linear only). */
+int method_has_both_kinds(const Report *rep, const char *method);
+/* Linear-vs-MLP pairs at bits (MLP widths averaged when hidden < 0): a[] = MLP, b[] = linear. */
+int linear_mlp_pairs(const Report *rep, int bits, int hidden, double *a, double *b);
+/* Whether any quantized run at this width has a defined recovery. */
+int bits_has_recovery(const Report *rep, int bits);
+/* Quantized runs (at bits, or all when bits < 0) left out of recovery statistics. */
+int count_excluded(const Report *rep, int bits);
+
+/* ---- format.c: numbers in markdown ---- */
+void put_pct(TextBuf *t, double fraction, int decimals);
+void put_mean_std(TextBuf *t, const MeanCI *m);
+void put_ci(TextBuf *t, double lo, double hi, int decimals);
+void put_p(TextBuf *t, double p);
+void put_nats(TextBuf *t, double v);
+void put_nats_ci(TextBuf *t, const MeanCI *m);
+void put_cell(TextBuf *t, const MeanCI *m);
+void put_wilcoxon(TextBuf *t, const WilcoxonResult *w);
+void put_sign(TextBuf *t, const SignTestResult *s);
+const char *kind_label(int hidden, char *buf, size_t size);
+
+/* ---- the sections, in report order ---- */
+void write_header(Report *rep);                 /* tables.c */
+void section_by_bits(Report *rep);              /* 1 */
+void section_perplexity(Report *rep);           /* 2 */
+int section_linear_vs_mlp(Report *rep);         /* 3, paired.c */
+typedef enum { FACTOR_HIDDEN, FACTOR_SIZE, FACTOR_EVERY } Factor;
+void section_factor(Report *rep, Factor factor, const char *heading); /* 4-6, tables.c */
+int plots_recovery(Report *rep);                /* plots.c */
+int section_configurations(Report *rep);        /* 7, tables.c */
+int section_control(Report *rep);               /* 8, paired.c */
+int section_methods(Report *rep);               /* 9, paired.c */
+int section_loss_curves(Report *rep);           /* plots.c */
+
+/* ---- plots.c ---- */
+int write_plot(Report *rep, const char *file, TextBuf *svg);
+void embed_plot(Report *rep, const char *file, const char *alt);
+
+#endif

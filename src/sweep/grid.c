@@ -1,0 +1,235 @@
+/* sweep/grid: what a sweep runs — the presets, the list flags and grid files that change them,
+ * the check of the whole configuration, and the fixed enumeration of its runs. */
+#include "parts.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util.h"
+
+static void set_list(int *dst, int *n, const int *src, int count) {
+    memcpy(dst, src, (size_t)count * sizeof(int));
+    *n = count;
+}
+
+int sweep_preset(SweepConfig *cfg, const char *name) {
+    memset(cfg, 0, sizeof *cfg);
+    quant_scheme_default(&cfg->scheme, 4);
+    cfg->method_train = 1;
+    cfg->control = 1;
+    cfg->heads = 4;
+    cfg->objective = OBJECTIVE_CE;
+    cfg->ridge = 1e-4;
+    if (strcmp(name, "quick") == 0) {
+        /* a demo and CI grid: one small model, about a minute end to end on 2 cores */
+        set_list(cfg->seeds, &cfg->n_seeds, (int[]){42}, 1);
+        set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4}, 2);
+        cfg->sizes[0] = (ModelSize){64, 2, 0};
+        cfg->n_sizes = 1;
+        set_list(cfg->every, &cfg->n_every, (int[]){1, 2}, 2);
+        set_list(cfg->hidden, &cfg->n_hidden, (int[]){0, 32}, 2);
+        cfg->ctx = 64;
+        cfg->train_batch = 32;
+        cfg->train_steps = 400;
+        cfg->train_lr = 3e-3;
+        cfg->corr_steps = 60;
+        cfg->corr_batch = 16;
+        cfg->corr_lr = 3e-3;
+        cfg->calib_tokens = 32768;
+        return 0;
+    }
+    if (strcmp(name, "seed243") == 0) {
+        /* the full experiment: 3 seeds x 3 bits x 3 sizes x 3 every x 3 hidden = 243 runs */
+        set_list(cfg->seeds, &cfg->n_seeds, (int[]){42, 123, 999}, 3);
+        set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4, 8}, 3);
+        /* budgets chosen so the whole sweep with its control arm fits in about two hours on a
+         * 2-core machine with every float model at validation perplexity 5-9 (README) */
+        cfg->sizes[0] = (ModelSize){64, 2, 1500};
+        cfg->sizes[1] = (ModelSize){128, 4, 800};
+        cfg->sizes[2] = (ModelSize){256, 6, 400};
+        cfg->n_sizes = 3;
+        set_list(cfg->every, &cfg->n_every, (int[]){1, 2, 4}, 3);
+        set_list(cfg->hidden, &cfg->n_hidden, (int[]){0, 32, 64}, 3);
+        cfg->ctx = 128;
+        cfg->train_batch = 16;
+        cfg->train_steps = 1500;
+        cfg->train_lr = 3e-3;
+        cfg->corr_steps = 60;
+        cfg->corr_batch = 8;
+        cfg->corr_lr = 3e-3;
+        cfg->calib_tokens = 65536;
+        return 0;
+    }
+    qc_error("unknown preset '%s' (quick, seed243)", name);
+    return -1;
+}
+
+int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max) {
+    char buf[1024];
+    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
+    snprintf(buf, sizeof buf, "%s", text);
+    int count = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long v;
+        if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
+        if (parse_int(flag, tok, min, max, &v) != 0) return -1;
+        for (int i = 0; i < count; i++)
+            if (out[i] == v) { qc_error("%s: value %ld appears twice", flag, v); return -1; }
+        out[count++] = (int)v;
+    }
+    if (count == 0) { qc_error("%s: empty list", flag); return -1; }
+    *n = count;
+    return 0;
+}
+
+int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) {
+    char buf[1024];
+    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
+    snprintf(buf, sizeof buf, "%s", text);
+    int count = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int d, l, used = 0;
+        long steps = 0;
+        char *colon = strchr(tok, ':');
+        if (colon) {
+            *colon = 0;
+            if (parse_int(flag, colon + 1, 1, 100000000, &steps) != 0) return -1;
+        }
+        if (sscanf(tok, "%dx%d%n", &d, &l, &used) != 2 || tok[used] != 0 || d < 1 || l < 1 || d > 8192 || l > 256) {
+            qc_error("%s: '%s' is not a size D_MODELxLAYERS like 128x4 (or 128x4:STEPS)", flag, tok);
+            return -1;
+        }
+        if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
+        for (int i = 0; i < count; i++)
+            if (out[i].d_model == d && out[i].n_layer == l) { qc_error("%s: size %dx%d appears twice", flag, d, l); return -1; }
+        out[count++] = (ModelSize){d, l, (int)steps};
+    }
+    if (count == 0) { qc_error("%s: empty list", flag); return -1; }
+    *n = count;
+    return 0;
+}
+
+static int grid_array(const cJSON *root, const char *key, const char *path, int *out, int *n, long min, long max) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!a) return 0;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > SWEEP_MAX_VALUES) {
+        qc_error("%s: \"%s\" must be a list of 1 to %d integers", path, key, SWEEP_MAX_VALUES);
+        return -1;
+    }
+    int k = 0;
+    for (const cJSON *v = a->child; v; v = v->next) {
+        /* the range first: converting a double outside long's range is undefined behaviour */
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= min && v->valuedouble <= max) || v->valuedouble != (double)(long)v->valuedouble) {
+            qc_error("%s: \"%s\" holds a value that is not an integer in [%ld, %ld]", path, key, min, max);
+            return -1;
+        }
+        for (int i = 0; i < k; i++)
+            if (out[i] == (int)v->valuedouble) {
+                qc_error("%s: \"%s\" holds the value %d twice", path, key, out[i]);
+                return -1;
+            }
+        out[k++] = (int)v->valuedouble;
+    }
+    *n = k;
+    return 0;
+}
+
+int sweep_read_grid_file(SweepConfig *cfg, const char *path) {
+    size_t size;
+    uint8_t *text = read_file(path, &size);
+    if (!text) return -1;
+    int rc = sweep_parse_grid(cfg, (const char *)text, size, path);
+    free(text);
+    return rc;
+}
+
+int sweep_parse_grid(SweepConfig *cfg, const char *text, size_t size, const char *path) {
+    cJSON *root = cJSON_ParseWithLength(text, size);
+    int rc = -1;
+    if (!root || !cJSON_IsObject(root)) { qc_error("%s: not a JSON object", path); goto done; }
+    for (const cJSON *item = root->child; item; item = item->next) {
+        const char *known[] = {"seeds", "bits", "sizes", "every", "hidden"};
+        int ok = 0;
+        for (int i = 0; i < 5; i++) ok |= strcmp(item->string, known[i]) == 0;
+        if (!ok) { qc_error("%s: unknown key \"%s\" (seeds, bits, sizes, every, hidden)", path, item->string); goto done; }
+    }
+    if (grid_array(root, "seeds", path, cfg->seeds, &cfg->n_seeds, 0, 2147483647) ||
+        grid_array(root, "bits", path, cfg->bits, &cfg->n_bits, 2, 8) ||
+        grid_array(root, "every", path, cfg->every, &cfg->n_every, 1, 256) ||
+        grid_array(root, "hidden", path, cfg->hidden, &cfg->n_hidden, 0, 65536))
+        goto done;
+    const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(root, "sizes");
+    if (sizes) {
+        if (!cJSON_IsArray(sizes) || cJSON_GetArraySize(sizes) < 1 || cJSON_GetArraySize(sizes) > SWEEP_MAX_VALUES) {
+            qc_error("%s: \"sizes\" must be a list of strings like \"128x4\"", path);
+            goto done;
+        }
+        char joined[1024] = "";
+        for (const cJSON *v = sizes->child; v; v = v->next) {
+            /* short enough that all of them and their commas fit in joined: never a cut-off size */
+            if (!cJSON_IsString(v) || strlen(v->valuestring) > sizeof joined / SWEEP_MAX_VALUES - 2) {
+                qc_error("%s: \"sizes\" must hold strings like \"128x4\"", path);
+                goto done;
+            }
+            snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s", joined[0] ? "," : "", v->valuestring);
+        }
+        char flag[4200];
+        snprintf(flag, sizeof flag, "%s: sizes", path);
+        if (parse_size_list(flag, joined, cfg->sizes, &cfg->n_sizes) != 0) goto done;
+    }
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int sweep_config_check(const SweepConfig *cfg) {
+    for (int i = 0; i < cfg->n_bits; i++)
+        if (cfg->bits[i] < 2 || cfg->bits[i] > 8) { qc_error("bits %d is outside 2..8 (the control arm adds 32)", cfg->bits[i]); return -1; }
+    for (int i = 0; i < cfg->n_sizes; i++) {
+        GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[i].d_model, .n_layer = cfg->sizes[i].n_layer, .n_head = cfg->heads};
+        if (gpt_config_check(&g) != 0) return -1;
+        if (cfg->scheme.granularity == GRAN_GROUP && cfg->sizes[i].d_model % cfg->scheme.group != 0) {
+            qc_error("granularity group:%d does not divide d_model %d", cfg->scheme.group, cfg->sizes[i].d_model);
+            return -1;
+        }
+    }
+    if (!cfg->method_train && !cfg->method_lstsq) { qc_error("no correction method chosen: train, lstsq or both"); return -1; }
+    return quant_scheme_check(&cfg->scheme);
+}
+
+SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
+    int bits[SWEEP_MAX_VALUES + 1], nb = cfg->n_bits;
+    memcpy(bits, cfg->bits, (size_t)nb * sizeof(int));
+    if (cfg->control) bits[nb++] = 32;
+    size_t max = (size_t)cfg->n_seeds * cfg->n_sizes * nb * cfg->n_every * cfg->n_hidden * 2;
+    SweepRun *runs = qc_calloc(max ? max : 1, sizeof(SweepRun), "run list");
+    if (!runs) return NULL;
+    int n = 0, g = 0;
+    for (int s = 0; s < cfg->n_seeds; s++)
+        for (int z = 0; z < cfg->n_sizes; z++, g++)
+            for (int b = 0; b < nb; b++)
+                for (int e = 0; e < cfg->n_every; e++)
+                    for (int h = 0; h < cfg->n_hidden; h++)
+                        for (int m = 0; m < 2; m++) {
+                            if (m == METHOD_TRAIN && !cfg->method_train) continue;
+                            if (m == METHOD_LSTSQ && (!cfg->method_lstsq || cfg->hidden[h] != 0)) continue;
+                            SweepRun *r = &runs[n++];
+                            r->seed = cfg->seeds[s];
+                            r->size_index = z;
+                            r->bits = bits[b];
+                            r->every = cfg->every[e];
+                            r->hidden = cfg->hidden[h];
+                            r->method = (CorrectMethod)m;
+                            r->group = g;
+                            snprintf(r->id, sizeof r->id, "s%d_%dx%d_b%d_e%d_h%d_%s", r->seed, cfg->sizes[z].d_model,
+                                     cfg->sizes[z].n_layer, r->bits, r->every, r->hidden, m == METHOD_TRAIN ? "train" : "lstsq");
+                        }
+    *n_runs = n;
+    *n_groups = g;
+    return runs;
+}

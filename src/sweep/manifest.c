@@ -1,0 +1,167 @@
+/* sweep/manifest: the directory's identity — every grid value and hyper-parameter as canonical
+ * JSON, written once when the directory is made; a later start with other settings is refused. */
+#include "parts.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../util.h"
+
+static cJSON *int_array(const int *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "qcorr_manifest", 1);
+    cJSON *grid = cJSON_AddObjectToObject(root, "grid");
+    cJSON_AddItemToObject(grid, "seeds", int_array(cfg->seeds, cfg->n_seeds));
+    cJSON_AddItemToObject(grid, "bits", int_array(cfg->bits, cfg->n_bits));
+    cJSON *sizes = cJSON_AddArrayToObject(grid, "sizes");
+    cJSON *steps = cJSON_CreateObject(); /* float training steps per size */
+    for (int i = 0; i < cfg->n_sizes; i++) {
+        char s[32];
+        snprintf(s, sizeof s, "%dx%d", cfg->sizes[i].d_model, cfg->sizes[i].n_layer);
+        cJSON_AddItemToArray(sizes, cJSON_CreateString(s));
+        cJSON_AddNumberToObject(steps, s, SIZE_TRAIN_STEPS(cfg, i));
+    }
+    cJSON_AddItemToObject(grid, "every", int_array(cfg->every, cfg->n_every));
+    cJSON_AddItemToObject(grid, "hidden", int_array(cfg->hidden, cfg->n_hidden));
+    cJSON *methods = cJSON_AddArrayToObject(grid, "methods");
+    if (cfg->method_train) cJSON_AddItemToArray(methods, cJSON_CreateString("train"));
+    if (cfg->method_lstsq) cJSON_AddItemToArray(methods, cJSON_CreateString("lstsq"));
+    cJSON_AddBoolToObject(grid, "control", cfg->control);
+    cJSON *ft = cJSON_AddObjectToObject(root, "float_training");
+    cJSON_AddNumberToObject(ft, "heads", cfg->heads);
+    cJSON_AddNumberToObject(ft, "ctx", cfg->ctx);
+    cJSON_AddNumberToObject(ft, "batch", cfg->train_batch);
+    cJSON_AddItemToObject(ft, "steps", steps);
+    cJSON_AddNumberToObject(ft, "lr", cfg->train_lr);
+    cJSON_AddStringToObject(ft, "schedule", "warmup min(100, steps/10), cosine to lr/10");
+    cJSON_AddStringToObject(ft, "optimizer", "AdamW 0.9/0.95 eps 1e-8, weight decay 0.1 on matrices, clip 1.0");
+    cJSON *q = cJSON_AddObjectToObject(root, "quantization");
+    /* as the checkpoints' metadata spells them (strings) */
+    char part[64];
+    describe_granularity(&cfg->scheme, part, sizeof part);
+    cJSON_AddStringToObject(q, "quant_granularity", part);
+    cJSON_AddStringToObject(q, "quant_asymmetric", cfg->scheme.asymmetric ? "1" : "0");
+    describe_scope(cfg->scheme.scope, part, sizeof part);
+    cJSON_AddStringToObject(q, "quant_scope", part);
+    snprintf(part, sizeof part, "%d", cfg->scheme.act_bits);
+    cJSON_AddStringToObject(q, "quant_act_bits", part);
+    cJSON_AddStringToObject(q, "quant_scale_dtype", scale_dtype_name(cfg->scheme.scale_dtype));
+    cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
+    cJSON *c = cJSON_AddObjectToObject(root, "correction");
+    cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective));
+    cJSON_AddNumberToObject(c, "steps", cfg->corr_steps);
+    cJSON_AddNumberToObject(c, "batch", cfg->corr_batch);
+    cJSON_AddNumberToObject(c, "lr", cfg->corr_lr);
+    cJSON_AddNumberToObject(c, "calib_tokens", (double)cfg->calib_tokens);
+    cJSON_AddNumberToObject(c, "ridge", cfg->ridge);
+    cJSON_AddStringToObject(c, "optimizer", "AdamW 0.9/0.95, no weight decay, clip 1.0, warmup then cosine to lr/10");
+    cJSON_AddStringToObject(root, "data_sha256", cfg->data_sha256);
+    cJSON_AddStringToObject(root, "command", command ? command : "");
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Names the first difference between two manifests (ignoring "command"), or returns 0. */
+static int manifest_difference(const cJSON *a, const cJSON *b, const char *path, char *out, size_t size) {
+    if (cJSON_IsObject(a) && cJSON_IsObject(b)) {
+        for (const cJSON *x = a->child; x; x = x->next) {
+            if (strcmp(x->string, "command") == 0) continue;
+            char sub[256];
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", x->string);
+            const cJSON *y = cJSON_GetObjectItemCaseSensitive(b, x->string);
+            if (!y) { snprintf(out, size, "%s is missing from the new settings", sub); return 1; }
+            if (manifest_difference(x, y, sub, out, size)) return 1;
+        }
+        for (const cJSON *y = b->child; y; y = y->next) {
+            if (strcmp(y->string, "command") == 0) continue;
+            if (!cJSON_GetObjectItemCaseSensitive(a, y->string)) {
+                snprintf(out, size, "%s%s%s is new", path, *path ? "." : "", y->string);
+                return 1;
+            }
+        }
+        return 0;
+    }
+    if (!cJSON_Compare(a, b, 1)) {
+        char *ta = cJSON_PrintUnformatted(a), *tb = cJSON_PrintUnformatted(b);
+        snprintf(out, size, "%s is %s in the directory but %s now", path, ta ? ta : "?", tb ? tb : "?");
+        cJSON_free(ta);
+        cJSON_free(tb);
+        return 1;
+    }
+    return 0;
+}
+
+static int make_dir(const char *path) {
+    if (mkdir(path, 0755) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+        qc_error("%s: exists and is not a directory", path);
+        return -1;
+    }
+    qc_error("%s: cannot create directory: %s", path, strerror(errno));
+    return -1;
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            qc_error("%s: cannot create directory: %s", buf, strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
+    return make_dir(buf);
+}
+
+/* The manifest is created exclusively (write_file_new): of sweeps started at the same moment
+ * into a new directory, one writes it and the others compare against it, as a later start does. */
+int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command) {
+    char path[4096];
+    if (make_dirs(dir) != 0) return -1;
+    const char *subdirs[] = {"floats", "quant", "runs", "logs"};
+    for (int i = 0; i < 4; i++) {
+        join(path, sizeof path, dir, subdirs[i]);
+        if (make_dir(path) != 0) return -1;
+    }
+    char *mine = sweep_manifest_json(cfg, command);
+    if (!mine) { qc_error("out of memory"); return -1; }
+    join(path, sizeof path, dir, "manifest.json");
+    int rc = access(path, F_OK) == 0 ? 1 : write_file_new(path, mine, strlen(mine));
+    if (rc == 1) { /* an existing sweep: it must be this one */
+        size_t size;
+        uint8_t *theirs_text = read_file(path, &size);
+        cJSON *theirs = theirs_text ? cJSON_ParseWithLength((const char *)theirs_text, size) : NULL;
+        cJSON *ours = cJSON_Parse(mine);
+        char diff[1024];
+        rc = 0;
+        if (!theirs) {
+            qc_error("%s: unreadable manifest: refusing to mix runs (move the directory or repair the file)", path);
+            rc = -1;
+        } else if (manifest_difference(theirs, ours, "", diff, sizeof diff)) {
+            qc_error("%s holds a different sweep: %s (use another directory, or the original settings)", dir, diff);
+            rc = -1;
+        }
+        free(theirs_text);
+        cJSON_Delete(theirs);
+        cJSON_Delete(ours);
+    }
+    free(mine);
+    return rc;
+}

@@ -1,0 +1,136 @@
+/* sweep/plan: one cost model for the dry run's estimate and the running sweep's ETA — what a
+ * shard computes, as tokens through each kind of pass, weighed by multiply-adds or measured time. */
+#include "parts.h"
+
+#include <stdlib.h>
+
+#include "../data.h"
+#include "../model.h"
+#include "../sites.h"
+#include "../util.h"
+
+double sweep_eval_tokens(size_t n_val, int ctx) { return (double)((n_val - 1) / (size_t)ctx * (size_t)ctx); }
+
+/* share of an L-block model's passes that blocks [from, L) are: the sweep runs a correction only
+ * above its first site (the prefix below comes from a cache) */
+static double share_from(const SweepConfig *cfg, int z, int from_block) {
+    int L = cfg->sizes[z].n_layer;
+    return (double)(L - from_block) / L;
+}
+
+SweepWork plan_float_model(const SweepConfig *cfg, int z, double eval_tokens) {
+    return (SweepWork){.train = (double)SIZE_TRAIN_STEPS(cfg, z) * cfg->train_batch * cfg->ctx, .forward = eval_tokens};
+}
+
+SweepWork plan_quant_model(const SweepConfig *cfg, int z, double eval_tokens) {
+    (void)cfg, (void)z;
+    return (SweepWork){.forward = eval_tokens};
+}
+
+/* the validation windows' prefix, and the calibration windows' for the ce objective */
+SweepWork plan_prefix_cache(const SweepConfig *cfg, int z, int first_block, double eval_tokens) {
+    double calib = cfg->objective == OBJECTIVE_CE ? (double)((cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
+    return (SweepWork){.forward = (eval_tokens + calib) * (1.0 - share_from(cfg, z, first_block + 1))};
+}
+
+/* lstsq runs are counted as trained ones: an upper bound */
+SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens) {
+    int first_block = correction_first_site(cfg->sizes[r->size_index].n_layer, r->every);
+    double above = share_from(cfg, r->size_index, first_block + 1);
+    return (SweepWork){.correct = (double)cfg->corr_steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above};
+}
+
+static void add_work(SweepWork *to, SweepWork w) {
+    to->train += w.train;
+    to->forward += w.forward;
+    to->correct += w.correct;
+}
+
+double sweep_work_cost(SweepWork work, SweepWork per_token) {
+    return work.train * per_token.train + work.forward * per_token.forward + work.correct * per_token.correct;
+}
+
+/* In the order sweep_run works: per (seed, size) group its float model, per bit width its
+ * quantized model, then its unfinished runs, a prefix cache each time the first site changes. */
+void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const int *done, int shard_k, int shard_n,
+                double eval_tokens, SweepSizePlan *out) {
+    for (int z = 0; z < cfg->n_sizes; z++) out[z] = (SweepSizePlan){0};
+    for (int i = 0; i < n_runs;) {
+        int g = runs[i].group, end = i;
+        while (end < n_runs && runs[end].group == g) end++;
+        int todo = 0;
+        for (int k = i; k < end; k++) todo += !(done && done[k]);
+        if (g % shard_n != shard_k - 1 || todo == 0) { i = end; continue; }
+        int z = runs[i].size_index, L = cfg->sizes[z].n_layer;
+        SweepSizePlan *p = &out[z];
+        p->float_models++;
+        add_work(&p->work, plan_float_model(cfg, z, eval_tokens));
+        for (int b = i; b < end;) {
+            int bits_end = b, cached_block = -1;
+            while (bits_end < end && runs[bits_end].bits == runs[b].bits) bits_end++;
+            for (int k = b; k < bits_end; k++) {
+                if (done && done[k]) continue;
+                if (cached_block < 0 && runs[b].bits != 32) { /* the first unfinished run brings the quantized model */
+                    p->quant_models++;
+                    add_work(&p->work, plan_quant_model(cfg, z, eval_tokens));
+                }
+                int first_block = correction_first_site(L, runs[k].every);
+                if (first_block != cached_block) {
+                    p->prefix_caches++;
+                    add_work(&p->work, plan_prefix_cache(cfg, z, first_block, eval_tokens));
+                    cached_block = first_block;
+                }
+                p->runs++;
+                add_work(&p->work, plan_run(cfg, &runs[k], eval_tokens));
+            }
+            b = bits_end;
+        }
+        i = end;
+    }
+}
+
+/* Per token, a forward costs L blocks of 12 d^2 + 2 T d multiply-adds and the head 65 d (a
+ * character vocabulary); a backward with weight gradients twice the forward, without them once. */
+SweepWork sweep_flops_per_token(const SweepConfig *cfg, int z) {
+    double d = cfg->sizes[z].d_model, L = cfg->sizes[z].n_layer;
+    double forward = L * (12.0 * d * d + 2.0 * cfg->ctx * d) + 65.0 * d;
+    return (SweepWork){.train = 3.0 * forward, .forward = forward, .correct = 2.0 * forward};
+}
+
+int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus, int z, SweepWork *out) {
+    int B = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
+    if (B < 32) B = 32;
+    GPTConfig g = {.vocab_size = corpus->vocab.size, .ctx = cfg->ctx, .d_model = cfg->sizes[z].d_model,
+                   .n_layer = cfg->sizes[z].n_layer, .n_head = cfg->heads};
+    GPT m;
+    if (gpt_init(&m, &g, B) != 0) return -1;
+    if (gpt_enable_training(&m) != 0) { gpt_free(&m); return -1; }
+    gpt_init_weights(&m, 1);
+    int32_t *in = qc_calloc((size_t)B * cfg->ctx, sizeof(int32_t), "timing batch");
+    if (!in) { gpt_free(&m); return -1; }
+    Rng rng;
+    rng_seed(&rng, 1);
+    sample_windows(corpus->ids, corpus->n_train, B, cfg->ctx, &rng, in, in);
+    double t_train = 0, t_corr = 0, t_eval = 0;
+    for (int rep = 0; rep < 3; rep++) { /* the first repetition warms caches and threads */
+        double t0 = now_seconds();
+        gpt_forward(&m, in, cfg->train_batch, cfg->ctx, NULL);
+        gpt_zero_grad(&m);
+        gpt_loss(&m, in);
+        gpt_backward(&m, NULL, 1, 1, 0);
+        double t1 = now_seconds();
+        gpt_forward(&m, in, cfg->corr_batch, cfg->ctx, NULL);
+        gpt_loss(&m, in);
+        gpt_backward(&m, NULL, 1, 0, 0); /* every block: the plan counts the share a run computes */
+        double t2 = now_seconds();
+        gpt_forward(&m, in, B, cfg->ctx, NULL);
+        double t3 = now_seconds();
+        if (rep) { t_train += (t1 - t0) / 2; t_corr += (t2 - t1) / 2; t_eval += (t3 - t2) / 2; }
+    }
+    free(in);
+    gpt_free(&m);
+    *out = (SweepWork){.train = t_train / ((double)cfg->train_batch * cfg->ctx),
+                       .forward = t_eval / ((double)B * cfg->ctx),
+                       .correct = t_corr / ((double)cfg->corr_batch * cfg->ctx)};
+    return 0;
+}

@@ -1,0 +1,338 @@
+/* sweep/run: sweep_run — each (seed, size) group's float model, its quantized models and its
+ * runs, shared work made once, finished work recognised only by atomically written files. */
+#include "parts.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../checkpoint.h"
+#include "../correct.h"
+#include "../train.h"
+#include "../util.h"
+
+typedef struct {
+    double loss;
+    double seconds;
+} Sidecar;
+
+static int read_sidecar(const char *path, Sidecar *s) {
+    size_t size;
+    uint8_t *text = read_file(path, &size);
+    if (!text) return -1;
+    cJSON *root = cJSON_ParseWithLength((const char *)text, size);
+    free(text);
+    const cJSON *loss = cJSON_GetObjectItemCaseSensitive(root, "loss");
+    const cJSON *secs = cJSON_GetObjectItemCaseSensitive(root, "seconds");
+    int ok = cJSON_IsNumber(loss) && (cJSON_IsNumber(secs) || cJSON_IsNull(secs)) && isfinite(loss->valuedouble);
+    if (ok) {
+        s->loss = loss->valuedouble;
+        s->seconds = cJSON_IsNumber(secs) ? secs->valuedouble : NAN;
+    }
+    cJSON_Delete(root);
+    return ok ? 0 : -1;
+}
+
+/* %.17g: a resumed sweep reads back exactly the double an uninterrupted one kept in memory */
+static int write_sidecar(const char *path, double loss, double seconds) {
+    char text[256];
+    if (isfinite(seconds)) snprintf(text, sizeof text, "{\"loss\": %.17g, \"seconds\": %.3f}\n", loss, seconds);
+    else snprintf(text, sizeof text, "{\"loss\": %.17g, \"seconds\": null}\n", loss);
+    return write_file_atomic(path, text, strlen(text));
+}
+
+typedef struct {
+    const char *dir;
+    int done, total;            /* this shard's runs */
+    double started;             /* for the ETA: */
+    double work_done, work_left;/* multiply-adds (plan.c) done by this process, and left */
+    double step_work, credited; /* the float model in training: work per step, credited so far */
+    char phase[160];
+    int quiet;
+} Progress;
+
+/* The ETA weighs what is left by the plan's multiply-adds: sizes differ by 100x in cost, so
+ * counting runs would not do. */
+static double flops(const SweepConfig *cfg, int size_index, SweepWork work) {
+    return sweep_work_cost(work, sweep_flops_per_token(cfg, size_index));
+}
+static void progress_credit(Progress *p, double work) {
+    p->work_done += work;
+    p->work_left -= work;
+}
+
+static void show_progress(Progress *p, const char *detail) {
+    if (p->quiet) return;
+    char eta[32] = "?";
+    if (p->work_done > 0) {
+        double left = (now_seconds() - p->started) / p->work_done * p->work_left;
+        if (left < 60) snprintf(eta, sizeof eta, "%.0fs", left);
+        else snprintf(eta, sizeof eta, "%dh%02dm", (int)(left / 3600), (int)(fmod(left, 3600) / 60));
+    }
+    progress_line(stderr, 0, "[%d/%d] %s%s%s ETA %s", p->done, p->total, p->phase, detail ? " " : "", detail ? detail : "", eta);
+}
+
+static void on_train_step(void *ctx, int step, int total, double loss) {
+    Progress *p = ctx;
+    static double last = 0;
+    double now = now_seconds();
+    double step_credit = p->step_work * step - p->credited; /* the steps since the last call */
+    progress_credit(p, step_credit);
+    p->credited += step_credit;
+    if (step != total && now - last < (isatty(2) ? 0.5 : 30.0)) return;
+    last = now;
+    char detail[96];
+    snprintf(detail, sizeof detail, "step %d/%d loss %.3f", step, total, loss);
+    show_progress(p, detail);
+}
+
+static void remove_stale_temporaries(const char *dir) {
+    const char *subdirs[] = {".", "floats", "quant", "runs", "logs"};
+    for (int i = 0; i < 5; i++) {
+        char path[4096];
+        join(path, sizeof path, dir, subdirs[i]);
+        DIR *d = opendir(path);
+        if (!d) continue;
+        for (struct dirent *e; (e = readdir(d));) {
+            if (!is_stale_temporary(e->d_name)) continue;
+            char file[4096 + 256];
+            snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+            unlink(file);
+        }
+        closedir(d);
+    }
+}
+
+static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Corpus *corpus, int seed, int size_index,
+                              int max_batch, GPT *f, Sidecar *side, Progress *p) {
+    const ModelSize *z = &cfg->sizes[size_index];
+    char base[4096], ckpt[4200], log[4200], meta[4200];
+    snprintf(base, sizeof base, "%s/floats/s%d_%dx%d", dir, seed, z->d_model, z->n_layer);
+    snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
+    snprintf(log, sizeof log, "%s.train.csv", base);
+    snprintf(meta, sizeof meta, "%s.json", base);
+    if (access(ckpt, F_OK) == 0) {
+        Vocab v;
+        if (gpt_load(f, &v, ckpt, max_batch, NULL) != 0) return -1;
+        if (read_sidecar(meta, side) == 0) return 0;
+        /* killed between checkpoint and sidecar: evaluate again, never retrain */
+        side->seconds = NAN;
+        side->loss = evaluate_loss(f, corpus->ids + corpus->n_train, corpus->n_val, NULL);
+        if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+        gpt_free(f);
+        return -1;
+    }
+    GPTConfig g = {.vocab_size = corpus->vocab.size, .ctx = cfg->ctx, .d_model = z->d_model, .n_layer = z->n_layer, .n_head = cfg->heads};
+    if (gpt_init(f, &g, max_batch) != 0) return -1;
+    gpt_init_weights(f, (uint64_t)seed);
+    TrainOptions o;
+    train_options_default(&o);
+    o.batch = cfg->train_batch;
+    o.steps = SIZE_TRAIN_STEPS(cfg, size_index);
+    o.lr = (float)cfg->train_lr;
+    o.seed = (uint64_t)seed;
+    o.log_path = log;
+    o.quiet = 1;
+    o.on_step = on_train_step;
+    o.on_step_ctx = p;
+    TrainResult tr;
+    if (train_model(f, corpus, &o, &tr) != 0 || gpt_save(f, &corpus->vocab, ckpt, NULL, 0, NULL, 0) != 0) {
+        gpt_free(f);
+        return -1;
+    }
+    side->loss = tr.val_loss;
+    side->seconds = tr.seconds;
+    if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+    gpt_free(f);
+    return -1;
+}
+
+static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpus *corpus, const GPT *f, int seed,
+                            int size_index, int bits, int max_batch, GPT *q, Sidecar *side) {
+    const ModelSize *z = &cfg->sizes[size_index];
+    if (gpt_clone(q, f, max_batch) != 0) return -1;
+    if (bits == 32) { /* the control arm: the float model itself */
+        side->seconds = 0;
+        side->loss = NAN;
+        return 0;
+    }
+    QuantScheme s = cfg->scheme;
+    s.bits = bits;
+    char base[4096], ckpt[4200], meta[4200];
+    snprintf(base, sizeof base, "%s/quant/s%d_%dx%d_b%d", dir, seed, z->d_model, z->n_layer, bits);
+    snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
+    snprintf(meta, sizeof meta, "%s.json", base);
+    double t0 = now_seconds();
+    if (quantize_model(q, &s, NULL, NULL) != 0) goto fail;
+    double t_quant = now_seconds() - t0;
+    if (read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0) return 0;
+    StMeta m[QUANT_META_COUNT];
+    quant_scheme_to_meta(&s, m);
+    if (gpt_save(q, &corpus->vocab, ckpt, m, QUANT_META_COUNT, NULL, 0) != 0) goto fail;
+    side->seconds = t_quant;
+    side->loss = evaluate_loss(q, corpus->ids + corpus->n_train, corpus->n_val, NULL);
+    if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+fail:
+    gpt_free(q); /* on failure the caller owns nothing */
+    return -1;
+}
+
+int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, const char *command) {
+    int n_runs, n_groups;
+    SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);
+    if (!runs) return -1;
+    if (o->dry_run) {
+        free(runs);
+        qc_error("internal: dry runs are planned by the CLI");
+        return -1;
+    }
+    if (sweep_prepare_dir(dir, cfg, command) != 0) { free(runs); return -1; }
+    remove_stale_temporaries(dir);
+    Corpus corpus;
+    char data[4096];
+    if (corpus_find(o->data_path, data, sizeof data) != 0 || corpus_load(&corpus, data, NULL) != 0) { free(runs); return -1; }
+    int *done = sweep_finished_runs(dir, runs, n_runs, o->quiet);
+    if (!done) { corpus_free(&corpus); free(runs); return -1; }
+    Progress p = {.dir = dir, .started = now_seconds(), .quiet = o->quiet};
+    double eval_tokens = sweep_eval_tokens(corpus.n_val, cfg->ctx);
+    for (int i = 0; i < n_runs; i++)
+        if (runs[i].group % o->shard_n == o->shard_k - 1) {
+            p.total++;
+            p.done += done[i];
+        }
+    /* the shared models of a group with unfinished runs are counted as still to make (they may
+     * exist from an earlier start; then the ETA is a little pessimistic) */
+    SweepSizePlan *plan = qc_calloc((size_t)cfg->n_sizes, sizeof *plan, "sweep plan");
+    if (!plan) { free(done); corpus_free(&corpus); free(runs); return -1; }
+    sweep_plan(cfg, runs, n_runs, done, o->shard_k, o->shard_n, eval_tokens, plan);
+    for (int z = 0; z < cfg->n_sizes; z++) p.work_left += flops(cfg, z, plan[z].work);
+    free(plan);
+    int max_batch = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
+    if (max_batch < 32) max_batch = 32; /* evaluation batches */
+    int rc = 0;
+    for (int g = 0; g < n_groups && rc == 0; g++) {
+        if (g % o->shard_n != o->shard_k - 1) continue;
+        int first = -1, todo = 0;
+        for (int i = 0; i < n_runs; i++)
+            if (runs[i].group == g) {
+                if (first < 0) first = i;
+                todo += !done[i];
+            }
+        if (first < 0 || todo == 0) continue;
+        const SweepRun *r0 = &runs[first];
+        const ModelSize *z = &cfg->sizes[r0->size_index];
+        snprintf(p.phase, sizeof p.phase, "float model s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
+        show_progress(&p, NULL);
+        GPT f;
+        Sidecar fs;
+        p.step_work = flops(cfg, r0->size_index, (SweepWork){.train = (double)cfg->train_batch * cfg->ctx});
+        p.credited = 0;
+        if (ensure_float_model(dir, cfg, &corpus, r0->seed, r0->size_index, max_batch, &f, &fs, &p) != 0) { rc = -1; break; }
+        progress_credit(&p, flops(cfg, r0->size_index, plan_float_model(cfg, r0->size_index, eval_tokens)) - p.credited); /* its evaluation, or all of it if loaded */
+        for (int i = first; i < n_runs && runs[i].group == g && rc == 0; i++) {
+            int bits = runs[i].bits, needed = 0;
+            if (i > first && runs[i - 1].bits == bits) continue; /* each bit width once */
+            for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits; k++) needed |= !done[k];
+            if (!needed) continue;
+            GPT q;
+            Sidecar qs;
+            snprintf(p.phase, sizeof p.phase, "quantize s%d_%dx%d to %d bits", r0->seed, z->d_model, z->n_layer, bits);
+            show_progress(&p, NULL);
+            if (ensure_quantized(dir, cfg, &corpus, &f, r0->seed, r0->size_index, bits, max_batch, &q, &qs) != 0) { rc = -1; break; }
+            if (bits != 32) progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, r0->size_index, eval_tokens)));
+            double loss_q = bits == 32 ? fs.loss : qs.loss;
+            if (gpt_enable_backward(&q) != 0) { gpt_free(&q); rc = -1; break; }
+            /* the frozen prefix below the first site, computed once per (bits, first site) and
+             * shared by every width and method: calibration windows and validation windows */
+            StreamCache calib = {0}, val = {0};
+            int cached_block = -1;
+            int n_calib = 0;
+            int64_t *calib_starts = calibration_windows(&corpus, cfg->calib_tokens, cfg->ctx, (uint64_t)r0->seed, &n_calib);
+            if (!calib_starts) { gpt_free(&q); rc = -1; break; }
+            for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits && rc == 0; k++) {
+                if (done[k]) continue;
+                const SweepRun *r = &runs[k];
+                int first_block = correction_first_site(z->n_layer, r->every);
+                if (first_block != cached_block) {
+                    stream_cache_free(&calib);
+                    stream_cache_free(&val);
+                    snprintf(p.phase, sizeof p.phase, "prefix cache s%d_%dx%d b%d after block %d", r0->seed, z->d_model,
+                             z->n_layer, bits, first_block);
+                    show_progress(&p, NULL);
+                    size_t n_windows = (corpus.n_val - 1) / (size_t)cfg->ctx;
+                    if (stream_cache_build(&val, &q, corpus.ids + corpus.n_train, NULL, (int)n_windows, first_block) != 0 ||
+                        (cfg->objective == OBJECTIVE_CE &&
+                         stream_cache_build(&calib, &q, corpus.ids, calib_starts, n_calib, first_block) != 0)) {
+                        rc = -1;
+                        break;
+                    }
+                    progress_credit(&p, flops(cfg, r->size_index, plan_prefix_cache(cfg, r->size_index, first_block, eval_tokens)));
+                    cached_block = first_block;
+                }
+                snprintf(p.phase, sizeof p.phase, "run %s", r->id);
+                show_progress(&p, NULL);
+                Corrections c;
+                CorrectOptions co;
+                correct_options_default(&co);
+                co.every = r->every;
+                co.hidden = r->hidden;
+                co.objective = cfg->objective;
+                co.method = r->method;
+                co.steps = cfg->corr_steps;
+                co.batch = cfg->corr_batch;
+                co.lr = (float)cfg->corr_lr;
+                co.calib_tokens = cfg->calib_tokens;
+                co.seed = (uint64_t)r->seed;
+                co.ridge = cfg->ridge;
+                co.quiet = 1;
+                co.calib_cache = calib.streams ? &calib : NULL;
+                char log[4200];
+                snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
+                co.log_path = r->method == METHOD_TRAIN ? log : NULL;
+                if (corrections_init(&c, &q.config, r->every, r->hidden, max_batch * q.config.ctx, (uint64_t)r->seed) != 0) { rc = -1; break; }
+                double t0 = now_seconds(), objective;
+                int fit = r->method == METHOD_TRAIN ? correction_train(&q, &f, &c, &corpus, &co, &objective)
+                                                    : correction_lstsq(&q, &f, &c, &corpus, &co);
+                double t_corr = now_seconds() - t0;
+                double t1 = now_seconds();
+                double loss_c = fit == 0 ? evaluate_loss_cached(&q, &val, &c.hook) : NAN;
+                double t_eval = now_seconds() - t1;
+                if (fit != 0 || sweep_write_record(dir, cfg, r, fs.loss, loss_q, loss_c, &c, fs.seconds, qs.seconds, t_corr, t_eval) != 0 ||
+                    sweep_write_summary(dir) != 0) {
+                    corrections_free(&c);
+                    rc = -1;
+                    break;
+                }
+                corrections_free(&c);
+                done[k] = 1;
+                p.done++;
+                progress_credit(&p, flops(cfg, r->size_index, plan_run(cfg, r, eval_tokens)));
+                if (o->quiet == 0 && !isatty(2)) show_progress(&p, "done");
+                if (qc_stop_signal) {
+                    qc_error("interrupted by signal %d: %d of %d runs finished; start the same command again to resume",
+                             (int)qc_stop_signal, p.done, p.total);
+                    rc = -1;
+                }
+            }
+            stream_cache_free(&calib);
+            stream_cache_free(&val);
+            free(calib_starts);
+            gpt_free(&q);
+        }
+        /* the float group's time is counted into the ETA through its runs */
+        gpt_free(&f);
+    }
+    if (rc == 0) rc = sweep_write_summary(dir);
+    if (!o->quiet) {
+        if (isatty(2)) fputc('\n', stderr);
+        if (rc == 0) fprintf(stderr, "sweep: %d/%d runs of this shard finished in %s (%.0f s)\n", p.done, p.total, dir,
+                             now_seconds() - p.started);
+    }
+    free(done);
+    free(runs);
+    corpus_free(&corpus);
+    return rc;
+}

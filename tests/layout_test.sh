@@ -1,0 +1,66 @@
+#!/bin/sh
+# layout_test: the rules of the house that no compiler checks (STYLE.md) — the library never ends
+# the process (only the CLI decides), the report reads files and includes nothing of the model,
+# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run.
+# Prints "ok - ..." / "FAIL - ..." per check and ends with "layout: N passed, M failed".
+# Run from the repository root after a build: BUILD=build sh tests/layout_test.sh
+set -u
+
+BUILD=${BUILD:-build}
+CC=${CC:-cc}
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL - $1"
+    shift
+    for line in "$@"; do printf '%s\n' "$line" | sed 's/^/#   /'; done
+}
+
+# ---- the library never calls exit: its errors return -1 up to the CLI (nm: what it links to)
+LIB=$BUILD/libqcorr.a
+if [ ! -f "$LIB" ]; then
+    fail "the library $LIB exists (build it with make)"
+else
+    calls=$(nm -A -u "$LIB" 2>/dev/null | grep -E ' U (exit|_exit|_Exit|quick_exit|abort)$' | sed 's/:[^:]* U / calls /' | sort -u)
+    if [ -z "$calls" ]; then ok "no object of $LIB calls exit, _exit, _Exit, quick_exit or abort"
+    else fail "no object of $LIB calls exit, _exit, _Exit, quick_exit or abort" "$calls"; fi
+fi
+
+# ---- the report (and what only it uses) includes nothing of the model: the headers its sources
+# pull in, transitively, as the compiler sees them
+REPORT_SOURCES=$(ls src/report/*.c src/schema.c src/sites.c src/stats.c src/svg.c 2>/dev/null)
+if [ -z "$REPORT_SOURCES" ]; then
+    fail "the report's sources exist (src/report/*.c)"
+else
+    # shellcheck disable=SC2086
+    if deps=$($CC -std=c11 -D_GNU_SOURCE -MM $REPORT_SOURCES 2>&1); then
+        bad=$(printf '%s\n' "$deps" | tr ' \\' '\n\n' | grep -E '(^|/)(model|correct|checkpoint|quant|experiment|ops|gemm|train|sample)\.h$' | sort -u | tr '\n' ' ')
+        if [ -z "$bad" ]; then ok "the report's sources include nothing of model, correct, checkpoint or quant"
+        else fail "the report's sources include nothing of model, correct, checkpoint or quant" "included: $bad"; fi
+    else
+        fail "the report's sources preprocess" "$deps"
+    fi
+fi
+
+# ---- files a newcomer can hold
+long=$(find src -name '*.[ch]' -exec wc -l {} + | awk '$2 != "total" && $1 > 600 { print $2 " (" $1 " lines)" }')
+n=$(find src -name '*.[ch]' | wc -l | tr -d ' ')
+if [ "$n" -gt 0 ] && [ -z "$long" ]; then ok "no file of src/ is over 600 lines ($n files)"
+else fail "no file of src/ is over 600 lines" "$long"; fi
+
+# ---- the runner: a shell suite that is missing fails the run, it does not pass it unseen
+# (run_all.sh copied alone into an empty tree: every suite it names is missing there)
+H=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-layout.XXXXXX") || { fail "mktemp"; H=""; }
+if [ -n "$H" ]; then
+    mkdir "$H/tests" && cp tests/run_all.sh "$H/tests/"
+    out=$(cd "$H" && sh tests/run_all.sh 2>&1)
+    rc=$?
+    if [ $rc != 0 ] && printf '%s\n' "$out" | grep -q "tests/cli_test.sh"; then ok "run_all.sh fails when a shell suite is missing (exit $rc, naming it)"
+    else fail "run_all.sh fails when a shell suite is missing" "exit $rc: $(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')"; fi
+    rm -rf "$H"
+fi
+
+echo "layout: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

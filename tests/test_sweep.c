@@ -1,0 +1,244 @@
+/* test_sweep: the sweep library without running a sweep — the plan (the one cost model of the dry
+ * run and the ETA) against counts and token sums worked out here from the grid; the schema's
+ * summary columns and record checks. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../src/schema.h"
+#include "../src/sweep.h"
+
+/* ============================ plan ============================ */
+
+/* The quick preset with every {1, 2} on 2 layers: per bit width (2, 4 and the control arm 32)
+ * the runs of every 1 read a cache after block 0 and those of every 2 one after block 1. */
+static void test_plan_counts_and_tokens(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    int n_runs, n_groups;
+    SweepRun *runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    assert_int_equal(n_runs, 12);
+    const double eval = 1000.0 * cfg.ctx;
+    SweepSizePlan plan;
+    sweep_plan(&cfg, runs, n_runs, NULL, 1, 1, eval, &plan);
+    assert_int_equal(plan.float_models, 1);
+    assert_int_equal(plan.quant_models, 2);
+    assert_int_equal(plan.prefix_caches, 6);
+    assert_int_equal(plan.runs, 12);
+    double train = 400.0 * 32 * 64, calib = 32768;
+    /* evaluations: the float model, two quantized ones, each run above its site (every 1: half the
+     * blocks, every 2: none); caches: the prefix below the site of every 1 (half), of every 2 (all) */
+    double forward = eval + 2 * eval + 6 * (eval * 0.5) + 3 * ((eval + calib) * 0.5 + (eval + calib) * 1.0);
+    double correct = 6 * (60.0 * 16 * 64 * 0.5);
+    assert_close(plan.work.train, train, 0);
+    assert_close(plan.work.forward, forward, 1e-9 * forward);
+    assert_close(plan.work.correct, correct, 1e-9 * correct);
+    free(runs);
+}
+
+/* Finished runs drop out with the shared work they alone needed; shards partition the plan. */
+static void test_plan_skips_done_and_splits_shards(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    int seeds[2] = {1, 2};
+    memcpy(cfg.seeds, seeds, sizeof seeds);
+    cfg.n_seeds = 2;
+    int n_runs, n_groups;
+    SweepRun *runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    assert_int_equal(n_groups, 2);
+    int *done = calloc((size_t)n_runs, sizeof(int));
+    assert_non_null(done);
+    /* seed 1 finished; of seed 2, every run at 2 bits finished */
+    for (int i = 0; i < n_runs; i++) done[i] = runs[i].seed == 1 || runs[i].bits == 2;
+    SweepSizePlan plan;
+    sweep_plan(&cfg, runs, n_runs, done, 1, 1, 1e5, &plan);
+    assert_int_equal(plan.float_models, 1);
+    assert_int_equal(plan.quant_models, 1); /* 4 bits only */
+    assert_int_equal(plan.prefix_caches, 4); /* 4 and 32 bits, two first sites each */
+    assert_int_equal(plan.runs, 8);
+    SweepSizePlan all, one, two;
+    sweep_plan(&cfg, runs, n_runs, NULL, 1, 1, 1e5, &all);
+    sweep_plan(&cfg, runs, n_runs, NULL, 1, 2, 1e5, &one);
+    sweep_plan(&cfg, runs, n_runs, NULL, 2, 2, 1e5, &two);
+    assert_int_equal(one.float_models + two.float_models, all.float_models);
+    assert_int_equal(one.runs + two.runs, all.runs);
+    assert_int_equal(one.runs, 12);
+    assert_close(one.work.forward + two.work.forward, all.work.forward, 1e-9 * all.work.forward);
+    assert_close(one.work.correct + two.work.correct, all.work.correct, 1e-9 * all.work.correct);
+    free(done);
+    free(runs);
+}
+
+/* The ETA's weights: a training token costs three forward tokens, a correction token two. */
+static void test_flops_per_token(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    SweepWork w = sweep_flops_per_token(&cfg, 0);
+    double d = 64, forward = 2 * (12 * d * d + 2 * 64 * d) + 65 * d;
+    assert_close(w.forward, forward, 0);
+    assert_close(w.train, 3 * forward, 0);
+    assert_close(w.correct, 2 * forward, 0);
+    assert_close(sweep_work_cost((SweepWork){1, 2, 3}, (SweepWork){10, 100, 1000}), 3210, 0);
+}
+
+/* ============================ grid ============================ */
+
+/* A value twice in a grid file would run every one of its runs twice (two records under one id,
+ * rows repeated): refused as the list flags refuse it, naming the file, the key and the value. */
+static void test_grid_file_refuses_repeated_values(void **state) {
+    (void)state;
+    const struct { const char *text, *key, *value; } cases[] = {
+        {"{\"bits\": [4, 4]}", "bits", "4"},
+        {"{\"seeds\": [1, 2, 1]}", "seeds", "1"},
+        {"{\"every\": [2, 2]}", "every", "2"},
+        {"{\"hidden\": [0, 32, 0]}", "hidden", "0"},
+        {"{\"sizes\": [\"64x2\", \"64x2:9\"]}", "sizes", "64x2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        SweepConfig cfg;
+        assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+        qc_clear_error();
+        if (sweep_parse_grid(&cfg, cases[i].text, strlen(cases[i].text), "grid.json") == 0)
+            fail_msg("%s: accepted a value twice", cases[i].text);
+        const char *msg = qc_last_error();
+        if (!strstr(msg, "grid.json") || !strstr(msg, cases[i].key) || !strstr(msg, cases[i].value) || !strstr(msg, "twice"))
+            fail_msg("%s: the message '%s' does not name the file, \"%s\" and %s twice", cases[i].text, msg, cases[i].key,
+                     cases[i].value);
+    }
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    const char *fine = "{\"bits\": [2, 4, 8], \"seeds\": [1, 2]}";
+    if (sweep_parse_grid(&cfg, fine, strlen(fine), "grid.json") != 0) fail_msg("%s", qc_last_error());
+    assert_int_equal(cfg.n_bits, 3);
+}
+
+/* ============================ manifest ============================ */
+
+/* Starts of sweeps with different settings, all at once, into one new directory: exactly one
+ * makes it its own, every other one refuses it naming the difference. Each round releases its
+ * processes together (they wait on a pipe) so they reach sweep_prepare_dir at the same moment. */
+static void test_concurrent_starts_one_manifest(void **state) {
+    (void)state;
+    enum { ROUNDS = 20, STARTS = 8 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char dir[512];
+        snprintf(dir, sizeof dir, "%s/race%d", test_tmpdir(), round);
+        int gate[2];
+        assert_int_equal(pipe(gate), 0);
+        pid_t pids[STARTS];
+        for (int k = 0; k < STARTS; k++) {
+            pids[k] = fork();
+            assert_true(pids[k] >= 0);
+            if (pids[k] == 0) {
+                close(gate[1]);
+                char c;
+                if (read(gate[0], &c, 1) != 0) _exit(3); /* EOF: all released at once */
+                SweepConfig cfg;
+                if (sweep_preset(&cfg, "quick") != 0) _exit(3);
+                cfg.corr_steps = 50 + k; /* every start its own settings */
+                if (sweep_prepare_dir(dir, &cfg, "qcorr sweep") == 0) _exit(0);
+                _exit(strstr(qc_last_error(), "holds a different sweep") && strstr(qc_last_error(), "correction.steps") ? 1 : 2);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]);
+        int won = 0, refused = 0, other = 0;
+        for (int k = 0; k < STARTS; k++) {
+            int status;
+            assert_int_equal(waitpid(pids[k], &status, 0), pids[k]);
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            won += code == 0, refused += code == 1, other += code != 0 && code != 1;
+        }
+        if (won != 1 || refused != STARTS - 1)
+            fail_msg("round %d: %d of %d starts took the directory, %d refused it, %d failed otherwise", round, won, STARTS, refused, other);
+    }
+}
+
+/* ============================ schema ============================ */
+
+/* summary.csv's columns as every earlier version wrote them: new columns go after them, so the
+ * existing ones keep their order (scripts and old readers index them by position). */
+static const char *const SUMMARY_HEADER_V1 =
+    "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
+    "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,correction_params,"
+    "correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,seconds_eval";
+
+static void test_summary_header_keeps_column_order(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    assert_non_null(f);
+    schema_write_summary_header(f);
+    fclose(f);
+    if (strncmp(text, SUMMARY_HEADER_V1, strlen(SUMMARY_HEADER_V1)) != 0 || !strchr(",\n", text[strlen(SUMMARY_HEADER_V1)]))
+        fail_msg("summary.csv header changed the existing columns:\n  got  %s  want %s...", text, SUMMARY_HEADER_V1);
+    free(text);
+}
+
+/* A record from a sweep, as JSON text (a real one's fields; host and finished_unix optional). */
+static const char *const RECORD =
+    "{\"run_id\": \"s1_16x1_b2_e1_h0_train\", \"seed\": 1, \"size\": \"16x1\", \"d_model\": 16, \"n_layer\": 1, \"bits\": 2,"
+    " \"scheme\": \"int2 sym-absmax channel\", \"every\": 1, \"hidden\": 0, \"correction\": \"linear\", \"method\": \"train\","
+    " \"objective\": \"ce\", \"arm\": \"quant\", \"loss_float\": 3.43, \"loss_quant\": 3.40, \"loss_corrected\": 3.39,"
+    " \"ppl_float\": 30.8, \"ppl_quant\": 29.9, \"ppl_corrected\": 29.8, \"recovery_loss\": null, \"recovery_ppl\": null,"
+    " \"recovery_flag\": \"undefined\", \"gain_loss\": 0.01, \"correction_params\": 272, \"correction_sites\": 1, \"steps\": 4,"
+    " \"calib_tokens\": 256, \"seconds_train_float\": null, \"seconds_quantize\": 0, \"seconds_correct\": 0.1,"
+    " \"seconds_eval\": 0.02}";
+
+/* RECORD with the text `from` replaced by `to`; parsed; NULL and why[] when refused. */
+static int record_accepted(const char *from, const char *to, char *why, size_t why_size) {
+    char text[2048];
+    const char *at = strstr(RECORD, from);
+    assert_non_null(at);
+    snprintf(text, sizeof text, "%.*s%s%s", (int)(at - RECORD), RECORD, to, at + strlen(from));
+    why[0] = 0;
+    cJSON *record = sweep_parse_record(text, strlen(text), why, why_size);
+    cJSON_Delete(record);
+    return record != NULL;
+}
+
+/* Every field is checked against the schema's type and bounds, not only for presence: a record
+ * the report would refuse is corrupt when the sweep reads it back (and runs again). */
+static void test_record_fields_typed_by_schema(void **state) {
+    (void)state;
+    char why[128];
+    assert_true(record_accepted("\"seed\": 1", "\"seed\": 1", why, sizeof why));
+    const struct { const char *from, *to, *why; } bad[] = {
+        {"\"bits\": 2", "\"bits\": \"four\"", "\"bits\" is not a number"},
+        {"\"bits\": 2", "\"bits\": 2.5", "\"bits\" is 2.5"},
+        {"\"bits\": 2", "\"bits\": 1e22", "\"bits\" is 1e+22"},
+        {"\"every\": 1", "\"every\": 0", "\"every\" is 0"},
+        {"\"method\": \"train\"", "\"method\": 7", "\"method\" is not a string"},
+        {"\"seed\": 1, ", "", "field \"seed\" missing"},
+        {"\"hidden\": 0", "\"hidden\": null", "field \"hidden\" is null"},
+        {"\"loss_float\": 3.43", "\"loss_float\": \"3.43\"", "\"loss_float\" is not a number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (record_accepted(bad[i].from, bad[i].to, why, sizeof why)) fail_msg("accepted %s", bad[i].to);
+        if (!strstr(why, bad[i].why)) fail_msg("%s: refused as '%s', expected '%s'", bad[i].to, why, bad[i].why);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_counts_and_tokens),
+        cmocka_unit_test(test_plan_skips_done_and_splits_shards),
+        cmocka_unit_test(test_flops_per_token),
+        cmocka_unit_test(test_grid_file_refuses_repeated_values),
+        cmocka_unit_test(test_concurrent_starts_one_manifest),
+        cmocka_unit_test(test_summary_header_keeps_column_order),
+        cmocka_unit_test(test_record_fields_typed_by_schema),
+    };
+    return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
+}

@@ -1,0 +1,107 @@
+/* test_util: the file primitives every writer and reader goes through — read_file refuses what is
+ * not a regular file without waiting on it; every atomic write syncs the directory after its
+ * rename (fsync is interposed below to watch it). */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ============================ read_file ============================ */
+
+/* A FIFO with no writer: opening it for reading would block forever, so read_file must refuse it
+ * by its type first. The alarm turns a hang into a failure (SIGALRM ends the suite). */
+static void test_read_file_refuses_fifo_without_waiting(void **state) {
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/pipe", test_tmpdir());
+    assert_int_equal(mkfifo(path, 0644), 0);
+    size_t size;
+    alarm(10);
+    uint8_t *data = read_file(path, &size);
+    alarm(0);
+    assert_null(data);
+    if (!strstr(qc_last_error(), path) || !strstr(qc_last_error(), "not a regular file")) fail_msg("error: %s", qc_last_error());
+    unlink(path);
+}
+
+/* A directory and a missing file are refused naming the path; a regular file reads whole. */
+static void test_read_file_types(void **state) {
+    (void)state;
+    size_t size;
+    assert_null(read_file(test_tmpdir(), &size));
+    if (!strstr(qc_last_error(), "not a regular file")) fail_msg("directory: %s", qc_last_error());
+    char path[1024];
+    snprintf(path, sizeof path, "%s/missing", test_tmpdir());
+    assert_null(read_file(path, &size));
+    if (!strstr(qc_last_error(), path)) fail_msg("missing: %s", qc_last_error());
+    snprintf(path, sizeof path, "%s/text", test_tmpdir());
+    assert_int_equal(write_file_atomic(path, "abc\ndef", 7), 0);
+    uint8_t *data = read_file(path, &size);
+    assert_non_null(data);
+    assert_int_equal(size, 7);
+    assert_memory_equal(data, "abc\ndef", 8); /* and a NUL after the bytes */
+    free(data);
+}
+
+/* ============================ directory sync ============================ */
+
+/* fsync, interposed: the library's calls land here (the test links libqcorr.a statically). It
+ * notes a sync of the watched directory made while the watched file already had its final name,
+ * i.e. after the rename: the sync that makes the rename itself survive a power cut. */
+static struct {
+    const char *dir, *file;
+    int synced_after_rename;
+} watch;
+
+int fsync(int fd) {
+    struct stat st, dir_st, file_st;
+    if (watch.dir && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && stat(watch.dir, &dir_st) == 0 &&
+        st.st_dev == dir_st.st_dev && st.st_ino == dir_st.st_ino && stat(watch.file, &file_st) == 0)
+        watch.synced_after_rename = 1;
+    return (int)syscall(SYS_fsync, fd);
+}
+
+static void watch_file(char *dir, size_t dir_size, char *file, size_t file_size, const char *name) {
+    snprintf(dir, dir_size, "%s/sync-%s", test_tmpdir(), name);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(file, file_size, "%s/%s", dir, name);
+    watch.dir = dir;
+    watch.file = file;
+    watch.synced_after_rename = 0;
+}
+
+static void test_atomic_writes_sync_the_directory(void **state) {
+    (void)state;
+    char dir[512], file[1024];
+    watch_file(dir, sizeof dir, file, sizeof file, "record.json");
+    assert_int_equal(write_file_atomic(file, "{}", 2), 0);
+    if (!watch.synced_after_rename) fail_msg("write_file_atomic: no fsync of %s after the rename", dir);
+
+    watch_file(dir, sizeof dir, file, sizeof file, "manifest.json");
+    assert_int_equal(write_file_new(file, "{}", 2), 0);
+    if (!watch.synced_after_rename) fail_msg("write_file_new: no fsync of %s after the link", dir);
+
+    watch_file(dir, sizeof dir, file, sizeof file, "m.train.csv");
+    AtomicFile log;
+    assert_int_equal(atomic_file_open(&log, file), 0);
+    assert_int_equal(atomic_file_printf(&log, "step,loss\n1,2.5\n"), 0);
+    assert_int_equal(atomic_file_commit(&log), 0);
+    atomic_file_discard(&log);
+    if (!watch.synced_after_rename) fail_msg("atomic_file_commit: no fsync of %s after the rename", dir);
+    watch.dir = NULL;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_file_refuses_fifo_without_waiting),
+        cmocka_unit_test(test_read_file_types),
+        cmocka_unit_test(test_atomic_writes_sync_the_directory),
+    };
+    return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
