@@ -12,6 +12,14 @@
 
 /* ---------------------------------------------------------------- the kinds */
 
+/* none: no tensors, no sites (the quantized model as it is: the "none" method's baseline) */
+static int no_tensors(int in, int out, int size, SiteTensor *t) { return 0; }
+static void no_forward(CorrectionSite *s, float *y, const float *x, int rows) {}
+static void no_backward(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch) {}
+static size_t no_floats(int in, int out, int size);
+static void zero_init(CorrectionSite *s, Rng *rng);
+static const CorrectionKindOps none_kind = {no_tensors, no_floats, no_floats, zero_init, no_forward, no_backward};
+
 /* linear: y += x . W^T + b, W (out, in) and b start at zero */
 static int linear_tensors(int in, int out, int size, SiteTensor *t) {
     t[0] = (SiteTensor){"weight", out, in};
@@ -126,6 +134,7 @@ typedef void (*SiteVisitor)(void *ctx, int where, int in, int out, int size);
 static int layout_sites(const GPTConfig *cfg, const CorrectionLayout *lay, SiteVisitor visit, void *ctx) {
     if (lay->kind < 0 || lay->kind >= KIND_COUNT) { qc_error("correction kind %d is unknown", (int)lay->kind); return -1; }
     int n = 0;
+    if (lay->kind == KIND_NONE) return 0; /* nothing to place */
     if (kind_info[lay->kind].placement == PLACE_STREAM) {
         if (lay->every < 1) { qc_error("correction every %d must be at least 1", lay->every); return -1; }
         if (lay->size < 0) { qc_error("correction hidden width %d must be 0 (linear) or positive (MLP)", lay->size); return -1; }
@@ -328,6 +337,17 @@ void corrections_store_narrow(Corrections *c, int bits) {
         for (int i = 0; i < k; i++)
             if (t[i].cols) quantize_spans(s->param[i], s->param[i], (size_t)t[i].rows * t[i].cols, t[i].cols, bits, 0, SCALE_F16);
     }
+}
+
+static void first_site_visit(void *ctx, int where, int in, int out, int size) {
+    int *first = ctx;
+    if (*first < 0) *first = where;
+}
+
+int correction_layout_frozen_prefix(const GPTConfig *cfg, const CorrectionLayout *layout) {
+    int first = -1;
+    if (layout_sites(cfg, layout, first_site_visit, &first) <= 0) return cfg->n_layer - 1;
+    return kind_info[layout->kind].placement == PLACE_STREAM ? first : first / LINEARS_PER_BLOCK - 1;
 }
 
 int corrections_frozen_prefix(const Corrections *c) {

@@ -85,6 +85,8 @@ void corrections_store_narrow(Corrections *c, int bits);
 /* The block below which the model never changes (the first stream site's block), or -1 when a
  * site sits inside the first block: the prefix a cache may hold. */
 int corrections_frozen_prefix(const Corrections *c);
+/* The same for a layout, before any corrections exist (the sweep's cache plan). */
+int correction_layout_frozen_prefix(const GPTConfig *cfg, const CorrectionLayout *layout);
 
 /* The tensors of a layout as a checkpoint names them: corrections.{j}.{suffix} for stream kinds,
  * {linear layer}.{suffix} for linear kinds (PEFT's names for lowrank). data is NULL here; filled

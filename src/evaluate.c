@@ -248,6 +248,20 @@ int evaluate_model(GPT *m, const ModelHook *hook, const int32_t *ids, size_t n, 
     return run_windows(m, hook, ids, n, prefix, ref, out, NULL);
 }
 
+int evaluation_of_reference(Evaluation *e, const EvalReference *ref) {
+    Evaluation self = {.n_windows = ref->n_windows, .T = ref->T, .window_loss = ref->window_loss, .loss = ref->loss,
+                       .loss_se = mean_se(ref->window_loss, ref->n_windows), .have_reference = 1, .top1_agree = 1.0};
+    return evaluation_copy(e, &self);
+}
+
+int evaluation_copy(Evaluation *dst, const Evaluation *src) {
+    *dst = *src;
+    dst->window_loss = qc_malloc((size_t)src->n_windows * sizeof(double), "window losses");
+    if (!dst->window_loss) return -1;
+    memcpy(dst->window_loss, src->window_loss, (size_t)src->n_windows * sizeof(double));
+    return 0;
+}
+
 void evaluation_free(Evaluation *e) {
     free(e->window_loss);
     memset(e, 0, sizeof *e);

@@ -66,6 +66,10 @@ void eval_reference_free(EvalReference *r);
 int evaluate_model(GPT *m, const ModelHook *hook, const int32_t *ids, size_t n, const StreamCache *prefix, int prefix_block,
                    const EvalReference *ref, Evaluation *out);
 void evaluation_free(Evaluation *e);
+/* The reference model's evaluation against itself (KL 0, agreement 1), without running it. */
+int evaluation_of_reference(Evaluation *e, const EvalReference *ref);
+/* A deep copy (its own window losses). */
+int evaluation_copy(Evaluation *dst, const Evaluation *src);
 
 /* The standard error of the mean of x[0..n) (sample std, n-1), and of the paired differences a-b. */
 double mean_se(const double *x, int n);

@@ -58,3 +58,10 @@ CorrectionKindId method_kind(CorrectMethod m, int hidden) {
 }
 
 int method_uses_hidden(CorrectMethod m) { return method_info[m].kind == KIND_BY_HIDDEN; }
+
+int method_uses_every(CorrectMethod m) {
+    CorrectionKindId k = method_info[m].kind;
+    return k == KIND_BY_HIDDEN || (k != KIND_NONE && kind_info[k].placement == PLACE_STREAM);
+}
+
+int method_corrects(CorrectMethod m) { return method_info[m].kind != KIND_NONE; }

@@ -18,6 +18,7 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
 /* Correction kinds: X(id, name, placement, its functions (correct.c), its closed-form solve or
  * NULL (experiment.c: it needs calibration data)) */
 #define CORRECTION_KINDS(X)                                                  \
+    X(KIND_NONE, "none", PLACE_STREAM, none_kind, NULL)                      \
     X(KIND_LINEAR, "linear", PLACE_STREAM, linear_kind, correction_lstsq)    \
     X(KIND_MLP, "mlp", PLACE_STREAM, mlp_kind, NULL)
 
@@ -25,7 +26,8 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
  * trains (AdamW steps), solves (the kind's closed form)) */
 #define CORRECTION_METHODS(X)                     \
     X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0) \
-    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)
+    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)    \
+    X(METHOD_NONE, "none", KIND_NONE, 0, 0)
 
 #define METHODS_ENUM_ID(id, name, ...) id,
 typedef enum { QUANTIZERS(METHODS_ENUM_ID) QUANTIZER_COUNT } QuantizerId;
@@ -66,7 +68,12 @@ void method_names(char *out, size_t size);
 /* The kind a method fits at a correction width: its own, or (train) linear at hidden 0, else MLP.
  * The one place where hidden == 0 means "linear". */
 CorrectionKindId method_kind(CorrectMethod m, int hidden);
-/* Whether the correction-width axis (hidden) means anything for a method. */
+/* Whether the correction-width axis (hidden) means anything for a method, and the site-frequency
+ * axis (every): only for corrections on the stream. */
 int method_uses_hidden(CorrectMethod m);
+int method_uses_every(CorrectMethod m);
+/* Whether a method adds anything to fit (not "none"): the control arm and narrower storage of
+ * the corrections apply to it. */
+int method_corrects(CorrectMethod m);
 
 #endif

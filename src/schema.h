@@ -39,7 +39,7 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(n_layer,             INTEGER, SCHEMA_ROW | SCHEMA_NEEDED, 1, 1000000)                     \
     X(bits,                INTEGER, SCHEMA_ROW | SCHEMA_KEY,    1, 64)                          \
     X(scheme,              STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
-    X(every,               INTEGER, SCHEMA_ROW | SCHEMA_KEY,    1, 1000000)                     \
+    X(every,               INTEGER, SCHEMA_ROW | SCHEMA_KEY,    0, 1000000)                     \
     X(hidden,              INTEGER, SCHEMA_ROW | SCHEMA_KEY,    0, 100000000)                   \
     X(correction,          STRING,  SCHEMA_ROW,                 0, 0)                           \
     X(method,              STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
@@ -63,6 +63,23 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(seconds_quantize,    REAL,    SCHEMA_ROW,                 0, 0)                           \
     X(seconds_correct,     REAL,    SCHEMA_ROW,                 0, 0)                           \
     X(seconds_eval,        REAL,    SCHEMA_ROW,                 0, 0)                           \
+    X(quantizer,           STRING,  SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(granularity,         STRING,  SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(correction_stored_bits, INTEGER, SCHEMA_SUMMARY | SCHEMA_READ, 2, 32)                     \
+    X(loss_se_float,       REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(loss_se_quant,       REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(loss_se_corrected,   REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(gap_se,              REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(gain_se,             REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(kl_quant,            REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(kl_corrected,        REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(top1_quant,          REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(top1_corrected,      REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(model_bits_float,    REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(model_bits_quant,    REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(model_bits_corrected, REAL,   SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(correction_bits,     REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(bits_per_weight,     REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
     X(host,                STRING,  0,                          0, 0)                           \
     X(finished_unix,       INTEGER, 0,                          SCHEMA_MIN_INTEGER, LONG_MAX)
 

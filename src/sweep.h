@@ -22,6 +22,11 @@ typedef struct {
 #define SIZE_TRAIN_STEPS(cfg, z) ((cfg)->sizes[z].train_steps > 0 ? (cfg)->sizes[z].train_steps : (cfg)->train_steps)
 
 typedef struct {
+    Granularity granularity;
+    int group;
+} SweepGranularity;
+
+typedef struct {
     /* the grid */
     int seeds[SWEEP_MAX_VALUES], n_seeds;
     int bits[SWEEP_MAX_VALUES], n_bits;
@@ -29,7 +34,13 @@ typedef struct {
     int n_sizes;
     int every[SWEEP_MAX_VALUES], n_every;
     int hidden[SWEEP_MAX_VALUES], n_hidden;
-    int method_train, method_lstsq; /* which methods run */
+    CorrectMethod methods[METHOD_COUNT];   /* the fitting methods (methods.h), in table order */
+    int n_methods;
+    QuantizerId quantizers[QUANTIZER_COUNT]; /* in table order */
+    int n_quantizers;
+    SweepGranularity grans[SWEEP_MAX_VALUES]; /* weight granularities (default: the scheme's) */
+    int n_grans;
+    int corr_bits[SWEEP_MAX_VALUES], n_corr_bits; /* corrections stored at: 32 (float), or 2..16 */
     int control;                    /* the float+correction arm (bits 32) */
     /* float training */
     int heads, ctx, train_batch, train_steps;
@@ -46,18 +57,31 @@ typedef struct {
 } SweepConfig;
 
 typedef struct {
-    int seed, size_index, bits, every, hidden;
+    int seed, size_index, bits, every, hidden; /* every, hidden 0 where the method has none */
+    int gran;                /* index into SweepConfig.grans */
+    QuantizerId quantizer;
     CorrectMethod method;
-    char id[96];   /* s42_128x4_b4_e1_h0_train */
-    int group;     /* index of its (seed, size) float-model group */
+    int corr_bits;           /* 32, or the narrower width the corrections are stored at */
+    char id[128];            /* s42_128x4_b4_e1_h0_train; non-default factors add parts (README) */
+    int group;               /* index of its (seed, size) float-model group */
+    int model;               /* index of its quantized model within the group (quantizer, granularity, bits) */
 } SweepRun;
 
-typedef enum { PRESET_QUICK, PRESET_SEED243 } SweepPreset;
+/* The scheme of a run: the sweep's, with the run's bits, granularity and quantizer. */
+QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r);
+/* Its quantized model's name, the part of its id that names the model: s42_64x2_b4. */
+const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size);
+/* The correction layout a run fits. */
+CorrectionLayout sweep_run_layout(const SweepRun *r);
 int sweep_preset(SweepConfig *cfg, const char *name);
 /* "42,123,999" style lists and "64x2,128x4" sizes (each optionally ":STEPS" of float training,
  * e.g. "256x6:400"); messages name the flag. */
 int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max);
 int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n);
+/* "train,lstsq" (names of the methods table), "rtn,gptq" (quantizers), "channel,group:32" */
+int parse_method_list(const char *flag, const char *text, SweepConfig *cfg);
+int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg);
+int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg);
 /* A JSON grid file: {"seeds":[..],"bits":[..],"sizes":["64x2"],"every":[..],"hidden":[..]} */
 int sweep_read_grid_file(SweepConfig *cfg, const char *path);
 /* The same from text in memory (size bytes, no NUL needed); name stands for the path in messages. */

@@ -342,7 +342,7 @@ refused correction.steps --steps 9
 refused correction.lr --lr 0.01
 refused float_training.steps --train-steps 41
 refused float_training.steps.24x1 --sizes 16x1,24x1:41
-refused quantization --granularity tensor
+refused grid.granularities --granularity tensor
 refused data_sha256 --data "$T/other.txt"
 # the same settings from another shard or with --quiet are the same sweep
 "$QCORR" sweep $GRID --out "$REF" --shard 2/2 --quiet >"$T/out" 2>"$T/err" </dev/null

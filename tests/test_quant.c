@@ -384,7 +384,7 @@ static void test_parallel_spans_match_serial(void **state) {
         for (int asym = 0; asym < 2; asym++) {
             QuantScheme s = scheme(3, granularities[g], asym);
             int span = span_length(granularities[g], COLS, N);
-            for (int off = 0; off < N; off += span) quantize_span_ref(want + off, w + off, span, 3, asym);
+            for (int off = 0; off < N; off += span) quantize_span_ref(want + off, w + off, span, 3, asym, s.scale_dtype);
             for (int i = 0; i < N; i++) got[i] = NAN;
             assert_int_equal(quantize_matrix(got, w, ROWS, COLS, &s), 0);
             for (int i = 0; i < N; i++)
@@ -392,7 +392,7 @@ static void test_parallel_spans_match_serial(void **state) {
                     fail_msg("%s %s at 2 threads: element %d (row %d) is %a, the serial loop gives %a", granularities[g],
                              asym ? "asym" : "sym", i, i / COLS, got[i], want[i]);
         }
-    for (int r = 0; r < ROWS; r++) quantize_span_ref(want + r * COLS, w + r * COLS, COLS, 4, 0);
+    quantize_activations_ref(want, w, ROWS, COLS, 4);
     for (int i = 0; i < N; i++) got[i] = NAN;
     quantize_activations(got, w, ROWS, COLS, 4);
     for (int i = 0; i < N; i++)

@@ -218,7 +218,7 @@ static void test_record_fields_typed_by_schema(void **state) {
         {"\"bits\": 2", "\"bits\": \"four\"", "\"bits\" is not a number"},
         {"\"bits\": 2", "\"bits\": 2.5", "\"bits\" is 2.5"},
         {"\"bits\": 2", "\"bits\": 1e22", "\"bits\" is 1e+22"},
-        {"\"every\": 1", "\"every\": 0", "\"every\" is 0"},
+        {"\"every\": 1", "\"every\": -1", "\"every\" is -1"},
         {"\"method\": \"train\"", "\"method\": 7", "\"method\" is not a string"},
         {"\"seed\": 1, ", "", "field \"seed\" missing"},
         {"\"hidden\": 0", "\"hidden\": null", "field \"hidden\" is null"},

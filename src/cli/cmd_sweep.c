@@ -54,8 +54,8 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
 
 int cmd_sweep(int argc, char **argv) {
     const char *preset = "quick", *out = NULL, *seeds = NULL, *bits = NULL, *sizes = NULL, *every = NULL, *hidden = NULL;
-    const char *grid = NULL, *methods = "train", *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
-    const char *objective = NULL, *scale_dtype = NULL;
+    const char *grid = NULL, *methods = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
+    const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, steps = -1, batch = -1, act_bits = -1, calib = -1;
     double train_lr = -1, lr = -1, ridge = -1;
@@ -68,7 +68,10 @@ int cmd_sweep(int argc, char **argv) {
         {"--every", ARG_STRING, &every, 0, 0, "comma list of correction frequencies"},
         {"--hidden", ARG_STRING, &hidden, 0, 0, "comma list of correction widths (0 = linear)"},
         {"--grid", ARG_STRING, &grid, 0, 0, "JSON file with any of seeds, bits, sizes, every, hidden"},
-        {"--methods", ARG_STRING, &methods, 0, 0, "train, lstsq or train,lstsq"},
+        {"--methods", ARG_STRING, &methods, 0, 0, "comma list of fitting methods: train, lstsq, none (methods table; default train)"},
+        {"--quantizers", ARG_STRING, &quantizers, 0, 0, "comma list of quantizers (default rtn)"},
+        {"--granularities", ARG_STRING, &granularities, 0, 0, "comma list of granularities, e.g. tensor,channel,group:32"},
+        {"--correction-bits", ARG_STRING, &corr_bits, 0, 0, "comma list of widths the corrections are stored at: 32 (float), 16, 8"},
         {"--no-control", ARG_FLAG, &no_control, 0, 0, "leave out the float+correction control arm (bits 32)"},
         {"--train-steps", ARG_INT, &train_steps, 1, 100000000, "float training steps of sizes that name none (preset's by default)"},
         {"--train-lr", ARG_FLOAT, &train_lr, 0, 10, "float training peak learning rate"},
@@ -119,10 +122,13 @@ int cmd_sweep(int argc, char **argv) {
     if (scope && parse_scope(scope, &cfg.scheme.scope) != 0) return usage_error("sweep", "--scope: %s", qc_last_error());
     if (scale_dtype && (rc = parse_scale_dtype_flag("sweep", scale_dtype, &cfg.scheme.scale_dtype))) return rc;
     if (objective && parse_objective(objective, &cfg.objective) != 0) return usage_error("sweep", "--objective: %s", qc_last_error());
-    cfg.method_train = strstr(methods, "train") != NULL;
-    cfg.method_lstsq = strstr(methods, "lstsq") != NULL;
-    if (strcmp(methods, "train") && strcmp(methods, "lstsq") && strcmp(methods, "train,lstsq") && strcmp(methods, "lstsq,train"))
-        return usage_error("sweep", "--methods: expected train, lstsq or train,lstsq, got '%s'", methods);
+    if ((methods && parse_method_list("--methods", methods, &cfg) != 0) ||
+        (quantizers && parse_quantizer_list("--quantizers", quantizers, &cfg) != 0) ||
+        (granularities && parse_granularity_list("--granularities", granularities, &cfg) != 0) ||
+        (corr_bits && parse_int_list("--correction-bits", corr_bits, cfg.corr_bits, &cfg.n_corr_bits, 2, 32) != 0))
+        return usage_error("sweep", "%s", qc_last_error());
+    if (granularity && granularities) return usage_error("sweep", "--granularity and --granularities: give one");
+    if (granularity) cfg.n_grans = 0; /* one granularity: the scheme's */
     if (no_control) cfg.control = 0;
     if (asymmetric) cfg.scheme.asymmetric = 1;
     if (act_bits >= 0) cfg.scheme.act_bits = act_bits;

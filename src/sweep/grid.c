@@ -17,7 +17,12 @@ static void set_list(int *dst, int *n, const int *src, int count) {
 int sweep_preset(SweepConfig *cfg, const char *name) {
     memset(cfg, 0, sizeof *cfg);
     quant_scheme_default(&cfg->scheme, 4);
-    cfg->method_train = 1;
+    cfg->methods[0] = METHOD_TRAIN;
+    cfg->n_methods = 1;
+    cfg->quantizers[0] = QUANTIZER_RTN;
+    cfg->n_quantizers = 1;
+    cfg->corr_bits[0] = 32;
+    cfg->n_corr_bits = 1;
     cfg->control = 1;
     cfg->heads = 4;
     cfg->objective = OBJECTIVE_CE;
@@ -113,6 +118,70 @@ int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) 
     return 0;
 }
 
+int parse_method_list(const char *flag, const char *text, SweepConfig *cfg) {
+    int chosen[METHOD_COUNT] = {0}, n = 0;
+    char buf[256], names[128];
+    snprintf(buf, sizeof buf, "%s", text);
+    method_names(names, sizeof names);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int m = method_by_name(tok);
+        if (m < 0) { qc_error("%s: '%s' is not a method (%s)", flag, tok, names); return -1; }
+        if (chosen[m]) { qc_error("%s: method %s appears twice", flag, tok); return -1; }
+        chosen[m] = 1;
+        n++;
+    }
+    if (n == 0) { qc_error("%s: empty list", flag); return -1; }
+    cfg->n_methods = 0;
+    for (int m = 0; m < METHOD_COUNT; m++)
+        if (chosen[m]) cfg->methods[cfg->n_methods++] = (CorrectMethod)m;
+    return 0;
+}
+
+int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg) {
+    int chosen[QUANTIZER_COUNT] = {0}, n = 0;
+    char buf[256], names[128];
+    snprintf(buf, sizeof buf, "%s", text);
+    quantizer_names(names, sizeof names);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int q = quantizer_by_name(tok);
+        if (q < 0) { qc_error("%s: '%s' is not a quantizer (%s)", flag, tok, names); return -1; }
+        if (chosen[q]) { qc_error("%s: quantizer %s appears twice", flag, tok); return -1; }
+        chosen[q] = 1;
+        n++;
+    }
+    if (n == 0) { qc_error("%s: empty list", flag); return -1; }
+    cfg->n_quantizers = 0;
+    for (int q = 0; q < QUANTIZER_COUNT; q++)
+        if (chosen[q]) cfg->quantizers[cfg->n_quantizers++] = (QuantizerId)q;
+    return 0;
+}
+
+int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg) {
+    char buf[1024];
+    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
+    snprintf(buf, sizeof buf, "%s", text);
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        QuantScheme s = cfg->scheme;
+        if (parse_granularity(tok, &s) != 0) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", qc_last_error());
+            qc_error("%s: %s", flag, why);
+            return -1;
+        }
+        if (n == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
+        for (int i = 0; i < n; i++)
+            if (cfg->grans[i].granularity == s.granularity && cfg->grans[i].group == s.group) {
+                qc_error("%s: granularity %s appears twice", flag, tok);
+                return -1;
+            }
+        cfg->grans[n++] = (SweepGranularity){s.granularity, s.granularity == GRAN_GROUP ? s.group : 0};
+    }
+    if (n == 0) { qc_error("%s: empty list", flag); return -1; }
+    cfg->n_grans = n;
+    return 0;
+}
+
 static int grid_array(const cJSON *root, const char *key, const char *path, int *out, int *n, long min, long max) {
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!a) return 0;
@@ -193,42 +262,120 @@ int sweep_config_check(const SweepConfig *cfg) {
     for (int i = 0; i < cfg->n_sizes; i++) {
         GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[i].d_model, .n_layer = cfg->sizes[i].n_layer, .n_head = cfg->heads};
         if (gpt_config_check(&g) != 0) return -1;
-        if (cfg->scheme.granularity == GRAN_GROUP && cfg->sizes[i].d_model % cfg->scheme.group != 0) {
-            qc_error("granularity group:%d does not divide d_model %d", cfg->scheme.group, cfg->sizes[i].d_model);
-            return -1;
+        for (int k = 0; k < (cfg->n_grans ? cfg->n_grans : 1); k++) {
+            int group = cfg->n_grans ? (cfg->grans[k].granularity == GRAN_GROUP ? cfg->grans[k].group : 0)
+                                     : (cfg->scheme.granularity == GRAN_GROUP ? cfg->scheme.group : 0);
+            if (group && cfg->sizes[i].d_model % group != 0) {
+                qc_error("granularity group:%d does not divide d_model %d", group, cfg->sizes[i].d_model);
+                return -1;
+            }
         }
     }
-    if (!cfg->method_train && !cfg->method_lstsq) { qc_error("no correction method chosen: train, lstsq or both"); return -1; }
+    if (cfg->n_methods < 1) {
+        char names[128];
+        method_names(names, sizeof names);
+        qc_error("no correction method chosen (%s)", names);
+        return -1;
+    }
+    for (int i = 0; i < cfg->n_corr_bits; i++)
+        if (cfg->corr_bits[i] != 32 && (cfg->corr_bits[i] < 2 || cfg->corr_bits[i] > 16)) {
+            qc_error("corrections stored at %d bits: expected 2..16 or 32 (float)", cfg->corr_bits[i]);
+            return -1;
+        }
+    for (int i = 0; i < cfg->n_quantizers; i++)
+        if (quantizer_info[cfg->quantizers[i]].needs_calibration && cfg->calib_tokens < 1) {
+            qc_error("the %s quantizer needs calibration tokens", quantizer_name(cfg->quantizers[i]));
+            return -1;
+        }
     return quant_scheme_check(&cfg->scheme);
 }
 
+QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r) {
+    QuantScheme s = cfg->scheme;
+    s.bits = r->bits;
+    s.quantizer = r->quantizer;
+    if (cfg->n_grans) {
+        s.granularity = cfg->grans[r->gran].granularity;
+        s.group = cfg->grans[r->gran].group;
+    }
+    return s;
+}
+
+CorrectionLayout sweep_run_layout(const SweepRun *r) {
+    return (CorrectionLayout){.kind = method_kind(r->method, r->hidden), .every = r->every, .size = r->hidden};
+}
+
+const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
+    QuantScheme s = sweep_run_scheme(cfg, r);
+    size_t len = (size_t)snprintf(out, size, "s%d_%dx%d_b%d", r->seed, cfg->sizes[r->size_index].d_model,
+                                  cfg->sizes[r->size_index].n_layer, r->bits);
+    if (s.granularity == GRAN_TENSOR) len += (size_t)snprintf(out + len, size - len, "_tensor");
+    else if (s.granularity == GRAN_GROUP) len += (size_t)snprintf(out + len, size - len, "_g%d", s.group);
+    if (r->quantizer != QUANTIZER_RTN) snprintf(out + len, size - len, "_%s", quantizer_name(r->quantizer));
+    return out;
+}
+
+/* The run's id: its factors, the ones at their historic default (channel, rtn, float corrections)
+ * left out, so ids of earlier sweeps keep their meaning: s42_128x4_b4_e1_h0_train,
+ * s42_64x2_b2_tensor_gptq_lowrank, s42_64x2_b2_g32_e1_h0_train_c8. */
+static void run_id(const SweepConfig *cfg, SweepRun *r) {
+    char model[64];
+    sweep_model_name(cfg, r, model, sizeof model);
+    char fit[40];
+    if (method_uses_every(r->method)) snprintf(fit, sizeof fit, "e%d_h%d_%s", r->every, r->hidden, method_name(r->method));
+    else snprintf(fit, sizeof fit, "%s", method_name(r->method));
+    char stored[16] = "";
+    if (r->corr_bits < 32) snprintf(stored, sizeof stored, "_c%d", r->corr_bits);
+    snprintf(r->id, sizeof r->id, "%s_%s%s", model, fit, stored);
+}
+
+/* Order: groups (seed, size); within one, quantized models (quantizer, granularity, bits; the
+ * control arm, 32 bits, once, last); within one, methods, every, hidden, storage width. */
 SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
-    int bits[SWEEP_MAX_VALUES + 1], nb = cfg->n_bits;
-    memcpy(bits, cfg->bits, (size_t)nb * sizeof(int));
-    if (cfg->control) bits[nb++] = 32;
-    size_t max = (size_t)cfg->n_seeds * cfg->n_sizes * nb * cfg->n_every * cfg->n_hidden * 2;
+    int n_grans = cfg->n_grans ? cfg->n_grans : 1;
+    size_t max = (size_t)cfg->n_seeds * cfg->n_sizes * cfg->n_quantizers * n_grans * (cfg->n_bits + 1) * cfg->n_methods *
+                 (cfg->n_every + 1) * cfg->n_hidden * cfg->n_corr_bits;
     SweepRun *runs = qc_calloc(max ? max : 1, sizeof(SweepRun), "run list");
     if (!runs) return NULL;
     int n = 0, g = 0;
     for (int s = 0; s < cfg->n_seeds; s++)
-        for (int z = 0; z < cfg->n_sizes; z++, g++)
-            for (int b = 0; b < nb; b++)
-                for (int e = 0; e < cfg->n_every; e++)
-                    for (int h = 0; h < cfg->n_hidden; h++)
-                        for (int m = 0; m < 2; m++) {
-                            if (m == METHOD_TRAIN && !cfg->method_train) continue;
-                            if (m == METHOD_LSTSQ && (!cfg->method_lstsq || cfg->hidden[h] != 0)) continue;
-                            SweepRun *r = &runs[n++];
-                            r->seed = cfg->seeds[s];
-                            r->size_index = z;
-                            r->bits = bits[b];
-                            r->every = cfg->every[e];
-                            r->hidden = cfg->hidden[h];
-                            r->method = (CorrectMethod)m;
-                            r->group = g;
-                            snprintf(r->id, sizeof r->id, "s%d_%dx%d_b%d_e%d_h%d_%s", r->seed, cfg->sizes[z].d_model,
-                                     cfg->sizes[z].n_layer, r->bits, r->every, r->hidden, m == METHOD_TRAIN ? "train" : "lstsq");
-                        }
+        for (int z = 0; z < cfg->n_sizes; z++, g++) {
+            int model = 0;
+            for (int q = 0; q < cfg->n_quantizers; q++)
+                for (int gr = 0; gr < n_grans; gr++)
+                    for (int b = 0; b <= cfg->n_bits; b++, model++) {
+                        int control = b == cfg->n_bits;
+                        if (control && (!cfg->control || q > 0 || gr > 0)) continue;
+                        int bits = control ? 32 : cfg->bits[b];
+                        /* every outermost: runs that share a first site share its prefix caches */
+                        for (int e = 0; e <= cfg->n_every; e++)
+                            for (int m = 0; m < cfg->n_methods; m++) {
+                                CorrectMethod method = cfg->methods[m];
+                                /* methods on the stream once per every, the others once after them */
+                                if (method_uses_every(method) != (e < cfg->n_every)) continue;
+                                /* at 32 bits only what corrects the stream has something to learn */
+                                if (control && (!method_corrects(method) || !method_uses_every(method))) continue;
+                                int n_hidden = method_uses_hidden(method) ? cfg->n_hidden : 1;
+                                int n_stored = method_corrects(method) ? cfg->n_corr_bits : 1;
+                                for (int h = 0; h < n_hidden; h++)
+                                    for (int c = 0; c < n_stored; c++) {
+                                        SweepRun *r = &runs[n++];
+                                        r->seed = cfg->seeds[s];
+                                        r->size_index = z;
+                                        r->bits = bits;
+                                        r->gran = gr;
+                                        r->quantizer = cfg->quantizers[q];
+                                        r->method = method;
+                                        r->every = e < cfg->n_every ? cfg->every[e] : 0;
+                                        r->hidden = method_uses_hidden(method) ? cfg->hidden[h] : 0;
+                                        r->corr_bits = method_corrects(method) ? cfg->corr_bits[c] : 32;
+                                        r->group = g;
+                                        r->model = model;
+                                        run_id(cfg, r);
+                                    }
+                            }
+                    }
+        }
     *n_runs = n;
     *n_groups = g;
     return runs;

@@ -35,8 +35,18 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddItemToObject(grid, "every", int_array(cfg->every, cfg->n_every));
     cJSON_AddItemToObject(grid, "hidden", int_array(cfg->hidden, cfg->n_hidden));
     cJSON *methods = cJSON_AddArrayToObject(grid, "methods");
-    if (cfg->method_train) cJSON_AddItemToArray(methods, cJSON_CreateString("train"));
-    if (cfg->method_lstsq) cJSON_AddItemToArray(methods, cJSON_CreateString("lstsq"));
+    for (int i = 0; i < cfg->n_methods; i++) cJSON_AddItemToArray(methods, cJSON_CreateString(method_name(cfg->methods[i])));
+    cJSON *quantizers = cJSON_AddArrayToObject(grid, "quantizers");
+    for (int i = 0; i < cfg->n_quantizers; i++) cJSON_AddItemToArray(quantizers, cJSON_CreateString(quantizer_name(cfg->quantizers[i])));
+    cJSON *grans = cJSON_AddArrayToObject(grid, "granularities");
+    for (int i = 0; i < (cfg->n_grans ? cfg->n_grans : 1); i++) {
+        QuantScheme g = cfg->scheme;
+        if (cfg->n_grans) g.granularity = cfg->grans[i].granularity, g.group = cfg->grans[i].group;
+        char text[32];
+        describe_granularity(&g, text, sizeof text);
+        cJSON_AddItemToArray(grans, cJSON_CreateString(text));
+    }
+    cJSON_AddItemToObject(grid, "correction_stored_bits", int_array(cfg->corr_bits, cfg->n_corr_bits));
     cJSON_AddBoolToObject(grid, "control", cfg->control);
     cJSON *ft = cJSON_AddObjectToObject(root, "float_training");
     cJSON_AddNumberToObject(ft, "heads", cfg->heads);
@@ -49,8 +59,6 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON *q = cJSON_AddObjectToObject(root, "quantization");
     /* as the checkpoints' metadata spells them (strings) */
     char part[64];
-    describe_granularity(&cfg->scheme, part, sizeof part);
-    cJSON_AddStringToObject(q, "quant_granularity", part);
     cJSON_AddStringToObject(q, "quant_asymmetric", cfg->scheme.asymmetric ? "1" : "0");
     describe_scope(cfg->scheme.scope, part, sizeof part);
     cJSON_AddStringToObject(q, "quant_scope", part);

@@ -12,9 +12,14 @@
 static inline void join(char *out, size_t size, const char *dir, const char *name) { snprintf(out, size, "%s/%s", dir, name); }
 
 /* ---- records.c ---- */
-/* Writes dir/runs/<id>.json atomically: the run's factors, its losses and recoveries, timings. */
-int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, double lf, double lq, double lc,
-                       const Corrections *c, double t_float, double t_quant, double t_corr, double t_eval);
+/* Seconds spent on a run's parts (the float model's and quantized model's shared by their runs). */
+typedef struct {
+    double train_float, quantize, correct, eval;
+} RunTimes;
+/* Writes dir/runs/<id>.json atomically: the run's factors, its outcome (losses with standard
+ * errors, recovery and its flag, KL, top-1, model bits), its corrections' size, its timings. */
+int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, const Outcome *out, const Corrections *c,
+                       const RunTimes *t);
 /* 1 per run whose record is valid; corrupt records are reported, moved aside and re-run. */
 int *sweep_finished_runs(const char *dir, const SweepRun *runs, int n, int quiet);
 

@@ -11,6 +11,14 @@
 
 double sweep_eval_tokens(size_t n_val, int ctx) { return (double)((n_val - 1) / (size_t)ctx * (size_t)ctx); }
 
+/* the block whose output a run's corrections never change: its prefix caches' block, or -1 */
+static int plan_first_block(const SweepConfig *cfg, const SweepRun *r) {
+    GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[r->size_index].d_model,
+                   .n_layer = cfg->sizes[r->size_index].n_layer, .n_head = cfg->heads};
+    CorrectionLayout layout = sweep_run_layout(r);
+    return correction_layout_frozen_prefix(&g, &layout);
+}
+
 /* share of an L-block model's passes that blocks [from, L) are: the sweep runs a correction only
  * above its first site (the prefix below comes from a cache) */
 static double share_from(const SweepConfig *cfg, int z, int from_block) {
@@ -33,9 +41,10 @@ SweepWork plan_prefix_cache(const SweepConfig *cfg, int z, int first_block, doub
     return (SweepWork){.forward = (eval_tokens + calib) * (1.0 - share_from(cfg, z, first_block + 1))};
 }
 
-/* lstsq runs are counted as trained ones: an upper bound */
+/* lstsq runs are counted as trained ones: an upper bound; "none" reuses its model's evaluation */
 SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens) {
-    int first_block = correction_first_site(cfg->sizes[r->size_index].n_layer, r->every);
+    if (!method_corrects(r->method)) return (SweepWork){0};
+    int first_block = plan_first_block(cfg, r);
     double above = share_from(cfg, r->size_index, first_block + 1);
     return (SweepWork){.correct = (double)cfg->corr_steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above};
 }
@@ -61,21 +70,24 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
         int todo = 0;
         for (int k = i; k < end; k++) todo += !(done && done[k]);
         if (g % shard_n != shard_k - 1 || todo == 0) { i = end; continue; }
-        int z = runs[i].size_index, L = cfg->sizes[z].n_layer;
+        int z = runs[i].size_index;
         SweepSizePlan *p = &out[z];
         p->float_models++;
         add_work(&p->work, plan_float_model(cfg, z, eval_tokens));
         for (int b = i; b < end;) {
-            int bits_end = b, cached_block = -1;
-            while (bits_end < end && runs[bits_end].bits == runs[b].bits) bits_end++;
-            for (int k = b; k < bits_end; k++) {
+            int model_end = b, cached_block = -1, have_model = 0;
+            while (model_end < end && runs[model_end].model == runs[b].model) model_end++;
+            for (int k = b; k < model_end; k++) {
                 if (done && done[k]) continue;
-                if (cached_block < 0 && runs[b].bits != 32) { /* the first unfinished run brings the quantized model */
+                if (!have_model && (runs[k].bits != 32 || cfg->scheme.act_bits)) {
+                    /* the first unfinished run brings the quantized model (the control arm's is the
+                     * float model, evaluated already, unless it quantizes activations) */
                     p->quant_models++;
                     add_work(&p->work, plan_quant_model(cfg, z, eval_tokens));
                 }
-                int first_block = correction_first_site(L, runs[k].every);
-                if (first_block != cached_block) {
+                have_model = 1;
+                int first_block = method_corrects(runs[k].method) ? plan_first_block(cfg, &runs[k]) : -1;
+                if (first_block >= 0 && first_block != cached_block) {
                     p->prefix_caches++;
                     add_work(&p->work, plan_prefix_cache(cfg, z, first_block, eval_tokens));
                     cached_block = first_block;
@@ -83,7 +95,7 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
                 p->runs++;
                 add_work(&p->work, plan_run(cfg, &runs[k], eval_tokens));
             }
-            b = bits_end;
+            b = model_end;
         }
         i = end;
     }

@@ -85,14 +85,28 @@ typedef struct {
     RunRecord values;
 } RecordRow;
 
-/* summary.csv's order: seed, size, bits, every, hidden, then train before lstsq */
+/* summary.csv's order: seed, size, quantizer, granularity, bits, every, hidden, method (table
+ * order), storage width; a record without a column sorts as its historic default */
+static long method_rank(const char *m) {
+    int k = m ? method_by_name(m) : -1;
+    return k < 0 ? METHOD_COUNT : k;
+}
+static long quantizer_rank(const char *q) {
+    int k = q ? quantizer_by_name(q) : -1;
+    return k < 0 ? 0 : k;
+}
 static int compare_rows(const void *a, const void *b) {
     const RunRecord *x = &((const RecordRow *)a)->values, *y = &((const RecordRow *)b)->values;
-    long kx[6] = {x->seed, x->d_model * 1000 + x->n_layer, x->bits, x->every, x->hidden, strcmp(x->method, "lstsq") == 0};
-    long ky[6] = {y->seed, y->d_model * 1000 + y->n_layer, y->bits, y->every, y->hidden, strcmp(y->method, "lstsq") == 0};
-    for (int i = 0; i < 6; i++)
+    long kx[8] = {x->seed, x->d_model * 1000 + x->n_layer, quantizer_rank(x->quantizer), 0, x->bits, x->every, x->hidden, method_rank(x->method)};
+    long ky[8] = {y->seed, y->d_model * 1000 + y->n_layer, quantizer_rank(y->quantizer), 0, y->bits, y->every, y->hidden, method_rank(y->method)};
+    for (int i = 0; i < 8; i++)
         if (kx[i] != ky[i]) return kx[i] < ky[i] ? -1 : 1;
-    return 0;
+    int g = strcmp(x->granularity ? x->granularity : "channel", y->granularity ? y->granularity : "channel");
+    if (g) return g;
+    long cx = x->correction_stored_bits == SCHEMA_NO_INTEGER ? 32 : x->correction_stored_bits;
+    long cy = y->correction_stored_bits == SCHEMA_NO_INTEGER ? 32 : y->correction_stored_bits;
+    if (cx != cy) return cx > cy ? -1 : 1;
+    return strcmp(x->run_id, y->run_id);
 }
 
 int sweep_write_summary(const char *dir) {
@@ -143,15 +157,16 @@ done:
     return rc;
 }
 
-int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, double lf, double lq, double lc,
-                       const Corrections *c, double t_float, double t_quant, double t_corr, double t_eval) {
+int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, const Outcome *out, const Corrections *c,
+                       const RunTimes *t) {
     const ModelSize *z = &cfg->sizes[r->size_index];
-    char size[32], scheme[256], host[128] = "";
+    char size[32], scheme[256], gran[32], host[128] = "";
     snprintf(size, sizeof size, "%dx%d", z->d_model, z->n_layer);
-    QuantScheme s = cfg->scheme;
-    s.bits = r->bits;
+    QuantScheme s = sweep_run_scheme(cfg, r);
     quant_scheme_describe(&s, scheme, sizeof scheme);
+    describe_granularity(&s, gran, sizeof gran);
     gethostname(host, sizeof host - 1);
+    const MethodInfo *m = &method_info[r->method];
     RunRecord v;
     run_record_clear(&v);
     v.run_id = r->id;
@@ -163,28 +178,45 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.scheme = scheme;
     v.every = r->every;
     v.hidden = r->hidden;
-    v.correction = r->hidden ? "mlp" : "linear";
-    v.method = r->method == METHOD_TRAIN ? "train" : "lstsq";
-    v.objective = r->method == METHOD_TRAIN ? objective_name(cfg->objective) : "lstsq";
+    v.correction = kind_name(c->kind);
+    v.method = m->name;
+    v.objective = m->trains && cfg->corr_steps > 0 ? objective_name(cfg->objective) : m->name;
     v.arm = r->bits == 32 ? "control" : "quant";
-    v.loss_float = lf;
-    v.loss_quant = lq;
-    v.loss_corrected = lc;
-    v.ppl_float = exp(lf);
-    v.ppl_quant = exp(lq);
-    v.ppl_corrected = exp(lc);
-    int defined = recovery_loss(lf, lq, lc, &v.recovery_loss);
-    recovery_ppl(lf, lq, lc, &v.recovery_ppl);
-    v.recovery_flag = defined ? "ok" : "undefined";
-    v.gain_loss = lq - lc;
+    v.loss_float = out->loss_float;
+    v.loss_quant = out->loss_quant;
+    v.loss_corrected = out->loss_corrected;
+    v.ppl_float = exp(out->loss_float);
+    v.ppl_quant = exp(out->loss_quant);
+    v.ppl_corrected = exp(out->loss_corrected);
+    v.recovery_loss = out->recovery_loss;
+    v.recovery_ppl = out->recovery_ppl;
+    v.recovery_flag = recovery_flag_name(out->flag);
+    v.gain_loss = out->loss_quant - out->loss_corrected;
     v.correction_params = (long)c->num_params;
     v.correction_sites = c->n_sites;
-    v.steps = r->method == METHOD_TRAIN ? cfg->corr_steps : 0;
+    v.steps = m->trains ? cfg->corr_steps : 0;
     v.calib_tokens = (cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx;
-    v.seconds_train_float = t_float;
-    v.seconds_quantize = t_quant;
-    v.seconds_correct = t_corr;
-    v.seconds_eval = t_eval;
+    v.seconds_train_float = t->train_float;
+    v.seconds_quantize = t->quantize;
+    v.seconds_correct = t->correct;
+    v.seconds_eval = t->eval;
+    v.quantizer = quantizer_name(r->quantizer);
+    v.granularity = gran;
+    v.correction_stored_bits = r->corr_bits;
+    v.loss_se_float = out->loss_se_float;
+    v.loss_se_quant = out->loss_se_quant;
+    v.loss_se_corrected = out->loss_se_corrected;
+    v.gap_se = out->gap_se;
+    v.gain_se = out->gain_se;
+    v.kl_quant = out->kl_quant;
+    v.kl_corrected = out->kl_corrected;
+    v.top1_quant = out->top1_quant;
+    v.top1_corrected = out->top1_corrected;
+    v.model_bits_float = out->model_bits_float;
+    v.model_bits_quant = out->model_bits_quant;
+    v.model_bits_corrected = out->model_bits_corrected;
+    v.correction_bits = out->correction_bits;
+    v.bits_per_weight = out->bits_per_weight;
     v.host = host;
     v.finished_unix = (long)time(NULL);
     cJSON *o = record_to_json(&v);

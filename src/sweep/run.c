@@ -11,6 +11,7 @@
 
 #include "../checkpoint.h"
 #include "../correct.h"
+#include "../model_file.h"
 #include "../train.h"
 #include "../util.h"
 
@@ -50,7 +51,7 @@ typedef struct {
     double started;             /* for the ETA: */
     double work_done, work_left;/* multiply-adds (plan.c) done by this process, and left */
     double step_work, credited; /* the float model in training: work per step, credited so far */
-    char phase[160];
+    char phase[256];
     int quiet;
 } Progress;
 
@@ -150,31 +151,37 @@ static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Cor
     return -1;
 }
 
-static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpus *corpus, const GPT *f, int seed,
-                            int size_index, int bits, int max_batch, GPT *q, Sidecar *side) {
-    const ModelSize *z = &cfg->sizes[size_index];
+/* The quantized model of r's (quantizer, granularity, bits) — at 32 bits the float weights with
+ * the scheme's activation quantization (the control arm) — its checkpoint and sidecar (the
+ * quantization time) written once, and its evaluation against the float model's view. */
+static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpus *corpus, const GPT *f, const SweepRun *r,
+                            int max_batch, const EvalReference *ref, GPT *q, Sidecar *side, Evaluation *eq) {
     if (gpt_clone(q, f, max_batch) != 0) return -1;
-    if (bits == 32) { /* the control arm: the float model itself */
-        side->seconds = 0;
-        side->loss = NAN;
-        return 0;
-    }
-    QuantScheme s = cfg->scheme;
-    s.bits = bits;
-    char base[4096], ckpt[4200], meta[4200];
-    snprintf(base, sizeof base, "%s/quant/s%d_%dx%d_b%d", dir, seed, z->d_model, z->n_layer, bits);
-    snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
-    snprintf(meta, sizeof meta, "%s.json", base);
+    QuantScheme s = sweep_run_scheme(cfg, r);
     double t0 = now_seconds();
     if (quantize_model(q, &s, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t0;
-    if (read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0) return 0;
-    StMeta m[QUANT_META_COUNT];
-    quant_scheme_to_meta(&s, m);
-    if (gpt_save(q, &corpus->vocab, ckpt, m, QUANT_META_COUNT, NULL, 0) != 0) goto fail;
-    side->seconds = t_quant;
-    side->loss = evaluate_loss(q, corpus->ids + corpus->n_train, corpus->n_val, NULL);
+    const int32_t *val = corpus->ids + corpus->n_train;
+    if (r->bits == 32) { /* the control arm: nothing stored but the float model */
+        side->seconds = 0;
+        if (s.act_bits ? evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) : evaluation_of_reference(eq, ref)) goto fail;
+        side->loss = eq->loss;
+        return 0;
+    }
+    /* named as the runs' ids begin: s42_64x2_b4, s42_64x2_b2_tensor_gptq */
+    char base[4096], ckpt[4200], meta[4200], name[128];
+    sweep_model_name(cfg, r, name, sizeof name);
+    snprintf(base, sizeof base, "%s/quant/%s", dir, name);
+    snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
+    snprintf(meta, sizeof meta, "%s.json", base);
+    if (!(read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0)) {
+        if (save_model(ckpt, q, &corpus->vocab, &s, NULL, NULL) != 0) goto fail;
+        side->seconds = t_quant;
+    }
+    if (evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) != 0) goto fail;
+    side->loss = eq->loss;
     if (write_sidecar(meta, side->loss, side->seconds) == 0) return 0;
+    evaluation_free(eq);
 fail:
     gpt_free(q); /* on failure the caller owns nothing */
     return -1;
@@ -231,36 +238,42 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         p.step_work = flops(cfg, r0->size_index, (SweepWork){.train = (double)cfg->train_batch * cfg->ctx});
         p.credited = 0;
         if (ensure_float_model(dir, cfg, &corpus, r0->seed, r0->size_index, max_batch, &f, &fs, &p) != 0) { rc = -1; break; }
+        /* the float model's view of the validation split: every loss and KL of the group is against it */
+        EvalReference ref;
+        if (eval_reference_build(&ref, &f, corpus.ids + corpus.n_train, corpus.n_val) != 0) { gpt_free(&f); rc = -1; break; }
         progress_credit(&p, flops(cfg, r0->size_index, plan_float_model(cfg, r0->size_index, eval_tokens)) - p.credited); /* its evaluation, or all of it if loaded */
         for (int i = first; i < n_runs && runs[i].group == g && rc == 0; i++) {
-            int bits = runs[i].bits, needed = 0;
-            if (i > first && runs[i - 1].bits == bits) continue; /* each bit width once */
-            for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits; k++) needed |= !done[k];
+            int model = runs[i].model, needed = 0;
+            if (i > first && runs[i - 1].model == model) continue; /* each quantized model once */
+            for (int k = i; k < n_runs && runs[k].group == g && runs[k].model == model; k++) needed |= !done[k];
             if (!needed) continue;
             GPT q;
             Sidecar qs;
-            snprintf(p.phase, sizeof p.phase, "quantize s%d_%dx%d to %d bits", r0->seed, z->d_model, z->n_layer, bits);
+            Evaluation eq;
+            char name[128];
+            snprintf(p.phase, sizeof p.phase, "quantize %s", sweep_model_name(cfg, &runs[i], name, sizeof name));
             show_progress(&p, NULL);
-            if (ensure_quantized(dir, cfg, &corpus, &f, r0->seed, r0->size_index, bits, max_batch, &q, &qs) != 0) { rc = -1; break; }
-            if (bits != 32) progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, r0->size_index, eval_tokens)));
-            double loss_q = bits == 32 ? fs.loss : qs.loss;
-            if (gpt_enable_backward(&q) != 0) { gpt_free(&q); rc = -1; break; }
-            /* the frozen prefix below the first site, computed once per (bits, first site) and
+            if (ensure_quantized(dir, cfg, &corpus, &f, &runs[i], max_batch, &ref, &q, &qs, &eq) != 0) { rc = -1; break; }
+            if (runs[i].bits != 32 || cfg->scheme.act_bits)
+                progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, r0->size_index, eval_tokens)));
+            if (gpt_enable_backward(&q) != 0) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
+            /* the frozen prefix below the first site, computed once per (model, first site) and
              * shared by every width and method: calibration windows and validation windows */
             StreamCache calib = {0}, val = {0};
             int cached_block = -1;
             int n_calib = 0;
             int64_t *calib_starts = calibration_windows(&corpus, cfg->calib_tokens, cfg->ctx, (uint64_t)r0->seed, &n_calib);
-            if (!calib_starts) { gpt_free(&q); rc = -1; break; }
-            for (int k = i; k < n_runs && runs[k].group == g && runs[k].bits == bits && rc == 0; k++) {
+            if (!calib_starts) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
+            for (int k = i; k < n_runs && runs[k].group == g && runs[k].model == model && rc == 0; k++) {
                 if (done[k]) continue;
                 const SweepRun *r = &runs[k];
-                int first_block = correction_first_site(z->n_layer, r->every);
-                if (first_block != cached_block) {
+                CorrectionLayout layout = sweep_run_layout(r);
+                /* "none" is the quantized model as evaluated: no cache, no work */
+                int first_block = method_corrects(r->method) ? correction_layout_frozen_prefix(&q.config, &layout) : -1;
+                if (first_block >= 0 && first_block != cached_block) {
                     stream_cache_free(&calib);
                     stream_cache_free(&val);
-                    snprintf(p.phase, sizeof p.phase, "prefix cache s%d_%dx%d b%d after block %d", r0->seed, z->d_model,
-                             z->n_layer, bits, first_block);
+                    snprintf(p.phase, sizeof p.phase, "prefix cache %s after block %d", name, first_block);
                     show_progress(&p, NULL);
                     size_t n_windows = (corpus.n_val - 1) / (size_t)cfg->ctx;
                     if (stream_cache_build(&val, &q, corpus.ids + corpus.n_train, NULL, (int)n_windows, first_block) != 0 ||
@@ -287,26 +300,32 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.calib_tokens = cfg->calib_tokens;
                 co.seed = (uint64_t)r->seed;
                 co.ridge = cfg->ridge;
+                co.correction_bits = r->corr_bits;
                 co.quiet = 1;
-                co.calib_cache = calib.streams ? &calib : NULL;
+                co.calib_cache = calib.streams && cached_block == first_block ? &calib : NULL;
                 char log[4200];
                 snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
-                co.log_path = r->method == METHOD_TRAIN ? log : NULL;
-                if (corrections_init(&c, &q.config, r->every, r->hidden, max_batch * q.config.ctx, (uint64_t)r->seed) != 0) { rc = -1; break; }
-                double t0 = now_seconds(), objective;
-                int fit = r->method == METHOD_TRAIN ? correction_train(&q, &f, &c, &corpus, &co, &objective)
-                                                    : correction_lstsq(&q, &f, &c, &corpus, &co);
-                double t_corr = now_seconds() - t0;
-                double t1 = now_seconds();
-                double loss_c = fit == 0 ? evaluate_loss_cached(&q, &val, &c.hook) : NAN;
-                double t_eval = now_seconds() - t1;
-                if (fit != 0 || sweep_write_record(dir, cfg, r, fs.loss, loss_q, loss_c, &c, fs.seconds, qs.seconds, t_corr, t_eval) != 0 ||
-                    sweep_write_summary(dir) != 0) {
-                    corrections_free(&c);
+                co.log_path = method_info[r->method].trains ? log : NULL;
+                CorrectionResult res;
+                if (!method_corrects(r->method)) {
+                    if (corrections_init(&c, &q.config, &layout, 1, 0) != 0 || evaluation_copy(&res.eval, &eq) != 0) { rc = -1; break; }
+                    res.seconds_correct = res.seconds_eval = 0;
+                } else if (run_correction(&q, &f, &corpus, &co, val.streams && cached_block == first_block ? &val : NULL, &ref, &c,
+                                          &res) != 0) {
                     rc = -1;
                     break;
                 }
+                QuantScheme scheme = sweep_run_scheme(cfg, r);
+                Outcome out;
+                outcome_compute(&out, &ref, &eq, &res.eval, &q.config, &scheme, &layout, r->corr_bits);
+                RunTimes t = {fs.seconds, qs.seconds, res.seconds_correct, res.seconds_eval};
+                int written = sweep_write_record(dir, cfg, r, &out, &c, &t) == 0 && sweep_write_summary(dir) == 0;
+                evaluation_free(&res.eval);
                 corrections_free(&c);
+                if (!written) {
+                    rc = -1;
+                    break;
+                }
                 done[k] = 1;
                 p.done++;
                 progress_credit(&p, flops(cfg, r->size_index, plan_run(cfg, r, eval_tokens)));
@@ -320,8 +339,10 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             stream_cache_free(&calib);
             stream_cache_free(&val);
             free(calib_starts);
+            evaluation_free(&eq);
             gpt_free(&q);
         }
+        eval_reference_free(&ref);
         /* the float group's time is counted into the ETA through its runs */
         gpt_free(&f);
     }
