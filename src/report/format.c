@@ -58,3 +58,13 @@ const char *kind_label(int hidden, char *buf, size_t size) {
     else snprintf(buf, size, "MLP (h=%d)", hidden);
     return buf;
 }
+
+void put_gap(TextBuf *t, double mean, double se) {
+    if (!isfinite(mean)) textbuf_printf(t, "n/a");
+    else if (fabs(mean) >= 1e-3) textbuf_printf(t, "%.4f", mean);
+    else textbuf_printf(t, "%.1e", mean);
+    textbuf_printf(t, " ± ");
+    if (!isfinite(se)) textbuf_printf(t, "n/a");
+    else if (se >= 1e-3) textbuf_printf(t, "%.4f", se);
+    else textbuf_printf(t, "%.1e", se);
+}

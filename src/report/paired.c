@@ -348,7 +348,7 @@ int section_methods(Report *rep) {
         /* bars: every linear run of each method/objective at this width (unpaired), 95% CI whiskers */
         for (int s = 0; s < n_series; s++) {
             Select sel = select_bits(bits);
-            sel.kind = KIND_LINEAR;
+            sel.kind = SELECT_LINEAR;
             sel.method = s == 0 ? "lstsq" : "train";
             sel.objective = s == 0 ? NULL : objectives[s - 1];
             MeanCI m = recovery_stats(rep, &sel);

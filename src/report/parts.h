@@ -15,7 +15,9 @@ typedef struct {
     int line;        /* where the row starts in summary.csv */
     int size;        /* index into Report.sizes */
     int control;     /* arm = control */
-    int recovery_ok; /* recovery_flag = ok and recovery_loss finite */
+    int recovery_ok; /* recovery_flag = ok (the gap is resolved) and recovery_loss finite */
+    int stream;      /* a correction on the residual stream (linear or MLP): sections 1-8 */
+    int mlp;         /* of them, an MLP (hidden > 0) */
 } Run;
 
 typedef struct {
@@ -55,7 +57,7 @@ int load_runs(Report *rep);
 int add_string_level(const char **levels, int *n, const char *v, const char *what);
 int compare_string(const void *pa, const void *pb);
 
-enum { KIND_ANY = -1, KIND_LINEAR = 0, KIND_MLP = 1 };
+enum { SELECT_ANY_KIND = -1, SELECT_LINEAR = 0, SELECT_MLP = 1 };
 
 /* Which quantized runs a cell holds; -1 / NULL: any value. */
 typedef struct {
@@ -68,6 +70,21 @@ int run_selected(const Run *r, const Select *s);
 /* The recoveries (fractions) of the selected runs whose recovery is defined. */
 int collect_recovery(const Report *rep, const Select *s, double *out);
 MeanCI recovery_stats(Report *rep, const Select *s);
+
+/* A cell's recovery (issue 12): the ratio of pooled means sum(gain) / sum(gap) over its resolved
+ * runs, with a 95% t-interval over seeds (each seed's own pooled ratio); the mean of per-run
+ * ratios as a second view; and what quantization cost there, resolved or not. */
+typedef struct {
+    int n_runs, n_resolved, n_seeds;
+    double pooled;          /* NaN without a resolved run */
+    MeanCI by_seed;         /* over the seeds' pooled ratios */
+    MeanCI per_run;         /* the mean of per-run ratios */
+    double gap_mean, gap_se; /* mean loss_quant - loss_float over all the cell's runs, and the root mean square of their gap_se */
+    double share_above_80;  /* of resolved runs */
+} CellRecovery;
+void cell_recovery(Report *rep, const Select *s, CellRecovery *out);
+/* "72.3% [65.1, 80.0] (n 9/9)", or "unresolved (0/9)" */
+void put_cell_recovery(TextBuf *t, const CellRecovery *c);
 /* Same replication unit and model: seed, model size, correct_every, bits, scheme, calibration. */
 int same_base(const Run *x, const Run *y);
 /* A method "has both kinds" when it ran linear and MLP corrections (lstsq is linear only). */
@@ -87,6 +104,8 @@ void put_p(TextBuf *t, double p);
 void put_nats(TextBuf *t, double v);
 void put_nats_ci(TextBuf *t, const MeanCI *m);
 void put_cell(TextBuf *t, const MeanCI *m);
+/* a loss gap and its standard error in nats: 4 decimals, or 2 significant digits below 1e-3 */
+void put_gap(TextBuf *t, double mean, double se);
 void put_wilcoxon(TextBuf *t, const WilcoxonResult *w);
 void put_sign(TextBuf *t, const SignTestResult *s);
 const char *kind_label(int hidden, char *buf, size_t size);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../methods.h"
 #include "../util.h"
 
 static int add_int_level(int *levels, int *n, int v, const char *what) {
@@ -95,6 +96,10 @@ int load_runs(Report *rep) {
         }
         if (!isfinite(v->gain_loss)) v->gain_loss = v->loss_quant - v->loss_corrected;
         r->recovery_ok = strcmp(v->recovery_flag, "ok") == 0 && isfinite(v->recovery_loss);
+        /* the kind: the correction column (methods.h's kind names), or by hidden in files without one */
+        const char *kind = v->correction && v->correction[0] ? v->correction : v->hidden == 0 ? "linear" : "mlp";
+        r->mlp = strcmp(kind, kind_name(KIND_MLP)) == 0;
+        r->stream = r->mlp || strcmp(kind, kind_name(KIND_LINEAR)) == 0;
         /* factor levels */
         int s;
         for (s = 0; s < rep->n_sizes; s++)
@@ -137,16 +142,16 @@ int load_runs(Report *rep) {
 
 /* ---- selection and pairing ---- */
 
-Select select_bits(int bits) { return (Select){bits, -1, -1, -1, KIND_ANY, NULL, NULL}; }
+Select select_bits(int bits) { return (Select){bits, -1, -1, -1, SELECT_ANY_KIND, NULL, NULL}; }
 
 int run_selected(const Run *r, const Select *s) {
-    if (r->control) return 0;
+    if (r->control || !r->stream) return 0;
     if (s->bits >= 0 && r->rec.bits != s->bits) return 0;
     if (s->size >= 0 && r->size != s->size) return 0;
     if (s->every >= 0 && r->rec.every != s->every) return 0;
     if (s->hidden >= 0 && r->rec.hidden != s->hidden) return 0;
-    if (s->kind == KIND_LINEAR && r->rec.hidden != 0) return 0;
-    if (s->kind == KIND_MLP && r->rec.hidden == 0) return 0;
+    if (s->kind == SELECT_LINEAR && r->mlp) return 0;
+    if (s->kind == SELECT_MLP && !r->mlp) return 0;
     if (s->method && strcmp(r->rec.method, s->method) != 0) return 0;
     if (s->objective && strcmp(r->rec.objective, s->objective) != 0) return 0;
     return 1;
@@ -162,10 +167,11 @@ int collect_recovery(const Report *rep, const Select *s, double *out) {
 
 MeanCI recovery_stats(Report *rep, const Select *s) { return stats_mean_ci(rep->a, collect_recovery(rep, s, rep->a), 0.95); }
 
-/* Same replication unit and model: seed, model size, correct_every, bits, scheme, calibration. */
+/* Same replication unit and model: seed, model size, correct_every, bits, scheme, calibration,
+ * storage width of the corrections. */
 int same_base(const Run *x, const Run *y) {
     return x->rec.seed == y->rec.seed && x->size == y->size && x->rec.every == y->rec.every && x->rec.bits == y->rec.bits && x->rec.calib_tokens == y->rec.calib_tokens &&
-           strcmp(x->rec.scheme, y->rec.scheme) == 0;
+           x->rec.correction_stored_bits == y->rec.correction_stored_bits && strcmp(x->rec.scheme, y->rec.scheme) == 0;
 }
 
 /* A method "has both kinds" when it ran linear and MLP corrections (lstsq is linear only). */
@@ -173,9 +179,9 @@ int method_has_both_kinds(const Report *rep, const char *method) {
     int linear = 0, mlp = 0;
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *r = &rep->runs[i];
-        if (r->control || strcmp(r->rec.method, method) != 0) continue;
-        if (r->rec.hidden == 0) linear = 1;
-        else mlp = 1;
+        if (r->control || !r->stream || strcmp(r->rec.method, method) != 0) continue;
+        if (r->mlp) mlp = 1;
+        else linear = 1;
     }
     return linear && mlp;
 }
@@ -187,12 +193,12 @@ int linear_mlp_pairs(const Report *rep, int bits, int hidden, double *a, double 
     int n = 0;
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *lin = &rep->runs[i];
-        if (lin->control || lin->rec.bits != bits || lin->rec.hidden != 0 || !lin->recovery_ok || !method_has_both_kinds(rep, lin->rec.method)) continue;
+        if (lin->control || !lin->stream || lin->mlp || lin->rec.bits != bits || !lin->recovery_ok || !method_has_both_kinds(rep, lin->rec.method)) continue;
         double sum = 0.0;
         int count = 0;
         for (int j = 0; j < rep->n_runs; j++) {
             const Run *m = &rep->runs[j];
-            if (m->control || m->rec.hidden == 0 || !m->recovery_ok || (hidden >= 0 && m->rec.hidden != hidden)) continue;
+            if (m->control || !m->mlp || !m->recovery_ok || (hidden >= 0 && m->rec.hidden != hidden)) continue;
             if (!same_base(lin, m) || strcmp(lin->rec.method, m->rec.method) != 0 || strcmp(lin->rec.objective, m->rec.objective) != 0) continue;
             sum += m->rec.recovery_loss;
             count++;
@@ -209,13 +215,65 @@ int linear_mlp_pairs(const Report *rep, int bits, int hidden, double *a, double 
  * comparison sentences (there is nothing to compare). */
 int bits_has_recovery(const Report *rep, int bits) {
     for (int i = 0; i < rep->n_runs; i++)
-        if (!rep->runs[i].control && rep->runs[i].rec.bits == bits && rep->runs[i].recovery_ok) return 1;
+        if (!rep->runs[i].control && rep->runs[i].stream && rep->runs[i].rec.bits == bits && rep->runs[i].recovery_ok) return 1;
     return 0;
 }
 
 int count_excluded(const Report *rep, int bits) {
     int k = 0;
     for (int i = 0; i < rep->n_runs; i++)
-        if (!rep->runs[i].control && (bits < 0 || rep->runs[i].rec.bits == bits) && !rep->runs[i].recovery_ok) k++;
+        if (!rep->runs[i].control && rep->runs[i].stream && (bits < 0 || rep->runs[i].rec.bits == bits) && !rep->runs[i].recovery_ok) k++;
     return k;
+}
+
+void cell_recovery(Report *rep, const Select *s, CellRecovery *out) {
+    memset(out, 0, sizeof *out);
+    double gain = 0, gap = 0, gap_sum = 0, se2 = 0;
+    int n_se = 0, above = 0;
+    long seeds[MAX_LEVELS];
+    int n_seeds = 0;
+    for (int i = 0; i < rep->n_runs; i++) {
+        const Run *r = &rep->runs[i];
+        if (!run_selected(r, s)) continue;
+        out->n_runs++;
+        gap_sum += r->rec.loss_quant - r->rec.loss_float;
+        if (isfinite(r->rec.gap_se)) se2 += r->rec.gap_se * r->rec.gap_se, n_se++;
+        if (!r->recovery_ok) continue;
+        out->n_resolved++;
+        gain += r->rec.loss_quant - r->rec.loss_corrected;
+        gap += r->rec.loss_quant - r->rec.loss_float;
+        rep->b[out->n_resolved - 1] = r->rec.recovery_loss;
+        above += r->rec.recovery_loss > 0.8;
+        int known = 0;
+        for (int k = 0; k < n_seeds; k++) known |= seeds[k] == r->rec.seed;
+        if (!known && n_seeds < MAX_LEVELS) seeds[n_seeds++] = r->rec.seed;
+    }
+    out->per_run = stats_mean_ci(rep->b, out->n_resolved, 0.95);
+    out->pooled = out->n_resolved ? gain / gap : NAN;
+    out->share_above_80 = out->n_resolved ? (double)above / out->n_resolved : NAN;
+    out->gap_mean = out->n_runs ? gap_sum / out->n_runs : NAN;
+    out->gap_se = n_se ? sqrt(se2 / n_se) : NAN;
+    /* each seed's own pooled ratio: the seeds are the replication unit */
+    for (int k = 0; k < n_seeds; k++) {
+        double g = 0, q = 0;
+        for (int i = 0; i < rep->n_runs; i++) {
+            const Run *r = &rep->runs[i];
+            if (!run_selected(r, s) || !r->recovery_ok || r->rec.seed != seeds[k]) continue;
+            g += r->rec.loss_quant - r->rec.loss_corrected;
+            q += r->rec.loss_quant - r->rec.loss_float;
+        }
+        rep->c[k] = g / q;
+    }
+    out->n_seeds = n_seeds;
+    out->by_seed = stats_mean_ci(rep->c, n_seeds, 0.95);
+}
+
+void put_cell_recovery(TextBuf *t, const CellRecovery *c) {
+    if (!c->n_resolved) {
+        textbuf_printf(t, " unresolved (0/%d) |", c->n_runs);
+        return;
+    }
+    textbuf_printf(t, " %.1f", 100 * c->pooled);
+    if (c->n_seeds >= 2 && isfinite(c->by_seed.ci_low)) textbuf_printf(t, " [%.1f, %.1f]", 100 * c->by_seed.ci_low, 100 * c->by_seed.ci_high);
+    textbuf_printf(t, " (%d/%d) |", c->n_resolved, c->n_runs);
 }
