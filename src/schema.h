@@ -41,7 +41,7 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(scheme,              STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(every,               INTEGER, SCHEMA_ROW | SCHEMA_KEY,    0, 1000000)                     \
     X(hidden,              INTEGER, SCHEMA_ROW | SCHEMA_KEY,    0, 100000000)                   \
-    X(correction,          STRING,  SCHEMA_ROW,                 0, 0)                           \
+    X(correction,          STRING,  SCHEMA_ROW | SCHEMA_READ,   0, 0)                           \
     X(method,              STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(objective,           STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(arm,                 STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \

@@ -184,6 +184,15 @@ int svg_line_plot(TextBuf *out, const char *title, const char *x_label, const ch
         int color = series[s].color >= 0 ? series[s].color : s;
         const char *stroke = palette[color % PALETTE_SIZE];
         const char *dash = series[s].dashed ? " stroke-dasharray=\"5 3\"" : "";
+        if (series[s].markers) { /* a scatter: a dot per point */
+            for (int i = 0; i < series[s].n; i++)
+                if (isfinite(series[s].x[i]) && isfinite(series[s].y[i]))
+                    textbuf_printf(out, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\" fill=\"%s\" fill-opacity=\"0.75\"/>\n",
+                                   axis_pos(&ax, series[s].x[i], PLOT_LEFT, PLOT_RIGHT), axis_pos(&ay, series[s].y[i], PLOT_BOTTOM, PLOT_TOP),
+                                   stroke);
+            legend_entry(out, s, series[s].name, color, 0, 0);
+            continue;
+        }
         /* one polyline per run of finite points; a lone point becomes a dot */
         for (int i = 0; i < series[s].n;) {
             while (i < series[s].n && !(isfinite(series[s].x[i]) && isfinite(series[s].y[i]))) i++;

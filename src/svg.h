@@ -26,6 +26,7 @@ typedef struct {
     int n;
     int color;
     int dashed;
+    int markers;   /* 1: each point a dot, no line (a scatter series) */
 } SvgSeries;
 
 /* Line plot with axes, ticks, labels and a legend. Returns 0, or -1 on allocation failure. */

@@ -687,6 +687,79 @@ static void test_report_reads_summary_without_optional_columns(void **state) {
     free(b);
 }
 
+/* ======================================================================================
+ * budgets: agreement with the float model and the frontier (issue 12)
+ * ====================================================================================== */
+
+/* One row with the budget columns: a run of seed s at `bits` (32: control), with its correction
+ * (kind "none" for none), model bits, losses, KL and the paired standard errors. */
+static void budget_row(FILE *f, int seed, int bits, const char *gran, const char *kind, const char *method, int every, double lf,
+                       double lq, double lc, double kq, double kc, double bf, double bq, double bc, double gap_se, double gain_se) {
+    const char *arm = bits == 32 ? "control" : "quant";
+    double gap = lq - lf;
+    int ok = fabs(gap) >= 3 * gap_se && fabs(gap) >= 1e-4;
+    fprintf(f, "r%d_%d_%s_%s_%d,%d,64x2,64,2,%d,\"int%d sym-absmax %s rtn scale=f16 scope=linear,head act=none\",%d,0,%s,%s,ce,%s,"
+               "%.17g,%.17g,%.17g,%g,%g,%g,", seed, bits, gran, kind, every, seed, bits, bits, gran, every, kind, method, arm, lf, lq, lc,
+            exp(lf), exp(lq), exp(lc));
+    if (ok) fprintf(f, "%.17g,,ok,", (lq - lc) / gap);
+    else fprintf(f, ",,%s,", fabs(gap) < 1e-4 ? "undefined" : "unresolved");
+    fprintf(f, "%.17g,100,1,60,65536,1,1,1,1,rtn,%s,32,0.01,0.01,0.01,%g,%g,%g,%g,0.9,0.9,%.17g,%.17g,%.17g,%.17g,4.2\n", lq - lc, gran,
+            gap_se, gain_se, kq, kc, bf, bq, bc, bc - bq);
+}
+
+static FILE *new_budget_summary(const char *name, char *dir, size_t size) {
+    FILE *f = new_summary(name, dir, size);
+    /* the header new_summary wrote, with the budget columns after it */
+    assert_int_equal(fseek(f, -1, SEEK_CUR), 0);
+    fprintf(f, ",quantizer,granularity,correction_stored_bits,loss_se_float,loss_se_quant,loss_se_corrected,gap_se,gain_se,"
+               "kl_quant,kl_corrected,top1_quant,top1_corrected,model_bits_float,model_bits_quant,model_bits_corrected,"
+               "correction_bits,bits_per_weight\n");
+    return f;
+}
+
+/* A frontier worked out by hand: at 64x2 over two seeds, int2 (300 kbit) < int2 + linear (400)
+ * < int3 (450, dominated by int2 + linear) < int4 (500) < int4 + linear (600) < float (1000).
+ * int2 + linear beats every quantized-only model of at most its size (int2) by about 0.5 nats,
+ * paired over seeds; int4 + linear beats int4 by 0.002 ± 0.001 only (not twice its standard
+ * error), so one configuration beats quantizing to more bits. */
+static void test_report_frontier(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    FILE *f = new_budget_summary("frontier", dir, sizeof dir);
+    for (int s = 1; s <= 2; s++) {
+        double lf = 2.0 + 0.02 * (s - 1), d = 0.02 * (s - 1);
+        /* int2: quantized 2.8, corrected 2.3 (+0.01 with seed 2) */
+        budget_row(f, s, 2, "channel", "linear", "train", 1, lf, 2.8 + d, 2.3 + d + 0.01 * (s - 1), 0.5, 0.2, 1e6, 3e5, 4e5, 0.01, 0.005);
+        budget_row(f, s, 2, "channel", "none", "none", 0, lf, 2.8 + d, 2.8 + d, 0.5, 0.5, 1e6, 3e5, 3e5, 0.01, 0);
+        budget_row(f, s, 3, "channel", "none", "none", 0, lf, 2.4 + d, 2.4 + d, 0.3, 0.3, 1e6, 4.5e5, 4.5e5, 0.01, 0);
+        /* int4: quantized 2.05, corrected 2.049 / 2.067 (0.001 and 0.003 better) */
+        budget_row(f, s, 4, "channel", "linear", "train", 1, lf, 2.05 + d, 2.049 + d - 0.002 * (s - 1), 0.02, 0.03, 1e6, 5e5, 6e5, 0.004, 0.001);
+    }
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    const char *expected[] = {
+        "- At 64x2 the frontier is int2 channel rtn (300 kbit, loss 2.810), int2 channel rtn + linear e1 (400 kbit, loss 2.315), "
+        "int4 channel rtn (500 kbit, loss 2.060), int4 channel rtn + linear e1 (600 kbit, loss 2.058), float (1000 kbit, loss 2.010); "
+        "2 corrected models are on it. 1 corrected configuration beats every quantized-only model of at most its size; the widest "
+        "margin: int2 channel rtn + linear e1 (400 kbit, loss 2.3150) against int2 channel rtn (300 kbit, loss 2.8100).",
+        /* agreement: KL 0.5 -> 0.2 at 2 bits over 2 runs (both lower: the t-interval excludes 0, no rank test can at n = 2) */
+        "| 2 | 2 | 0.5 | 0.2 | -0.3 |",
+        "- At 2 bits the corrections do not measurably change KL to the float model (0.5 → 0.2 nats, mean over 2 runs",
+        "![64x2: validation loss against model size](plots/frontier_loss_64x2.svg)",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
+        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    if (strstr(md, "| int3 channel rtn |")) fail_msg("the dominated int3 model is listed on the frontier");
+    free(md);
+    snprintf(path, sizeof path, "%s/plots/frontier_loss_64x2.svg", dir);
+    expect_balanced_svg(path);
+    snprintf(path, sizeof path, "%s/plots/frontier_kl_64x2.svg", dir);
+    expect_balanced_svg(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting_and_errors),
@@ -695,6 +768,7 @@ int main(void) {
         cmocka_unit_test(test_report_names_coinciding_every),
         cmocka_unit_test(test_report_errors_name_the_fault),
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),
+        cmocka_unit_test(test_report_frontier),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

@@ -121,6 +121,8 @@ int plots_recovery(Report *rep);                /* plots.c */
 int section_configurations(Report *rep);        /* 7, tables.c */
 int section_control(Report *rep);               /* 8, paired.c */
 int section_methods(Report *rep);               /* 9, paired.c */
+int section_agreement(Report *rep);             /* 10, frontier.c */
+int section_frontier(Report *rep);              /* 11, frontier.c */
 int section_loss_curves(Report *rep);           /* plots.c */
 
 /* ---- plots.c ---- */

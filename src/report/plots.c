@@ -36,10 +36,11 @@ int plots_recovery(Report *rep) {
         for (int h = 0; h < n_series; h++) {
             Select s = select_bits(rep->bits[k]);
             s.hidden = rep->hidden[h];
-            MeanCI m = recovery_stats(rep, &s);
-            value[k * n_series + h] = 100 * m.mean;
-            low[k * n_series + h] = 100 * m.ci_low;
-            high[k * n_series + h] = 100 * m.ci_high;
+            CellRecovery cr;
+            cell_recovery(rep, &s, &cr);
+            value[k * n_series + h] = 100 * cr.pooled;
+            low[k * n_series + h] = cr.n_seeds >= 2 ? 100 * cr.by_seed.ci_low : NAN;
+            high[k * n_series + h] = cr.n_seeds >= 2 ? 100 * cr.by_seed.ci_high : NAN;
         }
     for (int h = 0; h < n_series; h++) labels[h] = kind_label(rep->hidden[h], names[h], sizeof names[h]);
     for (int k = 0; k < n_groups; k++) {
@@ -53,8 +54,8 @@ int plots_recovery(Report *rep) {
     textbuf_free(&svg);
     free(value);
     if (rc == 0) {
-        textbuf_printf(t, "\nRecovery by bit width for each correction type (mean over the runs of each cell, whiskers 95%% CI; n as in "
-                          "section 4):\n");
+        textbuf_printf(t, "\nRecovery by bit width for each correction type (the ratio of pooled means over each cell's resolved "
+                          "runs, whiskers the 95%% CI over seeds; n as in section 4):\n");
         embed_plot(rep, "recovery_by_bits.svg", "recovery by bit width and correction type");
     }
     /* heat maps: rows model size, columns correct_every */
@@ -69,12 +70,12 @@ int plots_recovery(Report *rep) {
             col_labels[e] = cols[e];
         }
         for (int s = 0; s < rep->n_sizes; s++) row_labels[s] = rep->sizes[s].name;
-        textbuf_printf(t, "\nHeat maps of mean recovery (%%), model size × correct_every, pooled over hidden sizes, methods and seeds "
-                          "(cell n as in sections 5 and 6):\n");
+        textbuf_printf(t, "\nHeat maps of recovery (%%, the ratio of pooled means over resolved runs), model size × correct_every, "
+                          "pooled over hidden sizes, methods and seeds (cell n as in sections 5 and 6):\n");
     }
     for (int k = 0; rc == 0 && k < rep->n_bits; k++) {
         if (!bits_has_recovery(rep, rep->bits[k])) {
-            textbuf_printf(t, "\nNo heat map at %d bits: no run there has a defined recovery.\n", rep->bits[k]);
+            textbuf_printf(t, "\nNo heat map at %d bits: no run there has a resolved recovery.\n", rep->bits[k]);
             continue;
         }
         for (int s = 0; s < rep->n_sizes; s++)
@@ -82,8 +83,9 @@ int plots_recovery(Report *rep) {
                 Select sel = select_bits(rep->bits[k]);
                 sel.size = s;
                 sel.every = rep->every[e];
-                int n = collect_recovery(rep, &sel, rep->a);
-                grid[s * rep->n_every + e] = 100 * stats_mean(rep->a, n);
+                CellRecovery cr;
+                cell_recovery(rep, &sel, &cr);
+                grid[s * rep->n_every + e] = 100 * cr.pooled;
             }
         char title[96], file[64];
         snprintf(title, sizeof title, "Recovery (%%) at %d bits: model size x correct_every", rep->bits[k]);
@@ -188,11 +190,11 @@ int section_loss_curves(Report *rep) {
         snprintf(base, sizeof base, "%.*s", (int)(strlen(names[f]) - strlen(".train.csv")), names[f]);
         buffers[4 * n_files] = x, buffers[4 * n_files + 1] = y, buffers[4 * n_files + 2] = vx, buffers[4 * n_files + 3] = vy;
         snprintf(labels[n_series], sizeof labels[0], "%s train", base);
-        series[n_series] = (SvgSeries){labels[n_series], x, y, n, n_files, 0};
+        series[n_series] = (SvgSeries){labels[n_series], x, y, n, n_files, 0, 0};
         n_series++;
         if (nv) {
             snprintf(labels[n_series], sizeof labels[0], "%s val", base);
-            series[n_series] = (SvgSeries){labels[n_series], vx, vy, nv, n_files, 1};
+            series[n_series] = (SvgSeries){labels[n_series], vx, vy, nv, n_files, 1, 0};
             n_series++;
         }
         n_files++;
