@@ -41,6 +41,11 @@ typedef struct {
     SweepGranularity grans[SWEEP_MAX_VALUES]; /* weight granularities (default: the scheme's) */
     int n_grans;
     int corr_bits[SWEEP_MAX_VALUES], n_corr_bits; /* corrections stored at: 32 (float), or 2..16 */
+    /* where the correcting methods run (0 entries: everywhere); elsewhere only those that do not
+     * correct (none) — so a frontier of many quantized models corrects only a few of them */
+    int corrected_bits[SWEEP_MAX_VALUES], n_corrected_bits;
+    SweepGranularity corrected_grans[SWEEP_MAX_VALUES];
+    int n_corrected_grans;
     int control;                    /* the float+correction arm (bits 32) */
     /* float training */
     int heads, ctx, train_batch, train_steps;

@@ -56,11 +56,12 @@ int cmd_sweep(int argc, char **argv) {
     const char *preset = "quick", *out = NULL, *seeds = NULL, *bits = NULL, *sizes = NULL, *every = NULL, *hidden = NULL;
     const char *grid = NULL, *methods = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
     const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
+    const char *corrected_bits = NULL, *corrected_grans = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, steps = -1, batch = -1, act_bits = -1, calib = -1;
     double train_lr = -1, lr = -1, ridge = -1;
     ArgSpec specs[] = {
-        {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243: the grid and budgets the flags below start from"},
+        {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier: the grid and budgets the flags below start from"},
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
         {"--seeds", ARG_STRING, &seeds, 0, 0, "comma list, e.g. 42,123,999"},
         {"--bits", ARG_STRING, &bits, 0, 0, "comma list of weight bits in 2..8"},
@@ -72,6 +73,8 @@ int cmd_sweep(int argc, char **argv) {
         {"--quantizers", ARG_STRING, &quantizers, 0, 0, "comma list of quantizers (default rtn)"},
         {"--granularities", ARG_STRING, &granularities, 0, 0, "comma list of granularities, e.g. tensor,channel,group:32"},
         {"--correction-bits", ARG_STRING, &corr_bits, 0, 0, "comma list of widths the corrections are stored at: 32 (float), 16, 8"},
+        {"--corrected-bits", ARG_STRING, &corrected_bits, 0, 0, "bit widths at which correcting methods run (default all; others: none only)"},
+        {"--corrected-granularities", ARG_STRING, &corrected_grans, 0, 0, "granularities at which correcting methods run (default all)"},
         {"--no-control", ARG_FLAG, &no_control, 0, 0, "leave out the float+correction control arm (bits 32)"},
         {"--train-steps", ARG_INT, &train_steps, 1, 100000000, "float training steps of sizes that name none (preset's by default)"},
         {"--train-lr", ARG_FLOAT, &train_lr, 0, 10, "float training peak learning rate"},
@@ -125,8 +128,15 @@ int cmd_sweep(int argc, char **argv) {
     if ((methods && parse_method_list("--methods", methods, &cfg) != 0) ||
         (quantizers && parse_quantizer_list("--quantizers", quantizers, &cfg) != 0) ||
         (granularities && parse_granularity_list("--granularities", granularities, &cfg) != 0) ||
-        (corr_bits && parse_int_list("--correction-bits", corr_bits, cfg.corr_bits, &cfg.n_corr_bits, 2, 32) != 0))
+        (corr_bits && parse_int_list("--correction-bits", corr_bits, cfg.corr_bits, &cfg.n_corr_bits, 2, 32) != 0) ||
+        (corrected_bits && parse_int_list("--corrected-bits", corrected_bits, cfg.corrected_bits, &cfg.n_corrected_bits, 2, 8) != 0))
         return usage_error("sweep", "%s", qc_last_error());
+    if (corrected_grans) {
+        SweepConfig tmp = cfg;
+        if (parse_granularity_list("--corrected-granularities", corrected_grans, &tmp) != 0) return usage_error("sweep", "%s", qc_last_error());
+        memcpy(cfg.corrected_grans, tmp.grans, sizeof tmp.grans);
+        cfg.n_corrected_grans = tmp.n_grans;
+    }
     if (granularity && granularities) return usage_error("sweep", "--granularity and --granularities: give one");
     if (granularity) cfg.n_grans = 0; /* one granularity: the scheme's */
     if (no_control) cfg.control = 0;

@@ -67,7 +67,28 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->calib_tokens = 65536;
         return 0;
     }
-    qc_error("unknown preset '%s' (quick, seed243)", name);
+    if (strcmp(name, "frontier") == 0) {
+        /* is a correction worth its bits: RTN at 2..8 bits in four granularities beside corrections of
+         * the 2..4-bit channel models (every width and frequency, stored as float and at 8 bits)
+         * and the control, at the three sizes, one seed, seed243's budgets (README: measured time) */
+        if (sweep_preset(cfg, "seed243") != 0) return -1;
+        set_list(cfg->seeds, &cfg->n_seeds, (int[]){42}, 1);
+        set_list(cfg->bits, &cfg->n_bits, (int[]){2, 3, 4, 5, 6, 7, 8}, 7);
+        cfg->grans[0] = (SweepGranularity){GRAN_TENSOR, 0};
+        cfg->grans[1] = (SweepGranularity){GRAN_CHANNEL, 0};
+        cfg->grans[2] = (SweepGranularity){GRAN_GROUP, 32};
+        cfg->grans[3] = (SweepGranularity){GRAN_GROUP, 128};
+        cfg->n_grans = 4;
+        cfg->methods[0] = METHOD_TRAIN;
+        cfg->methods[1] = METHOD_NONE;
+        cfg->n_methods = 2;
+        set_list(cfg->corr_bits, &cfg->n_corr_bits, (int[]){32, 8}, 2);
+        set_list(cfg->corrected_bits, &cfg->n_corrected_bits, (int[]){2, 3, 4}, 3);
+        cfg->corrected_grans[0] = (SweepGranularity){GRAN_CHANNEL, 0};
+        cfg->n_corrected_grans = 1;
+        return 0;
+    }
+    qc_error("unknown preset '%s' (quick, seed243, frontier)", name);
     return -1;
 }
 
@@ -262,13 +283,16 @@ int sweep_config_check(const SweepConfig *cfg) {
     for (int i = 0; i < cfg->n_sizes; i++) {
         GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[i].d_model, .n_layer = cfg->sizes[i].n_layer, .n_head = cfg->heads};
         if (gpt_config_check(&g) != 0) return -1;
-        for (int k = 0; k < (cfg->n_grans ? cfg->n_grans : 1); k++) {
-            int group = cfg->n_grans ? (cfg->grans[k].granularity == GRAN_GROUP ? cfg->grans[k].group : 0)
-                                     : (cfg->scheme.granularity == GRAN_GROUP ? cfg->scheme.group : 0);
-            if (group && cfg->sizes[i].d_model % group != 0) {
-                qc_error("granularity group:%d does not divide d_model %d", group, cfg->sizes[i].d_model);
-                return -1;
-            }
+    }
+    /* a group that divides no model's width is refused; one that misses some sizes skips them */
+    for (int k = 0; k < (cfg->n_grans ? cfg->n_grans : 1); k++) {
+        int group = cfg->n_grans ? (cfg->grans[k].granularity == GRAN_GROUP ? cfg->grans[k].group : 0)
+                                 : (cfg->scheme.granularity == GRAN_GROUP ? cfg->scheme.group : 0);
+        int fits = !group;
+        for (int i = 0; i < cfg->n_sizes; i++) fits |= group && cfg->sizes[i].d_model % group == 0;
+        if (!fits) {
+            qc_error("granularity group:%d does not divide the width (d_model) of any model size", group);
+            return -1;
         }
     }
     if (cfg->n_methods < 1) {
@@ -329,6 +353,27 @@ static void run_id(const SweepConfig *cfg, SweepRun *r) {
     snprintf(r->id, sizeof r->id, "%s_%s%s", model, fit, stored);
 }
 
+/* Whether granularity gr fits size z (a group must divide the rows of every matrix: d_model). */
+static int granularity_fits(const SweepConfig *cfg, int gr, int z) {
+    int group = cfg->n_grans ? (cfg->grans[gr].granularity == GRAN_GROUP ? cfg->grans[gr].group : 0)
+                             : (cfg->scheme.granularity == GRAN_GROUP ? cfg->scheme.group : 0);
+    return !group || cfg->sizes[z].d_model % group == 0;
+}
+
+/* Whether the correcting methods run at these bits and granularity (SweepConfig.corrected_*). */
+static int corrected_here(const SweepConfig *cfg, int bits, int gr) {
+    int ok = cfg->n_corrected_bits == 0;
+    for (int i = 0; i < cfg->n_corrected_bits; i++) ok |= cfg->corrected_bits[i] == bits;
+    if (!ok || cfg->n_corrected_grans == 0) return ok;
+    QuantScheme s = cfg->scheme;
+    if (cfg->n_grans) s.granularity = cfg->grans[gr].granularity, s.group = cfg->grans[gr].group;
+    for (int i = 0; i < cfg->n_corrected_grans; i++)
+        if (cfg->corrected_grans[i].granularity == s.granularity &&
+            (s.granularity != GRAN_GROUP || cfg->corrected_grans[i].group == s.group))
+            return 1;
+    return 0;
+}
+
 /* Order: groups (seed, size); within one, quantized models (quantizer, granularity, bits; the
  * control arm, 32 bits, once, last); within one, methods, every, hidden, storage width. */
 SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
@@ -346,6 +391,7 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                     for (int b = 0; b <= cfg->n_bits; b++, model++) {
                         int control = b == cfg->n_bits;
                         if (control && (!cfg->control || q > 0 || gr > 0)) continue;
+                        if (!control && !granularity_fits(cfg, gr, z)) continue;
                         int bits = control ? 32 : cfg->bits[b];
                         /* every outermost: runs that share a first site share its prefix caches */
                         for (int e = 0; e <= cfg->n_every; e++)
@@ -355,6 +401,7 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                                 if (method_uses_every(method) != (e < cfg->n_every)) continue;
                                 /* at 32 bits only what corrects the stream has something to learn */
                                 if (control && (!method_corrects(method) || !method_uses_every(method))) continue;
+                                if (!control && method_corrects(method) && !corrected_here(cfg, bits, gr)) continue;
                                 int n_hidden = method_uses_hidden(method) ? cfg->n_hidden : 1;
                                 int n_stored = method_corrects(method) ? cfg->n_corr_bits : 1;
                                 for (int h = 0; h < n_hidden; h++)

@@ -47,6 +47,17 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
         cJSON_AddItemToArray(grans, cJSON_CreateString(text));
     }
     cJSON_AddItemToObject(grid, "correction_stored_bits", int_array(cfg->corr_bits, cfg->n_corr_bits));
+    if (cfg->n_corrected_bits) cJSON_AddItemToObject(grid, "corrected_bits", int_array(cfg->corrected_bits, cfg->n_corrected_bits));
+    if (cfg->n_corrected_grans) {
+        cJSON *cg = cJSON_AddArrayToObject(grid, "corrected_granularities");
+        for (int i = 0; i < cfg->n_corrected_grans; i++) {
+            QuantScheme g = cfg->scheme;
+            g.granularity = cfg->corrected_grans[i].granularity, g.group = cfg->corrected_grans[i].group;
+            char text[32];
+            describe_granularity(&g, text, sizeof text);
+            cJSON_AddItemToArray(cg, cJSON_CreateString(text));
+        }
+    }
     cJSON_AddBoolToObject(grid, "control", cfg->control);
     cJSON *ft = cJSON_AddObjectToObject(root, "float_training");
     cJSON_AddNumberToObject(ft, "heads", cfg->heads);
