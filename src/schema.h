@@ -57,7 +57,7 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(gain_loss,           REAL,    SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(correction_params,   INTEGER, SCHEMA_ROW,                 0, LONG_MAX)                    \
     X(correction_sites,    INTEGER, SCHEMA_ROW,                 0, LONG_MAX)                    \
-    X(steps,               INTEGER, SCHEMA_ROW,                 0, LONG_MAX)                    \
+    X(steps,               INTEGER, SCHEMA_ROW | SCHEMA_READ,   0, LONG_MAX)                    \
     X(calib_tokens,        INTEGER, SCHEMA_ROW | SCHEMA_NEEDED, 0, LONG_MAX)                    \
     X(seconds_train_float, REAL,    SCHEMA_ROW,                 0, 0)                           \
     X(seconds_quantize,    REAL,    SCHEMA_ROW,                 0, 0)                           \

@@ -52,10 +52,12 @@ typedef struct {
     double train_lr;
     /* quantization (besides bits) */
     QuantScheme scheme;
-    /* correction */
+    /* correction: steps and calibration budget, one value each or an axis (a budget curve) */
     int corr_steps, corr_batch;
     double corr_lr, ridge;
     long calib_tokens;
+    int steps_axis[SWEEP_MAX_VALUES], n_steps_axis;   /* 0 entries: corr_steps alone */
+    int calib_axis[SWEEP_MAX_VALUES], n_calib_axis;   /* 0 entries: calib_tokens alone */
     Objective objective;
     /* the corpus, by content */
     char data_sha256[65];
@@ -67,6 +69,8 @@ typedef struct {
     QuantizerId quantizer;
     CorrectMethod method;
     int corr_bits;           /* 32, or the narrower width the corrections are stored at */
+    int steps;               /* correction steps (0 where the method does not train) */
+    long calib;              /* calibration budget (characters) */
     char id[128];            /* s42_128x4_b4_e1_h0_train; non-default factors add parts (README) */
     int group;               /* index of its (seed, size) float-model group */
     int model;               /* index of its quantized model within the group (quantizer, granularity, bits) */

@@ -760,6 +760,37 @@ static void test_report_frontier(void **state) {
     expect_balanced_svg(path);
 }
 
+/* A budget curve by hand: recovery 40, 60, 69, 70% after 10, 20, 40, 80 steps (gap 0.5 nats,
+ * resolved): within 2 points of its best (70) from 40 steps on. */
+static void test_report_budget_curve(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    FILE *f = new_summary("budget", dir, sizeof dir);
+    const int steps[4] = {10, 20, 40, 80};
+    const double rec[4] = {0.40, 0.60, 0.69, 0.70};
+    for (int k = 0; k < 4; k++) {
+        double lf = 2.0, lq = 2.5, lc = lq - rec[k] * 0.5;
+        fprintf(f, "b%d,1,64x2,64,2,2,int2,1,0,linear,train,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,1,1,%d,1000,1,1,1,1\n", k,
+                lf, lq, lc, exp(lf), exp(lq), exp(lc), rec[k], lq - lc, steps[k]);
+    }
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    const char *expected[] = {
+        "| 2 | 1000 | 40.0 (1/1) | 60.0 (1/1) | 69.0 (1/1) | 70.0 (1/1) | 40 |",
+        "- At 64x2, 2 bits, 1000 calibration characters, recovery goes from 40.0% after 10 steps to 70.0% after 80; it comes "
+        "within 2 points of its best (70.0%) at 40 steps.",
+        "(plots/budget_64x2.svg)",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
+        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    free(md);
+    snprintf(path, sizeof path, "%s/plots/budget_64x2.svg", dir);
+    expect_balanced_svg(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting_and_errors),
@@ -769,6 +800,7 @@ int main(void) {
         cmocka_unit_test(test_report_errors_name_the_fault),
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),
         cmocka_unit_test(test_report_frontier),
+        cmocka_unit_test(test_report_budget_curve),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

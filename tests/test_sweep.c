@@ -230,6 +230,56 @@ static void test_record_fields_typed_by_schema(void **state) {
     }
 }
 
+/* The grid's axes from the method tables: methods that do not correct run once per model (no
+ * every, hidden, storage width or budget), the control only for stream corrections, granularities
+ * that do not fit a size skip it, the correcting methods only where --corrected-* allow, and the
+ * ids name each factor that is not at its historic default. */
+static void test_enumerate_axes(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    assert_int_equal(parse_method_list("--methods", "none,train", &cfg), 0);
+    assert_int_equal(cfg.methods[0], METHOD_TRAIN); /* table order */
+    assert_int_equal(parse_granularity_list("--granularities", "channel,group:128", &cfg), 0);
+    cfg.sizes[1] = (ModelSize){128, 1, 10};
+    cfg.n_sizes = 2;
+    int n_runs, n_groups;
+    SweepRun *runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    /* 64x2: channel only (group:128 does not divide 64): 2 bits x (1 none + 2 every x 2 hidden) + control 4;
+     * 128x1: two granularities: 2 x 2 x 5 + 4 */
+    assert_int_equal(n_runs, (2 * 5 + 4) + (2 * 2 * 5 + 4));
+    int none = 0, g128 = 0;
+    for (int i = 0; i < n_runs; i++) {
+        none += runs[i].method == METHOD_NONE;
+        if (runs[i].method == METHOD_NONE) assert_true(runs[i].every == 0 && runs[i].steps == 0 && runs[i].bits != 32);
+        if (strstr(runs[i].id, "_g128")) g128++, assert_int_equal(cfg.sizes[runs[i].size_index].d_model, 128);
+    }
+    assert_int_equal(none, 2 + 4);
+    assert_int_equal(g128, 2 * 5);
+    assert_string_equal(runs[0].id, "s42_64x2_b2_e1_h0_train");
+    free(runs);
+    /* a budget curve: steps and calibration axes, correcting methods only at 2 bits */
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    cfg.n_methods = 2, cfg.methods[0] = METHOD_TRAIN, cfg.methods[1] = METHOD_NONE;
+    int steps[3] = {10, 20, 40}, calib[2] = {1024, 4096};
+    memcpy(cfg.steps_axis, steps, sizeof steps), cfg.n_steps_axis = 3;
+    memcpy(cfg.calib_axis, calib, sizeof calib), cfg.n_calib_axis = 2;
+    cfg.corrected_bits[0] = 2, cfg.n_corrected_bits = 1;
+    cfg.control = 0;
+    runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    /* 2 bits: 2 calib x 2 every x 2 hidden x 3 steps = 24 trained, plus none at 2 and 4 bits */
+    assert_int_equal(n_runs, 24 + 2);
+    int found = 0;
+    for (int i = 0; i < n_runs; i++) {
+        found |= strcmp(runs[i].id, "s42_64x2_b2_e2_h32_train_s40_k4096") == 0;
+        if (runs[i].method == METHOD_TRAIN) assert_int_equal(runs[i].bits, 2);
+    }
+    assert_true(found);
+    free(runs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_counts_and_tokens),
@@ -239,6 +289,7 @@ int main(void) {
         cmocka_unit_test(test_concurrent_starts_one_manifest),
         cmocka_unit_test(test_summary_header_keeps_column_order),
         cmocka_unit_test(test_record_fields_typed_by_schema),
+        cmocka_unit_test(test_enumerate_axes),
     };
     return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
 }

@@ -31,19 +31,21 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
     if (!plan) { free(runs); qc_error("out of memory planning the sweep"); return -1; }
     double eval_tokens = sweep_eval_tokens(corpus->n_val, cfg->ctx);
     sweep_plan(cfg, runs, n_runs, NULL, 1, 1, eval_tokens, plan);
-    printf("plan for %s: %d float models, %d runs (%d with the control arm)\n", dir, n_groups, n_runs,
-           cfg->control ? n_runs / (cfg->n_bits + 1) : 0);
+    int n_control = 0;
+    for (int i = 0; i < n_runs; i++) n_control += runs[i].bits == 32;
+    printf("plan for %s: %d float models, %d runs (%d in the control arm)\n", dir, n_groups, n_runs, n_control);
     double total = 0.0;
     for (int z = 0; z < cfg->n_sizes; z++) {
         SweepWork seconds;
         if (sweep_measure_seconds_per_token(cfg, corpus, z, &seconds) != 0) { free(plan); free(runs); return -1; }
         double sub = sweep_work_cost(plan[z].work, seconds);
         total += sub;
-        printf("  %4dx%-2d  %3d float models x %d steps (%.0f ms/step), %3d runs x %d steps (%.0f ms/step without cached "
-               "prefix) + eval %.1f s each: %.1f min\n",
+        printf("  %4dx%-2d  %3d float models x %d steps (%.0f ms/step), %3d quantized models, %3d runs, %.0f whole-model correction steps "
+               "(%.0f ms/step without cached prefix), an evaluation %.1f s: %.1f min\n",
                cfg->sizes[z].d_model, cfg->sizes[z].n_layer, plan[z].float_models, SIZE_TRAIN_STEPS(cfg, z),
-               1000 * seconds.train * cfg->train_batch * cfg->ctx, plan[z].runs, cfg->corr_steps,
-               1000 * seconds.correct * cfg->corr_batch * cfg->ctx, seconds.forward * eval_tokens, sub / 60);
+               1000 * seconds.train * cfg->train_batch * cfg->ctx, plan[z].quant_models, plan[z].runs,
+               plan[z].work.correct / ((double)cfg->corr_batch * cfg->ctx), 1000 * seconds.correct * cfg->corr_batch * cfg->ctx,
+               seconds.forward * eval_tokens, sub / 60);
     }
     printf("estimated wall time: %.1f min on this machine (one shard of everything; lstsq runs counted as trained ones)\n",
            total / 60);
@@ -58,10 +60,11 @@ int cmd_sweep(int argc, char **argv) {
     const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
     const char *corrected_bits = NULL, *corrected_grans = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0;
-    int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, steps = -1, batch = -1, act_bits = -1, calib = -1;
+    int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1, act_bits = -1;
+    const char *steps = NULL, *calib = NULL;
     double train_lr = -1, lr = -1, ridge = -1;
     ArgSpec specs[] = {
-        {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier: the grid and budgets the flags below start from"},
+        {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget: the grid and budgets the flags below start from"},
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
         {"--seeds", ARG_STRING, &seeds, 0, 0, "comma list, e.g. 42,123,999"},
         {"--bits", ARG_STRING, &bits, 0, 0, "comma list of weight bits in 2..8"},
@@ -87,10 +90,10 @@ int cmd_sweep(int argc, char **argv) {
         {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale: f16 | bf16 | f32 (default f16)"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
-        {"--steps", ARG_INT, &steps, 0, 100000000, "correction training steps"},
+        {"--steps", ARG_STRING, &steps, 0, 0, "correction training steps, or a comma list (a budget curve)"},
         {"--lr", ARG_FLOAT, &lr, 0, 10, "correction peak learning rate"},
         {"--batch", ARG_INT, &batch, 1, 65536, "correction batch"},
-        {"--calib-tokens", ARG_INT, &calib, 1, 2000000000, "calibration budget in train characters"},
+        {"--calib-tokens", ARG_STRING, &calib, 0, 0, "calibration budget in train characters, or a comma list"},
         {"--ridge", ARG_FLOAT, &ridge, 0, 1e6, "lstsq ridge"},
         {"--shard", ARG_STRING, &shard, 0, 0, "K/N: run the K-th of N shards (float-model groups stay together)"},
         {"--dry-run", ARG_FLAG, &dry, 0, 0, "print the planned work and a measured time estimate, run nothing"},
@@ -151,10 +154,19 @@ int cmd_sweep(int argc, char **argv) {
     if (train_batch > 0) cfg.train_batch = train_batch;
     if (ctx > 0) cfg.ctx = ctx;
     if (heads > 0) cfg.heads = heads;
-    if (steps >= 0) cfg.corr_steps = steps;
+    if (steps) { /* one value is the scalar; several an axis */
+        if (parse_int_list("--steps", steps, cfg.steps_axis, &cfg.n_steps_axis, 0, 100000000) != 0) return usage_error("sweep", "%s", qc_last_error());
+        cfg.corr_steps = cfg.steps_axis[0];
+        if (cfg.n_steps_axis == 1) cfg.n_steps_axis = 0;
+    }
     if (lr >= 0) cfg.corr_lr = lr;
     if (batch > 0) cfg.corr_batch = batch;
-    if (calib > 0) cfg.calib_tokens = calib;
+    if (calib) {
+        if (parse_int_list("--calib-tokens", calib, cfg.calib_axis, &cfg.n_calib_axis, 1, 2000000000) != 0)
+            return usage_error("sweep", "%s", qc_last_error());
+        cfg.calib_tokens = cfg.calib_axis[0];
+        if (cfg.n_calib_axis == 1) cfg.n_calib_axis = 0;
+    }
     if (ridge >= 0) cfg.ridge = ridge;
     if (sweep_config_check(&cfg) != 0) return usage_error("sweep", "%s", qc_last_error());
     set_threads(threads);

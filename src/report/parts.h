@@ -123,6 +123,7 @@ int section_control(Report *rep);               /* 8, paired.c */
 int section_methods(Report *rep);               /* 9, paired.c */
 int section_agreement(Report *rep);             /* 10, frontier.c */
 int section_frontier(Report *rep);              /* 11, frontier.c */
+int section_budget(Report *rep);                /* 12, budget.c (when the sweep varies it) */
 int section_loss_curves(Report *rep);           /* plots.c */
 
 /* ---- plots.c ---- */

@@ -88,7 +88,20 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->n_corrected_grans = 1;
         return 0;
     }
-    qc_error("unknown preset '%s' (quick, seed243, frontier)", name);
+    if (strcmp(name, "budget") == 0) {
+        /* recovery against correction steps and calibration characters (a budget curve), linear
+         * corrections after every block at 2 and 4 bits, on seed243's float models of seed 42 */
+        if (sweep_preset(cfg, "seed243") != 0) return -1;
+        set_list(cfg->seeds, &cfg->n_seeds, (int[]){42}, 1);
+        set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4}, 2);
+        set_list(cfg->every, &cfg->n_every, (int[]){1}, 1);
+        set_list(cfg->hidden, &cfg->n_hidden, (int[]){0}, 1);
+        set_list(cfg->steps_axis, &cfg->n_steps_axis, (int[]){15, 30, 60, 120, 250, 500, 1000}, 7);
+        set_list(cfg->calib_axis, &cfg->n_calib_axis, (int[]){16384, 65536, 262144}, 3);
+        cfg->control = 0;
+        return 0;
+    }
+    qc_error("unknown preset '%s' (quick, seed243, frontier, budget)", name);
     return -1;
 }
 
@@ -348,8 +361,12 @@ static void run_id(const SweepConfig *cfg, SweepRun *r) {
     char fit[40];
     if (method_uses_every(r->method)) snprintf(fit, sizeof fit, "e%d_h%d_%s", r->every, r->hidden, method_name(r->method));
     else snprintf(fit, sizeof fit, "%s", method_name(r->method));
-    char stored[16] = "";
-    if (r->corr_bits < 32) snprintf(stored, sizeof stored, "_c%d", r->corr_bits);
+    char stored[48] = "";
+    size_t len = 0;
+    if (r->corr_bits < 32) len += (size_t)snprintf(stored + len, sizeof stored - len, "_c%d", r->corr_bits);
+    /* a budget part only where the grid varies it */
+    if (cfg->n_steps_axis > 1 && method_info[r->method].trains) len += (size_t)snprintf(stored + len, sizeof stored - len, "_s%d", r->steps);
+    if (cfg->n_calib_axis > 1 && method_corrects(r->method)) snprintf(stored + len, sizeof stored - len, "_k%ld", r->calib);
     snprintf(r->id, sizeof r->id, "%s_%s%s", model, fit, stored);
 }
 
@@ -378,8 +395,9 @@ static int corrected_here(const SweepConfig *cfg, int bits, int gr) {
  * control arm, 32 bits, once, last); within one, methods, every, hidden, storage width. */
 SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
     int n_grans = cfg->n_grans ? cfg->n_grans : 1;
+    int n_steps = cfg->n_steps_axis ? cfg->n_steps_axis : 1, n_calib = cfg->n_calib_axis ? cfg->n_calib_axis : 1;
     size_t max = (size_t)cfg->n_seeds * cfg->n_sizes * cfg->n_quantizers * n_grans * (cfg->n_bits + 1) * cfg->n_methods *
-                 (cfg->n_every + 1) * cfg->n_hidden * cfg->n_corr_bits;
+                 (cfg->n_every + 1) * cfg->n_hidden * cfg->n_corr_bits * n_steps * n_calib;
     SweepRun *runs = qc_calloc(max ? max : 1, sizeof(SweepRun), "run list");
     if (!runs) return NULL;
     int n = 0, g = 0;
@@ -393,7 +411,8 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                         if (control && (!cfg->control || q > 0 || gr > 0)) continue;
                         if (!control && !granularity_fits(cfg, gr, z)) continue;
                         int bits = control ? 32 : cfg->bits[b];
-                        /* every outermost: runs that share a first site share its prefix caches */
+                        /* calibration sets, then every outermost: runs that share both share prefix caches */
+                        for (int k = 0; k < n_calib; k++)
                         for (int e = 0; e <= cfg->n_every; e++)
                             for (int m = 0; m < cfg->n_methods; m++) {
                                 CorrectMethod method = cfg->methods[m];
@@ -402,10 +421,13 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                                 /* at 32 bits only what corrects the stream has something to learn */
                                 if (control && (!method_corrects(method) || !method_uses_every(method))) continue;
                                 if (!control && method_corrects(method) && !corrected_here(cfg, bits, gr)) continue;
+                                if (k > 0 && !method_corrects(method)) continue; /* no calibration: once */
                                 int n_hidden = method_uses_hidden(method) ? cfg->n_hidden : 1;
                                 int n_stored = method_corrects(method) ? cfg->n_corr_bits : 1;
+                                int n_st = method_info[method].trains ? n_steps : 1;
                                 for (int h = 0; h < n_hidden; h++)
-                                    for (int c = 0; c < n_stored; c++) {
+                                    for (int c = 0; c < n_stored; c++)
+                                    for (int st = 0; st < n_st; st++) {
                                         SweepRun *r = &runs[n++];
                                         r->seed = cfg->seeds[s];
                                         r->size_index = z;
@@ -416,6 +438,8 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                                         r->every = e < cfg->n_every ? cfg->every[e] : 0;
                                         r->hidden = method_uses_hidden(method) ? cfg->hidden[h] : 0;
                                         r->corr_bits = method_corrects(method) ? cfg->corr_bits[c] : 32;
+                                        r->steps = !method_info[method].trains ? 0 : cfg->n_steps_axis ? cfg->steps_axis[st] : cfg->corr_steps;
+                                        r->calib = cfg->n_calib_axis ? cfg->calib_axis[k] : cfg->calib_tokens;
                                         r->group = g;
                                         r->model = model;
                                         run_id(cfg, r);

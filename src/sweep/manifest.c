@@ -79,10 +79,12 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
     cJSON *c = cJSON_AddObjectToObject(root, "correction");
     cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective));
-    cJSON_AddNumberToObject(c, "steps", cfg->corr_steps);
+    if (cfg->n_steps_axis) cJSON_AddItemToObject(c, "steps", int_array(cfg->steps_axis, cfg->n_steps_axis));
+    else cJSON_AddNumberToObject(c, "steps", cfg->corr_steps);
     cJSON_AddNumberToObject(c, "batch", cfg->corr_batch);
     cJSON_AddNumberToObject(c, "lr", cfg->corr_lr);
-    cJSON_AddNumberToObject(c, "calib_tokens", (double)cfg->calib_tokens);
+    if (cfg->n_calib_axis) cJSON_AddItemToObject(c, "calib_tokens", int_array(cfg->calib_axis, cfg->n_calib_axis));
+    else cJSON_AddNumberToObject(c, "calib_tokens", (double)cfg->calib_tokens);
     cJSON_AddNumberToObject(c, "ridge", cfg->ridge);
     cJSON_AddStringToObject(c, "optimizer", "AdamW 0.9/0.95, no weight decay, clip 1.0, warmup then cosine to lr/10");
     cJSON_AddStringToObject(root, "data_sha256", cfg->data_sha256);

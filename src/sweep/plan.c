@@ -36,8 +36,8 @@ SweepWork plan_quant_model(const SweepConfig *cfg, int z, double eval_tokens) {
 }
 
 /* the validation windows' prefix, and the calibration windows' for the ce objective */
-SweepWork plan_prefix_cache(const SweepConfig *cfg, int z, int first_block, double eval_tokens) {
-    double calib = cfg->objective == OBJECTIVE_CE ? (double)((cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
+SweepWork plan_prefix_cache(const SweepConfig *cfg, int z, int first_block, long calib_tokens, double eval_tokens) {
+    double calib = cfg->objective == OBJECTIVE_CE ? (double)((calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
     return (SweepWork){.forward = (eval_tokens + calib) * (1.0 - share_from(cfg, z, first_block + 1))};
 }
 
@@ -46,7 +46,7 @@ SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens
     if (!method_corrects(r->method)) return (SweepWork){0};
     int first_block = plan_first_block(cfg, r);
     double above = share_from(cfg, r->size_index, first_block + 1);
-    return (SweepWork){.correct = (double)cfg->corr_steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above};
+    return (SweepWork){.correct = (double)r->steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above};
 }
 
 static void add_work(SweepWork *to, SweepWork w) {
@@ -76,6 +76,7 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
         add_work(&p->work, plan_float_model(cfg, z, eval_tokens));
         for (int b = i; b < end;) {
             int model_end = b, cached_block = -1, have_model = 0;
+            long cached_calib = -1;
             while (model_end < end && runs[model_end].model == runs[b].model) model_end++;
             for (int k = b; k < model_end; k++) {
                 if (done && done[k]) continue;
@@ -87,9 +88,10 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
                 }
                 have_model = 1;
                 int first_block = method_corrects(runs[k].method) ? plan_first_block(cfg, &runs[k]) : -1;
+                if (first_block >= 0 && runs[k].calib != cached_calib) cached_block = -1, cached_calib = runs[k].calib;
                 if (first_block >= 0 && first_block != cached_block) {
                     p->prefix_caches++;
-                    add_work(&p->work, plan_prefix_cache(cfg, z, first_block, eval_tokens));
+                    add_work(&p->work, plan_prefix_cache(cfg, z, first_block, runs[k].calib, eval_tokens));
                     cached_block = first_block;
                 }
                 p->runs++;

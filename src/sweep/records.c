@@ -180,7 +180,7 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.hidden = r->hidden;
     v.correction = kind_name(c->kind);
     v.method = m->name;
-    v.objective = m->trains && cfg->corr_steps > 0 ? objective_name(cfg->objective) : m->name;
+    v.objective = m->trains && r->steps > 0 ? objective_name(cfg->objective) : m->name;
     v.arm = r->bits == 32 ? "control" : "quant";
     v.loss_float = out->loss_float;
     v.loss_quant = out->loss_quant;
@@ -194,8 +194,8 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.gain_loss = out->loss_quant - out->loss_corrected;
     v.correction_params = (long)c->num_params;
     v.correction_sites = c->n_sites;
-    v.steps = m->trains ? cfg->corr_steps : 0;
-    v.calib_tokens = (cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx;
+    v.steps = r->steps;
+    v.calib_tokens = (r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx;
     v.seconds_train_float = t->train_float;
     v.seconds_quantize = t->quantize;
     v.seconds_correct = t->correct;

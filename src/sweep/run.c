@@ -262,12 +262,20 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             StreamCache calib = {0}, val = {0};
             int cached_block = -1;
             int n_calib = 0;
-            int64_t *calib_starts = calibration_windows(&corpus, cfg->calib_tokens, cfg->ctx, (uint64_t)r0->seed, &n_calib);
-            if (!calib_starts) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
+            long calib_of_starts = -1; /* the budget calib_starts were drawn for */
+            int64_t *calib_starts = NULL;
             for (int k = i; k < n_runs && runs[k].group == g && runs[k].model == model && rc == 0; k++) {
                 if (done[k]) continue;
                 const SweepRun *r = &runs[k];
                 CorrectionLayout layout = sweep_run_layout(r);
+                if (method_corrects(r->method) && r->calib != calib_of_starts) { /* a new calibration set: new caches */
+                    free(calib_starts);
+                    calib_starts = calibration_windows(&corpus, r->calib, cfg->ctx, (uint64_t)r0->seed, &n_calib);
+                    if (!calib_starts) { rc = -1; break; }
+                    calib_of_starts = r->calib;
+                    stream_cache_free(&calib);
+                    cached_block = -1;
+                }
                 /* "none" is the quantized model as evaluated: no cache, no work */
                 int first_block = method_corrects(r->method) ? correction_layout_frozen_prefix(&q.config, &layout) : -1;
                 if (first_block >= 0 && first_block != cached_block) {
@@ -282,7 +290,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                         rc = -1;
                         break;
                     }
-                    progress_credit(&p, flops(cfg, r->size_index, plan_prefix_cache(cfg, r->size_index, first_block, eval_tokens)));
+                    progress_credit(&p, flops(cfg, r->size_index, plan_prefix_cache(cfg, r->size_index, first_block, r->calib, eval_tokens)));
                     cached_block = first_block;
                 }
                 snprintf(p.phase, sizeof p.phase, "run %s", r->id);
@@ -294,10 +302,10 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.hidden = r->hidden;
                 co.objective = cfg->objective;
                 co.method = r->method;
-                co.steps = cfg->corr_steps;
+                co.steps = r->steps;
                 co.batch = cfg->corr_batch;
                 co.lr = (float)cfg->corr_lr;
-                co.calib_tokens = cfg->calib_tokens;
+                co.calib_tokens = r->calib;
                 co.seed = (uint64_t)r->seed;
                 co.ridge = cfg->ridge;
                 co.correction_bits = r->corr_bits;

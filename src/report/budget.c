@@ -1,0 +1,114 @@
+/* report/budget: recovery against the correction budget — training steps and calibration
+ * characters — when a sweep varies them (a budget curve): a table and a plot per model size, and
+ * where each curve comes within 2 points of its best. */
+#include "parts.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util.h"
+
+static int add_long(long *v, int *n, long x) {
+    for (int i = 0; i < *n; i++)
+        if (v[i] == x) return 0;
+    if (*n == MAX_LEVELS) return -1;
+    v[(*n)++] = x;
+    return 0;
+}
+static int compare_long_values(const void *pa, const void *pb) {
+    long a = *(const long *)pa, b = *(const long *)pb;
+    return (a > b) - (a < b);
+}
+
+/* The pooled recovery of the stream runs of size z at bits, steps and calibration budget. */
+static void budget_cell(Report *rep, int z, int bits, long steps, long calib, CellRecovery *out) {
+    /* select_bits and size, then keep the budget by masking the runs that differ */
+    Select s = select_bits(bits);
+    s.size = z;
+    int *hidden = qc_malloc(sizeof(int) * (size_t)rep->n_runs, "budget cell");
+    if (!hidden) { memset(out, 0, sizeof *out); out->pooled = NAN; return; }
+    for (int i = 0; i < rep->n_runs; i++) {
+        Run *r = &rep->runs[i];
+        hidden[i] = r->stream;
+        if (r->rec.steps != steps || r->rec.calib_tokens != calib) r->stream = 0;
+    }
+    cell_recovery(rep, &s, out);
+    for (int i = 0; i < rep->n_runs; i++) rep->runs[i].stream = hidden[i];
+    free(hidden);
+}
+
+int section_budget(Report *rep) {
+    long steps[MAX_LEVELS], calibs[MAX_LEVELS];
+    int n_steps = 0, n_calibs = 0;
+    for (int i = 0; i < rep->n_runs; i++) {
+        const Run *r = &rep->runs[i];
+        /* trained runs only (a closed form's 0 steps is no budget) */
+        if (r->control || !r->stream || r->rec.steps == SCHEMA_NO_INTEGER || r->rec.steps <= 0 || r->rec.calib_tokens == SCHEMA_NO_INTEGER)
+            continue;
+        if (add_long(steps, &n_steps, r->rec.steps) || add_long(calibs, &n_calibs, r->rec.calib_tokens)) break;
+    }
+    if (n_steps < 2 && n_calibs < 2) return 0; /* no budget curve in this sweep */
+    qsort(steps, (size_t)n_steps, sizeof(long), compare_long_values);
+    qsort(calibs, (size_t)n_calibs, sizeof(long), compare_long_values);
+    TextBuf *t = &rep->body, *c = &rep->conclusions;
+    textbuf_printf(t, "\n## 12. Recovery against the correction budget\n\nCells: recovery (%%) as the ratio of pooled means over "
+                      "the cell's resolved runs (resolved/runs), by correction training steps (columns) and calibration characters "
+                      "(rows). \"Flattens at\": the fewest steps whose recovery comes within 2 points of the curve's best.\n");
+    int rc = 0;
+    double *xy = qc_malloc(sizeof(double) * 2 * (size_t)(n_steps * n_calibs * rep->n_bits + 1), "budget plot");
+    SvgSeries *series = qc_calloc((size_t)(n_calibs * rep->n_bits + 1), sizeof(SvgSeries), "budget plot");
+    char (*names)[64] = qc_malloc(sizeof *names * (size_t)(n_calibs * rep->n_bits + 1), "budget plot");
+    if (!xy || !series || !names) { free(xy); free(series); free(names); return -1; }
+    for (int z = 0; z < rep->n_sizes && rc == 0; z++) {
+        textbuf_printf(t, "\n### %s\n\n| bits | calibration | ", rep->sizes[z].name);
+        for (int k = 0; k < n_steps; k++) textbuf_printf(t, "%ld steps | ", steps[k]);
+        textbuf_printf(t, "flattens at |\n|---:|---:|");
+        for (int k = 0; k < n_steps; k++) textbuf_printf(t, "---:|");
+        textbuf_printf(t, "---:|\n");
+        int ns = 0, used = 0;
+        for (int b = 0; b < rep->n_bits; b++)
+            for (int a = 0; a < n_calibs; a++) {
+                double *x = xy + used, *y = xy + used + n_steps, best = -INFINITY;
+                used += 2 * n_steps;
+                int any = 0;
+                textbuf_printf(t, "| %d | %ld |", rep->bits[b], calibs[a]);
+                for (int k = 0; k < n_steps; k++) {
+                    CellRecovery cr;
+                    budget_cell(rep, z, rep->bits[b], steps[k], calibs[a], &cr);
+                    put_cell_recovery(t, &cr);
+                    x[k] = log2((double)(steps[k] > 0 ? steps[k] : 1));
+                    y[k] = 100 * cr.pooled;
+                    if (isfinite(y[k])) best = fmax(best, y[k]), any = 1;
+                }
+                long flat = -1;
+                for (int k = 0; k < n_steps && flat < 0; k++)
+                    if (isfinite(y[k]) && y[k] >= best - 2.0) flat = steps[k];
+                if (flat >= 0) textbuf_printf(t, " %ld |\n", flat);
+                else textbuf_printf(t, " n/a |\n");
+                if (!any) continue;
+                snprintf(names[ns], sizeof names[0], "%d bits, %ld characters", rep->bits[b], calibs[a]);
+                series[ns] = (SvgSeries){names[ns], x, y, n_steps, ns, 0, 0};
+                ns++;
+                if (n_steps >= 2 && isfinite(y[0]) && isfinite(y[n_steps - 1]))
+                    textbuf_printf(c, "- At %s, %d bits, %ld calibration characters, recovery goes from %.1f%% after %ld steps to %.1f%% "
+                                      "after %ld; it comes within 2 points of its best (%.1f%%) at %ld steps.\n",
+                                   rep->sizes[z].name, rep->bits[b], calibs[a], y[0], steps[0], y[n_steps - 1], steps[n_steps - 1],
+                                   best, flat);
+            }
+        if (ns == 0 || n_steps < 2) continue;
+        char title[96], file[64];
+        snprintf(title, sizeof title, "%s: recovery against correction steps", rep->sizes[z].name);
+        snprintf(file, sizeof file, "budget_%s.svg", rep->sizes[z].name);
+        TextBuf svg = {0};
+        svg_line_plot(&svg, title, "log2 of correction training steps", "recovery (%)", series, ns);
+        rc = write_plot(rep, file, &svg);
+        textbuf_free(&svg);
+        if (rc == 0) embed_plot(rep, file, title);
+    }
+    free(xy);
+    free(series);
+    free(names);
+    return rc;
+}
