@@ -7,9 +7,12 @@
 
 #include <stddef.h>
 
-/* Quantizers: X(id, name, needs calibration data, quantize function (quant.c)) */
-#define QUANTIZERS(X) \
-    X(QUANTIZER_RTN, "rtn", 0, quantize_tensor_rtn)
+/* Quantizers: X(id, name, needs calibration data, quantize function (quant.c)). mse needs data
+ * only when weighted by it (quant_scheme_needs_calibration). */
+#define QUANTIZERS(X)                                   \
+    X(QUANTIZER_RTN, "rtn", 0, quantize_tensor_rtn)     \
+    X(QUANTIZER_MSE, "mse", 0, quantize_tensor_mse)     \
+    X(QUANTIZER_GPTQ, "gptq", 1, quantize_tensor_gptq)
 
 /* Where a correction sits: on the residual stream after a block (SPEC section 4), or on one linear
  * layer's output (a per-matrix term). */

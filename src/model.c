@@ -384,6 +384,21 @@ int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook 
     return 0;
 }
 
+int gpt_forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
+    forward_range(m, x, first, last, B, T, hook);
+    return 0;
+}
+
+int gpt_forward_head(GPT *m, float *x, int B, int T, const ModelHook *hook) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
+    m->batch = B;
+    m->seq = T;
+    m->final_stream = x;
+    forward_head(m, hook);
+    return 0;
+}
+
 int gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook) {
     if (gpt_forward_blocks(m, inputs, B, T, hook, m->config.n_layer) != 0) return -1;
     forward_head(m, hook);
