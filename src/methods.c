@@ -58,3 +58,5 @@ CorrectionKindId method_kind(CorrectMethod m, int hidden) {
 }
 
 int method_uses_hidden(CorrectMethod m) { return method_info[m].kind == KIND_BY_HIDDEN; }
+
+int method_fits_weight_error(CorrectMethod m) { return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR; }

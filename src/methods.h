@@ -22,13 +22,18 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
  * NULL (experiment.c: it needs calibration data)) */
 #define CORRECTION_KINDS(X)                                                  \
     X(KIND_LINEAR, "linear", PLACE_STREAM, linear_kind, correction_lstsq)    \
-    X(KIND_MLP, "mlp", PLACE_STREAM, mlp_kind, NULL)
+    X(KIND_MLP, "mlp", PLACE_STREAM, mlp_kind, NULL)                         \
+    X(KIND_LOWRANK, "lowrank", PLACE_LINEAR, lowrank_kind, lowrank_solve)    \
+    X(KIND_BIAS, "bias", PLACE_LINEAR, bias_kind, bias_solve)
 
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
- * trains (AdamW steps), solves (the kind's closed form)) */
-#define CORRECTION_METHODS(X)                     \
-    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0) \
-    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)
+ * trains (AdamW steps), solves (the kind's closed form)). A method that solves and trains
+ * (lowrank) fine-tunes its closed form only when given steps. */
+#define CORRECTION_METHODS(X)                         \
+    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0)     \
+    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)        \
+    X(METHOD_LOWRANK, "lowrank", KIND_LOWRANK, 1, 1)   \
+    X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1)
 
 #define METHODS_ENUM_ID(id, name, ...) id,
 typedef enum { QUANTIZERS(METHODS_ENUM_ID) QUANTIZER_COUNT } QuantizerId;
@@ -71,5 +76,8 @@ void method_names(char *out, size_t size);
 CorrectionKindId method_kind(CorrectMethod m, int hidden);
 /* Whether the correction-width axis (hidden) means anything for a method. */
 int method_uses_hidden(CorrectMethod m);
+/* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer): at 32
+ * bits there is nothing for it to fit. */
+int method_fits_weight_error(CorrectMethod m);
 
 #endif

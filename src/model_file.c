@@ -122,6 +122,14 @@ bad:
  * on), correction_sizes (linear kinds: each site's size), correction_method, correction_objective */
 static int corrections_to_meta(const Corrections *c, const CorrectionProvenance *how, StMeta *out) {
     int n = 0;
+    if (correction_kind_ops(c->kind)->fold) { /* inside the base's tensors: the file is a plain quantized model */
+        set_meta(&out[n++], "correction_folded", kind_info[c->kind].name);
+        if (how) {
+            set_meta(&out[n++], "correction_method", how->method);
+            set_meta(&out[n++], "correction_objective", how->objective);
+        }
+        return n;
+    }
     int stream = kind_info[c->kind].placement == PLACE_STREAM;
     if (stream) {
         set_meta_int(&out[n++], "correction_every", c->every);
@@ -331,7 +339,20 @@ int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantSc
             tensors[i].data = names[i].data;
         }
     }
-    int rc = gpt_save(m, vocab, path, meta, n_meta, tensors, n);
+    int rc;
+    if (c && correction_kind_ops(c->kind)->fold) {
+        GPT folded;
+        if (gpt_clone(&folded, m, 1) != 0) {
+            free(names);
+            free(tensors);
+            return -1;
+        }
+        rc = corrections_fold(c, &folded);
+        if (rc == 0) rc = gpt_save(&folded, vocab, path, meta, n_meta, NULL, 0);
+        gpt_free(&folded);
+    } else {
+        rc = gpt_save(m, vocab, path, meta, n_meta, tensors, n);
+    }
     free(names);
     free(tensors);
     return rc;

@@ -40,7 +40,9 @@ int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch);
 const ModelHook *loaded_hook(LoadedModel *lm);
 void loaded_model_free(LoadedModel *lm);
 
-/* Writes a quantized model (scheme may be NULL: a float model) with its corrections (NULL: none). */
+/* Writes a quantized model (scheme may be NULL: a float model) with its corrections (NULL: none).
+ * A kind stored folded (bias) is added into a copy of the model's tensors: the file is then a
+ * plain quantized checkpoint (correction_folded names the kind), which eval reads as any other. */
 int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantScheme *scheme, const Corrections *c,
                const CorrectionProvenance *how);
 
