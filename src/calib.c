@@ -141,7 +141,9 @@ int calib_walk(GPT *m, const ModelHook *hook, const int32_t *windows, int n_wind
             for (int w0 = 0; w0 < n_windows; w0 += B) {
                 int nb = n_windows - w0 < B ? n_windows - w0 : B;
                 float *x = cache + (size_t)w0 * window_floats;
-                int f = l < L ? gpt_forward_range(m, x, l, l + 1, nb, T, &observer) : gpt_forward_head(m, x, nb, T, &observer);
+                /* the block as far as the layer: what comes after it cannot change what it reads */
+                int f = l < L ? gpt_forward_block_until(m, x, l, i % LINEARS_PER_BLOCK, nb, T, &observer)
+                              : gpt_forward_head(m, x, nb, T, &observer);
                 if (f != 0) goto done;
             }
             obs.target = -1;

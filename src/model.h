@@ -172,6 +172,9 @@ int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook 
  * after the last one's hook is then m->final_stream. For work that walks the model block by block
  * from a cache (calibration). */
 int gpt_forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook);
+/* Block `block` on x up to and including its linear layer `slot` (GPT_BLOCK_LINEARS): what that
+ * layer reads and writes, without the rest of the block (nor its hook). */
+int gpt_forward_block_until(GPT *m, float *x, int block, int slot, int B, int T, const ModelHook *hook);
 /* The final LayerNorm and the head on x (B,T,C), the stream after the last block's hook. */
 int gpt_forward_head(GPT *m, float *x, int B, int T, const ModelHook *hook);
 /* Mean cross-entropy of the last forward; also writes m->dlogits (for d mean) if training. */
