@@ -96,7 +96,11 @@ static int bias_tensors(int in, int out, int size, SiteTensor *t) {
     return 1;
 }
 static void bias_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
-    for (int r = 0; r < rows; r++) residual_forward(y + (size_t)r * s->out, y + (size_t)r * s->out, s->param[0], s->out);
+    const float *delta = s->param[0];
+    int out = s->out;
+#pragma omp parallel for schedule(static) if ((long)rows * out >= 32768)
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < out; i++) y[(size_t)r * out + i] += delta[i];
 }
 static void bias_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch) {
     memset(dx, 0, (size_t)rows * s->in * sizeof(float));

@@ -19,7 +19,7 @@ typedef struct {
     double *wt;                 /* (cols, rows): column perm[c] of W, as updated so far */
     double *u;                  /* (cols, cols): upper Cholesky factor of H^-1, processing order */
     SpanGrid *grids;            /* rows * grids_per_row (tensor: 1) */
-    const QuantScheme *s;
+    const GptqParams *p;
     const double *fit_weight;
     double *fit_weight_full;    /* tensor + weighted mse: the column weights broadcast over rows */
     float *span;                /* current groups: one row's group (G) */
@@ -60,14 +60,13 @@ int gptq_act_order(int *perm, const double *gram, int cols) {
 
 /* Fits grid (row, group) from a span of values (n) by the scheme's fit. weight: the span's columns' weights or NULL. */
 static SpanGrid fit_grid(const Gptq *g, const float *values, int n, const double *weight) {
-    const QuantScheme *s = g->s;
-    if (s->options.fit == QUANTIZER_MSE)
-        return span_grid_fit_mse(values, n, s->bits, s->asymmetric, s->scale_dtype, weight, NULL);
-    return span_grid_fit(values, n, s->bits, s->asymmetric, s->scale_dtype, 1.0);
+    const GptqParams *p = g->p;
+    if (p->fit_mse) return span_grid_fit_mse(values, n, p->bits, p->asymmetric, p->dtype, weight, NULL);
+    return span_grid_fit(values, n, p->bits, p->asymmetric, p->dtype, 1.0);
 }
 
 static const double *span_weight(const Gptq *g, int first_col) {
-    if (!g->fit_weight || g->s->options.fit != QUANTIZER_MSE) return NULL;
+    if (!g->fit_weight || !g->p->fit_mse) return NULL;
     return g->fit_weight + first_col;
 }
 
@@ -76,7 +75,7 @@ static int fit_static_grids(Gptq *g, const float *wz) {
     int rows = g->rows, cols = g->cols;
     if (g->tensor) {
         const double *weight = NULL;
-        if (g->fit_weight && g->s->options.fit == QUANTIZER_MSE) {
+        if (g->fit_weight && g->p->fit_mse) {
             g->fit_weight_full = qc_malloc((size_t)rows * cols * sizeof(double), "GPTQ fit weights");
             if (!g->fit_weight_full) return -1;
             for (int r = 0; r < rows; r++) memcpy(g->fit_weight_full + (size_t)r * cols, g->fit_weight, (size_t)cols * sizeof(double));
@@ -99,16 +98,20 @@ static const SpanGrid *grid_of(const Gptq *g, int row, int original_col) {
 }
 
 /* Steps 1-4 of gptq.h: H, dead columns, grids, order, dampening and U. */
-static int gptq_setup(Gptq *g, const float *w, int rows, int cols, const double *gram, const QuantScheme *s, const double *fit_weight) {
+static int gptq_setup(Gptq *g, const float *w, int rows, int cols, const double *gram, const GptqParams *p, const double *fit_weight) {
     memset(g, 0, sizeof *g);
+    if (p->span_cols < 0 || p->span_cols > cols || (p->span_cols && cols % p->span_cols != 0)) {
+        qc_error("GPTQ: a grid of %d columns does not tile rows of %d", p->span_cols, cols);
+        return -1;
+    }
     g->rows = rows;
     g->cols = cols;
-    g->s = s;
+    g->p = p;
     g->fit_weight = fit_weight;
-    g->tensor = s->granularity == GRAN_TENSOR;
-    g->span_cols = s->granularity == GRAN_GROUP ? s->group : cols;
+    g->tensor = p->span_cols == 0;
+    g->span_cols = p->span_cols ? p->span_cols : cols;
     g->grids_per_row = cols / g->span_cols;
-    g->current = s->granularity == GRAN_GROUP && s->options.groups == GPTQ_GROUPS_CURRENT && !s->options.act_order;
+    g->current = !g->tensor && g->span_cols < cols && p->current_groups && !p->act_order;
     size_t n = (size_t)rows * cols;
     g->perm = qc_malloc((size_t)cols * sizeof(int), "GPTQ order");
     g->wt = qc_malloc(n * sizeof(double), "GPTQ weights");
@@ -133,7 +136,7 @@ static int gptq_setup(Gptq *g, const float *w, int rows, int cols, const double 
         return -1;
     }
     /* 3. order */
-    if (s->options.act_order) {
+    if (p->act_order) {
         if (gptq_act_order(g->perm, gram, cols) != 0) {
             free(wz);
             gptq_free(g);
@@ -155,7 +158,7 @@ static int gptq_setup(Gptq *g, const float *w, int rows, int cols, const double 
         mean_diag += *d;
     }
     mean_diag /= cols;
-    for (int a = 0; a < cols; a++) h[(size_t)a * cols + a] += s->options.damp * mean_diag;
+    for (int a = 0; a < cols; a++) h[(size_t)a * cols + a] += p->damp * mean_diag;
     int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', cols, h, cols);
     if (info == 0) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', cols, h, cols);
     if (info == 0) {
@@ -165,7 +168,7 @@ static int gptq_setup(Gptq *g, const float *w, int rows, int cols, const double 
     }
     if (info != 0) {
         qc_error("GPTQ: the Hessian is not positive definite after dampening %g of its mean diagonal (LAPACK info %d)",
-                 s->options.damp, info);
+                 p->damp, info);
         gptq_free(g);
         return -1;
     }
@@ -190,16 +193,16 @@ static void quantize_column(Gptq *g, int c, float *out, double *err) {
     const double *w = g->wt + (size_t)c * rows;
     double ucc = g->u[(size_t)c * g->cols + c];
     for (int r = 0; r < rows; r++) {
-        float q = span_grid_apply(w[r], *grid_of(g, r, col), g->s->bits, g->s->asymmetric);
+        float q = span_grid_apply(w[r], *grid_of(g, r, col), g->p->bits, g->p->asymmetric);
         out[(size_t)r * g->cols + col] = q;
         err[r] = (w[r] - (double)q) / ucc;
     }
 }
 
-int gptq_quantize_ref(float *out, const float *w, int rows, int cols, const double *gram, const QuantScheme *s,
+int gptq_quantize_ref(float *out, const float *w, int rows, int cols, const double *gram, const GptqParams *p,
                       const double *fit_weight) {
     Gptq g;
-    if (gptq_setup(&g, w, rows, cols, gram, s, fit_weight) != 0) return -1;
+    if (gptq_setup(&g, w, rows, cols, gram, p, fit_weight) != 0) return -1;
     double *err = qc_malloc((size_t)rows * sizeof(double), "GPTQ error");
     if (!err) { gptq_free(&g); return -1; }
     for (int c = 0; c < cols; c++) {
@@ -216,11 +219,10 @@ int gptq_quantize_ref(float *out, const float *w, int rows, int cols, const doub
     return 0;
 }
 
-int gptq_quantize(float *out, const float *w, int rows, int cols, const double *gram, const QuantScheme *s,
-                  const double *fit_weight) {
+int gptq_quantize(float *out, const float *w, int rows, int cols, const double *gram, const GptqParams *p, const double *fit_weight) {
     Gptq g;
-    if (gptq_setup(&g, w, rows, cols, gram, s, fit_weight) != 0) return -1;
-    int block = s->options.block > 0 ? s->options.block : 128, G = g.span_cols;
+    if (gptq_setup(&g, w, rows, cols, gram, p, fit_weight) != 0) return -1;
+    int block = p->block > 0 ? p->block : 128, G = g.span_cols;
     double *errs = qc_malloc((size_t)block * rows * sizeof(double), "GPTQ errors");
     double *group = g.current ? qc_malloc((size_t)G * rows * sizeof(double), "GPTQ group") : NULL;
     if (!errs || (g.current && !group)) {

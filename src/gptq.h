@@ -3,11 +3,22 @@
 #ifndef QCORR_GPTQ_H
 #define QCORR_GPTQ_H
 
-#include "quant.h"
+#include "fakequant.h"
 
-/* out (rows, cols) = GPTQ of w (rows, cols) under scheme s (bits, granularity, asymmetric, scale
- * dtype, and s->options: damp, act_order, fit, groups, block), gram = X^T X (cols, cols, both
- * triangles) of the inputs the matrix reads. fit_weight (cols, or NULL) weights the mse fit's
+/* What GPTQ needs of a scheme (quant.h's quant_scheme_gptq_params builds it). */
+typedef struct {
+    int bits, asymmetric;
+    ScaleDtype dtype;
+    int span_cols;      /* columns one grid covers within a row: cols (channel) or G (group); 0: one grid for the tensor */
+    int fit_mse;        /* grids by the mse clip search (fakequant.h) instead of absmax */
+    int current_groups; /* group grids fitted when each group starts (ignored with act_order) */
+    int act_order;
+    double damp;        /* H += damp * mean(diag H) * I */
+    int block;          /* columns per lazy batch update */
+} GptqParams;
+
+/* out (rows, cols) = GPTQ of w (rows, cols) under p, gram = X^T X (cols, cols, both triangles) of
+ * the inputs the matrix reads. fit_weight (cols, or NULL) weights the mse fit's
  * error per column.
  *
  * The specification, in double:
@@ -25,9 +36,8 @@
  * (the paper's lazy batch updates): within a block of `block` columns at once, to the columns after
  * the block once per block, by one matrix product; the same sums in another order.
  * Returns 0, or -1 (error set) when H is not positive definite after dampening. */
-int gptq_quantize(float *out, const float *w, int rows, int cols, const double *gram, const QuantScheme *s,
-                  const double *fit_weight);
-int gptq_quantize_ref(float *out, const float *w, int rows, int cols, const double *gram, const QuantScheme *s,
+int gptq_quantize(float *out, const float *w, int rows, int cols, const double *gram, const GptqParams *p, const double *fit_weight);
+int gptq_quantize_ref(float *out, const float *w, int rows, int cols, const double *gram, const GptqParams *p,
                       const double *fit_weight);
 
 /* The processing order under act-order: columns by descending diag(H) of H = 2 gram with dead

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gptq.h"
 #include "util.h"
 
 static const char *role_names[] = {"embedding", "norm", "bias", "linear", "head"};
@@ -175,12 +174,26 @@ static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, 
 static const QuantizeTensorFn quantize_tensor[QUANTIZER_COUNT] = {QUANTIZERS(QUANTIZER_FN)};
 #undef QUANTIZER_FN
 
+GptqParams quant_scheme_gptq_params(const QuantScheme *s, int cols) {
+    const QuantizerOptions *o = &s->options;
+    return (GptqParams){.bits = s->bits,
+                        .asymmetric = s->asymmetric,
+                        .dtype = s->scale_dtype,
+                        .span_cols = s->granularity == GRAN_TENSOR ? 0 : s->granularity == GRAN_GROUP ? s->group : cols,
+                        .fit_mse = o->fit == QUANTIZER_MSE,
+                        .current_groups = o->groups == GPTQ_GROUPS_CURRENT,
+                        .act_order = o->act_order,
+                        .damp = o->damp,
+                        .block = o->block};
+}
+
 /* gptq: the matrix from its input's X^T X; a tensor without statistics (no linear layer's weight)
  * by the quantizer gptq fits its grids with */
 static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
     if (!stats || !stats->gram) return quantize_tensor[s->options.fit](out, w, rows, cols, s, stats);
     const double *fit_weight = s->options.mse_weighted ? stats->mean_square : NULL;
-    return gptq_quantize(out, w, rows, cols, stats->gram, s, fit_weight);
+    GptqParams p = quant_scheme_gptq_params(s, cols);
+    return gptq_quantize(out, w, rows, cols, stats->gram, &p, fit_weight);
 }
 
 static int check_group(const QuantScheme *s, int cols) {

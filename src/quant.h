@@ -8,6 +8,7 @@
 
 #include "calib.h"
 #include "fakequant.h"
+#include "gptq.h"
 #include "methods.h"
 #include "model.h"
 
@@ -61,6 +62,9 @@ int quant_span(const QuantScheme *s, int rows, int cols);
 
 /* Whether a scheme's quantizer needs calibration data: the table's column, or mse weighted by it. */
 int quant_scheme_needs_calibration(const QuantScheme *s);
+
+/* What gptq_quantize needs of the scheme, for rows of cols. */
+GptqParams quant_scheme_gptq_params(const QuantScheme *s, int cols);
 
 /* A quantizer's function (the last column of QUANTIZERS): out (rows x cols) from w, by the
  * scheme's span and bits; stats (the statistics of the matrix's input, calib.h) is NULL where

@@ -300,7 +300,7 @@ static void test_gptq_lazy_batches_match_reference(void **state) {
     static const GptqCase cases[] = {
         {"channel", 4, 0, 0, 0, 0, 0}, {"channel", 3, 0, 1, 0, 0, 7},  {"group:20", 2, 0, 0, 0, 0, 1},
         {"group:20", 3, 0, 1, 0, 0, 0}, {"group:20", 3, 0, 0, 0, 1, 7}, {"group:20", 4, 0, 0, 0, 1, 0},
-        {"tensor", 3, 0, 0, 0, 0, 0},   {"channel", 4, 1, 1, 0, 0, 9},  {"group:40", 3, 1, 0, 1, 0, 0},
+        {"tensor", 3, 0, 0, 0, 0, 0},   {"channel", 4, 1, 1, 0, 0, 9},  {"group:10", 3, 1, 0, 1, 0, 0},
         {"channel", 2, 0, 0, 1, 0, 1000}, {"group:20", 2, 1, 0, 1, 1, 13}, {"channel", 8, 0, 1, 0, 0, 0},
     };
     int dead[] = {3, 71};
@@ -314,8 +314,9 @@ static void test_gptq_lazy_batches_match_reference(void **state) {
         for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
             QuantScheme s = gptq_scheme(&cases[k]);
             assert_int_equal(quant_scheme_check(&s), 0);
-            assert_int_equal(gptq_quantize(fast, w, rows, cols, st.gram, &s, cases[k].fit_mse ? st.mean_square : NULL), 0);
-            assert_int_equal(gptq_quantize_ref(ref, w, rows, cols, st.gram, &s, cases[k].fit_mse ? st.mean_square : NULL), 0);
+            GptqParams p = quant_scheme_gptq_params(&s, cols);
+            assert_int_equal(gptq_quantize(fast, w, rows, cols, st.gram, &p, cases[k].fit_mse ? st.mean_square : NULL), 0);
+            assert_int_equal(gptq_quantize_ref(ref, w, rows, cols, st.gram, &p, cases[k].fit_mse ? st.mean_square : NULL), 0);
             size_t differ = 0;
             for (size_t i = 0; i < (size_t)rows * cols; i++) differ += fast[i] != ref[i];
             if (differ) fail_msg("case %zu (%s, %d bits, block %d), %d columns: %zu values differ", k, cases[k].granularity, cases[k].bits,
@@ -348,7 +349,8 @@ static void test_gptq_diagonal_hessian_is_rtn(void **state) {
                 GptqCase c = {"group:16", bits, 0, act, fit, 0, 0};
                 QuantScheme s = gptq_scheme(&c), p = s;
                 p.quantizer = fit ? QUANTIZER_MSE : QUANTIZER_RTN;
-                assert_int_equal(gptq_quantize(gq, w, rows, cols, st.gram, &s, NULL), 0);
+                GptqParams gp = quant_scheme_gptq_params(&s, cols);
+                assert_int_equal(gptq_quantize(gq, w, rows, cols, st.gram, &gp, NULL), 0);
                 assert_int_equal(quantize_matrix(plain, w, rows, cols, &p), 0);
                 assert_memory_equal(gq, plain, (size_t)rows * cols * sizeof(float));
             }
@@ -381,7 +383,8 @@ static void test_gptq_levels_dead_inputs_and_output_error(void **state) {
                 GptqCase c = {grans[g], bits, 0, act, 0, 0, 0};
                 QuantScheme s = gptq_scheme(&c), r = s;
                 r.quantizer = QUANTIZER_RTN;
-                assert_int_equal(gptq_quantize(q, w, rows, cols, st.gram, &s, NULL), 0);
+                GptqParams gp = quant_scheme_gptq_params(&s, cols);
+                assert_int_equal(gptq_quantize(q, w, rows, cols, st.gram, &gp, NULL), 0);
                 assert_int_equal(quantize_matrix(rtn, wz, rows, cols, &r), 0);
                 int span = quant_span(&s, rows, cols), top = (1 << (bits - 1)) - 1;
                 for (int off = 0; off < rows * cols; off += span) {
@@ -441,8 +444,14 @@ static void test_gptq_refusals(void **state) {
     double gram[8 * 8] = {0};
     for (int j = 0; j < 8; j++) gram[j * 8 + j] = 1.0;
     gram[3 * 8 + 3] = NAN;
-    assert_int_equal(gptq_quantize(out, w, 4, 8, gram, &s, NULL), -1);
+    GptqParams gp = quant_scheme_gptq_params(&s, 8);
+    assert_int_equal(gptq_quantize(out, w, 4, 8, gram, &gp, NULL), -1);
     assert_non_null(strstr(qc_last_error(), "not positive definite"));
+    /* grids that do not tile the rows (a group that does not divide them) */
+    gram[3 * 8 + 3] = 1.0;
+    gp.span_cols = 3;
+    assert_int_equal(gptq_quantize(out, w, 4, 8, gram, &gp, NULL), -1);
+    assert_non_null(strstr(qc_last_error(), "does not tile"));
     /* the description names the quantizer and its options */
     char desc[256];
     s.options.act_order = 1;
