@@ -42,6 +42,7 @@ static double tensor_bits(int rows, int cols, int stored_bits) {
 
 double corrections_storage_bits(const Corrections *c) {
     double bits = 0.0;
+    if (c->ops->fold) return 0.0; /* stored folded into the base's own tensors: nothing of its own */
     for (int j = 0; j < c->n_sites; j++) {
         SiteTensor t[SITE_MAX_TENSORS];
         int k = c->ops->tensors(c->sites[j].in, c->sites[j].out, c->sites[j].size, t);

@@ -18,7 +18,7 @@ static void no_forward(CorrectionSite *s, float *y, const float *x, int rows) {}
 static void no_backward(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch) {}
 static size_t no_floats(int in, int out, int size);
 static void zero_init(CorrectionSite *s, Rng *rng);
-static const CorrectionKindOps none_kind = {no_tensors, no_floats, no_floats, zero_init, no_forward, no_backward};
+static const CorrectionKindOps none_kind = {no_tensors, no_floats, no_floats, zero_init, no_forward, no_backward, 0, NULL};
 
 /* linear: y += x . W^T + b, W (out, in) and b start at zero */
 static int linear_tensors(int in, int out, int size, SiteTensor *t) {
@@ -35,7 +35,7 @@ static void linear_backward_site(CorrectionSite *s, float *dx, const float *dy, 
     matmul_backward(dx, s->grad[0], s->grad[1], dy, x, s->param[0], rows, s->in, s->out);
 }
 static const CorrectionKindOps linear_kind = {linear_tensors, no_floats, no_floats, zero_init, linear_forward_site,
-                                              linear_backward_site};
+                                              linear_backward_site, 0, NULL};
 
 /* mlp: y += gelu(x . W1^T + b1) . W2^T + b2; W1 ~ N(0, 0.02) so it can learn, the rest zero */
 static int mlp_tensors(int in, int out, int h, SiteTensor *t) {
@@ -65,11 +65,57 @@ static void mlp_backward_site(CorrectionSite *s, float *dx, const float *dy, con
     matmul_backward(dx, s->grad[0], s->grad[1], dhidden, x, s->param[0], rows, s->in, h);
 }
 static const CorrectionKindOps mlp_kind = {mlp_tensors, mlp_act_floats, mlp_scratch_floats, mlp_init, mlp_forward_site,
-                                           mlp_backward_site};
+                                           mlp_backward_site, 0, NULL};
+
+/* lowrank (LoRC / LQER): y += (x . A^T) . B^T, A (k, in) and B (out, k) under PEFT's names; fresh
+ * as LoRA starts, A ~ N(0, 0.02) and B = 0: the term is zero and both factors can learn */
+static int lowrank_tensors(int in, int out, int k, SiteTensor *t) {
+    t[0] = (SiteTensor){"lora_A.weight", k, in};
+    t[1] = (SiteTensor){"lora_B.weight", out, k};
+    return 2;
+}
+static size_t lowrank_floats(int in, int out, int k) { return (size_t)k; } /* x . A^T; its gradient */
+static void lowrank_init(CorrectionSite *s, Rng *rng) {
+    for (size_t i = 0; i < (size_t)s->size * s->in; i++) s->param[0][i] = 0.02f * rng_normal(rng);
+}
+static void lowrank_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
+    matmul_forward(s->act, x, s->param[0], NULL, rows, s->in, s->size, 0);
+    matmul_forward(y, s->act, s->param[1], NULL, rows, s->size, s->out, 1);
+}
+static void lowrank_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *dmid) {
+    matmul_backward(dmid, s->grad[1], NULL, dy, s->act, s->param[1], rows, s->size, s->out);
+    matmul_backward(dx, s->grad[0], NULL, dmid, x, s->param[0], rows, s->in, s->size);
+}
+static const CorrectionKindOps lowrank_kind = {lowrank_tensors, lowrank_floats, lowrank_floats, lowrank_init, lowrank_forward_site,
+                                               lowrank_backward_site, 0, NULL};
+
+/* bias (Nagel et al. 2019): y += delta (out), stored folded into the layer's bias */
+static int bias_tensors(int in, int out, int size, SiteTensor *t) {
+    t[0] = (SiteTensor){"bias_correction", out, 0};
+    return 1;
+}
+static void bias_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
+    const float *delta = s->param[0];
+    int out = s->out;
+#pragma omp parallel for schedule(static) if ((long)rows * out >= 32768)
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < out; i++) y[(size_t)r * out + i] += delta[i];
+}
+static void bias_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch) {
+    memset(dx, 0, (size_t)rows * s->in * sizeof(float));
+    column_sum_add(s->grad[0], dy, rows, s->out);
+}
+static void bias_fold(const CorrectionSite *s, float *weight, float *bias) {
+    for (int i = 0; i < s->out; i++) bias[i] += s->param[0][i];
+}
+static const CorrectionKindOps bias_kind = {bias_tensors, no_floats, no_floats, zero_init, bias_forward_site, bias_backward_site, 1,
+                                            bias_fold};
 
 #define KIND_OPS(id, name, place, ops, solve) [id] = &ops,
 static const CorrectionKindOps *const kind_ops[KIND_COUNT] = {CORRECTION_KINDS(KIND_OPS)};
 #undef KIND_OPS
+
+const CorrectionKindOps *correction_kind_ops(CorrectionKindId kind) { return kind_ops[kind]; }
 
 /* ---------------------------------------------------------------- hooks */
 
@@ -171,7 +217,8 @@ typedef struct {
 static void tensor_visit(void *ctx, int where, int in, int out, int size) {
     TensorWalk *w = ctx;
     SiteTensor t[SITE_MAX_TENSORS];
-    int k = kind_ops[w->lay->kind]->tensors(in, out, size, t);
+    /* a folded kind's tensors live inside the base's: nothing of its own is stored */
+    int k = kind_ops[w->lay->kind]->fold ? 0 : kind_ops[w->lay->kind]->tensors(in, out, size, t);
     for (int i = 0; i < k; i++) {
         w->params += (size_t)t[i].rows * (t[i].cols ? (size_t)t[i].cols : 1);
         if (!w->out) continue;
@@ -210,6 +257,7 @@ int corrections_tensors(const Corrections *c, const GPTConfig *cfg, CorrectionTe
     }
     int n = correction_layout_tensors(cfg, &lay, out, max);
     free(sizes);
+    if (c->ops->fold) return n; /* 0: stored inside the base */
     /* the tensors lie in the buffer in the same order as the walk names them */
     int k = 0;
     for (int j = 0; j < c->n_sites && n >= 0; j++) {
@@ -218,6 +266,20 @@ int corrections_tensors(const Corrections *c, const GPTConfig *cfg, CorrectionTe
         for (int i = 0; i < nt; i++) out[k++].data = c->sites[j].param[i];
     }
     return n;
+}
+
+size_t corrections_stored_params(const Corrections *c) { return c->ops->fold ? 0 : c->num_params; }
+
+int corrections_fold(const Corrections *c, GPT *m) {
+    if (!c->ops->fold || kind_info[c->kind].placement != PLACE_LINEAR) {
+        qc_error("%s corrections are stored as their own tensors, not folded into the model", kind_info[c->kind].name);
+        return -1;
+    }
+    for (int j = 0; j < c->n_sites; j++) {
+        Linear lin = gpt_linear(m, c->sites[j].where);
+        c->ops->fold(&c->sites[j], lin.weight, lin.bias);
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- lifetime */

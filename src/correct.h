@@ -45,7 +45,15 @@ typedef struct {
     void (*forward)(CorrectionSite *s, float *y, const float *x, int rows);
     /* dx (rows, in) = the input gradient of f (overwritten); s->grad += its parameter gradients */
     void (*backward)(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch);
+    /* linear kinds: the size of every site when no option sets it (bias: 1); 0: the method's options do (lowrank: the rank) */
+    int fixed_size;
+    /* kinds a checkpoint stores folded into the base layer (bias: into its bias vector): adds the
+     * site's term to weight (out, in) / bias (out); NULL: stored as the kind's own tensors */
+    void (*fold)(const CorrectionSite *s, float *weight, float *bias);
 } CorrectionKindOps;
+
+/* A kind's functions, by id. */
+const CorrectionKindOps *correction_kind_ops(CorrectionKindId kind);
 
 /* Which sites a set of corrections has and how wide they are. */
 typedef struct {
@@ -88,9 +96,10 @@ int corrections_frozen_prefix(const Corrections *c);
 /* The same for a layout, before any corrections exist (the sweep's cache plan). */
 int correction_layout_frozen_prefix(const GPTConfig *cfg, const CorrectionLayout *layout);
 
-/* The tensors of a layout as a checkpoint names them: corrections.{j}.{suffix} for stream kinds,
- * {linear layer}.{suffix} for linear kinds (PEFT's names for lowrank). data is NULL here; filled
- * by corrections_tensors. Returns the count, or -1 if more than max. */
+/* The tensors of a layout as a checkpoint stores them: corrections.{j}.{suffix} for stream kinds,
+ * {linear layer}.{suffix} for linear kinds (PEFT's names for lowrank: {matrix}.lora_A.weight,
+ * {matrix}.lora_B.weight); none for a kind stored folded into the base (bias). data is NULL here;
+ * filled by corrections_tensors. Returns the count, or -1 if more than max. */
 typedef struct {
     char name[128];
     int rows, cols;
@@ -98,8 +107,12 @@ typedef struct {
 } CorrectionTensor;
 int correction_layout_tensors(const GPTConfig *cfg, const CorrectionLayout *layout, CorrectionTensor *out, int max);
 int corrections_tensors(const Corrections *c, const GPTConfig *cfg, CorrectionTensor *out, int max);
-/* Parameters a layout adds (the sum of its tensors' sizes). */
+/* Parameters a layout adds to a checkpoint (the sum of its stored tensors' sizes: 0 for bias). */
 size_t correction_layout_params(const GPTConfig *cfg, const CorrectionLayout *layout);
+/* The same for fitted corrections (num_params counts what trains, stored or folded). */
+size_t corrections_stored_params(const Corrections *c);
+/* Folds every site of a folded kind into m's linear layers (weights and biases); -1 for other kinds. */
+int corrections_fold(const Corrections *c, GPT *m);
 
 /* KL(p_target || softmax(logits)) per row, mean over rows; dlogits (may be NULL) gets its
  * gradient times dloss. target_logits are the float model's. */

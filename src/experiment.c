@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "budget.h"
+#include "compensate.h"
 #include "ops.h"
 #include "optim.h"
 #include "train.h"
@@ -32,6 +33,8 @@ void correct_options_default(CorrectOptions *o) {
     o->seed = 42;
     o->ridge = 1e-4;
     o->correction_bits = 32;
+    o->rank = RANK_MATCH;
+    o->scope = SCOPE_DEFAULT;
 }
 
 int parse_objective(const char *text, Objective *out) {
@@ -58,6 +61,30 @@ int64_t *calibration_windows(const Corpus *c, long calib_tokens, int T, uint64_t
     for (long i = 0; i < n; i++) starts[i] = (int64_t)rng_below(&rng, c->n_train - (size_t)T);
     *n_windows = (int)n;
     return starts;
+}
+
+int32_t *calibration_tokens(const Corpus *c, long calib_tokens, int T, uint64_t seed, int *n_windows) {
+    int64_t *starts = calibration_windows(c, calib_tokens, T, seed, n_windows);
+    if (!starts) return NULL;
+    int32_t *tokens = qc_malloc((size_t)*n_windows * T * sizeof(int32_t), "calibration tokens");
+    for (int w = 0; tokens && w < *n_windows; w++) memcpy(tokens + (size_t)w * T, c->ids + starts[w], (size_t)T * sizeof(int32_t));
+    free(starts);
+    return tokens;
+}
+
+int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus, long calib_tokens, uint64_t seed,
+                             TensorQuantError *errors, int *n_errors) {
+    if (!quant_scheme_needs_calibration(s)) return quantize_model(m, s, errors, n_errors);
+    if (!corpus) {
+        qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
+        return -1;
+    }
+    int n_windows = 0, T = m->config.ctx;
+    int32_t *tokens = calibration_tokens(corpus, calib_tokens, T, seed, &n_windows);
+    if (!tokens) return -1;
+    int rc = quantize_model_calibrated(m, s, tokens, n_windows, T, errors, n_errors);
+    free(tokens);
+    return rc;
 }
 
 static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick, int B, int T, int32_t *inputs, int32_t *targets) {
@@ -237,8 +264,48 @@ done:
     return rc;
 }
 
-CorrectionLayout correction_layout_for(const CorrectOptions *o) {
-    return (CorrectionLayout){.kind = method_kind(o->method, o->hidden), .every = o->every, .size = o->hidden};
+int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, CorrectionLayout *layout, int *linear_sizes) {
+    *layout = (CorrectionLayout){.kind = method_kind(o->method, o->hidden), .every = o->every, .size = o->hidden};
+    if (kind_info[layout->kind].placement != PLACE_LINEAR) return 0;
+    int n = gpt_linear_count(cfg), fixed = correction_kind_ops(layout->kind)->fixed_size;
+    unsigned char *quantized = qc_calloc((size_t)n, 1, "correction layout");
+    if (!quantized) return -1;
+    for (int i = 0; i < n; i++) quantized[i] = (o->scope & SCOPE_OF(i == cfg->n_layer * LINEARS_PER_BLOCK ? ROLE_HEAD : ROLE_LINEAR)) != 0;
+    if (!fixed && o->rank == RANK_MATCH) {
+        lowrank_match_ranks(cfg, quantized, stream_linear_params(cfg, o->every), linear_sizes);
+    } else {
+        for (int i = 0; i < n; i++) {
+            linear_sizes[i] = quantized[i] ? (fixed ? fixed : o->rank) : 0;
+            LinearShape sh = gpt_linear_shape(cfg, i);
+            int widest = sh.in < sh.out ? sh.in : sh.out;
+            if (!fixed && quantized[i] && o->rank > widest) {
+                qc_error("rank %d exceeds min(in, out) = %d of %s", o->rank, widest, sh.name);
+                free(quantized);
+                return -1;
+            }
+        }
+    }
+    free(quantized);
+    layout->linear_sizes = linear_sizes;
+    return 0;
+}
+
+/* The per-matrix kinds' closed forms (compensate.h) on the calibration windows, where they use data. */
+static int lowrank_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
+    if (!o->lowrank_act_scale) return lowrank_fit(q, f, c, NULL, 0, 0, 0);
+    int n_windows = 0, T = q->config.ctx;
+    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, &n_windows);
+    int rc = tokens ? lowrank_fit(q, f, c, tokens, n_windows, T, 1) : -1;
+    free(tokens);
+    return rc;
+}
+
+static int bias_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
+    int n_windows = 0, T = q->config.ctx;
+    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, &n_windows);
+    int rc = tokens ? bias_fit(q, f, c, tokens, n_windows, T) : -1;
+    free(tokens);
+    return rc;
 }
 
 typedef int (*SolveFn)(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
@@ -249,19 +316,29 @@ static const SolveFn kind_solve[KIND_COUNT] = {CORRECTION_KINDS(KIND_SOLVE)};
 int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val,
                    const EvalReference *ref, Corrections *c, CorrectionResult *r) {
     const MethodInfo *m = &method_info[o->method];
-    CorrectionLayout layout = correction_layout_for(o);
+    CorrectionLayout layout;
+    int *linear_sizes = qc_calloc((size_t)gpt_linear_count(&q->config), sizeof(int), "correction layout");
+    if (!linear_sizes || correction_layout_for(o, &q->config, &layout, linear_sizes) != 0) {
+        free(linear_sizes);
+        return -1;
+    }
     SolveFn solve = kind_solve[layout.kind];
     if (m->solves && !solve) {
         qc_error("method %s needs a closed form, which %s corrections do not have", m->name, kind_info[layout.kind].name);
+        free(linear_sizes);
         return -1;
     }
     /* sized for the largest batch any forward of q runs (evaluation may batch more than training) */
-    if (corrections_init(c, &q->config, &layout, q->max_batch * q->config.ctx, o->seed) != 0) return -1;
+    int init = corrections_init(c, &q->config, &layout, q->max_batch * q->config.ctx, o->seed);
+    free(linear_sizes);
+    if (init != 0) return -1;
     r->objective = NAN;
     double t0 = now_seconds();
     int rc = 0;
+    /* a method that solves fine-tunes its solution only when asked for steps */
+    int trains = m->trains && !(m->solves && o->steps == 0);
     if (m->solves) rc = solve(q, f, c, corpus, o);
-    if (rc == 0 && m->trains) rc = correction_train(q, f, c, corpus, o, &r->objective);
+    if (rc == 0 && trains) rc = correction_train(q, f, c, corpus, o, &r->objective);
     if (rc == 0 && o->correction_bits < 32) corrections_store_narrow(c, o->correction_bits); /* evaluate what is stored */
     r->seconds_correct = now_seconds() - t0;
     if (rc != 0) {
@@ -301,7 +378,7 @@ RecoveryFlag recovery_flag_of(double gap, double gap_se) {
 }
 
 void outcome_compute(Outcome *o, const EvalReference *f, const Evaluation *q, const Evaluation *c, const GPTConfig *cfg,
-                     const QuantScheme *scheme, const CorrectionLayout *layout, int correction_bits) {
+                     const QuantScheme *scheme, double correction_bits) {
     int n = f->n_windows;
     memset(o, 0, sizeof *o);
     o->loss_float = f->loss;
@@ -326,7 +403,7 @@ void outcome_compute(Outcome *o, const EvalReference *f, const Evaluation *q, co
     o->model_bits_float = model_bits_total(&fb);
     o->model_bits_quant = model_bits_total(&qb);
     o->bits_per_weight = bits_per_weight(&qb);
-    o->correction_bits = correction_storage_bits(cfg, layout, correction_bits);
+    o->correction_bits = correction_bits;
     o->model_bits_corrected = o->model_bits_quant + o->correction_bits;
 }
 

@@ -22,6 +22,9 @@ typedef struct {
     uint64_t seed;
     double ridge;               /* lstsq: lambda = ridge * mean diagonal of X^T X */
     int correction_bits;        /* 32: corrections stored as float32; 2..16: rounded as stored (per-row codes, f16 scales) */
+    int rank;                   /* lowrank: k per matrix, or RANK_MATCH */
+    int lowrank_act_scale;      /* lowrank: SVD of E S, S = diag of each input column's mean |x| (L2QER) */
+    unsigned scope;             /* linear kinds: the matrices the scheme quantized (SCOPE_OF roles), one site each */
     const char *log_path;       /* CSV step,objective,lr; NULL: none */
     int quiet;
     /* optional, ce objective only: the calibration windows' prefix (built from the same
@@ -30,8 +33,15 @@ typedef struct {
     const StreamCache *calib_cache;
 } CorrectOptions;
 
-/* The layout a method fits: its kind (by the table, and --hidden for train), every and hidden. */
-CorrectionLayout correction_layout_for(const CorrectOptions *o);
+/* lowrank's rank chosen per matrix so the terms' parameters match a linear stream correction at
+ * the options' `every` (lowrank_match_ranks in compensate.h). */
+#define RANK_MATCH 0
+
+/* The layout a method fits: its kind (by the table, and hidden for train); stream kinds: every and
+ * hidden; linear kinds: a site on each quantized matrix (o->scope), sized by the kind (bias) or the
+ * rank (lowrank: o->rank, or matched), in linear_sizes (gpt_linear_count entries, the caller's).
+ * -1 (error names the value) for a rank beyond a matrix's min(in, out). */
+int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, CorrectionLayout *layout, int *linear_sizes);
 
 void correct_options_default(CorrectOptions *o);
 int parse_objective(const char *text, Objective *out);
@@ -40,6 +50,15 @@ const char *objective_name(Objective o);
 /* The fixed calibration set: ceil(calib_tokens / T) window starts drawn (seeded) from the train
  * split. Caller frees. */
 int64_t *calibration_windows(const Corpus *c, long calib_tokens, int T, uint64_t seed, int *n_windows);
+
+/* The tokens of those windows, (n_windows, T), for the layers that take windows rather than a
+ * corpus (calib.h, quantize_model_calibrated). Caller frees. */
+int32_t *calibration_tokens(const Corpus *c, long calib_tokens, int T, uint64_t seed, int *n_windows);
+/* Quantizes m by any quantizer: one that needs data calibrates on the windows calibration_windows
+ * draws with (calib_tokens, seed), the same windows the corrections are then fitted on; corpus may
+ * be NULL when the scheme needs no data. */
+int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus, long calib_tokens, uint64_t seed,
+                             TensorQuantError *errors, int *n_errors);
 
 /* Trains c on the frozen q (f: the float model, needed by kl and mse). q's weights never change.
  * *objective_out: the mean objective of the last steps. */
@@ -94,9 +113,9 @@ typedef struct {
 } Outcome;
 
 /* From the float model's view, the quantized and corrected evaluations (against that view), the
- * scheme and the corrections' layout and stored width. */
+ * scheme and what the corrections store (corrections_storage_bits). */
 void outcome_compute(Outcome *o, const EvalReference *f, const Evaluation *q, const Evaluation *c, const GPTConfig *cfg,
-                     const QuantScheme *scheme, const CorrectionLayout *layout, int correction_bits);
+                     const QuantScheme *scheme, double correction_bits);
 /* Adds an outcome's fields to a JSON object (null where a number is undefined). */
 struct cJSON;
 void add_outcome_fields(struct cJSON *o, const Outcome *out);

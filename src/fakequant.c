@@ -45,42 +45,80 @@ double round_to_dtype(double x, ScaleDtype t) {
     return copysign(r, x);
 }
 
-void quantize_span_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype) {
-    if (n <= 0) return;
+SpanGrid span_grid_fit(const float *in, int n, int bits, int asymmetric, ScaleDtype dtype, double ratio) {
+    SpanGrid g = {0.0, 0.0};
+    if (n <= 0) return g;
     if (!asymmetric) {
         double qmax = (double)((1 << (bits - 1)) - 1), absmax = 0.0;
         for (int i = 0; i < n; i++) absmax = fmax(absmax, fabs((double)in[i]));
-        double scale = round_to_dtype(absmax / qmax, dtype);
-        if (scale == 0.0) {
-            for (int i = 0; i < n; i++) out[i] = 0.0f;
-            return;
-        }
-        for (int i = 0; i < n; i++) {
-            double q = nearbyint((double)in[i] / scale);
-            if (q > qmax) q = qmax;
-            if (q < -qmax) q = -qmax;
-            out[i] = (float)(q * scale);
-        }
-    } else {
-        double levels = (double)((1 << bits) - 1), lo = in[0], hi = in[0];
-        for (int i = 1; i < n; i++) {
-            lo = fmin(lo, in[i]);
-            hi = fmax(hi, in[i]);
-        }
-        /* both from the span's own min and max (as ggml's q4_1 does), then stored */
-        double scale = round_to_dtype((hi - lo) / levels, dtype);
-        lo = round_to_dtype(lo, dtype);
-        if (scale == 0.0) {
-            for (int i = 0; i < n; i++) out[i] = (float)lo;
-            return;
-        }
-        for (int i = 0; i < n; i++) {
-            double q = nearbyint(((double)in[i] - lo) / scale);
-            if (q > levels) q = levels;
-            if (q < 0) q = 0;
-            out[i] = (float)(lo + q * scale);
+        g.scale = round_to_dtype((ratio * absmax) / qmax, dtype);
+        return g;
+    }
+    double levels = (double)((1 << bits) - 1), lo = in[0], hi = in[0];
+    for (int i = 1; i < n; i++) {
+        lo = fmin(lo, in[i]);
+        hi = fmax(hi, in[i]);
+    }
+    /* both from the span's own (clipped) extremes, as ggml's q4_1 does, then each stored */
+    g.scale = round_to_dtype((ratio * hi - ratio * lo) / levels, dtype);
+    g.minimum = round_to_dtype(ratio * lo, dtype);
+    return g;
+}
+
+float span_grid_apply(double x, SpanGrid g, int bits, int asymmetric) {
+    if (!asymmetric) {
+        if (g.scale == 0.0) return 0.0f;
+        double qmax = (double)((1 << (bits - 1)) - 1), q = nearbyint(x / g.scale);
+        if (q > qmax) q = qmax;
+        if (q < -qmax) q = -qmax;
+        return (float)(q * g.scale);
+    }
+    if (g.scale == 0.0) return (float)g.minimum;
+    double levels = (double)((1 << bits) - 1), q = nearbyint((x - g.minimum) / g.scale);
+    if (q > levels) q = levels;
+    if (q < 0) q = 0;
+    return (float)(g.minimum + q * g.scale);
+}
+
+void quantize_span_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype) {
+    SpanGrid g = span_grid_fit(in, n, bits, asymmetric, dtype, 1.0);
+    for (int i = 0; i < n; i++) out[i] = span_grid_apply((double)in[i], g, bits, asymmetric);
+}
+
+double mse_clip_ratio(int index) { return 1.0 - (MSE_CLIP_LOWEST * index) / (MSE_CLIP_CANDIDATES - 1); }
+
+/* sum_i weight_i (in_i - Q(in_i))^2 in double over the float32 dequantized values */
+static double span_grid_error(const float *in, int n, SpanGrid g, int bits, int asymmetric, const double *weight) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        double e = (double)in[i] - (double)span_grid_apply((double)in[i], g, bits, asymmetric);
+        sum += (weight ? weight[i] : 1.0) * e * e;
+    }
+    return sum;
+}
+
+SpanGrid span_grid_fit_mse(const float *in, int n, int bits, int asymmetric, ScaleDtype dtype, const double *weight, int *chosen) {
+    SpanGrid best = span_grid_fit(in, n, bits, asymmetric, dtype, 1.0);
+    double best_error = span_grid_error(in, n, best, bits, asymmetric, weight);
+    int best_index = 0;
+    for (int k = 1; k < MSE_CLIP_CANDIDATES; k++) {
+        SpanGrid g = span_grid_fit(in, n, bits, asymmetric, dtype, mse_clip_ratio(k));
+        double e = span_grid_error(in, n, g, bits, asymmetric, weight);
+        if (e < best_error) { /* strictly: ties keep the larger ratio */
+            best = g;
+            best_error = e;
+            best_index = k;
         }
     }
+    if (chosen) *chosen = best_index;
+    return best;
+}
+
+int quantize_span_mse_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype, const double *weight) {
+    int chosen = 0;
+    SpanGrid g = span_grid_fit_mse(in, n, bits, asymmetric, dtype, weight, &chosen);
+    for (int i = 0; i < n; i++) out[i] = span_grid_apply((double)in[i], g, bits, asymmetric);
+    return chosen;
 }
 
 void quantize_spans(float *out, const float *in, size_t count, int span, int bits, int asymmetric, ScaleDtype dtype) {

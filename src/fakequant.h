@@ -28,6 +28,33 @@ double round_to_dtype(double x, ScaleDtype t);
  * float. A scale that rounds to zero (a span of one value, or tinier than the dtype's smallest
  * subnormal) stores every code as 0: the span becomes zero, or its stored minimum. out may alias in. */
 void quantize_span_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype);
+/* The grid of one span, split from quantize_span_ref so a quantizer can fit it once and apply it
+ * value by value (GPTQ) or try several (the clip search): scale and minimum (0 when symmetric),
+ * both already rounded to their dtype. ratio clips the range before the fit: symmetric scale =
+ * round((ratio * absmax) / qmax); asymmetric minimum = round(ratio * min), scale =
+ * round((ratio * max - minimum) / (2^b - 1)), so the top code lands on the clipped maximum from
+ * the minimum as stored. ratio 1 is quantize_span_ref's grid exactly. */
+typedef struct {
+    double scale, minimum;
+} SpanGrid;
+SpanGrid span_grid_fit(const float *in, int n, int bits, int asymmetric, ScaleDtype dtype, double ratio);
+/* One value on a grid: code = round(x / scale) (ties to even), clamped, dequantized, rounded once to
+ * float; a zero scale gives code 0 (0, or the minimum). */
+float span_grid_apply(double x, SpanGrid g, int bits, int asymmetric);
+
+/* The mse quantizer's clip search (as llama.cpp's k-quants and AWQ's clip search): candidate
+ * ratio_k = 1 - 0.5 k / 99, k = 0..99 (1.0 down to 0.5, linear); the span is quantized with each
+ * grid and the one of least sum_i weight_i (x_i - Q(x_i))^2 wins (float32 Q, summed in double;
+ * weight NULL: all 1). Ties keep the larger ratio, so k = 0, round-to-nearest, stays unless another
+ * is strictly better: never a larger (weighted) error than RTN. *chosen (may be NULL) gets k. */
+#define MSE_CLIP_CANDIDATES 100
+#define MSE_CLIP_LOWEST 0.5
+double mse_clip_ratio(int index);
+SpanGrid span_grid_fit_mse(const float *in, int n, int bits, int asymmetric, ScaleDtype dtype, const double *weight, int *chosen);
+/* The specification of the mse quantizer on one span (weight: n values or NULL); returns k. out may
+ * alias in. */
+int quantize_span_mse_ref(float *out, const float *in, int n, int bits, int asymmetric, ScaleDtype dtype, const double *weight);
+
 /* A matrix (rows x cols) cut into spans of `span` consecutive weights (span divides rows*cols
  * and each span lies in a row, or covers whole rows), each quantized by quantize_span_ref;
  * spans are independent, so threads split them with no effect on the result. */

@@ -65,3 +65,5 @@ int method_uses_every(CorrectMethod m) {
 }
 
 int method_corrects(CorrectMethod m) { return method_info[m].kind != KIND_NONE; }
+
+int method_fits_weight_error(CorrectMethod m) { return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR; }

@@ -7,9 +7,12 @@
 
 #include <stddef.h>
 
-/* Quantizers: X(id, name, needs calibration data, quantize function (quant.c)) */
-#define QUANTIZERS(X) \
-    X(QUANTIZER_RTN, "rtn", 0, quantize_tensor_rtn)
+/* Quantizers: X(id, name, needs calibration data, quantize function (quant.c)). mse needs data
+ * only when weighted by it (quant_scheme_needs_calibration). */
+#define QUANTIZERS(X)                                   \
+    X(QUANTIZER_RTN, "rtn", 0, quantize_tensor_rtn)     \
+    X(QUANTIZER_MSE, "mse", 0, quantize_tensor_mse)     \
+    X(QUANTIZER_GPTQ, "gptq", 1, quantize_tensor_gptq)
 
 /* Where a correction sits: on the residual stream after a block (SPEC section 4), or on one linear
  * layer's output (a per-matrix term). */
@@ -20,13 +23,18 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
 #define CORRECTION_KINDS(X)                                                  \
     X(KIND_NONE, "none", PLACE_STREAM, none_kind, NULL)                      \
     X(KIND_LINEAR, "linear", PLACE_STREAM, linear_kind, correction_lstsq)    \
-    X(KIND_MLP, "mlp", PLACE_STREAM, mlp_kind, NULL)
+    X(KIND_MLP, "mlp", PLACE_STREAM, mlp_kind, NULL)                         \
+    X(KIND_LOWRANK, "lowrank", PLACE_LINEAR, lowrank_kind, lowrank_solve)    \
+    X(KIND_BIAS, "bias", PLACE_LINEAR, bias_kind, bias_solve)
 
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
- * trains (AdamW steps), solves (the kind's closed form)) */
-#define CORRECTION_METHODS(X)                     \
-    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0) \
-    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)    \
+ * trains (AdamW steps), solves (the kind's closed form)). A method that solves and trains
+ * (lowrank) fine-tunes its closed form only when given steps. */
+#define CORRECTION_METHODS(X)                         \
+    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0)     \
+    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)        \
+    X(METHOD_LOWRANK, "lowrank", KIND_LOWRANK, 1, 1)   \
+    X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1)            \
     X(METHOD_NONE, "none", KIND_NONE, 0, 0)
 
 #define METHODS_ENUM_ID(id, name, ...) id,
@@ -75,5 +83,8 @@ int method_uses_every(CorrectMethod m);
 /* Whether a method adds anything to fit (not "none"): the control arm and narrower storage of
  * the corrections apply to it. */
 int method_corrects(CorrectMethod m);
+/* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer): at 32
+ * bits there is nothing for it to fit. */
+int method_fits_weight_error(CorrectMethod m);
 
 #endif

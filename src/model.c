@@ -324,7 +324,9 @@ void gpt_zero_grad(GPT *m) {
 
 
 /* Blocks [first, last) on x, the stream entering block `first`. */
-static void forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook) {
+/* The last block stops after its linear layer last_slot (LINEARS_PER_BLOCK - 1: the whole block
+ * and its hook). */
+static void forward_range_until(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook, int last_slot) {
     const GPTConfig *cfg = &m->config;
     int C = cfg->d_model, NH = cfg->n_head;
     int N = B * T;
@@ -333,21 +335,28 @@ static void forward_range(GPT *m, float *x, int first, int last, int B, int T, c
     for (int l = first; l < last; l++) {
         LayerParams p = layer_view(m, m->params, l);
         LayerActivations *a = &m->layers[l];
-        int li = l * LINEARS_PER_BLOCK;
+        int li = l * LINEARS_PER_BLOCK, stop = l == last - 1 ? last_slot : LINEARS_PER_BLOCK - 1;
         m->block_input[l] = x;
         layernorm_forward(a->ln_1, a->ln_1_mean, a->ln_1_rstd, x, p.ln_1_weight, p.ln_1_bias, N, C);
         linear_forward(m, hook, li + LINEAR_QKV, a->qkv, a->ln_1, N, 0);
+        if (stop == LINEAR_QKV) break;
         attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
         memcpy(a->resid_mid, x, (size_t)N * C * sizeof(float));
         linear_forward(m, hook, li + LINEAR_ATTN_PROJ, a->resid_mid, a->atty, N, 1);
+        if (stop == LINEAR_ATTN_PROJ) break;
         layernorm_forward(a->ln_2, a->ln_2_mean, a->ln_2_rstd, a->resid_mid, p.ln_2_weight, p.ln_2_bias, N, C);
         linear_forward(m, hook, li + LINEAR_FC, a->fch, a->ln_2, N, 0);
+        if (stop == LINEAR_FC) break;
         gelu_forward_saving(a->fch_gelu, a->fch_tanh, a->fch, (long)N * 4 * C);
         memcpy(a->resid_out, a->resid_mid, (size_t)N * C * sizeof(float));
         linear_forward(m, hook, li + LINEAR_MLP_PROJ, a->resid_out, a->fch_gelu, N, 1);
         x = hook && hook->after_block ? hook->after_block(hook->ctx, l, a->resid_out, N) : a->resid_out;
     }
     m->final_stream = x;
+}
+
+static void forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook) {
+    forward_range_until(m, x, first, last, B, T, hook, LINEARS_PER_BLOCK - 1);
 }
 
 /* The hook's saved activations must hold the batch: checked once, before any of them is written. */
@@ -380,6 +389,27 @@ int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook 
     if (check_hook_rows(hook, B, T) != 0) return -1;
     if (first > 0 && hook && hook->after_block) x = hook->after_block(hook->ctx, first - 1, x, B * T);
     forward_range(m, x, first, m->config.n_layer, B, T, hook);
+    forward_head(m, hook);
+    return 0;
+}
+
+int gpt_forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
+    forward_range(m, x, first, last, B, T, hook);
+    return 0;
+}
+
+int gpt_forward_block_until(GPT *m, float *x, int block, int slot, int B, int T, const ModelHook *hook) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
+    forward_range_until(m, x, block, block + 1, B, T, hook, slot);
+    return 0;
+}
+
+int gpt_forward_head(GPT *m, float *x, int B, int T, const ModelHook *hook) {
+    if (check_hook_rows(hook, B, T) != 0) return -1;
+    m->batch = B;
+    m->seq = T;
+    m->final_stream = x;
     forward_head(m, hook);
     return 0;
 }

@@ -168,6 +168,15 @@ int gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const ModelH
  * hook, blocks [first, L) and the head. x must stay alive until the backward (stop_block =
  * first) is done. The embedding is not run, so parameter gradients are not available. */
 int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook *hook);
+/* Blocks [first, last) (with their hooks) on x (B,T,C), the stream entering block first; the stream
+ * after the last one's hook is then m->final_stream. For work that walks the model block by block
+ * from a cache (calibration). */
+int gpt_forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook);
+/* Block `block` on x up to and including its linear layer `slot` (GPT_BLOCK_LINEARS): what that
+ * layer reads and writes, without the rest of the block (nor its hook). */
+int gpt_forward_block_until(GPT *m, float *x, int block, int slot, int B, int T, const ModelHook *hook);
+/* The final LayerNorm and the head on x (B,T,C), the stream after the last block's hook. */
+int gpt_forward_head(GPT *m, float *x, int B, int T, const ModelHook *hook);
 /* Mean cross-entropy of the last forward; also writes m->dlogits (for d mean) if training. */
 double gpt_loss(GPT *m, const int32_t *targets);
 /* Backward of the last forward. from_logits: start from m->dlogits (else from a zero gradient

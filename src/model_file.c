@@ -22,6 +22,50 @@ static void set_meta_int(StMeta *m, const char *key, int value) {
     snprintf(m->value, sizeof m->value, "%d", value);
 }
 
+/* The options of the quantizer in use (none for rtn): quant_mse_weighted where an mse search runs,
+ * quant_gptq_damp, quant_gptq_act_order, quant_gptq_fit and quant_gptq_groups for gptq. */
+static int quantizer_options_to_meta(const QuantScheme *s, StMeta *out) {
+    const QuantizerOptions *o = &s->options;
+    int n = 0;
+    if (s->quantizer == QUANTIZER_GPTQ) {
+        out[n].key = "quant_gptq_damp";
+        snprintf(out[n++].value, sizeof out->value, "%.17g", o->damp);
+        set_meta_int(&out[n++], "quant_gptq_act_order", o->act_order);
+        set_meta(&out[n++], "quant_gptq_fit", quantizer_name(o->fit));
+        set_meta(&out[n++], "quant_gptq_groups", o->groups == GPTQ_GROUPS_CURRENT ? "current" : "static");
+    }
+    if (s->quantizer == QUANTIZER_MSE || (s->quantizer == QUANTIZER_GPTQ && o->fit == QUANTIZER_MSE))
+        set_meta_int(&out[n++], "quant_mse_weighted", o->mse_weighted);
+    return n;
+}
+
+static int quantizer_options_from_meta(const SafeTensors *st, QuantScheme *s) {
+    QuantizerOptions *o = &s->options;
+    const char *damp = st_meta(st, "quant_gptq_damp"), *act = st_meta(st, "quant_gptq_act_order");
+    const char *fit = st_meta(st, "quant_gptq_fit"), *groups = st_meta(st, "quant_gptq_groups");
+    const char *weighted = st_meta(st, "quant_mse_weighted");
+    long v;
+    if (damp && parse_float("quant_gptq_damp", damp, 1e-300, 1e6, &o->damp) != 0) return -1;
+    if (act) {
+        if (parse_int("quant_gptq_act_order", act, 0, 1, &v) != 0) return -1;
+        o->act_order = (int)v;
+    }
+    if (fit) {
+        int q = quantizer_by_name(fit);
+        if (q != QUANTIZER_RTN && q != QUANTIZER_MSE) return -1;
+        o->fit = (QuantizerId)q;
+    }
+    if (groups) {
+        if (strcmp(groups, "static") != 0 && strcmp(groups, "current") != 0) return -1;
+        o->groups = strcmp(groups, "current") == 0 ? GPTQ_GROUPS_CURRENT : GPTQ_GROUPS_STATIC;
+    }
+    if (weighted) {
+        if (parse_int("quant_mse_weighted", weighted, 0, 1, &v) != 0) return -1;
+        o->mse_weighted = (int)v;
+    }
+    return 0;
+}
+
 int quant_scheme_to_meta(const QuantScheme *s, StMeta *out) {
     char gran[32], scope[64];
     describe_granularity(s, gran, sizeof gran);
@@ -36,6 +80,7 @@ int quant_scheme_to_meta(const QuantScheme *s, StMeta *out) {
     quant_scheme_describe(s, out[n++].value, sizeof out->value);
     if (s->scale_dtype != SCALE_EXACT) set_meta(&out[n++], "quant_scale_dtype", scale_dtype_name(s->scale_dtype));
     if (s->quantizer != QUANTIZER_RTN) set_meta(&out[n++], "quant_quantizer", quantizer_name(s->quantizer));
+    n += quantizer_options_to_meta(s, out + n);
     return n;
 }
 
@@ -62,6 +107,7 @@ int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s) {
         if (q < 0) goto bad;
         s->quantizer = (QuantizerId)q;
     }
+    if (quantizer_options_from_meta(st, s) != 0) goto bad;
     if (quant_scheme_check(s) != 0) goto bad;
     return 1;
 bad:
@@ -76,6 +122,14 @@ bad:
  * on), correction_sizes (linear kinds: each site's size), correction_method, correction_objective */
 static int corrections_to_meta(const Corrections *c, const CorrectionProvenance *how, StMeta *out) {
     int n = 0;
+    if (correction_kind_ops(c->kind)->fold) { /* inside the base's tensors: the file is a plain quantized model */
+        set_meta(&out[n++], "correction_folded", kind_info[c->kind].name);
+        if (how) {
+            set_meta(&out[n++], "correction_method", how->method);
+            set_meta(&out[n++], "correction_objective", how->objective);
+        }
+        return n;
+    }
     int stream = kind_info[c->kind].placement == PLACE_STREAM;
     if (stream) {
         set_meta_int(&out[n++], "correction_every", c->every);
@@ -293,7 +347,20 @@ int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantSc
             tensors[i].data = names[i].data;
         }
     }
-    int rc = gpt_save(m, vocab, path, meta, n_meta, tensors, n);
+    int rc;
+    if (c && correction_kind_ops(c->kind)->fold) {
+        GPT folded;
+        if (gpt_clone(&folded, m, 1) != 0) {
+            free(names);
+            free(tensors);
+            return -1;
+        }
+        rc = corrections_fold(c, &folded);
+        if (rc == 0) rc = gpt_save(&folded, vocab, path, meta, n_meta, NULL, 0);
+        gpt_free(&folded);
+    } else {
+        rc = gpt_save(m, vocab, path, meta, n_meta, tensors, n);
+    }
     free(names);
     free(tensors);
     return rc;

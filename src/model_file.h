@@ -9,8 +9,9 @@
 
 /* Checkpoint metadata of a scheme: quant_bits, quant_granularity, quant_asymmetric, quant_scope,
  * quant_act_bits, quant_scheme (readable), and quant_scale_dtype and quant_quantizer when they
- * differ from the defaults files had before they existed (f64 scales, rtn). Returns the count. */
-#define QUANT_META_MAX 8
+ * differ from the defaults files had before they existed (f64 scales, rtn), then the quantizer's
+ * options (quant_gptq_*, quant_mse_weighted) when it has any. Returns the count. */
+#define QUANT_META_MAX 13
 int quant_scheme_to_meta(const QuantScheme *s, StMeta *out);
 /* 1: the file holds a scheme (read into s); 0: a float checkpoint; -1: malformed metadata. */
 int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s);
@@ -39,7 +40,9 @@ int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch);
 const ModelHook *loaded_hook(LoadedModel *lm);
 void loaded_model_free(LoadedModel *lm);
 
-/* Writes a quantized model (scheme may be NULL: a float model) with its corrections (NULL: none). */
+/* Writes a quantized model (scheme may be NULL: a float model) with its corrections (NULL: none).
+ * A kind stored folded (bias) is added into a copy of the model's tensors: the file is then a
+ * plain quantized checkpoint (correction_folded names the kind), which eval reads as any other. */
 int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantScheme *scheme, const Corrections *c,
                const CorrectionProvenance *how);
 

@@ -57,6 +57,8 @@ typedef struct {
     double corr_lr, ridge;
     long calib_tokens;
     int steps_axis[SWEEP_MAX_VALUES], n_steps_axis;   /* 0 entries: corr_steps alone */
+    int rank;                /* lowrank: the rank per matrix, or 0: matched to a linear correction after every block */
+    int lowrank_act_scale;   /* lowrank: SVD of the error scaled by each input column's mean |x| (L2QER) */
     int calib_axis[SWEEP_MAX_VALUES], n_calib_axis;   /* 0 entries: calib_tokens alone */
     Objective objective;
     /* the corpus, by content */

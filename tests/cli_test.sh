@@ -429,6 +429,89 @@ for kind in quantized corrected; do
 done
 expect_error "correct: missing --model file" 1 "$W/none.safetensors" -- "$QCORR" correct --model "$W/none.safetensors" --data "$AB" --quiet
 
+# ---- issue 14: quantizers (mse, gptq) and per-matrix corrections (lowrank, bias) ----
+# M is 16x1 with vocabulary 'ab \n' (V 4): the matrices are c_attn 48x16, c_proj 16x16, c_fc
+# 64x16, mlp c_proj 16x64 and the head 4x16 (in + out: 64, 32, 80, 80, 20).
+json_check() { # json_check DESCRIPTION JSON_FILE PYTHON_ASSERTIONS (o is the object)
+    if $PY -c "import json,sys,math; o=json.loads(open(sys.argv[1]).read()); $3" "$2" 2>/dev/null; then ok "$1"; else fail "$1"; show "$2"; fi
+}
+# shellcheck disable=SC2086
+"$QCORR" quantize --model "$M" --out "$H/q_rtn.safetensors" $SCHEME --json >"$T/rtn.json" 2>"$T/err"
+# shellcheck disable=SC2086
+if "$QCORR" quantize --model "$M" --out "$H/q_mse.safetensors" $SCHEME --quantizer mse --json >"$T/mse.json" 2>"$T/err"; then
+    if $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); m=json.load(open(sys.argv[2])); assert "mse" in m["scheme"] and m["quantizer"]=="mse"; assert set(r["rel_error"])==set(m["rel_error"]); assert all(m["rel_error"][k] <= r["rel_error"][k] for k in r["rel_error"]), (r["rel_error"], m["rel_error"])' "$T/rtn.json" "$T/mse.json" 2>/dev/null; then
+        ok "quantize --quantizer mse: no tensor's relative error above rtn's"
+    else fail "quantize --quantizer mse: no tensor's relative error above rtn's"; show "$T/mse.json"; fi
+else fail "quantize --quantizer mse exits 0"; show "$T/err"; fi
+# shellcheck disable=SC2086
+if "$QCORR" quantize --model "$M" --out "$H/q_gptq.safetensors" $SCHEME --quantizer gptq --act-order --data "$AB" --calib-tokens 500 --json >"$T/gptq.json" 2>"$T/err"; then
+    json_check "quantize --quantizer gptq: 512 calibration characters (whole windows of 16), the options in the scheme" "$T/gptq.json" \
+        'assert o["calib_tokens"]==512 and o["quantizer"]=="gptq" and "gptq:damp=0.01:act-order" in o["scheme"], o'
+    if "$QCORR" eval --model "$H/q_gptq.safetensors" --data "$AB" --json >"$T/out" 2>"$T/err" && grep -q '"quantization":"int3 asym-minmax group:8 gptq:damp=0.01:act-order' "$T/out"; then
+        ok "eval of a gptq checkpoint names its quantizer"
+    else fail "eval of a gptq checkpoint names its quantizer"; show "$T/out"; show "$T/err"; fi
+else fail "quantize --quantizer gptq exits 0"; show "$T/err"; fi
+LOWRANK=$H/lowrank.safetensors
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME --data "$AB" --batch 4 --calib-tokens 2000 --quiet --method lowrank --rank 2 --out "$LOWRANK" --json >"$T/lowrank.json" 2>"$T/err"; then
+    json_check "correct --method lowrank --rank 2: 2 (64 + 32 + 80 + 80 + 20) = 552 parameters on 5 matrices, no steps by default" "$T/lowrank.json" \
+        'assert o["correction_params"]==552 and o["correction_sites"]==5 and o["ranks"]==[2]*5 and o["steps"]==0 and o["correction"]=="lowrank", o'
+    "$QCORR" eval --model "$LOWRANK" --data "$AB" --batch 4 --json >"$T/eval.json" 2>"$T/err"
+    json_check "eval of the lowrank checkpoint reproduces loss_corrected exactly" "$T/eval.json" \
+        'c=json.load(open(sys.argv[1].replace("eval.json","lowrank.json"))); assert o["loss"]==c["loss_corrected"], (o["loss"], c["loss_corrected"])'
+    if $PY -c 'import torch' 2>/dev/null; then
+        loss=$($PY -c 'import json,sys; print(repr(json.load(open(sys.argv[1]))["loss"]))' "$T/eval.json")
+        if $PY tools/check_lora_checkpoint.py "$LOWRANK" "$AB" "$loss" >"$T/out" 2>"$T/err"; then ok "PyTorch: load_state_dict(strict=True) of the lowrank checkpoint into lora_A/lora_B layers, same loss ($(cut -c1-60 "$T/out")...)"
+        else fail "PyTorch: load_state_dict(strict=True) of the lowrank checkpoint into lora_A/lora_B layers, same loss"; show "$T/out"; show "$T/err"; fi
+    else
+        echo "skip - PyTorch load of the lowrank checkpoint: $PY has no torch"
+    fi
+else fail "correct --method lowrank --rank 2 exits 0"; show "$T/err"; fi
+# rank match: a linear correction every 1 has 16^2 + 16 = 272 parameters; 276 per rank is more, so
+# k = 0, then one rank each in forward order while it fits: 64, 32, 80, 80 (16 left; the head's 20 does not fit)
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lowrank --lowrank-scale act --json >"$T/out" 2>"$T/err"; then
+    json_check "correct --method lowrank (rank match, act scale): 256 of the 272 parameters, ranks 1,1,1,1 and none on the head" "$T/out" \
+        'assert o["correction_params"]==256 and o["ranks"]==[1,1,1,1] and o["lowrank_scale"]=="act", o'
+else fail "correct --method lowrank --lowrank-scale act exits 0"; show "$T/err"; fi
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lowrank --rank 1 --steps 5 --objective kl --json >"$T/out" 2>"$T/err"; then
+    json_check "correct --method lowrank --steps 5 --objective kl: fine-tuned, objective kl" "$T/out" 'assert o["steps"]==5 and o["objective"]=="kl" and o["final_objective"] is not None, o'
+else fail "correct --method lowrank --steps 5 exits 0"; show "$T/err"; fi
+BIAS=$H/bias.safetensors
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method bias --quantizer gptq --out "$BIAS" --json >"$T/bias.json" 2>"$T/err"; then
+    json_check "correct --quantizer gptq --method bias: 0 parameters stored, 5 sites" "$T/bias.json" \
+        'assert o["correction_params"]==0 and o["correction_sites"]==5 and o["quantizer"]=="gptq" and o["method"]=="bias", o'
+    "$QCORR" eval --model "$BIAS" --data "$AB" --batch 4 --json >"$T/eval.json" 2>"$T/err"
+    json_check "eval of the bias checkpoint (deltas folded into the biases, no correction tensor) gives loss_corrected to 1e-5" "$T/eval.json" \
+        'c=json.load(open(sys.argv[1].replace("eval.json","bias.json"))); assert abs(o["loss"]-c["loss_corrected"])<1e-5 and o["correction_sites"]==0, (o, c["loss_corrected"])'
+else fail "correct --method bias exits 0"; show "$T/err"; fi
+# refusals
+NOCORPUS="env -C $T"
+expect_error "quantize --quantizer foo" 2 "--quantizer" "foo" -- "$QCORR" quantize --model "$M" --out "$OQ" --quantizer foo
+expect_error "quantize --quantizer gptq without calibration data" 2 "gptq" "calibration data" -- $NOCORPUS "$QCORR" quantize --model "$M" --out "$OQ" --quantizer gptq
+expect_error "quantize --quantizer mse --mse-weighted without calibration data" 2 "--mse-weighted" "calibration data" -- $NOCORPUS "$QCORR" quantize --model "$M" --out "$OQ" --quantizer mse --mse-weighted
+for d in 0 -0.01 nan; do
+    expect_error "quantize --damp $d" 2 "--damp" -- "$QCORR" quantize --model "$M" --out "$OQ" --quantizer gptq --data "$AB" --damp $d
+done
+expect_error "quantize --damp with rtn" 2 "--damp" "gptq" -- "$QCORR" quantize --model "$M" --out "$OQ" --damp 0.01
+expect_error "quantize --act-order with mse" 2 "--act-order" "mse" -- "$QCORR" quantize --model "$M" --out "$OQ" --quantizer mse --act-order
+expect_error "quantize --gptq-fit foo" 2 "--gptq-fit" "foo" -- "$QCORR" quantize --model "$M" --out "$OQ" --quantizer gptq --data "$AB" --gptq-fit foo
+expect_error "quantize --gptq-groups current --act-order" 2 "act-order" -- "$QCORR" quantize --model "$M" --out "$OQ" --quantizer gptq --data "$AB" --granularity group:8 --gptq-groups current --act-order
+expect_error "quantize --mse-weighted with rtn" 2 "--mse-weighted" -- "$QCORR" quantize --model "$M" --out "$OQ" --mse-weighted
+expect_error "correct --quantizer gptq --damp 0" 2 "--damp" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --quantizer gptq --damp 0 --quiet
+for m in lowrank bias; do
+    expect_error "correct --method $m --bits 32 (nothing to compensate)" 2 "$m" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method $m --bits 32 --quiet
+done
+expect_error "correct --method lowrank --rank 5 (the head is 4 x 16)" 2 "rank 5" "lm_head" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lowrank --rank 5 --quiet
+expect_error "correct --method lowrank --rank 0" 2 "--rank" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lowrank --rank 0 --quiet
+expect_error "correct --method lowrank --steps 5 --objective mse" 2 "--objective mse" "lowrank" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lowrank --steps 5 --objective mse --quiet
+expect_error "correct --method train --rank 2" 2 "--rank" "lowrank" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --rank 2 --quiet
+expect_error "correct --lowrank-scale foo" 2 "--lowrank-scale" "foo" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lowrank --lowrank-scale foo --quiet
+expect_error "correct --method bias --scope linear,head,bias" 2 "bias" "--scope" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method bias --scope linear,head,bias --quiet
+expect_error "correct --method lowrank --hidden 8" 2 "lowrank" "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lowrank --hidden 8 --quiet
+
 # ---- faults: a corrupt checkpoint to every command that reads one, absurd sizes, signals ----
 head -c 3000 "$M" >"$T/cut.safetensors"
 expect_error "quantize: truncated checkpoint" 1 "$T/cut.safetensors" -- "$QCORR" quantize --model "$T/cut.safetensors" --out "$OQ"

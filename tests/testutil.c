@@ -12,6 +12,8 @@
 
 #include "../src/data.h"
 #include "../src/omp_compat.h"
+#include "../src/optim.h"
+#include "../src/train.h"
 
 void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi) {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * rng_uniform(rng);
@@ -123,4 +125,46 @@ int restore_threads(void **state) {
 int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed) {
     CorrectionLayout layout = {.kind = method_kind(METHOD_TRAIN, hidden), .every = every, .size = hidden};
     return corrections_init(c, cfg, &layout, max_rows, seed);
+}
+
+const char *learnable_corpus_path(void) {
+    const char *real = test_corpus_path();
+    if (real) return real;
+    static const char *words[] = {"the", "king", "queen", "shall", "speak", "of", "love", "and", "death", "my", "lord",
+                                  "what", "is", "thy", "name", "good", "night", "sweet", "prince", "to", "be", "or", "not"};
+    static char path[4096];
+    if (path[0]) return path;
+    size_t n = 300000, k = 0, nw = sizeof words / sizeof *words;
+    char *text = malloc(n + 64);
+    Rng rng;
+    rng_seed(&rng, 501);
+    while (k < n) {
+        const char *w = words[rng_below(&rng, nw)];
+        size_t len = strlen(w);
+        memcpy(text + k, w, len);
+        k += len;
+        text[k++] = rng_below(&rng, 8) == 0 ? '\n' : ' ';
+    }
+    snprintf(path, sizeof path, "%s/learnable.txt", test_tmpdir());
+    assert_int_equal(write_file_atomic(path, text, n), 0);
+    free(text);
+    return path;
+}
+
+void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed) {
+    assert_int_equal(gpt_enable_training(m), 0);
+    int B = m->max_batch, T = m->config.ctx;
+    int32_t *inputs = malloc((size_t)B * T * sizeof(int32_t)), *targets = malloc((size_t)B * T * sizeof(int32_t));
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (int step = 0; step < steps; step++) {
+        sample_windows(c->ids, c->n_train, B, T, &rng, inputs, targets);
+        gpt_zero_grad(m);
+        gpt_forward(m, inputs, B, T, NULL);
+        gpt_loss(m, targets);
+        gpt_backward(m, NULL, 1, 1, 0);
+        gpt_optimizer_step(m, lr_schedule(step, steps, 10, 1e-2f, 1e-3f), 0.0f, 1.0f, step + 1);
+    }
+    free(inputs);
+    free(targets);
 }

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "../src/correct.h"
+#include "../src/data.h"
 #include "../src/model.h"
 #include "../src/util.h"
 
@@ -43,6 +44,13 @@ int default_thread_count(void);       /* the count before setup_one_thread */
 
 /* Stream corrections (SPEC section 4) as the train method sizes them: linear at hidden 0, else MLP. */
 int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
+
+/* The real corpus when found, else a generated one with structure (words of a small lexicon in
+ * sentences), so a small model trained on it has weights with real structure. */
+const char *learnable_corpus_path(void);
+/* steps of AdamW (warm-up 10, lr 1e-2 cosine to 1e-3, no decay) on c's train split, batches of
+ * m->max_batch windows of ctx drawn by seed. */
+void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed);
 
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../budget.h"
 #include "../checkpoint.h"
 #include "../experiment.h"
 #include "../train.h"
@@ -20,9 +21,14 @@ static void add_number_or_null(cJSON *j, const char *key, double v) {
 
 int cmd_correct(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
-    const char *objective = "ce", *method = "train", *scale_dtype = "f16";
-    int bits = 4, asymmetric = 0, act_bits = 0, json = 0, every = 1, hidden = 0, steps = 500, batch = 32, seed = 42;
+    const char *objective = "ce", *method = "train", *rank = "match", *lowrank_scale = "none", *scale_dtype = "f16";
+    int bits = 4, asymmetric = 0, act_bits = 0, json = 0, every = 1, hidden = 0, steps = -1, batch = 32, seed = 42;
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
+    QuantizerFlags qf = {.quantizer = "rtn"};
+    char method_help[256], method_list[128];
+    method_names(method_list, sizeof method_list);
+    snprintf(method_help, sizeof method_help, "%s: train (AdamW), lstsq (ridge, linear), lowrank (SVD per matrix), bias (bias correction)",
+             method_list);
     double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
@@ -32,11 +38,14 @@ int cmd_correct(int argc, char **argv) {
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
         {"--act-bits", ARG_INT, &act_bits, -1000, 1000, "activation fake-quantization bits (0: off)"},
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
+        QUANTIZER_ARG_SPECS(qf),
         {"--every", ARG_INT, &every, -1000000, 1000000, "a correction site after every k-th block (and the last)"},
         {"--hidden", ARG_INT, &hidden, -1000000, 1000000, "0: linear correction; H > 0: MLP of width H"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
-        {"--method", ARG_STRING, &method, 0, 0, "train (AdamW) | lstsq (closed-form ridge, linear only)"},
-        {"--steps", ARG_INT, &steps, 0, 100000000, "correction training steps"},
+        {"--method", ARG_STRING, &method, 0, 0, method_help},
+        {"--rank", ARG_STRING, &rank, 0, 0, "lowrank: k per matrix, or match (the parameters of a linear correction at --every)"},
+        {"--lowrank-scale", ARG_STRING, &lowrank_scale, 0, 0, "lowrank: none (SVD of W - Q) | act (of (W - Q) diag(mean |x|), L2QER)"},
+        {"--steps", ARG_INT, &steps, -1, 100000000, "correction training steps (-1: 500 for train, 0 for methods that solve)"},
         {"--lr", ARG_FLOAT, &lr, 0, 10, "peak learning rate (warm-up, cosine to lr/10)"},
         {"--weight-decay", ARG_FLOAT, &weight_decay, 0, 10, "AdamW weight decay on the corrections"},
         {"--batch", ARG_INT, &batch, 1, 65536, "windows per step"},
@@ -69,9 +78,35 @@ int cmd_correct(int argc, char **argv) {
         return usage_error("correct", "--method: expected %s, got '%s'", names, method);
     }
     o.method = (CorrectMethod)m;
+    if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
+    const MethodInfo *mi = &method_info[o.method];
+    CorrectionKindId kind = method_kind(o.method, hidden);
     if (!method_uses_hidden(o.method) && hidden != 0)
         return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
                            kind_info[method_kind(o.method, 0)].name);
+    if (method_fits_weight_error(o.method) && scheme.bits >= 32)
+        return usage_error("correct", "--method %s fits each matrix's quantization error: at --bits 32 there is none", method);
+    if (correction_kind_ops(kind)->fold && (scheme.scope & SCOPE_OF(ROLE_BIAS)))
+        return usage_error("correct", "--method %s folds into the layers' biases, which --scope bias quantizes", method);
+    if (steps < 0) steps = mi->solves ? 0 : 500;
+    int fine_tunes = mi->trains && !(mi->solves && steps == 0);
+    if (fine_tunes && o.objective == OBJECTIVE_MSE && kind_info[kind].placement != PLACE_STREAM)
+        return usage_error("correct", "--objective mse compares the streams after blocks; --method %s sits on linear layers: use ce or kl",
+                           method);
+    int uses_rank = o.method == METHOD_LOWRANK;
+    if (!uses_rank && (strcmp(rank, "match") != 0 || strcmp(lowrank_scale, "none") != 0))
+        return usage_error("correct", "%s applies to --method lowrank, not %s", strcmp(rank, "match") != 0 ? "--rank" : "--lowrank-scale", method);
+    if (strcmp(rank, "match") == 0) {
+        o.rank = RANK_MATCH;
+    } else {
+        long k;
+        if (parse_int("--rank", rank, 1, 1 << 20, &k) != 0) return usage_error("correct", "%s (or match)", qc_last_error());
+        o.rank = (int)k;
+    }
+    if (strcmp(lowrank_scale, "none") != 0 && strcmp(lowrank_scale, "act") != 0)
+        return usage_error("correct", "--lowrank-scale: expected none or act, got '%s'", lowrank_scale);
+    o.lowrank_act_scale = strcmp(lowrank_scale, "act") == 0;
+    o.scope = scheme.scope;
     o.every = every; o.hidden = hidden; o.steps = steps; o.lr = (float)lr; o.weight_decay = (float)weight_decay;
     if (correction_bits != 32 && correction_bits > 16)
         return usage_error("correct", "--correction-bits %d: expected 2..16 (integer codes) or 32 (float)", correction_bits);
@@ -83,6 +118,16 @@ int cmd_correct(int argc, char **argv) {
 
     LoadedModel fl;
     if ((rc = load_float_checkpoint("correct", model_path, batch, &fl))) return rc;
+    { /* a layout the model cannot hold (a rank beyond a matrix) is a usage error, found before any work */
+        CorrectionLayout layout;
+        int *sizes = qc_calloc((size_t)gpt_linear_count(&fl.model.config), sizeof(int), "correction layout");
+        int bad = !sizes || correction_layout_for(&o, &fl.model.config, &layout, sizes) != 0;
+        free(sizes);
+        if (bad) {
+            loaded_model_free(&fl);
+            return usage_error("correct", "--rank: %s", qc_last_error());
+        }
+    }
     GPT *f = &fl.model, q;
     Corpus corpus;
     Corrections corr;
@@ -99,7 +144,7 @@ int cmd_correct(int argc, char **argv) {
     if (gpt_clone(&q, f, batch) != 0) goto fail;
     have_q = 1;
     double t1 = now_seconds();
-    if (quantize_model(&q, &scheme, NULL, NULL) != 0) goto fail;
+    if (quantize_model_on_corpus(&q, &scheme, &corpus, calib_tokens, (uint64_t)seed, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t1;
     t1 = now_seconds();
     if (evaluate_model(&q, NULL, val, corpus.n_val, NULL, 0, &ref, &eq) != 0) goto fail;
@@ -107,10 +152,9 @@ int cmd_correct(int argc, char **argv) {
     if (run_correction(&q, f, &corpus, &o, NULL, &ref, &corr, &res) != 0) goto fail;
     have_corr = 1;
     t_eval += res.seconds_eval;
-    CorrectionLayout layout = correction_layout_for(&o);
     Outcome oc;
-    outcome_compute(&oc, &ref, &eq, &res.eval, &q.config, &scheme, &layout, o.correction_bits);
-    const char *objective_text = method_info[o.method].trains ? objective : method;
+    outcome_compute(&oc, &ref, &eq, &res.eval, &q.config, &scheme, corrections_storage_bits(&corr));
+    const char *objective_text = fine_tunes ? objective : method;
     char desc[256];
     quant_scheme_describe(&scheme, desc, sizeof desc);
     if (out && save_model(out, &q, &fl.vocab, &scheme, &corr, &(CorrectionProvenance){method, objective_text}) != 0) goto fail;
@@ -127,10 +171,16 @@ int cmd_correct(int argc, char **argv) {
         cJSON_AddStringToObject(j, "objective", objective_text);
         add_outcome_fields(j, &oc);
         cJSON_AddBoolToObject(j, "recovery_defined", oc.flag == RECOVERY_OK);
-        cJSON_AddNumberToObject(j, "correction_params", (double)corr.num_params);
+        cJSON_AddStringToObject(j, "quantizer", quantizer_name(scheme.quantizer));
+        cJSON_AddNumberToObject(j, "correction_params", (double)corrections_stored_params(&corr));
         cJSON_AddNumberToObject(j, "correction_sites", corr.n_sites);
         cJSON_AddNumberToObject(j, "correction_stored_bits", o.correction_bits);
-        cJSON_AddNumberToObject(j, "steps", method_info[o.method].trains ? steps : 0);
+        if (uses_rank) {
+            cJSON *ranks = cJSON_AddArrayToObject(j, "ranks");
+            for (int k = 0; k < corr.n_sites; k++) cJSON_AddItemToArray(ranks, cJSON_CreateNumber(corr.sites[k].size));
+            cJSON_AddStringToObject(j, "lowrank_scale", lowrank_scale);
+        }
+        cJSON_AddNumberToObject(j, "steps", fine_tunes ? steps : 0);
         add_number_or_null(j, "final_objective", res.objective);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)((calib_tokens + q.config.ctx - 1) / q.config.ctx * q.config.ctx));
         cJSON_AddNumberToObject(j, "seconds_quantize", t_quant);
@@ -144,7 +194,7 @@ int cmd_correct(int argc, char **argv) {
                oc.loss_se_quant, exp(oc.loss_quant), oc.model_bits_quant, oc.bits_per_weight, oc.kl_quant, oc.top1_quant);
         printf("corrected  loss %.5f ± %.5f  ppl %.4f  %.0f bits  KL %.5f  top-1 %.4f  (%s, %d sites, %zu parameters, %.0f bits)\n",
                oc.loss_corrected, oc.loss_se_corrected, exp(oc.loss_corrected), oc.model_bits_corrected, oc.kl_corrected,
-               oc.top1_corrected, kind_name(corr.kind), corr.n_sites, corr.num_params, oc.correction_bits);
+               oc.top1_corrected, kind_name(corr.kind), corr.n_sites, corrections_stored_params(&corr), oc.correction_bits);
         double gap = oc.loss_quant - oc.loss_float;
         if (oc.flag == RECOVERY_OK)
             printf("recovery   %.1f%% of the loss gap (%.5f ± %.5f nats), %.1f%% of the perplexity gap\n", 100 * oc.recovery_loss, gap,

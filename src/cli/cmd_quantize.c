@@ -3,8 +3,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../checkpoint.h"
+#include "../experiment.h"
 #include "../quant.h"
 #include "../util.h"
 #include "args.h"
@@ -35,6 +37,40 @@ int parse_scheme_flags(const char *command, int bits, const char *granularity, i
     return 0;
 }
 
+int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantScheme *s) {
+    int q = quantizer_by_name(f->quantizer);
+    if (q < 0) {
+        char names[128];
+        quantizer_names(names, sizeof names);
+        return usage_error(command, "--quantizer: expected %s, got '%s'", names, f->quantizer);
+    }
+    s->quantizer = (QuantizerId)q;
+    QuantizerOptions *o = &s->options;
+    const char *gptq_only = f->damp ? "--damp" : f->act_order ? "--act-order" : f->gptq_fit ? "--gptq-fit" : f->gptq_groups ? "--gptq-groups" : NULL;
+    if (gptq_only && q != QUANTIZER_GPTQ) return usage_error(command, "%s applies to --quantizer gptq, not %s", gptq_only, f->quantizer);
+    if (f->damp) {
+        if (parse_float("--damp", f->damp, -1e300, 1e300, &o->damp) != 0) return usage_error(command, "%s", qc_last_error());
+        if (!(o->damp > 0.0)) return usage_error(command, "--damp %s must be positive (a fraction of the mean diagonal of H)", f->damp);
+    }
+    o->act_order = f->act_order;
+    if (f->gptq_fit) {
+        int fit = quantizer_by_name(f->gptq_fit);
+        if (fit != QUANTIZER_RTN && fit != QUANTIZER_MSE) return usage_error(command, "--gptq-fit: expected rtn or mse, got '%s'", f->gptq_fit);
+        o->fit = (QuantizerId)fit;
+    }
+    if (f->gptq_groups) {
+        if (strcmp(f->gptq_groups, "static") != 0 && strcmp(f->gptq_groups, "current") != 0)
+            return usage_error(command, "--gptq-groups: expected static or current, got '%s'", f->gptq_groups);
+        o->groups = strcmp(f->gptq_groups, "current") == 0 ? GPTQ_GROUPS_CURRENT : GPTQ_GROUPS_STATIC;
+    }
+    int searches = q == QUANTIZER_MSE || (q == QUANTIZER_GPTQ && o->fit == QUANTIZER_MSE);
+    if (f->mse_weighted && !searches)
+        return usage_error(command, "--mse-weighted applies to --quantizer mse or to gptq with --gptq-fit mse, not %s", f->quantizer);
+    o->mse_weighted = f->mse_weighted;
+    if (quant_scheme_check(s) != 0) return usage_error(command, "%s", qc_last_error());
+    return 0;
+}
+
 /* Loads a float checkpoint for commands that must start from one. */
 int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm) {
     if (load_checkpoint(lm, path, max_batch) != 0) return command_failed(command);
@@ -48,9 +84,10 @@ int load_float_checkpoint(const char *command, const char *path, int max_batch, 
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head";
+    const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
+    int bits = 4, asymmetric = 0, act_bits = 0, json = 0, calib_tokens = 200000, seed = 42, threads = 0;
+    QuantizerFlags qf = {.quantizer = "rtn"};
     const char *scale_dtype = "f16";
-    int bits = 4, asymmetric = 0, act_bits = 0, json = 0;
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
         {"--bits", ARG_INT, &bits, 2, 32, "weight bits, 2..8 (32: no quantization)"},
@@ -59,6 +96,11 @@ int cmd_quantize(int argc, char **argv) {
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
         {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
+        QUANTIZER_ARG_SPECS(qf),
+        {"--data", ARG_STRING, &data, 0, 0, "corpus the calibration windows come from (quantizers that need data)"},
+        {"--calib-tokens", ARG_INT, &calib_tokens, 1, 2000000000, "calibration budget in train characters"},
+        {"--seed", ARG_INT, &seed, 0, 2147483647, "seed of the calibration windows (as correct draws them)"},
+        {"--threads", ARG_INT, &threads, 0, 1024, "threads (0: OMP_NUM_THREADS or all cores)"},
         {"--out", ARG_STRING, &out, 0, 0, "quantized checkpoint to write"},
         {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
     };
@@ -69,27 +111,56 @@ int cmd_quantize(int argc, char **argv) {
     if (!model_path || !out) return usage_error("quantize", "--model and --out are required");
     QuantScheme scheme;
     if ((rc = parse_scheme_flags("quantize", bits, granularity, asymmetric, scope, act_bits, scale_dtype, &scheme))) return rc;
+    if ((rc = parse_quantizer_flags("quantize", &qf, &scheme))) return rc;
+    int calibrate = quant_scheme_needs_calibration(&scheme);
+    char corpus_path[4096];
+    if (calibrate && corpus_find(data, corpus_path, sizeof corpus_path) != 0)
+        return usage_error("quantize", "--quantizer %s%s needs calibration data: %s", qf.quantizer, scheme.options.mse_weighted ? " --mse-weighted" : "",
+                           qc_last_error());
+    set_threads(threads);
+    install_stop_handlers();
+    int batch = calibrate ? 32 : 1; /* windows per calibration forward */
     LoadedModel lm;
-    if ((rc = load_float_checkpoint("quantize", model_path, 1, &lm))) return rc;
+    if ((rc = load_float_checkpoint("quantize", model_path, batch, &lm))) return rc;
+    Corpus corpus;
+    int have_corpus = 0;
+    if (calibrate) {
+        if (corpus_load(&corpus, corpus_path, &lm.vocab) != 0) {
+            loaded_model_free(&lm);
+            return command_failed("quantize");
+        }
+        have_corpus = 1;
+    }
     TensorQuantError *errors = qc_calloc((size_t)lm.model.n_specs, sizeof *errors, "error table");
     int n_errors = 0;
-    if (!errors || quantize_model(&lm.model, &scheme, errors, &n_errors) != 0 ||
-        save_model(out, &lm.model, &lm.vocab, &scheme, NULL, NULL) != 0) {
+    double t0 = now_seconds();
+    rc = !errors || quantize_model_on_corpus(&lm.model, &scheme, have_corpus ? &corpus : NULL, calib_tokens, (uint64_t)seed, errors,
+                                             &n_errors) != 0 ||
+         save_model(out, &lm.model, &lm.vocab, &scheme, NULL, NULL) != 0;
+    double seconds = now_seconds() - t0;
+    if (have_corpus) corpus_free(&corpus);
+    if (rc) {
         free(errors);
         loaded_model_free(&lm);
         return command_failed("quantize");
     }
     char desc[256];
     quant_scheme_describe(&scheme, desc, sizeof desc);
+    int T = lm.model.config.ctx;
+    long calib_used = calibrate ? (calib_tokens + T - 1) / T * (long)T : 0;
     if (json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "out", out);
         cJSON_AddStringToObject(j, "scheme", desc);
+        cJSON_AddStringToObject(j, "quantizer", quantizer_name(scheme.quantizer));
+        cJSON_AddNumberToObject(j, "calib_tokens", (double)calib_used);
+        cJSON_AddNumberToObject(j, "seconds_quantize", seconds);
         cJSON *t = cJSON_AddObjectToObject(j, "rel_error");
         for (int i = 0; i < n_errors; i++) cJSON_AddNumberToObject(t, errors[i].name, errors[i].rel_error);
         print_json(j);
     } else {
         printf("%s -> %s (%s)\n", model_path, out, desc);
+        if (calibrate) printf("  calibrated on %ld characters (seed %d), %.2fs\n", calib_used, seed, seconds);
         for (int i = 0; i < n_errors; i++) printf("  %-40s rel. error %.5f\n", errors[i].name, errors[i].rel_error);
     }
     free(errors);

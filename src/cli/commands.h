@@ -19,4 +19,24 @@ int parse_scheme_flags(const char *command, int bits, const char *granularity, i
 int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *out);
 int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm);
 
+/* The quantizer flags quantize and correct share: --quantizer and its options. */
+typedef struct {
+    const char *quantizer;   /* rtn | mse | gptq */
+    const char *damp;        /* gptq; NULL: the default */
+    int act_order;           /* gptq */
+    const char *gptq_fit;    /* gptq: rtn | mse; NULL: rtn */
+    const char *gptq_groups; /* gptq: static | current; NULL: static */
+    int mse_weighted;        /* mse, or gptq fitting by mse */
+} QuantizerFlags;
+#define QUANTIZER_ARG_SPECS(f)                                                                                       \
+    {"--quantizer", ARG_STRING, &(f).quantizer, 0, 0, "rtn | mse (clip search) | gptq (needs calibration data)"},   \
+    {"--damp", ARG_STRING, &(f).damp, 0, 0, "gptq: dampening, a fraction of the mean diagonal of H (0.01)"},        \
+    {"--act-order", ARG_FLAG, &(f).act_order, 0, 0, "gptq: columns in order of descending diag(H)"},                 \
+    {"--gptq-fit", ARG_STRING, &(f).gptq_fit, 0, 0, "gptq: each row's/group's grid by rtn (absmax) or mse (clip search)"}, \
+    {"--gptq-groups", ARG_STRING, &(f).gptq_groups, 0, 0, "gptq, group:G: grids static (up front from W) or current"}, \
+    {"--mse-weighted", ARG_FLAG, &(f).mse_weighted, 0, 0, "mse search weighted per input column by calibration E[x^2]"}
+/* Sets s->quantizer and s->options from the flags; refuses (exit 2) a value out of range or an
+ * option of another quantizer. */
+int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantScheme *s);
+
 #endif

@@ -86,6 +86,9 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     if (cfg->n_calib_axis) cJSON_AddItemToObject(c, "calib_tokens", int_array(cfg->calib_axis, cfg->n_calib_axis));
     else cJSON_AddNumberToObject(c, "calib_tokens", (double)cfg->calib_tokens);
     cJSON_AddNumberToObject(c, "ridge", cfg->ridge);
+    if (cfg->rank) cJSON_AddNumberToObject(c, "lowrank_rank", cfg->rank);
+    else cJSON_AddStringToObject(c, "lowrank_rank", "match");
+    cJSON_AddStringToObject(c, "lowrank_scale", cfg->lowrank_act_scale ? "act" : "none");
     cJSON_AddStringToObject(c, "optimizer", "AdamW 0.9/0.95, no weight decay, clip 1.0, warmup then cosine to lr/10");
     cJSON_AddStringToObject(root, "data_sha256", cfg->data_sha256);
     cJSON_AddStringToObject(root, "command", command ? command : "");

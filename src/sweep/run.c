@@ -11,6 +11,7 @@
 
 #include "../checkpoint.h"
 #include "../correct.h"
+#include "../budget.h"
 #include "../model_file.h"
 #include "../train.h"
 #include "../util.h"
@@ -158,13 +159,12 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
                             int max_batch, const EvalReference *ref, GPT *q, Sidecar *side, Evaluation *eq) {
     if (gpt_clone(q, f, max_batch) != 0) return -1;
     QuantScheme s = sweep_run_scheme(cfg, r);
-    double t0 = now_seconds();
-    if (quantize_model(q, &s, NULL, NULL) != 0) goto fail;
-    double t_quant = now_seconds() - t0;
     const int32_t *val = corpus->ids + corpus->n_train;
-    if (r->bits == 32) { /* the control arm: nothing stored but the float model */
+    if (r->bits == 32) { /* the control arm: nothing stored but the float model (and its activation quantization) */
         side->seconds = 0;
-        if (s.act_bits ? evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) : evaluation_of_reference(eq, ref)) goto fail;
+        if (quantize_model(q, &s, NULL, NULL) != 0 ||
+            (s.act_bits ? evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) : evaluation_of_reference(eq, ref)))
+            goto fail;
         side->loss = eq->loss;
         return 0;
     }
@@ -174,9 +174,21 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
     snprintf(base, sizeof base, "%s/quant/%s", dir, name);
     snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
     snprintf(meta, sizeof meta, "%s.json", base);
-    if (!(read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0)) {
+    if (read_sidecar(meta, side) == 0 && access(ckpt, F_OK) == 0) {
+        /* made by an earlier start: read back, not quantized again (GPTQ takes minutes at 256x6) */
+        LoadedModel lm;
+        if (load_checkpoint(&lm, ckpt, 1) != 0) goto fail;
+        int same = lm.model.num_params == q->num_params;
+        if (same) memcpy(q->params, lm.model.params, q->num_params * sizeof(float));
+        loaded_model_free(&lm);
+        if (!same) { qc_error("%s: another model than the float model of %s", ckpt, name); goto fail; }
+        if (gpt_set_act_bits(q, s.act_bits) != 0) goto fail;
+    } else {
+        /* quantizers that use data calibrate on the windows the corrections are fitted on */
+        double t0 = now_seconds();
+        if (quantize_model_on_corpus(q, &s, corpus, cfg->calib_tokens, (uint64_t)r->seed, NULL, NULL) != 0) goto fail;
+        side->seconds = now_seconds() - t0;
         if (save_model(ckpt, q, &corpus->vocab, &s, NULL, NULL) != 0) goto fail;
-        side->seconds = t_quant;
     }
     if (evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) != 0) goto fail;
     side->loss = eq->loss;
@@ -264,10 +276,35 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             int n_calib = 0;
             long calib_of_starts = -1; /* the budget calib_starts were drawn for */
             int64_t *calib_starts = NULL;
+            int *linear_sizes = qc_calloc((size_t)gpt_linear_count(&q.config), sizeof(int), "correction layout");
+            if (!linear_sizes) rc = -1;
             for (int k = i; k < n_runs && runs[k].group == g && runs[k].model == model && rc == 0; k++) {
                 if (done[k]) continue;
                 const SweepRun *r = &runs[k];
-                CorrectionLayout layout = sweep_run_layout(r);
+                Corrections c;
+                CorrectOptions co;
+                correct_options_default(&co);
+                QuantScheme scheme = sweep_run_scheme(cfg, r);
+                co.every = method_uses_every(r->method) ? r->every : 1; /* lowrank's rank matches a linear correction every 1 */
+                co.hidden = r->hidden;
+                co.objective = cfg->objective;
+                co.method = r->method;
+                co.steps = r->steps;
+                co.batch = cfg->corr_batch;
+                co.lr = (float)cfg->corr_lr;
+                co.calib_tokens = r->calib;
+                co.seed = (uint64_t)r->seed;
+                co.ridge = cfg->ridge;
+                co.correction_bits = r->corr_bits;
+                co.scope = scheme.scope;
+                co.rank = cfg->rank;
+                co.lowrank_act_scale = cfg->lowrank_act_scale;
+                co.quiet = 1;
+                char log[4200];
+                snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
+                co.log_path = method_info[r->method].trains ? log : NULL;
+                CorrectionLayout layout;
+                if (correction_layout_for(&co, &q.config, &layout, linear_sizes) != 0) { rc = -1; break; }
                 if (method_corrects(r->method) && r->calib != calib_of_starts) { /* a new calibration set: new caches */
                     free(calib_starts);
                     calib_starts = calibration_windows(&corpus, r->calib, cfg->ctx, (uint64_t)r0->seed, &n_calib);
@@ -295,25 +332,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 }
                 snprintf(p.phase, sizeof p.phase, "run %s", r->id);
                 show_progress(&p, NULL);
-                Corrections c;
-                CorrectOptions co;
-                correct_options_default(&co);
-                co.every = r->every;
-                co.hidden = r->hidden;
-                co.objective = cfg->objective;
-                co.method = r->method;
-                co.steps = r->steps;
-                co.batch = cfg->corr_batch;
-                co.lr = (float)cfg->corr_lr;
-                co.calib_tokens = r->calib;
-                co.seed = (uint64_t)r->seed;
-                co.ridge = cfg->ridge;
-                co.correction_bits = r->corr_bits;
-                co.quiet = 1;
                 co.calib_cache = calib.streams && cached_block == first_block ? &calib : NULL;
-                char log[4200];
-                snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
-                co.log_path = method_info[r->method].trains ? log : NULL;
                 CorrectionResult res;
                 if (!method_corrects(r->method)) {
                     if (corrections_init(&c, &q.config, &layout, 1, 0) != 0 || evaluation_copy(&res.eval, &eq) != 0) { rc = -1; break; }
@@ -323,9 +342,8 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                     rc = -1;
                     break;
                 }
-                QuantScheme scheme = sweep_run_scheme(cfg, r);
                 Outcome out;
-                outcome_compute(&out, &ref, &eq, &res.eval, &q.config, &scheme, &layout, r->corr_bits);
+                outcome_compute(&out, &ref, &eq, &res.eval, &q.config, &scheme, corrections_storage_bits(&c));
                 RunTimes t = {fs.seconds, qs.seconds, res.seconds_correct, res.seconds_eval};
                 int written = sweep_write_record(dir, cfg, r, &out, &c, &t) == 0 && sweep_write_summary(dir) == 0;
                 evaluation_free(&res.eval);
@@ -347,6 +365,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             stream_cache_free(&calib);
             stream_cache_free(&val);
             free(calib_starts);
+            free(linear_sizes);
             evaluation_free(&eq);
             gpt_free(&q);
         }
