@@ -55,7 +55,7 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(recovery_ppl,        REAL,    SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(recovery_flag,       STRING,  SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(gain_loss,           REAL,    SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
-    X(correction_params,   INTEGER, SCHEMA_ROW,                 0, LONG_MAX)                    \
+    X(correction_params,   INTEGER, SCHEMA_ROW | SCHEMA_READ,   0, LONG_MAX)                    \
     X(correction_sites,    INTEGER, SCHEMA_ROW,                 0, LONG_MAX)                    \
     X(steps,               INTEGER, SCHEMA_ROW | SCHEMA_READ,   0, LONG_MAX)                    \
     X(calib_tokens,        INTEGER, SCHEMA_ROW | SCHEMA_NEEDED, 0, LONG_MAX)                    \

@@ -791,6 +791,41 @@ static void test_report_budget_curve(void **state) {
     expect_balanced_svg(path);
 }
 
+/* The methods section by hand: at 2 bits over two seeds, none 2.8 / 2.82, train 2.4 / 2.41,
+ * lowrank 2.41 / 2.43: train − lowrank is −0.01 and −0.02 (mean −0.015), train − none −0.4 and
+ * −0.41; train stores 4160 extra parameters, none 0. */
+static void test_report_methods(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    FILE *f = new_budget_summary("methods", dir, sizeof dir);
+    const char *methods[3] = {"none", "train", "lowrank"}, *kinds[3] = {"none", "linear", "lowrank"};
+    const double loss[2][3] = {{2.8, 2.4, 2.41}, {2.82, 2.41, 2.43}};
+    for (int s = 1; s <= 2; s++)
+        for (int m = 0; m < 3; m++) {
+            double lf = 2.0, lq = s == 1 ? 2.8 : 2.82, lc = loss[s - 1][m], gap = lq - lf;
+            fprintf(f, "m%d_%d,%d,64x2,64,2,2,int2,%d,0,%s,%s,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,%d,1,60,65536,1,1,1,1,"
+                       "rtn,channel,32,0.01,0.01,0.01,0.01,0.01,0.5,0.3,0.8,0.9,1000000,300000,%g,%g,2.2\n",
+                    s, m, s, m == 1, kinds[m], methods[m], lf, lq, lc, exp(lf), exp(lq), exp(lc), (lq - lc) / gap, lq - lc, m ? 4160 : 0,
+                    m ? 433120.0 : 300000.0, m ? 133120.0 : 0.0);
+        }
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    const char *expected[] = {
+        "## 13. Methods at matched budgets",
+        "| rtn | train | 2 | 2.4050 ± 0.0050 | -0.4050 [",
+        "| 4160 | 433.1 |",
+        "| 2 | train − lowrank | 2 | -0.0150 |",
+        "| 2 | train − none | 2 | -0.4050 |",
+        "- At 2 bits, no significant loss difference between train and lowrank (-0.0150 nats over 2 pairs).",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
+        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    free(md);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting_and_errors),
@@ -801,6 +836,7 @@ int main(void) {
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),
         cmocka_unit_test(test_report_frontier),
         cmocka_unit_test(test_report_budget_curve),
+        cmocka_unit_test(test_report_methods),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

@@ -58,13 +58,13 @@ int cmd_sweep(int argc, char **argv) {
     const char *preset = "quick", *out = NULL, *seeds = NULL, *bits = NULL, *sizes = NULL, *every = NULL, *hidden = NULL;
     const char *grid = NULL, *methods = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
     const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
-    const char *corrected_bits = NULL, *corrected_grans = NULL;
+    const char *corrected_bits = NULL, *corrected_grans = NULL, *rank = NULL, *lowrank_scale = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1, act_bits = -1;
     const char *steps = NULL, *calib = NULL;
     double train_lr = -1, lr = -1, ridge = -1;
     ArgSpec specs[] = {
-        {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget: the grid and budgets the flags below start from"},
+        {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget | methods: the grid and budgets the flags below start from"},
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
         {"--seeds", ARG_STRING, &seeds, 0, 0, "comma list, e.g. 42,123,999"},
         {"--bits", ARG_STRING, &bits, 0, 0, "comma list of weight bits in 2..8"},
@@ -76,6 +76,8 @@ int cmd_sweep(int argc, char **argv) {
         {"--quantizers", ARG_STRING, &quantizers, 0, 0, "comma list of quantizers (default rtn)"},
         {"--granularities", ARG_STRING, &granularities, 0, 0, "comma list of granularities, e.g. tensor,channel,group:32"},
         {"--correction-bits", ARG_STRING, &corr_bits, 0, 0, "comma list of widths the corrections are stored at: 32 (float), 16, 8"},
+        {"--rank", ARG_STRING, &rank, 0, 0, "lowrank: the rank per matrix, or match (a linear correction after every block's parameters)"},
+        {"--lowrank-scale", ARG_STRING, &lowrank_scale, 0, 0, "lowrank: none | act (SVD of the error scaled by the inputs' mean |x|)"},
         {"--corrected-bits", ARG_STRING, &corrected_bits, 0, 0, "bit widths at which correcting methods run (default all; others: none only)"},
         {"--corrected-granularities", ARG_STRING, &corrected_grans, 0, 0, "granularities at which correcting methods run (default all)"},
         {"--no-control", ARG_FLAG, &no_control, 0, 0, "leave out the float+correction control arm (bits 32)"},
@@ -141,6 +143,16 @@ int cmd_sweep(int argc, char **argv) {
         cfg.n_corrected_grans = tmp.n_grans;
     }
     if (granularity && granularities) return usage_error("sweep", "--granularity and --granularities: give one");
+    if (rank && strcmp(rank, "match") != 0) {
+        long k;
+        if (parse_int("--rank", rank, 1, 1 << 20, &k) != 0) return usage_error("sweep", "%s (or match)", qc_last_error());
+        cfg.rank = (int)k;
+    }
+    if (lowrank_scale) {
+        if (strcmp(lowrank_scale, "none") != 0 && strcmp(lowrank_scale, "act") != 0)
+            return usage_error("sweep", "--lowrank-scale: expected none or act, got '%s'", lowrank_scale);
+        cfg.lowrank_act_scale = strcmp(lowrank_scale, "act") == 0;
+    }
     if (granularity) cfg.n_grans = 0; /* one granularity: the scheme's */
     if (no_control) cfg.control = 0;
     if (asymmetric) cfg.scheme.asymmetric = 1;

@@ -101,7 +101,23 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->control = 0;
         return 0;
     }
-    qc_error("unknown preset '%s' (quick, seed243, frontier, budget)", name);
+    if (strcmp(name, "methods") == 0) {
+        /* the field's baselines beside the learned correction (issue 14): rtn, mse and gptq, each
+         * bare (none), bias-corrected, with rank-matched low-rank terms, lstsq and a trained linear
+         * correction after every block, at 2, 3 and 4 bits, plus the control; seed243's budgets */
+        if (sweep_preset(cfg, "seed243") != 0) return -1;
+        set_list(cfg->bits, &cfg->n_bits, (int[]){2, 3, 4}, 3);
+        set_list(cfg->every, &cfg->n_every, (int[]){1}, 1);
+        set_list(cfg->hidden, &cfg->n_hidden, (int[]){0}, 1);
+        cfg->quantizers[0] = QUANTIZER_RTN;
+        cfg->quantizers[1] = QUANTIZER_MSE;
+        cfg->quantizers[2] = QUANTIZER_GPTQ;
+        cfg->n_quantizers = 3;
+        cfg->n_methods = 0;
+        for (int m = 0; m < METHOD_COUNT; m++) cfg->methods[cfg->n_methods++] = (CorrectMethod)m;
+        return 0;
+    }
+    qc_error("unknown preset '%s' (quick, seed243, frontier, budget, methods)", name);
     return -1;
 }
 

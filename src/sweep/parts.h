@@ -25,7 +25,7 @@ int *sweep_finished_runs(const char *dir, const SweepRun *runs, int n, int quiet
 
 /* ---- plan.c: the work of each thing sweep_run makes, for its ETA ---- */
 SweepWork plan_float_model(const SweepConfig *cfg, int size_index, double eval_tokens);
-SweepWork plan_quant_model(const SweepConfig *cfg, int size_index, double eval_tokens);
+SweepWork plan_quant_model(const SweepConfig *cfg, const SweepRun *r, double eval_tokens);
 SweepWork plan_prefix_cache(const SweepConfig *cfg, int size_index, int first_block, long calib_tokens, double eval_tokens);
 SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens);
 

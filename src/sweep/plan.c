@@ -32,9 +32,12 @@ SweepWork plan_float_model(const SweepConfig *cfg, int z, double eval_tokens) {
     return (SweepWork){.train = (double)SIZE_TRAIN_STEPS(cfg, z) * cfg->train_batch * cfg->ctx, .forward = eval_tokens};
 }
 
-SweepWork plan_quant_model(const SweepConfig *cfg, int z, double eval_tokens) {
-    (void)cfg, (void)z;
-    return (SweepWork){.forward = eval_tokens};
+/* its evaluation, and for a quantizer that uses data the calibration walk (about two passes over
+ * the calibration windows: each block runs once per layer it observes, from a cached input) */
+SweepWork plan_quant_model(const SweepConfig *cfg, const SweepRun *r, double eval_tokens) {
+    QuantScheme s = sweep_run_scheme(cfg, r);
+    double calib = quant_scheme_needs_calibration(&s) ? 2.0 * (double)((cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
+    return (SweepWork){.forward = eval_tokens + calib};
 }
 
 /* the validation windows' prefix, and the calibration windows' for the ce objective */
@@ -43,12 +46,14 @@ SweepWork plan_prefix_cache(const SweepConfig *cfg, int z, int first_block, long
     return (SweepWork){.forward = (eval_tokens + calib) * (1.0 - share_from(cfg, z, first_block + 1))};
 }
 
-/* lstsq runs are counted as trained ones: an upper bound; "none" reuses its model's evaluation */
+/* its steps above its first site, its evaluation there, and a closed form's passes over the
+ * calibration windows (quantized and float model: two); "none" reuses its model's evaluation */
 SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens) {
     if (!method_corrects(r->method)) return (SweepWork){0};
     int first_block = plan_first_block(cfg, r);
     double above = share_from(cfg, r->size_index, first_block + 1);
-    return (SweepWork){.correct = (double)r->steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above};
+    double solve = method_info[r->method].solves ? 2.0 * (double)((r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
+    return (SweepWork){.correct = (double)r->steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above + solve};
 }
 
 static void add_work(SweepWork *to, SweepWork w) {
@@ -86,7 +91,7 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
                     /* the first unfinished run brings the quantized model (the control arm's is the
                      * float model, evaluated already, unless it quantizes activations) */
                     p->quant_models++;
-                    add_work(&p->work, plan_quant_model(cfg, z, eval_tokens));
+                    add_work(&p->work, plan_quant_model(cfg, &runs[k], eval_tokens));
                 }
                 have_model = 1;
                 int first_block = method_corrects(runs[k].method) ? plan_first_block(cfg, &runs[k]) : -1;

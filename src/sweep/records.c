@@ -192,7 +192,7 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.recovery_ppl = out->recovery_ppl;
     v.recovery_flag = recovery_flag_name(out->flag);
     v.gain_loss = out->loss_quant - out->loss_corrected;
-    v.correction_params = (long)c->num_params;
+    v.correction_params = (long)corrections_stored_params(c); /* bias: 0, folded into the base */
     v.correction_sites = c->n_sites;
     v.steps = r->steps;
     v.calib_tokens = (r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx;

@@ -267,7 +267,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             show_progress(&p, NULL);
             if (ensure_quantized(dir, cfg, &corpus, &f, &runs[i], max_batch, &ref, &q, &qs, &eq) != 0) { rc = -1; break; }
             if (runs[i].bits != 32 || cfg->scheme.act_bits)
-                progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, r0->size_index, eval_tokens)));
+                progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, &runs[i], eval_tokens)));
             if (gpt_enable_backward(&q) != 0) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
             /* the frozen prefix below the first site, computed once per (model, first site) and
              * shared by every width and method: calibration windows and validation windows */
