@@ -3,10 +3,13 @@
  * batch size, gives the same bits as long as the logits are the same. */
 #include "evaluate.h"
 
+#include "infer.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer.h"
 #include "ops.h"
 #include "util.h"
 
@@ -123,19 +126,19 @@ double quantile_sorted_inplace(double *x, long n, double p) {
 
 int eval_window_count(size_t n, int T) { return n < 2 ? 0 : (int)((n - 1) / (size_t)T); }
 
-/* One batch's logits: from the tokens of windows [w0, w0+nb), or from the prefix cache. */
-static int forward_windows(GPT *m, const ModelHook *hook, const int32_t *ids, const StreamCache *prefix, int *pick, int32_t *targets,
-                           int w0, int nb) {
+/* One batch's logits, forward only: from the tokens of windows [w0, w0+nb), or from the prefix cache. */
+static int forward_windows(GPT *m, Inference *inf, const ModelHook *hook, const int32_t *ids, const StreamCache *prefix, int *pick,
+                           int32_t *targets, int w0, int nb) {
     int T = m->config.ctx;
     if (prefix) {
         for (int b = 0; b < nb; b++) pick[b] = w0 + b;
         stream_cache_gather(prefix, pick, nb, targets);
-        return gpt_forward_from(m, prefix->batch, prefix->first_block + 1, nb, T, hook);
+        return gpt_infer(m, inf, NULL, prefix->batch, prefix->first_block + 1, nb, T, hook);
     }
     /* windows are contiguous: window i starts at iT, so nb windows are nb*T consecutive ids */
     const int32_t *in = ids + (size_t)w0 * T;
     memcpy(targets, in + 1, (size_t)nb * T * sizeof(int32_t));
-    return gpt_forward(m, in, nb, T, hook);
+    return gpt_infer(m, inf, in, NULL, 0, nb, T, hook);
 }
 
 /* log-softmax of one row of logits, in double */
@@ -171,12 +174,13 @@ static int run_windows(GPT *m, const ModelHook *hook, const int32_t *ids, size_t
     double *kl = ref ? qc_malloc((size_t)positions * sizeof(double), "KL per position") : NULL;
     int32_t *targets = qc_malloc((size_t)B * T * sizeof(int32_t), "targets");
     int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
+    Inference inf = {0};
     long agree = 0;
     int rc = -1;
-    if (!window_loss || (ref && (!window_kl || !kl)) || !targets || !pick) goto done;
+    if (!window_loss || (ref && (!window_kl || !kl)) || !targets || !pick || inference_init(&inf, m, 0) != 0) goto done;
     for (int w0 = 0; w0 < nw; w0 += B) {
         int nb = nw - w0 < B ? nw - w0 : B;
-        if (forward_windows(m, hook, ids, prefix, pick, targets, w0, nb) != 0) goto done;
+        if (forward_windows(m, &inf, hook, ids, prefix, pick, targets, w0, nb) != 0) goto done;
         /* the same loss kernel as training, one window (T rows) at a time */
         for (int b = 0; b < nb; b++)
             window_loss[w0 + b] = crossentropy_forward_backward(NULL, m->logits + (size_t)b * T * V, targets + (size_t)b * T, T, V, 0.0f);
@@ -238,6 +242,7 @@ done:
     free(kl);
     free(targets);
     free(pick);
+    inference_free(&inf);
     return rc;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "../data.h"
+#include "../infer.h"
 #include "../model.h"
 #include "../sites.h"
 #include "../util.h"
@@ -128,7 +129,8 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
     if (gpt_enable_training(&m) != 0) { gpt_free(&m); return -1; }
     gpt_init_weights(&m, 1);
     int32_t *in = qc_calloc((size_t)B * cfg->ctx, sizeof(int32_t), "timing batch");
-    if (!in) { gpt_free(&m); return -1; }
+    Inference inf;
+    if (!in || inference_init(&inf, &m, 0) != 0) { free(in); gpt_free(&m); return -1; }
     Rng rng;
     rng_seed(&rng, 1);
     sample_windows(corpus->ids, corpus->n_train, B, cfg->ctx, &rng, in, in);
@@ -144,11 +146,12 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
         gpt_loss(&m, in);
         gpt_backward(&m, NULL, 1, 0, 0); /* every block: the plan counts the share a run computes */
         double t2 = now_seconds();
-        gpt_forward(&m, in, B, cfg->ctx, NULL);
+        gpt_infer(&m, &inf, in, NULL, 0, B, cfg->ctx, NULL); /* evaluation's forward-only path */
         double t3 = now_seconds();
         if (rep) { t_train += (t1 - t0) / 2; t_corr += (t2 - t1) / 2; t_eval += (t3 - t2) / 2; }
     }
     free(in);
+    inference_free(&inf);
     gpt_free(&m);
     *out = (SweepWork){.train = t_train / ((double)cfg->train_batch * cfg->ctx),
                        .forward = t_eval / ((double)B * cfg->ctx),
