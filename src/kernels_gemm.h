@@ -4,6 +4,7 @@
  *   VEC_FLOATS     floats per vector value: 8 (AVX: one register; SSE: two) or 16 (AVX-512)
  *   TILE_ROWS      rows of gemm's register tile
  *   TILE_VECS      vectors across it: a panel of packed op(B) is TILE_VECS * VEC_FLOATS wide
+ *   AT_B_ROWS, AT_B_VECS   the same for gemm_at_b
  *   PANEL_BYTES_IN_CACHE, A_CHUNK_BYTES   cache blocking (below)
  * Every output element is one chain of fused multiply-adds in k order whatever the tile, so gemm
  * gives the same bits on every path compiled with FMA (avx2, avx512). Measurements: gemm.c. */
@@ -25,9 +26,15 @@ typedef float vec __attribute__((vector_size(VEC_FLOATS * 4)));
 static inline vec load_vec(const float *p) { vec x; memcpy(&x, p, sizeof x); return x; }
 static inline void store_vec(float *p, vec x) { memcpy(p, &x, sizeof x); }
 
-enum { PANEL = TILE_VECS * VEC_FLOATS };
+enum { PANEL = TILE_VECS * VEC_FLOATS, AT_B_PANEL = AT_B_VECS * VEC_FLOATS };
+/* the accumulators of the largest tile (macros: tile_w's cases are chosen by #if) */
+#define MAX_ROWS (TILE_ROWS > AT_B_ROWS ? TILE_ROWS : AT_B_ROWS)
+#define MAX_VECS (TILE_VECS > AT_B_VECS ? TILE_VECS : AT_B_VECS)
+#if MAX_VECS > 4 || MAX_ROWS < 4 || MAX_VECS < 2
+#error "tile_w has cases for 1 to 4 vectors; gemm_rows needs tiles of 4 rows by 2 vectors"
+#endif
 
-/* The register tile: R rows (R <= TILE_ROWS) by VEC_FLOATS*W columns (W <= TILE_VECS),
+/* The register tile: R rows (R <= MAX_ROWS) by VEC_FLOATS*W columns (W <= MAX_VECS),
  * c (+)= A(r, k) b[k] summed over k in [k0, k1), with A(r, k) = a[r*sam + k*sak]. always_inline
  * with constant R and W, so the loops unroll and the R*W accumulators stay in registers for the
  * whole k loop: per k, W loads of b, R broadcasts of A and R*W multiply-adds. bias (W vectors,
@@ -35,9 +42,9 @@ enum { PANEL = TILE_VECS * VEC_FLOATS };
 static inline __attribute__((always_inline)) void tile(int R, int W, float *c, long ldc, const float *a, long sam,
                                                        long sak, const float *b, long ldb, int k0, int k1,
                                                        const float *bias, int accumulate) {
-    vec acc[TILE_ROWS][TILE_VECS] = {{{0}}};
+    vec acc[MAX_ROWS][MAX_VECS] = {{{0}}};
     for (int k = k0; k < k1; k++) {
-        vec bk[TILE_VECS];
+        vec bk[MAX_VECS];
         for (int w = 0; w < W; w++) bk[w] = load_vec(b + (long)k * ldb + VEC_FLOATS * w);
         for (int r = 0; r < R; r++) {
             float ark = a[r * sam + (long)k * sak];
@@ -53,20 +60,20 @@ static inline __attribute__((always_inline)) void tile(int R, int W, float *c, l
         }
 }
 
-/* tile() with W a run-time value in [1, TILE_VECS], each case compiled with its constant */
+/* tile() with W a run-time value in [1, MAX_VECS], each case compiled with its constant */
 static inline __attribute__((always_inline)) void tile_w(int R, int W, float *c, long ldc, const float *a, long sam,
                                                          long sak, const float *b, long ldb, int k0, int k1,
                                                          const float *bias, int accumulate) {
     switch (W) {
-    case TILE_VECS: tile(R, TILE_VECS, c, ldc, a, sam, sak, b, ldb, k0, k1, bias, accumulate); break;
-#if TILE_VECS > 1
     case 1: tile(R, 1, c, ldc, a, sam, sak, b, ldb, k0, k1, bias, accumulate); break;
-#endif
-#if TILE_VECS > 2
+#if MAX_VECS > 1
     case 2: tile(R, 2, c, ldc, a, sam, sak, b, ldb, k0, k1, bias, accumulate); break;
 #endif
-#if TILE_VECS > 3
+#if MAX_VECS > 2
     case 3: tile(R, 3, c, ldc, a, sam, sak, b, ldb, k0, k1, bias, accumulate); break;
+#endif
+#if MAX_VECS > 3
+    case 4: tile(R, 4, c, ldc, a, sam, sak, b, ldb, k0, k1, bias, accumulate); break;
 #endif
     }
 }
@@ -182,7 +189,7 @@ static int KERNEL(gemm)(int M, int N, int K, const float *A, int lda, const floa
 /* gemm_at_b: C (M, N) += A^T B with A (K, M) and B (K, N) row-major, K long (the weight
  * gradient dW += dY^T X over the batch's rows). The depth goes by blocks of AT_B_DEPTH rows;
  * per block each thread packs the panels of B it owns into its own scratch (no barrier between
- * blocks), then runs tiles of A^T rows over them, the A rows read in place (a tile's TILE_ROWS
+ * blocks), then runs tiles of A^T rows over them, the A rows read in place (a tile's AT_B_ROWS
  * columns of A are contiguous in each row of A, and stay in L1 while the tile passes over the
  * thread's panels). Each element of C gets, per depth block in order, one chain of fused
  * multiply-adds added into it: the same bits whatever the thread count. */
@@ -191,8 +198,8 @@ static GrowBuffer at_b_scratch;
 
 static int KERNEL(gemm_at_b)(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return 0;
-    int panels = (N + PANEL - 1) / PANEL, row_blocks = (M + TILE_ROWS - 1) / TILE_ROWS;
-    size_t per_thread = (size_t)AT_B_DEPTH * PANEL * panels;
+    int panels = (N + AT_B_PANEL - 1) / AT_B_PANEL, row_blocks = (M + AT_B_ROWS - 1) / AT_B_ROWS;
+    size_t per_thread = (size_t)AT_B_DEPTH * AT_B_PANEL * panels;
     float *scratch = grow_buffer(&at_b_scratch, per_thread * (size_t)omp_get_max_threads());
     if (!scratch) return -1;
 #pragma omp parallel
@@ -211,30 +218,30 @@ static int KERNEL(gemm_at_b)(int M, int N, int K, const float *A, int lda, const
         for (int k0 = 0; k0 < K; k0 += AT_B_DEPTH) {
             int kc = K - k0 < AT_B_DEPTH ? K - k0 : AT_B_DEPTH;
             for (int j = p0; j < p1; j++) {
-                float *pj = mine + (size_t)(j - p0) * AT_B_DEPTH * PANEL;
-                int n0 = j * PANEL, width = N - n0 < PANEL ? N - n0 : PANEL;
+                float *pj = mine + (size_t)(j - p0) * AT_B_DEPTH * AT_B_PANEL;
+                int n0 = j * AT_B_PANEL, width = N - n0 < AT_B_PANEL ? N - n0 : AT_B_PANEL;
                 for (int k = 0; k < kc; k++) {
-                    memcpy(pj + (size_t)k * PANEL, B + (long)(k0 + k) * ldb + n0, width * sizeof(float));
-                    for (int c = width; c < PANEL; c++) pj[(size_t)k * PANEL + c] = 0.0f;
+                    memcpy(pj + (size_t)k * AT_B_PANEL, B + (long)(k0 + k) * ldb + n0, width * sizeof(float));
+                    for (int c = width; c < AT_B_PANEL; c++) pj[(size_t)k * AT_B_PANEL + c] = 0.0f;
                 }
             }
             for (int rb = rb0; rb < rb1; rb++) {
-                int m0 = rb * TILE_ROWS, rows = M - m0 < TILE_ROWS ? M - m0 : TILE_ROWS;
+                int m0 = rb * AT_B_ROWS, rows = M - m0 < AT_B_ROWS ? M - m0 : AT_B_ROWS;
                 const float *a = A + (long)k0 * lda + m0; /* A^T (r, k) = a[r + k * lda] */
                 for (int j = p0; j < p1; j++) {
-                    const float *pj = mine + (size_t)(j - p0) * AT_B_DEPTH * PANEL;
-                    int n0 = j * PANEL, width = N - n0 < PANEL ? N - n0 : PANEL;
+                    const float *pj = mine + (size_t)(j - p0) * AT_B_DEPTH * AT_B_PANEL;
+                    int n0 = j * AT_B_PANEL, width = N - n0 < AT_B_PANEL ? N - n0 : AT_B_PANEL;
                     float *c = C + (long)m0 * ldc + n0;
-                    if (rows == TILE_ROWS && width == PANEL) {
-                        tile(TILE_ROWS, TILE_VECS, c, ldc, a, 1, lda, pj, PANEL, 0, kc, NULL, 1);
+                    if (rows == AT_B_ROWS && width == AT_B_PANEL) {
+                        tile(AT_B_ROWS, AT_B_VECS, c, ldc, a, 1, lda, pj, AT_B_PANEL, 0, kc, NULL, 1);
                         continue;
                     }
                     /* an edge: whole vectors into scratch, then the columns that exist */
                     int W = (width + VEC_FLOATS - 1) / VEC_FLOATS;
-                    float out[TILE_ROWS * PANEL];
-                    for (int r = 0; r < rows; r++) tile_w(1, W, out + r * PANEL, PANEL, a + r, 1, lda, pj, PANEL, 0, kc, NULL, 0);
+                    float out[AT_B_ROWS * AT_B_PANEL];
+                    for (int r = 0; r < rows; r++) tile_w(1, W, out + r * AT_B_PANEL, AT_B_PANEL, a + r, 1, lda, pj, AT_B_PANEL, 0, kc, NULL, 0);
                     for (int r = 0; r < rows; r++)
-                        for (int col = 0; col < width; col++) c[(long)r * ldc + col] += out[r * PANEL + col];
+                        for (int col = 0; col < width; col++) c[(long)r * ldc + col] += out[r * AT_B_PANEL + col];
                 }
             }
         }
