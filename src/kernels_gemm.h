@@ -5,6 +5,7 @@
  *   TILE_ROWS      rows of gemm's register tile
  *   TILE_VECS      vectors across it: a panel of packed op(B) is TILE_VECS * VEC_FLOATS wide
  *   AT_B_ROWS, AT_B_VECS   the same for gemm_at_b
+ *   ATT_ROWS       query rows per block of attention (gemm_rows's tile height)
  *   PANEL_BYTES_IN_CACHE, A_CHUNK_BYTES   cache blocking (below)
  * Every output element is one chain of fused multiply-adds in k order whatever the tile, so gemm
  * gives the same bits on every path compiled with FMA (avx2, avx512). Measurements: gemm.c. */
@@ -30,8 +31,8 @@ enum { PANEL = TILE_VECS * VEC_FLOATS, AT_B_PANEL = AT_B_VECS * VEC_FLOATS };
 /* the accumulators of the largest tile (macros: tile_w's cases are chosen by #if) */
 #define MAX_ROWS (TILE_ROWS > AT_B_ROWS ? TILE_ROWS : AT_B_ROWS)
 #define MAX_VECS (TILE_VECS > AT_B_VECS ? TILE_VECS : AT_B_VECS)
-#if MAX_VECS > 4 || MAX_ROWS < 4 || MAX_VECS < 2
-#error "tile_w has cases for 1 to 4 vectors; gemm_rows needs tiles of 4 rows by 2 vectors"
+#if MAX_VECS > 4 || MAX_ROWS < ATT_ROWS || MAX_VECS < 2
+#error "tile_w has cases for 1 to 4 vectors; gemm_rows needs tiles of ATT_ROWS rows by 2 vectors"
 #endif
 
 /* The register tile: R rows (R <= MAX_ROWS) by VEC_FLOATS*W columns (W <= MAX_VECS),
@@ -78,25 +79,25 @@ static inline __attribute__((always_inline)) void tile_w(int R, int W, float *c,
     }
 }
 
-/* Attention's products: at most 4 rows, op(B) = B read in place, N of any width. */
+/* Attention's products: R rows (blocks of ATT_ROWS, the last one shorter), op(B) = B read in
+ * place, N of any width. */
+static inline __attribute__((always_inline)) int row_tiles(int R, int N, float *c, long ldc, const float *a, long sam,
+                                                           long sak, const float *b, long ldb, int k0, int k1,
+                                                           int accumulate) {
+    int n = 0;
+    for (; n + 2 * VEC_FLOATS <= N; n += 2 * VEC_FLOATS)
+        tile(R, 2, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, NULL, accumulate);
+    for (; n + VEC_FLOATS <= N; n += VEC_FLOATS) tile(R, 1, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, NULL, accumulate);
+    return n;
+}
+
 static void KERNEL(gemm_rows)(int R, int N, float *c, long ldc, const float *a, long sam, long sak, const float *b,
                               long ldb, int k0, int k1, int accumulate) {
     int n = 0;
-    if (R == 4) {
-        for (; n + 2 * VEC_FLOATS <= N; n += 2 * VEC_FLOATS)
-            tile(4, 2, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, NULL, accumulate);
-        for (; n + VEC_FLOATS <= N; n += VEC_FLOATS)
-            tile(4, 1, c + n, ldc, a, sam, sak, b + n, ldb, k0, k1, NULL, accumulate);
-    } else {
-        for (int r = 0; r < R; r++) {
-            int m = 0;
-            for (; m + 2 * VEC_FLOATS <= N; m += 2 * VEC_FLOATS)
-                tile(1, 2, c + r * ldc + m, ldc, a + r * sam, sam, sak, b + m, ldb, k0, k1, NULL, accumulate);
-            for (; m + VEC_FLOATS <= N; m += VEC_FLOATS)
-                tile(1, 1, c + r * ldc + m, ldc, a + r * sam, sam, sak, b + m, ldb, k0, k1, NULL, accumulate);
-        }
-        n = N - N % VEC_FLOATS;
-    }
+    if (R == ATT_ROWS)
+        n = row_tiles(ATT_ROWS, N, c, ldc, a, sam, sak, b, ldb, k0, k1, accumulate);
+    else
+        for (int r = 0; r < R; r++) n = row_tiles(1, N, c + r * ldc, ldc, a + r * sam, sam, sak, b, ldb, k0, k1, accumulate);
     for (int r = 0; r < R; r++) /* the last N % VEC_FLOATS columns */
         for (int m = n; m < N; m++) {
             float s = accumulate ? c[r * ldc + m] : 0.0f;

@@ -10,6 +10,7 @@
 #define TILE_ROWS 4
 #define TILE_VECS 2
 #define AT_B_ROWS 4
+#define ATT_ROWS 4
 #define AT_B_VECS 2
 #define PANEL_BYTES_IN_CACHE (320 * 1024)
 #define A_CHUNK_BYTES (128 * 1024)
