@@ -73,7 +73,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BUILD)/bench/bench
 
-.PHONY: all test bench data demo clean setup fuzz
+.PHONY: all test bench bench-libs data demo clean setup fuzz
 all: $(BUILD)/qcorr
 
 # Debian packages (installed only when missing); every entry point below runs it first.
@@ -107,6 +107,19 @@ bench: setup
 	@$(MAKE) --no-print-directory $(BENCH_BIN) $(BUILD)/qcorr
 	@sh bench/run_bench.sh $(BENCH_BIN)
 
+# The libraries that dispatch by CPU (OpenBLAS, BLIS, libxsmm, oneDNN, SLEEF) against qcorr's own
+# kernels on the model's shapes (bench/libs.c); only this target needs the Debian packages it names.
+# LIBS_ARGS passes flags, e.g. LIBS_ARGS="--threads 1 --clock cpu" on a machine shared with others.
+LIBS_BENCH_LIBS := -L/usr/lib/x86_64-linux-gnu/blis-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/blis-openmp -lblis \
+    -lxsmm -ldnnl -lsleef -ldl -lpthread
+bench-libs: setup
+	@BENCH_LIBS=1 sh scripts/setup.sh
+	@$(MAKE) --no-print-directory $(BUILD)/bench/libs
+	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/bench/libs $(LIBS_ARGS)
+
+$(BUILD)/bench/libs: $(BUILD)/bench/libs.o $(BUILD)/libqcorr.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(LIBS_BENCH_LIBS) -o $@
+
 data:
 	@sh scripts/get_data.sh
 
@@ -117,7 +130,7 @@ demo: setup data
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d $(BUILD)/bench/libs.d
 
 # ---- fuzzing: `make fuzz FUZZ_SECONDS=N` builds fuzz/fuzz_*.c with libFuzzer, ASan and UBSan
 # against the library sources compiled by clang with the same flags (not the objects above),
