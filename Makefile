@@ -30,7 +30,7 @@ endif
 # their own instruction set, whatever NATIVE says, so every build carries all of them; -mtune=generic
 # so that no tuning narrows the vectors. Elsewhere than x86 each compiles as plain C.
 ifneq ($(filter x86_64% i386% i486% i586% i686%,$(shell $(CC) -dumpmachine)),)
-KERNEL_ISA_generic := -march=x86-64 -mtune=generic
+KERNEL_ISA_generic := -march=x86-64 -mtune=generic $(call probe,-Wno-psabi)
 KERNEL_ISA_avx2 := $(or $(call probe,-march=x86-64-v3),-mavx2 -mfma -mbmi -mbmi2 -mf16c -mlzcnt -mmovbe) \
     -mtune=generic -mprefer-vector-width=256
 KERNEL_ISA_avx512 := $(or $(call probe,-march=x86-64-v4),-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512cd \

@@ -6,7 +6,9 @@
 # BENCH_THREADS (default nproc), BENCH_PYTHON (default /usr/bin/python3), QCORR_DATA (corpus),
 # QCORR_KERNELS (qcorr's kernel path; unset: the best the CPU runs). OPENBLAS_CORETYPE and
 # OPENBLAS_L2_SIZE are printed as set, then unset for both engines' processes: the ratio targets
-# are stated for OpenBLAS choosing its kernels itself.
+# are stated for OpenBLAS choosing its kernels itself. BENCH_OPENBLAS_CORETYPE, if set, is given
+# to both engines as OPENBLAS_CORETYPE instead (e.g. Haswell, to stand in for an AVX2 machine on
+# a CPU that OpenBLAS does not know).
 set -u
 BENCH=${1:-build/bench/bench}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -42,7 +44,11 @@ echo "== qcorr bench: batch 32 x context 128, 4 heads, float32, medians over $RO
 echo "machine: nproc $(nproc), CPU ${cpu_model:-unknown}, threads used $THREADS"
 # Both engines wait the way qcorr does by default (see src/cli/main.c): passive, unless set.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-echo "env: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset} (both unset for the runs below)" \
+# what both engines' processes run with: OpenBLAS's own choice of kernels unless asked otherwise
+blas_env="-u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE"
+[ -n "${BENCH_OPENBLAS_CORETYPE:-}" ] && blas_env="$blas_env OPENBLAS_CORETYPE=$BENCH_OPENBLAS_CORETYPE"
+echo "env: OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset} OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-unset}" \
+    "(the runs below: both unset${BENCH_OPENBLAS_CORETYPE:+, then OPENBLAS_CORETYPE=$BENCH_OPENBLAS_CORETYPE from BENCH_OPENBLAS_CORETYPE})" \
     "OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset} OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 if ! kernels=$("$BENCH" --kernels); then exit 1; fi # a QCORR_KERNELS this CPU cannot run: the bench said why
 echo "qcorr kernels: $kernels${QCORR_KERNELS:+, forced by QCORR_KERNELS=$QCORR_KERNELS}"
@@ -77,11 +83,12 @@ run_one() {
     if [ "$engine" = qcorr ]; then
         data_flag="--random-tokens"; [ -n "$DATA" ] && data_flag="--data $DATA"
         # shellcheck disable=SC2086  # data flags split on purpose
-        line=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$BENCH" --size "$size" --steps "$4" --warmup "$5" --eval-steps "$6" --threads "$THREADS" $data_flag --json)
+        # shellcheck disable=SC2086  # blas_env splits on purpose
+        line=$(env $blas_env "$BENCH" --size "$size" --steps "$4" --warmup "$5" --eval-steps "$6" --threads "$THREADS" $data_flag --json)
     else
         data_flag=""; [ -n "$DATA" ] && data_flag="--data $DATA"
         # shellcheck disable=SC2086
-        line=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PYTHON" "$HERE/torch_step.py" --size "$size" --steps "$4" --warmup "$5" --eval-steps "$6" \
+        line=$(env $blas_env "$PYTHON" "$HERE/torch_step.py" --size "$size" --steps "$4" --warmup "$5" --eval-steps "$6" \
                --threads "$THREADS" $data_flag --json)
     fi
     rc=$?
