@@ -12,7 +12,13 @@ extern const KernelTable kernels_generic, kernels_avx2, kernels_avx512;
 
 static const KernelTable *const paths[KERNEL_PATH_COUNT] = {&kernels_generic, &kernels_avx2, &kernels_avx512};
 
+static int path_limit = KERNEL_PATH_COUNT; /* kernels_limit_paths */
+/* the table in use; NULL until the first kernels() or select. Written by the main thread before
+ * any parallel region reads it (every reader is a kernel entry point called from serial code) */
+static const KernelTable *active;
+
 static int cpu_runs(int i) {
+    if (i >= path_limit) return 0;
 #if defined(__x86_64__) || defined(__i386__)
     switch (i) {
     case 0: return 1;
@@ -26,6 +32,12 @@ static int cpu_runs(int i) {
 #else
     return i == 0;
 #endif
+}
+
+void kernels_limit_paths(int n) {
+    path_limit = n < 1 ? 1 : n > KERNEL_PATH_COUNT ? KERNEL_PATH_COUNT : n;
+    for (int i = 0; i < KERNEL_PATH_COUNT; i++)
+        if (active == paths[i] && !cpu_runs(i)) active = NULL; /* chosen again at the next call */
 }
 
 const KernelTable *kernels_path(int i) { return i >= 0 && i < KERNEL_PATH_COUNT ? paths[i] : NULL; }
@@ -48,9 +60,6 @@ static const KernelTable *best_path(void) {
     return paths[0];
 }
 
-/* the table in use; NULL until the first kernels() or select. Written by the main thread before
- * any parallel region reads it (every reader is a kernel entry point called from serial code) */
-static const KernelTable *active;
 
 /* the path named `name`, or NULL with a qc_error */
 static const KernelTable *lookup(const char *name, const char *what) {

@@ -61,5 +61,8 @@ const KernelTable *kernels_path(int i);
 int kernels_path_supported(int i);
 /* "generic, avx2, avx512": the paths this CPU runs, for messages */
 const char *kernels_supported_list(void);
+/* For tests: act as if the CPU ran only the first n paths (n >= 1; KERNEL_PATH_COUNT: all it
+ * really runs), so that the refusal of a path the CPU lacks is exercised on any machine. */
+void kernels_limit_paths(int n);
 
 #endif

@@ -1012,6 +1012,20 @@ static void test_kernel_selection(void **state) {
     assert_string_equal(kernels_name(), kernels_path(best)->name);
     assert_int_equal(kernels_select("generic"), 0); /* every x86-64 CPU runs it */
     assert_int_equal(kernels_select("sse9"), -1);
+    /* a CPU without the best path: asking for it is refused, naming the value and what it runs */
+    const char *top = kernels_path(KERNEL_PATH_COUNT - 1)->name;
+    kernels_limit_paths(KERNEL_PATH_COUNT - 1);
+    setenv("QCORR_KERNELS", top, 1);
+    assert_int_equal(kernels_init_from_env(), -1);
+    char want[128];
+    snprintf(want, sizeof want, "QCORR_KERNELS=%s: this CPU does not support it (it supports %s)", top,
+             kernels_supported_list());
+    assert_string_equal(qc_last_error(), want);
+    assert_null(strstr(kernels_supported_list(), top));
+    unsetenv("QCORR_KERNELS");
+    assert_int_equal(kernels_init_from_env(), 0);
+    assert_string_not_equal(kernels_name(), top);
+    kernels_limit_paths(KERNEL_PATH_COUNT);
     if (saved) setenv("QCORR_KERNELS", saved, 1);
     free(saved);
     assert_int_equal(kernels_select(before), 0);
