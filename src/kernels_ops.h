@@ -195,6 +195,48 @@ static inline int att_columns(int keys, int T) {
     return whole < T ? whole : T;
 }
 
+/* A row's max, sum and dot product in vector accumulators, the lanes then added in order and
+ * the last n % VEC_FLOATS elements after them. Not omp simd reductions: GCC keeps those in a
+ * stack array whose lanes the scalar remainder updates one by one before reloading it as a vector,
+ * a failed store-to-load forwarding per row that cost attention's forward a tenth of its time. */
+typedef int32_t vec_mask __attribute__((vector_size(VEC_FLOATS * 4)));
+static inline float row_max(const float *x, int n) {
+    vec m = {0}; /* read only if n >= VEC_FLOATS, and then first set from x */
+    int i = 0;
+    if (n >= VEC_FLOATS) {
+        m = load_vec(x);
+        i = VEC_FLOATS;
+    }
+    for (; i + VEC_FLOATS <= n; i += VEC_FLOATS) {
+        vec v = load_vec(x + i);
+        vec_mask greater = v > m; /* (C has no ?: on vectors) */
+        m = (vec)(((vec_mask)v & greater) | ((vec_mask)m & ~greater));
+    }
+    float r = x[0];
+    if (n >= VEC_FLOATS)
+        for (int l = 0; l < VEC_FLOATS; l++) r = m[l] > r ? m[l] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+static inline float row_sum(const float *x, int n) {
+    vec acc = {0};
+    int i = 0;
+    for (; i + VEC_FLOATS <= n; i += VEC_FLOATS) acc += load_vec(x + i);
+    float s = 0.0f;
+    for (int l = 0; l < VEC_FLOATS; l++) s += acc[l];
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+static inline float row_dot(const float *x, const float *y, int n) {
+    vec acc = {0};
+    int i = 0;
+    for (; i + VEC_FLOATS <= n; i += VEC_FLOATS) acc += load_vec(x + i) * load_vec(y + i);
+    float s = 0.0f;
+    for (int l = 0; l < VEC_FLOATS; l++) s += acc[l];
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
 /* kt: hs x T scratch */
 static void attention_forward_head(float *out, float *att, const float *qkv, int b, int h, int T, int C, int NH,
                                    float *kt) {
@@ -212,17 +254,10 @@ static void attention_forward_head(float *out, float *att, const float *qkv, int
         for (int t = t0; t < t0 + rows; t++) { /* softmax of scale * score over keys [0, t] */
             float *row = p + (long)t * T;
             int n = t + 1;
-            float maxv = row[0];
-#pragma omp simd reduction(max : maxv)
-            for (int t2 = 1; t2 < n; t2++) maxv = row[t2] > maxv ? row[t2] : maxv;
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int t2 = 0; t2 < n; t2++) {
-                float e = exp_simd((row[t2] - maxv) * scale);
-                row[t2] = e;
-                sum += e;
-            }
-            float inv = 1.0f / sum;
+            float maxv = row_max(row, n);
+#pragma omp simd
+            for (int t2 = 0; t2 < n; t2++) row[t2] = exp_simd((row[t2] - maxv) * scale);
+            float inv = 1.0f / row_sum(row, n);
 #pragma omp simd
             for (int t2 = 0; t2 < n; t2++) row[t2] *= inv;
             for (int t2 = n; t2 < T; t2++) row[t2] = 0.0f;
@@ -261,9 +296,7 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
             const float *prow = p + (long)t * T;
             float *drow = ds + (long)t * T;
             int n = t + 1;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int t2 = 0; t2 < n; t2++) dot += prow[t2] * drow[t2];
+            float dot = row_dot(prow, drow, n);
 #pragma omp simd
             for (int t2 = 0; t2 < n; t2++) drow[t2] = prow[t2] * (drow[t2] - dot) * scale;
             for (int t2 = n; t2 < keys; t2++) drow[t2] = 0.0f;
