@@ -62,7 +62,8 @@ else
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-bench.XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT INT TERM
+trap 'rm -rf "$TMP"' EXIT
+trap 'exit 1' INT TERM # (a trap that only cleaned up would let the rounds go on)
 
 # field FILE KEY: the numeric or string value of KEY in each one-line JSON object of FILE
 field() {
