@@ -20,10 +20,23 @@ LDLIBS := -lm
 # Probe a compiler flag: prints it if the compiler accepts it.
 probe = $(shell echo 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo $(1))
 
+ARCH_FLAGS :=
 ifeq ($(NATIVE),1)
-# znver1 tuning (what this VM reports) prefers 128-bit vectors: ask for the full AVX2 width
-CFLAGS_BASE += $(call probe,-march=native) $(call probe,-mprefer-vector-width=256)
+# znver1 tuning (what the Zen 1 VM reports) prefers 128-bit vectors: ask for the full AVX2 width
+ARCH_FLAGS := $(call probe,-march=native) $(call probe,-mprefer-vector-width=256)
 endif
+
+# The kernel paths (src/kernels_<path>.c, chosen at run time: src/kernels.h) are each compiled for
+# their own instruction set, whatever NATIVE says, so every build carries all of them; -mtune=generic
+# so that no tuning narrows the vectors. Elsewhere than x86 each compiles as plain C.
+ifneq ($(filter x86_64% i386% i486% i586% i686%,$(shell $(CC) -dumpmachine)),)
+KERNEL_ISA_generic := -march=x86-64 -mtune=generic $(call probe,-Wno-psabi)
+KERNEL_ISA_avx2 := $(or $(call probe,-march=x86-64-v3),-mavx2 -mfma -mbmi -mbmi2 -mf16c -mlzcnt -mmovbe) \
+    -mtune=generic -mprefer-vector-width=256
+KERNEL_ISA_avx512 := $(or $(call probe,-march=x86-64-v4),-mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512cd \
+    -mavx2 -mfma -mbmi -mbmi2 -mf16c -mlzcnt -mmovbe) -mtune=generic -mprefer-vector-width=512
+endif
+KERNEL_PATHS := generic avx2 avx512
 ifeq ($(OPENMP),1)
 OMPFLAG := $(call probe,-fopenmp)
 CFLAGS_BASE += $(OMPFLAG)
@@ -49,7 +62,8 @@ BLAS_LIBS ?= $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas)
 endif
 CFLAGS_BASE += $(BLAS_CFLAGS)
 LDLIBS += $(BLAS_LIBS) -llapacke -lcjson
-CFLAGS := $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+# recursive, so that a kernel path's object gets its own ARCH_FLAGS (target-specific, below)
+CFLAGS = $(CFLAGS_BASE) $(ARCH_FLAGS) $(EXTRA_CFLAGS)
 
 LIB_SRC := $(wildcard src/*.c src/report/*.c src/sweep/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -59,7 +73,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BUILD)/bench/bench
 
-.PHONY: all test bench data demo clean setup fuzz
+.PHONY: all test bench bench-libs data demo clean setup fuzz
 all: $(BUILD)/qcorr
 
 # Debian packages (installed only when missing); every entry point below runs it first.
@@ -69,6 +83,8 @@ setup:
 $(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(foreach p,$(KERNEL_PATHS),$(eval $(BUILD)/src/kernels_$(p).o: ARCH_FLAGS := $(KERNEL_ISA_$(p))))
 
 # rebuilt from scratch: `ar r` keeps members whose sources were moved or deleted
 $(BUILD)/libqcorr.a: $(LIB_OBJ)
@@ -85,13 +101,27 @@ $(BENCH_BIN): $(BUILD)/bench/bench.o $(BUILD)/libqcorr.a
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # The unit and integration suites (cmocka), then the command-line tests (bad input, exit codes).
+# the benchmark is built too (not run), so an API change cannot leave `make bench` broken
 test: setup
-	@$(MAKE) --no-print-directory $(TEST_BIN) $(BUILD)/qcorr
+	@$(MAKE) --no-print-directory $(TEST_BIN) $(BUILD)/qcorr $(BENCH_BIN)
 	@QCORR=$(BUILD)/qcorr BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
 
 bench: setup
 	@$(MAKE) --no-print-directory $(BENCH_BIN) $(BUILD)/qcorr
 	@sh bench/run_bench.sh $(BENCH_BIN)
+
+# The libraries that dispatch by CPU (OpenBLAS, BLIS, libxsmm, oneDNN, SLEEF) against qcorr's own
+# kernels on the model's shapes (bench/libs.c); only this target needs the Debian packages it names.
+# LIBS_ARGS passes flags, e.g. LIBS_ARGS="--threads 1 --clock cpu" on a machine shared with others.
+LIBS_BENCH_LIBS := -L/usr/lib/x86_64-linux-gnu/blis-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/blis-openmp -lblis \
+    -lxsmm -ldnnl -lsleef -ldl -lpthread
+bench-libs: setup
+	@BENCH_LIBS=1 sh scripts/setup.sh
+	@$(MAKE) --no-print-directory $(BUILD)/bench/libs
+	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/bench/libs $(LIBS_ARGS)
+
+$(BUILD)/bench/libs: $(BUILD)/bench/libs.o $(BUILD)/libqcorr.a
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(LIBS_BENCH_LIBS) -o $@
 
 data:
 	@sh scripts/get_data.sh
@@ -103,7 +133,7 @@ demo: setup data
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d $(BUILD)/bench/libs.d
 
 # ---- fuzzing: `make fuzz FUZZ_SECONDS=N` builds fuzz/fuzz_*.c with libFuzzer, ASan and UBSan
 # against the library sources compiled by clang with the same flags (not the objects above),
@@ -117,11 +147,12 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -Wall -Wextra -Wno-unused-pa
 FUZZ_HARNESS := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC))
 
+$(foreach p,$(KERNEL_PATHS),$(eval $(FUZZ_BUILD)/src/kernels_$(p).o: FUZZ_ISA := $(KERNEL_ISA_$(p))))
 # objects kept between builds (make would otherwise delete them as intermediates)
 .PRECIOUS: $(FUZZ_BUILD)/%.o
 $(FUZZ_BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_ISA) -MMD -MP -c $< -o $@
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $^ -lm $(BLAS_LIBS) -llapacke -lcjson -o $@

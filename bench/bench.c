@@ -16,6 +16,8 @@
 #include "../src/correct.h"
 #include "../src/data.h"
 #include "../src/experiment.h"
+#include "../src/gemm.h"
+#include "../src/kernels.h"
 #include "../src/model.h"
 #include "../src/optim.h"
 #include "../src/train.h"
@@ -26,7 +28,7 @@ enum { BATCH = 32, CONTEXT = 128, HEADS = 4, VOCAB = 65, RANDOM_TOKENS = 1 << 20
 typedef struct {
     int d_model, n_layer;
     int steps, warmup, eval_steps, threads;
-    int json, measure_peak;
+    int json, measure_peak, print_kernels;
     const char *data_path;
     uint64_t seed;
 } BenchOptions;
@@ -89,8 +91,12 @@ static void set_thread_count(int threads) {
 }
 
 /* The machine's practical sgemm peak: square row-major products of several sizes at the current
- * thread count, best GFLOP/s over a few repeats (the first call of each size warms the caches). */
-static double measure_sgemm_peak(void) {
+ * thread count, best GFLOP/s over a few repeats (the first call of each size warms the caches),
+ * in OpenBLAS and in qcorr's own gemm (the kernel path in use); the peak is the better of the
+ * two. Both, because either may fall short of the machine on its own: OpenBLAS 0.3.21 runs its
+ * SSE3 (Prescott) kernels on a CPU it does not know, such as a 2023 Xeon with AVX-512. */
+typedef struct { double openblas, qcorr; } SgemmPeak;
+static SgemmPeak measure_sgemm_peak(void) {
     static const int sizes[] = {1024, 1536, 2048};
     enum { REPEATS = 2 };
     int nmax = sizes[sizeof sizes / sizeof *sizes - 1];
@@ -98,7 +104,7 @@ static double measure_sgemm_peak(void) {
     float *a = qc_aligned_alloc(count * sizeof(float), "sgemm A");
     float *b = qc_aligned_alloc(count * sizeof(float), "sgemm B");
     float *c = qc_aligned_alloc(count * sizeof(float), "sgemm C");
-    double best = NAN;
+    SgemmPeak best = {NAN, NAN};
     if (a && b && c) {
         Rng rng;
         rng_seed(&rng, 7);
@@ -107,16 +113,20 @@ static double measure_sgemm_peak(void) {
             b[i] = rng_uniform(&rng) - 0.5f;
             c[i] = 0.0f;
         }
-        best = 0.0;
+        best.openblas = best.qcorr = 0.0;
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
             int n = sizes[s];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-            for (int r = 0; r < REPEATS; r++) {
-                double t0 = now_seconds();
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-                double gflops = 2.0 * n * (double)n * n / (now_seconds() - t0) / 1e9;
-                if (gflops > best) best = gflops;
-            }
+            for (int r = 0; r <= REPEATS; r++) /* r == 0: warm-up */
+                for (int engine = 0; engine < 2; engine++) {
+                    double t0 = now_seconds();
+                    if (engine == 0)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+                    else if (gemm(n, n, n, a, n, b, n, 0, NULL, c, n, 0) != 0)
+                        continue;
+                    double gflops = 2.0 * n * (double)n * n / (now_seconds() - t0) / 1e9;
+                    double *slot = engine == 0 ? &best.openblas : &best.qcorr;
+                    if (r > 0 && gflops > *slot) *slot = gflops;
+                }
         }
     }
     free(a);
@@ -222,8 +232,9 @@ static int time_correction(GPT *m, const int32_t *ids, size_t n, const BenchOpti
                            double *out_ms) {
     int B = BATCH, T = CONTEXT, total = opt->warmup + opt->steps;
     Corrections c;
-    if (corrections_init(&c, &m->config, 1, hidden, B * T, opt->seed) != 0) return -1;
-    int first_block = c.sites[0].block;
+    CorrectionLayout layout = {.kind = method_kind(METHOD_TRAIN, hidden), .every = 1, .size = hidden};
+    if (corrections_init(&c, &m->config, &layout, B * T, opt->seed) != 0) return -1;
+    int first_block = c.sites[0].where;
     int32_t *inputs = qc_malloc((size_t)B * T * sizeof(int32_t), "batch inputs");
     int32_t *targets = qc_malloc((size_t)B * T * sizeof(int32_t), "batch targets");
     int64_t *starts = qc_malloc((size_t)B * sizeof(int64_t), "window starts");
@@ -273,6 +284,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: bench [--size 64x2|128x4|256x6] [--steps N] [--warmup N] [--eval-steps N]\n"
             "             [--threads N] [--data PATH | --random-tokens] [--no-peak] [--seed N] [--json]\n"
+            "       bench --kernels   (prints the kernel path in use and those the CPU supports)\n"
             "Times the training step (median ms over --steps after --warmup), an evaluation pass and\n"
             "the machine's sgemm peak at batch %d x context %d, %d heads, vocab %d (random tokens) or\n"
             "the corpus's vocabulary.\n",
@@ -287,6 +299,7 @@ static int parse_args(int argc, char **argv, BenchOptions *o, int *random_tokens
         if (strcmp(a, "--json") == 0) o->json = 1;
         else if (strcmp(a, "--no-peak") == 0) o->measure_peak = 0;
         else if (strcmp(a, "--random-tokens") == 0) *random_tokens = 1;
+        else if (strcmp(a, "--kernels") == 0) o->print_kernels = 1;
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(stdout); exit(0); }
         else if (!has_value) { qc_error("%s: unknown flag or missing value", a); return -1; }
         else if (strcmp(a, "--size") == 0) {
@@ -326,6 +339,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: %s\n", qc_last_error());
         usage(stderr);
         return 2;
+    }
+    if (kernels_init_from_env() != 0) {
+        fprintf(stderr, "bench: %s\n", qc_last_error());
+        return 1;
+    }
+    if (opt.print_kernels) {
+        printf("%s (this CPU supports %s)\n", kernels_name(), kernels_supported_list());
+        return 0;
     }
     set_thread_count(opt.threads);
 
@@ -378,7 +399,8 @@ int main(int argc, char **argv) {
     double rss_mb = peak_rss_mb();
     size_t params = model.num_params;
     gpt_free(&model);
-    double peak = opt.measure_peak ? measure_sgemm_peak() : NAN;
+    SgemmPeak peaks = opt.measure_peak ? measure_sgemm_peak() : (SgemmPeak){NAN, NAN};
+    double peak = peaks.openblas > peaks.qcorr ? peaks.openblas : peaks.qcorr;
 
     double tokens = (double)BATCH * CONTEXT;
     double flops = training_step_flops(BATCH, CONTEXT, opt.d_model, opt.n_layer, vocab);
@@ -405,6 +427,7 @@ int main(int argc, char **argv) {
 #ifdef OPENBLAS_VERSION
         cJSON_AddStringToObject(o, "openblas_core", openblas_get_corename());
 #endif
+        cJSON_AddStringToObject(o, "kernels", kernels_name());
         cJSON_AddStringToObject(o, "tokens", have_corpus ? "corpus" : "random");
         cJSON_AddNumberToObject(o, "steps", opt.steps);
         cJSON_AddNumberToObject(o, "warmup", opt.warmup);
@@ -435,8 +458,11 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "step_gflop", flops / 1e9);
         cJSON_AddNumberToObject(o, "train_gflops", gflops);
         cJSON_AddNumberToObject(o, "eval_gflops", eval_gflops);
+        cJSON_AddNumberToObject(o, "eval_gflop", forward_flops(BATCH, CONTEXT, opt.d_model, opt.n_layer, vocab) / 1e9);
         if (opt.measure_peak) {
             cJSON_AddNumberToObject(o, "sgemm_peak_gflops", peak);
+            cJSON_AddNumberToObject(o, "openblas_sgemm_gflops", peaks.openblas);
+            cJSON_AddNumberToObject(o, "qcorr_sgemm_gflops", peaks.qcorr);
             cJSON_AddNumberToObject(o, "peak_fraction", peak_fraction);
         }
         cJSON_AddNumberToObject(o, "peak_rss_mb", rss_mb);
@@ -447,10 +473,13 @@ int main(int argc, char **argv) {
         cJSON_free(text);
         cJSON_Delete(o);
     } else {
+        printf("qcorr %-6s kernels %s\n", size, kernels_name());
         printf("qcorr %-6s train %7.1f ms/step %9.0f tok/s (fwd %.1f bwd %.1f opt %.1f ms) | eval %9.0f tok/s | "
                "%.1f GFLOP/s",
                size, t.step_ms, train_tps, t.forward_ms, t.backward_ms, t.optimizer_ms, eval_tps, gflops);
-        if (opt.measure_peak) printf(" = %.0f%% of sgemm peak %.1f", 100.0 * peak_fraction, peak);
+        if (opt.measure_peak)
+            printf(" = %.0f%% of sgemm peak %.1f (OpenBLAS %.1f, qcorr %.1f)", 100.0 * peak_fraction, peak, peaks.openblas,
+                   peaks.qcorr);
         printf(" | peak RSS %.0f MB\n", rss_mb);
         printf("qcorr %-6s correction step h0 %.1f ms (cached prefix %.1f), h64 %.1f ms (cached prefix %.1f)\n", size,
                t.corr_ms[0], t.corr_cached_ms[0], t.corr_ms[1], t.corr_cached_ms[1]);

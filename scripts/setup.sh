@@ -10,6 +10,13 @@ have /usr/include/cmocka.h || need="$need libcmocka-dev"
 have /usr/include/cjson/cJSON.h || need="$need libcjson-dev"
 command -v cc >/dev/null 2>&1 || need="$need build-essential"
 command -v make >/dev/null 2>&1 || need="$need make"
+# `make bench-libs` only: the libraries it measures qcorr's kernels against
+if [ "${BENCH_LIBS:-0}" = 1 ]; then
+    have /usr/include/x86_64-linux-gnu/blis-openmp/blis.h || need="$need libblis-openmp-dev"
+    have /usr/include/libxsmm.h || need="$need libxsmm-dev"
+    have /usr/include/oneapi/dnnl/dnnl.h || need="$need libdnnl-dev"
+    have /usr/include/x86_64-linux-gnu/sleef.h || need="$need libsleef-dev"
+fi
 # `make fuzz` only: clang with libFuzzer and its sanitizer runtimes
 if [ "${FUZZ:-0}" = 1 ]; then command -v clang >/dev/null 2>&1 || need="$need clang libclang-rt-dev"; fi
 [ -z "$need" ] && exit 0

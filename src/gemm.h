@@ -27,4 +27,9 @@ enum { GEMM_MIN_ROWS = 16 };
 void gemm_rows(int R, int N, float *c, long ldc, const float *a, long sam, long sak, const float *b, long ldb, int k0,
                int k1, int accumulate);
 
+/* C (M, N) += A^T B, with A (K, M) and B (K, N) row-major (lda, ldb): a weight gradient
+ * dW += dY^T X, whose depth K is the batch's rows. Each element of C is summed in the same order
+ * whatever the thread count. Returns 0, or -1 (C untouched) if its scratch cannot be allocated. */
+int gemm_at_b(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc);
+
 #endif

@@ -192,6 +192,7 @@ fi
 O=$W/m.safetensors
 expect_error "unknown subcommand" 2 "frobnicate" -- "$QCORR" frobnicate
 expect_error "no subcommand" 2 -- "$QCORR"
+expect_error "unknown kernel path" 2 "QCORR_KERNELS=avx9" "generic" -- env QCORR_KERNELS=avx9 "$QCORR" eval --model "$W/none.safetensors"
 expect_error "unknown flag" 2 "--bogus" -- "$QCORR" train --bogus --data "$AB" --out "$O"
 expect_error "unknown flag (eval)" 2 "--stepz" -- "$QCORR" eval --stepz 3
 expect_error "flag missing its value" 2 "--steps" -- "$QCORR" train --data "$AB" --out "$O" --steps

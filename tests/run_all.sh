@@ -30,6 +30,7 @@ shell_suite() {
 shell_suite cli tests/cli_test.sh
 shell_suite sweep tests/sweep_test.sh
 shell_suite layout tests/layout_test.sh
+shell_suite kernels tests/kernels_test.sh
 [ -n "$crashed" ] && echo "crashed or failed to report:$crashed"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,7 +1,8 @@
 /* test_ops: every layer of src/ops.h against a double-precision forward written here from the
  * math (not from ops.c): forwards match it, backwards match central finite differences of it, the
  * fast kernels match their _ref versions on odd shapes, and each backward keeps the add-into or
- * overwrite contract that ops.h documents. */
+ * overwrite contract that ops.h documents. Every test runs once per kernel path this CPU
+ * supports (src/kernels.h), named "test [path]". */
 #include "testutil.h"
 
 #include <math.h>
@@ -13,6 +14,7 @@
 #endif
 
 #include "../src/gemm.h"
+#include "../src/kernels.h"
 #include "../src/ops.h"
 
 /* ---- tolerances ----
@@ -569,6 +571,72 @@ static void test_gemm(void **state) {
 #endif
 }
 
+/* Every tile edge of every path: rows past each tile height (4, 12), columns past each panel
+ * width (16, 32, 64) by less than a vector, by one and by several vectors. */
+static void test_gemm_edges(void **state) {
+    (void)state;
+    static const int rows[] = {1, 5, 13, 25}, cols[] = {1, 9, 17, 33, 47, 57, 70, 100, 129};
+    uint64_t seed = 330;
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
+        for (size_t j = 0; j < sizeof cols / sizeof *cols; j++) check_gemm(rows[i], cols[j], 19, seed++);
+}
+
+/* gemm_at_b: C (+)= A^T B against a double-accumulated loop, with leading dimensions wider than
+ * the rows, a prior in C (added into) and the padding columns of C untouched. */
+static void check_gemm_at_b(int M, int N, int K, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    int lda = M + 3, ldb = N + 2, ldc = N + 1;
+    float *a = floats((size_t)K * lda), *b = floats((size_t)K * ldb), *got = floats((size_t)M * ldc);
+    float *want = floats((size_t)M * ldc);
+    fill_uniform(a, (size_t)K * lda, &rng, -1, 1);
+    fill_uniform(b, (size_t)K * ldb, &rng, -1, 1);
+    fill_uniform(got, (size_t)M * ldc, &rng, -1, 1);
+    memcpy(want, got, (size_t)M * ldc * sizeof(float));
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double s = want[(size_t)m * ldc + n];
+            for (int k = 0; k < K; k++) s += (double)a[(size_t)k * lda + m] * b[(size_t)k * ldb + n];
+            want[(size_t)m * ldc + n] = (float)s;
+        }
+    float *pad = copy_floats(got, (size_t)M * ldc);
+    assert_int_equal(gemm_at_b(M, N, K, a, lda, b, ldb, got, ldc), 0);
+    double d = max_rel_diff(got, want, (size_t)M * ldc, 1.0);
+    if (!(d <= REF_RTOL * fmax(1.0, sqrt(K / 40.0)))) fail_msg("gemm_at_b M %d N %d K %d: %g", M, N, K, d);
+    for (int m = 0; m < M; m++) assert_true(got[(size_t)m * ldc + N] == pad[(size_t)m * ldc + N]);
+    free(a); free(b); free(got); free(want); free(pad);
+}
+
+static void test_gemm_at_b(void **state) {
+    (void)state;
+    check_gemm_at_b(1, 1, 1, 340);
+    check_gemm_at_b(7, 5, 3, 341);       /* narrower than a vector, fewer rows than a tile */
+    check_gemm_at_b(13, 33, 200, 342);   /* past a tile and a panel; a depth block and a part */
+    check_gemm_at_b(65, 64, 300, 343);   /* the LM head's weight gradient: 65 rows */
+    check_gemm_at_b(48, 100, 129, 344);  /* whole tiles of 4 and 12 rows, a narrow last panel */
+    check_gemm_at_b(24, 3, 1000, 345);   /* fewer panels than threads: the rows split instead */
+#ifdef _OPENMP
+    /* each element summed in one order by one thread: bitwise the same at 1 and 2 threads,
+     * whether the threads split the panels (N 96) or the rows (N 16) */
+    for (int N = 16; N <= 96; N += 80) {
+        int M = 40, K = 333;
+        Rng rng;
+        rng_seed(&rng, 346);
+        float *a = floats((size_t)M * K), *b = floats((size_t)N * K), *c1 = floats((size_t)M * N), *c2 = floats((size_t)M * N);
+        fill_uniform(a, (size_t)M * K, &rng, -1, 1);
+        fill_uniform(b, (size_t)N * K, &rng, -1, 1);
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        assert_int_equal(gemm_at_b(M, N, K, a, M, b, N, c1, N), 0);
+        omp_set_num_threads(2);
+        assert_int_equal(gemm_at_b(M, N, K, a, M, b, N, c2, N), 0);
+        omp_set_num_threads(threads);
+        assert_memory_equal(c1, c2, (size_t)M * N * sizeof(float));
+        free(a); free(b); free(c1); free(c2);
+    }
+#endif
+}
+
 /* ================================= attention ================================= */
 
 /* For each (b, h, t): scores q_t.k_u / sqrt(hs) for u <= t, softmax over u, y = sum_u p_u v_u. */
@@ -879,19 +947,120 @@ static void test_column_sum_add(void **state) {
     check_column_sum_add(600, 21, 802); /* row chunks of 256: two whole and a tail of 88 */
 }
 
+/* ================================= kernel paths ================================= */
+
+/* The paths compiled with FMA (avx2, avx512) sum every element of gemm and gemm_at_b as the same
+ * chain of fused multiply-adds in the same order, whatever their tile: the same bits. A fault in
+ * one path's tile (a dropped or repeated k, a wrong column) shows here even where it stays inside
+ * the tolerance of the reference checks. */
+static void test_fma_paths_agree(void **state) {
+    (void)state;
+    int paths[KERNEL_PATH_COUNT], n_paths = 0;
+    for (int i = 0; i < KERNEL_PATH_COUNT; i++)
+        if (kernels_path_supported(i) && strcmp(kernels_path(i)->name, "generic") != 0) paths[n_paths++] = i;
+    if (n_paths < 2) skip();
+    int M = 53, N = 83, K = 300;
+    Rng rng;
+    rng_seed(&rng, 350);
+    float *a = floats((size_t)M * K), *b = floats((size_t)N * K), *bias = floats(N);
+    float *c[2] = {floats((size_t)M * N), floats((size_t)M * N)}, *g[2] = {floats((size_t)N * N), floats((size_t)N * N)};
+    fill_uniform(a, (size_t)M * K, &rng, -1, 1);
+    fill_uniform(b, (size_t)N * K, &rng, -1, 1);
+    fill_uniform(bias, N, &rng, -1, 1);
+    for (int p = 1; p < n_paths; p++) {
+        for (int k = 0; k < 2; k++) {
+            const KernelTable *t = kernels_path(paths[k ? p : 0]);
+            memset(c[k], 0, (size_t)M * N * sizeof(float));
+            memset(g[k], 0, (size_t)N * N * sizeof(float));
+            assert_int_equal(t->gemm(M, N, K, a, K, b, K, 1, bias, c[k], N, 0), 0);
+            assert_int_equal(t->gemm_at_b(N, N, M, c[k], N, c[k], N, g[k], N), 0); /* g = c^T c */
+        }
+        if (memcmp(c[0], c[1], (size_t)M * N * sizeof(float)) != 0)
+            fail_msg("gemm: %s and %s differ", kernels_path(paths[0])->name, kernels_path(paths[p])->name);
+        if (memcmp(g[0], g[1], (size_t)N * N * sizeof(float)) != 0)
+            fail_msg("gemm_at_b: %s and %s differ", kernels_path(paths[0])->name, kernels_path(paths[p])->name);
+    }
+    free(a); free(b); free(bias);
+    for (int k = 0; k < 2; k++) { free(c[k]); free(g[k]); }
+}
+
+/* QCORR_KERNELS: an unknown or unsupported value is one error naming it and what the CPU runs. */
+static void test_kernel_selection(void **state) {
+    (void)state;
+    const char *before = kernels_name();
+    char *saved = getenv("QCORR_KERNELS") ? strdup(getenv("QCORR_KERNELS")) : NULL;
+    setenv("QCORR_KERNELS", "avx9", 1);
+    assert_int_equal(kernels_init_from_env(), -1);
+    assert_non_null(strstr(qc_last_error(), "QCORR_KERNELS=avx9"));
+    assert_non_null(strstr(qc_last_error(), kernels_supported_list()));
+    assert_string_equal(kernels_name(), before); /* a refused value changes nothing */
+    for (int i = 0; i < KERNEL_PATH_COUNT; i++) {
+        setenv("QCORR_KERNELS", kernels_path(i)->name, 1);
+        if (kernels_path_supported(i)) {
+            assert_int_equal(kernels_init_from_env(), 0);
+            assert_string_equal(kernels_name(), kernels_path(i)->name);
+        } else {
+            assert_int_equal(kernels_init_from_env(), -1);
+            assert_non_null(strstr(qc_last_error(), "does not support"));
+        }
+    }
+    unsetenv("QCORR_KERNELS"); /* unset: the best path the CPU runs, the last supported */
+    assert_int_equal(kernels_init_from_env(), 0);
+    int best = 0;
+    for (int i = 0; i < KERNEL_PATH_COUNT; i++)
+        if (kernels_path_supported(i)) best = i;
+    assert_string_equal(kernels_name(), kernels_path(best)->name);
+    assert_int_equal(kernels_select("generic"), 0); /* every x86-64 CPU runs it */
+    assert_int_equal(kernels_select("sse9"), -1);
+    /* a CPU without the best path: asking for it is refused, naming the value and what it runs */
+    const char *top = kernels_path(KERNEL_PATH_COUNT - 1)->name;
+    kernels_limit_paths(KERNEL_PATH_COUNT - 1);
+    setenv("QCORR_KERNELS", top, 1);
+    assert_int_equal(kernels_init_from_env(), -1);
+    char want[128];
+    snprintf(want, sizeof want, "QCORR_KERNELS=%s: this CPU does not support it (it supports %s)", top,
+             kernels_supported_list());
+    assert_string_equal(qc_last_error(), want);
+    assert_null(strstr(kernels_supported_list(), top));
+    unsetenv("QCORR_KERNELS");
+    assert_int_equal(kernels_init_from_env(), 0);
+    assert_string_not_equal(kernels_name(), top);
+    kernels_limit_paths(KERNEL_PATH_COUNT);
+    if (saved) setenv("QCORR_KERNELS", saved, 1);
+    free(saved);
+    assert_int_equal(kernels_select(before), 0);
+}
+
+/* cmocka setup: run the test on the path whose index is the initial state */
+static int use_path(void **state) { return kernels_select(kernels_path((int)(intptr_t)*state)->name); }
+
 int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embedding),
-        cmocka_unit_test(test_layernorm),
-        cmocka_unit_test(test_matmul),
-        cmocka_unit_test(test_matmul_fast_vs_ref),
-        cmocka_unit_test(test_gemm),
-        cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_attention_fast_vs_ref),
-        cmocka_unit_test(test_gelu),
-        cmocka_unit_test(test_residual),
-        cmocka_unit_test(test_crossentropy),
-        cmocka_unit_test(test_column_sum_add),
+    static const struct {
+        const char *name;
+        CMUnitTestFunction run;
+    } ops_tests[] = {
+#define OPS_TEST(f) {#f, f}
+        OPS_TEST(test_embedding), OPS_TEST(test_layernorm), OPS_TEST(test_matmul), OPS_TEST(test_matmul_fast_vs_ref),
+        OPS_TEST(test_gemm), OPS_TEST(test_gemm_edges), OPS_TEST(test_gemm_at_b), OPS_TEST(test_attention),
+        OPS_TEST(test_attention_fast_vs_ref), OPS_TEST(test_gelu), OPS_TEST(test_residual), OPS_TEST(test_crossentropy),
+        OPS_TEST(test_column_sum_add),
+#undef OPS_TEST
     };
-    return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
+    enum { PER_PATH = sizeof ops_tests / sizeof *ops_tests };
+    static char names[KERNEL_PATH_COUNT][PER_PATH][64];
+    struct CMUnitTest tests[KERNEL_PATH_COUNT * PER_PATH + 2];
+    int n = 0;
+    for (int p = 0; p < KERNEL_PATH_COUNT; p++) {
+        if (!kernels_path_supported(p)) {
+            print_message("[ SKIPPED  ] every test on the %s path: this CPU does not support it\n", kernels_path(p)->name);
+            continue;
+        }
+        for (int i = 0; i < PER_PATH; i++) {
+            snprintf(names[p][i], sizeof names[p][i], "%s [%s]", ops_tests[i].name, kernels_path(p)->name);
+            tests[n++] = (struct CMUnitTest){names[p][i], ops_tests[i].run, use_path, NULL, (void *)(intptr_t)p};
+        }
+    }
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fma_paths_agree);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_kernel_selection);
+    return _cmocka_run_group_tests("ops", tests, (size_t)n, NULL, NULL);
 }

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "../kernels.h"
+#include "../util.h"
 
 typedef struct {
     const char *name;
@@ -46,6 +48,11 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;
+    }
+    /* QCORR_KERNELS names a kernel path: a wrong one is refused before any work */
+    if (kernels_init_from_env() != 0) {
+        fprintf(stderr, "qcorr: %s\n", qc_last_error());
+        return 2;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
