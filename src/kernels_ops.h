@@ -17,10 +17,12 @@ static void KERNEL(layernorm_forward)(float *out, float *mean, float *rstd, cons
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (long)n * C;
-        float m = 0.0f;
+        /* the mean as x[0] + the mean of x - x[0]: the deviations are small where a row sits far
+         * from 0, and so are their sum's rounding errors, which (x - m) * rstd would magnify */
+        float shift = x[0], m = 0.0f;
 #pragma omp simd reduction(+ : m)
-        for (int c = 0; c < C; c++) m += x[c];
-        m /= C;
+        for (int c = 0; c < C; c++) m += x[c] - shift;
+        m = shift + m / C;
         float v = 0.0f;
 #pragma omp simd reduction(+ : v)
         for (int c = 0; c < C; c++) {

@@ -815,6 +815,37 @@ static void test_gelu(void **state) {
     free(in[0]); free(R); free(dout);
 }
 
+/* ================================= exp ================================= */
+
+/* The exponential of softmax, cross-entropy and GELU (exp_simd, through the path's exp_array):
+ * within 2 ulp of the correctly rounded exp over its whole range [-87, 88] (measured: 1.02),
+ * clamped below it (a tiny positive number, never 0 or a denormal), and NaN kept NaN, which the
+ * training loop's anomaly check relies on. */
+static void test_exp(void **state) {
+    (void)state;
+    enum { N = 200003 };
+    float *x = floats(N + 4), *y = floats(N + 4);
+    for (int i = 0; i < N; i++) x[i] = (float)(-87.0 + 175.0 * i / (N - 1)); /* the last exactly 88 */
+    x[N] = -1000.0f;
+    x[N + 1] = NAN;
+    x[N + 2] = 0.0f;
+    x[N + 3] = 1.0f;
+    kernels()->exp_array(y, x, N + 4);
+    double worst = 0.0;
+    for (int i = 0; i < N; i++) {
+        double want = exp((double)x[i]);
+        float w = (float)want, ulp = nextafterf(w, INFINITY) - w;
+        double err = fabs((double)y[i] - want) / ulp;
+        if (err > worst) worst = err;
+        if (!(err <= 2.0)) fail_msg("exp(%.9g) = %.9g, want %.9g: %.2f ulp", x[i], y[i], want, err);
+    }
+    assert_true(y[N] > 0.0f && y[N] < 1e-37f);
+    assert_true(isnan(y[N + 1]));
+    assert_true(y[N + 2] == 1.0f);
+    assert_true(fabs(y[N + 3] - 2.718281828) <= 2.5e-7);
+    free(x); free(y);
+}
+
 /* ================================= residual ================================= */
 
 /* residual_forward has no backward of its own: the gradient of a + b is the identity into both,
@@ -1042,7 +1073,7 @@ int main(void) {
 #define OPS_TEST(f) {#f, f}
         OPS_TEST(test_embedding), OPS_TEST(test_layernorm), OPS_TEST(test_matmul), OPS_TEST(test_matmul_fast_vs_ref),
         OPS_TEST(test_gemm), OPS_TEST(test_gemm_edges), OPS_TEST(test_gemm_at_b), OPS_TEST(test_attention),
-        OPS_TEST(test_attention_fast_vs_ref), OPS_TEST(test_gelu), OPS_TEST(test_residual), OPS_TEST(test_crossentropy),
+        OPS_TEST(test_attention_fast_vs_ref), OPS_TEST(test_gelu), OPS_TEST(test_exp), OPS_TEST(test_residual), OPS_TEST(test_crossentropy),
         OPS_TEST(test_column_sum_add),
 #undef OPS_TEST
     };
