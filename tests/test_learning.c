@@ -15,28 +15,6 @@
 #include "../src/quant.h"
 #include "../src/train.h"
 
-/* A corpus with structure when the real one is absent: words from a small lexicon, in sentences,
- * so that a small model learns something a 2-bit one forgets. */
-static const char *structured_corpus(void) {
-    static const char *words[] = {"the", "king", "queen", "shall", "speak", "of", "love", "and", "death", "my", "lord",
-                                  "what", "is", "thy", "name", "good", "night", "sweet", "prince", "to", "be", "or", "not"};
-    size_t n = 300000, k = 0, nw = sizeof words / sizeof *words;
-    char *text = malloc(n + 64);
-    Rng rng;
-    rng_seed(&rng, 501);
-    while (k < n) {
-        const char *w = words[rng_below(&rng, nw)];
-        size_t len = strlen(w);
-        memcpy(text + k, w, len);
-        k += len;
-        text[k++] = rng_below(&rng, 8) == 0 ? '\n' : ' ';
-    }
-    static char path[4096];
-    snprintf(path, sizeof path, "%s/structured.txt", test_tmpdir());
-    assert_int_equal(write_file_atomic(path, text, n), 0);
-    free(text);
-    return path;
-}
 
 /* ~150 steps of AdamW on the corpus: loss well below uniform, not converged. */
 static void train_small(GPT *m, const Corpus *c, int steps) {
@@ -72,8 +50,7 @@ static void train_small(GPT *m, const Corpus *c, int steps) {
 
 static void test_corrections_recover_loss(void **state) {
     (void)state;
-    const char *path = test_corpus_path();
-    if (!path) path = structured_corpus();
+    const char *path = learnable_corpus_path();
     Corpus corpus;
     assert_int_equal(corpus_load(&corpus, path, NULL), 0);
     GPTConfig cfg = {.vocab_size = corpus.vocab.size, .ctx = 32, .d_model = 32, .n_layer = 2, .n_head = 4};

@@ -127,15 +127,14 @@ int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidd
     return corrections_init(c, cfg, &layout, max_rows, seed);
 }
 
-const char *learnable_corpus_path(void) {
-    const char *real = test_corpus_path();
-    if (real) return real;
+const char *lexicon_corpus_path(void) {
     static const char *words[] = {"the", "king", "queen", "shall", "speak", "of", "love", "and", "death", "my", "lord",
                                   "what", "is", "thy", "name", "good", "night", "sweet", "prince", "to", "be", "or", "not"};
     static char path[4096];
     if (path[0]) return path;
     size_t n = 300000, k = 0, nw = sizeof words / sizeof *words;
     char *text = malloc(n + 64);
+    assert_non_null(text);
     Rng rng;
     rng_seed(&rng, 501);
     while (k < n) {
@@ -145,10 +144,15 @@ const char *learnable_corpus_path(void) {
         k += len;
         text[k++] = rng_below(&rng, 8) == 0 ? '\n' : ' ';
     }
-    snprintf(path, sizeof path, "%s/learnable.txt", test_tmpdir());
+    snprintf(path, sizeof path, "%s/lexicon.txt", test_tmpdir());
     assert_int_equal(write_file_atomic(path, text, n), 0);
     free(text);
     return path;
+}
+
+const char *learnable_corpus_path(void) {
+    const char *real = test_corpus_path();
+    return real ? real : lexicon_corpus_path();
 }
 
 void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed) {

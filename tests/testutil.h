@@ -45,8 +45,10 @@ int default_thread_count(void);       /* the count before setup_one_thread */
 /* Stream corrections (SPEC section 4) as the train method sizes them: linear at hidden 0, else MLP. */
 int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
 
-/* The real corpus when found, else a generated one with structure (words of a small lexicon in
- * sentences), so a small model trained on it has weights with real structure. */
+/* A generated corpus with structure (words of a small lexicon in sentences, 300,000 bytes), so a
+ * small model trained on it has weights with real structure; written once per process. */
+const char *lexicon_corpus_path(void);
+/* The real corpus when found, else lexicon_corpus_path's. */
 const char *learnable_corpus_path(void);
 /* steps of AdamW (warm-up 10, lr 1e-2 cosine to 1e-3, no decay) on c's train split, batches of
  * m->max_batch windows of ctx drawn by seed. */

@@ -168,19 +168,27 @@ int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) 
     return 0;
 }
 
-int parse_method_list(const char *flag, const char *text, SweepConfig *cfg) {
-    int chosen[METHOD_COUNT] = {0}, n = 0;
-    char buf[256], names[128];
+/* A comma list of a table's names (methods.h), each at most once; chosen[i] = 1 for entry i. */
+static int parse_table_list(const char *flag, const char *text, const char *what, int count, int (*by_name)(const char *),
+                            void (*names)(char *, size_t), int *chosen) {
+    char buf[256], all[128];
     snprintf(buf, sizeof buf, "%s", text);
-    method_names(names, sizeof names);
+    names(all, sizeof all);
+    int n = 0;
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int m = method_by_name(tok);
-        if (m < 0) { qc_error("%s: '%s' is not a method (%s)", flag, tok, names); return -1; }
-        if (chosen[m]) { qc_error("%s: method %s appears twice", flag, tok); return -1; }
-        chosen[m] = 1;
+        int i = by_name(tok);
+        if (i < 0 || i >= count) { qc_error("%s: '%s' is not a %s (%s)", flag, tok, what, all); return -1; }
+        if (chosen[i]) { qc_error("%s: %s %s appears twice", flag, what, tok); return -1; }
+        chosen[i] = 1;
         n++;
     }
     if (n == 0) { qc_error("%s: empty list", flag); return -1; }
+    return 0;
+}
+
+int parse_method_list(const char *flag, const char *text, SweepConfig *cfg) {
+    int chosen[METHOD_COUNT] = {0};
+    if (parse_table_list(flag, text, "method", METHOD_COUNT, method_by_name, method_names, chosen) != 0) return -1;
     cfg->n_methods = 0;
     for (int m = 0; m < METHOD_COUNT; m++)
         if (chosen[m]) cfg->methods[cfg->n_methods++] = (CorrectMethod)m;
@@ -188,18 +196,8 @@ int parse_method_list(const char *flag, const char *text, SweepConfig *cfg) {
 }
 
 int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg) {
-    int chosen[QUANTIZER_COUNT] = {0}, n = 0;
-    char buf[256], names[128];
-    snprintf(buf, sizeof buf, "%s", text);
-    quantizer_names(names, sizeof names);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int q = quantizer_by_name(tok);
-        if (q < 0) { qc_error("%s: '%s' is not a quantizer (%s)", flag, tok, names); return -1; }
-        if (chosen[q]) { qc_error("%s: quantizer %s appears twice", flag, tok); return -1; }
-        chosen[q] = 1;
-        n++;
-    }
-    if (n == 0) { qc_error("%s: empty list", flag); return -1; }
+    int chosen[QUANTIZER_COUNT] = {0};
+    if (parse_table_list(flag, text, "quantizer", QUANTIZER_COUNT, quantizer_by_name, quantizer_names, chosen) != 0) return -1;
     cfg->n_quantizers = 0;
     for (int q = 0; q < QUANTIZER_COUNT; q++)
         if (chosen[q]) cfg->quantizers[cfg->n_quantizers++] = (QuantizerId)q;
