@@ -34,14 +34,19 @@ static void random_params(float *p, size_t n, uint64_t seed) {
     fill_normal(p, n, &rng, 0.1f);
 }
 
+/* A small model of LAYERS blocks and MAX_B windows of random tokens, from one seed */
+static void model_and_tokens(GPT *m, int32_t *tokens, uint64_t seed) {
+    small_gpt(m, LAYERS, CTX, MAX_B, seed);
+    Rng rng;
+    rng_seed(&rng, seed + 1);
+    random_tokens(tokens, MAX_B * CTX, m->config.vocab_size, &rng);
+}
+
 static void test_infer_matches_forward(void **state) {
     (void)state;
     GPT m;
-    small_gpt(&m, LAYERS, CTX, MAX_B, 11);
     int32_t tokens[MAX_B * CTX];
-    Rng rng;
-    rng_seed(&rng, 12);
-    random_tokens(tokens, MAX_B * CTX, m.config.vocab_size, &rng);
+    model_and_tokens(&m, tokens, 11);
     int chunks[] = {1, 2, 3, MAX_B};
     for (int i = 0; i < 4; i++) {
         compare(&m, NULL, tokens, MAX_B, chunks[i]);
@@ -73,11 +78,8 @@ static void test_infer_matches_forward(void **state) {
 static void test_infer_from_prefix(void **state) {
     (void)state;
     GPT m;
-    small_gpt(&m, LAYERS, CTX, MAX_B, 21);
     int32_t tokens[MAX_B * CTX];
-    Rng rng;
-    rng_seed(&rng, 22);
-    random_tokens(tokens, MAX_B * CTX, m.config.vocab_size, &rng);
+    model_and_tokens(&m, tokens, 21);
     Corrections c;
     assert_int_equal(stream_corrections(&c, &m.config, 1, 0, MAX_B * CTX, 23), 0);
     random_params(c.params, c.num_params, 24);

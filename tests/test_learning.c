@@ -17,24 +17,6 @@
 
 
 /* ~150 steps of AdamW on the corpus: loss well below uniform, not converged. */
-static void train_small(GPT *m, const Corpus *c, int steps) {
-    assert_int_equal(gpt_enable_training(m), 0);
-    int B = m->max_batch, T = m->config.ctx;
-    int32_t *inputs = malloc((size_t)B * T * sizeof(int32_t)), *targets = malloc((size_t)B * T * sizeof(int32_t));
-    Rng rng;
-    rng_seed(&rng, 511);
-    for (int step = 0; step < steps; step++) {
-        sample_windows(c->ids, c->n_train, B, T, &rng, inputs, targets);
-        gpt_zero_grad(m);
-        gpt_forward(m, inputs, B, T, NULL);
-        gpt_loss(m, targets);
-        gpt_backward(m, NULL, 1, 1, 0);
-        float lr = lr_schedule(step, steps, 10, 1e-2f, 1e-3f);
-        gpt_optimizer_step(m, lr, 0.0f, 1.0f, step + 1);
-    }
-    free(inputs);
-    free(targets);
-}
 
 /* The research question end to end, small: a d=32, 2-layer model trained here (150 steps); 2-bit
  * channel quantization must clearly hurt; correction_train (ce, linear every block, 100 steps) and
@@ -58,7 +40,7 @@ static void test_corrections_recover_loss(void **state) {
     assert_int_equal(gpt_init(&f, &cfg, 16), 0);
     gpt_init_weights(&f, 521);
     double t0 = now_seconds();
-    train_small(&f, &corpus, 150);
+    train_briefly(&f, &corpus, 150, 511);
     double t_train = now_seconds() - t0;
     size_t n_eval = 16384 + 1 < corpus.n_val ? 16384 + 1 : corpus.n_val;
     const int32_t *val = corpus.ids + corpus.n_train;
