@@ -25,6 +25,14 @@ void put_ci(TextBuf *t, double lo, double hi, int decimals) {
     put_pct(t, hi, decimals);
     textbuf_printf(t, "]");
 }
+void put_interval(TextBuf *t, double lo, double hi, const char *num_fmt) {
+    if (!isfinite(lo) || !isfinite(hi)) { textbuf_printf(t, "n/a"); return; }
+    textbuf_printf(t, "[");
+    textbuf_printf(t, num_fmt, lo);
+    textbuf_printf(t, ", ");
+    textbuf_printf(t, num_fmt, hi);
+    textbuf_printf(t, "]");
+}
 void put_p(TextBuf *t, double p) {
     if (isfinite(p)) textbuf_printf(t, "%.3g", p);
     else textbuf_printf(t, "n/a");

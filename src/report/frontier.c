@@ -44,12 +44,11 @@ int section_agreement(Report *rep) {
         PairedComparison pc;
         if (stats_paired(rep->a, rep->b, n, &pc) != 0) return -1;
         textbuf_printf(t, "| %d | %d | %.4g | %.4g | %+.4g | ", rep->bits[k], n, pc.mean_b, pc.mean_a, pc.diff.mean);
-        if (isfinite(pc.diff.ci_low)) textbuf_printf(t, "[%.4g, %.4g]", pc.diff.ci_low, pc.diff.ci_high);
-        else textbuf_printf(t, "n/a");
+        put_interval(t, pc.diff.ci_low, pc.diff.ci_high, "%.4g");
         textbuf_printf(t, " | ");
         put_wilcoxon(t, &pc.wilcoxon);
         textbuf_printf(t, " | %.4f | %.4f |\n", top_q / n, top_c / n);
-        int sure = n >= 2 && isfinite(pc.diff.ci_low) && (pc.diff.ci_low > 0 || pc.diff.ci_high < 0) && pc.wilcoxon.p < 0.05;
+        int sure = paired_significant(&pc);
         textbuf_printf(c, "- At %d bits the corrections %s KL to the float model (%.4g → %.4g nats, mean over %d runs, paired change "
                           "%+.4g", rep->bits[k], !sure ? "do not measurably change" : pc.diff.mean < 0 ? "lower" : "raise",
                        pc.mean_b, pc.mean_a, n, pc.diff.mean);

@@ -131,14 +131,13 @@ int section_methods_budget(Report *rep) {
             PairedComparison pc;
             if (stats_paired(rep->a, rep->b, n, &pc) != 0) return -1;
             textbuf_printf(t, "| %d | %s − %s | %d | %+.4f | ", rep->bits[k], pairs[p][0], pairs[p][1], n, pc.diff.mean);
-            if (isfinite(pc.diff.ci_low)) textbuf_printf(t, "[%+.4f, %+.4f]", pc.diff.ci_low, pc.diff.ci_high);
-            else textbuf_printf(t, "n/a");
+            put_interval(t, pc.diff.ci_low, pc.diff.ci_high, "%+.4f");
             textbuf_printf(t, " | ");
             put_wilcoxon(t, &pc.wilcoxon);
             textbuf_printf(t, " | ");
             put_sign(t, &pc.sign);
             textbuf_printf(t, " |\n");
-            int sure = n >= 2 && isfinite(pc.diff.ci_low) && (pc.diff.ci_low > 0 || pc.diff.ci_high < 0) && pc.wilcoxon.p < 0.05;
+            int sure = paired_significant(&pc);
             if (!sure)
                 textbuf_printf(c, "- At %d bits, no significant loss difference between %s and %s (%+.4f nats over %d pairs).\n", rep->bits[k],
                                pairs[p][0], pairs[p][1], pc.diff.mean, n);

@@ -25,6 +25,11 @@ static Verdict paired_verdict(const PairedComparison *pc) {
     return d->mean > 0 ? VERDICT_HIGHER : VERDICT_LOWER;
 }
 
+int paired_significant(const PairedComparison *pc) {
+    Verdict v = paired_verdict(pc);
+    return v == VERDICT_HIGHER || v == VERDICT_LOWER;
+}
+
 static void conclude_paired(TextBuf *c, const PairedComparison *pc, const char *where, const char *a_name, const char *b_name,
                             const char *unit_name) {
     const MeanCI *d = &pc->diff;
@@ -234,8 +239,7 @@ int section_control(Report *rep) {
         textbuf_printf(t, " | ");
         put_nats(t, pc.diff.mean);
         textbuf_printf(t, " | ");
-        if (isfinite(pc.diff.ci_low)) textbuf_printf(t, "[%.4f, %.4f]", pc.diff.ci_low, pc.diff.ci_high);
-        else textbuf_printf(t, "n/a");
+        put_interval(t, pc.diff.ci_low, pc.diff.ci_high, "%.4f");
         textbuf_printf(t, " | ");
         put_wilcoxon(t, &pc.wilcoxon);
         textbuf_printf(t, " | ");

@@ -100,6 +100,8 @@ int count_excluded(const Report *rep, int bits);
 void put_pct(TextBuf *t, double fraction, int decimals);
 void put_mean_std(TextBuf *t, const MeanCI *m);
 void put_ci(TextBuf *t, double lo, double hi, int decimals);
+/* an interval of raw numbers, each printed with num_fmt ("%+.4f"); "n/a" when undefined */
+void put_interval(TextBuf *t, double lo, double hi, const char *num_fmt);
 void put_p(TextBuf *t, double p);
 void put_nats(TextBuf *t, double v);
 void put_nats_ci(TextBuf *t, const MeanCI *m);
@@ -115,6 +117,9 @@ void write_header(Report *rep);                 /* tables.c */
 void section_by_bits(Report *rep);              /* 1 */
 void section_perplexity(Report *rep);           /* 2 */
 int section_linear_vs_mlp(Report *rep);         /* 3, paired.c */
+/* The rule every generated sentence follows: a paired difference supports a direction only when
+ * n >= 2, its 95% t-interval excludes 0 and the signed-rank test agrees at 5% (paired.c). */
+int paired_significant(const PairedComparison *pc);
 typedef enum { FACTOR_HIDDEN, FACTOR_SIZE, FACTOR_EVERY } Factor;
 void section_factor(Report *rep, Factor factor, const char *heading); /* 4-6, tables.c */
 int plots_recovery(Report *rep);                /* plots.c */
