@@ -15,9 +15,7 @@ non-overlapping windows of ctx. Exit 0 when the state dict loads strictly (no mi
 key) and the loss agrees within 1e-4 nats; 1 otherwise; 2 for a checkpoint it cannot check
 (activation quantization, no low-rank tensor).
 """
-import json
 import math
-import struct
 import sys
 
 import numpy as np
@@ -25,21 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import ref_common
+
 TOLERANCE = 1e-4  # nats: float32 in two engines, summed over ~1e5 positions
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n].decode("utf-8"))
-    metadata = header.pop("__metadata__", {})
-    tensors = {}
-    for name, entry in header.items():
-        assert entry["dtype"] == "F32", name
-        begin, end = entry["data_offsets"]
-        tensors[name] = torch.from_numpy(np.frombuffer(raw[8 + n + begin:8 + n + end], dtype="<f4").reshape(entry["shape"]).copy())
-    return tensors, metadata
+    """The checkpoint's tensors as torch tensors, and its metadata (ref_common's reader)."""
+    arrays, metadata = ref_common.read_safetensors(path)
+    return {name: torch.from_numpy(a) for name, a in arrays.items()}, metadata
 
 
 class LoraLinear(nn.Module):
