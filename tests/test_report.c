@@ -509,6 +509,44 @@ static FILE *new_summary(const char *name, char *dir, size_t size) {
     return f;
 }
 
+/* A resolved gap that the same correction training on the unquantized model (the control run)
+ * could account for is no recovery: 4-bit runs with a gap of 0.004 nats, linear ones gaining 0.002
+ * (50%) beside a control gain of 0.0005, MLP ones gaining 0.010 (250%) beside a control gain of
+ * 0.003 (more than a third of the gap). Only the linear runs count: the cell recovers 50%. */
+static void test_report_fine_tuning_is_no_recovery(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    FILE *f = new_summary("finetune", dir, sizeof dir);
+    for (int seed = 1; seed <= 3; seed++)
+        for (int h = 0; h < 2; h++) {
+            double lf = 2.0 + 0.01 * seed, lq = lf + 0.004, gain = h ? 0.010 : 0.002, ctl = h ? 0.003 : 0.0005;
+            double lc = lq - gain, rec = gain / (lq - lf);
+            fprintf(f, "q%d%d,%d,64x2,64,2,4,int4,1,%d,%s,train,ce,quant,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,ok,%.17g,"
+                       "1,1,60,1,1,1,1,1\n",
+                    seed, h, seed, 32 * h, h ? "mlp" : "linear", lf, lq, lc, exp(lf), exp(lq), exp(lc), rec, rec, gain);
+            fprintf(f, "c%d%d,%d,64x2,64,2,32,float32,1,%d,%s,train,ce,control,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,,,undefined,%.17g,"
+                       "1,1,60,1,1,1,1,1\n",
+                    seed, h, seed, 32 * h, h ? "mlp" : "linear", lf, lf, lf - ctl, exp(lf), exp(lf), exp(lf - ctl), ctl);
+        }
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    assert_int_equal(summary.n_excluded, 3);
+    assert_int_equal(summary.bits[0].bits, 4);
+    assert_int_equal(summary.bits[0].n_excluded, 3);
+    assert_close(summary.bits[0].recovery.mean, 0.5, 1e-9);
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    const char *expected[] = {
+        "- At 4 bits, corrections recover 50.0% of the pooled quantization loss gap",
+        "3 whose loss gap is resolved but under 3 times the gain the same correction training gives the unquantized model",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
+        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    if (strstr(md, "250.0")) fail_msg("report.md quotes the fine-tuning ratio 250%%");
+    free(md);
+}
+
 /* Two matched pairs from one seed: the t-interval can exclude 0 but no signed-rank test can reach
  * 5%, so the report must make no claim; a width where every recovery is undefined gets none either;
  * no control arm and no training logs are said, not papered over. */
@@ -831,6 +869,7 @@ int main(void) {
         cmocka_unit_test(test_csv_quoting_and_errors),
         cmocka_unit_test(test_report_end_to_end),
         cmocka_unit_test(test_report_small_sweep_makes_no_claim),
+        cmocka_unit_test(test_report_fine_tuning_is_no_recovery),
         cmocka_unit_test(test_report_names_coinciding_every),
         cmocka_unit_test(test_report_errors_name_the_fault),
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),

@@ -148,10 +148,6 @@ int section_linear_vs_mlp(Report *rep) {
 }
 
 /* 8. the control arm */
-static int same_correction(const Run *x, const Run *y) {
-    return x->size == y->size && x->rec.every == y->rec.every && x->rec.hidden == y->rec.hidden && x->rec.calib_tokens == y->rec.calib_tokens &&
-           strcmp(x->rec.method, y->rec.method) == 0 && strcmp(x->rec.objective, y->rec.objective) == 0;
-}
 
 int section_control(Report *rep) {
     TextBuf *t = &rep->body, *c = &rep->conclusions;

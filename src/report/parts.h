@@ -15,7 +15,8 @@ typedef struct {
     int line;        /* where the row starts in summary.csv */
     int size;        /* index into Report.sizes */
     int control;     /* arm = control */
-    int recovery_ok; /* recovery_flag = ok (the gap is resolved) and recovery_loss finite */
+    int recovery_ok; /* recovery_flag = ok (the gap is resolved), recovery_loss finite, and not fine_tune_bound */
+    int fine_tune_bound; /* flag ok, but the gap is under 3x the matched control run's gain (runs.c) */
     int stream;      /* a correction on the residual stream (linear or MLP): sections 1-8 */
     int mlp;         /* of them, an MLP (hidden > 0) */
 } Run;
@@ -85,6 +86,10 @@ typedef struct {
 void cell_recovery(Report *rep, const Select *s, CellRecovery *out);
 /* "72.3% [65.1, 80.0] (n 9/9)", or "unresolved (0/9)" */
 void put_cell_recovery(TextBuf *t, const CellRecovery *c);
+/* The same correction: size, every, hidden, calibration, steps, method and objective. */
+int same_correction(const Run *x, const Run *y);
+/* The control run of q's seed and correction, or NULL. */
+const Run *matched_control(const Report *rep, const Run *q);
 /* Same replication unit and model: seed, model size, correct_every, bits, scheme, calibration. */
 int same_base(const Run *x, const Run *y);
 /* A method "has both kinds" when it ran linear and MLP corrections (lstsq is linear only). */

@@ -68,7 +68,7 @@ int report_write(const char *dir, ReportSummary *summary) {
         int excluded = count_excluded(rep, -1);
         if (excluded)
             textbuf_printf(&rep->conclusions, "- %d quantized run%s left out of every recovery statistic above because the recovery "
-                                              "is undefined (see the note above), not averaged in.\n",
+                                              "is undefined or not resolved (see the note above), not averaged in.\n",
                            excluded, excluded == 1 ? " was" : "s were");
         TextBuf md = {0};
         textbuf_append(&md, rep->head.data ? rep->head.data : "", rep->head.len);

@@ -44,6 +44,26 @@ static int compare_size(const void *pa, const void *pb) {
 /* Reads summary.csv into rep->runs: every column of the schema the report reads (SCHEMA_READ),
  * by its type; a missing SCHEMA_NEEDED column, an empty SCHEMA_KEY cell or a malformed value is
  * an error naming the file, line and column. Columns the header lacks stay empty. */
+/* A recovery is a ratio of the correction's gain to the quantization gap, and correction training
+ * also changes a model that was never quantized (the control arm's gain: plain extra fine-tuning,
+ * up to ~0.01 nats here). Where the gap is not at least FINE_TUNE_MARGIN times that gain, the ratio
+ * measures fine-tuning, not recovery (the 4- and 8-bit "recoveries" of hundreds or thousands of
+ * percent): such a run's recovery is left out like an unresolved one. Runs without a matched
+ * control run (same seed and correction) keep their flag. */
+#define FINE_TUNE_MARGIN 3.0
+static void exclude_fine_tuning_bound(Report *rep) {
+    for (int i = 0; i < rep->n_runs; i++) {
+        Run *r = &rep->runs[i];
+        if (r->control || !r->recovery_ok) continue;
+        const Run *c = matched_control(rep, r);
+        if (!c || !isfinite(c->rec.gain_loss)) continue;
+        if (fabs(r->rec.loss_quant - r->rec.loss_float) < FINE_TUNE_MARGIN * fabs(c->rec.gain_loss)) {
+            r->recovery_ok = 0;
+            r->fine_tune_bound = 1;
+        }
+    }
+}
+
 int load_runs(Report *rep) {
     snprintf(rep->csv_path, sizeof rep->csv_path, "%s/summary.csv", rep->dir);
     if (report_csv_read(rep->csv_path, &rep->csv) != 0) return -1;
@@ -137,7 +157,21 @@ int load_runs(Report *rep) {
     for (int i = 0; i < n; i++)
         for (int s = 0; s < rep->n_sizes; s++)
             if (strcmp(rep->sizes[s].name, rep->runs[i].rec.size) == 0) rep->runs[i].size = s;
+    exclude_fine_tuning_bound(rep);
     return 0;
+}
+
+int same_correction(const Run *x, const Run *y) {
+    return x->size == y->size && x->rec.every == y->rec.every && x->rec.hidden == y->rec.hidden && x->rec.calib_tokens == y->rec.calib_tokens &&
+           x->rec.steps == y->rec.steps && strcmp(x->rec.method, y->rec.method) == 0 && strcmp(x->rec.objective, y->rec.objective) == 0;
+}
+
+const Run *matched_control(const Report *rep, const Run *q) {
+    for (int i = 0; i < rep->n_runs; i++) {
+        const Run *c = &rep->runs[i];
+        if (c->control && c->rec.seed == q->rec.seed && same_correction(c, q)) return c;
+    }
+    return NULL;
 }
 
 /* ---- selection and pairing ---- */

@@ -113,13 +113,16 @@ void write_header(Report *rep) {
         const char *flags[MAX_LEVELS];
         int n_flags = 0;
         for (int i = 0; i < rep->n_runs; i++)
-            if (!rep->runs[i].control && !rep->runs[i].recovery_ok) add_string_level(flags, &n_flags, rep->runs[i].rec.recovery_flag, "recovery_flag");
+            if (!rep->runs[i].control && !rep->runs[i].recovery_ok && !rep->runs[i].fine_tune_bound)
+                add_string_level(flags, &n_flags, rep->runs[i].rec.recovery_flag, "recovery_flag");
         qc_clear_error();
         textbuf_printf(t, "\n**Note: %d run%s excluded from the recovery statistics** (never averaged in):", excluded, excluded == 1 ? "" : "s");
         for (int f = 0; f < n_flags; f++) {
             int k = 0;
             for (int i = 0; i < rep->n_runs; i++)
-                if (!rep->runs[i].control && !rep->runs[i].recovery_ok && strcmp(rep->runs[i].rec.recovery_flag, flags[f]) == 0) k++;
+                if (!rep->runs[i].control && !rep->runs[i].recovery_ok && !rep->runs[i].fine_tune_bound &&
+                    strcmp(rep->runs[i].rec.recovery_flag, flags[f]) == 0)
+                    k++;
             const char *sep = f ? ";" : "";
             if (strcmp(flags[f], "undefined") == 0) textbuf_printf(t, "%s %d with loss gap below 1e-4 (recovery_flag = undefined)", sep, k);
             else if (strcmp(flags[f], "unresolved") == 0)
@@ -127,6 +130,12 @@ void write_header(Report *rep) {
             else if (strcmp(flags[f], "ok") == 0) textbuf_printf(t, "%s %d with recovery_flag = ok but no recovery value", sep, k);
             else textbuf_printf(t, "%s %d with recovery_flag = %s", sep, k, flags[f][0] ? flags[f] : "(empty)");
         }
+        int bound = 0;
+        for (int i = 0; i < rep->n_runs; i++) bound += rep->runs[i].fine_tune_bound;
+        if (bound)
+            textbuf_printf(t, "%s %d whose loss gap is resolved but under 3 times the gain the same correction training gives the "
+                              "unquantized model (its control run): there the ratio measures extra fine-tuning, not recovery",
+                           n_flags ? ";" : "", bound);
         textbuf_printf(t, ". Their perplexities still count in section 2.\n");
     }
 }
@@ -136,7 +145,8 @@ void section_by_bits(Report *rep) {
     TextBuf *t = &rep->body;
     textbuf_printf(t, "\n## 1. Recovery by bit width\n\nRecovery of a cell = Σ(loss_quant − loss_corrected) / Σ(loss_quant − loss_float) "
                       "over its resolved runs (a run is resolved when its quantization gap is at least %g standard errors of the "
-                      "paired per-window difference, and %g nats); the 95%% CI is a t-interval over seeds, each seed's own pooled "
+                      "paired per-window difference, and %g nats, and, where the directory has its control run, at least 3 times "
+                      "the gain the same correction training gives the unquantized model); the 95%% CI is a t-interval over seeds, each seed's own pooled "
                       "ratio. The mean of per-run ratios is the second view. Gap: mean loss_quant − loss_float over all the cell's "
                       "runs ± the root mean square of their standard errors.\n\n",
                    3.0, 1e-4);
@@ -172,8 +182,9 @@ void section_by_bits(Report *rep) {
         if (cr.n_resolved == 0) {
             textbuf_printf(c, "- %d-bit quantization costs ", bits);
             put_gap(c, cr.gap_mean, cr.gap_se);
-            textbuf_printf(c, " nats here (%d runs): nothing measurable to recover, so no recovery is reported at %d bits and no "
-                              "conclusion below rests on it.\n", cr.n_runs, bits);
+            textbuf_printf(c, " nats here (%d runs): nothing measurable to recover (no run's gap is both 3 standard errors and 3 "
+                              "times what the same correction training gives the unquantized model), so no recovery is reported "
+                              "at %d bits and no conclusion below rests on it.\n", cr.n_runs, bits);
         } else if (cr.n_seeds >= 2 && isfinite(cr.by_seed.ci_low)) {
             textbuf_printf(c, "- At %d bits, corrections recover %.1f%% of the pooled quantization loss gap (95%% CI over %d seeds "
                               "[%.1f, %.1f]%%; %d of %d runs resolved, the gap ",
@@ -183,7 +194,7 @@ void section_by_bits(Report *rep) {
             if (cr.by_seed.ci_low > 1.0) textbuf_printf(c, " The whole interval lies above 100%%: the corrected models beat the float ones.");
             if (cr.by_seed.ci_high < 0.0) textbuf_printf(c, " The whole interval lies below 0: the corrections make the loss worse.");
             if (cr.n_resolved < cr.n_runs)
-                textbuf_printf(c, " The %d unresolved runs are left out, not averaged in.", cr.n_runs - cr.n_resolved);
+                textbuf_printf(c, " The %d runs not resolved (see the note above) are left out, not averaged in.", cr.n_runs - cr.n_resolved);
             textbuf_printf(c, "\n");
         } else {
             textbuf_printf(c, "- At %d bits, %d of %d runs resolved, from %d seed%s: pooled recovery %.1f%%, no interval over seeds, "
