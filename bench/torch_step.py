@@ -22,10 +22,11 @@ import torch.nn as nn
 BATCH, CONTEXT, HEADS, VOCAB = 32, 128, 4, 65
 
 
-# The model is the PyTorch reference of the parity test (tools/pytorch_reference.py), so the
-# benchmark times exactly the module whose outputs the C engine is checked against.
+# The model is the PyTorch reference of the parity test (tools/ref_common.py, which
+# tools/pytorch_reference.py's fixtures use), so the benchmark times exactly the module whose
+# outputs the C engine is checked against.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from pytorch_reference import GPT as ReferenceGPT  # noqa: E402
+from ref_common import GPT as ReferenceGPT  # noqa: E402
 
 
 class GPT(ReferenceGPT):

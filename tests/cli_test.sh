@@ -633,5 +633,24 @@ else
     fail "SIGTERM during sweep: the same command resumes to all 4 runs, each once"; show "$T/sw2.err"
 fi
 
+# ---- make bench's two engines still run (one step each; the timings belong to the benchmark) ----
+BENCH=${BUILD:-build}/bench/bench
+if [ -x "$BENCH" ]; then
+    if OMP_NUM_THREADS=1 "$BENCH" --size 64x2 --steps 1 --warmup 0 --eval-steps 1 --threads 1 --no-peak --random-tokens --json \
+        >"$T/bench.json" 2>"$T/err"; then
+        json_check "bench: one training, correction and evaluation step, as JSON" "$T/bench.json" \
+            'assert o["eval_ms"] > 0 and o["kernels"] in ("generic", "avx2", "avx512"), o'
+    else fail "bench --size 64x2 --steps 1 exits 0"; show "$T/err"; fi
+else
+    fail "the benchmark $BENCH is built by make test"
+fi
+if $PY -c 'import torch' 2>/dev/null; then
+    if $PY bench/torch_step.py --size 64x2 --steps 1 --warmup 0 --eval-steps 1 --threads 1 --json >"$T/torch.json" 2>"$T/err"; then
+        json_check "bench/torch_step.py: PyTorch's side of make bench runs one step" "$T/torch.json" 'assert o["eval_ms"] > 0, o'
+    else fail "bench/torch_step.py --size 64x2 --steps 1 exits 0"; show "$T/err"; fi
+else
+    echo "skip - bench/torch_step.py: $PY has no torch"
+fi
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
