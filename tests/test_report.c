@@ -275,9 +275,21 @@ static void test_report_end_to_end(void **state) {
                      "20,2.5,0.001,0.8,1000,2.6\n30,2.2,0.001,0.7,1000,\n");
     snprintf(path, sizeof path, "%s/floats/s2_64x2.train.csv", dir);
     write_text(path, "step,loss,lr,grad_norm,tokens_per_s,val_loss\n0,4.3,0.001,1.0,1000,\n10,3.0,0.001,0.9,1000,\n");
+    /* an earlier report's figure this grid does not draw (no 8-bit runs), and a file of the user's */
+    snprintf(path, sizeof path, "%s/plots", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/plots/recovery_heatmap_8bit.svg", dir);
+    write_text(path, "<svg></svg>\n");
+    snprintf(path, sizeof path, "%s/plots/my_figure.svg", dir);
+    write_text(path, "<svg></svg>\n");
 
     ReportSummary summary;
     if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    struct stat seen;
+    snprintf(path, sizeof path, "%s/plots/recovery_heatmap_8bit.svg", dir);
+    if (stat(path, &seen) == 0) fail_msg("%s, a figure of an earlier report, is still there", path);
+    snprintf(path, sizeof path, "%s/plots/my_figure.svg", dir);
+    if (stat(path, &seen) != 0) fail_msg("%s, not a name the report gives, was removed", path);
     assert_int_equal(summary.n_rows, 132);
     assert_int_equal(summary.n_control, 36);
     assert_int_equal(summary.n_quant, 96);

@@ -138,6 +138,8 @@ int section_methods_budget(Report *rep);        /* 13, methods.c (when the sweep
 int section_loss_curves(Report *rep);           /* plots.c */
 
 /* ---- plots.c ---- */
+/* removes the SVG files in plots/ named as the report names its figures but not written by this run */
+int remove_stale_plots(const Report *rep);
 int write_plot(Report *rep, const char *file, TextBuf *svg);
 void embed_plot(Report *rep, const char *file, const char *alt);
 

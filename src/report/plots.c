@@ -3,10 +3,12 @@
 #include "parts.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../svg.h"
 #include "../util.h"
@@ -18,6 +20,32 @@ int write_plot(Report *rep, const char *file, TextBuf *svg) {
     if (write_file_atomic(path, svg->data, svg->len) != 0) return -1;
     if (rep->n_plots < MAX_PLOTS) snprintf(rep->plots[rep->n_plots++], sizeof rep->plots[0], "%s", file);
     return 0;
+}
+
+/* The names the report gives its figures: a file in plots/ with one of them that this run did not
+ * write is a figure of an earlier report of this directory (a grid since changed, a rule that no
+ * longer draws it) and would sit beside the new report as if it belonged to it. */
+static const char *const REPORT_PLOT_PREFIXES[] = {"recovery_", "frontier_", "budget_", "learned_vs_closed_form", "float_loss_curves"};
+
+int remove_stale_plots(const Report *rep) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/plots", rep->dir);
+    DIR *d = opendir(path);
+    if (!d) { qc_error("%s: cannot read: %s", path, strerror(errno)); return -1; }
+    int rc = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 4, ".svg") != 0) continue;
+        int ours = 0, written = 0;
+        for (size_t k = 0; k < sizeof REPORT_PLOT_PREFIXES / sizeof *REPORT_PLOT_PREFIXES; k++)
+            ours |= strncmp(e->d_name, REPORT_PLOT_PREFIXES[k], strlen(REPORT_PLOT_PREFIXES[k])) == 0;
+        for (int i = 0; i < rep->n_plots; i++) written |= strcmp(e->d_name, rep->plots[i]) == 0;
+        if (!ours || written) continue;
+        snprintf(path, sizeof path, "%s/plots/%s", rep->dir, e->d_name);
+        if (unlink(path) != 0) { qc_error("%s: cannot remove a figure of an earlier report: %s", path, strerror(errno)); rc = -1; }
+    }
+    closedir(d);
+    return rc;
 }
 
 void embed_plot(Report *rep, const char *file, const char *alt) { textbuf_printf(&rep->body, "\n![%s](plots/%s)\n", alt, file); }

@@ -82,6 +82,7 @@ int report_write(const char *dir, ReportSummary *summary) {
             char path[4200];
             snprintf(path, sizeof path, "%s/report.md", dir);
             rc = write_file_atomic(path, md.data, md.len);
+            if (rc == 0) rc = remove_stale_plots(rep);
             if (rc == 0 && summary) {
                 snprintf(summary->report_path, sizeof summary->report_path, "%.4000s/report.md", dir);
                 summary->n_rows = rep->n_runs;
