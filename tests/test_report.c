@@ -705,14 +705,18 @@ static void write_columns(const char *src, const char *dst, const char *const *k
     report_csv_free(&csv);
 }
 
-/* A summary.csv of an earlier version, without the columns the report does not need (run ids,
- * timings, parameter counts): the same report, byte for byte, as from the full file. */
+/* A summary.csv without the columns the report does not read (run ids, the kind's name, site
+ * counts, timings): the same report, byte for byte, as from the full file. */
 static void test_report_reads_summary_without_optional_columns(void **state) {
     (void)state;
     static const char *const needed[] = {"seed", "size", "d_model", "n_layer", "bits", "scheme", "every", "hidden", "method",
                                          "objective", "arm", "loss_float", "loss_quant", "loss_corrected", "ppl_float",
                                          "ppl_quant", "ppl_corrected", "recovery_loss", "recovery_ppl", "recovery_flag",
-                                         "gain_loss", "calib_tokens"};
+                                         "gain_loss", "calib_tokens", "steps", "correction_params", "quantizer", "granularity",
+                                         "correction_stored_bits", "loss_se_float", "loss_se_quant", "loss_se_corrected",
+                                         "gap_se", "gain_se", "kl_quant", "kl_corrected", "top1_quant", "top1_corrected",
+                                         "model_bits_float", "model_bits_quant", "model_bits_corrected", "correction_bits",
+                                         "bits_per_weight"};
     char full[512], part[512], path[1024], other[1024];
     snprintf(full, sizeof full, "%s/full", test_tmpdir()); /* names of one length: the reports name them */
     snprintf(part, sizeof part, "%s/part", test_tmpdir());
