@@ -472,6 +472,7 @@ static void test_bias_on_trained_model(void **state) {
     free(cap.x);
     free(tokens);
     corrections_free(&c);
+    evaluation_free(&r.eval);
     trained_free(&t);
 }
 
@@ -530,6 +531,9 @@ static void test_lowrank_on_trained_model(void **state) {
     corrections_free(&c);
     corrections_free(&ca);
     corrections_free(&ct);
+    evaluation_free(&r.eval);
+    evaluation_free(&ra.eval);
+    evaluation_free(&rt.eval);
     trained_free(&t);
 }
 
