@@ -827,6 +827,13 @@ static void test_report_budget_curve(void **state) {
         fprintf(f, "b%d,1,64x2,64,2,2,int2,1,0,linear,train,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,1,1,%d,1000,1,1,1,1\n", k,
                 lf, lq, lc, exp(lf), exp(lq), exp(lc), rec[k], lq - lc, steps[k]);
     }
+    /* at 4 bits a small gap: the ratios leave 0..100% (fine-tuning), and no control arm is there to say so */
+    const double rec4[4] = {-0.5, 0.3, 1.2, 1.6};
+    for (int k = 0; k < 4; k++) {
+        double lf = 2.0, lq = 2.01, lc = lq - rec4[k] * 0.01;
+        fprintf(f, "c%d,1,64x2,64,2,4,int4,1,0,linear,train,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,1,1,%d,1000,1,1,1,1\n", k,
+                lf, lq, lc, exp(lf), exp(lq), exp(lc), rec4[k], lq - lc, steps[k]);
+    }
     assert_int_equal(fclose(f), 0);
     ReportSummary summary;
     if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
@@ -837,9 +844,12 @@ static void test_report_budget_curve(void **state) {
         "- At 64x2, 2 bits, 1000 calibration characters, recovery goes from 40.0% after 10 steps to 70.0% after 80; it comes "
         "within 2 points of its best (70.0%) at 40 steps.",
         "(plots/budget_64x2.svg)",
+        "| 4 | 1000 | -50.0 (1/1) | 30.0 (1/1) | 120.0 (1/1) | 160.0 (1/1) | outside 0-100% |",
+        "This directory has no control arm",
     };
     for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
         if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    if (strstr(md, "- At 64x2, 4 bits")) fail_msg("report.md draws a conclusion from the 4-bit curve outside 0-100%%");
     free(md);
     snprintf(path, sizeof path, "%s/plots/budget_64x2.svg", dir);
     expect_balanced_svg(path);

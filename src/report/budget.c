@@ -56,6 +56,14 @@ int section_budget(Report *rep) {
     textbuf_printf(t, "\n## 12. Recovery against the correction budget\n\nCells: recovery (%%) as the ratio of pooled means over "
                       "the cell's resolved runs (resolved/runs), by correction training steps (columns) and calibration characters "
                       "(rows). \"Flattens at\": the fewest steps whose recovery comes within 2 points of the curve's best.\n");
+    /* with more steps a correction fine-tunes the model too; without the control arm's runs at each
+     * budget the fine-tuning rule cannot separate that, so a curve that leaves 0..100% draws no
+     * conclusion (a cell's ratio of a small gap can run to hundreds of percent either way) */
+    if (rep->n_control == 0)
+        textbuf_printf(t, "\nThis directory has no control arm, so no run is tested against the gain the same correction training "
+                          "gives the unquantized model: a curve with a cell below 0%% or above 100%% measures fine-tuning or "
+                          "over-fitting of the correction as much as recovery, is marked \"outside 0-100%%\" and draws no "
+                          "conclusion.\n");
     int rc = 0;
     double *xy = qc_malloc(sizeof(double) * 2 * (size_t)(n_steps * n_calibs * rep->n_bits + 1), "budget plot");
     SvgSeries *series = qc_calloc((size_t)(n_calibs * rep->n_bits + 1), sizeof(SvgSeries), "budget plot");
@@ -72,7 +80,7 @@ int section_budget(Report *rep) {
             for (int a = 0; a < n_calibs; a++) {
                 double *x = xy + used, *y = xy + used + n_steps, best = -INFINITY;
                 used += 2 * n_steps;
-                int any = 0;
+                int any = 0, outside = 0;
                 textbuf_printf(t, "| %d | %ld |", rep->bits[b], calibs[a]);
                 for (int k = 0; k < n_steps; k++) {
                     CellRecovery cr;
@@ -81,17 +89,20 @@ int section_budget(Report *rep) {
                     x[k] = log2((double)(steps[k] > 0 ? steps[k] : 1));
                     y[k] = 100 * cr.pooled;
                     if (isfinite(y[k])) best = fmax(best, y[k]), any = 1;
+                    if (isfinite(y[k]) && (y[k] < 0.0 || y[k] > 100.0)) outside = 1;
                 }
+                outside = outside && rep->n_control == 0;
                 long flat = -1;
                 for (int k = 0; k < n_steps && flat < 0; k++)
                     if (isfinite(y[k]) && y[k] >= best - 2.0) flat = steps[k];
-                if (flat >= 0) textbuf_printf(t, " %ld |\n", flat);
+                if (outside) textbuf_printf(t, " outside 0-100%% |\n");
+                else if (flat >= 0) textbuf_printf(t, " %ld |\n", flat);
                 else textbuf_printf(t, " n/a |\n");
                 if (!any) continue;
                 snprintf(names[ns], sizeof names[0], "%d bits, %ld characters", rep->bits[b], calibs[a]);
                 series[ns] = (SvgSeries){names[ns], x, y, n_steps, ns, 0, 0};
                 ns++;
-                if (n_steps >= 2 && isfinite(y[0]) && isfinite(y[n_steps - 1]))
+                if (!outside && n_steps >= 2 && isfinite(y[0]) && isfinite(y[n_steps - 1]))
                     textbuf_printf(c, "- At %s, %d bits, %ld calibration characters, recovery goes from %.1f%% after %ld steps to %.1f%% "
                                       "after %ld; it comes within 2 points of its best (%.1f%%) at %ld steps.\n",
                                    rep->sizes[z].name, rep->bits[b], calibs[a], y[0], steps[0], y[n_steps - 1], steps[n_steps - 1],
