@@ -506,6 +506,16 @@ static void test_report_end_to_end(void **state) {
     free(md);
 }
 
+/* dir's report.md, the test failing if it lacks any of the n expected strings; the caller frees it */
+static char *report_with(const char *dir, const char *const *expected, size_t n) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/report.md", dir);
+    char *md = read_text(path);
+    for (size_t i = 0; i < n; i++)
+        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    return md;
+}
+
 /* Makes test_tmpdir()/name (into dir) and opens its summary.csv with the header row written. */
 static FILE *new_summary(const char *name, char *dir, size_t size) {
     char path[1024];
@@ -527,7 +537,7 @@ static FILE *new_summary(const char *name, char *dir, size_t size) {
  * 0.003 (more than a third of the gap). Only the linear runs count: the cell recovers 50%. */
 static void test_report_fine_tuning_is_no_recovery(void **state) {
     (void)state;
-    char dir[512], path[1024];
+    char dir[512];
     FILE *f = new_summary("finetune", dir, sizeof dir);
     for (int seed = 1; seed <= 3; seed++)
         for (int h = 0; h < 2; h++) {
@@ -547,14 +557,11 @@ static void test_report_fine_tuning_is_no_recovery(void **state) {
     assert_int_equal(summary.bits[0].bits, 4);
     assert_int_equal(summary.bits[0].n_excluded, 3);
     assert_close(summary.bits[0].recovery.mean, 0.5, 1e-9);
-    snprintf(path, sizeof path, "%s/report.md", dir);
-    char *md = read_text(path);
     const char *expected[] = {
         "- At 4 bits, corrections recover 50.0% of the pooled quantization loss gap",
         "3 whose loss gap is resolved but under 3 times the gain the same correction training gives the unquantized model",
     };
-    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
-        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     if (strstr(md, "250.0")) fail_msg("report.md quotes the fine-tuning ratio 250%%");
     free(md);
 }
@@ -792,8 +799,6 @@ static void test_report_frontier(void **state) {
     assert_int_equal(fclose(f), 0);
     ReportSummary summary;
     if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
-    snprintf(path, sizeof path, "%s/report.md", dir);
-    char *md = read_text(path);
     const char *expected[] = {
         "- At 64x2 the frontier is int2 channel rtn (300 kbit, loss 2.810), int2 channel rtn + linear e1 (400 kbit, loss 2.315), "
         "int4 channel rtn (500 kbit, loss 2.060), int4 channel rtn + linear e1 (600 kbit, loss 2.058), float (1000 kbit, loss 2.010); "
@@ -804,8 +809,7 @@ static void test_report_frontier(void **state) {
         "- At 2 bits the corrections do not measurably change KL to the float model (0.5 → 0.2 nats, mean over 2 runs",
         "![64x2: validation loss against model size](plots/frontier_loss_64x2.svg)",
     };
-    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
-        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     if (strstr(md, "| int3 channel rtn |")) fail_msg("the dominated int3 model is listed on the frontier");
     free(md);
     snprintf(path, sizeof path, "%s/plots/frontier_loss_64x2.svg", dir);
@@ -837,8 +841,6 @@ static void test_report_budget_curve(void **state) {
     assert_int_equal(fclose(f), 0);
     ReportSummary summary;
     if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
-    snprintf(path, sizeof path, "%s/report.md", dir);
-    char *md = read_text(path);
     const char *expected[] = {
         "| 2 | 1000 | 40.0 (1/1) | 60.0 (1/1) | 69.0 (1/1) | 70.0 (1/1) | 40 |",
         "- At 64x2, 2 bits, 1000 calibration characters, recovery goes from 40.0% after 10 steps to 70.0% after 80; it comes "
@@ -847,8 +849,7 @@ static void test_report_budget_curve(void **state) {
         "| 4 | 1000 | -50.0 (1/1) | 30.0 (1/1) | 120.0 (1/1) | 160.0 (1/1) | outside 0-100% |",
         "This directory has no control arm",
     };
-    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
-        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     if (strstr(md, "- At 64x2, 4 bits")) fail_msg("report.md draws a conclusion from the 4-bit curve outside 0-100%%");
     free(md);
     snprintf(path, sizeof path, "%s/plots/budget_64x2.svg", dir);
@@ -860,7 +861,7 @@ static void test_report_budget_curve(void **state) {
  * −0.41; train stores 4160 extra parameters, none 0. */
 static void test_report_methods(void **state) {
     (void)state;
-    char dir[512], path[1024];
+    char dir[512];
     FILE *f = new_budget_summary("methods", dir, sizeof dir);
     const char *methods[3] = {"none", "train", "lowrank"}, *kinds[3] = {"none", "linear", "lowrank"};
     const double loss[2][3] = {{2.8, 2.4, 2.41}, {2.82, 2.41, 2.43}};
@@ -875,8 +876,6 @@ static void test_report_methods(void **state) {
     assert_int_equal(fclose(f), 0);
     ReportSummary summary;
     if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
-    snprintf(path, sizeof path, "%s/report.md", dir);
-    char *md = read_text(path);
     const char *expected[] = {
         "## 13. Methods at matched budgets",
         "| rtn | train | 2 | 2.4050 ± 0.0050 | -0.4050 [",
@@ -885,8 +884,7 @@ static void test_report_methods(void **state) {
         "| 2 | train − none | 2 | -0.4050 |",
         "- At 2 bits, no significant loss difference between train and lowrank (-0.0150 nats over 2 pairs).",
     };
-    for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
-        if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     free(md);
 }
 
