@@ -61,6 +61,12 @@ void put_sign(TextBuf *t, const SignTestResult *s) {
     put_p(t, s->p);
     textbuf_printf(t, " (%d+/%d−)", s->n_pos, s->n_neg);
 }
+
+void put_rank_tests(TextBuf *t, const PairedComparison *pc) {
+    put_wilcoxon(t, &pc->wilcoxon);
+    textbuf_printf(t, " | ");
+    put_sign(t, &pc->sign);
+}
 const char *kind_label(int hidden, char *buf, size_t size) {
     if (hidden == 0) snprintf(buf, size, "linear (h=0)");
     else snprintf(buf, size, "MLP (h=%d)", hidden);

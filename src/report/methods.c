@@ -133,9 +133,7 @@ int section_methods_budget(Report *rep) {
             textbuf_printf(t, "| %d | %s − %s | %d | %+.4f | ", rep->bits[k], pairs[p][0], pairs[p][1], n, pc.diff.mean);
             put_interval(t, pc.diff.ci_low, pc.diff.ci_high, "%+.4f");
             textbuf_printf(t, " | ");
-            put_wilcoxon(t, &pc.wilcoxon);
-            textbuf_printf(t, " | ");
-            put_sign(t, &pc.sign);
+            put_rank_tests(t, &pc);
             textbuf_printf(t, " |\n");
             int sure = paired_significant(&pc);
             if (!sure)

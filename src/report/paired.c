@@ -68,9 +68,7 @@ static void put_paired_cells(TextBuf *t, const PairedComparison *pc) {
     textbuf_printf(t, " | ");
     put_ci(t, pc->diff.ci_low, pc->diff.ci_high, 2);
     textbuf_printf(t, " | ");
-    put_wilcoxon(t, &pc->wilcoxon);
-    textbuf_printf(t, " | ");
-    put_sign(t, &pc->sign);
+    put_rank_tests(t, pc);
     textbuf_printf(t, " |\n");
 }
 
@@ -237,9 +235,7 @@ int section_control(Report *rep) {
         textbuf_printf(t, " | ");
         put_interval(t, pc.diff.ci_low, pc.diff.ci_high, "%.4f");
         textbuf_printf(t, " | ");
-        put_wilcoxon(t, &pc.wilcoxon);
-        textbuf_printf(t, " | ");
-        put_sign(t, &pc.sign);
+        put_rank_tests(t, &pc);
         textbuf_printf(t, " | ");
         /* a share of a gain below the 1e-4-nat resolution of recovery would be noise */
         put_pct(t, n && pc.mean_a > 1e-4 ? pc.mean_b / pc.mean_a : NAN, 1);

@@ -115,6 +115,8 @@ void put_cell(TextBuf *t, const MeanCI *m);
 void put_gap(TextBuf *t, double mean, double se);
 void put_wilcoxon(TextBuf *t, const WilcoxonResult *w);
 void put_sign(TextBuf *t, const SignTestResult *s);
+/* the Wilcoxon and sign test cells of a paired comparison, " | " between them */
+void put_rank_tests(TextBuf *t, const PairedComparison *pc);
 const char *kind_label(int hidden, char *buf, size_t size);
 
 /* ---- the sections, in report order ---- */
