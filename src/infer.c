@@ -20,15 +20,29 @@ int inference_chunk(const GPT *m) {
     return m->max_batch;
 }
 
-int inference_init(Inference *inf, const GPT *m, int windows) {
+int inference_init(Inference *inf, GPT *m, int windows) {
     memset(inf, 0, sizeof *inf);
     const GPTConfig *cfg = &m->config;
     if (windows <= 0) windows = inference_chunk(m);
     if (windows > m->max_batch) windows = m->max_batch;
     int T = cfg->ctx, C = cfg->d_model, NH = cfg->n_head;
     size_t rows = (size_t)windows * T;
-    inf->memory = qc_aligned_alloc(windows * window_floats(cfg, T) * sizeof(float), "inference scratch");
-    if (!inf->memory) return -1;
+    size_t need = windows * window_floats(cfg, T);
+    if (!m->infer_busy && m->infer_floats < need) {
+        free(m->infer_memory);
+        m->infer_floats = 0;
+        m->infer_memory = qc_aligned_alloc(need * sizeof(float), "inference scratch");
+        if (!m->infer_memory) return -1;
+        m->infer_floats = need;
+    }
+    if (!m->infer_busy) {
+        m->infer_busy = 1;
+        inf->owner = m;
+        inf->memory = m->infer_memory;
+    } else {
+        inf->memory = qc_aligned_alloc(need * sizeof(float), "inference scratch");
+        if (!inf->memory) return -1;
+    }
     inf->windows = windows;
     inf->T = T;
     float *p = inf->memory;
@@ -46,7 +60,10 @@ int inference_init(Inference *inf, const GPT *m, int windows) {
 }
 
 void inference_free(Inference *inf) {
-    free(inf->memory);
+    if (inf->owner)
+        inf->owner->infer_busy = 0;
+    else
+        free(inf->memory);
     memset(inf, 0, sizeof *inf);
 }
 

@@ -16,12 +16,16 @@
 typedef struct {
     int windows;     /* windows per chunk */
     int T;
-    float *memory;   /* one allocation */
+    float *memory;   /* one allocation: the model's (GPT.infer_memory) or, if another Inference holds that, its own */
+    GPT *owner;      /* the model whose scratch `memory` is; NULL when the Inference allocated it */
     float *x, *ln, *mean, *rstd, *qkv, *att, *atty, *fch;
 } Inference;
 
-/* Scratch for chunks of `windows` windows of the model's context (0: inference_chunk's choice). */
-int inference_init(Inference *inf, const GPT *m, int windows);
+/* Scratch for chunks of `windows` windows of the model's context (0: inference_chunk's choice):
+ * the model's own, grown if too small and kept until gpt_free (evaluating batch after batch pays
+ * for the allocation and its page faults once), unless another Inference of the model holds it. */
+int inference_init(Inference *inf, GPT *m, int windows);
+/* Gives the scratch back to its model (before gpt_free of that model) or frees it. */
 void inference_free(Inference *inf);
 /* The windows per chunk when inference_init is given 0. */
 int inference_chunk(const GPT *m);

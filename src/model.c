@@ -210,6 +210,7 @@ void gpt_free(GPT *m) {
     free(m->inputs);
     free(m->grad_memory);
     free(m->act_quant);
+    free(m->infer_memory);
     memset(m, 0, sizeof *m);
 }
 

@@ -134,6 +134,12 @@ typedef struct {
     int act_bits;
     float *act_quant;   /* (B,T,4C) scratch, allocated by gpt_set_act_bits */
 
+    /* the forward-only path's scratch (infer.h), allocated by its first Inference and kept until
+     * gpt_free, so repeated evaluations do not fault in tens of megabytes each time */
+    float *infer_memory;
+    size_t infer_floats;
+    int infer_busy;     /* an Inference holds infer_memory */
+
     /* backward scratch (training only) */
     float *grad_memory;
     float *dresid, *dln, *datty, *dqkv, *dfch, *dlogits;

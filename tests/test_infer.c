@@ -127,9 +127,48 @@ static void test_infer_refuses(void **state) {
     gpt_free(&m);
 }
 
+/* The scratch is the model's, kept between evaluations (the second Inference gets the same memory,
+ * grown when a larger chunk asks); one made while another holds it gets its own, and both give the
+ * training forward's logits. */
+static void test_infer_scratch_kept(void **state) {
+    (void)state;
+    GPT m;
+    int32_t tokens[MAX_B * CTX];
+    model_and_tokens(&m, tokens, 41);
+    Inference a, b;
+    assert_int_equal(inference_init(&a, &m, 2), 0);
+    float *first = a.memory;
+    assert_ptr_equal(first, m.infer_memory);
+    inference_free(&a);
+    assert_ptr_equal(m.infer_memory, first); /* given back, not freed */
+    assert_int_equal(inference_init(&a, &m, 1), 0);
+    assert_ptr_equal(a.memory, first); /* smaller: the same memory */
+    assert_int_equal(inference_init(&b, &m, MAX_B), 0);
+    assert_true(b.memory != a.memory && b.owner == NULL); /* held by a: its own */
+    size_t n = (size_t)MAX_B * CTX * m.config.vocab_size;
+    assert_int_equal(gpt_forward(&m, tokens, MAX_B, CTX, NULL), 0);
+    float *want = copy_floats(m.logits, n);
+    assert_int_equal(gpt_infer(&m, &b, tokens, NULL, 0, MAX_B, CTX, NULL), 0);
+    assert_int_equal(memcmp(want, m.logits, n * sizeof(float)), 0);
+    assert_int_equal(gpt_infer(&m, &a, tokens, NULL, 0, MAX_B, CTX, NULL), 0);
+    assert_int_equal(memcmp(want, m.logits, n * sizeof(float)), 0);
+    inference_free(&b);
+    inference_free(&a);
+    assert_int_equal(inference_init(&a, &m, MAX_B), 0); /* larger than the model's: grown, then kept */
+    assert_ptr_equal(a.memory, m.infer_memory);
+    assert_true(m.infer_floats >= (size_t)MAX_B * CTX * m.config.d_model);
+    assert_int_equal(gpt_infer(&m, &a, tokens, NULL, 0, MAX_B, CTX, NULL), 0);
+    assert_int_equal(memcmp(want, m.logits, n * sizeof(float)), 0);
+    inference_free(&a);
+    free(want);
+    gpt_free(&m);
+    assert_null(m.infer_memory);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_infer_matches_forward),
+        cmocka_unit_test(test_infer_scratch_kept),
         cmocka_unit_test(test_infer_from_prefix),
         cmocka_unit_test(test_infer_refuses),
     };
