@@ -5,7 +5,8 @@
 #include <stdlib.h>
 
 #include "../data.h"
-#include "../infer.h"
+#include "../evaluate.h"
+#include "../optim.h"
 #include "../model.h"
 #include "../sites.h"
 #include "../util.h"
@@ -119,42 +120,61 @@ SweepWork sweep_flops_per_token(const SweepConfig *cfg, int z) {
     return (SweepWork){.train = 3.0 * forward, .forward = forward, .correct = 2.0 * forward};
 }
 
+/* Times what a run does, with the functions it calls: a training step of the float model, a
+ * correction step (linear corrections after every block, the most a stream correction adds:
+ * its forward, its backward through every block, the clip and AdamW on the corrections) and the
+ * evaluation of one batch of validation windows through those corrections (forward-only pass,
+ * per-window losses). Three repetitions of each, the first warming caches and threads. */
 int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus, int z, SweepWork *out) {
     int B = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
     if (B < 32) B = 32;
     GPTConfig g = {.vocab_size = corpus->vocab.size, .ctx = cfg->ctx, .d_model = cfg->sizes[z].d_model,
                    .n_layer = cfg->sizes[z].n_layer, .n_head = cfg->heads};
+    size_t span = (size_t)B * cfg->ctx, val_windows = corpus->n_val > 0 ? (corpus->n_val - 1) / (size_t)cfg->ctx : 0;
+    if (val_windows < 1) { qc_error("the validation split (%zu characters) is shorter than one window of %d", corpus->n_val, cfg->ctx + 1); return -1; }
+    if (val_windows < (size_t)B) span = val_windows * cfg->ctx; /* a small corpus: the windows it has */
     GPT m;
     if (gpt_init(&m, &g, B) != 0) return -1;
     if (gpt_enable_training(&m) != 0) { gpt_free(&m); return -1; }
     gpt_init_weights(&m, 1);
-    int32_t *in = qc_calloc((size_t)B * cfg->ctx, sizeof(int32_t), "timing batch");
-    Inference inf;
-    if (!in || inference_init(&inf, &m, 0) != 0) { free(in); gpt_free(&m); return -1; }
+    CorrectionLayout layout = {.kind = method_kind(METHOD_TRAIN, 0), .every = 1};
+    Corrections c;
+    if (corrections_init(&c, &g, &layout, B * cfg->ctx, 1) != 0) { gpt_free(&m); return -1; }
+    int32_t *in = qc_calloc(span, sizeof(int32_t), "timing batch");
+    if (!in) { corrections_free(&c); gpt_free(&m); return -1; }
     Rng rng;
     rng_seed(&rng, 1);
     sample_windows(corpus->ids, corpus->n_train, B, cfg->ctx, &rng, in, in);
+    const int32_t *val = corpus->ids + corpus->n_train;
     double t_train = 0, t_corr = 0, t_eval = 0;
-    for (int rep = 0; rep < 3; rep++) { /* the first repetition warms caches and threads */
+    int rc = 0;
+    for (int rep = 0; rep < 3 && rc == 0; rep++) {
         double t0 = now_seconds();
         gpt_forward(&m, in, cfg->train_batch, cfg->ctx, NULL);
         gpt_zero_grad(&m);
         gpt_loss(&m, in);
         gpt_backward(&m, NULL, 1, 1, 0);
         double t1 = now_seconds();
-        gpt_forward(&m, in, cfg->corr_batch, cfg->ctx, NULL);
+        corrections_zero_grad(&c);
+        rc = gpt_forward(&m, in, cfg->corr_batch, cfg->ctx, &c.hook);
         gpt_loss(&m, in);
-        gpt_backward(&m, NULL, 1, 0, 0); /* every block: the plan counts the share a run computes */
+        gpt_backward(&m, &c.hook, 1, 0, 0); /* every block: the plan counts the share a run computes */
+        clip_grad_norm(c.grads, c.num_params, 1.0f);
+        AdamWStep step = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .step = rep + 1};
+        adamw_update(c.params, c.grads, c.adam_m, c.adam_v, c.num_params, 1, &step);
         double t2 = now_seconds();
-        gpt_infer(&m, &inf, in, NULL, 0, B, cfg->ctx, NULL); /* evaluation's forward-only path */
+        Evaluation ev;
+        if (rc == 0) rc = evaluate_model(&m, &c.hook, val, span + 1, NULL, -1, NULL, &ev);
+        if (rc == 0) evaluation_free(&ev);
         double t3 = now_seconds();
         if (rep) { t_train += (t1 - t0) / 2; t_corr += (t2 - t1) / 2; t_eval += (t3 - t2) / 2; }
     }
     free(in);
-    inference_free(&inf);
+    corrections_free(&c);
     gpt_free(&m);
+    if (rc != 0) return -1;
     *out = (SweepWork){.train = t_train / ((double)cfg->train_batch * cfg->ctx),
-                       .forward = t_eval / ((double)B * cfg->ctx),
+                       .forward = t_eval / (double)span,
                        .correct = t_corr / ((double)cfg->corr_batch * cfg->ctx)};
     return 0;
 }
