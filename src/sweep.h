@@ -111,6 +111,7 @@ int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *comma
 typedef struct {
     int quiet, dry_run;
     int shard_k, shard_n;  /* 1-based shard K of N; 1/1 = everything */
+    int claim;             /* a --jobs worker: take groups, the most work first, by claim files */
     const char *data_path;
 } SweepOptions;
 
@@ -142,6 +143,14 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
 
 /* Runs (or resumes) this shard's part of the sweep in dir. */
 int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, const char *command);
+/* --jobs: workers on one machine share a directory's float-model groups through DIR/claims/
+ * (sweep_run with o->claim). Before starting them: removes the claims of processes of this host
+ * that are gone (an interrupted or finished earlier start), so their groups can be taken again. */
+int sweep_clear_stale_claims(const char *dir);
+/* The estimated cost (seconds, given each size's measured seconds per token) of every float-model
+ * group's unfinished work (done may be NULL), into cost[n_groups]. */
+void sweep_group_costs(const SweepConfig *cfg, const SweepRun *runs, int n_runs, int n_groups, const int *done,
+                       double eval_tokens, const SweepWork *seconds_per_token, double *cost);
 /* A run record (size bytes of JSON) whose fields match the schema (schema.h: every required field
  * present, each of its type and bounds), or NULL with the reason in why. */
 cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size);

@@ -141,15 +141,24 @@ static char *temporary_name(const char *path) {
     return tmp;
 }
 
-int is_stale_temporary(const char *name) {
-    const char *mark = strstr(name, ".tmp.");
-    if (!mark) return 0;
+int process_owner_tag(char *out, size_t size) {
+    char host[64];
+    host_for_names(host, sizeof host);
+    return snprintf(out, size, "%s.%ld", host, (long)getpid());
+}
+
+int process_is_gone(const char *tag) {
     char host[64], their_host[64];
     host_for_names(host, sizeof host);
     long pid;
-    if (sscanf(mark + 5, "%63[^.].%ld.", their_host, &pid) != 2) return 0;
-    if (strcmp(their_host, host) != 0) return 0; /* another machine's writer: not ours to judge */
+    if (sscanf(tag, "%63[^.].%ld", their_host, &pid) != 2) return 0;
+    if (strcmp(their_host, host) != 0) return 0; /* another machine's process: not ours to judge */
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+int is_stale_temporary(const char *name) {
+    const char *mark = strstr(name, ".tmp.");
+    return mark && process_is_gone(mark + 5);
 }
 
 /* A rename (or link) is an entry in the directory: until the directory itself is synced a power

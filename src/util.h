@@ -64,6 +64,11 @@ int atomic_file_printf(AtomicFile *f, const char *fmt, ...) __attribute__((forma
 int atomic_file_commit(AtomicFile *f);
 void atomic_file_discard(AtomicFile *f); /* after a commit too (it frees); safe twice */
 
+/* "HOST.PID" of this process (dots in the host name replaced), as temporary names carry it. */
+int process_owner_tag(char *out, size_t size);
+/* 1 if tag ("HOST.PID...") names a process of this host that no longer exists; 0 for a live
+ * one, another host's, or a tag that does not parse. */
+int process_is_gone(const char *tag);
 /* 1 if name is a temporary file of write_file_atomic left by a dead process on this host. */
 int is_stale_temporary(const char *name);
 /* Fails (naming the path) unless a file can be created beside path: checked before long work. */

@@ -4,7 +4,8 @@
 #   1. SIGKILL at several moments (mid float training, mid run, between records, after a
 #      quantization) and restart: every run exactly once, no temporaries, rows equal to an
 #      uninterrupted reference sweep on every deterministic column (all but seconds_*);
-#   2. two shards at once into one directory;
+#   2. two shards at once into one directory; --jobs 2 (claims, a dead worker's claim, a live
+#      process's claim, SIGTERM and resume);
 #   3. a restart with other settings is refused, naming the key, leaving the directory as it was;
 #   4. corrupt records are reported, moved aside and re-run;
 #   5. bad input: one line on stderr, exit 2 (usage) or 1 (runtime), nothing created;
@@ -314,6 +315,53 @@ if [ -z "$both" ] && [ "$(cat "$T/shard1.runs" "$T/shard2.runs" | wc -l | tr -d 
 else fail "shards: disjoint halves of whole float-model groups" "in both: $both" "1/2: $g1; 2/2: $g2"; fi
 for g in $g1; do case " $g2 " in *" $g "*) fail "shards: group $g split across shards" ;; esac; done
 
+# ---------------------------------------------------------------- 2b. --jobs
+
+# two worker processes of one thread share the groups through claim files: the same rows
+J=$T/jobs
+t0=$(date +%s)
+"$QCORR" sweep $GRID --out "$J" --jobs 2 --threads 2 >"$T/jobs.log" 2>&1 </dev/null
+rc=$?
+if [ $rc = 0 ]; then ok "jobs: --jobs 2 exits 0 ($(($(date +%s) - t0))s)"; else fail "jobs: --jobs 2 exits 0" "exit $rc"; show "$T/jobs.log"; fi
+check_complete "jobs" "$J" "$T/expected.ids" "$REF/summary.csv"
+set -- "$J"/claims/*.claim
+if [ $# = 4 ] && [ -e "$1" ]; then ok "jobs: one claim per float-model group ($(cat "$@" | sort -u | wc -l | tr -d ' ') worker(s) took them)"
+else fail "jobs: one claim per float-model group" "$(ls "$J/claims" 2>&1 | head -n 5)"; fi
+# a dead process's claim is cleared and its group run again; a live process's is left to it
+host=$(hostname | tr './' '__')
+sh -c 'echo $$ >"$1"' sh "$T/dead.pid"
+rm -f "$J"/runs/s1_16x1_*.json "$J"/runs/s2_24x1_*.json
+echo "$host.$(cat "$T/dead.pid")" >"$J/claims/s1_16x1.claim"
+echo "$host.$$" >"$J/claims/s2_24x1.claim"
+"$QCORR" sweep $GRID --out "$J" --jobs 2 --threads 2 >"$T/jobs2.log" 2>&1 </dev/null
+rc=$?
+grep -v '^s2_24x1_' "$T/expected.ids" >"$T/expected.jobs2"
+n_live=$(grep -c '^s2_24x1_' "$T/expected.ids")
+if [ $rc = 0 ] && grep -q "$n_live of $N_RUNS runs are left to another sweep's workers" "$T/jobs2.log"; then
+    ok "jobs: a live process's claim is left to it and said so ($n_live runs)"
+else fail "jobs: a live process's claim is left to it and said so" "exit $rc"; show "$T/jobs2.log"; fi
+check_complete "jobs, a dead worker's claim taken again" "$J" "$T/expected.jobs2" "$REF/summary.csv"
+# SIGTERM to the parent: the workers stop after their current run, the parent exits non-zero;
+# the same command again completes the grid
+J3=$T/jobs3
+"$QCORR" sweep $GRID --out "$J3" --jobs 2 --threads 2 >"$T/jobs3.log" 2>&1 </dev/null &
+PID=$!
+BG="$BG $PID"
+wait_until test -d "$J3/claims" # the workers have started
+kill -TERM "$PID"
+wait_bounded "$PID" 60
+rc=$?
+sleep 0.5
+left=$(ps -eo args | grep -c "[s]weep .*--out $J3")
+n_done=$(n_records "$J3")
+if [ $rc != 0 ] && [ "$left" = 0 ] && [ "$n_done" -lt "$N_RUNS" ] && grep -q "interrupted" "$T/jobs3.log" && [ -z "$(temporaries "$J3")" ]; then
+    ok "jobs: SIGTERM stops the parent and its workers ($n_done of $N_RUNS runs kept, no temporaries)"
+else fail "jobs: SIGTERM stops the parent and its workers" "exit $rc, $left processes left, $n_done records"; show "$T/jobs3.log"; fi
+"$QCORR" sweep $GRID --out "$J3" --jobs 2 --threads 2 >"$T/jobs4.log" 2>&1 </dev/null
+rc=$?
+if [ $rc = 0 ]; then ok "jobs: the same command resumes"; else fail "jobs: the same command resumes" "exit $rc"; show "$T/jobs4.log"; fi
+check_complete "jobs, resumed" "$J3" "$T/expected.ids" "$REF/summary.csv"
+
 # ---------------------------------------------------------------- 3. other settings refused
 
 snapshot "$REF" >"$T/ref.snap"
@@ -556,6 +604,12 @@ rc=$?
 if [ $rc = 0 ] && grep -Eq "^ +16x1 +2 float models x 7 steps" "$T/out" && grep -Eq "^ +24x1 +2 float models x 200 steps" "$T/out" &&
     [ ! -e "$T/dry" ]; then ok "dry-run: --sizes 16x1:7,24x1 plans 7 float steps for 16x1 and --train-steps' 200 for 24x1"
 else fail "dry-run: --sizes 16x1:7,24x1 plans 7 float steps for 16x1 and 200 for 24x1" "exit $rc"; show "$T/out"; show "$T/err"; fi
+# --jobs: the busiest worker's share, groups largest first
+"$QCORR" sweep $GRID --out "$T/dry" --dry-run --jobs 2 --threads 2 >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min on this machine with 2 workers of 1 thread \([0-9.]+ min of work" "$T/out" &&
+    [ ! -e "$T/dry" ]; then ok "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers"
+else fail "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers" "exit $rc"; show "$T/out"; show "$T/err"; fi
 snapshot "$REF" >"$T/ref.snap"
 "$QCORR" sweep $GRID --out "$REF" --dry-run >"$T/out" 2>"$T/err" </dev/null
 rc=$?

@@ -1,11 +1,17 @@
 /* cmd_sweep: `qcorr sweep` — a preset or any grid, every hyper-parameter a flag, shards for
  * Slurm arrays or GNU parallel, --dry-run with a measured estimate of the wall time. */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../data.h"
+#include "../omp_compat.h"
 #include "../sweep.h"
 #include "../train.h"
 #include "../util.h"
@@ -24,7 +30,32 @@ static int parse_shard(const char *text, int *k, int *n) {
 
 /* The plan of the whole grid (one shard of everything), each size's work weighed by the time a
  * few real steps of that size take on this machine: the sweep's own cost model (sweep.h). */
-static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir) {
+/* Longest-first onto `jobs` workers: each group goes to the worker that frees up first, as the
+ * workers' claims take them (sweep.h); the wall time is the busiest worker's. */
+static double workers_wall_time(const double *cost, int n, int jobs) {
+    double busy[64] = {0};
+    int *order = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    if (!order) return NAN;
+    for (int g = 0; g < n; g++) order[g] = g;
+    for (int a = 1; a < n; a++)
+        for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    for (int k = 0; k < n; k++) {
+        int w = 0;
+        for (int j = 1; j < jobs; j++)
+            if (busy[j] < busy[w]) w = j;
+        busy[w] += cost[order[k]];
+    }
+    free(order);
+    double wall = 0;
+    for (int j = 0; j < jobs; j++) wall = busy[j] > wall ? busy[j] : wall;
+    return wall;
+}
+
+static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir, int jobs) {
     int n_runs, n_groups;
     SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);
     SweepSizePlan *plan = runs ? calloc((size_t)cfg->n_sizes, sizeof *plan) : NULL;
@@ -35,9 +66,11 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
     for (int i = 0; i < n_runs; i++) n_control += runs[i].bits == 32;
     printf("plan for %s: %d float models, %d runs (%d in the control arm)\n", dir, n_groups, n_runs, n_control);
     double total = 0.0;
+    SweepWork per_token[SWEEP_MAX_VALUES];
     for (int z = 0; z < cfg->n_sizes; z++) {
         SweepWork seconds;
         if (sweep_measure_seconds_per_token(cfg, corpus, z, &seconds) != 0) { free(plan); free(runs); return -1; }
+        per_token[z] = seconds;
         double sub = sweep_work_cost(plan[z].work, seconds);
         total += sub;
         printf("  %4dx%-2d  %3d float models x %d steps (%.0f ms/step), %3d quantized models, %3d runs, %.0f whole-model correction steps "
@@ -47,11 +80,115 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
                plan[z].work.correct / ((double)cfg->corr_batch * cfg->ctx), 1000 * seconds.correct * cfg->corr_batch * cfg->ctx,
                seconds.forward * eval_tokens, sub / 60);
     }
-    printf("estimated wall time: %.1f min on this machine (one shard of everything; lstsq runs counted as trained ones)\n",
-           total / 60);
+    if (jobs > 1) {
+        double *cost = malloc((size_t)n_groups * sizeof(double));
+        if (!cost) { free(plan); free(runs); qc_error("out of memory planning the sweep"); return -1; }
+        sweep_group_costs(cfg, runs, n_runs, n_groups, NULL, eval_tokens, per_token, cost);
+        printf("estimated wall time: %.1f min on this machine with %d workers of %d thread%s (%.1f min of work; each float-model "
+               "group on one worker, the largest first; one shard of everything; lstsq runs counted as trained ones)\n",
+               workers_wall_time(cost, n_groups, jobs) / 60, jobs, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s", total / 60);
+        free(cost);
+    } else {
+        printf("estimated wall time: %.1f min on this machine (one shard of everything; lstsq runs counted as trained ones)\n",
+               total / 60);
+    }
     free(plan);
     free(runs);
     return 0;
+}
+
+/* Records in DIR/runs (finished runs, any shard): the --jobs parent's progress count. */
+static int count_records(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/runs", dir);
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        n += len > 5 && strcmp(e->d_name + len - 5, ".json") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* --jobs N: N worker processes of threads/N threads each share the shard's float-model groups
+ * through claim files (sweep.h); each group's work is what one process would do, so the records
+ * are the same bits. The parent prepares the directory first (one manifest), starts the workers
+ * before it runs any OpenMP region (a forked child gets no copy of a thread pool), waits, and on
+ * a worker's failure or a signal asks the others to stop after their current run (SIGTERM: the
+ * same clean stop as Ctrl-C), so no finished work is lost. */
+static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, const char *command, int jobs, int threads) {
+    if (sweep_prepare_dir(out, cfg, command) != 0 || sweep_clear_stale_claims(out) != 0) return -1;
+    int per = threads / jobs > 0 ? threads / jobs : 1, n_runs = 0, n_groups = 0, total = 0;
+    SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);
+    if (!runs) return -1;
+    for (int i = 0; i < n_runs; i++) total += runs[i].group % o.shard_n == o.shard_k - 1;
+    pid_t pids[64];
+    fflush(NULL);
+    for (int k = 0; k < jobs; k++) {
+        pids[k] = fork();
+        if (pids[k] < 0) {
+            qc_error("--jobs: cannot start worker %d: %s", k + 1, strerror(errno));
+            for (int j = 0; j < k; j++) kill(pids[j], SIGTERM);
+            while (wait(NULL) > 0) {}
+            free(runs);
+            return -1;
+        }
+        if (pids[k] == 0) {
+            set_threads(per);
+            o.claim = 1;
+            o.quiet = 1;
+            int rc = sweep_run(out, cfg, &o, command);
+            if (rc != 0) fprintf(stderr, "sweep: worker %d: %s\n", k + 1, qc_last_error());
+            fflush(NULL);
+            _exit(rc ? 1 : 0);
+        }
+    }
+    int alive = jobs, failed = 0, stopping = 0;
+    double started = now_seconds(), shown = 0;
+    while (alive > 0) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0) {
+            alive--;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
+        } else if (pid == 0) {
+            usleep(200 * 1000);
+        } else if (errno != EINTR) {
+            break;
+        }
+        if ((failed || qc_stop_signal) && !stopping) { /* the others stop after their current run */
+            stopping = 1;
+            for (int k = 0; k < jobs; k++) kill(pids[k], SIGTERM);
+        }
+        double now = now_seconds();
+        if (!o.quiet && (alive == 0 || now - shown >= (isatty(2) ? 1.0 : 30.0))) {
+            shown = now;
+            progress_line(stderr, alive == 0, "[%d/%d] runs recorded, %d of %d workers running, %.0f s", count_records(out),
+                          total, alive, jobs, now - started);
+        }
+    }
+    if (failed || qc_stop_signal) {
+        free(runs);
+        qc_error("%s: %s; finished runs are kept: start the same command again to resume", out,
+                 failed ? "a worker failed (its message is above)" : "interrupted");
+        return -1;
+    }
+    /* groups claimed by a live process that is not one of ours (another sweep --jobs on this
+     * directory) were left to it */
+    int missing = 0;
+    for (int i = 0; i < n_runs; i++) {
+        if (runs[i].group % o.shard_n != o.shard_k - 1) continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/runs/%s.json", out, runs[i].id);
+        missing += access(path, F_OK) != 0;
+    }
+    free(runs);
+    if (missing && !o.quiet)
+        fprintf(stderr, "sweep: %d of %d runs are left to another sweep's workers, which claimed their groups (%s/claims)\n",
+                missing, total, out);
+    return sweep_write_summary(out);
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -59,7 +196,7 @@ int cmd_sweep(int argc, char **argv) {
     const char *grid = NULL, *methods = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
     const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
     const char *corrected_bits = NULL, *corrected_grans = NULL, *rank = NULL, *lowrank_scale = NULL;
-    int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0;
+    int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0, jobs = 1;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1, act_bits = -1;
     const char *steps = NULL, *calib = NULL;
     double train_lr = -1, lr = -1, ridge = -1;
@@ -101,6 +238,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--dry-run", ARG_FLAG, &dry, 0, 0, "print the planned work and a measured time estimate, run nothing"},
         {"--data", ARG_STRING, &data, 0, 0, "corpus file"},
         {"--threads", ARG_INT, &threads, 0, 1024, "threads (0: OMP_NUM_THREADS or all cores)"},
+        {"--jobs", ARG_INT, &jobs, 1, 64, "worker processes sharing the float-model groups, each with threads/jobs threads"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
     int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory (SPEC section 6).", specs,
@@ -181,7 +319,11 @@ int cmd_sweep(int argc, char **argv) {
     }
     if (ridge >= 0) cfg.ridge = ridge;
     if (sweep_config_check(&cfg) != 0) return usage_error("sweep", "%s", qc_last_error());
-    set_threads(threads);
+    int all_threads = threads > 0 ? threads : omp_get_max_threads();
+    if (jobs == 1)
+        set_threads(threads);
+    else if (dry) /* timed as one worker runs */
+        set_threads(all_threads / jobs > 0 ? all_threads / jobs : 1);
 
     Corpus corpus;
     if (open_corpus(data, NULL, &corpus) != 0) return command_failed("sweep");
@@ -193,7 +335,7 @@ int cmd_sweep(int argc, char **argv) {
         if (check_memory(&g, 2 * B, 1) != 0) { corpus_free(&corpus); return command_failed("sweep"); }
     }
     if (dry) {
-        rc = dry_run(&cfg, &corpus, out);
+        rc = dry_run(&cfg, &corpus, out, jobs);
         corpus_free(&corpus);
         return rc ? command_failed("sweep") : 0;
     }
@@ -203,7 +345,8 @@ int cmd_sweep(int argc, char **argv) {
         if (strcmp(argv[i], "--shard") != 0 && (i == 0 || strcmp(argv[i - 1], "--shard") != 0))
             snprintf(command + strlen(command), sizeof command - strlen(command), " %s", argv[i]);
     install_stop_handlers();
-    if (sweep_run(out, &cfg, &o, command) != 0) return command_failed("sweep");
+    if (jobs > 1 ? run_jobs(out, &cfg, o, command, jobs, all_threads) != 0 : sweep_run(out, &cfg, &o, command) != 0)
+        return command_failed("sweep");
     if (!quiet) fprintf(stderr, "sweep: summary in %s/summary.csv; next: qcorr report %s\n", out, out);
     return 0;
 }

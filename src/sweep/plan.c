@@ -112,6 +112,21 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
     }
 }
 
+void sweep_group_costs(const SweepConfig *cfg, const SweepRun *runs, int n_runs, int n_groups, const int *done,
+                       double eval_tokens, const SweepWork *seconds_per_token, double *cost) {
+    int *others = qc_malloc((size_t)(n_runs > 0 ? n_runs : 1) * sizeof(int), "group costs");
+    SweepSizePlan *plan = qc_calloc((size_t)cfg->n_sizes, sizeof *plan, "group costs");
+    for (int g = 0; g < n_groups; g++) {
+        cost[g] = 0.0;
+        if (!others || !plan) continue; /* out of memory: every group the same, the order kept */
+        for (int i = 0; i < n_runs; i++) others[i] = runs[i].group != g || (done && done[i]);
+        sweep_plan(cfg, runs, n_runs, others, 1, 1, eval_tokens, plan);
+        for (int z = 0; z < cfg->n_sizes; z++) cost[g] += sweep_work_cost(plan[z].work, seconds_per_token[z]);
+    }
+    free(others);
+    free(plan);
+}
+
 /* Per token, a forward costs L blocks of 12 d^2 + 2 T d multiply-adds and the head 65 d (a
  * character vocabulary); a backward with weight gradients twice the forward, without them once. */
 SweepWork sweep_flops_per_token(const SweepConfig *cfg, int z) {

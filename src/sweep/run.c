@@ -3,10 +3,12 @@
 #include "parts.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../checkpoint.h"
@@ -106,6 +108,68 @@ static void remove_stale_temporaries(const char *dir) {
         }
         closedir(d);
     }
+}
+
+/* --jobs (sweep.h): a worker takes a group by creating DIR/claims/<group>.claim holding its
+ * HOST.PID; write_file_new links a finished file into place, so of workers racing exactly one
+ * creates it. Claims are only ever removed by sweep_clear_stale_claims, before workers start, so a
+ * worker never deletes a live worker's claim. 1: taken, 0: another worker's, -1: error. */
+static int claim_group(const char *dir, const char *name) {
+    char path[4200], tag[160];
+    snprintf(path, sizeof path, "%s/claims", dir);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) { qc_error("%s: cannot create: %s", path, strerror(errno)); return -1; }
+    snprintf(path, sizeof path, "%s/claims/%s.claim", dir, name);
+    process_owner_tag(tag, sizeof tag - 1);
+    strcat(tag, "\n");
+    int rc = write_file_new(path, tag, strlen(tag));
+    return rc == 0 ? 1 : rc == 1 ? 0 : -1;
+}
+
+int sweep_clear_stale_claims(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/claims", dir);
+    DIR *d = opendir(path);
+    if (!d) return 0; /* none yet */
+    int rc = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strstr(e->d_name, ".claim")) continue;
+        char file[4200 + 256];
+        snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+        size_t size;
+        char *text = (char *)read_file(file, &size);
+        if (text && process_is_gone(text) && unlink(file) != 0) {
+            qc_error("%s: cannot remove a finished worker's claim: %s", file, strerror(errno));
+            rc = -1;
+        }
+        free(text);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The order a process goes through the groups: as enumerated, or for a --jobs worker the most
+ * work first (the longest-first rule: the last groups to start are the short ones, so workers
+ * finish close together). */
+static int *group_order(const SweepConfig *cfg, const SweepRun *runs, int n_runs, int n_groups, const int *done,
+                        const SweepOptions *o, double eval_tokens) {
+    int *order = qc_malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(int), "group order");
+    double *cost = qc_malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(double), "group order");
+    SweepWork *per_token = qc_malloc((size_t)cfg->n_sizes * sizeof(SweepWork), "group order");
+    if (!order || !cost || !per_token) { free(order); free(cost); free(per_token); return NULL; }
+    for (int g = 0; g < n_groups; g++) order[g] = g;
+    if (o->claim) {
+        for (int z = 0; z < cfg->n_sizes; z++) per_token[z] = sweep_flops_per_token(cfg, z);
+        sweep_group_costs(cfg, runs, n_runs, n_groups, done, eval_tokens, per_token, cost);
+        for (int a = 1; a < n_groups; a++) /* insertion sort, stable: equal groups keep their order */
+            for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
+                int t = order[b];
+                order[b] = order[b - 1];
+                order[b - 1] = t;
+            }
+    }
+    free(cost);
+    free(per_token);
+    return order;
 }
 
 static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Corpus *corpus, int seed, int size_index,
@@ -232,7 +296,10 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
     int max_batch = cfg->train_batch > cfg->corr_batch ? cfg->train_batch : cfg->corr_batch;
     if (max_batch < 32) max_batch = 32; /* evaluation batches */
     int rc = 0;
-    for (int g = 0; g < n_groups && rc == 0; g++) {
+    int *order = group_order(cfg, runs, n_runs, n_groups, done, o, eval_tokens);
+    if (!order) rc = -1;
+    for (int gi = 0; gi < n_groups && rc == 0; gi++) {
+        int g = order[gi];
         if (g % o->shard_n != o->shard_k - 1) continue;
         int first = -1, todo = 0;
         for (int i = 0; i < n_runs; i++)
@@ -243,6 +310,13 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         if (first < 0 || todo == 0) continue;
         const SweepRun *r0 = &runs[first];
         const ModelSize *z = &cfg->sizes[r0->size_index];
+        if (o->claim) {
+            char name[64];
+            snprintf(name, sizeof name, "s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
+            int taken = claim_group(dir, name);
+            if (taken < 0) { rc = -1; break; }
+            if (!taken) continue; /* another worker's */
+        }
         snprintf(p.phase, sizeof p.phase, "float model s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
         show_progress(&p, NULL);
         GPT f;
@@ -373,6 +447,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         /* the float group's time is counted into the ETA through its runs */
         gpt_free(&f);
     }
+    free(order);
     if (rc == 0) rc = sweep_write_summary(dir);
     if (!o->quiet) {
         if (isatty(2)) fputc('\n', stderr);
