@@ -135,7 +135,9 @@ typedef struct {
     float *act_quant;   /* (B,T,4C) scratch, allocated by gpt_set_act_bits */
 
     /* the forward-only path's scratch (infer.h), allocated by its first Inference and kept until
-     * gpt_free, so repeated evaluations do not fault in tens of megabytes each time */
+     * gpt_free, so repeated evaluations do not fault in tens of megabytes each time (so evaluate
+     * a model through a pointer to it, never a copy of the struct: the copy's scratch would be
+     * freed by no one) */
     float *infer_memory;
     size_t infer_floats;
     int infer_busy;     /* an Inference holds infer_memory */
