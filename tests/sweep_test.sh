@@ -5,7 +5,7 @@
 #      quantization) and restart: every run exactly once, no temporaries, rows equal to an
 #      uninterrupted reference sweep on every deterministic column (all but seconds_*);
 #   2. two shards at once into one directory; --jobs 2 (claims, a dead worker's claim, a live
-#      process's claim, SIGTERM and resume);
+#      process's claim, SIGTERM to the parent, SIGKILL of a worker, and resume);
 #   3. a restart with other settings is refused, naming the key, leaving the directory as it was;
 #   4. corrupt records are reported, moved aside and re-run;
 #   5. bad input: one line on stderr, exit 2 (usage) or 1 (runtime), nothing created;
@@ -317,6 +317,9 @@ for g in $g1; do case " $g2 " in *" $g "*) fail "shards: group $g split across s
 
 # ---------------------------------------------------------------- 2b. --jobs
 
+has_claim() { set -- "$1"/claims/*.claim; [ -e "$1" ]; }
+claim_pids() { for f in "$1"/claims/*.claim; do [ -e "$f" ] && sed 's/.*\.//' "$f"; done | sort -u; } # HOST.PID
+
 # two worker processes of one thread share the groups through claim files: the same rows
 J=$T/jobs
 t0=$(date +%s)
@@ -347,12 +350,12 @@ J3=$T/jobs3
 "$QCORR" sweep $GRID --out "$J3" --jobs 2 --threads 2 >"$T/jobs3.log" 2>&1 </dev/null &
 PID=$!
 BG="$BG $PID"
-wait_until test -d "$J3/claims" # the workers have started
+wait_until has_claim "$J3" # a worker has started
 kill -TERM "$PID"
 wait_bounded "$PID" 60
 rc=$?
-sleep 0.5
-left=$(ps -eo args | grep -c "[s]weep .*--out $J3")
+left=0
+for w in $(claim_pids "$J3"); do kill -0 "$w" 2>/dev/null && left=$((left + 1)); done
 n_done=$(n_records "$J3")
 if [ $rc != 0 ] && [ "$left" = 0 ] && [ "$n_done" -lt "$N_RUNS" ] && grep -q "interrupted" "$T/jobs3.log" && [ -z "$(temporaries "$J3")" ]; then
     ok "jobs: SIGTERM stops the parent and its workers ($n_done of $N_RUNS runs kept, no temporaries)"
@@ -361,6 +364,25 @@ else fail "jobs: SIGTERM stops the parent and its workers" "exit $rc, $left proc
 rc=$?
 if [ $rc = 0 ]; then ok "jobs: the same command resumes"; else fail "jobs: the same command resumes" "exit $rc"; show "$T/jobs4.log"; fi
 check_complete "jobs, resumed" "$J3" "$T/expected.ids" "$REF/summary.csv"
+
+# SIGKILL of one worker: the parent names it, stops the other after its current run and exits
+# non-zero; the same command clears the dead worker's claim and completes the grid
+J5=$T/jobs5
+"$QCORR" sweep $GRID --out "$J5" --jobs 2 --threads 2 >"$T/jobs5.log" 2>&1 </dev/null &
+PID=$!
+BG="$BG $PID"
+wait_until has_claim "$J5"
+worker=$(claim_pids "$J5" | head -n 1)
+[ -n "$worker" ] && kill -9 "$worker"
+wait_bounded "$PID" 60
+rc=$?
+if [ -n "$worker" ] && [ $rc != 0 ] && grep -q "pid $worker) was killed by signal 9" "$T/jobs5.log"; then
+    ok "jobs: SIGKILL of a worker is reported and the sweep exits non-zero"
+else fail "jobs: SIGKILL of a worker is reported and the sweep exits non-zero" "worker '$worker', exit $rc"; show "$T/jobs5.log"; fi
+"$QCORR" sweep $GRID --out "$J5" --jobs 2 --threads 2 >"$T/jobs6.log" 2>&1 </dev/null
+rc=$?
+if [ $rc = 0 ]; then ok "jobs: after a killed worker the same command resumes"; else fail "jobs: after a killed worker the same command resumes" "exit $rc"; show "$T/jobs6.log"; fi
+check_complete "jobs, after a killed worker" "$J5" "$T/expected.ids" "$REF/summary.csv"
 
 # ---------------------------------------------------------------- 3. other settings refused
 

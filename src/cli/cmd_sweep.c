@@ -152,6 +152,11 @@ static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, con
         pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid > 0) {
             alive--;
+            if (WIFSIGNALED(status) && !stopping) { /* a worker's own failures print their message themselves */
+                int k = 0;
+                while (k < jobs - 1 && pids[k] != pid) k++;
+                fprintf(stderr, "sweep: worker %d (pid %ld) was killed by signal %d\n", k + 1, (long)pid, WTERMSIG(status));
+            }
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
         } else if (pid == 0) {
             usleep(200 * 1000);
