@@ -319,6 +319,20 @@ for g in $g1; do case " $g2 " in *" $g "*) fail "shards: group $g split across s
 
 has_claim() { set -- "$1"/claims/*.claim; [ -e "$1" ]; }
 claim_pids() { for f in "$1"/claims/*.claim; do [ -e "$f" ] && sed 's/.*\.//' "$f"; done | sort -u; } # HOST.PID
+# start_jobs DIR LOG: a --jobs 2 sweep in the background, returning once a worker has claimed a group
+start_jobs() {
+    "$QCORR" sweep $GRID --out "$1" --jobs 2 --threads 2 >"$2" 2>&1 </dev/null &
+    PID=$!
+    BG="$BG $PID"
+    wait_until has_claim "$1"
+}
+# resume_jobs NAME DIR LOG: the same command again completes the grid with the reference's rows
+resume_jobs() {
+    "$QCORR" sweep $GRID --out "$2" --jobs 2 --threads 2 >"$3" 2>&1 </dev/null
+    rc=$?
+    if [ $rc = 0 ]; then ok "$1: the same command resumes"; else fail "$1: the same command resumes" "exit $rc"; show "$3"; fi
+    check_complete "$1, resumed" "$2" "$T/expected.ids" "$REF/summary.csv"
+}
 
 # two worker processes of one thread share the groups through claim files: the same rows
 J=$T/jobs
@@ -347,10 +361,7 @@ check_complete "jobs, a dead worker's claim taken again" "$J" "$T/expected.jobs2
 # SIGTERM to the parent: the workers stop after their current run, the parent exits non-zero;
 # the same command again completes the grid
 J3=$T/jobs3
-"$QCORR" sweep $GRID --out "$J3" --jobs 2 --threads 2 >"$T/jobs3.log" 2>&1 </dev/null &
-PID=$!
-BG="$BG $PID"
-wait_until has_claim "$J3" # a worker has started
+start_jobs "$J3" "$T/jobs3.log"
 kill -TERM "$PID"
 wait_bounded "$PID" 60
 rc=$?
@@ -360,18 +371,12 @@ n_done=$(n_records "$J3")
 if [ $rc != 0 ] && [ "$left" = 0 ] && [ "$n_done" -lt "$N_RUNS" ] && grep -q "interrupted" "$T/jobs3.log" && [ -z "$(temporaries "$J3")" ]; then
     ok "jobs: SIGTERM stops the parent and its workers ($n_done of $N_RUNS runs kept, no temporaries)"
 else fail "jobs: SIGTERM stops the parent and its workers" "exit $rc, $left processes left, $n_done records"; show "$T/jobs3.log"; fi
-"$QCORR" sweep $GRID --out "$J3" --jobs 2 --threads 2 >"$T/jobs4.log" 2>&1 </dev/null
-rc=$?
-if [ $rc = 0 ]; then ok "jobs: the same command resumes"; else fail "jobs: the same command resumes" "exit $rc"; show "$T/jobs4.log"; fi
-check_complete "jobs, resumed" "$J3" "$T/expected.ids" "$REF/summary.csv"
+resume_jobs "jobs, after SIGTERM" "$J3" "$T/jobs4.log"
 
 # SIGKILL of one worker: the parent names it, stops the other after its current run and exits
 # non-zero; the same command clears the dead worker's claim and completes the grid
 J5=$T/jobs5
-"$QCORR" sweep $GRID --out "$J5" --jobs 2 --threads 2 >"$T/jobs5.log" 2>&1 </dev/null &
-PID=$!
-BG="$BG $PID"
-wait_until has_claim "$J5"
+start_jobs "$J5" "$T/jobs5.log"
 worker=$(claim_pids "$J5" | head -n 1)
 [ -n "$worker" ] && kill -9 "$worker"
 wait_bounded "$PID" 60
@@ -379,10 +384,7 @@ rc=$?
 if [ -n "$worker" ] && [ $rc != 0 ] && grep -q "pid $worker) was killed by signal 9" "$T/jobs5.log"; then
     ok "jobs: SIGKILL of a worker is reported and the sweep exits non-zero"
 else fail "jobs: SIGKILL of a worker is reported and the sweep exits non-zero" "worker '$worker', exit $rc"; show "$T/jobs5.log"; fi
-"$QCORR" sweep $GRID --out "$J5" --jobs 2 --threads 2 >"$T/jobs6.log" 2>&1 </dev/null
-rc=$?
-if [ $rc = 0 ]; then ok "jobs: after a killed worker the same command resumes"; else fail "jobs: after a killed worker the same command resumes" "exit $rc"; show "$T/jobs6.log"; fi
-check_complete "jobs, after a killed worker" "$J5" "$T/expected.ids" "$REF/summary.csv"
+resume_jobs "jobs, after a killed worker" "$J5" "$T/jobs6.log"
 
 # ---------------------------------------------------------------- 3. other settings refused
 
