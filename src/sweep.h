@@ -151,6 +151,9 @@ int sweep_clear_stale_claims(const char *dir);
  * group's unfinished work (done may be NULL), into cost[n_groups]. */
 void sweep_group_costs(const SweepConfig *cfg, const SweepRun *runs, int n_runs, int n_groups, const int *done,
                        double eval_tokens, const SweepWork *seconds_per_token, double *cost);
+/* order[0..n) = 0..n-1 sorted by cost, the largest first (ties keep their order): the order
+ * --jobs workers take the groups in. */
+void sweep_order_by_cost(const double *cost, int n, int *order);
 /* A run record (size bytes of JSON) whose fields match the schema (schema.h: every required field
  * present, each of its type and bounds), or NULL with the reason in why. */
 cJSON *sweep_parse_record(const char *text, size_t size, char *why, size_t why_size);

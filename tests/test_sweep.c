@@ -280,11 +280,23 @@ static void test_enumerate_axes(void **state) {
     free(runs);
 }
 
+/* --jobs workers take the groups the largest first; equal costs keep the enumeration's order */
+static void test_order_by_cost(void **state) {
+    (void)state;
+    const double cost[] = {3, 9, 1, 9, 5, 0};
+    int order[6], want[6] = {1, 3, 4, 0, 2, 5};
+    sweep_order_by_cost(cost, 6, order);
+    assert_memory_equal(order, want, sizeof want);
+    sweep_order_by_cost(cost, 0, order); /* nothing to order: nothing written */
+    assert_memory_equal(order, want, sizeof want);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_counts_and_tokens),
         cmocka_unit_test(test_plan_skips_done_and_splits_shards),
         cmocka_unit_test(test_flops_per_token),
+        cmocka_unit_test(test_order_by_cost),
         cmocka_unit_test(test_grid_file_refuses_repeated_values),
         cmocka_unit_test(test_concurrent_starts_one_manifest),
         cmocka_unit_test(test_summary_header_keeps_column_order),

@@ -28,21 +28,13 @@ static int parse_shard(const char *text, int *k, int *n) {
     return 0;
 }
 
-/* The plan of the whole grid (one shard of everything), each size's work weighed by the time a
- * few real steps of that size take on this machine: the sweep's own cost model (sweep.h). */
 /* Longest-first onto `jobs` workers: each group goes to the worker that frees up first, as the
  * workers' claims take them (sweep.h); the wall time is the busiest worker's. */
 static double workers_wall_time(const double *cost, int n, int jobs) {
     double busy[64] = {0};
     int *order = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
     if (!order) return NAN;
-    for (int g = 0; g < n; g++) order[g] = g;
-    for (int a = 1; a < n; a++)
-        for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
-            int t = order[b];
-            order[b] = order[b - 1];
-            order[b - 1] = t;
-        }
+    sweep_order_by_cost(cost, n, order);
     for (int k = 0; k < n; k++) {
         int w = 0;
         for (int j = 1; j < jobs; j++)
@@ -55,6 +47,8 @@ static double workers_wall_time(const double *cost, int n, int jobs) {
     return wall;
 }
 
+/* The plan of the whole grid (one shard of everything), each size's work weighed by the time a
+ * few real steps of that size take on this machine: the sweep's own cost model (sweep.h). */
 static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir, int jobs) {
     int n_runs, n_groups;
     SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);

@@ -112,6 +112,16 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
     }
 }
 
+void sweep_order_by_cost(const double *cost, int n, int *order) {
+    for (int g = 0; g < n; g++) order[g] = g;
+    for (int a = 1; a < n; a++) /* insertion sort, stable: equal groups keep their order */
+        for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+}
+
 void sweep_group_costs(const SweepConfig *cfg, const SweepRun *runs, int n_runs, int n_groups, const int *done,
                        double eval_tokens, const SweepWork *seconds_per_token, double *cost) {
     int *others = qc_malloc((size_t)(n_runs > 0 ? n_runs : 1) * sizeof(int), "group costs");

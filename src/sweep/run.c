@@ -160,12 +160,7 @@ static int *group_order(const SweepConfig *cfg, const SweepRun *runs, int n_runs
     if (o->claim) {
         for (int z = 0; z < cfg->n_sizes; z++) per_token[z] = sweep_flops_per_token(cfg, z);
         sweep_group_costs(cfg, runs, n_runs, n_groups, done, eval_tokens, per_token, cost);
-        for (int a = 1; a < n_groups; a++) /* insertion sort, stable: equal groups keep their order */
-            for (int b = a; b > 0 && cost[order[b]] > cost[order[b - 1]]; b--) {
-                int t = order[b];
-                order[b] = order[b - 1];
-                order[b - 1] = t;
-            }
+        sweep_order_by_cost(cost, n_groups, order);
     }
     free(cost);
     free(per_token);
