@@ -28,20 +28,20 @@ int inference_init(Inference *inf, GPT *m, int windows) {
     int T = cfg->ctx, C = cfg->d_model, NH = cfg->n_head;
     size_t rows = (size_t)windows * T;
     size_t need = windows * window_floats(cfg, T);
-    if (!m->infer_busy && m->infer_floats < need) {
-        free(m->infer_memory);
-        m->infer_floats = 0;
-        m->infer_memory = qc_aligned_alloc(need * sizeof(float), "inference scratch");
-        if (!m->infer_memory) return -1;
-        m->infer_floats = need;
-    }
-    if (!m->infer_busy) {
+    if (m->infer_busy) { /* another Inference holds the model's: its own */
+        inf->memory = qc_aligned_alloc(need * sizeof(float), "inference scratch");
+        if (!inf->memory) return -1;
+    } else {
+        if (m->infer_floats < need) {
+            free(m->infer_memory);
+            m->infer_floats = 0;
+            m->infer_memory = qc_aligned_alloc(need * sizeof(float), "inference scratch");
+            if (!m->infer_memory) return -1;
+            m->infer_floats = need;
+        }
         m->infer_busy = 1;
         inf->owner = m;
         inf->memory = m->infer_memory;
-    } else {
-        inf->memory = qc_aligned_alloc(need * sizeof(float), "inference scratch");
-        if (!inf->memory) return -1;
     }
     inf->windows = windows;
     inf->T = T;

@@ -132,19 +132,19 @@ static void host_for_names(char *host, size_t size) {
         if (*c == '.' || *c == '/') *c = '_';
 }
 
-static char *temporary_name(const char *path) {
-    char host[64];
-    host_for_names(host, sizeof host);
-    size_t len = strlen(path) + strlen(host) + 48;
-    char *tmp = qc_malloc(len, "temporary file name");
-    if (tmp) snprintf(tmp, len, "%s.tmp.%s.%ld.XXXXXX", path, host, (long)getpid());
-    return tmp;
-}
-
 int process_owner_tag(char *out, size_t size) {
     char host[64];
     host_for_names(host, sizeof host);
     return snprintf(out, size, "%s.%ld", host, (long)getpid());
+}
+
+static char *temporary_name(const char *path) {
+    char tag[96];
+    process_owner_tag(tag, sizeof tag);
+    size_t len = strlen(path) + strlen(tag) + 16;
+    char *tmp = qc_malloc(len, "temporary file name");
+    if (tmp) snprintf(tmp, len, "%s.tmp.%s.XXXXXX", path, tag);
+    return tmp;
 }
 
 int process_is_gone(const char *tag) {

@@ -1,6 +1,5 @@
 /* cmd_sweep: `qcorr sweep` — a preset or any grid, every hyper-parameter a flag, shards for
  * Slurm arrays or GNU parallel, --dry-run with a measured estimate of the wall time. */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -91,18 +90,16 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
     return 0;
 }
 
-/* Records in DIR/runs (finished runs, any shard): the --jobs parent's progress count. */
-static int count_records(const char *dir) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/runs", dir);
-    DIR *d = opendir(path);
-    if (!d) return 0;
+/* The runs of this shard whose record exists in DIR/runs: the --jobs parent's progress count, and
+ * at the end what is left to another sweep's workers. */
+static int count_recorded(const char *dir, const SweepRun *runs, int n_runs, const SweepOptions *o) {
     int n = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t len = strlen(e->d_name);
-        n += len > 5 && strcmp(e->d_name + len - 5, ".json") == 0;
+    for (int i = 0; i < n_runs; i++) {
+        if (runs[i].group % o->shard_n != o->shard_k - 1) continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/runs/%s.json", dir, runs[i].id);
+        n += access(path, F_OK) == 0;
     }
-    closedir(d);
     return n;
 }
 
@@ -164,8 +161,8 @@ static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, con
         double now = now_seconds();
         if (!o.quiet && (alive == 0 || now - shown >= (isatty(2) ? 1.0 : 30.0))) {
             shown = now;
-            progress_line(stderr, alive == 0, "[%d/%d] runs recorded, %d of %d workers running, %.0f s", count_records(out),
-                          total, alive, jobs, now - started);
+            progress_line(stderr, alive == 0, "[%d/%d] runs recorded, %d of %d workers running, %.0f s",
+                          count_recorded(out, runs, n_runs, &o), total, alive, jobs, now - started);
         }
     }
     if (failed || qc_stop_signal) {
@@ -176,13 +173,7 @@ static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, con
     }
     /* groups claimed by a live process that is not one of ours (another sweep --jobs on this
      * directory) were left to it */
-    int missing = 0;
-    for (int i = 0; i < n_runs; i++) {
-        if (runs[i].group % o.shard_n != o.shard_k - 1) continue;
-        char path[4400];
-        snprintf(path, sizeof path, "%s/runs/%s.json", out, runs[i].id);
-        missing += access(path, F_OK) != 0;
-    }
+    int missing = total - count_recorded(out, runs, n_runs, &o);
     free(runs);
     if (missing && !o.quiet)
         fprintf(stderr, "sweep: %d of %d runs are left to another sweep's workers, which claimed their groups (%s/claims)\n",

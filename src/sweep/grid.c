@@ -50,8 +50,9 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         set_list(cfg->seeds, &cfg->n_seeds, (int[]){42, 123, 999}, 3);
         set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4, 8}, 3);
         /* budgets chosen so the whole sweep with its control arm fitted in about two hours on the
-         * 2-core Zen 1 of the first engine (36 min now on a 2-core AVX-512 Xeon: results/seed243)
-         * with every float model at validation perplexity 6.9-7.8 */
+         * 2-core Zen 1 of the first engine, with every float model at validation perplexity
+         * 6.9-7.8 (on a 2-core AVX-512 Xeon now 36 min in one process, 28 with --jobs 2:
+         * results/seed243) */
         cfg->sizes[0] = (ModelSize){64, 2, 1500};
         cfg->sizes[1] = (ModelSize){128, 4, 800};
         cfg->sizes[2] = (ModelSize){256, 6, 400};

@@ -153,17 +153,16 @@ int sweep_clear_stale_claims(const char *dir) {
 static int *group_order(const SweepConfig *cfg, const SweepRun *runs, int n_runs, int n_groups, const int *done,
                         const SweepOptions *o, double eval_tokens) {
     int *order = qc_malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(int), "group order");
-    double *cost = qc_malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(double), "group order");
-    SweepWork *per_token = qc_malloc((size_t)cfg->n_sizes * sizeof(SweepWork), "group order");
-    if (!order || !cost || !per_token) { free(order); free(cost); free(per_token); return NULL; }
+    if (!order) return NULL;
     for (int g = 0; g < n_groups; g++) order[g] = g;
-    if (o->claim) {
-        for (int z = 0; z < cfg->n_sizes; z++) per_token[z] = sweep_flops_per_token(cfg, z);
-        sweep_group_costs(cfg, runs, n_runs, n_groups, done, eval_tokens, per_token, cost);
-        sweep_order_by_cost(cost, n_groups, order);
-    }
+    if (!o->claim) return order;
+    double *cost = qc_malloc((size_t)(n_groups > 0 ? n_groups : 1) * sizeof(double), "group order");
+    SweepWork per_token[SWEEP_MAX_VALUES];
+    if (!cost) { free(order); return NULL; }
+    for (int z = 0; z < cfg->n_sizes; z++) per_token[z] = sweep_flops_per_token(cfg, z);
+    sweep_group_costs(cfg, runs, n_runs, n_groups, done, eval_tokens, per_token, cost);
+    sweep_order_by_cost(cost, n_groups, order);
     free(cost);
-    free(per_token);
     return order;
 }
 
@@ -305,14 +304,14 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         if (first < 0 || todo == 0) continue;
         const SweepRun *r0 = &runs[first];
         const ModelSize *z = &cfg->sizes[r0->size_index];
+        char group_name[64];
+        snprintf(group_name, sizeof group_name, "s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
         if (o->claim) {
-            char name[64];
-            snprintf(name, sizeof name, "s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
-            int taken = claim_group(dir, name);
+            int taken = claim_group(dir, group_name);
             if (taken < 0) { rc = -1; break; }
             if (!taken) continue; /* another worker's */
         }
-        snprintf(p.phase, sizeof p.phase, "float model s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
+        snprintf(p.phase, sizeof p.phase, "float model %s", group_name);
         show_progress(&p, NULL);
         GPT f;
         Sidecar fs;
