@@ -1,4 +1,4 @@
-/* experiment: see experiment.h. Correction training never calls the optimizer on the base and
+/* experiment: see experiment.h (the training and lstsq fits are fit.c's). Correction training never calls the optimizer on the base and
  * runs the base backward with param_grads = 0: its weights cannot change. */
 #include "experiment.h"
 
@@ -87,183 +87,6 @@ int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus,
     return rc;
 }
 
-static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick, int B, int T, int32_t *inputs, int32_t *targets) {
-    for (int b = 0; b < B; b++) {
-        const int32_t *src = c->ids + starts[pick[b]];
-        memcpy(inputs + (size_t)b * T, src, (size_t)T * sizeof(int32_t));
-        if (targets) memcpy(targets + (size_t)b * T, src + 1, (size_t)T * sizeof(int32_t));
-    }
-}
-
-int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
-                              const int32_t *targets, int B, int T, const float **mse_targets, double *value) {
-    int N = B * T, V = q->config.vocab_size, stop = corrections_frozen_prefix(c) + 1;
-    if (objective == OBJECTIVE_MSE) {
-        gpt_forward_blocks(f, inputs, B, T, NULL, f->config.n_layer);
-        for (int j = 0; j < c->n_sites; j++) mse_targets[j] = f->layers[c->sites[j].where].resid_out;
-        c->mse_targets = mse_targets;
-        c->mse_loss = 0.0;
-        int rc = gpt_forward_blocks(q, inputs, B, T, &c->hook, q->config.n_layer);
-        *value = c->mse_loss;
-        if (rc == 0) gpt_backward(q, &c->hook, 0, 0, stop);
-        c->mse_targets = NULL;
-        return rc;
-    }
-    if (gpt_forward(q, inputs, B, T, &c->hook) != 0) return -1;
-    if (objective == OBJECTIVE_CE) {
-        *value = gpt_loss(q, targets);
-    } else {
-        gpt_forward(f, inputs, B, T, NULL);
-        *value = kl_forward_backward(q->dlogits, q->logits, f->logits, N, V, 1.0f / N);
-    }
-    gpt_backward(q, &c->hook, 1, 0, stop);
-    return 0;
-}
-
-int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out) {
-    int T = q->config.ctx, B = o->batch, N = B * T;
-    if (B > q->max_batch || (f && B > f->max_batch)) { qc_error("batch %d exceeds the model allocation", B); return -1; }
-    if (o->objective != OBJECTIVE_CE && !f) { qc_error("objective %s needs the float model", objective_name(o->objective)); return -1; }
-    if (gpt_enable_backward(q) != 0) return -1;
-    int n_windows = 0;
-    int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
-    int32_t *inputs = qc_malloc((size_t)N * sizeof(int32_t), "batch"), *targets = qc_malloc((size_t)N * sizeof(int32_t), "batch");
-    int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
-    const float **mse_targets = qc_calloc((size_t)c->n_sites, sizeof(float *), "mse targets");
-    FILE *log = o->log_path ? fopen(o->log_path, "w") : NULL;
-    int rc = -1;
-    if (!starts || !inputs || !targets || !pick || !mse_targets) goto done;
-    if (o->log_path && !log) { qc_error("%s: cannot write the correction log", o->log_path); goto done; }
-    if (log) fprintf(log, "step,objective,lr,grad_norm\n");
-    int warmup = o->warmup >= 0 ? o->warmup : (o->steps / 10 < 100 ? o->steps / 10 : 100);
-    if (warmup < 1) warmup = 1;
-    Rng rng;
-    rng_seed(&rng, o->seed ^ 0x5EED5EEDull);
-    if (o->objective == OBJECTIVE_MSE && kind_info[c->kind].placement != PLACE_STREAM) {
-        qc_error("the mse objective compares streams after blocks: %s corrections have none", kind_info[c->kind].name);
-        goto done;
-    }
-    int first_block = corrections_frozen_prefix(c);
-    const StreamCache *cache = o->objective == OBJECTIVE_CE && first_block >= 0 ? o->calib_cache : NULL;
-    if (cache && (cache->first_block != first_block || cache->max_batch < B ||
-                  cache->identity != stream_cache_identity(q, starts, n_windows, first_block))) {
-        qc_error("the calibration cache holds other windows, another block or another model than these corrections need");
-        goto done;
-    }
-    double recent = 0.0;
-    int n_recent = 0;
-    for (int step = 0; step < o->steps; step++) {
-        for (int b = 0; b < B; b++) pick[b] = (int)rng_below(&rng, (uint64_t)n_windows);
-        corrections_zero_grad(c);
-        double objective;
-        if (cache) { /* the frozen prefix comes from the cache: only blocks after it run */
-            stream_cache_gather(cache, pick, B, targets);
-            if (gpt_forward_from(q, cache->batch, first_block + 1, B, T, &c->hook) != 0) goto done;
-            objective = gpt_loss(q, targets);
-            gpt_backward(q, &c->hook, 1, 0, first_block + 1);
-        } else {
-            gather_batch(corpus, starts, pick, B, T, inputs, targets);
-            if (correction_step_objective(q, f, c, o->objective, inputs, targets, B, T, mse_targets, &objective) != 0) goto done;
-        }
-        if (!isfinite(objective)) {
-            qc_error("correction training diverged: objective is %g at step %d (try a lower learning rate)", objective, step + 1);
-            goto done;
-        }
-        float lr = lr_schedule(step, o->steps, warmup, o->lr, o->lr / 10.0f);
-        double norm = clip_grad_norm(c->grads, c->num_params, o->grad_clip);
-        AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = o->weight_decay, .step = step + 1};
-        adamw_update(c->params, c->grads, c->adam_m, c->adam_v, c->num_params, 1, &s);
-        if (log) fprintf(log, "%d,%.6f,%.6g,%.6f\n", step + 1, objective, lr, norm);
-        if (qc_stop_signal) {
-            qc_error("interrupted by signal %d at correction step %d", (int)qc_stop_signal, step + 1);
-            goto done;
-        }
-        if (step >= o->steps - 20) {
-            recent += objective;
-            n_recent++;
-        }
-        if (!o->quiet && (step + 1 == o->steps || (step + 1) % 50 == 0))
-            progress_line(stderr, step + 1 == o->steps, "correct step %d/%d %s %.5f lr %.2e", step + 1, o->steps,
-                          objective_name(o->objective), objective, lr);
-    }
-    if (objective_out) *objective_out = n_recent ? recent / n_recent : NAN;
-    rc = 0;
-done:
-    if (log) fclose(log);
-    free(starts);
-    free(inputs);
-    free(targets);
-    free(pick);
-    free(mse_targets);
-    return rc;
-}
-
-int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
-    if (c->kind != KIND_LINEAR) { qc_error("lstsq solves linear corrections only, not %s", kind_info[c->kind].name); return -1; }
-    int T = q->config.ctx, B = o->batch < q->max_batch ? o->batch : q->max_batch, d = c->d, D = d + 1;
-    int n_windows = 0;
-    int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
-    int32_t *inputs = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
-    int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
-    size_t rows = (size_t)B * T;
-    double *xa = qc_malloc(rows * D * sizeof(double), "lstsq design"), *r = qc_malloc(rows * d * sizeof(double), "lstsq target");
-    double *gram = qc_malloc((size_t)D * D * sizeof(double), "lstsq gram"), *rhs = qc_malloc((size_t)D * d * sizeof(double), "lstsq rhs");
-    int rc = -1;
-    if (!starts || !inputs || !pick || !xa || !r || !gram || !rhs) goto done;
-    for (int j = 0; j < c->n_sites; j++) {
-        CorrectionSite *s = &c->sites[j];
-        int block = s->where;
-        memset(gram, 0, (size_t)D * D * sizeof(double));
-        memset(rhs, 0, (size_t)D * d * sizeof(double));
-        for (int w0 = 0; w0 < n_windows; w0 += B) {
-            int nb = n_windows - w0 < B ? n_windows - w0 : B;
-            for (int b = 0; b < nb; b++) pick[b] = w0 + b;
-            gather_batch(corpus, starts, pick, nb, T, inputs, NULL);
-            /* the quantized stream entering site j, earlier sites already corrected */
-            if (gpt_forward_blocks(q, inputs, nb, T, &c->hook, block + 1) != 0) goto done;
-            gpt_forward_blocks(f, inputs, nb, T, NULL, block + 1);
-            const float *x = q->layers[block].resid_out, *y = f->layers[block].resid_out;
-            size_t nr = (size_t)nb * T;
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < nr; i++) {
-                for (int k = 0; k < d; k++) {
-                    xa[i * D + k] = x[i * d + k];
-                    r[i * d + k] = (double)y[i * d + k] - x[i * d + k];
-                }
-                xa[i * D + d] = 1.0;
-            }
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, D, (int)nr, 1.0, xa, D, 1.0, gram, D);
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, d, (int)nr, 1.0, xa, D, r, d, 1.0, rhs, d);
-        }
-        double trace = 0.0;
-        for (int k = 0; k < d; k++) trace += gram[(size_t)k * D + k];
-        double lambda = o->ridge * trace / d;
-        if (lambda <= 0) lambda = 1e-12;
-        for (int k = 0; k < d; k++) gram[(size_t)k * D + k] += lambda; /* the bias row is not shrunk */
-        int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', D, d, gram, D, rhs, d);
-        if (info != 0) {
-            qc_error("lstsq: the normal equations of site %d (after block %d) are singular (LAPACK info %d); raise the ridge", j,
-                     block, info);
-            goto done;
-        }
-        /* x + x.A + c with A = rhs[0..d), c = rhs[d]; stored as nn.Linear: weight = A^T */
-        for (int a = 0; a < d; a++)
-            for (int b = 0; b < d; b++) s->param[0][(size_t)b * d + a] = (float)rhs[(size_t)a * d + b];
-        for (int b = 0; b < d; b++) s->param[1][b] = (float)rhs[(size_t)d * d + b];
-        if (!o->quiet) progress_line(stderr, j + 1 == c->n_sites, "lstsq site %d/%d solved", j + 1, c->n_sites);
-    }
-    rc = 0;
-done:
-    free(starts);
-    free(inputs);
-    free(pick);
-    free(xa);
-    free(r);
-    free(gram);
-    free(rhs);
-    return rc;
-}
-
 int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, CorrectionLayout *layout, int *linear_sizes) {
     *layout = (CorrectionLayout){.kind = method_kind(o->method, o->hidden), .every = o->every, .size = o->hidden};
     if (kind_info[layout->kind].placement != PLACE_LINEAR) return 0;
@@ -290,11 +113,27 @@ int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, Correct
     return 0;
 }
 
+/* The tokens of the windows a closed form fits on: every calibration window, or under --steps
+ * auto only the fitted part (the held-out windows judge the training that follows). */
+static int32_t *fit_tokens(const Corpus *corpus, const CorrectOptions *o, int T, int *n_windows) {
+    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, n_windows);
+    if (!tokens || o->steps != STEPS_AUTO) return tokens;
+    int n_held = 0;
+    int *split = calibration_split(*n_windows, o->autostop.heldout_share, o->seed, &n_held);
+    if (!split) { free(tokens); return NULL; }
+    int n_fit = *n_windows - n_held;
+    for (int i = 0; i < n_fit; i++) /* ascending, so each moves down or stays */
+        memmove(tokens + (size_t)i * T, tokens + (size_t)split[i] * T, (size_t)T * sizeof(int32_t));
+    free(split);
+    *n_windows = n_fit;
+    return tokens;
+}
+
 /* The per-matrix kinds' closed forms (compensate.h) on the calibration windows, where they use data. */
 static int lowrank_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
     if (!o->lowrank_act_scale) return lowrank_fit(q, f, c, NULL, 0, 0, 0);
     int n_windows = 0, T = q->config.ctx;
-    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, &n_windows);
+    int32_t *tokens = fit_tokens(corpus, o, T, &n_windows);
     int rc = tokens ? lowrank_fit(q, f, c, tokens, n_windows, T, 1) : -1;
     free(tokens);
     return rc;
@@ -302,7 +141,7 @@ static int lowrank_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, c
 
 static int bias_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
     int n_windows = 0, T = q->config.ctx;
-    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, &n_windows);
+    int32_t *tokens = fit_tokens(corpus, o, T, &n_windows);
     int rc = tokens ? bias_fit(q, f, c, tokens, n_windows, T) : -1;
     free(tokens);
     return rc;
@@ -333,12 +172,22 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     free(linear_sizes);
     if (init != 0) return -1;
     r->objective = NAN;
+    r->train = (TrainSummary){.stopped_by = STOPPED_FIXED, .heldout_objective = NAN, .objective = NAN};
     double t0 = now_seconds();
     int rc = 0;
     /* a method that solves fine-tunes its solution only when asked for steps */
     int trains = m->trains && !(m->solves && o->steps == 0);
+    if (o->init == INIT_LSTSQ && !m->solves && layout.kind != KIND_LINEAR) {
+        qc_error("--init lstsq starts linear corrections only, not %s", kind_info[layout.kind].name);
+        corrections_free(c);
+        return -1;
+    }
     if (m->solves) rc = solve(q, f, c, corpus, o);
-    if (rc == 0 && trains) rc = correction_train(q, f, c, corpus, o, &r->objective);
+    else if (o->init == INIT_LSTSQ) rc = correction_lstsq(q, f, c, corpus, o); /* the closed form as the start */
+    if (rc == 0 && trains) {
+        rc = correction_fit(q, f, c, corpus, o, &r->train);
+        r->objective = r->train.objective;
+    }
     if (rc == 0 && o->correction_bits < 32) corrections_store_narrow(c, o->correction_bits); /* evaluate what is stored */
     r->seconds_correct = now_seconds() - t0;
     if (rc != 0) {

@@ -12,11 +12,53 @@
 #include "model.h"
 #include "quant.h"
 
+/* steps: train until the held-out objective stops improving (--steps auto) */
+#define STEPS_AUTO (-1)
+
+typedef enum { SCHEDULE_PLATEAU, SCHEDULE_COSINE } AutoSchedule;
+
+/* --steps auto: the calibration windows are split (by the seed) into a fitting part and a held-out
+ * part, both from the train split; every eval_every steps the held-out objective is measured
+ * (forward only); training stops after `patience` measurements without an improvement of at
+ * least min_delta times the held-out gap (the objective at step 0 less the float model's on the
+ * same windows: kl and mse 0) over the best, or at max_steps, and the best parameters measured
+ * are kept. Without a gap (the control arm: the float model itself) an improvement counts from
+ * AUTOSTOP_NO_GAP_DELTA of the objective. Schedule plateau: warm-up, then the constant lr until
+ * the first plateau, then lr/10 until the second; cosine: the fixed schedule set for max_steps,
+ * stopped at the first plateau. */
+#define AUTOSTOP_MIN_DELTA 0.002
+#define AUTOSTOP_NO_GAP_DELTA 1e-4
+typedef struct {
+    int max_steps, eval_every, patience;
+    double min_delta, heldout_share;
+    AutoSchedule schedule;
+} AutoStop;
+
+void auto_stop_default(AutoStop *a);
+int parse_schedule(const char *text, AutoSchedule *out);
+const char *schedule_name(AutoSchedule s);
+
+typedef enum { STOPPED_FIXED, STOPPED_PLATEAU, STOPPED_CAP } StopReason;
+const char *stop_reason_name(StopReason r);
+
+/* What one training did: steps run, the step whose parameters were kept (the best held-out
+ * measurement; the last step under fixed steps), why it stopped, the held-out objective there
+ * (NaN under fixed steps) and the mean training objective of the last steps. */
+typedef struct {
+    int steps_run, best_step;
+    StopReason stopped_by;
+    double heldout_objective, objective;
+} TrainSummary;
+
+typedef enum { INIT_ZERO, INIT_LSTSQ } CorrectionInit;
+
 typedef struct {
     int every, hidden;
     Objective objective;
     CorrectMethod method;
-    int steps, batch, warmup;
+    int steps, batch, warmup;   /* steps: a fixed count, or STEPS_AUTO (auto below) */
+    AutoStop autostop;
+    CorrectionInit init;        /* train on linear corrections: start from zero (the kind's init) or the lstsq solution */
     float lr, weight_decay, grad_clip;
     long calib_tokens;          /* calibration budget: train characters, as whole windows */
     uint64_t seed;
@@ -25,7 +67,8 @@ typedef struct {
     int rank;                   /* lowrank: k per matrix, or RANK_MATCH */
     int lowrank_act_scale;      /* lowrank: SVD of E S, S = diag of each input column's mean |x| (L2QER) */
     unsigned scope;             /* linear kinds: the matrices the scheme quantized (SCOPE_OF roles), one site each */
-    const char *log_path;       /* CSV step,objective,lr; NULL: none */
+    const char *log_path;       /* CSV step,objective,lr,grad_norm; NULL: none */
+    const char *heldout_log_path; /* --steps auto: CSV step,heldout_objective,lr,best; NULL: none */
     int quiet;
     /* optional, ce objective only: the calibration windows' prefix (built from the same
      * calibration_windows), so steps skip the frozen blocks below the first site; a cache of
@@ -61,19 +104,28 @@ int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus,
                              TensorQuantError *errors, int *n_errors);
 
 /* Trains c on the frozen q (f: the float model, needed by kl and mse). q's weights never change.
- * *objective_out: the mean objective of the last steps. */
+ * o->steps fixed: that many steps on every calibration window; STEPS_AUTO: the rule of AutoStop,
+ * c left at the best held-out parameters. The validation split is never read. */
+int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out);
+/* The same; *objective_out: the mean objective of the last steps. */
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out);
+/* --steps auto's split of n calibration windows: *n_heldout (at least 1, at most n-1) windows
+ * held out, the rest fitted; order[0..n_fit) the fitted windows' indices, order[n_fit..n) the
+ * held-out ones, each part ascending. Seeded; -1 when n < 2. Caller frees. */
+int *calibration_split(int n, double heldout_share, uint64_t seed, int *n_heldout);
 /* One step's objective of a batch from the tokens into *value, and its gradients added into
  * c->grads (zero them first): what correction_train runs per step without a prefix cache.
  * mse_targets: scratch for c->n_sites stream pointers. -1 when the forward refuses. */
 int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
                               const int32_t *targets, int B, int T, const float **mse_targets, double *value);
-/* Solves each linear site in order by ridge least squares to the float stream (QwT). */
+/* Solves each linear site in order by ridge least squares to the float stream (QwT), on the
+ * calibration windows (under --steps auto only the fitted ones: the held-out part stays unseen). */
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
 
 typedef struct {
     Evaluation eval;        /* of the corrected model (its window losses owned: evaluation_free) */
     double objective;       /* mean objective of the last training steps (NaN when it does not train) */
+    TrainSummary train;     /* steps_run 0 when it does not train */
     double seconds_correct, seconds_eval;
 } CorrectionResult;
 

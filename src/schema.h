@@ -24,6 +24,7 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
 #define SCHEMA_KEY (16u | SCHEMA_NEEDED)
 #define SCHEMA_ROW (SCHEMA_SUMMARY | SCHEMA_RECORD) /* a summary column every record holds */
 #define SCHEMA_MIN_INTEGER (LONG_MIN + 1)            /* LONG_MIN is SCHEMA_NO_INTEGER: empty */
+#define SCHEMA_STEPS_AUTO (-1) /* the steps of a run trained by --steps auto (experiment.h's STEPS_AUTO) */
 
 /* X(name, type, flags, min, max): one line per column. Integers outside [min, max] are refused
  * where read (records, summary.csv); min and max mean nothing for strings and reals (write 0, 0).
@@ -57,7 +58,7 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(gain_loss,           REAL,    SCHEMA_ROW | SCHEMA_NEEDED, 0, 0)                           \
     X(correction_params,   INTEGER, SCHEMA_ROW | SCHEMA_READ,   0, LONG_MAX)                    \
     X(correction_sites,    INTEGER, SCHEMA_ROW,                 0, LONG_MAX)                    \
-    X(steps,               INTEGER, SCHEMA_ROW | SCHEMA_READ,   0, LONG_MAX)                    \
+    X(steps,               INTEGER, SCHEMA_ROW | SCHEMA_READ,   -1, LONG_MAX) /* -1: auto */     \
     X(calib_tokens,        INTEGER, SCHEMA_ROW | SCHEMA_NEEDED, 0, LONG_MAX)                    \
     X(seconds_train_float, REAL,    SCHEMA_ROW,                 0, 0)                           \
     X(seconds_quantize,    REAL,    SCHEMA_ROW,                 0, 0)                           \
@@ -80,6 +81,10 @@ typedef enum { SCHEMA_STRING, SCHEMA_INTEGER, SCHEMA_REAL } SchemaType;
     X(model_bits_corrected, REAL,   SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
     X(correction_bits,     REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
     X(bits_per_weight,     REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(steps_run,           INTEGER, SCHEMA_SUMMARY | SCHEMA_READ, 0, LONG_MAX)                  \
+    X(best_step,           INTEGER, SCHEMA_SUMMARY | SCHEMA_READ, 0, LONG_MAX)                  \
+    X(stopped_by,          STRING,  SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
+    X(heldout_objective,   REAL,    SCHEMA_SUMMARY | SCHEMA_READ, 0, 0)                         \
     X(host,                STRING,  0,                          0, 0)                           \
     X(finished_unix,       INTEGER, 0,                          SCHEMA_MIN_INTEGER, LONG_MAX)
 

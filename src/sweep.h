@@ -56,7 +56,9 @@ typedef struct {
     int corr_steps, corr_batch;
     double corr_lr, ridge;
     long calib_tokens;
-    int steps_axis[SWEEP_MAX_VALUES], n_steps_axis;   /* 0 entries: corr_steps alone */
+    int steps_axis[SWEEP_MAX_VALUES], n_steps_axis;   /* 0 entries: corr_steps alone; STEPS_AUTO: --steps auto */
+    AutoStop autostop;       /* the stopping rule of STEPS_AUTO runs */
+    CorrectionInit init;     /* train, linear corrections: the start */
     int rank;                /* lowrank: the rank per matrix, or 0: matched to a linear correction after every block */
     int lowrank_act_scale;   /* lowrank: SVD of the error scaled by each input column's mean |x| (L2QER) */
     int calib_axis[SWEEP_MAX_VALUES], n_calib_axis;   /* 0 entries: calib_tokens alone */
@@ -71,7 +73,7 @@ typedef struct {
     QuantizerId quantizer;
     CorrectMethod method;
     int corr_bits;           /* 32, or the narrower width the corrections are stored at */
-    int steps;               /* correction steps (0 where the method does not train) */
+    int steps;               /* correction steps (0 where the method does not train; STEPS_AUTO) */
     long calib;              /* calibration budget (characters) */
     char id[128];            /* s42_128x4_b4_e1_h0_train; non-default factors add parts (README) */
     int group;               /* index of its (seed, size) float-model group */
@@ -89,6 +91,8 @@ int sweep_preset(SweepConfig *cfg, const char *name);
  * e.g. "256x6:400"); messages name the flag. */
 int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max);
 int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n);
+/* "60", "15,60,auto": correction steps, "auto" for STEPS_AUTO. */
+int parse_steps_list(const char *flag, const char *text, int *out, int *n);
 /* "train,lstsq" (names of the methods table), "rtn,gptq" (quantizers), "channel,group:32" */
 int parse_method_list(const char *flag, const char *text, SweepConfig *cfg);
 int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg);

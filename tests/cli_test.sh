@@ -634,6 +634,45 @@ else
 fi
 
 # ---- make bench's two engines still run (one step each; the timings belong to the benchmark) ----
+# ---- --steps auto: training until the held-out objective stops improving ----
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME --data "$AB" --steps auto --max-steps 400 --eval-every 10 --batch 4 --calib-tokens 2000 \
+    --quiet --json >"$T/auto.json" 2>"$T/err"; then
+    json_check "correct --steps auto --json: steps auto, steps_run within the cap, best_step a measurement at most steps_run, stopped_by, a held-out objective" "$T/auto.json" \
+        'assert o["steps"] == "auto" and 0 < o["steps_run"] <= 400 and o["best_step"] % 10 == 0 and o["best_step"] <= o["steps_run"]; assert o["stopped_by"] in ("plateau", "cap") and (o["stopped_by"] == "cap") == (o["steps_run"] == 400); assert math.isfinite(o["heldout_objective"]) and o["max_steps"] == 400 and o["schedule"] == "plateau"'
+else fail "correct --steps auto exits 0"; show "$T/err"; fi
+# shellcheck disable=SC2086
+"$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --json >"$T/fixed.json" 2>"$T/err"
+json_check "correct --steps 20 --json: steps_run 20, stopped_by fixed, no held-out objective" "$T/fixed.json" \
+    'assert o["steps"] == 20 and o["steps_run"] == 20 and o["best_step"] == 20 and o["stopped_by"] == "fixed" and o["heldout_objective"] is None'
+expect_error "correct --max-steps without --steps auto" 2 "--max-steps" "--steps auto" -- "$QCORR" correct --model "$M" --data "$AB" --steps 20 --max-steps 50
+expect_error "correct --steps abc" 2 "--steps" "abc" -- "$QCORR" correct --model "$M" --data "$AB" --steps abc
+expect_error "correct --heldout-share 1" 2 "--heldout-share" -- "$QCORR" correct --model "$M" --data "$AB" --steps auto --heldout-share 1
+expect_error "correct --schedule linear" 2 "--schedule" "linear" -- "$QCORR" correct --model "$M" --data "$AB" --steps auto --schedule linear
+expect_error "correct --steps auto --method none" 2 "--steps auto" "none" -- "$QCORR" correct --model "$M" --data "$AB" --steps auto --method none
+expect_error "correct --init lstsq on an MLP" 2 "--init lstsq" -- "$QCORR" correct --model "$M" --data "$AB" --hidden 8 --init lstsq
+AUTO_GRID="--sizes 16x1 --ctx 16 --heads 2 --train-steps 100 --train-batch 8 --batch 4 --calib-tokens 512 --seeds 1 --bits 2 --every 1 --hidden 0 --max-steps 60 --eval-every 10"
+# shellcheck disable=SC2086
+if "$QCORR" sweep $AUTO_GRID --steps 10,auto --no-control --data "$AB" --out "$T/autosweep" --quiet >/dev/null 2>"$T/err"; then
+    if $PY - "$T/autosweep" <<'EOF' 2>"$T/py.err"; then
+import csv, json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "manifest.json")))
+assert m["correction"]["steps"] == [10, "auto"], m["correction"]
+assert m["correction"]["stopping"]["max_steps"] == 60 and m["correction"]["stopping"]["eval_every"] == 10
+rows = {r["run_id"]: r for r in csv.DictReader(open(os.path.join(d, "summary.csv")))}
+a, f = rows["s1_16x1_b2_e1_h0_train_sauto"], rows["s1_16x1_b2_e1_h0_train_s10"]
+assert a["steps"] == "-1" and a["stopped_by"] in ("plateau", "cap") and 0 < int(a["steps_run"]) <= 60 and float(a["heldout_objective"]) > 0
+assert f["steps"] == "10" and f["steps_run"] == "10" and f["stopped_by"] == "fixed" and f["heldout_objective"] == ""
+curve = open(os.path.join(d, "logs", "s1_16x1_b2_e1_h0_train_sauto.heldout.csv")).read().splitlines()
+assert curve[0] == "step,heldout_objective,lr,best" and int(curve[-1].split(",")[0]) == int(a["steps_run"]), curve[-1]
+assert not os.path.exists(os.path.join(d, "logs", "s1_16x1_b2_e1_h0_train_s10.heldout.csv"))
+EOF
+        ok "sweep --steps 10,auto: manifest steps [10, \"auto\"] and the rule, ids _s10/_sauto, steps_run/stopped_by/heldout_objective in summary.csv, the held-out curve in logs/"
+    else fail "sweep --steps 10,auto: manifest, ids, summary columns and held-out curve"; sed 's/^/#   /' "$T/py.err" | tail -n 3; fi
+else fail "sweep --steps 10,auto exits 0"; show "$T/err"; fi
+expect_error "sweep --steps auto twice" 2 "--steps" "twice" -- "$QCORR" sweep --out "$T/sw_bad" --steps 10,auto,auto
+
 BENCH=${BUILD:-build}/bench/bench
 if [ -x "$BENCH" ]; then
     if OMP_NUM_THREADS=1 "$BENCH" --size 64x2 --steps 1 --warmup 0 --eval-steps 1 --threads 1 --no-peak --random-tokens --json \

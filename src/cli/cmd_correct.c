@@ -23,6 +23,8 @@ int cmd_correct(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
     const char *objective = "ce", *method = "train", *rank = "match", *lowrank_scale = "none", *scale_dtype = "f16";
     int bits = 4, asymmetric = 0, act_bits = 0, json = 0, every = 1, hidden = 0, steps = -1, batch = 32, seed = 42;
+    const char *steps_text = NULL;
+    AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
     char method_help[256], method_list[128];
@@ -45,7 +47,8 @@ int cmd_correct(int argc, char **argv) {
         {"--method", ARG_STRING, &method, 0, 0, method_help},
         {"--rank", ARG_STRING, &rank, 0, 0, "lowrank: k per matrix, or match (the parameters of a linear correction at --every)"},
         {"--lowrank-scale", ARG_STRING, &lowrank_scale, 0, 0, "lowrank: none (SVD of W - Q) | act (of (W - Q) diag(mean |x|), L2QER)"},
-        {"--steps", ARG_INT, &steps, -1, 100000000, "correction training steps (-1: 500 for train, 0 for methods that solve)"},
+        {"--steps", ARG_STRING, &steps_text, 0, 0, "correction training steps, or auto (until the held-out objective stops improving); default 500 for train, 0 for methods that solve"},
+        AUTOSTOP_ARG_SPECS(af),
         {"--lr", ARG_FLOAT, &lr, 0, 10, "peak learning rate (warm-up, cosine to lr/10)"},
         {"--weight-decay", ARG_FLOAT, &weight_decay, 0, 10, "AdamW weight decay on the corrections"},
         {"--batch", ARG_INT, &batch, 1, 65536, "windows per step"},
@@ -88,7 +91,18 @@ int cmd_correct(int argc, char **argv) {
         return usage_error("correct", "--method %s fits each matrix's quantization error: at --bits 32 there is none", method);
     if (correction_kind_ops(kind)->fold && (scheme.scope & SCOPE_OF(ROLE_BIAS)))
         return usage_error("correct", "--method %s folds into the layers' biases, which --scope bias quantizes", method);
-    if (steps < 0) steps = mi->solves ? 0 : 500;
+    int autostop = steps_text && strcmp(steps_text, "auto") == 0;
+    if (steps_text && !autostop) {
+        long v;
+        if (parse_int("--steps", steps_text, 0, 100000000, &v) != 0) return usage_error("correct", "%s (or auto)", qc_last_error());
+        steps = (int)v;
+    }
+    if ((rc = parse_autostop_flags("correct", &af, autostop, &o.autostop, &o.init))) return rc;
+    if (o.init == INIT_LSTSQ && (o.method != METHOD_TRAIN || kind != KIND_LINEAR))
+        return usage_error("correct", "--init lstsq starts a trained linear correction (--method train --hidden 0)");
+    if (autostop && !mi->trains) return usage_error("correct", "--steps auto: --method %s does not train", method);
+    if (autostop) steps = STEPS_AUTO;
+    else if (steps < 0) steps = mi->solves ? 0 : 500;
     int fine_tunes = mi->trains && !(mi->solves && steps == 0);
     if (fine_tunes && o.objective == OBJECTIVE_MSE && kind_info[kind].placement != PLACE_STREAM)
         return usage_error("correct", "--objective mse compares the streams after blocks; --method %s sits on linear layers: use ce or kl",
@@ -180,7 +194,17 @@ int cmd_correct(int argc, char **argv) {
             for (int k = 0; k < corr.n_sites; k++) cJSON_AddItemToArray(ranks, cJSON_CreateNumber(corr.sites[k].size));
             cJSON_AddStringToObject(j, "lowrank_scale", lowrank_scale);
         }
-        cJSON_AddNumberToObject(j, "steps", fine_tunes ? steps : 0);
+        if (autostop) cJSON_AddStringToObject(j, "steps", "auto");
+        else cJSON_AddNumberToObject(j, "steps", fine_tunes ? steps : 0);
+        cJSON_AddNumberToObject(j, "steps_run", res.train.steps_run);
+        cJSON_AddNumberToObject(j, "best_step", res.train.best_step);
+        cJSON_AddStringToObject(j, "stopped_by", fine_tunes ? stop_reason_name(res.train.stopped_by) : "none");
+        add_number_or_null(j, "heldout_objective", res.train.heldout_objective);
+        if (autostop) {
+            cJSON_AddNumberToObject(j, "max_steps", o.autostop.max_steps);
+            cJSON_AddStringToObject(j, "schedule", schedule_name(o.autostop.schedule));
+        }
+        if (o.init == INIT_LSTSQ) cJSON_AddStringToObject(j, "init", "lstsq");
         add_number_or_null(j, "final_objective", res.objective);
         cJSON_AddNumberToObject(j, "calib_tokens", (double)((calib_tokens + q.config.ctx - 1) / q.config.ctx * q.config.ctx));
         cJSON_AddNumberToObject(j, "seconds_quantize", t_quant);

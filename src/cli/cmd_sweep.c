@@ -189,6 +189,7 @@ int cmd_sweep(int argc, char **argv) {
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0, jobs = 1;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1, act_bits = -1;
     const char *steps = NULL, *calib = NULL;
+    AutoStopFlags af = {0};
     double train_lr = -1, lr = -1, ridge = -1;
     ArgSpec specs[] = {
         {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget | methods: the grid and budgets the flags below start from"},
@@ -219,7 +220,8 @@ int cmd_sweep(int argc, char **argv) {
         {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale: f16 | bf16 | f32 (default f16)"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
-        {"--steps", ARG_STRING, &steps, 0, 0, "correction training steps, or a comma list (a budget curve)"},
+        {"--steps", ARG_STRING, &steps, 0, 0, "correction training steps, auto (until the held-out objective stops improving), or a comma list (a budget curve)"},
+        AUTOSTOP_ARG_SPECS(af),
         {"--lr", ARG_FLOAT, &lr, 0, 10, "correction peak learning rate"},
         {"--batch", ARG_INT, &batch, 1, 65536, "correction batch"},
         {"--calib-tokens", ARG_STRING, &calib, 0, 0, "calibration budget in train characters, or a comma list"},
@@ -295,10 +297,13 @@ int cmd_sweep(int argc, char **argv) {
     if (ctx > 0) cfg.ctx = ctx;
     if (heads > 0) cfg.heads = heads;
     if (steps) { /* one value is the scalar; several an axis */
-        if (parse_int_list("--steps", steps, cfg.steps_axis, &cfg.n_steps_axis, 0, 100000000) != 0) return usage_error("sweep", "%s", qc_last_error());
+        if (parse_steps_list("--steps", steps, cfg.steps_axis, &cfg.n_steps_axis) != 0) return usage_error("sweep", "%s", qc_last_error());
         cfg.corr_steps = cfg.steps_axis[0];
         if (cfg.n_steps_axis == 1) cfg.n_steps_axis = 0;
     }
+    int any_auto = cfg.n_steps_axis ? 0 : cfg.corr_steps == STEPS_AUTO;
+    for (int i = 0; i < cfg.n_steps_axis; i++) any_auto |= cfg.steps_axis[i] == STEPS_AUTO;
+    if ((rc = parse_autostop_flags("sweep", &af, any_auto, &cfg.autostop, &cfg.init))) return rc;
     if (lr >= 0) cfg.corr_lr = lr;
     if (batch > 0) cfg.corr_batch = batch;
     if (calib) {

@@ -13,6 +13,7 @@ int cmd_report(int argc, char **argv);
 
 /* Shared by quantize and correct. Return 0 or an exit status (message already printed). */
 #include "common.h"
+#include "../experiment.h"
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
                        int act_bits, const char *scale_dtype, QuantScheme *s);
 /* "f16" -> SCALE_F16 for --scale-dtype; 0, or an exit status (message printed) */
@@ -38,5 +39,22 @@ typedef struct {
 /* Sets s->quantizer and s->options from the flags; refuses (exit 2) a value out of range or an
  * option of another quantizer. */
 int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantScheme *s);
+
+/* The training-budget flags correct and sweep share: --steps auto's stopping rule and --init.
+ * Strings (NULL: the default) so that a flag given without --steps auto can be refused. */
+typedef struct {
+    const char *max_steps, *eval_every, *patience, *min_delta, *heldout_share, *schedule, *init;
+} AutoStopFlags;
+#define AUTOSTOP_ARG_SPECS(f)                                                                                            \
+    {"--max-steps", ARG_STRING, &(f).max_steps, 0, 0, "--steps auto: the cap (2000)"},                                    \
+    {"--eval-every", ARG_STRING, &(f).eval_every, 0, 0, "--steps auto: steps between held-out measurements (25)"},        \
+    {"--patience", ARG_STRING, &(f).patience, 0, 0, "--steps auto: measurements without improvement before a plateau (8)"}, \
+    {"--min-delta", ARG_STRING, &(f).min_delta, 0, 0, "--steps auto: the improvement that counts, a share of the held-out gap (0.002)"},      \
+    {"--heldout-share", ARG_STRING, &(f).heldout_share, 0, 0, "--steps auto: calibration windows held out (0.125)"},     \
+    {"--schedule", ARG_STRING, &(f).schedule, 0, 0, "--steps auto: plateau (constant, lr/10 at the first plateau) | cosine (for --max-steps)"}, \
+    {"--init", ARG_STRING, &(f).init, 0, 0, "train, linear corrections: zero | lstsq (the closed form, then training)"}
+/* Fills a (from auto_stop_default) and *init from the flags; refuses (exit 2) a value out of range
+ * or a stopping flag without auto (auto: whether --steps is auto). */
+int parse_autostop_flags(const char *command, const AutoStopFlags *f, int autostop, AutoStop *a, CorrectionInit *init);
 
 #endif

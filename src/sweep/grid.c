@@ -27,6 +27,7 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
     cfg->heads = 4;
     cfg->objective = OBJECTIVE_CE;
     cfg->ridge = 1e-4;
+    auto_stop_default(&cfg->autostop);
     if (strcmp(name, "quick") == 0) {
         /* a demo and CI grid: one small model, about a minute end to end on 2 cores */
         set_list(cfg->seeds, &cfg->n_seeds, (int[]){42}, 1);
@@ -63,6 +64,8 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->train_batch = 16;
         cfg->train_steps = 1500;
         cfg->train_lr = 3e-3;
+        /* 60 steps, a budget under the plateau (results/budget); --steps auto trains each run until
+         * its held-out objective stops improving (README: its check against 2,000 steps) */
         cfg->corr_steps = 60;
         cfg->corr_batch = 8;
         cfg->corr_lr = 3e-3;
@@ -91,15 +94,16 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         return 0;
     }
     if (strcmp(name, "budget") == 0) {
-        /* recovery against correction steps and calibration characters (a budget curve), linear
-         * corrections after every block at 2 and 4 bits, on seed243's float models of seed 42 */
+        /* recovery against correction steps (a budget curve) with the early-stopping point beside
+         * it: linear and MLP h64 corrections, every 1/2/4, at 2 and 4 bits, on seed243's float
+         * models of seeds 42 and 123, 65,536 calibration characters (`--calib-tokens
+         * 16384,65536,262144` adds the calibration axis of results/budget) */
         if (sweep_preset(cfg, "seed243") != 0) return -1;
-        set_list(cfg->seeds, &cfg->n_seeds, (int[]){42}, 1);
+        set_list(cfg->seeds, &cfg->n_seeds, (int[]){42, 123}, 2);
         set_list(cfg->bits, &cfg->n_bits, (int[]){2, 4}, 2);
-        set_list(cfg->every, &cfg->n_every, (int[]){1}, 1);
-        set_list(cfg->hidden, &cfg->n_hidden, (int[]){0}, 1);
-        set_list(cfg->steps_axis, &cfg->n_steps_axis, (int[]){15, 30, 60, 120, 250, 500, 1000}, 7);
-        set_list(cfg->calib_axis, &cfg->n_calib_axis, (int[]){16384, 65536, 262144}, 3);
+        set_list(cfg->every, &cfg->n_every, (int[]){1, 2, 4}, 3);
+        set_list(cfg->hidden, &cfg->n_hidden, (int[]){0, 64}, 2);
+        set_list(cfg->steps_axis, &cfg->n_steps_axis, (int[]){15, 30, 60, 120, 250, 500, 1000, 2000, STEPS_AUTO}, 9);
         cfg->control = 0;
         return 0;
     }
@@ -135,6 +139,24 @@ int parse_int_list(const char *flag, const char *text, int *out, int *n, long mi
         if (parse_int(flag, tok, min, max, &v) != 0) return -1;
         for (int i = 0; i < count; i++)
             if (out[i] == v) { qc_error("%s: value %ld appears twice", flag, v); return -1; }
+        out[count++] = (int)v;
+    }
+    if (count == 0) { qc_error("%s: empty list", flag); return -1; }
+    *n = count;
+    return 0;
+}
+
+int parse_steps_list(const char *flag, const char *text, int *out, int *n) {
+    char buf[1024];
+    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
+    snprintf(buf, sizeof buf, "%s", text);
+    int count = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long v = STEPS_AUTO;
+        if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
+        if (strcmp(tok, "auto") != 0 && parse_int(flag, tok, 0, 100000000, &v) != 0) return -1;
+        for (int i = 0; i < count; i++)
+            if (out[i] == v) { qc_error("%s: value %s appears twice", flag, tok); return -1; }
         out[count++] = (int)v;
     }
     if (count == 0) { qc_error("%s: empty list", flag); return -1; }
@@ -381,7 +403,10 @@ static void run_id(const SweepConfig *cfg, SweepRun *r) {
     size_t len = 0;
     if (r->corr_bits < 32) len += (size_t)snprintf(stored + len, sizeof stored - len, "_c%d", r->corr_bits);
     /* a budget part only where the grid varies it */
-    if (cfg->n_steps_axis > 1 && method_info[r->method].trains) len += (size_t)snprintf(stored + len, sizeof stored - len, "_s%d", r->steps);
+    if (cfg->n_steps_axis > 1 && method_info[r->method].trains) {
+        if (r->steps == STEPS_AUTO) len += (size_t)snprintf(stored + len, sizeof stored - len, "_sauto");
+        else len += (size_t)snprintf(stored + len, sizeof stored - len, "_s%d", r->steps);
+    }
     if (cfg->n_calib_axis > 1 && method_corrects(r->method)) snprintf(stored + len, sizeof stored - len, "_k%ld", r->calib);
     snprintf(r->id, sizeof r->id, "%s_%s%s", model, fit, stored);
 }

@@ -79,8 +79,32 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
     cJSON *c = cJSON_AddObjectToObject(root, "correction");
     cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective));
-    if (cfg->n_steps_axis) cJSON_AddItemToObject(c, "steps", int_array(cfg->steps_axis, cfg->n_steps_axis));
-    else cJSON_AddNumberToObject(c, "steps", cfg->corr_steps);
+    /* steps: numbers, "auto" for --steps auto (whose rule is then written out) */
+    int any_auto = cfg->n_steps_axis ? 0 : cfg->corr_steps == STEPS_AUTO;
+    if (cfg->n_steps_axis) {
+        cJSON *a = cJSON_CreateArray();
+        for (int i = 0; i < cfg->n_steps_axis; i++) {
+            any_auto |= cfg->steps_axis[i] == STEPS_AUTO;
+            cJSON_AddItemToArray(a, cfg->steps_axis[i] == STEPS_AUTO ? cJSON_CreateString("auto") : cJSON_CreateNumber(cfg->steps_axis[i]));
+        }
+        cJSON_AddItemToObject(c, "steps", a);
+    } else if (any_auto) {
+        cJSON_AddStringToObject(c, "steps", "auto");
+    } else {
+        cJSON_AddNumberToObject(c, "steps", cfg->corr_steps);
+    }
+    if (any_auto) {
+        const AutoStop *a = &cfg->autostop;
+        cJSON *st = cJSON_AddObjectToObject(c, "stopping");
+        cJSON_AddNumberToObject(st, "max_steps", a->max_steps);
+        cJSON_AddNumberToObject(st, "eval_every", a->eval_every);
+        cJSON_AddNumberToObject(st, "patience", a->patience);
+        cJSON_AddNumberToObject(st, "min_delta", a->min_delta);
+        cJSON_AddNumberToObject(st, "heldout_share", a->heldout_share);
+        cJSON_AddStringToObject(st, "schedule", schedule_name(a->schedule));
+        cJSON_AddStringToObject(st, "keeps", "the parameters of the best held-out measurement");
+    }
+    if (cfg->init == INIT_LSTSQ) cJSON_AddStringToObject(c, "init", "lstsq");
     cJSON_AddNumberToObject(c, "batch", cfg->corr_batch);
     cJSON_AddNumberToObject(c, "lr", cfg->corr_lr);
     if (cfg->n_calib_axis) cJSON_AddItemToObject(c, "calib_tokens", int_array(cfg->calib_axis, cfg->n_calib_axis));

@@ -17,9 +17,10 @@ typedef struct {
     double train_float, quantize, correct, eval;
 } RunTimes;
 /* Writes dir/runs/<id>.json atomically: the run's factors, its outcome (losses with standard
- * errors, recovery and its flag, KL, top-1, model bits), its corrections' size, its timings. */
+ * errors, recovery and its flag, KL, top-1, model bits), its corrections' size, its timings and
+ * what its training did (ts; NULL or a method that does not train: empty). */
 int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, const Outcome *out, const Corrections *c,
-                       const RunTimes *t);
+                       const RunTimes *t, const TrainSummary *ts);
 /* 1 per run whose record is valid; corrupt records are reported, moved aside and re-run. */
 int *sweep_finished_runs(const char *dir, const SweepRun *runs, int n, int quiet);
 
@@ -28,5 +29,8 @@ SweepWork plan_float_model(const SweepConfig *cfg, int size_index, double eval_t
 SweepWork plan_quant_model(const SweepConfig *cfg, const SweepRun *r, double eval_tokens);
 SweepWork plan_prefix_cache(const SweepConfig *cfg, int size_index, int first_block, long calib_tokens, double eval_tokens);
 SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens);
+/* The correction steps a run is expected to take: its steps, or under --steps auto the mean the
+ * plateau sweeps measured for its width and kind (at most the cap). */
+double plan_expected_steps(const SweepConfig *cfg, const SweepRun *r);
 
 #endif

@@ -2,6 +2,7 @@
  * shard computes, as tokens through each kind of pass, weighed by multiply-adds or measured time. */
 #include "parts.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "../data.h"
@@ -48,14 +49,45 @@ SweepWork plan_prefix_cache(const SweepConfig *cfg, int z, int first_block, long
     return (SweepWork){.forward = (eval_tokens + calib) * (1.0 - share_from(cfg, z, first_block + 1))};
 }
 
-/* its steps above its first site, its evaluation there, and a closed form's passes over the
- * calibration windows (quantized and float model: two); "none" reuses its model's evaluation */
+/* --steps auto: the steps a run is expected to take, the mean steps_run of the plateau sweeps'
+ * runs (results/seed243-plateau, seed243's budgets: batch 8, lr 3e-3, 65,536 calibration
+ * characters) by model width and kind; widths between or beyond take the nearest row, and the
+ * cap bounds it. A budget the table does not describe (another rate, batch or rule) is a guess:
+ * the dry run says so. */
+static const struct {
+    int d_model;
+    double linear, mlp; /* stream corrections: linear (and lowrank, lstsq fine-tuning), MLP */
+} plateau_steps[] = {
+    {64, 700, 700},
+    {128, 700, 700},
+    {256, 700, 700},
+};
+
+double plan_expected_steps(const SweepConfig *cfg, const SweepRun *r) {
+    if (r->steps != STEPS_AUTO) return r->steps;
+    int d = cfg->sizes[r->size_index].d_model, best = 0, n = (int)(sizeof plateau_steps / sizeof *plateau_steps);
+    for (int i = 1; i < n; i++)
+        if (abs(plateau_steps[i].d_model - d) < abs(plateau_steps[best].d_model - d)) best = i;
+    double steps = r->hidden > 0 ? plateau_steps[best].mlp : plateau_steps[best].linear;
+    return steps < cfg->autostop.max_steps ? steps : cfg->autostop.max_steps;
+}
+
+/* its steps above its first site, its evaluation there, a closed form's passes over the
+ * calibration windows (quantized and float model: two), and under --steps auto the held-out
+ * measurements (one before the first step, one every eval_every); "none" reuses its model's
+ * evaluation */
 SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens) {
     if (!method_corrects(r->method)) return (SweepWork){0};
     int first_block = plan_first_block(cfg, r);
     double above = share_from(cfg, r->size_index, first_block + 1);
-    double solve = method_info[r->method].solves ? 2.0 * (double)((r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
-    return (SweepWork){.correct = (double)r->steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above + solve};
+    double calib = (double)((r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx);
+    double solve = method_info[r->method].solves ? 2.0 * calib : 0.0, steps = plan_expected_steps(cfg, r), heldout = 0.0;
+    if (r->steps == STEPS_AUTO) {
+        int n_windows = (int)(calib / cfg->ctx), n_held = (int)lround(cfg->autostop.heldout_share * n_windows);
+        if (n_held < 1) n_held = 1;
+        heldout = (steps / cfg->autostop.eval_every + 1.0) * n_held * cfg->ctx * above;
+    }
+    return (SweepWork){.correct = steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above + solve + heldout};
 }
 
 static void add_work(SweepWork *to, SweepWork w) {

@@ -157,8 +157,10 @@ done:
     return rc;
 }
 
+_Static_assert(STEPS_AUTO == SCHEMA_STEPS_AUTO, "a --steps auto run's record says steps -1");
+
 int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *r, const Outcome *out, const Corrections *c,
-                       const RunTimes *t) {
+                       const RunTimes *t, const TrainSummary *ts) {
     const ModelSize *z = &cfg->sizes[r->size_index];
     char size[32], scheme[256], gran[32], host[128] = "";
     snprintf(size, sizeof size, "%dx%d", z->d_model, z->n_layer);
@@ -180,7 +182,7 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.hidden = r->hidden;
     v.correction = kind_name(c->kind);
     v.method = m->name;
-    v.objective = m->trains && r->steps > 0 ? objective_name(cfg->objective) : m->name;
+    v.objective = m->trains && r->steps != 0 ? objective_name(cfg->objective) : m->name;
     v.arm = r->bits == 32 ? "control" : "quant";
     v.loss_float = out->loss_float;
     v.loss_quant = out->loss_quant;
@@ -217,6 +219,12 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.model_bits_corrected = out->model_bits_corrected;
     v.correction_bits = out->correction_bits;
     v.bits_per_weight = out->bits_per_weight;
+    if (ts && m->trains && r->steps != 0) { /* what the training did (a fixed count, or --steps auto's stop) */
+        v.steps_run = ts->steps_run;
+        v.best_step = ts->best_step;
+        v.stopped_by = stop_reason_name(ts->stopped_by);
+        v.heldout_objective = ts->heldout_objective;
+    }
     v.host = host;
     v.finished_unix = (long)time(NULL);
     cJSON *o = record_to_json(&v);

@@ -358,6 +358,8 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.objective = cfg->objective;
                 co.method = r->method;
                 co.steps = r->steps;
+                co.autostop = cfg->autostop;
+                co.init = cfg->init;
                 co.batch = cfg->corr_batch;
                 co.lr = (float)cfg->corr_lr;
                 co.calib_tokens = r->calib;
@@ -371,6 +373,9 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 char log[4200];
                 snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
                 co.log_path = method_info[r->method].trains ? log : NULL;
+                char heldout_log[4200]; /* --steps auto: the held-out curve */
+                snprintf(heldout_log, sizeof heldout_log, "%s/logs/%s.heldout.csv", dir, r->id);
+                co.heldout_log_path = method_info[r->method].trains && r->steps == STEPS_AUTO ? heldout_log : NULL;
                 CorrectionLayout layout;
                 if (correction_layout_for(&co, &q.config, &layout, linear_sizes) != 0) { rc = -1; break; }
                 if (method_corrects(r->method) && r->calib != calib_of_starts) { /* a new calibration set: new caches */
@@ -401,7 +406,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 snprintf(p.phase, sizeof p.phase, "run %s", r->id);
                 show_progress(&p, NULL);
                 co.calib_cache = calib.streams && cached_block == first_block ? &calib : NULL;
-                CorrectionResult res;
+                CorrectionResult res = {0};
                 if (!method_corrects(r->method)) {
                     if (corrections_init(&c, &q.config, &layout, 1, 0) != 0 || evaluation_copy(&res.eval, &eq) != 0) { rc = -1; break; }
                     res.seconds_correct = res.seconds_eval = 0;
@@ -413,7 +418,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 Outcome out;
                 outcome_compute(&out, &ref, &eq, &res.eval, &q.config, &scheme, corrections_storage_bits(&c));
                 RunTimes t = {fs.seconds, qs.seconds, res.seconds_correct, res.seconds_eval};
-                int written = sweep_write_record(dir, cfg, r, &out, &c, &t) == 0 && sweep_write_summary(dir) == 0;
+                int written = sweep_write_record(dir, cfg, r, &out, &c, &t, &res.train) == 0 && sweep_write_summary(dir) == 0;
                 evaluation_free(&res.eval);
                 corrections_free(&c);
                 if (!written) {
