@@ -138,6 +138,9 @@ double sweep_eval_tokens(size_t n_val, int ctx);
  * works; runs with done[i] set are skipped (done may be NULL: everything). */
 void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const int *done, int shard_k, int shard_n,
                 double eval_tokens, SweepSizePlan *out);
+/* The correction steps a run is expected to take: its steps, or under --steps auto the mean
+ * measured for its width and kind (plan.c says where; at most the cap). */
+double plan_expected_steps(const SweepConfig *cfg, const SweepRun *r);
 /* The cost of work given the cost of one token of each kind. */
 double sweep_work_cost(SweepWork work, SweepWork per_token);
 /* Per token of each kind: multiply-adds of the matrix products (the ETA's weights), ... */

@@ -73,6 +73,13 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
                plan[z].work.correct / ((double)cfg->corr_batch * cfg->ctx), 1000 * seconds.correct * cfg->corr_batch * cfg->ctx,
                seconds.forward * eval_tokens, sub / 60);
     }
+    int any_auto = cfg->n_steps_axis ? 0 : cfg->corr_steps == STEPS_AUTO;
+    for (int i = 0; i < cfg->n_steps_axis; i++) any_auto |= cfg->steps_axis[i] == STEPS_AUTO;
+    if (any_auto)
+        printf("--steps auto runs counted at the steps the rule took on 64x2 (README): linear %.0f, MLP %.0f, at most %d; "
+               "a guess for other sizes and budgets\n",
+               plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 0}),
+               plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 1}), cfg->autostop.max_steps);
     if (jobs > 1) {
         double *cost = malloc((size_t)n_groups * sizeof(double));
         if (!cost) { free(plan); free(runs); qc_error("out of memory planning the sweep"); return -1; }

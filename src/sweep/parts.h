@@ -29,8 +29,6 @@ SweepWork plan_float_model(const SweepConfig *cfg, int size_index, double eval_t
 SweepWork plan_quant_model(const SweepConfig *cfg, const SweepRun *r, double eval_tokens);
 SweepWork plan_prefix_cache(const SweepConfig *cfg, int size_index, int first_block, long calib_tokens, double eval_tokens);
 SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens);
-/* The correction steps a run is expected to take: its steps, or under --steps auto the mean the
- * plateau sweeps measured for its width and kind (at most the cap). */
-double plan_expected_steps(const SweepConfig *cfg, const SweepRun *r);
+
 
 #endif
