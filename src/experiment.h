@@ -15,7 +15,7 @@
 /* steps: train until the held-out objective stops improving (--steps auto) */
 #define STEPS_AUTO (-1)
 
-typedef enum { SCHEDULE_PLATEAU, SCHEDULE_COSINE } AutoSchedule;
+typedef enum { SCHEDULE_PLATEAU, SCHEDULE_COSINE, SCHEDULE_DECAY } AutoSchedule;
 
 /* --steps auto: the calibration windows are split (by the seed) into a fitting part and a held-out
  * part, both from the train split; every eval_every steps the held-out objective is measured
@@ -25,13 +25,15 @@ typedef enum { SCHEDULE_PLATEAU, SCHEDULE_COSINE } AutoSchedule;
  * are kept. Without a gap (the control arm: the float model itself) an improvement counts from
  * AUTOSTOP_NO_GAP_DELTA of the objective. Schedule plateau: warm-up, then the constant lr until
  * the first plateau, then lr/10 until the second; cosine: the fixed schedule set for max_steps,
- * stopped at the first plateau. */
+ * stopped at the first plateau; decay (warm-up, stable, decay): the constant rate until the first
+ * plateau, then a linear fall to 0 over a quarter of the steps so far, then stop. */
 #define AUTOSTOP_MIN_DELTA 0.002
 #define AUTOSTOP_NO_GAP_DELTA 1e-4
 typedef struct {
     int max_steps, eval_every, patience;
     double min_delta, heldout_share;
     AutoSchedule schedule;
+    double ema; /* > 0: measure and keep the running average of the parameters, weight ema per step (0.99) */
 } AutoStop;
 
 void auto_stop_default(AutoStop *a);

@@ -56,19 +56,21 @@ void auto_stop_default(AutoStop *a) {
     a->min_delta = AUTOSTOP_MIN_DELTA;
     a->heldout_share = 0.125;
     a->schedule = SCHEDULE_PLATEAU;
+    a->ema = 0.0;
 }
 
 int parse_schedule(const char *text, AutoSchedule *out) {
     if (strcmp(text, "plateau") == 0) *out = SCHEDULE_PLATEAU;
     else if (strcmp(text, "cosine") == 0) *out = SCHEDULE_COSINE;
+    else if (strcmp(text, "decay") == 0) *out = SCHEDULE_DECAY;
     else {
-        qc_error("schedule '%s' is not plateau or cosine", text);
+        qc_error("schedule '%s' is not plateau, cosine or decay", text);
         return -1;
     }
     return 0;
 }
 
-const char *schedule_name(AutoSchedule s) { return s == SCHEDULE_PLATEAU ? "plateau" : "cosine"; }
+const char *schedule_name(AutoSchedule s) { return s == SCHEDULE_PLATEAU ? "plateau" : s == SCHEDULE_COSINE ? "cosine" : "decay"; }
 
 const char *stop_reason_name(StopReason r) { return r == STOPPED_FIXED ? "fixed" : r == STOPPED_PLATEAU ? "plateau" : "cap"; }
 
@@ -138,6 +140,15 @@ static int heldout_objective(GPT *q, GPT *f, Corrections *c, const ModelHook *ho
     return 0;
 }
 
+/* The rate of step `step` under the plateau and decay schedules: a linear warm-up, then the
+ * constant rate times lr_scale, and in a cool-down [decay_start, decay_end) a linear fall to 0. */
+static float auto_lr(const CorrectOptions *o, int warmup, int step, float lr_scale, int decay_start, int decay_end) {
+    if (step < warmup) return o->lr * (float)(step + 1) / (float)warmup;
+    if (decay_start >= 0 && step >= decay_start)
+        return step >= decay_end ? 0.0f : o->lr * (float)(decay_end - step) / (float)(decay_end - decay_start);
+    return o->lr * lr_scale;
+}
+
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out) {
     TrainSummary s;
     int rc = correction_fit(q, f, c, corpus, o, &s);
@@ -168,7 +179,7 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     int *pick = qc_malloc((size_t)Bbuf * sizeof(int), "batch");
     const float **mse_targets = qc_calloc((size_t)c->n_sites, sizeof(float *), "mse targets");
     int *split = NULL;
-    float *best_params = NULL;
+    float *best_params = NULL, *ema = NULL, *live = NULL; /* ema: the parameters' running average (AutoStop.ema) */
     FILE *log = o->log_path ? fopen(o->log_path, "w") : NULL;
     FILE *hlog = autostop && o->heldout_log_path ? fopen(o->heldout_log_path, "w") : NULL;
     int rc = -1;
@@ -183,13 +194,17 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     if (autostop) {
         split = calibration_split(n_windows, a->heldout_share, o->seed, &n_held);
         best_params = qc_malloc(c->num_params * sizeof(float), "best parameters");
-        if (!split || !best_params) goto done;
+        if (a->ema > 0) {
+            ema = qc_malloc(c->num_params * sizeof(float), "parameter average");
+            live = qc_malloc(c->num_params * sizeof(float), "parameter average");
+            if (ema) memcpy(ema, c->params, c->num_params * sizeof(float));
+        }
+        if (!split || !best_params || (a->ema > 0 && (!ema || !live))) goto done;
         n_fit = n_windows - n_held;
         fit = split;
         held = split + n_fit;
     }
     int warmup = o->warmup >= 0 ? o->warmup : (cap / 10 < 100 ? cap / 10 : 100);
-    if (autostop && o->warmup < 0) warmup = a->eval_every; /* the cap says nothing of where the plateau is */
     if (warmup < 1) warmup = 1;
     Rng rng;
     rng_seed(&rng, o->seed ^ 0x5EED5EEDull);
@@ -213,14 +228,20 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     enum { RECENT = 20 }; /* the training objective reported: the mean of the last 20 steps */
     double recent[RECENT], best = INFINITY, ref_best = INFINITY;
     int n_recent = 0, since = 0, decays = 0, best_step = 0, step = 0;
+    int decay_start = -1, decay_end = -1; /* schedule decay: the cool-down after the first plateau */
     float lr_scale = 1.0f;
     StopReason why = autostop ? STOPPED_CAP : STOPPED_FIXED;
     for (;; step++) {
-        if (autostop && step % a->eval_every == 0) { /* measure the parameters after `step` steps */
+        if (autostop && (step % a->eval_every == 0 || step == decay_end)) { /* measure the parameters after `step` steps */
             double h;
-            if (heldout_objective(q, f, c, &c->hook, corpus, o, cache, first_block, starts, held, n_held, Bh, inputs, targets, pick,
-                                  mse_targets, &h) != 0)
-                goto done;
+            if (ema) { /* measured (and kept) is the average, not the last step's parameters */
+                memcpy(live, c->params, c->num_params * sizeof(float));
+                memcpy(c->params, ema, c->num_params * sizeof(float));
+            }
+            int measured = heldout_objective(q, f, c, &c->hook, corpus, o, cache, first_block, starts, held, n_held, Bh, inputs,
+                                             targets, pick, mse_targets, &h);
+            if (ema) memcpy(c->params, live, c->num_params * sizeof(float));
+            if (measured != 0) goto done;
             if (step == 0) { /* the improvement that counts: a share of what there is to win back */
                 double gap = h - h_float;
                 delta = gap > 0 ? a->min_delta * gap : AUTOSTOP_NO_GAP_DELTA * fabs(h);
@@ -232,9 +253,11 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
             if (h < best) { /* the best parameters seen, whatever the margin */
                 best = h;
                 best_step = step;
-                memcpy(best_params, c->params, c->num_params * sizeof(float));
+                memcpy(best_params, ema ? ema : c->params, c->num_params * sizeof(float));
             }
-            if (h < ref_best - delta || !isfinite(ref_best)) {
+            if (decay_start >= 0) { /* cooling down: it ends where it was set to */
+                if (step >= decay_end) why = STOPPED_PLATEAU;
+            } else if (h < ref_best - delta || !isfinite(ref_best)) {
                 ref_best = h;
                 since = 0;
             } else if (++since >= a->patience) {
@@ -242,11 +265,17 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
                     decays = 1;
                     lr_scale = 0.1f;
                     since = 0;
+                } else if (a->schedule == SCHEDULE_DECAY && step < cap) {
+                    /* the first plateau: the rate falls linearly to 0 over a quarter of the steps so far
+                     * (at least patience measurements), then training stops */
+                    int len = step / 4 > a->eval_every * a->patience ? step / 4 : a->eval_every * a->patience;
+                    decay_start = step;
+                    decay_end = step + len < cap ? step + len : cap;
                 } else {
                     why = STOPPED_PLATEAU;
                 }
             }
-            if (hlog) fprintf(hlog, "%d,%.6f,%.6g,%.6f\n", step, h, o->lr * lr_scale, best);
+            if (hlog) fprintf(hlog, "%d,%.6f,%.6g,%.6f\n", step, h, auto_lr(o, warmup, step, lr_scale, decay_start, decay_end), best);
             if (why == STOPPED_PLATEAU) break;
         }
         if (step >= cap) break;
@@ -266,11 +295,15 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
             qc_error("correction training diverged: objective is %g at step %d (try a lower learning rate)", objective, step + 1);
             goto done;
         }
-        float lr = autostop && a->schedule == SCHEDULE_PLATEAU ? (step < warmup ? o->lr * (float)(step + 1) / (float)warmup : o->lr) * lr_scale
-                                                               : lr_schedule(step, cap, warmup, o->lr, o->lr / 10.0f);
+        float lr = autostop && a->schedule != SCHEDULE_COSINE ? auto_lr(o, warmup, step, lr_scale, decay_start, decay_end)
+                                                              : lr_schedule(step, cap, warmup, o->lr, o->lr / 10.0f);
         double norm = clip_grad_norm(c->grads, c->num_params, o->grad_clip);
         AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = o->weight_decay, .step = step + 1};
         adamw_update(c->params, c->grads, c->adam_m, c->adam_v, c->num_params, 1, &s);
+        if (ema) {
+            float k = (float)a->ema;
+            for (size_t i = 0; i < c->num_params; i++) ema[i] = k * ema[i] + (1.0f - k) * c->params[i];
+        }
         if (log) fprintf(log, "%d,%.6f,%.6g,%.6f\n", step + 1, objective, lr, norm);
         if (qc_stop_signal) {
             qc_error("interrupted by signal %d at correction step %d", (int)qc_stop_signal, step + 1);
@@ -304,6 +337,8 @@ done:
     free(mse_targets);
     free(split);
     free(best_params);
+    free(ema);
+    free(live);
     return rc;
 }
 

@@ -145,9 +145,12 @@ static void draw_y_axis(TextBuf *out, const Axis *a, double left, double right, 
     text_at(out, 22.0, cy, "middle", rotate, label);
 }
 
+/* box: 0 a line (dashed or not), 1 a filled box (bars), 2 a dot (scatter) */
 static void legend_entry(TextBuf *out, int index, const char *name, int color, int dashed, int box) {
     double x = PLOT_RIGHT + 20, y = PLOT_TOP + 10 + 20 * index;
-    if (box)
+    if (box == 2) /* a scatter series: its dot */
+        textbuf_printf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n", x + 11, y - 4, palette[color % PALETTE_SIZE]);
+    else if (box)
         textbuf_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"%s\"/>\n", x, y - 9, palette[color % PALETTE_SIZE]);
     else
         textbuf_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", x, y - 4,
@@ -190,7 +193,7 @@ int svg_line_plot(TextBuf *out, const char *title, const char *x_label, const ch
                     textbuf_printf(out, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\" fill=\"%s\" fill-opacity=\"0.75\"/>\n",
                                    axis_pos(&ax, series[s].x[i], PLOT_LEFT, PLOT_RIGHT), axis_pos(&ay, series[s].y[i], PLOT_BOTTOM, PLOT_TOP),
                                    stroke);
-            legend_entry(out, s, series[s].name, color, 0, 0);
+            legend_entry(out, s, series[s].name, color, 0, 2);
             continue;
         }
         /* one polyline per run of finite points; a lone point becomes a dot */

@@ -16,6 +16,7 @@
 #include "../src/data.h"
 #include "../src/experiment.h"
 #include "../src/quant.h"
+#include "../src/util.h"
 
 static void corpus_model(GPT *m, const Corpus *corpus, int L, int max_batch, uint64_t seed) {
     GPTConfig cfg = {.vocab_size = corpus->vocab.size, .ctx = 16, .d_model = 16, .n_layer = L, .n_head = 2};
@@ -283,6 +284,47 @@ static void test_falling_objective_runs_to_cap(void **state) {
     corpus_free(&corpus);
 }
 
+/* Measuring is read-only: the training steps (their objectives, rates and gradient norms in the
+ * step log) are the same bytes whether the held-out windows are measured every 3 steps or every
+ * 40, with and without the parameter average. */
+static void test_measuring_leaves_training_alone(void **state) {
+    (void)state;
+    Corpus corpus;
+    small_corpus(&corpus);
+    GPT f, q;
+    quantized_pair(&f, &q, &corpus, 2, 561);
+    char logs[2][4096];
+    for (int ema = 0; ema <= 1; ema++) {
+        for (int k = 0; k < 2; k++) {
+            Corrections c;
+            assert_int_equal(stream_corrections(&c, &q.config, 1, 8, 8 * 16, 562), 0);
+            CorrectOptions o;
+            auto_options(&o, OBJECTIVE_CE);
+            o.autostop.max_steps = 40;
+            o.autostop.eval_every = k == 0 ? 3 : 40;
+            o.autostop.patience = 1000;
+            o.autostop.schedule = SCHEDULE_COSINE;
+            o.autostop.ema = ema ? 0.9 : 0.0;
+            snprintf(logs[k], sizeof logs[k], "%s/autostop.steps%d.csv", test_tmpdir(), k);
+            o.log_path = logs[k];
+            TrainSummary s;
+            assert_int_equal(correction_fit(&q, &f, &c, &corpus, &o, &s), 0);
+            assert_int_equal(s.steps_run, 40);
+            corrections_free(&c);
+        }
+        size_t na, nb;
+        uint8_t *a = read_file(logs[0], &na), *b = read_file(logs[1], &nb);
+        assert_non_null(a);
+        assert_non_null(b);
+        if (na != nb || memcmp(a, b, na) != 0) fail_msg("ema %d: the step logs differ with the measurement interval", ema);
+        free(a);
+        free(b);
+    }
+    gpt_free(&q);
+    gpt_free(&f);
+    corpus_free(&corpus);
+}
+
 /* Fixed steps are what they were: no split (every window fitted), the last parameters, stopped
  * "fixed"; and --steps auto refuses a calibration set of one window. */
 static void test_fixed_steps_and_refusals(void **state) {
@@ -321,6 +363,7 @@ int main(void) {
         cmocka_unit_test(test_returns_best_parameters),
         cmocka_unit_test(test_flat_objective_stops_after_patience),
         cmocka_unit_test(test_falling_objective_runs_to_cap),
+        cmocka_unit_test(test_measuring_leaves_training_alone),
         cmocka_unit_test(test_fixed_steps_and_refusals),
     };
     return cmocka_run_group_tests_name("autostop", tests, setup_one_thread, restore_threads);

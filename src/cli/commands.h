@@ -43,7 +43,7 @@ int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantSch
 /* The training-budget flags correct and sweep share: --steps auto's stopping rule and --init.
  * Strings (NULL: the default) so that a flag given without --steps auto can be refused. */
 typedef struct {
-    const char *max_steps, *eval_every, *patience, *min_delta, *heldout_share, *schedule, *init;
+    const char *max_steps, *eval_every, *patience, *min_delta, *heldout_share, *schedule, *ema, *init;
 } AutoStopFlags;
 #define AUTOSTOP_ARG_SPECS(f)                                                                                            \
     {"--max-steps", ARG_STRING, &(f).max_steps, 0, 0, "--steps auto: the cap (2000)"},                                    \
@@ -52,6 +52,7 @@ typedef struct {
     {"--min-delta", ARG_STRING, &(f).min_delta, 0, 0, "--steps auto: the improvement that counts, a share of the held-out gap (0.002)"},      \
     {"--heldout-share", ARG_STRING, &(f).heldout_share, 0, 0, "--steps auto: calibration windows held out (0.125)"},     \
     {"--schedule", ARG_STRING, &(f).schedule, 0, 0, "--steps auto: plateau (constant, lr/10 at the first plateau) | cosine (for --max-steps)"}, \
+    {"--ema", ARG_STRING, &(f).ema, 0, 0, "--steps auto: measure and keep a running average of the parameters (0: off; 0.99: about 100 steps)"}, \
     {"--init", ARG_STRING, &(f).init, 0, 0, "train, linear corrections: zero | lstsq (the closed form, then training)"}
 /* Fills a (from auto_stop_default) and *init from the flags; refuses (exit 2) a value out of range
  * or a stopping flag without auto (auto: whether --steps is auto). */

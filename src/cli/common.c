@@ -70,7 +70,8 @@ int parse_autostop_flags(const char *command, const AutoStopFlags *f, int autost
     auto_stop_default(a);
     *init = INIT_ZERO;
     const char *given = f->max_steps ? "--max-steps" : f->eval_every ? "--eval-every" : f->patience ? "--patience"
-                      : f->min_delta ? "--min-delta" : f->heldout_share ? "--heldout-share" : f->schedule ? "--schedule" : NULL;
+                      : f->min_delta ? "--min-delta" : f->heldout_share ? "--heldout-share" : f->schedule ? "--schedule"
+                      : f->ema ? "--ema" : NULL;
     if (given && !autostop) return usage_error(command, "%s applies to --steps auto", given);
     long v;
     if (f->max_steps) {
@@ -90,6 +91,10 @@ int parse_autostop_flags(const char *command, const AutoStopFlags *f, int autost
         if (parse_float("--heldout-share", f->heldout_share, 0, 1, &a->heldout_share) != 0) return usage_error(command, "%s", qc_last_error());
         if (!(a->heldout_share > 0 && a->heldout_share < 1))
             return usage_error(command, "--heldout-share %s must lie strictly between 0 and 1", f->heldout_share);
+    }
+    if (f->ema) {
+        if (parse_float("--ema", f->ema, 0, 1, &a->ema) != 0) return usage_error(command, "%s", qc_last_error());
+        if (!(a->ema < 1)) return usage_error(command, "--ema %s must be below 1 (0: off)", f->ema);
     }
     if (f->schedule && parse_schedule(f->schedule, &a->schedule) != 0) return usage_error(command, "--schedule: %s", qc_last_error());
     if (f->init) {

@@ -85,7 +85,7 @@ int section_budget(Report *rep) {
                       "(rows). \"Flattens at\": the fewest steps whose recovery comes within 2 points of the curve's best.\n");
     if (have_auto)
         textbuf_printf(t, "\"Early stop\": the same runs trained by --steps auto (until the held-out objective stops improving; "
-                          "the mean steps they ran in brackets), drawn as a dot on each curve.\n");
+                          "the mean steps they ran beside it), drawn as a dot on each curve.\n");
     /* with more steps a correction fine-tunes the model too; without the control arm's runs at each
      * budget the fine-tuning rule cannot separate that, so a curve that leaves 0..100% draws no
      * conclusion (a cell's ratio of a small gap can run to hundreds of percent either way) */
@@ -103,9 +103,9 @@ int section_budget(Report *rep) {
     for (int z = 0; z < rep->n_sizes && rc == 0; z++) {
         textbuf_printf(t, "\n### %s\n\n| bits |%s calibration | ", rep->sizes[z].name, n_kinds > 1 ? " correction |" : "");
         for (int k = 0; k < n_steps; k++) textbuf_printf(t, "%ld steps | ", steps[k]);
-        textbuf_printf(t, "flattens at |%s\n|---:|%s---:|", have_auto ? " early stop (steps) |" : "", n_kinds > 1 ? "---|" : "");
+        textbuf_printf(t, "flattens at |%s\n|---:|%s---:|", have_auto ? " early stop | its steps |" : "", n_kinds > 1 ? "---|" : "");
         for (int k = 0; k < n_steps; k++) textbuf_printf(t, "---:|");
-        textbuf_printf(t, "---:|%s\n", have_auto ? "---:|" : "");
+        textbuf_printf(t, "---:|%s\n", have_auto ? "---:|---:|" : "");
         int ns = 0, used = 0;
         for (int b = 0; b < rep->n_bits; b++)
             for (int kd = 0; kd < n_kinds; kd++)
@@ -141,13 +141,16 @@ int section_budget(Report *rep) {
                     budget_cell(rep, z, rep->bits[b], kind, SCHEMA_STEPS_AUTO, calibs[a], &cr);
                     double mean_steps = auto_mean_steps(rep, z, rep->bits[b], kind, calibs[a]);
                     put_cell_recovery(t, &cr);
-                    if (isfinite(mean_steps)) textbuf_printf(t, " (%.0f) |", mean_steps);
+                    if (isfinite(mean_steps)) textbuf_printf(t, " %.0f |", mean_steps);
                     else textbuf_printf(t, " |");
                     if (isfinite(mean_steps) && mean_steps > 0) *ax = log2(mean_steps), *ay = 100 * cr.pooled;
                 }
                 textbuf_printf(t, "\n");
                 if (!any) continue;
-                snprintf(names[ns], sizeof names[0], "%d bits%s%s, %ld characters", rep->bits[b], n_kinds > 1 ? ", " : "", kname, calibs[a]);
+                if (n_calibs > 1)
+                    snprintf(names[ns], sizeof names[0], "%d bits%s%s, %ld characters", rep->bits[b], n_kinds > 1 ? ", " : "", kname, calibs[a]);
+                else /* one calibration budget: the legend need not say it */
+                    snprintf(names[ns], sizeof names[0], "%d bits%s%s", rep->bits[b], n_kinds > 1 ? ", " : "", kname);
                 series[ns] = (SvgSeries){names[ns], x, y, n_steps, ns, 0, 0};
                 ns++;
                 if (isfinite(*ay)) {
