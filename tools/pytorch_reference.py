@@ -150,7 +150,7 @@ eval-trained -> eval_trained.safetensors   [tests/test_parity_eval_trained.c]
     which prints, as eval does, how far each number moves between float32 and float64 models
     (<= 6.9e-7 relative, kl_p99) and the closest top-2 logits (2.8e-5 apart; no choice flips).
 
-mse -> quant_mse.safetensors   [test_parity_quant.c, skipped]
+mse -> quant_mse.safetensors   [tests/test_methods_parity.c]
     Per span (as `quant`), candidate clip ratios r_i = 1 - (0.5*i)/99, i = 0..99 (1.0 down to
     0.5, in double); symmetric scale = round_dtype((r*absmax)/qmax); asymmetric range
     [r*min, r*max]: scale = round_dtype((r*max - r*min)/(2^b-1)), minimum = round_dtype(r*min);
@@ -167,7 +167,7 @@ mse -> quant_mse.safetensors   [test_parity_quant.c, skipped]
     Tolerance: exact. The closest two candidate errors of any span are 4e-7 apart (relative): a C
     search must sum in double.
 
-gptq -> quant_gptq.safetensors   [test_parity_quant.c, skipped]
+gptq -> quant_gptq.safetensors   [tests/test_methods_parity.c]
     GPTQ (Frantar et al. 2022) of W on calibration inputs X, in float64: H = 2 X^T X; dead
     inputs (H_jj = 0): H_jj = 1, W[:, j] = 0; act-order: columns by descending diag(H), stable;
     H += damp * mean(diag H) * I; U = upper Cholesky factor of H^-1 (H^-1 = U^T U); columns in
@@ -192,7 +192,7 @@ gptq -> quant_gptq.safetensors   [test_parity_quant.c, skipped]
     8 bits: 0.72x RTN's, codes within 3 steps of RTN's (a third of them move: GPTQ at 8 bits is
     close to RTN, not equal). Tolerance in C: <= 1% of values differ, output error within 1%.
 
-lowrank -> quant_lowrank.safetensors   [test_parity_quant.c, skipped]
+lowrank -> quant_lowrank.safetensors   [tests/test_methods_parity.c]
     LoRC / LQER low-rank error terms: E = W - Q (Q = int2 symmetric per-channel RTN, f16 scales);
     SVD(E S) = U diag(sigma) V^T, S = I ("none") or, as L2QER, S = diag(s) with s_j = the mean
     absolute value of input column j over the calibration rows ("act"); A = sqrt(sigma_k) V_k^T
