@@ -1,7 +1,8 @@
 #!/bin/sh
 # layout_test: the rules of the house that no compiler checks (STYLE.md) — the library never ends
 # the process (only the CLI decides), the report reads files and includes nothing of the model,
-# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run.
+# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run
+# nor hide a skip.
 # Prints "ok - ..." / "FAIL - ..." per check and ends with "layout: N passed, M failed".
 # Run from the repository root after a build: BUILD=build sh tests/layout_test.sh
 set -u
@@ -59,6 +60,24 @@ if [ -n "$H" ]; then
     rc=$?
     if [ $rc != 0 ] && printf '%s\n' "$out" | grep -q "tests/cli_test.sh"; then ok "run_all.sh fails when a shell suite is missing (exit $rc, naming it)"
     else fail "run_all.sh fails when a shell suite is missing" "exit $rc: $(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')"; fi
+    # a skip is counted and its reason shown; a cmocka skip without a reason fails the run (fake
+    # suites: scripts that print what a cmocka suite and a shell suite print)
+    for n in cli sweep layout kernels; do printf 'echo "%s: 0 passed, 0 failed"\n' "$n" >"$H/tests/${n}_test.sh"; done
+    printf 'echo "skip - the sweep suite: no corpus"\necho "sweep: 1 passed, 0 failed"\n' >"$H/tests/sweep_test.sh"
+    printf '#!/bin/sh\necho "skip - test_x: no corpus"\necho "[  PASSED  ] 2 test(s)."\necho "[  SKIPPED ] 1 test(s), listed below:"\n' >"$H/named"
+    printf '#!/bin/sh\necho "[  PASSED  ] 2 test(s)."\necho "[  SKIPPED ] 1 test(s), listed below:"\n' >"$H/unnamed"
+    chmod +x "$H/named" "$H/unnamed"
+    out=$(cd "$H" && sh tests/run_all.sh "$H/named" 2>&1)
+    rc=$?
+    last=$(printf '%s\n' "$out" | tail -n 1)
+    if [ $rc = 0 ] && [ "$last" = "3 passed, 0 failed, 2 skipped" ] && printf '%s\n' "$out" | grep -q "^skip - test_x: no corpus"; then
+        ok "run_all.sh counts cmocka and shell skips in its closing line and lists their reasons ($last)"
+    else fail "run_all.sh counts cmocka and shell skips in its closing line" "exit $rc: $(printf '%s\n' "$out" | tail -n 4 | tr '\n' ' ')"; fi
+    out=$(cd "$H" && sh tests/run_all.sh "$H/unnamed" 2>&1)
+    rc=$?
+    if [ $rc != 0 ] && printf '%s\n' "$out" | grep -q "^FAIL - .*unnamed skipped 1 test(s) and named a reason for 0"; then
+        ok "run_all.sh fails a suite that skips a test without naming why (exit $rc)"
+    else fail "run_all.sh fails a suite that skips a test without naming why" "exit $rc: $(printf '%s\n' "$out" | tail -n 3 | tr '\n' ' ')"; fi
     rm -rf "$H"
 fi
 

@@ -126,6 +126,8 @@ for f in bad:
 print("\n".join(out)); sys.exit(1 if out else 0)' manifest.json runs/*.json floats/*.json quant/*.json); then
             ok "$name: manifest, records and sidecars are valid JSON"
         else fail "$name: manifest, records and sidecars are valid JSON" "$bad"; fi
+    else
+        echo "skip - $name: valid JSON: $PY is missing"
     fi
     tmps=$(temporaries "$dir")
     if [ -z "$tmps" ]; then ok "$name: no temporary file (*.tmp.*) left"; else fail "$name: no temporary file (*.tmp.*) left" "$tmps"; fi

@@ -365,7 +365,7 @@ static void test_idempotent_random(void **state) {
 static void test_parallel_spans_match_serial(void **state) {
     (void)state;
 #ifndef _OPENMP
-    skip(); /* built without OpenMP: nothing runs in parallel */
+    skip_because("built without OpenMP: nothing runs in parallel");
 #else
     enum { ROWS = 37, COLS = 96, N = ROWS * COLS };
     float *w = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float)), *want = malloc(N * sizeof(float));

@@ -54,6 +54,11 @@ const char *learnable_corpus_path(void);
  * m->max_batch windows of ctx drawn by seed. */
 void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed);
 
+/* Skips the running test and says why, as one line "skip - TEST: WHY" on stdout: tests/run_all.sh
+ * lists those lines and fails a suite that skips a test without one. */
+void skip_reason(const char *test, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define skip_because(...) do { skip_reason(__func__, __VA_ARGS__); skip(); } while (0)
+
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)
 
