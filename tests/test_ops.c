@@ -980,39 +980,80 @@ static void test_column_sum_add(void **state) {
 
 /* ================================= kernel paths ================================= */
 
-/* The paths compiled with FMA (avx2, avx512) sum every element of gemm and gemm_at_b as the same
- * chain of fused multiply-adds in the same order, whatever their tile: the same bits. A fault in
- * one path's tile (a dropped or repeated k, a wrong column) shows here even where it stays inside
- * the tolerance of the reference checks. */
-static void test_fma_paths_agree(void **state) {
+/* One output element as every path's gemm and gemm_at_b sum it: a chain over k in order from 0,
+ * of fused multiply-adds on a path compiled with FMA, else of a rounded product and a rounded sum
+ * (volatile: this file is compiled with -ffp-contract=fast, which would fuse them). */
+static float chain(const float *a, long sa, const float *b, long sb, int K, int fused) {
+    float acc = 0.0f;
+    for (int k = 0; k < K; k++) {
+        if (fused) {
+            acc = fmaf(a[k * sa], b[k * sb], acc);
+        } else {
+            volatile float p = a[k * sa] * b[k * sb];
+            acc = acc + p;
+        }
+    }
+    return acc;
+}
+
+/* The path in use against that chain, bit for bit: gemm (both weight layouts, with a bias, with
+ * and without accumulating; rows and columns not whole tiles) and gemm_at_b (a depth of three
+ * blocks of GEMM_AT_B_DEPTH, each block's chain added into C). Runs on every path the CPU has, so
+ * the paths with FMA (avx2, avx512) give the same bits as each other wherever two of them exist,
+ * and a fault in one path's tile (a dropped or repeated k, a wrong column) shows even where it
+ * stays inside the tolerance of the checks against double precision. generic is built for the
+ * x86-64 baseline, which has no FMA; elsewhere its compiler may fuse, so either chain passes. */
+static void test_gemm_chains(void **state) {
     (void)state;
-    int paths[KERNEL_PATH_COUNT], n_paths = 0;
-    for (int i = 0; i < KERNEL_PATH_COUNT; i++)
-        if (kernels_path_supported(i) && strcmp(kernels_path(i)->name, "generic") != 0) paths[n_paths++] = i;
-    if (n_paths < 2) skip();
-    int M = 53, N = 83, K = 300;
+    int fma_path = strcmp(kernels_name(), "generic") != 0;
+    const KernelTable *t = kernels();
+    enum { M = 53, N = 83, K = 300, AM = 37 };
     Rng rng;
     rng_seed(&rng, 350);
-    float *a = floats((size_t)M * K), *b = floats((size_t)N * K), *bias = floats(N);
-    float *c[2] = {floats((size_t)M * N), floats((size_t)M * N)}, *g[2] = {floats((size_t)N * N), floats((size_t)N * N)};
+    float *a = floats((size_t)M * K), *b = floats((size_t)N * K), *bias = floats(N), *c0 = floats((size_t)M * N);
+    float *c = floats((size_t)M * N), *g0 = floats((size_t)AM * N), *g = floats((size_t)AM * N);
     fill_uniform(a, (size_t)M * K, &rng, -1, 1);
     fill_uniform(b, (size_t)N * K, &rng, -1, 1);
     fill_uniform(bias, N, &rng, -1, 1);
-    for (int p = 1; p < n_paths; p++) {
-        for (int k = 0; k < 2; k++) {
-            const KernelTable *t = kernels_path(paths[k ? p : 0]);
-            memset(c[k], 0, (size_t)M * N * sizeof(float));
-            memset(g[k], 0, (size_t)N * N * sizeof(float));
-            assert_int_equal(t->gemm(M, N, K, a, K, b, K, 1, bias, c[k], N, 0), 0);
-            assert_int_equal(t->gemm_at_b(N, N, M, c[k], N, c[k], N, g[k], N), 0); /* g = c^T c */
-        }
-        if (memcmp(c[0], c[1], (size_t)M * N * sizeof(float)) != 0)
-            fail_msg("gemm: %s and %s differ", kernels_path(paths[0])->name, kernels_path(paths[p])->name);
-        if (memcmp(g[0], g[1], (size_t)N * N * sizeof(float)) != 0)
-            fail_msg("gemm_at_b: %s and %s differ", kernels_path(paths[0])->name, kernels_path(paths[p])->name);
+    fill_uniform(c0, (size_t)M * N, &rng, -1, 1);
+    fill_uniform(g0, (size_t)AM * N, &rng, -1, 1);
+    int chains_seen[2] = {0, 0}; /* fused, unfused: which chain the path matched */
+    for (int fused = 0; fused <= 1; fused++) {
+        int same = 1;
+        for (int bt = 0; bt <= 1 && same; bt++)
+            for (int acc = 0; acc <= 1 && same; acc++) {
+                /* B is (N, K) read as B^T when bt, else the same floats as a (K, N) matrix */
+                memcpy(c, c0, (size_t)M * N * sizeof(float));
+                assert_int_equal(t->gemm(M, N, K, a, K, b, bt ? K : N, bt, bias, c, N, acc), 0);
+                for (int i = 0; i < M && same; i++)
+                    for (int j = 0; j < N && same; j++) {
+                        float x = chain(a + (long)i * K, 1, bt ? b + (long)j * K : b + j, bt ? 1 : N, K, fused) + bias[j];
+                        float want = acc ? c0[(size_t)i * N + j] + x : x;
+                        same = memcmp(&want, &c[(size_t)i * N + j], sizeof want) == 0;
+                    }
+            }
+        /* C (AM, N) += A^T B with A = a read as (K, AM) and B = b as (K, N) */
+        memcpy(g, g0, (size_t)AM * N * sizeof(float));
+        assert_int_equal(t->gemm_at_b(AM, N, K, a, AM, b, N, g, N), 0);
+        for (int i = 0; i < AM && same; i++)
+            for (int j = 0; j < N && same; j++) {
+                float want = g0[(size_t)i * N + j];
+                for (int k0 = 0; k0 < K; k0 += GEMM_AT_B_DEPTH) {
+                    int kc = K - k0 < GEMM_AT_B_DEPTH ? K - k0 : GEMM_AT_B_DEPTH;
+                    want += chain(a + (long)k0 * AM + i, AM, b + (long)k0 * N + j, N, kc, fused);
+                }
+                same = memcmp(&want, &g[(size_t)i * N + j], sizeof want) == 0;
+            }
+        chains_seen[fused] = same;
     }
-    free(a); free(b); free(bias);
-    for (int k = 0; k < 2; k++) { free(c[k]); free(g[k]); }
+#if defined(__x86_64__)
+    if (!chains_seen[fma_path])
+        fail_msg("%s: gemm or gemm_at_b is not the %s chain in k order", kernels_name(), fma_path ? "fused" : "unfused");
+#else
+    if (!chains_seen[0] && !chains_seen[1]) fail_msg("%s: gemm or gemm_at_b is no chain in k order", kernels_name());
+    if (fma_path && !chains_seen[1]) fail_msg("%s: gemm or gemm_at_b is not the fused chain in k order", kernels_name());
+#endif
+    free(a); free(b); free(bias); free(c0); free(c); free(g0); free(g);
 }
 
 /* QCORR_KERNELS: an unknown or unsupported value is one error naming it and what the CPU runs. */
@@ -1065,6 +1106,12 @@ static void test_kernel_selection(void **state) {
 /* cmocka setup: run the test on the path whose index is the initial state */
 static int use_path(void **state) { return kernels_select(kernels_path((int)(intptr_t)*state)->name); }
 
+/* what each test of a path this CPU lacks runs instead: a skip that names the path */
+static void path_unsupported(void **state) {
+    skip_reason("test_ops", "this CPU does not support the %s kernel path", kernels_path((int)(intptr_t)*state)->name);
+    skip();
+}
+
 int main(void) {
     static const struct {
         const char *name;
@@ -1074,24 +1121,21 @@ int main(void) {
         OPS_TEST(test_embedding), OPS_TEST(test_layernorm), OPS_TEST(test_matmul), OPS_TEST(test_matmul_fast_vs_ref),
         OPS_TEST(test_gemm), OPS_TEST(test_gemm_edges), OPS_TEST(test_gemm_at_b), OPS_TEST(test_attention),
         OPS_TEST(test_attention_fast_vs_ref), OPS_TEST(test_gelu), OPS_TEST(test_exp), OPS_TEST(test_residual), OPS_TEST(test_crossentropy),
-        OPS_TEST(test_column_sum_add),
+        OPS_TEST(test_column_sum_add), OPS_TEST(test_gemm_chains),
 #undef OPS_TEST
     };
     enum { PER_PATH = sizeof ops_tests / sizeof *ops_tests };
     static char names[KERNEL_PATH_COUNT][PER_PATH][64];
-    struct CMUnitTest tests[KERNEL_PATH_COUNT * PER_PATH + 2];
+    struct CMUnitTest tests[KERNEL_PATH_COUNT * PER_PATH + 1];
     int n = 0;
     for (int p = 0; p < KERNEL_PATH_COUNT; p++) {
-        if (!kernels_path_supported(p)) {
-            print_message("[ SKIPPED  ] every test on the %s path: this CPU does not support it\n", kernels_path(p)->name);
-            continue;
-        }
+        int supported = kernels_path_supported(p);
         for (int i = 0; i < PER_PATH; i++) {
             snprintf(names[p][i], sizeof names[p][i], "%s [%s]", ops_tests[i].name, kernels_path(p)->name);
-            tests[n++] = (struct CMUnitTest){names[p][i], ops_tests[i].run, use_path, NULL, (void *)(intptr_t)p};
+            tests[n++] = supported ? (struct CMUnitTest){names[p][i], ops_tests[i].run, use_path, NULL, (void *)(intptr_t)p}
+                                   : (struct CMUnitTest){names[p][i], path_unsupported, NULL, NULL, (void *)(intptr_t)p};
         }
     }
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_fma_paths_agree);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_kernel_selection);
     return _cmocka_run_group_tests("ops", tests, (size_t)n, NULL, NULL);
 }
