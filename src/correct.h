@@ -82,8 +82,6 @@ typedef struct {
     ModelHook hook;             /* hook.max_rows = max_rows: the model refuses larger batches */
 } Corrections;
 
-/* Checks a layout against a model config (message names the value). */
-int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout);
 int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayout *layout, int max_rows, uint64_t seed);
 void corrections_free(Corrections *c);
 void corrections_zero_grad(Corrections *c);

@@ -91,8 +91,6 @@ double stats_t_quantile(double p, double df) {
     return 0.5 * (lo + hi);
 }
 
-double stats_normal_cdf(double z) { return 0.5 * erfc(-z / sqrt(2.0)); }
-
 MeanCI stats_mean_ci(const double *x, int n, double level) {
     MeanCI r = {n, stats_mean(x, n), stats_std(x, n), NAN, NAN};
     if (n >= 2) {

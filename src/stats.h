@@ -22,9 +22,6 @@ double stats_t_cdf(double t, double df);
  * stats_t_cdf to about 1e-12 relative (e.g. t(0.975, 2) = 4.302653). */
 double stats_t_quantile(double p, double df);
 
-/* Standard normal CDF Φ(z) = ½·erfc(−z/√2). */
-double stats_normal_cdf(double z);
-
 /* A mean with its spread and two-sided interval: mean ± t((1+level)/2, n−1)·std/√n.
  * std is NaN when n < 2, the interval NaN when n < 2. Non-finite inputs are the caller's job. */
 typedef struct {
