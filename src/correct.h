@@ -1,6 +1,7 @@
 /* correct: correction layers. Each kind is an entry of CORRECTION_KINDS (methods.h) with its
  * tensors, starting values, forward and backward here; stream kinds sit after blocks at the sites
- * of SPEC section 4, linear kinds on one matrix's output; all enter the frozen model by its hook. */
+ * of the README's Correction layers, linear kinds on one matrix's output; all enter the frozen
+ * model by its hook. */
 #ifndef QCORR_CORRECT_H
 #define QCORR_CORRECT_H
 

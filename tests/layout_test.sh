@@ -1,5 +1,5 @@
 #!/bin/sh
-# layout_test: the rules of the house that no compiler checks (STYLE.md) — the library never ends
+# layout_test: the rules of the house that no compiler checks (docs/DESIGN.md) — the library never ends
 # the process (only the CLI decides), the report reads files and includes nothing of the model,
 # no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run
 # nor hide a skip.
@@ -50,6 +50,22 @@ long=$(find src -name '*.[ch]' -exec wc -l {} + | awk '$2 != "total" && $1 > 600
 n=$(find src -name '*.[ch]' | wc -l | tr -d ' ')
 if [ "$n" -gt 0 ] && [ -z "$long" ]; then ok "no file of src/ is over 600 lines ($n files)"
 else fail "no file of src/ is over 600 lines" "$long"; fi
+
+# ---- the repository stands alone: no tracked file cites a specification outside it (its README and
+# docs/DESIGN.md say it all) or a directory beside the checkout. The one path outside it that may
+# appear is the corpus's last search location (README: Data), which a clone simply does not find.
+# (The patterns are split so that this file does not match them.)
+CORPUS_BESIDE="../shared/data/tinyshakespeare.txt"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    spec=$(git grep -n -I -E "S""PEC(\.md| sections?\b| ?§|\s*\$)" -- . 2>/dev/null | head -n 5)
+    beside=$(git grep -n -I -F "../sha""red" -- . 2>/dev/null | sed "s|$CORPUS_BESIDE||g" | grep -F "../sha""red" | head -n 5)
+    if [ -z "$spec" ]; then ok "no tracked file cites a specification section or file outside the repository"
+    else fail "no tracked file cites a specification section or file outside the repository" "$spec"; fi
+    if [ -z "$beside" ]; then ok "no tracked file refers to ../sha""red other than the corpus search location"
+    else fail "no tracked file refers to ../sha""red other than the corpus search location" "$beside"; fi
+else
+    echo "skip - self-contained repository: not a git checkout (git grep reads the tracked files)"
+fi
 
 # ---- the runner: a shell suite that is missing fails the run, it does not pass it unseen
 # (run_all.sh copied alone into an empty tree: every suite it names is missing there)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # shellcheck disable=SC2086 # $GRID and $SMALL are flag lists, split on purpose
-# sweep_test: `qcorr sweep` end to end on a tiny grid (SPEC section 6):
+# sweep_test: `qcorr sweep` end to end on a tiny grid (README: Sweeps):
 #   1. SIGKILL at several moments (mid float training, mid run, between records, after a
 #      quantization) and restart: every run exactly once, no temporaries, rows equal to an
 #      uninterrupted reference sweep on every deterministic column (all but seconds_*);

@@ -1,6 +1,6 @@
-/* test_budget: model_bits (SPEC section 10) against a count made independently from a saved
- * checkpoint — its tensors' names and shapes as the file lists them, and its scheme as the
- * metadata states it — for tensor, channel and group granularity, symmetric and asymmetric, f16
+/* test_budget: model_bits (README: Budgets: what a model stores) against a count made independently
+ * from a saved checkpoint — its tensors' names and shapes as the file lists them, and its scheme as
+ * the metadata states it — for tensor, channel and group granularity, symmetric and asymmetric, f16
  * and f32 scales, the control arm, and corrections stored as float32 or narrower. */
 #include "testutil.h"
 

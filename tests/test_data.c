@@ -386,7 +386,7 @@ static void test_corpus_find_search_order(void **state) {
     unsetenv("QCORR_DATA");
     assert_int_equal(corpus_find(NULL, out, sizeof out), 0);
     assert_string_equal(out, "data/tinyshakespeare.txt");
-    /* 4. then ../shared/data/ */
+    /* 4. then ../shared/data/tinyshakespeare.txt */
     assert_int_equal(unlink("data/tinyshakespeare.txt"), 0);
     assert_int_equal(corpus_find(NULL, out, sizeof out), 0);
     assert_string_equal(out, "../shared/data/tinyshakespeare.txt");

@@ -760,7 +760,8 @@ static void test_attention_fast_vs_ref(void **state) {
 
 /* ================================= gelu ================================= */
 
-/* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation of SPEC section 2 */
+/* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation (README: Float model and
+ * training) */
 static void gelu_d(const Shape *s, double *const *in, double *out) {
     const double *x = in[0];
     for (int i = 0; i < s->N; i++)

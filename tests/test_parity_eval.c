@@ -33,8 +33,8 @@ typedef struct {
     double loss_model, loss_reference, loss_model_se, loss_reference_se, loss_diff, loss_diff_se;
 } ReferenceEval;
 
-/* The library's evaluation (src/evaluate.c): model against reference over the windows of SPEC
- * section 5 in ids[0..n) (floor((n-1)/T) windows of T = ctx); 0, or -1 with qc_error set. */
+/* The library's evaluation (src/evaluate.c): model against reference over the windows of the
+ * README's Evaluation and recovery in ids[0..n) (floor((n-1)/T) windows of T = ctx); 0, or -1 with qc_error set. */
 static int library_eval_reference(GPT *model, GPT *reference, const int32_t *ids, size_t n, ReferenceEval *out) {
     EvalReference ref;
     Evaluation e;

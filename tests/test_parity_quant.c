@@ -16,7 +16,7 @@
 /* ============================ round to nearest ============================ */
 
 /* Every matrix of quant_rtn.safetensors at one scale dtype, compared value for value: the
- * reference computes in float64 with the same IEEE operations the specification names (the
+ * reference computes in float64 with the same IEEE operations the README names (the
  * scale, x / scale, rint, code * scale (+ minimum), one rounding to float32), so the only
  * admissible difference is none (measured: 0 of 15,232 values at f64). */
 static void check_rtn(const char *dtype) {

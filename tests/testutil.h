@@ -29,7 +29,7 @@ float *copy_floats(const float *x, size_t n);
 void random_tokens(int32_t *t, int n, int V, Rng *rng);
 /* A fresh directory under /tmp for a test's files (not removed: small). */
 const char *test_tmpdir(void);
-/* The real corpus if it can be found (SPEC section 1 search order), else NULL. */
+/* The real corpus if it can be found (by the search order of README: Data), else NULL. */
 const char *test_corpus_path(void);
 /* Writes a small deterministic text corpus (bytes of `alphabet`) of n bytes; returns its path. */
 const char *write_test_corpus(const char *name, size_t n, const char *alphabet, uint64_t seed);
@@ -42,7 +42,8 @@ int setup_one_thread(void **state);   /* cmocka group setup: remember the defaul
 int restore_threads(void **state);    /* cmocka group teardown: back to the default */
 int default_thread_count(void);       /* the count before setup_one_thread */
 
-/* Stream corrections (SPEC section 4) as the train method sizes them: linear at hidden 0, else MLP. */
+/* Stream corrections (README: Correction layers) as the train method sizes them: linear at hidden
+ * 0, else MLP. */
 int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
 
 /* A generated corpus with structure (words of a small lexicon in sentences, 300,000 bytes), so a

@@ -237,7 +237,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--jobs", ARG_INT, &jobs, 1, 64, "worker processes sharing the float-model groups, each with threads/jobs threads"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
-    int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory (SPEC section 6).", specs,
+    int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory.", specs,
                         sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;

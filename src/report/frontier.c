@@ -1,6 +1,7 @@
-/* report/frontier: is a correction worth its bits? (SPEC section 10) — agreement with the float
- * model (KL, top-1) by bit width, and per model size the validation loss and KL of every model
- * against what it stores, the Pareto frontier drawn, listed and put in one generated sentence. */
+/* report/frontier: is a correction worth its bits? (README: Report, section 11) — agreement with
+ * the float model (KL, top-1) by bit width, and per model size the validation loss and KL of every
+ * model against what it stores, the Pareto frontier drawn, listed and put in one generated
+ * sentence. */
 #include "parts.h"
 
 #include <math.h>
