@@ -118,6 +118,8 @@ static int compare_abs(const void *pa, const void *pb) {
 
 static int nearly_equal(double a, double b) { return fabs(a - b) <= STATS_TIE_REL * fmax(fabs(a), fabs(b)); }
 
+double stats_wilcoxon_smallest_p(int n_used) { return n_used < 1 ? NAN : fmin(1.0, ldexp(2.0, -n_used)); }
+
 WilcoxonResult stats_wilcoxon(const double *d, int n) {
     WilcoxonResult r = {0, 0, 0.0, NAN, 0};
     SignedAbs *v = malloc(sizeof(SignedAbs) * (size_t)(n > 0 ? n : 1));

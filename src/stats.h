@@ -54,6 +54,10 @@ typedef struct {
     int exact; /* 1: exact distribution; 0: normal approximation */
 } WilcoxonResult;
 WilcoxonResult stats_wilcoxon(const double *d, int n);
+/* The smallest two-sided p the exact signed-rank test can give over n_used nonzero differences
+ * (all of one sign): min(1, 2 / 2^n_used); NaN when n_used < 1. At n_used <= 5 it is 0.0625 or
+ * more: no outcome of so few pairs reaches p < 0.05. */
+double stats_wilcoxon_smallest_p(int n_used);
 
 /* Exact two-sided sign test: zeros dropped, m = n_pos + n_neg, k = min(n_pos, n_neg),
  * p = min(1, 2·Σ_{i=0..k} C(m, i)/2^m); NaN when m = 0. */

@@ -597,7 +597,9 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
     assert_true(pc->diff.ci_low > 0);       /* the t-interval alone would claim ... */
     assert_close(pc->wilcoxon.p, 0.5, 1e-15); /* ... but 2 pairs cannot reach 5% */
     const char *expected[] = {
-        "- At 2 bits, no firm conclusion on MLP corrections vs linear ones",
+        "- At 2 bits, too few matched configurations to test MLP corrections against linear ones",
+        "over 2 matched configurations, 95% CI [",
+        "]): a signed-rank test over 2 pairs cannot reach p < 0.05 (its smallest p is 0.5).",
         "- 8-bit quantization costs 2.0e-05 ± n/a nats here (4 runs): nothing measurable to recover",
         "- No control arm ran",
         "No heat map at 8 bits",
@@ -606,7 +608,8 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
     };
     for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
         if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
-    const char *forbidden[] = {"MLP corrections recover", "- At 8 bits, MLP", "- At 8 bits, too few"};
+    const char *forbidden[] = {"MLP corrections recover", "- At 8 bits, MLP", "- At 8 bits, too few", "no firm conclusion",
+                               "no significant difference"};
     for (size_t i = 0; i < sizeof forbidden / sizeof *forbidden; i++)
         if (strstr(md, forbidden[i])) fail_msg("report.md claims '%s'", forbidden[i]);
     free(md);
@@ -806,7 +809,9 @@ static void test_report_frontier(void **state) {
         "margin: int2 channel rtn + linear e1 (400 kbit, loss 2.3150) against int2 channel rtn (300 kbit, loss 2.8100).",
         /* agreement: KL 0.5 -> 0.2 at 2 bits over 2 runs (both lower: the t-interval excludes 0, no rank test can at n = 2) */
         "| 2 | 2 | 0.5 | 0.2 | -0.3 |",
-        "- At 2 bits the corrections do not measurably change KL to the float model (0.5 → 0.2 nats, mean over 2 runs",
+        "- At 2 bits there are too few runs to test the corrections' change of KL to the float model (0.5 → 0.2 nats, mean "
+        "over 2 runs, paired change -0.3",
+        ": a signed-rank test over 2 pairs cannot reach p < 0.05 (its smallest p is 0.5)); top-1",
         "![64x2: validation loss against model size](plots/frontier_loss_64x2.svg)",
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
@@ -816,6 +821,33 @@ static void test_report_frontier(void **state) {
     expect_balanced_svg(path);
     snprintf(path, sizeof path, "%s/plots/frontier_kl_64x2.svg", dir);
     expect_balanced_svg(path);
+}
+
+/* The words match what the test can say: four runs whose corrections all lower KL (the quick
+ * preset's 2-bit cell) are too few for a signed-rank test to reach p < 0.05 (its smallest p is
+ * 0.125), so the sentence says the runs are too few to test, not that KL did not change; six such
+ * runs can reach it (0.03125) and the sentence says KL is lowered. */
+static void test_report_agreement_too_few_to_test(void **state) {
+    (void)state;
+    char dir[512];
+    FILE *f = new_budget_summary("agreement_words", dir, sizeof dir);
+    for (int s = 1; s <= 6; s++) {
+        double lf = 2.0 + 0.01 * s, kq = 0.40 + 0.01 * s, kc = 0.15 + 0.004 * s;
+        if (s <= 4) budget_row(f, s, 2, "channel", "linear", "train", 1, lf, lf + 0.8, lf + 0.3, kq, kc, 1e6, 3e5, 4e5, 0.01, 0.005);
+        budget_row(f, s, 4, "channel", "linear", "train", 1, lf, lf + 0.05, lf + 0.03, kq / 10, kc / 10, 1e6, 5e5, 6e5, 0.004, 0.002);
+    }
+    assert_int_equal(fclose(f), 0);
+    ReportSummary summary;
+    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    const char *expected[] = {
+        "- At 2 bits there are too few runs to test the corrections' change of KL to the float model (0.425 → 0.16 nats, mean over "
+        "4 runs, paired change -0.265, 95% CI [",
+        "]: a signed-rank test over 4 pairs cannot reach p < 0.05 (its smallest p is 0.125)); top-1 agreement",
+        "- At 4 bits the corrections lower KL to the float model (0.0435 → 0.0164 nats, mean over 6 runs, paired change -0.0271",
+    };
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
+    if (strstr(md, "do not measurably change")) fail_msg("report.md says a change is not measurable where the runs are too few to test");
+    free(md);
 }
 
 /* A budget curve by hand: recovery 40, 60, 69, 70% after 10, 20, 40, 80 steps (gap 0.5 nats,
@@ -882,7 +914,8 @@ static void test_report_methods(void **state) {
         "| 4160 | 433.1 |",
         "| 2 | train − lowrank | 2 | -0.0150 |",
         "| 2 | train − none | 2 | -0.4050 |",
-        "- At 2 bits, no significant loss difference between train and lowrank (-0.0150 nats over 2 pairs).",
+        "- At 2 bits, too few pairs to test the loss difference between train and lowrank (-0.0150 nats over 2 pairs: a "
+        "signed-rank test over 2 pairs cannot reach p < 0.05 (its smallest p is 0.5)).",
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     free(md);
@@ -898,6 +931,7 @@ int main(void) {
         cmocka_unit_test(test_report_errors_name_the_fault),
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),
         cmocka_unit_test(test_report_frontier),
+        cmocka_unit_test(test_report_agreement_too_few_to_test),
         cmocka_unit_test(test_report_budget_curve),
         cmocka_unit_test(test_report_methods),
     };

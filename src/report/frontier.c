@@ -49,11 +49,19 @@ int section_agreement(Report *rep) {
         textbuf_printf(t, " | ");
         put_wilcoxon(t, &pc.wilcoxon);
         textbuf_printf(t, " | %.4f | %.4f |\n", top_q / n, top_c / n);
-        int sure = paired_significant(&pc);
-        textbuf_printf(c, "- At %d bits the corrections %s KL to the float model (%.4g → %.4g nats, mean over %d runs, paired change "
-                          "%+.4g", rep->bits[k], !sure ? "do not measurably change" : pc.diff.mean < 0 ? "lower" : "raise",
-                       pc.mean_b, pc.mean_a, n, pc.diff.mean);
+        int sure = paired_significant(&pc), untestable = paired_untestable(&pc);
+        if (untestable)
+            textbuf_printf(c, "- At %d bits there are too few runs to test the corrections' change of KL to the float model (%.4g → "
+                              "%.4g nats, mean over %d runs, paired change %+.4g", rep->bits[k], pc.mean_b, pc.mean_a, n, pc.diff.mean);
+        else
+            textbuf_printf(c, "- At %d bits the corrections %s KL to the float model (%.4g → %.4g nats, mean over %d runs, paired change "
+                              "%+.4g", rep->bits[k], !sure ? "do not measurably change" : pc.diff.mean < 0 ? "lower" : "raise",
+                           pc.mean_b, pc.mean_a, n, pc.diff.mean);
         if (isfinite(pc.diff.ci_low)) textbuf_printf(c, ", 95%% CI [%.4g, %.4g]", pc.diff.ci_low, pc.diff.ci_high);
+        if (untestable) {
+            textbuf_printf(c, ": ");
+            put_untestable(c, &pc);
+        }
         textbuf_printf(c, "); top-1 agreement %.4f → %.4f.\n", top_q / n, top_c / n);
     }
     return 0;
