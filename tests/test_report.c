@@ -255,7 +255,37 @@ static void expect_balanced_svg(const char *path) {
     }
     if (depth != 0) fail_msg("%s: %d unclosed tags (innermost <%s>)", path, depth, stack[depth - 1]);
     if (elements < 5) fail_msg("%s: only %d tags", path, elements);
+    /* every text (but the rotated axis titles) inside the canvas, measured generously (7 px a
+     * character at 12 px, 9 at the title's 15): a legend entry cut at the edge fails here */
+    int width = 0;
+    if (sscanf(text, "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%d\"", &width) != 1) fail_msg("%s: no width", path);
+    for (const char *p = strstr(text, "<text "); p; p = strstr(p + 1, "<text ")) {
+        const char *end = strchr(p, '>'), *close = strstr(p, "</text>");
+        double x;
+        char anchor[16];
+        if (!end || !close || sscanf(p, "<text x=\"%lf\" y=\"%*f\" text-anchor=\"%15[a-z]\"", &x, anchor) != 2)
+            fail_msg("%s: unreadable <text> at byte %ld", path, (long)(p - text));
+        if (memmem(p, (size_t)(end - p), "transform", 9)) continue;
+        double w = (memmem(p, (size_t)(end - p), "font-size=\"15\"", 15) ? 9.0 : 7.0) * (double)(close - end - 1);
+        double lo = strcmp(anchor, "start") == 0 ? x : strcmp(anchor, "end") == 0 ? x - w : x - w / 2;
+        if (lo < 0 || lo + w > width)
+            fail_msg("%s: the text '%.*s' runs past the %d-px canvas (from x = %.0f, about %.0f px wide)", path, (int)(close - end - 1),
+                     end + 1, width, lo, w);
+    }
     free(text);
+}
+
+/* The x positions of the x axis's tick labels (the writer puts them 19 px below the plot, at
+ * y = 409), with their values, in order. */
+static int x_ticks(const char *path, double *x, double *value, int max) {
+    char *text = read_text(path);
+    int n = 0;
+    for (const char *p = strstr(text, "<text "); p && n < max; p = strstr(p + 1, "<text ")) {
+        double px, v;
+        if (sscanf(p, "<text x=\"%lf\" y=\"409.0\" text-anchor=\"middle\">%lf<", &px, &v) == 2) x[n] = px, value[n] = v, n++;
+    }
+    free(text);
+    return n;
 }
 
 static void test_report_end_to_end(void **state) {
@@ -819,6 +849,25 @@ static void test_report_frontier(void **state) {
     free(md);
     snprintf(path, sizeof path, "%s/plots/frontier_loss_64x2.svg", dir);
     expect_balanced_svg(path);
+    /* bits per parameter (model bits over the float model's 31,250 parameters: 9.6 to 19.2) on a
+     * log axis: tick positions proportional to the log of their values */
+    double tx[32] = {0}, tv[32] = {0};
+    int nt = x_ticks(path, tx, tv, 32);
+    if (nt < 3) fail_msg("%s: %d x tick labels", path, nt);
+    for (int i = 2; i < nt; i++) {
+        double want = log(tv[i] / tv[0]) / log(tv[1] / tv[0]), got = (tx[i] - tx[0]) / (tx[1] - tx[0]);
+        if (fabs(got - want) > 0.01 * want) fail_msg("%s: tick %g at x %.1f is not on a log axis (%g of the first step, want %g)", path, tv[i], tx[i], got, want);
+    }
+    if (!(tv[0] <= 10 && tv[nt - 1] >= 19)) fail_msg("%s: the ticks %g..%g do not span the quantized models' 9.6..19.2 bits/param", path, tv[0], tv[nt - 1]);
+    /* zoomed to the quantized and corrected models: their 5 points drawn, the float model (32 bits
+     * per parameter) a dashed reference line named in the legend */
+    char *svg = read_text(path);
+    int dots = 0;
+    for (const char *p = strstr(svg, "r=\"3.5\""); p; p = strstr(p + 1, "r=\"3.5\"")) dots++;
+    assert_int_equal(dots, 5);
+    if (!strstr(svg, "stroke-dasharray=\"8 4\"") || !strstr(svg, ">float model (32 bits/param)</text>"))
+        fail_msg("%s: no float model reference line", path);
+    free(svg);
     snprintf(path, sizeof path, "%s/plots/frontier_kl_64x2.svg", dir);
     expect_balanced_svg(path);
 }
