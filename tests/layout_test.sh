@@ -67,6 +67,27 @@ else
     echo "skip - self-contained repository: not a git checkout (git grep reads the tracked files)"
 fi
 
+# ---- ops in one hop: `make tags` indexes every kernel body (KERNEL(name) in kernels_gemm.h and
+# kernels_ops.h) under its own name
+if ctags --version 2>/dev/null | grep -q 'Universal Ctags'; then
+    TG=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-tags.XXXXXX")
+    if make -s --no-print-directory tags TAGS_DIR="$TG" >"$TG/out" 2>&1 && [ -s "$TG/tags" ]; then
+        bodies=$(sed -n 's/^static [a-z ]*KERNEL(\([a-z_0-9]*\))(.*/\1/p' src/kernels_gemm.h src/kernels_ops.h | sort -u)
+        missing=""
+        for name in $bodies; do
+            grep -q "^$name	src/kernels_[a-z]*\.h	" "$TG/tags" || missing="$missing $name"
+        done
+        n=$(printf '%s\n' "$bodies" | grep -c .)
+        if [ "$n" -ge 10 ] && [ -z "$missing" ]; then ok "make tags indexes all $n kernel bodies under their own names"
+        else fail "make tags indexes every kernel body under its own name" "$n bodies found; missing:$missing"; fi
+    else
+        fail "make tags runs" "$(head -n 3 "$TG/out")"
+    fi
+    rm -rf "$TG"
+else
+    echo "skip - make tags: no Universal Ctags here (Debian: universal-ctags)"
+fi
+
 # ---- the runner: a shell suite that is missing fails the run, it does not pass it unseen
 # (run_all.sh copied alone into an empty tree: every suite it names is missing there)
 H=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-layout.XXXXXX") || { fail "mktemp"; H=""; }
