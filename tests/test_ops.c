@@ -979,6 +979,119 @@ static void test_column_sum_add(void **state) {
     check_column_sum_add(600, 21, 802); /* row chunks of 256: two whole and a tail of 88 */
 }
 
+/* ================================= fast path against _ref ================================= */
+
+/* LayerNorm, GELU, cross-entropy and the column sums against their library _ref (double, the
+ * textbook formula) on the path in use, like matmul's and attention's above: the same inputs,
+ * the same prior in every buffer that is added into, every NULL (frozen) parameter gradient. */
+static void check_layernorm_fast_vs_ref(int N, int C, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t nx = (size_t)N * C;
+    float *x = floats(nx), *w = floats(C), *b = floats(C), *dout = floats(nx);
+    float *out[2] = {floats(nx), floats(nx)}, *mean[2] = {floats(N), floats(N)}, *rstd[2] = {floats(N), floats(N)};
+    fill_uniform(x, nx, &rng, -1, 1);
+    for (int n = 0; n < N; n++) { /* rows with their own offset and spread */
+        float offset = 6.0f * rng_uniform(&rng) - 3.0f, spread = 0.2f + 2.0f * rng_uniform(&rng);
+        for (int c = 0; c < C; c++) x[(size_t)n * C + c] = offset + spread * x[(size_t)n * C + c];
+    }
+    fill_uniform(w, C, &rng, -1.5f, 1.5f);
+    fill_uniform(b, C, &rng, -1, 1);
+    fill_uniform(dout, nx, &rng, -1, 1);
+    layernorm_forward(out[0], mean[0], rstd[0], x, w, b, N, C);
+    layernorm_forward_ref(out[1], mean[1], rstd[1], x, w, b, N, C);
+    double d_out = max_rel_diff(out[0], out[1], nx, 1.0), d_mean = max_rel_diff(mean[0], mean[1], N, 1.0);
+    double d_rstd = max_rel_diff(rstd[0], rstd[1], N, 0.0);
+    if (!(d_out <= REF_RTOL && d_mean <= REF_RTOL && d_rstd <= REF_RTOL))
+        fail_msg("layernorm_forward vs ref (N %d C %d): out %g mean %g rstd %g", N, C, d_out, d_mean, d_rstd);
+    float *dx[2] = {floats(nx), floats(nx)}, *dw[2] = {floats(C), floats(C)}, *db[2] = {floats(C), floats(C)};
+    for (int mask = 0; mask < 4; mask++) {
+        int want_dw = mask & 1, want_db = mask & 2;
+        for (int k = 0; k < 2; k++) {
+            fill_value(dx[k], nx, PREFILL);
+            fill_value(dw[k], C, PREFILL);
+            fill_value(db[k], C, PREFILL);
+        }
+        /* both from the fast forward's statistics, as a training step reads them */
+        layernorm_backward(dx[0], want_dw ? dw[0] : NULL, want_db ? db[0] : NULL, dout, x, w, mean[0], rstd[0], N, C);
+        layernorm_backward_ref(dx[1], want_dw ? dw[1] : NULL, want_db ? db[1] : NULL, dout, x, w, mean[0], rstd[0], N, C);
+        double ddx = max_rel_diff(dx[0], dx[1], nx, 1.0), ddw = max_rel_diff(dw[0], dw[1], C, 1.0), ddb = max_rel_diff(db[0], db[1], C, 1.0);
+        if (!(ddx <= REF_RTOL && ddw <= REF_RTOL && ddb <= REF_RTOL))
+            fail_msg("layernorm_backward vs ref (N %d C %d, dweight %d, dbias %d): %g %g %g", N, C, !!want_dw, !!want_db, ddx, ddw, ddb);
+    }
+    free(x); free(w); free(b); free(dout);
+    for (int k = 0; k < 2; k++) { free(out[k]); free(mean[k]); free(rstd[k]); free(dx[k]); free(dw[k]); free(db[k]); }
+}
+
+static void check_gelu_fast_vs_ref(long N, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    float *x = floats((size_t)N), *dout = floats((size_t)N), *th = floats((size_t)N);
+    float *out[3] = {floats((size_t)N), floats((size_t)N), floats((size_t)N)}, *dx[3] = {floats((size_t)N), floats((size_t)N), floats((size_t)N)};
+    fill_uniform(x, (size_t)N, &rng, -6, 6);
+    fill_uniform(dout, (size_t)N, &rng, -1, 1);
+    gelu_forward(out[0], x, N);
+    gelu_forward_saving(out[2], th, x, N);
+    gelu_forward_ref(out[1], x, N);
+    gelu_backward(dx[0], x, dout, N);
+    gelu_backward_saved(dx[2], x, th, dout, N);
+    gelu_backward_ref(dx[1], x, dout, N);
+    for (int k = 0; k < 3; k += 2) {
+        double d_out = max_rel_diff(out[k], out[1], (size_t)N, 1.0), d_dx = max_rel_diff(dx[k], dx[1], (size_t)N, 1.0);
+        if (!(d_out <= REF_RTOL && d_dx <= REF_RTOL))
+            fail_msg("gelu%s vs ref (N %ld): out %g dinp %g", k ? " (saving the tanh)" : "", N, d_out, d_dx);
+    }
+    free(x); free(dout); free(th);
+    for (int k = 0; k < 3; k++) { free(out[k]); free(dx[k]); }
+}
+
+static void check_crossentropy_fast_vs_ref(int N, int V, float shift, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t nz = (size_t)N * V;
+    float *z = floats(nz), *dz[2] = {floats(nz), floats(nz)};
+    int32_t *targets = malloc((size_t)N * sizeof(int32_t));
+    assert_non_null(targets);
+    fill_uniform(z, nz, &rng, -4, 4);
+    for (size_t i = 0; i < nz; i++) z[i] += shift;
+    for (int n = 0; n < N; n++) targets[n] = (int32_t)rng_below(&rng, (uint64_t)V);
+    float dloss = 1.0f / N;
+    double loss = crossentropy_forward_backward(dz[0], z, targets, N, V, dloss);
+    double loss_ref = crossentropy_forward_backward_ref(dz[1], z, targets, N, V, dloss);
+    double loss_only = crossentropy_forward_backward(NULL, z, targets, N, V, dloss);
+    double d_dz = max_rel_diff(dz[0], dz[1], nz, dloss); /* against the scale of the gradient, dloss */
+    if (!(fabs(loss - loss_ref) <= REF_RTOL * fabs(loss_ref) && loss_only == loss && d_dz <= REF_RTOL))
+        fail_msg("crossentropy vs ref (N %d V %d shift %g): loss %.9g vs %.9g (without dlogits %.9g), dlogits %g", N, V, shift, loss,
+                 loss_ref, loss_only, d_dz);
+    free(z); free(targets);
+    for (int k = 0; k < 2; k++) free(dz[k]);
+}
+
+static void check_column_sum_add_fast_vs_ref(int N, int C, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    float *x = floats((size_t)N * C), *sum[2] = {floats(C), floats(C)};
+    fill_uniform(x, (size_t)N * C, &rng, -1, 1);
+    for (int k = 0; k < 2; k++) fill_value(sum[k], C, PREFILL);
+    column_sum_add(sum[0], x, N, C);
+    column_sum_add_ref(sum[1], x, N, C);
+    double d = max_rel_diff(sum[0], sum[1], C, 1.0);
+    if (!(d <= REF_RTOL)) fail_msg("column_sum_add vs ref (N %d C %d): %g", N, C, d);
+    free(x);
+    for (int k = 0; k < 2; k++) free(sum[k]);
+}
+
+static void test_other_ops_fast_vs_ref(void **state) {
+    (void)state;
+    check_layernorm_fast_vs_ref(10, 8, 901);
+    check_layernorm_fast_vs_ref(37, 37, 902);   /* C not a whole number of vectors */
+    check_layernorm_fast_vs_ref(600, 64, 903);  /* row chunks of 256 for the parameter sums: two and a tail */
+    check_gelu_fast_vs_ref(1001, 904);          /* not a whole number of vectors; tanh saturated at both ends */
+    check_crossentropy_fast_vs_ref(37, 65, 0.0f, 905);
+    check_crossentropy_fast_vs_ref(5, 13, 100.0f, 906); /* exp(100) overflows float: the max shift must hold */
+    check_column_sum_add_fast_vs_ref(600, 21, 907);
+}
+
 /* ================================= kernel paths ================================= */
 
 /* One output element as every path's gemm and gemm_at_b sum it: a chain over k in order from 0,
@@ -1122,7 +1235,7 @@ int main(void) {
         OPS_TEST(test_embedding), OPS_TEST(test_layernorm), OPS_TEST(test_matmul), OPS_TEST(test_matmul_fast_vs_ref),
         OPS_TEST(test_gemm), OPS_TEST(test_gemm_edges), OPS_TEST(test_gemm_at_b), OPS_TEST(test_attention),
         OPS_TEST(test_attention_fast_vs_ref), OPS_TEST(test_gelu), OPS_TEST(test_exp), OPS_TEST(test_residual), OPS_TEST(test_crossentropy),
-        OPS_TEST(test_column_sum_add), OPS_TEST(test_gemm_chains),
+        OPS_TEST(test_column_sum_add), OPS_TEST(test_other_ops_fast_vs_ref), OPS_TEST(test_gemm_chains),
 #undef OPS_TEST
     };
     enum { PER_PATH = sizeof ops_tests / sizeof *ops_tests };
