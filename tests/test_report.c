@@ -546,6 +546,12 @@ static char *report_with(const char *dir, const char *const *expected, size_t n)
     return md;
 }
 
+/* Closes the summary.csv a test wrote (f) and writes the report of its directory. */
+static void close_and_report(FILE *f, const char *dir, ReportSummary *summary) {
+    assert_int_equal(fclose(f), 0);
+    if (report_write(dir, summary) != 0) fail_msg("report_write: %s", qc_last_error());
+}
+
 /* Makes test_tmpdir()/name (into dir) and opens its summary.csv with the header row written. */
 static FILE *new_summary(const char *name, char *dir, size_t size) {
     char path[1024];
@@ -580,9 +586,8 @@ static void test_report_fine_tuning_is_no_recovery(void **state) {
                        "1,1,60,1,1,1,1,1\n",
                     seed, h, seed, 32 * h, h ? "mlp" : "linear", lf, lf, lf - ctl, exp(lf), exp(lf), exp(lf - ctl), ctl);
         }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     assert_int_equal(summary.n_excluded, 3);
     assert_int_equal(summary.bits[0].bits, 4);
     assert_int_equal(summary.bits[0].n_excluded, 3);
@@ -616,9 +621,8 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
                        "1,1,1,1,1,1,1,1\n",
                     e, h, e + 1, 32 * h, h ? "mlp" : "linear");
         }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     assert_int_equal(summary.n_excluded, 4);
     snprintf(path, sizeof path, "%s/report.md", dir);
     char *md = read_text(path);
@@ -663,9 +667,8 @@ static void test_report_names_coinciding_every(void **state) {
             fprintf(f, "r%d%d,7,%s,%s,%s,2,int2,%d,0,linear,train,ce,quant,2,2.5,2.2,7.389,12.18,9.025,0.6,0.6,ok,0.3,"
                        "1,1,1,1,1,1,1,1\n",
                     z, e, sizes[z][0], sizes[z][1], sizes[z][2], everys[e]);
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     snprintf(path, sizeof path, "%s/report.md", dir);
     char *md = read_text(path);
     /* 2 layers: every 2, 4, 8 all leave the site after block 1; 3 layers: every 4 and 8 the one
@@ -829,9 +832,8 @@ static void test_report_frontier(void **state) {
         /* int4: quantized 2.05, corrected 2.049 / 2.067 (0.001 and 0.003 better) */
         budget_row(f, s, 4, "channel", "linear", "train", 1, lf, 2.05 + d, 2.049 + d - 0.002 * (s - 1), 0.02, 0.03, 1e6, 5e5, 6e5, 0.004, 0.001);
     }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "- At 64x2 the frontier is int2 channel rtn (300 kbit, loss 2.810), int2 channel rtn + linear e1 (400 kbit, loss 2.315), "
         "int4 channel rtn (500 kbit, loss 2.060), int4 channel rtn + linear e1 (600 kbit, loss 2.058), float (1000 kbit, loss 2.010); "
@@ -885,9 +887,8 @@ static void test_report_agreement_too_few_to_test(void **state) {
         if (s <= 4) budget_row(f, s, 2, "channel", "linear", "train", 1, lf, lf + 0.8, lf + 0.3, kq, kc, 1e6, 3e5, 4e5, 0.01, 0.005);
         budget_row(f, s, 4, "channel", "linear", "train", 1, lf, lf + 0.05, lf + 0.03, kq / 10, kc / 10, 1e6, 5e5, 6e5, 0.004, 0.002);
     }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "- At 2 bits there are too few runs to test the corrections' change of KL to the float model (0.425 → 0.16 nats, mean over "
         "4 runs, paired change -0.265, 95% CI [",
@@ -919,9 +920,8 @@ static void test_report_budget_curve(void **state) {
         fprintf(f, "c%d,1,64x2,64,2,4,int4,1,0,linear,train,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,1,1,%d,1000,1,1,1,1\n", k,
                 lf, lq, lc, exp(lf), exp(lq), exp(lc), rec4[k], lq - lc, steps[k]);
     }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "| 2 | 1000 | 40.0 (1/1) | 60.0 (1/1) | 69.0 (1/1) | 70.0 (1/1) | 40 |",
         "- At 64x2, 2 bits, 1000 calibration characters, recovery goes from 40.0% after 10 steps to 70.0% after 80; it comes "
@@ -954,9 +954,8 @@ static void test_report_methods(void **state) {
                     s, m, s, m == 1, kinds[m], methods[m], lf, lq, lc, exp(lf), exp(lq), exp(lc), (lq - lc) / gap, lq - lc, m ? 4160 : 0,
                     m ? 433120.0 : 300000.0, m ? 133120.0 : 0.0);
         }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "## 13. Methods at matched budgets",
         "| rtn | train | 2 | 2.4050 ± 0.0050 | -0.4050 [",
