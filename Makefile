@@ -1,4 +1,4 @@
-# qcorr build. `make` builds build/qcorr; `make test`, `make bench`, `make data`, `make demo`.
+# qcorr build. `make` builds build/qcorr; `make test`, `make bench`, `make data`, `make demo`, `make tags`.
 # Switches: NATIVE=0 (no -march=native), OPENMP=0 (no OpenMP), SANITIZE=1 (ASan+UBSan), DEBUG=1.
 
 CC ?= cc
@@ -73,7 +73,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_BIN := $(BUILD)/bench/bench
 
-.PHONY: all test bench bench-libs data demo clean setup fuzz
+.PHONY: all test bench bench-libs data demo clean setup fuzz tags
 all: $(BUILD)/qcorr
 
 # Debian packages (installed only when missing); every entry point below runs it first.
@@ -132,6 +132,16 @@ demo: setup data
 
 clean:
 	rm -rf $(BUILD)
+
+# `make tags`: tags (vi) and TAGS (Emacs) of src/, tests/ and bench/ with Universal Ctags. A kernel
+# body is written once as KERNEL(name) for every path (kernels_gemm.h, kernels_ops.h); -D indexes it
+# under its op's name, so a jump to layernorm_backward offers ops.c's entry and the body itself.
+TAGS_DIR ?= .
+CTAGS_FLAGS := -R --languages=C --langmap=C:.c.h -D 'KERNEL(name)=name'
+tags:
+	@ctags --version 2>/dev/null | grep -q 'Universal Ctags' || { echo "make tags: needs Universal Ctags (Debian: universal-ctags)" >&2; exit 1; }
+	@ctags $(CTAGS_FLAGS) -f $(TAGS_DIR)/tags src tests bench
+	@ctags $(CTAGS_FLAGS) -e -f $(TAGS_DIR)/TAGS src tests bench
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/tests/testutil.d $(BUILD)/bench/bench.d $(BUILD)/bench/libs.d
 

@@ -1,4 +1,4 @@
-/* bench: times the float engine at one model size (SPEC section 9) — the training step, a
+/* bench: times the float engine at one model size (README: Speed) — the training step, a
  * correction-training step (base frozen, a site after every block, linear and MLP 64), an
  * evaluation pass, achieved GFLOP/s against the machine's own sgemm peak, and peak RSS. */
 #include <cblas.h>

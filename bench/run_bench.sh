@@ -29,7 +29,7 @@ steps_for() {
     esac
 }
 
-# The corpus, by the search order of SPEC section 1 (no --data flag here); random tokens without one.
+# The corpus, by qcorr's search order (README: Data) (no --data flag here); random tokens without one.
 DATA=""
 for candidate in "${QCORR_DATA:-}" data/tinyshakespeare.txt ../shared/data/tinyshakespeare.txt; do
     if [ -n "$candidate" ] && [ -r "$candidate" ]; then DATA=$candidate; break; fi

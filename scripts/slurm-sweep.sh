@@ -1,5 +1,5 @@
 #!/bin/sh
-# POSIX sh. Submits a qcorr sweep to Slurm (SPEC §6: distributable on existing engines):
+# POSIX sh. Submits a qcorr sweep to Slurm (README: Sweeps, Slurm):
 # a job array with one task per shard, each running
 #     qcorr sweep --out OUT_DIR --shard ${SLURM_ARRAY_TASK_ID}/N [extra flags...]
 # on the shared OUT_DIR, then a job that depends on the whole array (afterok) and runs

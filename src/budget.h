@@ -1,7 +1,7 @@
-/* budget: what a model costs to store (SPEC section 10), counted from the tensor table and the
- * scheme alone: each quantized tensor's codes (numel x bits) and one scale (and, asymmetric, one
- * minimum) per span at the scale dtype's width, every other tensor at 32 bits, corrections at
- * their stored width. */
+/* budget: what a model costs to store (README: Budgets: what a model stores), counted from the
+ * tensor table and the scheme alone: each quantized tensor's codes (numel x bits) and one scale
+ * (and, asymmetric, one minimum) per span at the scale dtype's width, every other tensor at 32
+ * bits, corrections at their stored width. */
 #ifndef QCORR_BUDGET_H
 #define QCORR_BUDGET_H
 

@@ -43,7 +43,7 @@ int lowrank_fit(GPT *q, const GPT *f, Corrections *c, const int32_t *windows, in
 int bias_fit(GPT *q, const GPT *f, Corrections *c, const int32_t *windows, int n_windows, int T);
 
 /* The parameters of the stream correction a low-rank term is matched against: a linear one
- * (d x d weight and d bias) at each site of correction_every `every` (SPEC section 4). */
+ * (d x d weight and d bias) at each site of correction_every `every` (README: Correction layers). */
 long stream_linear_params(const GPTConfig *cfg, int every);
 
 #endif

@@ -202,10 +202,6 @@ static int layout_sites(const GPTConfig *cfg, const CorrectionLayout *lay, SiteV
     return n;
 }
 
-int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout) {
-    return layout_sites(cfg, layout, NULL, NULL) < 0 ? -1 : 0;
-}
-
 typedef struct {
     const GPTConfig *cfg;
     const CorrectionLayout *lay;

@@ -1,6 +1,7 @@
 /* correct: correction layers. Each kind is an entry of CORRECTION_KINDS (methods.h) with its
  * tensors, starting values, forward and backward here; stream kinds sit after blocks at the sites
- * of SPEC section 4, linear kinds on one matrix's output; all enter the frozen model by its hook. */
+ * of the README's Correction layers, linear kinds on one matrix's output; all enter the frozen
+ * model by its hook. */
 #ifndef QCORR_CORRECT_H
 #define QCORR_CORRECT_H
 
@@ -82,8 +83,6 @@ typedef struct {
     ModelHook hook;             /* hook.max_rows = max_rows: the model refuses larger batches */
 } Corrections;
 
-/* Checks a layout against a model config (message names the value). */
-int correction_layout_check(const GPTConfig *cfg, const CorrectionLayout *layout);
 int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayout *layout, int max_rows, uint64_t seed);
 void corrections_free(Corrections *c);
 void corrections_zero_grad(Corrections *c);

@@ -1,5 +1,6 @@
-/* data: the corpus. Finds it (--data, $QCORR_DATA, data/, ../shared/data/), reads its bytes,
- * builds the byte vocabulary, splits 90/10 and draws seeded (T+1)-byte training windows. */
+/* data: the corpus. Finds it (--data, $QCORR_DATA, data/tinyshakespeare.txt,
+ * ../shared/data/tinyshakespeare.txt), reads its bytes, builds the byte vocabulary, splits 90/10
+ * and draws seeded (T+1)-byte training windows. */
 #ifndef QCORR_DATA_H
 #define QCORR_DATA_H
 
@@ -27,7 +28,7 @@ typedef struct {
     Vocab vocab;
 } Corpus;
 
-/* Resolves the corpus path by the search order of SPEC section 1. */
+/* Resolves the corpus path by the search order of the README's Data section. */
 int corpus_find(const char *flag_path, char *out, size_t out_size);
 /* Loads a corpus. vocab == NULL: build the vocabulary from the text; else map through it and fail
  * (naming the byte and the file) on a byte outside it. */

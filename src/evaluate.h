@@ -1,7 +1,8 @@
-/* evaluate: the validation numbers of SPEC sections 5 and 10 — the loss over the whole validation
- * split in windows of T with every window's mean kept (so each loss has a standard error), and,
- * against a reference model, KL divergence and top-1 agreement at every position (llama.cpp's
- * perplexity --kl-divergence); plus the prefix caches that let many corrections share one prefix. */
+/* evaluate: the validation numbers (README: Evaluation and recovery) — the loss over the whole
+ * validation split in windows of T with every window's mean kept (so each loss has a standard
+ * error), and, against a reference model, KL divergence and top-1 agreement at every position
+ * (llama.cpp's perplexity --kl-divergence); plus the prefix caches that let many corrections share
+ * one prefix. */
 #ifndef QCORR_EVALUATE_H
 #define QCORR_EVALUATE_H
 
@@ -55,7 +56,7 @@ typedef struct {
     double kl_mean, kl_se, kl_p99, top1_agree, loss_diff, loss_diff_se;
 } Evaluation;
 
-/* The windows of ids[0..n): floor((n-1)/T) of them (SPEC section 5). */
+/* The windows of ids[0..n): floor((n-1)/T) of them (README: Evaluation and recovery). */
 int eval_window_count(size_t n, int T);
 int eval_reference_build(EvalReference *r, GPT *ref, const int32_t *ids, size_t n);
 void eval_reference_free(EvalReference *r);

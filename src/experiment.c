@@ -261,22 +261,6 @@ static void add_number_or_null(cJSON *o, const char *key, double v) {
     else cJSON_AddNullToObject(o, key);
 }
 
-int add_result_fields(cJSON *o, double lf, double lq, double lc) {
-    double rec_l, rec_p;
-    int defined = recovery_loss(lf, lq, lc, &rec_l);
-    recovery_ppl(lf, lq, lc, &rec_p);
-    add_number_or_null(o, "loss_float", lf);
-    add_number_or_null(o, "loss_quant", lq);
-    add_number_or_null(o, "loss_corrected", lc);
-    add_number_or_null(o, "ppl_float", exp(lf));
-    add_number_or_null(o, "ppl_quant", exp(lq));
-    add_number_or_null(o, "ppl_corrected", exp(lc));
-    add_number_or_null(o, "recovery_loss", rec_l);
-    add_number_or_null(o, "recovery_ppl", rec_p);
-    add_number_or_null(o, "gain_loss", lq - lc);
-    return defined;
-}
-
 void add_outcome_fields(cJSON *o, const Outcome *out) {
     add_number_or_null(o, "loss_float", out->loss_float);
     add_number_or_null(o, "loss_quant", out->loss_quant);

@@ -173,8 +173,5 @@ void outcome_compute(Outcome *o, const EvalReference *f, const Evaluation *q, co
 /* Adds an outcome's fields to a JSON object (null where a number is undefined). */
 struct cJSON;
 void add_outcome_fields(struct cJSON *o, const Outcome *out);
-/* The older record fields (losses, perplexities, recoveries by the 1e-4 floor alone, gain) for
- * the sweep until its records carry the outcome. Returns whether the recovery is defined. */
-int add_result_fields(struct cJSON *o, double lf, double lq, double lc);
 
 #endif

@@ -1,7 +1,9 @@
 /* gemm: qcorr's own single-precision matrix products for the shapes a small transformer has
  * (thousands of rows, 16 to 1024 columns and depth), where OpenBLAS's general path (packing
- * both operands, zeroing C, splitting among threads) runs well below the machine's peak. One
- * register tile, 4 rows by 16 columns, serves every product; see gemm.c for the measurements. */
+ * both operands, zeroing C, splitting among threads) runs well below the machine's peak. Each
+ * kernel path has its register tiles (kernels_<path>.c: gemm's is 4 x 16 on generic and avx2,
+ * 8 x 32 on avx512; gemm_at_b's 4 x 16 and 6 x 64), over the bodies in kernels_gemm.h; every
+ * element is one chain in k order whatever the tile. Measurements: gemm.c, kernels_avx512.c. */
 #ifndef QCORR_GEMM_H
 #define QCORR_GEMM_H
 
@@ -28,8 +30,10 @@ void gemm_rows(int R, int N, float *c, long ldc, const float *a, long sam, long 
                int k1, int accumulate);
 
 /* C (M, N) += A^T B, with A (K, M) and B (K, N) row-major (lda, ldb): a weight gradient
- * dW += dY^T X, whose depth K is the batch's rows. Each element of C is summed in the same order
- * whatever the thread count. Returns 0, or -1 (C untouched) if its scratch cannot be allocated. */
+ * dW += dY^T X, whose depth K is the batch's rows. The depth goes by blocks of GEMM_AT_B_DEPTH
+ * rows; each element of C gets, block by block, one chain over the block's k in order added into
+ * it, whatever the thread count. Returns 0, or -1 (C untouched) if its scratch cannot be allocated. */
+enum { GEMM_AT_B_DEPTH = 128 };
 int gemm_at_b(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc);
 
 #endif

@@ -14,17 +14,12 @@ static size_t window_floats(const GPTConfig *cfg, int T) {
     return (size_t)T * (10 * C + 2) + (size_t)cfg->n_head * T * T;
 }
 
-int inference_chunk(const GPT *m) {
-    /* the whole batch: measured (qcorr eval, README Speed), chunks of 2, 8 and 16 windows lose to
-     * gemm packing the weights once per product, more often than the cache saves */
-    return m->max_batch;
-}
-
 int inference_init(Inference *inf, GPT *m, int windows) {
     memset(inf, 0, sizeof *inf);
     const GPTConfig *cfg = &m->config;
-    if (windows <= 0) windows = inference_chunk(m);
-    if (windows > m->max_batch) windows = m->max_batch;
+    /* 0: the whole batch. Measured (qcorr eval, README Speed): chunks of 2, 8 and 16 windows lose
+     * to gemm packing the weights once per product, more often than the cache saves */
+    if (windows <= 0 || windows > m->max_batch) windows = m->max_batch;
     int T = cfg->ctx, C = cfg->d_model, NH = cfg->n_head;
     size_t rows = (size_t)windows * T;
     size_t need = windows * window_floats(cfg, T);

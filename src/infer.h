@@ -21,14 +21,13 @@ typedef struct {
     float *x, *ln, *mean, *rstd, *qkv, *att, *atty, *fch;
 } Inference;
 
-/* Scratch for chunks of `windows` windows of the model's context (0: inference_chunk's choice):
- * the model's own, grown if too small and kept until gpt_free (evaluating batch after batch pays
- * for the allocation and its page faults once), unless another Inference of the model holds it. */
+/* Scratch for chunks of `windows` windows of the model's context (0, or more than m->max_batch:
+ * m->max_batch windows): the model's own, grown if too small and kept until gpt_free (evaluating
+ * batch after batch pays for the allocation and its page faults once), unless another Inference
+ * of the model holds it. */
 int inference_init(Inference *inf, GPT *m, int windows);
 /* Gives the scratch back to its model (before gpt_free of that model) or frees it. */
 void inference_free(Inference *inf);
-/* The windows per chunk when inference_init is given 0. */
-int inference_chunk(const GPT *m);
 
 /* Logits (B,T,V) into m->logits for B windows (B <= m->max_batch, T <= the context): from the
  * tokens inputs (B,T) when x is NULL, else from x (B,T,C), block first-1's output before its hook

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "omp_compat.h"
 #include "util.h"
 
@@ -188,19 +189,18 @@ static int KERNEL(gemm)(int M, int N, int K, const float *A, int lda, const floa
 }
 
 /* gemm_at_b: C (M, N) += A^T B with A (K, M) and B (K, N) row-major, K long (the weight
- * gradient dW += dY^T X over the batch's rows). The depth goes by blocks of AT_B_DEPTH rows;
+ * gradient dW += dY^T X over the batch's rows). The depth goes by blocks of GEMM_AT_B_DEPTH rows;
  * per block each thread packs the panels of B it owns into its own scratch (no barrier between
  * blocks), then runs tiles of A^T rows over them, the A rows read in place (a tile's AT_B_ROWS
  * columns of A are contiguous in each row of A, and stay in L1 while the tile passes over the
  * thread's panels). Each element of C gets, per depth block in order, one chain of fused
  * multiply-adds added into it: the same bits whatever the thread count. */
-enum { AT_B_DEPTH = 128 };
 static GrowBuffer at_b_scratch;
 
 static int KERNEL(gemm_at_b)(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return 0;
     int panels = (N + AT_B_PANEL - 1) / AT_B_PANEL, row_blocks = (M + AT_B_ROWS - 1) / AT_B_ROWS;
-    size_t per_thread = (size_t)AT_B_DEPTH * AT_B_PANEL * panels;
+    size_t per_thread = (size_t)GEMM_AT_B_DEPTH * AT_B_PANEL * panels;
     float *scratch = grow_buffer(&at_b_scratch, per_thread * (size_t)omp_get_max_threads());
     if (!scratch) return -1;
 #pragma omp parallel
@@ -216,10 +216,10 @@ static int KERNEL(gemm_at_b)(int M, int N, int K, const float *A, int lda, const
             rb1 = (int)((long)row_blocks * (me + 1) / threads);
         }
         float *mine = scratch + per_thread * me;
-        for (int k0 = 0; k0 < K; k0 += AT_B_DEPTH) {
-            int kc = K - k0 < AT_B_DEPTH ? K - k0 : AT_B_DEPTH;
+        for (int k0 = 0; k0 < K; k0 += GEMM_AT_B_DEPTH) {
+            int kc = K - k0 < GEMM_AT_B_DEPTH ? K - k0 : GEMM_AT_B_DEPTH;
             for (int j = p0; j < p1; j++) {
-                float *pj = mine + (size_t)(j - p0) * AT_B_DEPTH * AT_B_PANEL;
+                float *pj = mine + (size_t)(j - p0) * GEMM_AT_B_DEPTH * AT_B_PANEL;
                 int n0 = j * AT_B_PANEL, width = N - n0 < AT_B_PANEL ? N - n0 : AT_B_PANEL;
                 for (int k = 0; k < kc; k++) {
                     memcpy(pj + (size_t)k * AT_B_PANEL, B + (long)(k0 + k) * ldb + n0, width * sizeof(float));
@@ -230,7 +230,7 @@ static int KERNEL(gemm_at_b)(int M, int N, int K, const float *A, int lda, const
                 int m0 = rb * AT_B_ROWS, rows = M - m0 < AT_B_ROWS ? M - m0 : AT_B_ROWS;
                 const float *a = A + (long)k0 * lda + m0; /* A^T (r, k) = a[r + k * lda] */
                 for (int j = p0; j < p1; j++) {
-                    const float *pj = mine + (size_t)(j - p0) * AT_B_DEPTH * AT_B_PANEL;
+                    const float *pj = mine + (size_t)(j - p0) * GEMM_AT_B_DEPTH * AT_B_PANEL;
                     int n0 = j * AT_B_PANEL, width = N - n0 < AT_B_PANEL ? N - n0 : AT_B_PANEL;
                     float *c = C + (long)m0 * ldc + n0;
                     if (rows == AT_B_ROWS && width == AT_B_PANEL) {

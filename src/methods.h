@@ -14,8 +14,8 @@
     X(QUANTIZER_MSE, "mse", 0, quantize_tensor_mse)     \
     X(QUANTIZER_GPTQ, "gptq", 1, quantize_tensor_gptq)
 
-/* Where a correction sits: on the residual stream after a block (SPEC section 4), or on one linear
- * layer's output (a per-matrix term). */
+/* Where a correction sits: on the residual stream after a block (README: Correction layers), or on
+ * one linear layer's output (a per-matrix term). */
 typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
 
 /* Correction kinds: X(id, name, placement, its functions (correct.c), its closed-form solve or

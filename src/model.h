@@ -1,5 +1,6 @@
-/* model: the GPT of SPEC section 2 — its tensor table, the flat parameter/gradient/optimizer
- * buffers, and the whole model's forward and backward, with a hook after every block. */
+/* model: the GPT of the README's Float model and training — its tensor table, the flat
+ * parameter/gradient/optimizer buffers, and the whole model's forward and backward, with a hook
+ * after every block. */
 #ifndef QCORR_MODEL_H
 #define QCORR_MODEL_H
 

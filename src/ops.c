@@ -1,7 +1,8 @@
 /* ops: see ops.h. The layers run in the kernel path chosen for this CPU (kernels.h: the loops
  * themselves are in kernels_ops.h, OpenMP loops over rows or (batch, head) pairs, each output
  * written by one thread, so results do not depend on threads); matrix products go to gemm.c or
- * CBLAS. The naive _ref kernels, the specification the fast ones are tested against, are here. */
+ * CBLAS. Each op's forward, backward and naive _ref (the specification the fast path is tested
+ * against) are together here, in the order of ops.h. */
 #include "ops.h"
 
 #include <cblas.h>
@@ -44,7 +45,48 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     kernels()->layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
-void column_sum_add(float *out, const float *inp, int N, int C) { kernels()->column_sum_add(out, inp, N, C); }
+/* Reference: per row in double, the biased variance, eps 1e-5 (PyTorch's default). */
+void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias, int N,
+                           int C) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C;
+        double m = 0.0, v = 0.0;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        double s = 1.0 / sqrt(v / C + 1e-5);
+        for (int c = 0; c < C; c++) out[(long)n * C + c] = (float)((x[c] - m) * s * weight[c] + bias[c]);
+        mean[n] = (float)m;
+        rstd[n] = (float)s;
+    }
+}
+
+/* Reference: from the saved statistics, as the fast path; dinp += (dnorm - mean(dnorm) - norm *
+ * mean(dnorm * norm)) * rstd with dnorm = weight * dout, in double. */
+void layernorm_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, const float *mean, const float *rstd, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C, *d = dout + (long)n * C;
+        double m = mean[n], s = rstd[n], dnorm_mean = 0.0, dnorm_norm_mean = 0.0;
+        for (int c = 0; c < C; c++) {
+            dnorm_mean += (double)weight[c] * d[c];
+            dnorm_norm_mean += (double)weight[c] * d[c] * (x[c] - m) * s;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        for (int c = 0; c < C; c++)
+            dinp[(long)n * C + c] += (float)(((double)weight[c] * d[c] - dnorm_mean - (x[c] - m) * s * dnorm_norm_mean) * s);
+    }
+    for (int c = 0; c < C && (dweight || dbias); c++) {
+        double gw = 0.0, gb = 0.0;
+        for (int n = 0; n < N; n++) {
+            gw += (inp[(long)n * C + c] - (double)mean[n]) * rstd[n] * dout[(long)n * C + c];
+            gb += dout[(long)n * C + c];
+        }
+        if (dweight) dweight[c] += (float)gw;
+        if (dbias) dbias[c] += (float)gb;
+    }
+}
 
 /* Products of GEMM_MIN_ROWS rows or more go to gemm (gemm.h), fewer (sampling one token at a
  * time) to CBLAS. The weight gradient goes to gemm_at_b on the paths whose table says it beat
@@ -183,8 +225,49 @@ void gelu_backward_saved(float *dinp, const float *inp, const float *th, const f
     kernels()->gelu_backward_saved(dinp, inp, th, dout, N);
 }
 
+/* Reference: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) and its derivative, in double. */
+void gelu_forward_ref(float *out, const float *inp, long N) {
+    for (long i = 0; i < N; i++) {
+        double x = inp[i];
+        out[i] = (float)(0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))));
+    }
+}
+
+void gelu_backward_ref(float *dinp, const float *inp, const float *dout, long N) {
+    for (long i = 0; i < N; i++) {
+        double x = inp[i], k = sqrt(2.0 / M_PI), th = tanh(k * (x + 0.044715 * x * x * x));
+        double grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * 0.044715 * x * x);
+        dinp[i] = (float)(grad * dout[i]);
+    }
+}
+
 void residual_forward(float *out, const float *a, const float *b, long N) { kernels()->residual_forward(out, a, b, N); }
 
 double crossentropy_forward_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss) {
     return kernels()->crossentropy_forward_backward(dlogits, logits, targets, N, V, dloss);
+}
+
+/* Reference: a max-shifted softmax per row in double; loss = log-sum-exp - the target's logit. */
+double crossentropy_forward_backward_ref(float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss) {
+    double total = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *z = logits + (long)n * V;
+        double maxv = z[0], sum = 0.0;
+        for (int v = 1; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
+        for (int v = 0; v < V; v++) sum += exp(z[v] - maxv);
+        total += log(sum) + maxv - z[targets[n]];
+        if (dlogits)
+            for (int v = 0; v < V; v++) dlogits[(long)n * V + v] = (float)((exp(z[v] - maxv) / sum - (v == targets[n])) * dloss);
+    }
+    return total / N;
+}
+
+void column_sum_add(float *out, const float *inp, int N, int C) { kernels()->column_sum_add(out, inp, N, C); }
+
+void column_sum_add_ref(float *out, const float *inp, int N, int C) {
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int n = 0; n < N; n++) sum += inp[(long)n * C + c];
+        out[c] += (float)sum;
+    }
 }

@@ -1,6 +1,10 @@
 /* ops: every layer as a _forward/_backward pair over flat float arrays (llm.c style): outputs
  * first, then inputs, then weights. Parameter gradients are ADDED into; activation gradients are
- * written or added as each function's comment says. N = B*T rows; shapes in the comments. */
+ * written or added as each function's comment says. N = B*T rows; shapes in the comments.
+ * Each op with a fast path (kernels.h) has a naive _ref beside it, the same contract computed in
+ * double by the textbook formula: the specification the fast path is tested against on every
+ * kernel path (tests/test_ops.c). The fast bodies are kernels_ops.h's and kernels_gemm.h's
+ * KERNEL(name) functions, indexed under their op's name by `make tags`. */
 #ifndef QCORR_OPS_H
 #define QCORR_OPS_H
 
@@ -16,6 +20,10 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 /* dinp (N,C) += ...; dweight, dbias (C) += ... (either may be NULL: frozen) */
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
+void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *weight, const float *bias, int N,
+                           int C);
+void layernorm_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, const float *mean, const float *rstd, int N, int C);
 
 /* out (N,OC) = inp (N,IC) . weight(OC,IC)^T + bias (OC, may be NULL); accumulate: out += instead */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate);
@@ -23,7 +31,6 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
  * dbias (OC) += column sums of dout (NULL: frozen, skipped) */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int IC, int OC);
-/* naive loop versions: the specification the BLAS versions are tested against */
 void matmul_forward_ref(float *out, const float *inp, const float *weight, const float *bias, int N, int IC, int OC, int accumulate);
 void matmul_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                          const float *weight, int N, int IC, int OC);
@@ -43,6 +50,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, long N);
  * instead of recomputing it (the exp and division are most of GELU's cost); same results. */
 void gelu_forward_saving(float *out, float *th, const float *inp, long N);
 void gelu_backward_saved(float *dinp, const float *inp, const float *th, const float *dout, long N);
+void gelu_forward_ref(float *out, const float *inp, long N);
+void gelu_backward_ref(float *dinp, const float *inp, const float *dout, long N);
 
 /* out = a + b (N) */
 void residual_forward(float *out, const float *a, const float *b, long N);
@@ -51,8 +60,10 @@ void residual_forward(float *out, const float *a, const float *b, long N);
  * (summed in double). If dlogits != NULL it is overwritten with (softmax - onehot) * dloss,
  * i.e. the gradient of dloss * sum-of-losses; pass dloss = 1/N for the mean. */
 double crossentropy_forward_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss);
+double crossentropy_forward_backward_ref(float *dlogits, const float *logits, const int32_t *targets, int N, int V, float dloss);
 
 /* column sums: out (C) += sum over rows of inp (N,C); deterministic whatever the thread count */
 void column_sum_add(float *out, const float *inp, int N, int C);
+void column_sum_add_ref(float *out, const float *inp, int N, int C);
 
 #endif

@@ -1,4 +1,4 @@
-/* quant: weight-only fake quantization of a model (SPEC section 3). A scheme says what is
+/* quant: weight-only fake quantization of a model (README: Quantization). A scheme says what is
  * quantized and how finely; the quantizer (an entry of QUANTIZERS in methods.h: rtn, ...) says how
  * one tensor's values are chosen, given calibration statistics when it needs them. */
 #ifndef QCORR_QUANT_H

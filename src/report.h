@@ -1,5 +1,5 @@
 /* report: `qcorr report DIR` — reads DIR/summary.csv (one row per sweep run), writes DIR/report.md
- * (tables with uncertainty, generated conclusions) and SVG plots in DIR/plots/ (SPEC section 7). */
+ * (tables with uncertainty, generated conclusions) and SVG plots in DIR/plots/ (README: Report). */
 #ifndef QCORR_REPORT_H
 #define QCORR_REPORT_H
 

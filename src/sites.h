@@ -1,5 +1,6 @@
-/* sites: the correction-site rule of SPEC section 4 — after block i of L when (i+1) % every == 0,
- * and always after the last block — with no dependencies, so the report can apply it too. */
+/* sites: the correction-site rule (README: Correction layers) — after block i of L when (i+1) %
+ * every == 0, and always after the last block — with no dependencies, so the report can apply it
+ * too. */
 #ifndef QCORR_SITES_H
 #define QCORR_SITES_H
 

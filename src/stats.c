@@ -91,8 +91,6 @@ double stats_t_quantile(double p, double df) {
     return 0.5 * (lo + hi);
 }
 
-double stats_normal_cdf(double z) { return 0.5 * erfc(-z / sqrt(2.0)); }
-
 MeanCI stats_mean_ci(const double *x, int n, double level) {
     MeanCI r = {n, stats_mean(x, n), stats_std(x, n), NAN, NAN};
     if (n >= 2) {
@@ -119,6 +117,8 @@ static int compare_abs(const void *pa, const void *pb) {
 }
 
 static int nearly_equal(double a, double b) { return fabs(a - b) <= STATS_TIE_REL * fmax(fabs(a), fabs(b)); }
+
+double stats_wilcoxon_smallest_p(int n_used) { return n_used < 1 ? NAN : fmin(1.0, ldexp(2.0, -n_used)); }
 
 WilcoxonResult stats_wilcoxon(const double *d, int n) {
     WilcoxonResult r = {0, 0, 0.0, NAN, 0};

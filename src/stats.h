@@ -22,9 +22,6 @@ double stats_t_cdf(double t, double df);
  * stats_t_cdf to about 1e-12 relative (e.g. t(0.975, 2) = 4.302653). */
 double stats_t_quantile(double p, double df);
 
-/* Standard normal CDF Φ(z) = ½·erfc(−z/√2). */
-double stats_normal_cdf(double z);
-
 /* A mean with its spread and two-sided interval: mean ± t((1+level)/2, n−1)·std/√n.
  * std is NaN when n < 2, the interval NaN when n < 2. Non-finite inputs are the caller's job. */
 typedef struct {
@@ -57,6 +54,10 @@ typedef struct {
     int exact; /* 1: exact distribution; 0: normal approximation */
 } WilcoxonResult;
 WilcoxonResult stats_wilcoxon(const double *d, int n);
+/* The smallest two-sided p the exact signed-rank test can give over n_used nonzero differences
+ * (all of one sign): min(1, 2 / 2^n_used); NaN when n_used < 1. At n_used <= 5 it is 0.0625 or
+ * more: no outcome of so few pairs reaches p < 0.05. */
+double stats_wilcoxon_smallest_p(int n_used);
 
 /* Exact two-sided sign test: zeros dropped, m = n_pos + n_neg, k = min(n_pos, n_neg),
  * p = min(1, 2·Σ_{i=0..k} C(m, i)/2^m); NaN when m = 0. */

@@ -77,14 +77,17 @@ static const char *const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 #define PALETTE_SIZE ((int)(sizeof palette / sizeof *palette))
 
-/* A linear axis whose ends are whole multiples of a 1-2-5 step. */
+/* An axis: linear, its ends whole multiples of a 1-2-5 step; or logarithmic (log_scale), its
+ * ends the data's padded by a few percent of the span (out to a tick when one is near), ticks at
+ * m x 10^k for the densest set of mantissas m that gives at most 8 ticks. */
 typedef struct {
     double lo, hi, step;
     int decimals; /* for tick labels */
+    int log_scale;
 } Axis;
 
 static Axis make_axis(double lo, double hi, int target_ticks) {
-    Axis a;
+    Axis a = {0};
     if (!isfinite(lo) || !isfinite(hi)) { lo = 0.0; hi = 1.0; }
     if (!(hi > lo)) {
         double pad = fabs(lo) > 0 ? 0.1 * fabs(lo) : 1.0;
@@ -101,7 +104,60 @@ static Axis make_axis(double lo, double hi, int target_ticks) {
     return a;
 }
 
-static double axis_pos(const Axis *a, double v, double from, double to) { return from + (v - a->lo) / (a->hi - a->lo) * (to - from); }
+static double axis_pos(const Axis *a, double v, double from, double to) {
+    if (a->log_scale) return from + log(v / a->lo) / log(a->hi / a->lo) * (to - from);
+    return from + (v - a->lo) / (a->hi - a->lo) * (to - from);
+}
+
+/* the ticks a log axis may have: m x 10^k */
+static const double log_mantissas[] = {1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9};
+enum { LOG_MANTISSAS = sizeof log_mantissas / sizeof *log_mantissas };
+
+static Axis make_log_axis(double lo, double hi) {
+    Axis a = {0};
+    a.log_scale = 1;
+    if (!(isfinite(lo) && isfinite(hi) && lo > 0 && hi > 0)) lo = 1.0, hi = 10.0;
+    if (hi < 1.2 * lo) { double mid = sqrt(lo * hi); lo = mid / 1.1, hi = mid * 1.1; }
+    double span = log(hi / lo);
+    a.lo = lo * exp(-0.04 * span);
+    a.hi = hi * exp(0.04 * span);
+    /* an end close to a tick moves out to it, so that both ends are labelled */
+    double below = NAN, above = NAN;
+    for (int k = (int)floor(log10(a.lo)) - 1; k <= (int)ceil(log10(a.hi)) + 1; k++)
+        for (int m = 0; m < LOG_MANTISSAS; m++) {
+            double t = log_mantissas[m] * pow(10.0, k);
+            if (t <= a.lo) below = t;
+            if (t >= a.hi && isnan(above)) above = t;
+        }
+    if (log(a.lo / below) < 0.12 * span) a.lo = below;
+    if (log(above / a.hi) < 0.12 * span) a.hi = above;
+    return a;
+}
+
+/* The ticks of a log axis drawn over `pixels` into v (at most max): those of the densest mantissa
+ * set whose neighbouring labels stay apart (a label's width, 7 px a character, and a gap). */
+static int log_ticks(const Axis *a, double pixels, double *v, int max) {
+    static const double sets[][LOG_MANTISSAS] = {{1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 5},
+                                                 {1, 2, 5}, {1}};
+    static const int sizes[] = {12, 9, 4, 3, 1};
+    int n = 0;
+    for (int s = 0; s < 5; s++) {
+        n = 0;
+        for (int k = (int)floor(log10(a->lo)); k <= (int)ceil(log10(a->hi)); k++)
+            for (int m = 0; m < sizes[s]; m++) {
+                double t = sets[s][m] * pow(10.0, k);
+                if (t >= a->lo * (1 - 1e-12) && t <= a->hi * (1 + 1e-12) && n < max) v[n++] = t;
+            }
+        int apart = 1;
+        for (int i = 1; i < n && apart; i++) {
+            char l0[32], l1[32];
+            int w = snprintf(l0, sizeof l0, "%g", v[i - 1]) + snprintf(l1, sizeof l1, "%g", v[i]);
+            apart = axis_pos(a, v[i], 0, pixels) - axis_pos(a, v[i - 1], 0, pixels) >= 3.5 * w + 10;
+        }
+        if (apart) break;
+    }
+    return n;
+}
 
 static void svg_open(TextBuf *out, const char *title) {
     textbuf_printf(out,
@@ -145,76 +201,151 @@ static void draw_y_axis(TextBuf *out, const Axis *a, double left, double right, 
     text_at(out, 22.0, cy, "middle", rotate, label);
 }
 
-/* box: 0 a line (dashed or not), 1 a filled box (bars), 2 a dot (scatter) */
-static void legend_entry(TextBuf *out, int index, const char *name, int color, int dashed, int box) {
-    double x = PLOT_RIGHT + 20, y = PLOT_TOP + 10 + 20 * index;
-    if (box == 2) /* a scatter series: its dot */
-        textbuf_printf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n", x + 11, y - 4, palette[color % PALETTE_SIZE]);
-    else if (box)
-        textbuf_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"%s\"/>\n", x, y - 9, palette[color % PALETTE_SIZE]);
+/* The x axis (ticks, labels, title) over [left, right] at y = bottom; a log axis gets grid lines
+ * too (its ticks are uneven, so the eye needs them). */
+static void draw_x_axis(TextBuf *out, const Axis *a, double left, double right, double top, double bottom, const char *label) {
+    double v[64];
+    int n = 0;
+    if (a->log_scale) n = log_ticks(a, right - left, v, 64);
+    else
+        for (int i = 0; i <= (int)lround((a->hi - a->lo) / a->step) && n < 64; i++) v[n++] = a->lo + i * a->step;
+    for (int i = 0; i < n; i++) {
+        double x = axis_pos(a, v[i], left, right);
+        char tick[64];
+        if (a->log_scale) snprintf(tick, sizeof tick, "%g", v[i]);
+        else snprintf(tick, sizeof tick, "%.*f", a->decimals, v[i]);
+        if (a->log_scale) textbuf_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", x, top, x, bottom);
+        textbuf_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#000000\"/>\n", x, bottom, x, bottom + 5);
+        text_at(out, x, bottom + 19, "middle", NULL, tick);
+    }
+    textbuf_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#000000\"/>\n", left, bottom, right, bottom);
+    text_at(out, 0.5 * (left + right), bottom + 42, "middle", NULL, label);
+}
+
+/* ---- the legend: beside the plot, whose right edge leaves it room ---- */
+
+/* Text is measured at LEGEND_CHAR_PX per character (12-px sans-serif runs 6-7 px a character);
+ * an entry longer than the widest that fits beside a plot at least MIN_PLOT_WIDTH wide wraps at
+ * spaces onto more lines. */
+enum { LEGEND_CHAR_PX = 7, LEGEND_MARK = 28, LEGEND_GAP = 20, LEGEND_MARGIN = 12, MIN_PLOT_WIDTH = 400 };
+#define LEGEND_MAX_CHARS ((WIDTH - LEGEND_MARGIN - LEGEND_MARK - LEGEND_GAP - PLOT_LEFT - MIN_PLOT_WIDTH) / LEGEND_CHAR_PX)
+
+/* The plot's right edge for a legend of these entries (NULL entries are skipped). */
+static double legend_plot_right(const char *const *names, int n) {
+    int longest = 0;
+    for (int i = 0; i < n; i++)
+        if (names[i] && (int)strlen(names[i]) > longest) longest = (int)strlen(names[i]);
+    if (longest > LEGEND_MAX_CHARS) longest = LEGEND_MAX_CHARS;
+    double right = WIDTH - LEGEND_MARGIN - LEGEND_MARK - LEGEND_GAP - (double)LEGEND_CHAR_PX * longest;
+    return right < PLOT_RIGHT ? right : PLOT_RIGHT;
+}
+
+/* One entry at (x, y): a line (dashed or not), a dot or a box in `color`, then the name, wrapped;
+ * returns the y of the next entry. */
+typedef enum { MARK_LINE, MARK_DASHED, MARK_DOT, MARK_BOX } LegendMark;
+static double legend_entry(TextBuf *out, double x, double y, const char *name, const char *color, LegendMark mark) {
+    if (mark == MARK_BOX)
+        textbuf_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"%s\"/>\n", x, y - 9, color);
+    else if (mark == MARK_DOT)
+        textbuf_printf(out, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\" fill-opacity=\"0.75\"/>\n", x + 11, y - 4, color);
     else
         textbuf_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", x, y - 4,
-                       x + 22, y - 4, palette[color % PALETTE_SIZE], dashed ? " stroke-dasharray=\"5 3\"" : "");
-    text_at(out, x + 28, y, "start", NULL, name);
+                       x + 22, y - 4, color, mark == MARK_DASHED ? " stroke-dasharray=\"5 3\"" : "");
+    const char *p = name;
+    for (;;) {
+        size_t len = strlen(p);
+        if ((int)len <= LEGEND_MAX_CHARS) {
+            text_at(out, x + LEGEND_MARK, y, "start", NULL, p);
+            return y + 20;
+        }
+        int cut = LEGEND_MAX_CHARS;
+        while (cut > 0 && p[cut] != ' ') cut--;
+        if (cut == 0) cut = LEGEND_MAX_CHARS;
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", cut, p);
+        text_at(out, x + LEGEND_MARK, y, "start", NULL, line);
+        p += cut + (p[cut] == ' ');
+        y += 15;
+    }
 }
 
 /* ---- line plot ---- */
 
 int svg_line_plot(TextBuf *out, const char *title, const char *x_label, const char *y_label, const SvgSeries *series,
                   int n_series) {
+    return svg_plot(out, title, x_label, y_label, series, n_series, NULL);
+}
+
+int svg_plot(TextBuf *out, const char *title, const char *x_label, const char *y_label, const SvgSeries *series, int n_series,
+             const SvgPlotOptions *opt) {
+    int log_x = opt && opt->log_x;
+    double ref_y = opt && opt->ref_label ? opt->ref_y : NAN;
+    /* a point is drawn when finite (and, on a log axis, its x positive) */
+#define DRAWN(x, y) (isfinite(x) && isfinite(y) && (!log_x || (x) > 0))
     double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
     for (int s = 0; s < n_series; s++)
         for (int i = 0; i < series[s].n; i++) {
             double x = series[s].x[i], y = series[s].y[i];
-            if (!isfinite(x) || !isfinite(y)) continue;
+            if (!DRAWN(x, y)) continue;
             x_lo = fmin(x_lo, x), x_hi = fmax(x_hi, x), y_lo = fmin(y_lo, y), y_hi = fmax(y_hi, y);
         }
-    svg_open(out, title);
-    Axis ax = make_axis(x_lo, x_hi, 6), ay = make_axis(y_lo, y_hi, 6);
-    draw_y_axis(out, &ay, PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM, y_label);
-    int nx = (int)lround((ax.hi - ax.lo) / ax.step);
-    for (int i = 0; i <= nx; i++) {
-        double v = ax.lo + i * ax.step, x = axis_pos(&ax, v, PLOT_LEFT, PLOT_RIGHT);
-        char tick[64];
-        snprintf(tick, sizeof tick, "%.*f", ax.decimals, v);
-        textbuf_printf(out, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#000000\"/>\n", x, PLOT_BOTTOM, x, PLOT_BOTTOM + 5);
-        text_at(out, x, PLOT_BOTTOM + 19, "middle", NULL, tick);
+    int any = isfinite(x_lo);
+    if (isfinite(ref_y)) y_lo = fmin(y_lo, ref_y), y_hi = fmax(y_hi, ref_y);
+    if (opt && y_hi > y_lo) { /* a little room, so that no point or reference line sits on the frame */
+        double pad = 0.03 * (y_hi - y_lo);
+        y_lo = y_lo >= 0 && y_lo < pad ? 0.0 : y_lo - pad; /* a quantity that cannot be negative stays so */
+        y_hi += pad;
     }
-    textbuf_printf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#000000\"/>\n", PLOT_LEFT, PLOT_BOTTOM, PLOT_RIGHT, PLOT_BOTTOM);
-    text_at(out, 0.5 * (PLOT_LEFT + PLOT_RIGHT), PLOT_BOTTOM + 42, "middle", NULL, x_label);
-    if (!isfinite(x_lo)) text_at(out, 0.5 * (PLOT_LEFT + PLOT_RIGHT), 0.5 * (PLOT_TOP + PLOT_BOTTOM), "middle", NULL, "no data");
+    const char *names[65];
+    int n_names = 0;
+    for (int s = 0; s < n_series && n_names < 64; s++) names[n_names++] = series[s].name;
+    if (isfinite(ref_y) && n_names < 65) names[n_names++] = opt->ref_label;
+    double right = legend_plot_right(names, n_names);
+    svg_open(out, title);
+    Axis ax = log_x ? make_log_axis(x_lo, x_hi) : make_axis(x_lo, x_hi, 6), ay = make_axis(y_lo, y_hi, 6);
+    draw_y_axis(out, &ay, PLOT_LEFT, right, PLOT_TOP, PLOT_BOTTOM, y_label);
+    draw_x_axis(out, &ax, PLOT_LEFT, right, PLOT_TOP, PLOT_BOTTOM, x_label);
+    if (!any) text_at(out, 0.5 * (PLOT_LEFT + right), 0.5 * (PLOT_TOP + PLOT_BOTTOM), "middle", NULL, "no data");
+    double legend_x = right + LEGEND_GAP, legend_y = PLOT_TOP + 10;
+    if (isfinite(ref_y)) {
+        double y = axis_pos(&ay, ref_y, PLOT_BOTTOM, PLOT_TOP);
+        textbuf_printf(out, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%.1f\" y2=\"%.2f\" stroke=\"#444444\" stroke-width=\"1.5\" "
+                            "stroke-dasharray=\"8 4\"/>\n", PLOT_LEFT, y, right, y);
+        legend_y = legend_entry(out, legend_x, legend_y, opt->ref_label, "#444444", MARK_DASHED);
+    }
     for (int s = 0; s < n_series; s++) {
         int color = series[s].color >= 0 ? series[s].color : s;
         const char *stroke = palette[color % PALETTE_SIZE];
         const char *dash = series[s].dashed ? " stroke-dasharray=\"5 3\"" : "";
         if (series[s].markers) { /* a scatter: a dot per point */
             for (int i = 0; i < series[s].n; i++)
-                if (isfinite(series[s].x[i]) && isfinite(series[s].y[i]))
+                if (DRAWN(series[s].x[i], series[s].y[i]))
                     textbuf_printf(out, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3.5\" fill=\"%s\" fill-opacity=\"0.75\"/>\n",
-                                   axis_pos(&ax, series[s].x[i], PLOT_LEFT, PLOT_RIGHT), axis_pos(&ay, series[s].y[i], PLOT_BOTTOM, PLOT_TOP),
+                                   axis_pos(&ax, series[s].x[i], PLOT_LEFT, right), axis_pos(&ay, series[s].y[i], PLOT_BOTTOM, PLOT_TOP),
                                    stroke);
-            legend_entry(out, s, series[s].name, color, 0, 2);
+            legend_y = legend_entry(out, legend_x, legend_y, series[s].name, stroke, MARK_DOT);
             continue;
         }
-        /* one polyline per run of finite points; a lone point becomes a dot */
+        /* one polyline per run of drawn points; a lone point becomes a dot */
         for (int i = 0; i < series[s].n;) {
-            while (i < series[s].n && !(isfinite(series[s].x[i]) && isfinite(series[s].y[i]))) i++;
+            while (i < series[s].n && !DRAWN(series[s].x[i], series[s].y[i])) i++;
             int start = i;
-            while (i < series[s].n && isfinite(series[s].x[i]) && isfinite(series[s].y[i])) i++;
+            while (i < series[s].n && DRAWN(series[s].x[i], series[s].y[i])) i++;
             if (i - start == 1) {
                 textbuf_printf(out, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n",
-                               axis_pos(&ax, series[s].x[start], PLOT_LEFT, PLOT_RIGHT),
+                               axis_pos(&ax, series[s].x[start], PLOT_LEFT, right),
                                axis_pos(&ay, series[s].y[start], PLOT_BOTTOM, PLOT_TOP), stroke);
             } else if (i - start > 1) {
                 textbuf_printf(out, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"%s points=\"", stroke, dash);
                 for (int k = start; k < i; k++)
-                    textbuf_printf(out, "%s%.2f,%.2f", k > start ? " " : "", axis_pos(&ax, series[s].x[k], PLOT_LEFT, PLOT_RIGHT),
+                    textbuf_printf(out, "%s%.2f,%.2f", k > start ? " " : "", axis_pos(&ax, series[s].x[k], PLOT_LEFT, right),
                                    axis_pos(&ay, series[s].y[k], PLOT_BOTTOM, PLOT_TOP));
                 textbuf_printf(out, "\"/>\n");
             }
         }
-        legend_entry(out, s, series[s].name, color, series[s].dashed, 0);
+        legend_y = legend_entry(out, legend_x, legend_y, series[s].name, stroke, series[s].dashed ? MARK_DASHED : MARK_LINE);
     }
+#undef DRAWN
     return svg_close(out);
 }
 
@@ -232,11 +363,12 @@ int svg_bar_chart(TextBuf *out, const char *title, const char *y_label, const ch
         if (err_low && isfinite(err_low[i])) lo = fmin(lo, err_low[i]);
         if (err_high && isfinite(err_high[i])) hi = fmax(hi, err_high[i]);
     }
+    double right = legend_plot_right(series_names, n_series);
     svg_open(out, title);
     Axis ay = make_axis(lo, hi, 6);
-    draw_y_axis(out, &ay, PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM, y_label);
+    draw_y_axis(out, &ay, PLOT_LEFT, right, PLOT_TOP, PLOT_BOTTOM, y_label);
     double y0 = axis_pos(&ay, 0.0, PLOT_BOTTOM, PLOT_TOP);
-    double group_w = (double)(PLOT_RIGHT - PLOT_LEFT) / (n_groups > 0 ? n_groups : 1);
+    double group_w = (right - PLOT_LEFT) / (n_groups > 0 ? n_groups : 1);
     double bar_w = group_w * 0.8 / (n_series > 0 ? n_series : 1);
     for (int g = 0; g < n_groups; g++) {
         double gx = PLOT_LEFT + g * group_w;
@@ -257,10 +389,12 @@ int svg_bar_chart(TextBuf *out, const char *title, const char *y_label, const ch
             }
         }
     }
-    textbuf_printf(out, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#000000\"/>\n", PLOT_LEFT, y0, PLOT_RIGHT, y0);
-    if (!any) text_at(out, 0.5 * (PLOT_LEFT + PLOT_RIGHT), 0.5 * (PLOT_TOP + PLOT_BOTTOM), "middle", NULL, "no data");
-    for (int s = 0; s < n_series; s++) legend_entry(out, s, series_names[s], s, 0, 1);
-    if (err_low && err_high) text_at(out, PLOT_RIGHT + 20, PLOT_TOP + 10 + 20 * n_series + 6, "start", "font-size=\"11\"", "whiskers: 95% CI");
+    textbuf_printf(out, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%.1f\" y2=\"%.2f\" stroke=\"#000000\"/>\n", PLOT_LEFT, y0, right, y0);
+    if (!any) text_at(out, 0.5 * (PLOT_LEFT + right), 0.5 * (PLOT_TOP + PLOT_BOTTOM), "middle", NULL, "no data");
+    double legend_y = PLOT_TOP + 10;
+    for (int s = 0; s < n_series; s++)
+        legend_y = legend_entry(out, right + LEGEND_GAP, legend_y, series_names[s], palette[s % PALETTE_SIZE], MARK_BOX);
+    if (err_low && err_high) text_at(out, right + LEGEND_GAP, legend_y + 6, "start", "font-size=\"11\"", "whiskers: 95% CI");
     return svg_close(out);
 }
 

@@ -29,9 +29,20 @@ typedef struct {
     int markers;   /* 1: each point a dot, no line (a scatter series) */
 } SvgSeries;
 
-/* Line plot with axes, ticks, labels and a legend. Returns 0, or -1 on allocation failure. */
+/* Line plot with axes, ticks, labels and a legend beside it (the plot narrows so that the legend's
+ * entries fit; an entry too long even then wraps). Returns 0, or -1 on allocation failure. */
 int svg_line_plot(TextBuf *out, const char *title, const char *x_label, const char *y_label, const SvgSeries *series,
                   int n_series);
+/* What svg_plot adds to a line plot: x on a log scale (points with x <= 0 are not drawn; ticks at
+ * 1-9 x 10^k), and a dashed horizontal reference line at ref_y named ref_label in the legend (ref_label
+ * NULL: none). */
+typedef struct {
+    int log_x;
+    double ref_y;
+    const char *ref_label;
+} SvgPlotOptions;
+int svg_plot(TextBuf *out, const char *title, const char *x_label, const char *y_label, const SvgSeries *series, int n_series,
+             const SvgPlotOptions *opt);
 
 /* Grouped bar chart: n_groups groups along x, n_series bars per group.
  * value[g * n_series + s]; err_low/err_high the same shape (absolute bounds, NaN: no bar) or NULL.

@@ -1,4 +1,4 @@
-/* sweep: the grid of SPEC section 6 — enumeration, shards, the output directory (manifest,
+/* sweep: the grid (README: Sweeps) — enumeration, shards, the output directory (manifest,
  * shared float and quantized checkpoints, one atomic record per run, summary.csv) and resuming. */
 #ifndef QCORR_SWEEP_H
 #define QCORR_SWEEP_H

@@ -1,5 +1,5 @@
 /* train: the float training loop (seeded windows, AdamW, warm-up + cosine, clipping, CSV log,
- * progress) and the evaluation of SPEC section 5 over the whole validation split. */
+ * progress) and the evaluation (README: Evaluation and recovery) over the whole validation split. */
 #ifndef QCORR_TRAIN_H
 #define QCORR_TRAIN_H
 

@@ -267,7 +267,7 @@ cp "$M" "$W/keep.safetensors"
 expect_error "train: failure keeps the existing --out intact (bad corpus)" 1 "$T/empty.txt" -- "$QCORR" train --data "$T/empty.txt" --out "$W/keep.safetensors" $TRAIN_FLAGS
 if cmp -s "$M" "$W/keep.safetensors"; then ok "existing checkpoint unchanged after a failed train"; else fail "existing checkpoint unchanged after a failed train"; fi
 
-# ---- quantize and correct (SPEC sections 3-5) ----
+# ---- quantize and correct (README: Quantization, Correction layers) ----
 # The happy path first: its outputs are the inputs of the refusals below.
 QF=$H/q.safetensors    # written by quantize
 CF=$H/c.safetensors    # written by correct, same scheme

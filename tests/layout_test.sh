@@ -1,7 +1,8 @@
 #!/bin/sh
-# layout_test: the rules of the house that no compiler checks (STYLE.md) — the library never ends
+# layout_test: the rules of the house that no compiler checks (docs/DESIGN.md) — the library never ends
 # the process (only the CLI decides), the report reads files and includes nothing of the model,
-# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run.
+# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run
+# nor hide a skip.
 # Prints "ok - ..." / "FAIL - ..." per check and ends with "layout: N passed, M failed".
 # Run from the repository root after a build: BUILD=build sh tests/layout_test.sh
 set -u
@@ -50,6 +51,43 @@ n=$(find src -name '*.[ch]' | wc -l | tr -d ' ')
 if [ "$n" -gt 0 ] && [ -z "$long" ]; then ok "no file of src/ is over 600 lines ($n files)"
 else fail "no file of src/ is over 600 lines" "$long"; fi
 
+# ---- the repository stands alone: no tracked file cites a specification outside it (its README and
+# docs/DESIGN.md say it all) or a directory beside the checkout. The one path outside it that may
+# appear is the corpus's last search location (README: Data), which a clone simply does not find.
+# (The patterns are split so that this file does not match them.)
+CORPUS_BESIDE="../shared/data/tinyshakespeare.txt"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    spec=$(git grep -n -I -E "S""PEC(\.md| sections?\b| ?§|\s*\$)" -- . 2>/dev/null | head -n 5)
+    beside=$(git grep -n -I -F "../sha""red" -- . 2>/dev/null | sed "s|$CORPUS_BESIDE||g" | grep -F "../sha""red" | head -n 5)
+    if [ -z "$spec" ]; then ok "no tracked file cites a specification section or file outside the repository"
+    else fail "no tracked file cites a specification section or file outside the repository" "$spec"; fi
+    if [ -z "$beside" ]; then ok "no tracked file refers to ../sha""red other than the corpus search location"
+    else fail "no tracked file refers to ../sha""red other than the corpus search location" "$beside"; fi
+else
+    echo "skip - self-contained repository: not a git checkout (git grep reads the tracked files)"
+fi
+
+# ---- ops in one hop: `make tags` indexes every kernel body (KERNEL(name) in kernels_gemm.h and
+# kernels_ops.h) under its own name
+if ctags --version 2>/dev/null | grep -q 'Universal Ctags'; then
+    TG=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-tags.XXXXXX")
+    if make -s --no-print-directory tags TAGS_DIR="$TG" >"$TG/out" 2>&1 && [ -s "$TG/tags" ]; then
+        bodies=$(sed -n 's/^static [a-z ]*KERNEL(\([a-z_0-9]*\))(.*/\1/p' src/kernels_gemm.h src/kernels_ops.h | sort -u)
+        missing=""
+        for name in $bodies; do
+            grep -q "^$name	src/kernels_[a-z]*\.h	" "$TG/tags" || missing="$missing $name"
+        done
+        n=$(printf '%s\n' "$bodies" | grep -c .)
+        if [ "$n" -ge 10 ] && [ -z "$missing" ]; then ok "make tags indexes all $n kernel bodies under their own names"
+        else fail "make tags indexes every kernel body under its own name" "$n bodies found; missing:$missing"; fi
+    else
+        fail "make tags runs" "$(head -n 3 "$TG/out")"
+    fi
+    rm -rf "$TG"
+else
+    echo "skip - make tags: no Universal Ctags here (Debian: universal-ctags)"
+fi
+
 # ---- the runner: a shell suite that is missing fails the run, it does not pass it unseen
 # (run_all.sh copied alone into an empty tree: every suite it names is missing there)
 H=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-layout.XXXXXX") || { fail "mktemp"; H=""; }
@@ -59,6 +97,24 @@ if [ -n "$H" ]; then
     rc=$?
     if [ $rc != 0 ] && printf '%s\n' "$out" | grep -q "tests/cli_test.sh"; then ok "run_all.sh fails when a shell suite is missing (exit $rc, naming it)"
     else fail "run_all.sh fails when a shell suite is missing" "exit $rc: $(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')"; fi
+    # a skip is counted and its reason shown; a cmocka skip without a reason fails the run (fake
+    # suites: scripts that print what a cmocka suite and a shell suite print)
+    for n in cli sweep layout kernels; do printf 'echo "%s: 0 passed, 0 failed"\n' "$n" >"$H/tests/${n}_test.sh"; done
+    printf 'echo "skip - the sweep suite: no corpus"\necho "sweep: 1 passed, 0 failed"\n' >"$H/tests/sweep_test.sh"
+    printf '#!/bin/sh\necho "skip - test_x: no corpus"\necho "[  PASSED  ] 2 test(s)."\necho "[  SKIPPED ] 1 test(s), listed below:"\n' >"$H/named"
+    printf '#!/bin/sh\necho "[  PASSED  ] 2 test(s)."\necho "[  SKIPPED ] 1 test(s), listed below:"\n' >"$H/unnamed"
+    chmod +x "$H/named" "$H/unnamed"
+    out=$(cd "$H" && sh tests/run_all.sh "$H/named" 2>&1)
+    rc=$?
+    last=$(printf '%s\n' "$out" | tail -n 1)
+    if [ $rc = 0 ] && [ "$last" = "3 passed, 0 failed, 2 skipped" ] && printf '%s\n' "$out" | grep -q "^skip - test_x: no corpus"; then
+        ok "run_all.sh counts cmocka and shell skips in its closing line and lists their reasons ($last)"
+    else fail "run_all.sh counts cmocka and shell skips in its closing line" "exit $rc: $(printf '%s\n' "$out" | tail -n 4 | tr '\n' ' ')"; fi
+    out=$(cd "$H" && sh tests/run_all.sh "$H/unnamed" 2>&1)
+    rc=$?
+    if [ $rc != 0 ] && printf '%s\n' "$out" | grep -q "^FAIL - .*unnamed skipped 1 test(s) and named a reason for 0"; then
+        ok "run_all.sh fails a suite that skips a test without naming why (exit $rc)"
+    else fail "run_all.sh fails a suite that skips a test without naming why" "exit $rc: $(printf '%s\n' "$out" | tail -n 3 | tr '\n' ' ')"; fi
     rm -rf "$H"
 fi
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # shellcheck disable=SC2086 # $GRID and $SMALL are flag lists, split on purpose
-# sweep_test: `qcorr sweep` end to end on a tiny grid (SPEC section 6):
+# sweep_test: `qcorr sweep` end to end on a tiny grid (README: Sweeps):
 #   1. SIGKILL at several moments (mid float training, mid run, between records, after a
 #      quantization) and restart: every run exactly once, no temporaries, rows equal to an
 #      uninterrupted reference sweep on every deterministic column (all but seconds_*);
@@ -126,6 +126,8 @@ for f in bad:
 print("\n".join(out)); sys.exit(1 if out else 0)' manifest.json runs/*.json floats/*.json quant/*.json); then
             ok "$name: manifest, records and sidecars are valid JSON"
         else fail "$name: manifest, records and sidecars are valid JSON" "$bad"; fi
+    else
+        echo "skip - $name: valid JSON: $PY is missing"
     fi
     tmps=$(temporaries "$dir")
     if [ -z "$tmps" ]; then ok "$name: no temporary file (*.tmp.*) left"; else fail "$name: no temporary file (*.tmp.*) left" "$tmps"; fi

@@ -1,6 +1,6 @@
-/* test_budget: model_bits (SPEC section 10) against a count made independently from a saved
- * checkpoint — its tensors' names and shapes as the file lists them, and its scheme as the
- * metadata states it — for tensor, channel and group granularity, symmetric and asymmetric, f16
+/* test_budget: model_bits (README: Budgets: what a model stores) against a count made independently
+ * from a saved checkpoint — its tensors' names and shapes as the file lists them, and its scheme as
+ * the metadata states it — for tensor, channel and group granularity, symmetric and asymmetric, f16
  * and f32 scales, the control arm, and corrections stored as float32 or narrower. */
 #include "testutil.h"
 
@@ -120,8 +120,8 @@ static void test_model_bits_from_the_file(void **state) {
                     }
                 gpt_free(&q);
             }
-    /* by hand, once: 64x2 at int4 channel f16 — block matrices 4 x (3+1+4+4) x 64 x 64 and the
-     * 65 x 64 head: 200,768 weights; codes 4 bits each, one 16-bit scale per row (2 x (192 + 64
+    /* by hand, once: 64x2 at int4 channel f16 — block matrices 2 x (3+1+4+4) x 64 x 64 and the
+     * 65 x 64 head: 102,464 weights; codes 4 bits each, one 16-bit scale per row (2 x (192 + 64
      * + 256 + 64) + 65 = 1,217 rows); the rest (embeddings 65x64 + 128x64, LayerNorms, biases)
      * 32 bits each */
     GPTConfig cfg = {.vocab_size = 65, .ctx = 128, .d_model = 64, .n_layer = 2, .n_head = 4};

@@ -1,7 +1,8 @@
-/* test_correct: the correction layers of SPEC section 4 and the recovery metric of section 5 —
- * site placement, exact identity at initialisation, gradients of every objective against finite
- * differences (through frozen blocks), a frozen base, the lstsq solve, a checkpoint round trip
- * (recovery of a real quantization loss on a model trained in the test: test_learning.c). */
+/* test_correct: the correction layers and the recovery metric (README: Correction layers,
+ * Evaluation and recovery) — site placement, exact identity at initialisation, gradients of every
+ * objective against finite differences (through frozen blocks), a frozen base, the lstsq solve, a
+ * checkpoint round trip (recovery of a real quantization loss on a model trained in the test:
+ * test_learning.c). */
 #include "testutil.h"
 
 #include <cblas.h>
@@ -32,8 +33,8 @@
 
 static void test_site_placement(void **state) {
     (void)state;
-    /* (L, every) -> the blocks with a site after them, by SPEC section 4: (i+1) % every == 0, and
-     * the last block always */
+    /* (L, every) -> the blocks with a site after them, by the site rule (README: Correction
+     * layers): (i+1) % every == 0, and the last block always */
     static const struct {
         int L, every, n;
         int blocks[8];
@@ -47,7 +48,7 @@ static void test_site_placement(void **state) {
         int L = cases[k].L, every = cases[k].every;
         if (correction_site_count(L, every) != cases[k].n)
             fail_msg("L %d, every %d: %d sites, expected %d", L, every, correction_site_count(L, every), cases[k].n);
-        assert_int_equal(cases[k].n, (L + every - 1) / every); /* ceil(L / every), as the spec says */
+        assert_int_equal(cases[k].n, (L + every - 1) / every); /* ceil(L / every), as the README says */
         GPTConfig cfg = {.vocab_size = 5, .ctx = 4, .d_model = 8, .n_layer = L, .n_head = 2};
         for (int hidden = 0; hidden <= 4; hidden += 4) {
             Corrections c;

@@ -623,7 +623,7 @@ static void test_adamw_step(void **state) {
     assert_true(norm < 1.0);
     for (int t = 0; t < m.n_specs; t++) {
         const TensorSpec *spec = &m.specs[t];
-        double decay = spec->cols != 0 ? wd : 0.0; /* weight decay on matrices only (SPEC section 2) */
+        double decay = spec->cols != 0 ? wd : 0.0; /* weight decay on matrices only (README: Float model and training) */
         for (size_t k = 0; k < tensor_numel(spec); k++) {
             size_t i = spec->offset + k;
             double mm = m0[i], vv = v0[i];

@@ -33,9 +33,8 @@ typedef struct {
     double loss_model, loss_reference, loss_model_se, loss_reference_se, loss_diff, loss_diff_se;
 } ReferenceEval;
 
-/* The library's evaluation (src/evaluate.c): model against reference over the windows of SPEC
- * section 5 in ids[0..n) (floor((n-1)/T) windows of T = ctx); 0, or -1 with qc_error set. */
-typedef int (*ReferenceEvalFn)(GPT *model, GPT *reference, const int32_t *ids, size_t n, ReferenceEval *out);
+/* The library's evaluation (src/evaluate.c): model against reference over the windows of the
+ * README's Evaluation and recovery in ids[0..n) (floor((n-1)/T) windows of T = ctx); 0, or -1 with qc_error set. */
 static int library_eval_reference(GPT *model, GPT *reference, const int32_t *ids, size_t n, ReferenceEval *out) {
     EvalReference ref;
     Evaluation e;
@@ -51,7 +50,6 @@ static int library_eval_reference(GPT *model, GPT *reference, const int32_t *ids
     eval_reference_free(&ref);
     return rc;
 }
-static const ReferenceEvalFn eval_reference_impl = library_eval_reference;
 
 typedef struct {
     SafeTensors expected;
@@ -234,18 +232,13 @@ static void test_eval_statistics_from_cs_pieces(void **state) {
     if (!ok) fail_msg("eval statistics differ from the reference beyond %g", EVAL_REL_TOL);
 }
 
-/* The library's own `eval --reference` against the same numbers, once it exists. */
+/* The library's own `eval --reference` against the same numbers. */
 static void test_eval_reference(void **state) {
     (void)state;
-    if (!eval_reference_impl) {
-        print_message("skipped: eval --reference (issue 12 part 4) is not in the C library yet: wire it in "
-                      "eval_reference_impl (tests/test_parity_eval.c)\n");
-        skip();
-    }
     EvalFixture x;
     eval_fixture_load(&x);
     ReferenceEval r;
-    if (eval_reference_impl(&x.model, &x.reference, x.ids, x.n_ids, &r) != 0) fail_msg("%s", qc_last_error());
+    if (library_eval_reference(&x.model, &x.reference, x.ids, x.n_ids, &r) != 0) fail_msg("%s", qc_last_error());
     int ok = compare_all(&x, &r);
     eval_fixture_free(&x);
     if (!ok) fail_msg("eval --reference differs from the reference beyond %g", EVAL_REL_TOL);

@@ -1,4 +1,4 @@
-/* test_quant: the fake quantizers of SPEC section 3 — hand-computed outputs for every granularity
+/* test_quant: the fake quantizers (README: Quantization) — hand-computed outputs for every granularity
  * at 2, 4 and 8 bits (symmetric and asymmetric), every code reachable, idempotence, degenerate
  * rows, group errors, quantize_model's scope and errors, and activation fake-quantization. */
 #include "testutil.h"
@@ -55,8 +55,8 @@ static int count_distinct(const float *x, int n) {
 
 /* A 2x4 matrix per bit width; every granularity sees it as 1 span (tensor), 2 (channel: rows) or
  * 4 (group:2). Codes were worked out by hand, in the comments beside each case; the expected
- * value is then the spec's dequantization of that code: symmetric code * (absmax / qmax),
- * asymmetric lo + code * ((hi - lo) / levels), in double, rounded once to float. Ties (x / scale
+ * value is then the dequantization of that code (README: Quantization): symmetric code * (absmax /
+ * qmax), asymmetric lo + code * ((hi - lo) / levels), in double, rounded once to float. Ties (x / scale
  * exactly k + 0.5) are placed only where the scale is a power of two, so the tie is exact in
  * double and nearbyint must round it to the even code. */
 typedef struct {
@@ -358,14 +358,14 @@ static void test_idempotent_random(void **state) {
     }
 }
 
-/* The threaded loops against a plain serial loop over the spec's partition, at 2 threads: every
+/* The threaded loops against a plain serial loop over the README's partition, at 2 threads: every
  * span (every row, for activations) quantized once, in place, none skipped or shared between
  * threads. The output starts as NaN so a span no thread wrote shows. (The old test compared 1
  * with 2 threads of the same loop, which a wrong partition passes.) */
 static void test_parallel_spans_match_serial(void **state) {
     (void)state;
 #ifndef _OPENMP
-    skip(); /* built without OpenMP: nothing runs in parallel */
+    skip_because("built without OpenMP: nothing runs in parallel");
 #else
     enum { ROWS = 37, COLS = 96, N = ROWS * COLS };
     float *w = malloc(N * sizeof(float)), *got = malloc(N * sizeof(float)), *want = malloc(N * sizeof(float));
@@ -539,7 +539,7 @@ static void test_group_must_divide_row(void **state) {
 
 /* ============================ quantize_model ============================ */
 
-/* An independent quantization of one tensor: the spec's spans, by quantize_span_ref. Vectors are
+/* An independent quantization of one tensor: the README's spans, by quantize_span_ref. Vectors are
  * one row (quant.h). */
 static void expected_tensor(float *out, const float *in, const TensorSpec *t, const QuantScheme *s) {
     int rows = t->cols ? t->rows : 1, cols = t->cols ? t->cols : t->rows;

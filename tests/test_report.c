@@ -255,7 +255,37 @@ static void expect_balanced_svg(const char *path) {
     }
     if (depth != 0) fail_msg("%s: %d unclosed tags (innermost <%s>)", path, depth, stack[depth - 1]);
     if (elements < 5) fail_msg("%s: only %d tags", path, elements);
+    /* every text (but the rotated axis titles) inside the canvas, measured generously (7 px a
+     * character at 12 px, 9 at the title's 15): a legend entry cut at the edge fails here */
+    int width = 0;
+    if (sscanf(text, "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%d\"", &width) != 1) fail_msg("%s: no width", path);
+    for (const char *p = strstr(text, "<text "); p; p = strstr(p + 1, "<text ")) {
+        const char *end = strchr(p, '>'), *close = strstr(p, "</text>");
+        double x;
+        char anchor[16];
+        if (!end || !close || sscanf(p, "<text x=\"%lf\" y=\"%*f\" text-anchor=\"%15[a-z]\"", &x, anchor) != 2)
+            fail_msg("%s: unreadable <text> at byte %ld", path, (long)(p - text));
+        if (memmem(p, (size_t)(end - p), "transform", 9)) continue;
+        double w = (memmem(p, (size_t)(end - p), "font-size=\"15\"", 15) ? 9.0 : 7.0) * (double)(close - end - 1);
+        double lo = strcmp(anchor, "start") == 0 ? x : strcmp(anchor, "end") == 0 ? x - w : x - w / 2;
+        if (lo < 0 || lo + w > width)
+            fail_msg("%s: the text '%.*s' runs past the %d-px canvas (from x = %.0f, about %.0f px wide)", path, (int)(close - end - 1),
+                     end + 1, width, lo, w);
+    }
     free(text);
+}
+
+/* The x positions of the x axis's tick labels (the writer puts them 19 px below the plot, at
+ * y = 409), with their values, in order. */
+static int x_ticks(const char *path, double *x, double *value, int max) {
+    char *text = read_text(path);
+    int n = 0;
+    for (const char *p = strstr(text, "<text "); p && n < max; p = strstr(p + 1, "<text ")) {
+        double px, v;
+        if (sscanf(p, "<text x=\"%lf\" y=\"409.0\" text-anchor=\"middle\">%lf<", &px, &v) == 2) x[n] = px, value[n] = v, n++;
+    }
+    free(text);
+    return n;
 }
 
 static void test_report_end_to_end(void **state) {
@@ -516,6 +546,12 @@ static char *report_with(const char *dir, const char *const *expected, size_t n)
     return md;
 }
 
+/* Closes the summary.csv a test wrote (f) and writes the report of its directory. */
+static void close_and_report(FILE *f, const char *dir, ReportSummary *summary) {
+    assert_int_equal(fclose(f), 0);
+    if (report_write(dir, summary) != 0) fail_msg("report_write: %s", qc_last_error());
+}
+
 /* Makes test_tmpdir()/name (into dir) and opens its summary.csv with the header row written. */
 static FILE *new_summary(const char *name, char *dir, size_t size) {
     char path[1024];
@@ -550,9 +586,8 @@ static void test_report_fine_tuning_is_no_recovery(void **state) {
                        "1,1,60,1,1,1,1,1\n",
                     seed, h, seed, 32 * h, h ? "mlp" : "linear", lf, lf, lf - ctl, exp(lf), exp(lf), exp(lf - ctl), ctl);
         }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     assert_int_equal(summary.n_excluded, 3);
     assert_int_equal(summary.bits[0].bits, 4);
     assert_int_equal(summary.bits[0].n_excluded, 3);
@@ -586,9 +621,8 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
                        "1,1,1,1,1,1,1,1\n",
                     e, h, e + 1, 32 * h, h ? "mlp" : "linear");
         }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     assert_int_equal(summary.n_excluded, 4);
     snprintf(path, sizeof path, "%s/report.md", dir);
     char *md = read_text(path);
@@ -597,7 +631,9 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
     assert_true(pc->diff.ci_low > 0);       /* the t-interval alone would claim ... */
     assert_close(pc->wilcoxon.p, 0.5, 1e-15); /* ... but 2 pairs cannot reach 5% */
     const char *expected[] = {
-        "- At 2 bits, no firm conclusion on MLP corrections vs linear ones",
+        "- At 2 bits, too few matched configurations to test MLP corrections against linear ones",
+        "over 2 matched configurations, 95% CI [",
+        "]): a signed-rank test over 2 pairs cannot reach p < 0.05 (its smallest p is 0.5).",
         "- 8-bit quantization costs 2.0e-05 ± n/a nats here (4 runs): nothing measurable to recover",
         "- No control arm ran",
         "No heat map at 8 bits",
@@ -606,7 +642,8 @@ static void test_report_small_sweep_makes_no_claim(void **state) {
     };
     for (size_t i = 0; i < sizeof expected / sizeof *expected; i++)
         if (!strstr(md, expected[i])) fail_msg("report.md lacks '%s'", expected[i]);
-    const char *forbidden[] = {"MLP corrections recover", "- At 8 bits, MLP", "- At 8 bits, too few"};
+    const char *forbidden[] = {"MLP corrections recover", "- At 8 bits, MLP", "- At 8 bits, too few", "no firm conclusion",
+                               "no significant difference"};
     for (size_t i = 0; i < sizeof forbidden / sizeof *forbidden; i++)
         if (strstr(md, forbidden[i])) fail_msg("report.md claims '%s'", forbidden[i]);
     free(md);
@@ -630,9 +667,8 @@ static void test_report_names_coinciding_every(void **state) {
             fprintf(f, "r%d%d,7,%s,%s,%s,2,int2,%d,0,linear,train,ce,quant,2,2.5,2.2,7.389,12.18,9.025,0.6,0.6,ok,0.3,"
                        "1,1,1,1,1,1,1,1\n",
                     z, e, sizes[z][0], sizes[z][1], sizes[z][2], everys[e]);
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     snprintf(path, sizeof path, "%s/report.md", dir);
     char *md = read_text(path);
     /* 2 layers: every 2, 4, 8 all leave the site after block 1; 3 layers: every 4 and 8 the one
@@ -796,9 +832,8 @@ static void test_report_frontier(void **state) {
         /* int4: quantized 2.05, corrected 2.049 / 2.067 (0.001 and 0.003 better) */
         budget_row(f, s, 4, "channel", "linear", "train", 1, lf, 2.05 + d, 2.049 + d - 0.002 * (s - 1), 0.02, 0.03, 1e6, 5e5, 6e5, 0.004, 0.001);
     }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "- At 64x2 the frontier is int2 channel rtn (300 kbit, loss 2.810), int2 channel rtn + linear e1 (400 kbit, loss 2.315), "
         "int4 channel rtn (500 kbit, loss 2.060), int4 channel rtn + linear e1 (600 kbit, loss 2.058), float (1000 kbit, loss 2.010); "
@@ -806,7 +841,9 @@ static void test_report_frontier(void **state) {
         "margin: int2 channel rtn + linear e1 (400 kbit, loss 2.3150) against int2 channel rtn (300 kbit, loss 2.8100).",
         /* agreement: KL 0.5 -> 0.2 at 2 bits over 2 runs (both lower: the t-interval excludes 0, no rank test can at n = 2) */
         "| 2 | 2 | 0.5 | 0.2 | -0.3 |",
-        "- At 2 bits the corrections do not measurably change KL to the float model (0.5 → 0.2 nats, mean over 2 runs",
+        "- At 2 bits there are too few runs to test the corrections' change of KL to the float model (0.5 → 0.2 nats, mean "
+        "over 2 runs, paired change -0.3",
+        ": a signed-rank test over 2 pairs cannot reach p < 0.05 (its smallest p is 0.5)); top-1",
         "![64x2: validation loss against model size](plots/frontier_loss_64x2.svg)",
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
@@ -814,8 +851,53 @@ static void test_report_frontier(void **state) {
     free(md);
     snprintf(path, sizeof path, "%s/plots/frontier_loss_64x2.svg", dir);
     expect_balanced_svg(path);
+    /* bits per parameter (model bits over the float model's 31,250 parameters: 9.6 to 19.2) on a
+     * log axis: tick positions proportional to the log of their values */
+    double tx[32] = {0}, tv[32] = {0};
+    int nt = x_ticks(path, tx, tv, 32);
+    if (nt < 3) fail_msg("%s: %d x tick labels", path, nt);
+    for (int i = 2; i < nt; i++) {
+        double want = log(tv[i] / tv[0]) / log(tv[1] / tv[0]), got = (tx[i] - tx[0]) / (tx[1] - tx[0]);
+        if (fabs(got - want) > 0.01 * want) fail_msg("%s: tick %g at x %.1f is not on a log axis (%g of the first step, want %g)", path, tv[i], tx[i], got, want);
+    }
+    if (!(tv[0] <= 10 && tv[nt - 1] >= 19)) fail_msg("%s: the ticks %g..%g do not span the quantized models' 9.6..19.2 bits/param", path, tv[0], tv[nt - 1]);
+    /* zoomed to the quantized and corrected models: their 5 points drawn, the float model (32 bits
+     * per parameter) a dashed reference line named in the legend */
+    char *svg = read_text(path);
+    int dots = 0;
+    for (const char *p = strstr(svg, "r=\"3.5\""); p; p = strstr(p + 1, "r=\"3.5\"")) dots++;
+    assert_int_equal(dots, 5);
+    if (!strstr(svg, "stroke-dasharray=\"8 4\"") || !strstr(svg, ">float model (32 bits/param)</text>"))
+        fail_msg("%s: no float model reference line", path);
+    free(svg);
     snprintf(path, sizeof path, "%s/plots/frontier_kl_64x2.svg", dir);
     expect_balanced_svg(path);
+}
+
+/* The words match what the test can say: four runs whose corrections all lower KL (the quick
+ * preset's 2-bit cell) are too few for a signed-rank test to reach p < 0.05 (its smallest p is
+ * 0.125), so the sentence says the runs are too few to test, not that KL did not change; six such
+ * runs can reach it (0.03125) and the sentence says KL is lowered. */
+static void test_report_agreement_too_few_to_test(void **state) {
+    (void)state;
+    char dir[512];
+    FILE *f = new_budget_summary("agreement_words", dir, sizeof dir);
+    for (int s = 1; s <= 6; s++) {
+        double lf = 2.0 + 0.01 * s, kq = 0.40 + 0.01 * s, kc = 0.15 + 0.004 * s;
+        if (s <= 4) budget_row(f, s, 2, "channel", "linear", "train", 1, lf, lf + 0.8, lf + 0.3, kq, kc, 1e6, 3e5, 4e5, 0.01, 0.005);
+        budget_row(f, s, 4, "channel", "linear", "train", 1, lf, lf + 0.05, lf + 0.03, kq / 10, kc / 10, 1e6, 5e5, 6e5, 0.004, 0.002);
+    }
+    ReportSummary summary;
+    close_and_report(f, dir, &summary);
+    const char *expected[] = {
+        "- At 2 bits there are too few runs to test the corrections' change of KL to the float model (0.425 → 0.16 nats, mean over "
+        "4 runs, paired change -0.265, 95% CI [",
+        "]: a signed-rank test over 4 pairs cannot reach p < 0.05 (its smallest p is 0.125)); top-1 agreement",
+        "- At 4 bits the corrections lower KL to the float model (0.0435 → 0.0164 nats, mean over 6 runs, paired change -0.0271",
+    };
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
+    if (strstr(md, "do not measurably change")) fail_msg("report.md says a change is not measurable where the runs are too few to test");
+    free(md);
 }
 
 /* A budget curve by hand: recovery 40, 60, 69, 70% after 10, 20, 40, 80 steps (gap 0.5 nats,
@@ -838,9 +920,8 @@ static void test_report_budget_curve(void **state) {
         fprintf(f, "c%d,1,64x2,64,2,4,int4,1,0,linear,train,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,1,1,%d,1000,1,1,1,1\n", k,
                 lf, lq, lc, exp(lf), exp(lq), exp(lc), rec4[k], lq - lc, steps[k]);
     }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "| 2 | 1000 | 40.0 (1/1) | 60.0 (1/1) | 69.0 (1/1) | 70.0 (1/1) | 40 |",
         "- At 64x2, 2 bits, 1000 calibration characters, recovery goes from 40.0% after 10 steps to 70.0% after 80; it comes "
@@ -873,16 +954,16 @@ static void test_report_methods(void **state) {
                     s, m, s, m == 1, kinds[m], methods[m], lf, lq, lc, exp(lf), exp(lq), exp(lc), (lq - lc) / gap, lq - lc, m ? 4160 : 0,
                     m ? 433120.0 : 300000.0, m ? 133120.0 : 0.0);
         }
-    assert_int_equal(fclose(f), 0);
     ReportSummary summary;
-    if (report_write(dir, &summary) != 0) fail_msg("report_write: %s", qc_last_error());
+    close_and_report(f, dir, &summary);
     const char *expected[] = {
         "## 13. Methods at matched budgets",
         "| rtn | train | 2 | 2.4050 ± 0.0050 | -0.4050 [",
         "| 4160 | 433.1 |",
         "| 2 | train − lowrank | 2 | -0.0150 |",
         "| 2 | train − none | 2 | -0.4050 |",
-        "- At 2 bits, no significant loss difference between train and lowrank (-0.0150 nats over 2 pairs).",
+        "- At 2 bits, too few pairs to test the loss difference between train and lowrank (-0.0150 nats over 2 pairs: a "
+        "signed-rank test over 2 pairs cannot reach p < 0.05 (its smallest p is 0.5)).",
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     free(md);
@@ -898,6 +979,7 @@ int main(void) {
         cmocka_unit_test(test_report_errors_name_the_fault),
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),
         cmocka_unit_test(test_report_frontier),
+        cmocka_unit_test(test_report_agreement_too_few_to_test),
         cmocka_unit_test(test_report_budget_curve),
         cmocka_unit_test(test_report_methods),
     };

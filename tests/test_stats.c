@@ -130,6 +130,16 @@ static void test_wilcoxon_exact_against_enumeration(void **state) {
     /* nothing left: no p */
     const double zeros[] = {0, 0};
     assert_true(isnan(stats_wilcoxon(zeros, 2).p));
+    /* the smallest p n pairs can give is the test's p when every difference has one sign (by
+     * enumeration), so 5 pairs or fewer never reach 0.05 (4: 0.125, the quick preset's runs) */
+    for (int n = 1; n <= 12; n++) {
+        double d[12];
+        for (int i = 0; i < n; i++) d[i] = -0.1 * (i + 1);
+        assert_close(stats_wilcoxon_smallest_p(n), wilcoxon_by_enumeration(d, n), 1e-15);
+        if ((stats_wilcoxon_smallest_p(n) < 0.05) != (n >= 6)) fail_msg("n = %d: smallest p %g", n, stats_wilcoxon_smallest_p(n));
+    }
+    assert_close(stats_wilcoxon_smallest_p(4), 0.125, 0);
+    assert_true(isnan(stats_wilcoxon_smallest_p(0)));
 }
 
 static void test_wilcoxon_ties_and_large_n_use_normal(void **state) {

@@ -81,6 +81,16 @@ const char *test_tmpdir(void) {
     return dir;
 }
 
+void skip_reason(const char *test, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("skip - %s: ", test);
+    vprintf(fmt, ap);
+    printf("\n");
+    fflush(stdout);
+    va_end(ap);
+}
+
 const char *test_corpus_path(void) {
     static char path[4096];
     if (corpus_find(NULL, path, sizeof path) != 0) return NULL;

@@ -29,7 +29,7 @@ float *copy_floats(const float *x, size_t n);
 void random_tokens(int32_t *t, int n, int V, Rng *rng);
 /* A fresh directory under /tmp for a test's files (not removed: small). */
 const char *test_tmpdir(void);
-/* The real corpus if it can be found (SPEC section 1 search order), else NULL. */
+/* The real corpus if it can be found (by the search order of README: Data), else NULL. */
 const char *test_corpus_path(void);
 /* Writes a small deterministic text corpus (bytes of `alphabet`) of n bytes; returns its path. */
 const char *write_test_corpus(const char *name, size_t n, const char *alphabet, uint64_t seed);
@@ -42,7 +42,8 @@ int setup_one_thread(void **state);   /* cmocka group setup: remember the defaul
 int restore_threads(void **state);    /* cmocka group teardown: back to the default */
 int default_thread_count(void);       /* the count before setup_one_thread */
 
-/* Stream corrections (SPEC section 4) as the train method sizes them: linear at hidden 0, else MLP. */
+/* Stream corrections (README: Correction layers) as the train method sizes them: linear at hidden
+ * 0, else MLP. */
 int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
 
 /* A generated corpus with structure (words of a small lexicon in sentences, 300,000 bytes), so a
@@ -53,6 +54,11 @@ const char *learnable_corpus_path(void);
 /* steps of AdamW (warm-up 10, lr 1e-2 cosine to 1e-3, no decay) on c's train split, batches of
  * m->max_batch windows of ctx drawn by seed. */
 void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed);
+
+/* Skips the running test and says why, as one line "skip - TEST: WHY" on stdout: tests/run_all.sh
+ * lists those lines and fails a suite that skips a test without one. */
+void skip_reason(const char *test, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define skip_because(...) do { skip_reason(__func__, __VA_ARGS__); skip(); } while (0)
 
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)

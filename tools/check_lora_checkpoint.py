@@ -6,11 +6,11 @@ into a PyTorch module whose linear layers carry PEFT-style `lora_A` / `lora_B` s
     /usr/bin/python3 tools/check_lora_checkpoint.py CHECKPOINT CORPUS LOSS
 
 LOSS is what `qcorr eval --model CHECKPOINT --data CORPUS --json` reports. The module is written
-from SPEC section 2 (nanoGPT's layout) and issue 14's definition of the term, not from the C code:
-a linear layer computes y = x W^T + b + (x A^T) B^T, with A = `{layer}.lora_A.weight` (k, in) and
+from the README (Float model and training: nanoGPT's layout) and issue 14's definition of the
+term, not from the C code: a linear layer computes y = x W^T + b + (x A^T) B^T, with A = `{layer}.lora_A.weight` (k, in) and
 B = `{layer}.lora_B.weight` (out, k), as PEFT's LoRA layer does at scaling 1 (PEFT's own keys add
 an adapter name, `lora_A.default.weight`; qcorr stores the single adapter without one). The loss is
-SPEC section 5's: the first floor(0.9 N) bytes are train, the rest validation, read in
+the README's (Data): the first floor(0.9 N) bytes are train, the rest validation, read in
 non-overlapping windows of ctx. Exit 0 when the state dict loads strictly (no missing or unexpected
 key) and the loss agrees within 1e-4 nats; 1 otherwise; 2 for a checkpoint it cannot check
 (activation quantization, no low-rank tensor).

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """PyTorch/numpy reference for everything numeric in qcorr: fixtures for the C parity suites.
 
-As llm.c's train_gpt2.py is for test_gpt2.c: each reference below is written from SPEC.md, the
-README and the papers (never from src/) and writes fixtures that a C suite compares against
+As llm.c's train_gpt2.py is for test_gpt2.c: each reference below is written from the README and
+the papers (never from src/) and writes fixtures that a C suite compares against
 tensor by tensor, printing the max abs / rel difference of each.
 
 Run from the repository root with Debian's Python (python3-torch, python3-numpy):
@@ -33,8 +33,8 @@ quantization metadata, so a C test loads them whatever the C quantizer does).
 References and fixtures (tests/fixtures/...):
 
 gpt -> gpt_tiny_init.safetensors, gpt_tiny_expected.safetensors   [tests/test_parity.c]
-    The float GPT of SPEC section 2 (nanoGPT layout, untied head with a bias), V=13 (VOCAB),
-    ctx 16, d_model 32, 2 layers, 4 heads, init N(0, 0.02)*5 with LayerNorm/bias noise 0.1,
+    The float GPT (README: Float model and training; nanoGPT layout, untied head with a bias),
+    V=13 (VOCAB), ctx 16, d_model 32, 2 layers, 4 heads, init N(0, 0.02)*5 with LayerNorm/bias noise 0.1,
     seed 1337. init: the weights as a qcorr checkpoint. expected:
       inputs, targets     (3,16) token ids
       logits              (3,16,13) forward pass
@@ -47,7 +47,7 @@ gpt -> gpt_tiny_init.safetensors, gpt_tiny_expected.safetensors   [tests/test_pa
     0.1f, 1.0f, s). The script also shows each optimizer detail moves the 10 losses by > 1e-4.
 
 quant -> quant_rtn.safetensors   [tests/test_parity_quant.c]
-    Round-to-nearest fake quantization (SPEC section 3): per span, symmetric absmax
+    Round-to-nearest fake quantization (README: Quantization): per span, symmetric absmax
     (scale = absmax/qmax, codes -qmax..qmax, qmax = 2^(b-1)-1) or asymmetric min/max
     (scale = (max-min)/(2^b-1), codes 0..2^b-1, value = min + code*scale); code =
     clamp(rint(x/scale)) with ties to even, computed in float64, each dequantized value rounded
@@ -73,7 +73,7 @@ corrections -> gpt_tiny_quant3.safetensors, corrections_expected.safetensors   [
     Stream corrections inside the frozen tiny model quantized by `quant` (int3 symmetric
     per-channel, scope linear,head, f64 scales; C's quantize_model must give it exactly). Sites
     after block i when (i+1) % every == 0 and after the last block; linear x + x W^T + b, MLP
-    x + gelu_tanh(x W1^T + b1) W2^T + b2 (SPEC section 4, README). Objectives on one batch:
+    x + gelu_tanh(x W1^T + b1) W2^T + b2 (README: Correction layers). Objectives on one batch:
       ce    mean next-token cross-entropy;
       kl    mean over positions of KL(p_float || p_corrected), p_float from gpt_tiny_init;
       mse   mean over sites of mean((stream after site j's correction
@@ -89,7 +89,7 @@ corrections -> gpt_tiny_quant3.safetensors, corrections_expected.safetensors   [
     metadata: float_model, quant_model, quantization, configs, objectives and their definitions.
 
 lstsq -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, lstsq_expected.safetensors
-    The closed form (SPEC section 4, README): per site in order, X = the quantized model's stream
+    The closed form (README: Correction layers): per site in order, X = the quantized model's stream
     after the site's block with the earlier sites' (float32) corrections applied, Y = the float
     model's; Z = [X 1], R = Y - X; (Z^T Z + diag(lambda..lambda, 0)) W = Z^T R solved in float64,
     lambda = ridge * trace(X^T X) / d (the bias not shrunk); weight = W[:d]^T, bias = W[d].
@@ -108,8 +108,8 @@ naming the adapter to wire (a function pointer in the test, with the signature g
 
 eval -> gpt_small_float.safetensors, gpt_small_quant3.safetensors, eval_reference.safetensors
     `qcorr eval --model M --reference F` (issue 12 parts 3-4), M = gpt_small_quant3, F =
-    gpt_small_float, over the windows of SPEC section 5 in `ids` (n = floor((len-1)/T) = 12
-    windows of T = 48). Per position: kl = KL(p_F || p_M) = sum_v p_F (log p_F - log p_M) (nats,
+    gpt_small_float, over the windows qcorr evaluates (README: Evaluation and recovery) in `ids`
+    (n = floor((len-1)/T) = 12 windows of T = 48). Per position: kl = KL(p_F || p_M) = sum_v p_F (log p_F - log p_M) (nats,
     float64 from the float32 logits), the two cross-entropies, agree = (argmax p_F == argmax p_M,
     first index on ties). Tensors (scalars (1), per position (12,48), per window (12)):
       ids                         (577) the token sequence
@@ -139,7 +139,7 @@ eval-trained -> eval_trained.safetensors   [tests/test_parity_eval_trained.c]
           --granularity channel --out tests/fixtures/gpt_trained_quant3.safetensors
           (int3 symmetric per-channel, f16 scales, scope linear,head; stored dequantized)
     M = gpt_trained_quant3, F = gpt_trained_float, over the first 64 windows of T = 64 of the
-    corpus's validation split (the corpus found as SPEC section 1 says, its sha256 checked):
+    corpus's validation split (the corpus found by qcorr's search order, its sha256 checked):
       ids                         (4097) validation bytes [1003854, 1007951) as token ids
       window.kl, window.loss_model, window.loss_reference      (64) per-window means
       kl_mean, kl_se, kl_p99, top1_agree, loss_model, loss_reference, loss_model_se,
@@ -150,7 +150,7 @@ eval-trained -> eval_trained.safetensors   [tests/test_parity_eval_trained.c]
     which prints, as eval does, how far each number moves between float32 and float64 models
     (<= 6.9e-7 relative, kl_p99) and the closest top-2 logits (2.8e-5 apart; no choice flips).
 
-mse -> quant_mse.safetensors   [test_parity_quant.c, skipped]
+mse -> quant_mse.safetensors   [tests/test_methods_parity.c]
     Per span (as `quant`), candidate clip ratios r_i = 1 - (0.5*i)/99, i = 0..99 (1.0 down to
     0.5, in double); symmetric scale = round_dtype((r*absmax)/qmax); asymmetric range
     [r*min, r*max]: scale = round_dtype((r*max - r*min)/(2^b-1)), minimum = round_dtype(r*min);
@@ -167,7 +167,7 @@ mse -> quant_mse.safetensors   [test_parity_quant.c, skipped]
     Tolerance: exact. The closest two candidate errors of any span are 4e-7 apart (relative): a C
     search must sum in double.
 
-gptq -> quant_gptq.safetensors   [test_parity_quant.c, skipped]
+gptq -> quant_gptq.safetensors   [tests/test_methods_parity.c]
     GPTQ (Frantar et al. 2022) of W on calibration inputs X, in float64: H = 2 X^T X; dead
     inputs (H_jj = 0): H_jj = 1, W[:, j] = 0; act-order: columns by descending diag(H), stable;
     H += damp * mean(diag H) * I; U = upper Cholesky factor of H^-1 (H^-1 = U^T U); columns in
@@ -192,7 +192,7 @@ gptq -> quant_gptq.safetensors   [test_parity_quant.c, skipped]
     8 bits: 0.72x RTN's, codes within 3 steps of RTN's (a third of them move: GPTQ at 8 bits is
     close to RTN, not equal). Tolerance in C: <= 1% of values differ, output error within 1%.
 
-lowrank -> quant_lowrank.safetensors   [test_parity_quant.c, skipped]
+lowrank -> quant_lowrank.safetensors   [tests/test_methods_parity.c]
     LoRC / LQER low-rank error terms: E = W - Q (Q = int2 symmetric per-channel RTN, f16 scales);
     SVD(E S) = U diag(sigma) V^T, S = I ("none") or, as L2QER, S = diag(s) with s_j = the mean
     absolute value of input column j over the calibration rows ("act"); A = sqrt(sigma_k) V_k^T

@@ -1,6 +1,6 @@
 """Shared pieces of the PyTorch reference (tools/pytorch_reference.py documents the fixtures):
-safetensors I/O by hand, the nanoGPT-style GPT written from SPEC section 2, qcorr checkpoints,
-storage-format rounding and the comparison helpers every self-check prints with."""
+safetensors I/O by hand, the nanoGPT-style GPT written from the README (Float model and
+training), qcorr checkpoints, storage-format rounding and the comparison helpers every self-check prints with."""
 import json
 import math
 import os
@@ -111,7 +111,8 @@ class GPT(nn.Module):
         return logits, loss
 
 
-# The matrices SPEC section 3 quantizes by default (scope linear,head); everything else stays float.
+# The matrices the default scheme quantizes (README: Quantization; scope linear,head); everything
+# else stays float.
 QUANTIZED_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 

@@ -1,6 +1,6 @@
-"""References `corrections` (SPEC section 4: linear and MLP stream corrections inside a frozen GPT,
-the ce / kl / mse objectives and their gradients) and `lstsq` (the closed-form QwT baseline).
-Written from the spec and the README, not from src/. Fixture layout: tools/pytorch_reference.py."""
+"""References `corrections` (README: Correction layers: linear and MLP stream corrections inside a
+frozen GPT, the ce / kl / mse objectives and their gradients) and `lstsq` (the closed-form QwT
+baseline). Written from the README, not from src/. Fixture layout: tools/pytorch_reference.py."""
 import os
 
 import numpy as np

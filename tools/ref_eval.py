@@ -22,8 +22,8 @@ PERCENTILE = 99
 
 
 def window_logits(model, ids, T, n_windows, batch=64):
-    """Logits (n_windows, T, V) of the windows SPEC section 5 evaluates: window i reads
-    ids[iT .. iT+T-1] (and predicts ids[iT+1 .. iT+T]); `batch` windows per forward pass, so a
+    """Logits (n_windows, T, V) of the windows qcorr evaluates (README: Evaluation and recovery):
+    window i reads ids[iT .. iT+T-1] (and predicts ids[iT+1 .. iT+T]); `batch` windows per forward pass, so a
     whole validation split fits in memory."""
     out = []
     for w0 in range(0, n_windows, batch):
@@ -138,7 +138,8 @@ AGREEMENT_BOUNDS = {
 
 
 def find_corpus(flag=None):
-    """SPEC section 1's search order: the flag (which must exist), $QCORR_DATA, data/, ../shared/data/."""
+    """qcorr's search order (README: Data): the flag (which must exist), $QCORR_DATA,
+    data/tinyshakespeare.txt, ../shared/data/tinyshakespeare.txt."""
     if flag:
         if not os.path.isfile(flag):
             raise SystemExit(f"{flag}: no such corpus file")
@@ -150,7 +151,7 @@ def find_corpus(flag=None):
 
 
 def validation_ids(path, vocab):
-    """The corpus's validation split (SPEC section 1: bytes from floor(0.9 N) on, N its size, the
+    """The corpus's validation split (README: Data: bytes from floor(0.9 N) on, N its size, the
     split computed as C's (size_t)(0.9 * (double)N)) as token ids of `vocab` (the checkpoint's
     string, byte b stored as code point b); also its offset in the corpus and the file's sha256."""
     with open(path, "rb") as f:
@@ -223,7 +224,7 @@ def eval_files(argv):
     parser = argparse.ArgumentParser(prog="pytorch_reference.py eval-files", description=eval_files.__doc__.split(":")[0])
     parser.add_argument("--model", required=True, help="float or quantized qcorr checkpoint")
     parser.add_argument("--reference", required=True, help="the float checkpoint it is compared with")
-    parser.add_argument("--data", help="corpus (default: $QCORR_DATA, data/, ../shared/data/)")
+    parser.add_argument("--data", help="corpus (default: $QCORR_DATA, data/tinyshakespeare.txt, ../shared/data/tinyshakespeare.txt)")
     parser.add_argument("--qcorr", metavar="BIN", help="also run BIN eval on the same files and compare")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -1,5 +1,6 @@
-"""Reference `gpt`: the float engine (SPEC section 2) — forward, loss, every parameter gradient and
-10 AdamW steps of the tiny model. Fixture layout: tools/pytorch_reference.py's docstring."""
+"""Reference `gpt`: the float engine (README: Float model and training) — forward, loss, every
+parameter gradient and 10 AdamW steps of the tiny model. Fixture layout:
+tools/pytorch_reference.py's docstring."""
 import os
 
 import numpy as np

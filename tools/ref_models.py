@@ -16,8 +16,8 @@ TINY_FLOAT_FILE = ref_gpt.INIT_FILE
 TINY_QUANT_FILE = "gpt_tiny_quant3.safetensors"
 SMALL_FLOAT_FILE = "gpt_small_float.safetensors"
 SMALL_QUANT_FILE = "gpt_small_quant3.safetensors"
-# the quantized copies: SPEC section 3's default scheme (symmetric absmax, per output channel,
-# scope linear,head) at 3 bits with the exact double scale (what the C quantizer does today)
+# the quantized copies: the default scheme (README: Quantization; symmetric absmax, per output
+# channel, scope linear,head) at 3 bits with the exact double scale (what the C quantizer does today)
 QUANT_BITS, QUANT_ASYMMETRIC, QUANT_GRANULARITY, QUANT_DTYPE = 3, 0, "channel", "f64"
 QUANT_DESCRIPTION = "int3 sym-absmax channel rtn scope=linear,head, exact (f64) scales"
 

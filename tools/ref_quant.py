@@ -1,5 +1,5 @@
-"""Reference `quant`: round-to-nearest fake quantization (SPEC section 3) with the scale's storage
-dtype (issue 12 part 1). Written from the spec in float64 numpy; every dequantized value is
+"""Reference `quant`: round-to-nearest fake quantization (README: Quantization) with the scale's
+storage dtype (issue 12 part 1). Written from the README in float64 numpy; every dequantized value is
 rounded once to float32. Fixture layout: tools/pytorch_reference.py."""
 import os
 

@@ -62,7 +62,7 @@ int cmd_correct(int argc, char **argv) {
         {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
-    int rc = args_parse("correct", "Quantize a float model and fit correction layers (SPEC sections 3-5).", specs,
+    int rc = args_parse("correct", "Quantize a float model and fit correction layers.", specs,
                         sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;

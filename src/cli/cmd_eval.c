@@ -1,5 +1,6 @@
 /* cmd_eval: `qcorr eval` — validation loss and perplexity of a checkpoint over the whole
- * validation split, in non-overlapping windows of the model's context (SPEC section 5). */
+ * validation split, in non-overlapping windows of the model's context (README: Evaluation and
+ * recovery). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +13,8 @@
 #include "commands.h"
 #include "common.h"
 
-/* The model's storage (SPEC section 10): its scheme's codes and scales, float tensors, corrections. */
+/* The model's storage (README: Budgets: what a model stores): its scheme's codes and scales, float
+ * tensors, corrections. */
 static void add_storage(cJSON *j, const LoadedModel *lm) {
     ModelBits b;
     model_bits(&lm->model.config, lm->quantized ? &lm->scheme : NULL, &b);
@@ -35,7 +37,7 @@ int cmd_eval(int argc, char **argv) {
         {"--threads", ARG_INT, &threads, 0, 1024, "threads (0: OMP_NUM_THREADS or all cores)"},
         {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
     };
-    int rc = args_parse("eval", "Validation loss and perplexity of a checkpoint (SPEC sections 5 and 10).", specs,
+    int rc = args_parse("eval", "Validation loss and perplexity of a checkpoint.", specs,
                         sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;

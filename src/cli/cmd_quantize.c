@@ -104,7 +104,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--out", ARG_STRING, &out, 0, 0, "quantized checkpoint to write"},
         {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
     };
-    int rc = args_parse("quantize", "Fake-quantize a float checkpoint (SPEC section 3).", specs, sizeof specs / sizeof *specs,
+    int rc = args_parse("quantize", "Fake-quantize a float checkpoint.", specs, sizeof specs / sizeof *specs,
                         argc, argv);
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;

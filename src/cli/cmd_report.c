@@ -1,5 +1,5 @@
 /* cmd_report: `qcorr report DIR` — reads DIR/summary.csv and writes DIR/report.md with its SVG plots
- * in DIR/plots/ (SPEC section 7); --json prints the key numbers as one JSON object. */
+ * in DIR/plots/ (README: Report); --json prints the key numbers as one JSON object. */
 #include <math.h>
 #include <stdio.h>
 
@@ -40,7 +40,7 @@ int cmd_report(int argc, char **argv) {
     };
     const char *summary_text =
         "Writes DIR/report.md (tables with mean, std, 95% CI and paired tests; generated conclusions) and SVG plots in\n"
-        "DIR/plots/ from DIR/summary.csv alone (SPEC section 7). Usage: qcorr report DIR [--json].\n"
+        "DIR/plots/ from DIR/summary.csv alone. Usage: qcorr report DIR [--json].\n"
         "JSON recoveries are fractions (0.85 = 85%); paired differences are MLP minus linear.";
     /* the one positional argument may stand anywhere among the flags */
     const char *dir = NULL;

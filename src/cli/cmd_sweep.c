@@ -198,6 +198,12 @@ int cmd_sweep(int argc, char **argv) {
     const char *steps = NULL, *calib = NULL;
     AutoStopFlags af = {0};
     double train_lr = -1, lr = -1, ridge = -1;
+    /* the lists of names come from the tables (methods.h), so a new line there is listed here */
+    char method_list[128], method_help[192], quantizer_list[128], quantizer_help[192];
+    method_names(method_list, sizeof method_list);
+    quantizer_names(quantizer_list, sizeof quantizer_list);
+    snprintf(method_help, sizeof method_help, "comma list of fitting methods, any of %s (default train)", method_list);
+    snprintf(quantizer_help, sizeof quantizer_help, "comma list of quantizers, any of %s (default rtn)", quantizer_list);
     ArgSpec specs[] = {
         {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget | methods: the grid and budgets the flags below start from"},
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
@@ -207,8 +213,8 @@ int cmd_sweep(int argc, char **argv) {
         {"--every", ARG_STRING, &every, 0, 0, "comma list of correction frequencies"},
         {"--hidden", ARG_STRING, &hidden, 0, 0, "comma list of correction widths (0 = linear)"},
         {"--grid", ARG_STRING, &grid, 0, 0, "JSON file with any of seeds, bits, sizes, every, hidden"},
-        {"--methods", ARG_STRING, &methods, 0, 0, "comma list of fitting methods: train, lstsq, none (methods table; default train)"},
-        {"--quantizers", ARG_STRING, &quantizers, 0, 0, "comma list of quantizers (default rtn)"},
+        {"--methods", ARG_STRING, &methods, 0, 0, method_help},
+        {"--quantizers", ARG_STRING, &quantizers, 0, 0, quantizer_help},
         {"--granularities", ARG_STRING, &granularities, 0, 0, "comma list of granularities, e.g. tensor,channel,group:32"},
         {"--correction-bits", ARG_STRING, &corr_bits, 0, 0, "comma list of widths the corrections are stored at: 32 (float), 16, 8"},
         {"--rank", ARG_STRING, &rank, 0, 0, "lowrank: the rank per matrix, or match (a linear correction after every block's parameters)"},
@@ -240,7 +246,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--jobs", ARG_INT, &jobs, 1, 64, "worker processes sharing the float-model groups, each with threads/jobs threads"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
-    int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory (SPEC section 6).", specs,
+    int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory.", specs,
                         sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;

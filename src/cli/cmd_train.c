@@ -37,7 +37,7 @@ int cmd_train(int argc, char **argv) {
         {"--json", ARG_FLAG, &json, 0, 0, "print one JSON object on stdout"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
-    int rc = args_parse("train", "Train a float GPT on the corpus (SPEC section 2).", specs, sizeof specs / sizeof *specs, argc, argv);
+    int rc = args_parse("train", "Train a float GPT on the corpus.", specs, sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;
     if (!out) return usage_error("train", "--out is required");

@@ -8,7 +8,7 @@
 #include "../data.h"
 #include "../model_file.h"
 
-/* Finds (SPEC section 1) and loads the corpus; vocab NULL builds one from the text. */
+/* Finds (README: Data) and loads the corpus; vocab NULL builds one from the text. */
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c);
 /* SIGINT/SIGTERM: the first sets qc_stop_signal (the library stops between steps), a second
  * ends the process with 128 + the signal. */

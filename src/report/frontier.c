@@ -1,6 +1,7 @@
-/* report/frontier: is a correction worth its bits? (SPEC section 10) — agreement with the float
- * model (KL, top-1) by bit width, and per model size the validation loss and KL of every model
- * against what it stores, the Pareto frontier drawn, listed and put in one generated sentence. */
+/* report/frontier: is a correction worth its bits? (README: Report, section 11) — agreement with
+ * the float model (KL, top-1) by bit width, and per model size the validation loss and KL of every
+ * model against what it stores, the Pareto frontier drawn, listed and put in one generated
+ * sentence. */
 #include "parts.h"
 
 #include <math.h>
@@ -48,11 +49,19 @@ int section_agreement(Report *rep) {
         textbuf_printf(t, " | ");
         put_wilcoxon(t, &pc.wilcoxon);
         textbuf_printf(t, " | %.4f | %.4f |\n", top_q / n, top_c / n);
-        int sure = paired_significant(&pc);
-        textbuf_printf(c, "- At %d bits the corrections %s KL to the float model (%.4g → %.4g nats, mean over %d runs, paired change "
-                          "%+.4g", rep->bits[k], !sure ? "do not measurably change" : pc.diff.mean < 0 ? "lower" : "raise",
-                       pc.mean_b, pc.mean_a, n, pc.diff.mean);
+        int sure = paired_significant(&pc), untestable = paired_untestable(&pc);
+        if (untestable)
+            textbuf_printf(c, "- At %d bits there are too few runs to test the corrections' change of KL to the float model (%.4g → "
+                              "%.4g nats, mean over %d runs, paired change %+.4g", rep->bits[k], pc.mean_b, pc.mean_a, n, pc.diff.mean);
+        else
+            textbuf_printf(c, "- At %d bits the corrections %s KL to the float model (%.4g → %.4g nats, mean over %d runs, paired change "
+                              "%+.4g", rep->bits[k], !sure ? "do not measurably change" : pc.diff.mean < 0 ? "lower" : "raise",
+                           pc.mean_b, pc.mean_a, n, pc.diff.mean);
         if (isfinite(pc.diff.ci_low)) textbuf_printf(c, ", 95%% CI [%.4g, %.4g]", pc.diff.ci_low, pc.diff.ci_high);
+        if (untestable) {
+            textbuf_printf(c, ": ");
+            put_untestable(c, &pc);
+        }
         textbuf_printf(c, "); top-1 agreement %.4f → %.4f.\n", top_q / n, top_c / n);
     }
     return 0;
@@ -212,29 +221,45 @@ static void paired_margin(const Point *base, const Point *better, double *margin
     *se = own_base && isfinite(better->gain_se) ? better->gain_se : sqrt(base->loss_se * base->loss_se + better->loss_se * better->loss_se);
 }
 
+/* The plot of size z's points: loss (or KL) against bits per parameter (model bits over the float
+ * model's parameter count, so the float model stores 32) on a log axis, zoomed to the quantized
+ * and corrected models, with the float model as a dashed reference line; the float model and the
+ * control arm (32 bits per parameter and more) are off its right edge and in the table. Without
+ * quantized models, every point is drawn. */
 static int plot_size(Report *rep, const Point *pts, int n, const char *size, int kl) {
+    double params = NAN, float_y = NAN;
+    int zoom = 0;
+    for (int i = 0; i < n; i++) {
+        if (pts[i].kind == POINT_FLOAT) params = pts[i].bits / 32.0, float_y = kl ? pts[i].kl : pts[i].loss;
+        zoom |= pts[i].kind == POINT_QUANT || pts[i].kind == POINT_CORRECTED;
+    }
+    if (!(params > 0)) params = 1.0 / 32.0; /* no float point: bits / 32 as the unit (not reached: every run has one) */
     double *xy = qc_malloc(sizeof(double) * 2 * (size_t)(5 * n + 1), "frontier plot");
     if (!xy) return -1;
     SvgSeries series[5];
     int ns = 0, used = 0;
     for (int k = 0; k <= POINT_CONTROL; k++) {
+        if (zoom && (k == POINT_FLOAT || k == POINT_CONTROL)) continue;
         int m = 0;
         double *x = xy + used, *y = xy + used + n;
         for (int i = 0; i < n; i++)
-            if ((int)pts[i].kind == k) x[m] = pts[i].bits / 1e3, y[m] = kl ? pts[i].kl : pts[i].loss, m++;
+            if ((int)pts[i].kind == k) x[m] = pts[i].bits / params, y[m] = kl ? pts[i].kl : pts[i].loss, m++;
         used += 2 * n;
         if (m) series[ns++] = (SvgSeries){point_kind_names[k], x, y, m, k, 0, 1};
     }
     double *fx = xy + used, *fy = xy + used + n;
     int m = 0;
     for (int i = 0; i < n; i++)
-        if (pts[i].frontier) fx[m] = pts[i].bits / 1e3, fy[m] = kl ? pts[i].kl : pts[i].loss, m++;
+        if (pts[i].frontier && (!zoom || pts[i].kind == POINT_QUANT || pts[i].kind == POINT_CORRECTED))
+            fx[m] = pts[i].bits / params, fy[m] = kl ? pts[i].kl : pts[i].loss, m++;
     if (!kl) series[ns++] = (SvgSeries){"Pareto frontier (loss)", fx, fy, m, 5, 1, 0};
     char title[128], file[96];
     snprintf(title, sizeof title, "%s: %s against model size", size, kl ? "KL to the float model" : "validation loss");
     snprintf(file, sizeof file, "frontier_%s_%s.svg", kl ? "kl" : "loss", size);
+    SvgPlotOptions opt = {.log_x = 1, .ref_y = float_y, .ref_label = zoom && isfinite(float_y) ? "float model (32 bits/param)" : NULL};
     TextBuf svg = {0};
-    svg_line_plot(&svg, title, "model bits (thousands)", kl ? "KL(p_float || p_model), nats" : "validation loss (nats)", series, ns);
+    svg_plot(&svg, title, "bits per parameter (model bits / the float model's parameters), log scale",
+             kl ? "KL(p_float || p_model), nats" : "validation loss (nats)", series, ns, &opt);
     int rc = write_plot(rep, file, &svg);
     textbuf_free(&svg);
     free(xy);
@@ -252,8 +277,8 @@ int section_frontier(Report *rep) {
         return 0;
     }
     textbuf_printf(t, "Every model of the directory at what it stores (model_bits: codes, scales and float tensors, and the "
-                      "corrections at their stored width): the float model, each quantized model, each corrected one, the "
-                      "control arm. A point is a configuration, its loss the mean over seeds (± the standard error over seeds, "
+                      "corrections at their stored width; bits/param: model_bits over the float model's parameter count, 32 for "
+                      "the float model): the float model, each quantized model, each corrected one, the control arm. A point is a configuration, its loss the mean over seeds (± the standard error over seeds, "
                       "or over validation windows with one seed). The Pareto frontier holds the points that no point of at most "
                       "as many bits beats. A corrected model \"beats\" quantizing to more bits when its loss is lower than that "
                       "of every quantized-only model of at most its size by more than twice the standard error of the "
@@ -267,14 +292,19 @@ int section_frontier(Report *rep) {
         if (n == 0) continue;
         mark_frontier(pts, n);
         const char *size = rep->sizes[z].name;
-        textbuf_printf(t, "\n### %s\n\n| model | kind | kbit | loss | KL | seeds |\n|---|---|---:|---:|---:|---:|\n", size);
+        double params = NAN; /* the float model's parameters: its bits over 32 */
+        for (int i = 0; i < n; i++)
+            if (pts[i].kind == POINT_FLOAT) params = pts[i].bits / 32.0;
+        textbuf_printf(t, "\n### %s\n\n| model | kind | kbit | bits/param | loss | KL | seeds |\n|---|---|---:|---:|---:|---:|---:|\n", size);
         for (int i = 0; i < n; i++)
             if (pts[i].frontier)
-                textbuf_printf(t, "| %s | %s | %.1f | %.4f ± %.4f | %.4g | %d |\n", pts[i].label, point_kind_names[pts[i].kind],
-                               pts[i].bits / 1e3, pts[i].loss, pts[i].loss_se, pts[i].kl, pts[i].n);
+                textbuf_printf(t, "| %s | %s | %.1f | %.2f | %.4f ± %.4f | %.4g | %d |\n", pts[i].label, point_kind_names[pts[i].kind],
+                               pts[i].bits / 1e3, pts[i].bits / params, pts[i].loss, pts[i].loss_se, pts[i].kl, pts[i].n);
         int off = 0;
         for (int i = 0; i < n; i++) off += !pts[i].frontier;
-        textbuf_printf(t, "\n(the frontier; %d other points in the plots.)\n", off);
+        textbuf_printf(t, "\n(the frontier; %d other points in the plots, which show the quantized and corrected models by bits "
+                          "per parameter on a log axis with the float model as a dashed line; the float model and the control arm, "
+                          "at 32 bits per parameter and more, are off their right edge.)\n", off);
         rc = plot_size(rep, pts, n, size, 0);
         if (rc == 0) rc = plot_size(rep, pts, n, size, 1);
         /* the sentence: who is on the frontier, and does a correction beat more bits */

@@ -136,7 +136,12 @@ int section_methods_budget(Report *rep) {
             put_rank_tests(t, &pc);
             textbuf_printf(t, " |\n");
             int sure = paired_significant(&pc);
-            if (!sure)
+            if (paired_untestable(&pc)) {
+                textbuf_printf(c, "- At %d bits, too few pairs to test the loss difference between %s and %s (%+.4f nats over %d pairs: ",
+                               rep->bits[k], pairs[p][0], pairs[p][1], pc.diff.mean, n);
+                put_untestable(c, &pc);
+                textbuf_printf(c, ").\n");
+            } else if (!sure)
                 textbuf_printf(c, "- At %d bits, no significant loss difference between %s and %s (%+.4f nats over %d pairs).\n", rep->bits[k],
                                pairs[p][0], pairs[p][1], pc.diff.mean, n);
             else

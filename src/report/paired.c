@@ -11,13 +11,23 @@
 #include "../util.h"
 
 /* What a paired comparison supports: a direction only when the 95% t-interval excludes 0 AND the
- * signed-rank test agrees at 5% (so a tiny n, where the t-interval alone can exclude 0 but no rank
- * test can, makes no claim). */
-typedef enum { VERDICT_TOO_FEW, VERDICT_NONE, VERDICT_CONFLICT, VERDICT_HIGHER, VERDICT_LOWER } Verdict;
+ * signed-rank test agrees at 5%. A tiny n, where the t-interval alone can exclude 0 but no rank
+ * test can, makes no claim, and says that it cannot (VERDICT_UNTESTABLE), not that nothing changed. */
+typedef enum { VERDICT_TOO_FEW, VERDICT_UNTESTABLE, VERDICT_NONE, VERDICT_CONFLICT, VERDICT_HIGHER, VERDICT_LOWER } Verdict;
+
+int paired_untestable(const PairedComparison *pc) {
+    return pc->wilcoxon.n_used >= 1 && !(stats_wilcoxon_smallest_p(pc->wilcoxon.n_used) < 0.05);
+}
+
+void put_untestable(TextBuf *t, const PairedComparison *pc) {
+    textbuf_printf(t, "a signed-rank test over %d pair%s cannot reach p < 0.05 (its smallest p is %.3g)", pc->wilcoxon.n_used,
+                   pc->wilcoxon.n_used == 1 ? "" : "s", stats_wilcoxon_smallest_p(pc->wilcoxon.n_used));
+}
 
 static Verdict paired_verdict(const PairedComparison *pc) {
     const MeanCI *d = &pc->diff;
     if (pc->n < 2 || !isfinite(d->ci_low)) return VERDICT_TOO_FEW;
+    if (paired_untestable(pc)) return VERDICT_UNTESTABLE;
     int ci_excludes = d->ci_low > 0 || d->ci_high < 0;
     int rank_agrees = isfinite(pc->wilcoxon.p) && pc->wilcoxon.p < 0.05;
     if (!ci_excludes) return VERDICT_NONE;
@@ -36,6 +46,14 @@ static void conclude_paired(TextBuf *c, const PairedComparison *pc, const char *
     Verdict v = paired_verdict(pc);
     if (v == VERDICT_TOO_FEW) {
         textbuf_printf(c, "- %s, too few matched pairs (n = %d) to compare %s with %s.\n", where, pc->n, a_name, b_name);
+        return;
+    }
+    if (v == VERDICT_UNTESTABLE) {
+        textbuf_printf(c, "- %s, too few matched %s to test %s against %s (paired difference %.2f percentage points over %d matched "
+                          "%s, 95%% CI [%.2f, %.2f]): ",
+                       where, unit_name, a_name, b_name, 100 * d->mean, pc->n, unit_name, 100 * d->ci_low, 100 * d->ci_high);
+        put_untestable(c, pc);
+        textbuf_printf(c, ".\n");
         return;
     }
     if (v == VERDICT_CONFLICT) {
@@ -251,7 +269,13 @@ int section_control(Report *rep) {
             continue;
         }
         Verdict verdict = paired_verdict(&pc);
-        if (verdict == VERDICT_HIGHER) {
+        if (verdict == VERDICT_UNTESTABLE) {
+            textbuf_printf(c, "- At %d bits, too few runs with a matching control run to test the quantized models' gain against the "
+                              "float control's (paired difference %.4f nats over %d runs, 95%% CI [%.4f, %.4f]: ",
+                           bits, pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high);
+            put_untestable(c, &pc);
+            textbuf_printf(c, ").\n");
+        } else if (verdict == VERDICT_HIGHER) {
             textbuf_printf(c, "- At %d bits, the quantized models gain %.4f nats more from correction training than the float control "
                               "does (paired over %d runs, 95%% CI [%.4f, %.4f], Wilcoxon p = ",
                            bits, pc.diff.mean, n, pc.diff.ci_low, pc.diff.ci_high);

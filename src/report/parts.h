@@ -127,6 +127,12 @@ int section_linear_vs_mlp(Report *rep);         /* 3, paired.c */
 /* The rule every generated sentence follows: a paired difference supports a direction only when
  * n >= 2, its 95% t-interval excludes 0 and the signed-rank test agrees at 5% (paired.c). */
 int paired_significant(const PairedComparison *pc);
+/* When the pairs are too few for the signed-rank test to reach p < 0.05 whatever they show (5
+ * nonzero differences or fewer), a sentence says so instead of calling the change unmeasurable;
+ * put_untestable writes "a signed-rank test over N pairs cannot reach p < 0.05 (its smallest p is
+ * P)". */
+int paired_untestable(const PairedComparison *pc);
+void put_untestable(TextBuf *t, const PairedComparison *pc);
 typedef enum { FACTOR_HIDDEN, FACTOR_SIZE, FACTOR_EVERY } Factor;
 void section_factor(Report *rep, Factor factor, const char *heading); /* 4-6, tables.c */
 int plots_recovery(Report *rep);                /* plots.c */

@@ -74,7 +74,8 @@ int report_write(const char *dir, ReportSummary *summary) {
         textbuf_append(&md, rep->head.data ? rep->head.data : "", rep->head.len);
         textbuf_printf(&md, "\n## Conclusions\n\nEach sentence below is generated from a statistic and its uncertainty; a difference "
                             "is called significant only when its 95%% CI excludes 0 and the Wilcoxon signed-rank test agrees "
-                            "(p < 0.05).\n\n");
+                            "(p < 0.05); where the pairs are too few for that test to reach p < 0.05 at all (5 or fewer), the "
+                            "sentence says they are too few to test.\n\n");
         textbuf_append(&md, rep->conclusions.data ? rep->conclusions.data : "", rep->conclusions.len);
         textbuf_append(&md, rep->body.data ? rep->body.data : "", rep->body.len);
         if (md.failed || rep->head.failed || rep->conclusions.failed || rep->body.failed) rc = -1;

@@ -12,7 +12,7 @@
 #include "../sites.h"
 #include "../util.h"
 
-/* The sites of correct_every e in an L-block model (SPEC section 4: after block i when
+/* The sites of correct_every e in an L-block model (README: Correction layers: after block i when
  * (i+1) % e == 0, and after the last block), as a bit mask; 0 when L is too deep for it. */
 static uint64_t site_mask(int every, int n_layer) {
     if (n_layer < 1 || n_layer > 64 || every < 1) return 0;
