@@ -343,11 +343,20 @@ int check_writable(const char *path) {
     return 0;
 }
 
+/* Decimal digits only: strtol and strtod also take leading blanks, and strtod hexadecimal
+ * ("0x10" is 16), "inf", "nan" and "infinity", none of which a flag means */
+static int plain_decimal(const char *text, int real) {
+    if (!text || !*text) return 0;
+    for (const char *c = text; *c; c++)
+        if (!(*c >= '0' && *c <= '9') && *c != '-' && *c != '+' && !(real && (*c == '.' || *c == 'e' || *c == 'E'))) return 0;
+    return 1;
+}
+
 int parse_int(const char *flag, const char *text, long min, long max, long *out) {
     char *end = NULL;
     errno = 0;
-    long v = text ? strtol(text, &end, 10) : 0;
-    if (!text || !*text || *end || errno) {
+    long v = plain_decimal(text, 0) ? strtol(text, &end, 10) : 0;
+    if (!plain_decimal(text, 0) || *end || errno) {
         qc_error("%s: expected an integer, got '%s'", flag, text ? text : "");
         return -1;
     }
@@ -362,8 +371,8 @@ int parse_int(const char *flag, const char *text, long min, long max, long *out)
 int parse_float(const char *flag, const char *text, double min, double max, double *out) {
     char *end = NULL;
     errno = 0;
-    double v = text ? strtod(text, &end) : 0;
-    if (!text || !*text || *end || errno || !isfinite(v)) {
+    double v = plain_decimal(text, 1) ? strtod(text, &end) : 0;
+    if (!plain_decimal(text, 1) || *end || errno || !isfinite(v)) {
         qc_error("%s: expected a number, got '%s'", flag, text ? text : "");
         return -1;
     }

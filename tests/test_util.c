@@ -1,6 +1,6 @@
 /* test_util: the file primitives every writer and reader goes through — read_file refuses what is
- * not a regular file without waiting on it; every atomic write syncs the directory after its
- * rename (fsync is interposed below to watch it). */
+ * not a regular file without waiting on it; flag numbers are plain decimals; every atomic write
+ * syncs the directory after its rename (fsync is interposed below to watch it). */
 #include "testutil.h"
 
 #include <errno.h>
@@ -47,6 +47,32 @@ static void test_read_file_types(void **state) {
     assert_int_equal(size, 7);
     assert_memory_equal(data, "abc\ndef", 8); /* and a NUL after the bytes */
     free(data);
+}
+
+/* ============================ flag numbers ============================ */
+
+/* Decimal numbers only: strtol and strtod took " 3" (leading blanks), and strtod "0x10" as 16,
+ * so --grad-clip 0x10 trained with a clip of 16. */
+static void test_flag_numbers_are_plain_decimals(void **state) {
+    (void)state;
+    const char *bad[] = {"", " 3", "3 ", "0x10", "inf", "nan", "infinity", "1e999", "3x", "--3", "1,5"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        long l;
+        double d;
+        if (parse_int("--n", bad[i], -100, 100, &l) == 0) fail_msg("parse_int took '%s' as %ld", bad[i], l);
+        if (parse_float("--x", bad[i], -1e9, 1e9, &d) == 0) fail_msg("parse_float took '%s' as %g", bad[i], d);
+        if (!strstr(qc_last_error(), "--x")) fail_msg("'%s': %s", bad[i], qc_last_error());
+    }
+    long l;
+    double d;
+    assert_int_equal(parse_int("--n", "-7", -100, 100, &l), 0);
+    assert_int_equal(l, -7);
+    assert_int_equal(parse_int("--n", "+4", -100, 100, &l), 0);
+    assert_int_equal(l, 4);
+    assert_int_equal(parse_float("--x", "3e-3", 0, 1, &d), 0);
+    assert_true(d == 3e-3);
+    assert_int_equal(parse_float("--x", "-.5", -1, 1, &d), 0);
+    assert_true(d == -0.5);
 }
 
 /* ============================ directory sync ============================ */
@@ -101,6 +127,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_file_refuses_fifo_without_waiting),
         cmocka_unit_test(test_read_file_types),
+        cmocka_unit_test(test_flag_numbers_are_plain_decimals),
         cmocka_unit_test(test_atomic_writes_sync_the_directory),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);

@@ -14,7 +14,7 @@ int cmd_sample(int argc, char **argv) {
     double temperature = 0.8;
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "checkpoint (.safetensors)"},
-        {"--prompt", ARG_STRING, &prompt, 0, 0, "text to continue (bytes of the model's vocabulary)"},
+        {"--prompt", ARG_TEXT, &prompt, 0, 0, "text to continue (bytes of the model's vocabulary)"},
         {"--chars", ARG_INT, &chars, 0, 100000000, "characters to generate"},
         {"--temperature", ARG_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
         {"--seed", ARG_INT, &seed, 0, 2147483647, "sampling seed"},
