@@ -260,7 +260,16 @@ expect_error "train: --out in a missing directory" 1 "/nonexistent-dir/m.safeten
 expect_error "train: --out under a file (/etc/passwd/x)" 1 "/etc/passwd/x.safetensors" -- "$QCORR" train --data "$AB" --out /etc/passwd/x.safetensors $TRAIN_FLAGS
 expect_error "train: --out in a read-only directory (/proc)" 1 "/proc/m.safetensors" -- "$QCORR" train --data "$AB" --out /proc/m.safetensors $TRAIN_FLAGS
 mkdir "$W/is-a-dir.safetensors"
-expect_error "train: --out is an existing directory" 1 "$W/is-a-dir.safetensors" -- "$QCORR" train --data "$AB" --out "$W/is-a-dir.safetensors" $TRAIN_FLAGS
+expect_error "train: --out is an existing directory" 2 "$W/is-a-dir.safetensors" "a directory" -- "$QCORR" train --data "$AB" --out "$W/is-a-dir.safetensors" $TRAIN_FLAGS
+# an output that exists and is not a regular file is refused before any work, never renamed over:
+# a FIFO here stands for a device node (/dev/null as --out, run as root, replaced the device)
+mkfifo "$W/pipe.safetensors" "$W/logpipe.train.csv"
+expect_error "train: --out is a FIFO" 2 "$W/pipe.safetensors" "a FIFO" -- "$QCORR" train --data "$AB" --out "$W/pipe.safetensors" $TRAIN_FLAGS
+expect_error "train: the training log beside --out is a FIFO" 2 "$W/logpipe.train.csv" "a FIFO" -- "$QCORR" train --data "$AB" --out "$W/logpipe.safetensors" $TRAIN_FLAGS
+expect_error "quantize: --out is a FIFO" 2 "$W/pipe.safetensors" -- "$QCORR" quantize --model "$M" --out "$W/pipe.safetensors"
+expect_error "correct: --out is a FIFO" 2 "$W/pipe.safetensors" -- "$QCORR" correct --model "$M" --data "$AB" --out "$W/pipe.safetensors" --quiet
+if [ -p "$W/pipe.safetensors" ] && [ -p "$W/logpipe.train.csv" ]; then ok "the FIFOs given as outputs are FIFOs still"
+else fail "the FIFOs given as outputs are FIFOs still"; fi
 
 # a failed train must not clobber an existing checkpoint
 cp "$M" "$W/keep.safetensors"
@@ -604,6 +613,25 @@ else
     fail "tests/fault_write.c builds"
     show "$T/cc.err"
 fi
+
+# temporaries left by processes that are gone (kill -9 mid training) are removed by the next
+# train of that --out; a live process's (this shell's) and another host's are not its to remove
+ST=$T/stale
+mkdir -p "$ST"
+host=$(uname -n | cut -c 1-63 | tr './' '__')
+dead=99999999 # above pid_max: no such process
+: >"$ST/m.train.csv.tmp.$host.$dead.AbCdEf"
+: >"$ST/m.safetensors.tmp.$host.$dead.GhIjKl"
+: >"$ST/m.train.csv.tmp.$host.$$.MnOpQr"
+: >"$ST/m.train.csv.tmp.otherhost.$dead.StUvWx"
+# shellcheck disable=SC2086
+if "$QCORR" train $TRAIN_FLAGS --data "$AB" --out "$ST/m.safetensors" >/dev/null 2>"$T/err"; then
+    left=$(cd "$ST" && ls | sort | tr '\n' ' ')
+    kept=$(printf '%s\n' m.safetensors m.train.csv "m.train.csv.tmp.$host.$$.MnOpQr" "m.train.csv.tmp.otherhost.$dead.StUvWx" | sort | tr '\n' ' ')
+    if [ "$left" = "$kept" ]; then
+        ok "train clears the temporaries of its outputs left by dead processes of this host, and only those"
+    else fail "train clears the temporaries of its outputs left by dead processes of this host, and only those" "left: $left"; fi
+else fail "train beside stale temporaries exits 0"; show "$T/err"; fi
 
 SW=$T/sigsweep
 GRID="--sizes 16x1 --ctx 16 --heads 2 --train-steps 300 --train-batch 8 --steps 5 --batch 4 --calib-tokens 512 --seeds 1,2 --bits 2 --every 1 --hidden 0"

@@ -114,7 +114,7 @@ int cmd_correct(int argc, char **argv) {
     o.batch = batch; o.calib_tokens = calib_tokens; o.seed = (uint64_t)seed; o.ridge = ridge; o.quiet = quiet;
     set_threads(threads);
     install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
-    if (out && check_writable(out) != 0) return command_failed("correct");
+    if (out && (rc = check_output("correct", "--out", out))) return rc;
 
     LoadedModel fl;
     if ((rc = load_float_checkpoint("correct", model_path, batch, &fl))) return rc;

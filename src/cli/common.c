@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../util.h"
+#include "args.h"
 
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c) {
     char path[4096];
@@ -43,6 +44,13 @@ void set_threads(int threads) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
     }
+}
+
+int check_output(const char *command, const char *flag, const char *path) {
+    if (check_output_path(path) != 0) return usage_error(command, "%s: %s", flag, qc_last_error());
+    if (check_writable(path) != 0) return command_failed(command);
+    remove_stale_temporaries_of(path);
+    return 0;
 }
 
 void print_json(cJSON *obj) {
