@@ -2,6 +2,7 @@
  * so cached generation and gpt_forward agree to rounding (a test checks it). */
 #include "sample.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,14 +128,21 @@ int sample_text(GPT *m, const Vocab *v, const ModelHook *hook, const char *promp
     if (sample_state_init(&s, m, hook) != 0) { free(history); return -1; }
     Rng rng;
     rng_seed(&rng, seed);
-    fwrite(prompt, 1, plen, out);
     size_t start = n > (size_t)P ? n - (size_t)P : 0;
     const float *logits = NULL;
+    int rc = 0;
     for (size_t i = start; i < n; i++) logits = sample_step(&s, history[i]);
+    fwrite(prompt, 1, plen, out);
     for (int k = 0; k < n_chars; k++) {
         int tok = pick_token(logits, m->config.vocab_size, temperature, &rng);
         history[n++] = tok;
-        fputc(v->bytes[tok], out);
+        /* a lost write (a full disk, a closed stream) ends the generation at once: 100M
+         * characters into /dev/full would otherwise run for hours to no one */
+        if (fputc(v->bytes[tok], out) == EOF || ferror(out)) {
+            qc_error("cannot write the text: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
         if (k + 1 == n_chars) break;
         if (s.pos == P) { /* context full: restart the cache from the most recent half */
             s.pos = 0;
@@ -142,8 +150,11 @@ int sample_text(GPT *m, const Vocab *v, const ModelHook *hook, const char *promp
         }
         logits = sample_step(&s, tok);
     }
-    fflush(out);
+    if (rc == 0 && fflush(out) != 0) {
+        qc_error("cannot write the text: %s", strerror(errno));
+        rc = -1;
+    }
     sample_state_free(&s);
     free(history);
-    return 0;
+    return rc;
 }

@@ -53,13 +53,13 @@ int check_output(const char *command, const char *flag, const char *path) {
     return 0;
 }
 
+/* no fflush: main flushes and closes stdout at exit and fails the command if a write was lost */
 void print_json(cJSON *obj) {
     char *text = cJSON_PrintUnformatted(obj);
     if (text) {
         printf("%s\n", text);
         cJSON_free(text);
     }
-    fflush(stdout);
     cJSON_Delete(obj);
 }
 

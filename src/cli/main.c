@@ -1,4 +1,6 @@
 /* main: `qcorr <command> [flags]` — dispatches to one function per subcommand. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,15 +41,36 @@ static void prefer_passive_waiting(char **argv) {
     execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
 }
 
-int main(int argc, char **argv) {
-    prefer_passive_waiting(argv);
+/* A closed stdin, stdout or stderr would hand its number to the next file opened (a checkpoint's
+ * temporary), and the command's output would go into that file: each is held by /dev/null opened
+ * read-only, so a write to a closed stdout fails (EBADF) as it should, and nothing is misdirected. */
+static void hold_standard_descriptors(void) {
+    for (int fd = 0; fd <= 2; fd++) /* in order, so the lowest free number open() takes is fd */
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDONLY) < 0) return;
+}
+
+/* stdout is checked once, at exit, for every command: a write lost to a full disk or a closed
+ * descriptor fails the command (exit 1, one line) instead of passing silently. A command that
+ * failed already keeps its own line and status. */
+static int finish_stdout(const char *command, int rc) {
+    errno = 0;
+    int lost = fflush(stdout) != 0 || ferror(stdout);
+    int err = lost ? errno : 0;
+    if (fclose(stdout) != 0 && !lost) lost = 1, err = errno;
+    if (!lost || rc != 0) return rc;
+    fprintf(stderr, "qcorr%s%s: cannot write to stdout: %s\n", command ? " " : "", command ? command : "",
+            err ? strerror(err) : "a write failed");
+    return 1;
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "qcorr: missing command (see 'qcorr --help')\n");
         return 2;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return 0;
+        return finish_stdout(NULL, 0);
     }
     /* QCORR_KERNELS names a kernel path: a wrong one is refused before any work */
     if (kernels_init_from_env() != 0) {
@@ -55,7 +78,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+        if (strcmp(argv[1], commands[i].name) == 0) return finish_stdout(commands[i].name, commands[i].run(argc - 2, argv + 2));
     fprintf(stderr, "qcorr: unknown command '%s' (see 'qcorr --help')\n", argv[1]);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    hold_standard_descriptors();
+    prefer_passive_waiting(argv);
+    return run(argc, argv);
 }
