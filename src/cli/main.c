@@ -41,6 +41,34 @@ static void prefer_passive_waiting(char **argv) {
     execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
 }
 
+/* OMP_NUM_THREADS is the thread count when --threads is not given, so it is held to what
+ * --threads takes (1..1024): 100000 crashed in the first parallel region and 5000 hung, and libgomp
+ * answers 0 or "abc" with warnings of its own before main runs. So it is read earlier still,
+ * from the ELF pre-initialisation array, which runs before any shared library's constructor; a
+ * value out of range is kept for main to refuse, and its entry renamed in place (the environment
+ * is still the kernel's copy on the stack) so that neither libgomp nor OpenBLAS reads it. */
+#define MAX_THREADS 1024
+static char refused_omp_threads[64];
+static int omp_threads_refused;
+
+static void screen_omp_num_threads(int argc, char **argv, char **envp) {
+    (void)argc, (void)argv;
+    static const char key[] = "OMP_NUM_THREADS=";
+    for (char **e = envp; e && *e; e++) {
+        if (strncmp(*e, key, sizeof key - 1) != 0) continue;
+        const char *v = *e + sizeof key - 1;
+        long n = 0;
+        int digits = 0;
+        for (const char *c = v; *c >= '0' && *c <= '9' && n <= MAX_THREADS; c++, digits++) n = n * 10 + (*c - '0');
+        if (digits > 0 && v[digits] == 0 && n >= 1 && n <= MAX_THREADS) continue;
+        snprintf(refused_omp_threads, sizeof refused_omp_threads, "%s", v);
+        omp_threads_refused = 1;
+        (*e)[0] = '_'; /* _MP_NUM_THREADS: no longer the variable */
+    }
+}
+__attribute__((section(".preinit_array"), used)) static void (*const screen_omp_entry)(int, char **, char **) =
+    screen_omp_num_threads;
+
 /* A closed stdin, stdout or stderr would hand its number to the next file opened (a checkpoint's
  * temporary), and the command's output would go into that file: each is held by /dev/null opened
  * read-only, so a write to a closed stdout fails (EBADF) as it should, and nothing is misdirected. */
@@ -85,6 +113,11 @@ static int run(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     hold_standard_descriptors();
+    if (omp_threads_refused) {
+        fprintf(stderr, "qcorr: OMP_NUM_THREADS='%s': expected a number of threads in 1..%d (as --threads takes), or leave it unset\n",
+                refused_omp_threads, MAX_THREADS);
+        return 2;
+    }
     prefer_passive_waiting(argv);
     return run(argc, argv);
 }
