@@ -35,7 +35,8 @@ int st_parse(SafeTensors *st, uint8_t *file, size_t size, const char *name);
 void st_free(SafeTensors *st);
 const StTensor *st_find(const SafeTensors *st, const char *name);
 const char *st_meta(const SafeTensors *st, const char *key); /* NULL when absent */
-/* Copies a tensor into dst after checking it exists with exactly this shape (cols 0: vector). */
+/* Copies a tensor into dst after checking it exists with exactly this shape (cols 0: vector);
+ * a NaN or infinite value is refused, naming the file, the tensor and the index. */
 int st_copy_tensor(const SafeTensors *st, const char *name, int rows, int cols, float *dst);
 /* The check alone (error names the file, the tensor and both shapes). */
 int st_check_tensor(const SafeTensors *st, const char *name, int rows, int cols);

@@ -633,6 +633,40 @@ if "$QCORR" train $TRAIN_FLAGS --data "$AB" --out "$ST/m.safetensors" >/dev/null
     else fail "train clears the temporaries of its outputs left by dead processes of this host, and only those" "left: $left"; fi
 else fail "train beside stale temporaries exits 0"; show "$T/err"; fi
 
+# a checkpoint holding a NaN (a corrupt file, a diverged training) is refused at load by every
+# command, naming the file and the tensor; finite weights so large that the outputs overflow give
+# a non-finite loss, which is an error too, not a result
+$PY - "$M" "$W/nan.safetensors" "$W/huge.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+def planted(name, value):
+    c = bytearray(b)
+    a, e = h[name]["data_offsets"]
+    for i in range((e - a) // 4):
+        v = value(i)
+        if v is not None:
+            struct.pack_into("<f", c, 8 + n + a + 4 * i, v)
+    return c
+open(sys.argv[2], "wb").write(planted("transformer.h.0.mlp.c_fc.weight", lambda i: float("nan") if i == 5 else None))
+open(sys.argv[3], "wb").write(planted("lm_head.weight", lambda i: 3e38 if i % 2 else -3e38))
+EOF
+NAN_TENSOR=transformer.h.0.mlp.c_fc.weight
+expect_error "eval: a NaN weight is refused at load" 1 "$W/nan.safetensors" "$NAN_TENSOR" "non-finite" -- "$QCORR" eval --model "$W/nan.safetensors" --data "$AB"
+expect_error "eval --reference: a NaN weight is refused at load" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" eval --model "$M" --reference "$W/nan.safetensors" --data "$AB"
+expect_error "sample: a NaN weight is refused at load (no 'zzzz')" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" sample --model "$W/nan.safetensors" --chars 5
+expect_error "quantize: a NaN weight is refused at load (no rel_error 0)" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" quantize --model "$W/nan.safetensors" --out "$OQ" --json
+expect_error "correct: a NaN weight is refused at load (not 'training diverged')" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" correct --model "$W/nan.safetensors" --data "$AB" --out "$OC" --quiet
+expect_error "eval: outputs that overflow give a non-finite loss: an error" 1 "$W/huge.safetensors" "not finite" -- "$QCORR" eval --model "$W/huge.safetensors" --data "$AB" --json
+expect_error "sample: outputs that overflow: an error, not 'zzzz'" 1 "$W/huge.safetensors" "not finite" -- "$QCORR" sample --model "$W/huge.safetensors" --chars 5
+expect_error "correct: outputs that overflow: an error naming the model" 1 "$W/huge.safetensors" "not finite" -- "$QCORR" correct --model "$W/huge.safetensors" --data "$AB" --quiet
+# a corpus whose validation split holds no window: refused before training, as eval refuses it
+head -c 150 "$AB" >"$T/short.txt"
+# shellcheck disable=SC2086
+expect_error "train: a validation split shorter than one window is refused before training (not 'val loss nan')" 1 "$T/short.txt" "validation split" -- \
+    "$QCORR" train --data "$T/short.txt" --out "$O" $TRAIN_FLAGS
+
 SW=$T/sigsweep
 GRID="--sizes 16x1 --ctx 16 --heads 2 --train-steps 300 --train-batch 8 --steps 5 --batch 4 --calib-tokens 512 --seeds 1,2 --bits 2 --every 1 --hidden 0"
 # shellcheck disable=SC2086

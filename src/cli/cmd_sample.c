@@ -36,10 +36,10 @@ int cmd_sample(int argc, char **argv) {
         }
     rc = sample_text(&lm.model, &lm.vocab, loaded_hook(&lm), prompt, chars, (float)temperature, (uint64_t)seed, stdout);
     if (rc == 0) printf("\n");
-    else if (ferror(stdout)) { /* the stream at fault */
+    else { /* the stream, or the model, at fault */
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qc_last_error());
-        qc_error("stdout: %s", msg);
+        qc_error("%s: %s", ferror(stdout) ? "stdout" : model_path, msg);
     }
     loaded_model_free(&lm);
     return rc ? command_failed("sample") : 0;
