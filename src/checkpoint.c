@@ -265,6 +265,11 @@ int gpt_save(const GPT *m, const Vocab *vocab, const char *path, const StMeta *e
     return rc;
 }
 
+int gpt_save_float(const GPT *m, void *ctx) {
+    const FloatCheckpoint *f = ctx;
+    return gpt_save(m, f->vocab, f->path, NULL, 0, NULL, 0);
+}
+
 static int meta_int(const SafeTensors *st, const char *key, int *out) {
     const char *v = st_meta(st, key);
     if (!v) { qc_error("%s: metadata '%s' is missing: not a qcorr checkpoint", st->path, key); return -1; }

@@ -167,7 +167,9 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         r->seconds = t_train;
         r->tokens_per_second = t_train > 0 ? (double)N * o->steps / t_train : 0;
         r->val_loss = validation_loss(m, c, o->steps);
-        if (!isfinite(r->val_loss) || (log && (atomic_file_printf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss) != 0 || atomic_file_commit(log) != 0)))
+        /* the checkpoint first, then the log: a log never stands beside no checkpoint */
+        if (!isfinite(r->val_loss) || (log && atomic_file_printf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss) != 0) ||
+            (o->save && o->save(m, o->save_ctx) != 0) || (log && atomic_file_commit(log) != 0))
             rc = -1;
     }
     if (log) atomic_file_discard(log); /* after a commit: nothing left to remove */

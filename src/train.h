@@ -19,6 +19,10 @@ typedef struct {
     /* called after every step when set (the sweep's live progress line) */
     void (*on_step)(void *ctx, int step, int total, double loss);
     void *on_step_ctx;
+    /* called when training has ended well, before the log is committed, to write the checkpoint
+     * (NULL: none): a failed save leaves no log, and a log always has its checkpoint beside it */
+    int (*save)(const GPT *m, void *ctx);
+    void *save_ctx;
 } TrainOptions;
 
 typedef struct {

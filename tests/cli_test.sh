@@ -270,6 +270,7 @@ expect_error "quantize: --out is a FIFO" 2 "$W/pipe.safetensors" -- "$QCORR" qua
 expect_error "correct: --out is a FIFO" 2 "$W/pipe.safetensors" -- "$QCORR" correct --model "$M" --data "$AB" --out "$W/pipe.safetensors" --quiet
 if [ -p "$W/pipe.safetensors" ] && [ -p "$W/logpipe.train.csv" ]; then ok "the FIFOs given as outputs are FIFOs still"
 else fail "the FIFOs given as outputs are FIFOs still"; fi
+expect_error "train: --min-lr above --lr" 2 "--min-lr 5" "--lr 0.001" -- "$QCORR" train --data "$AB" --out "$O" $TRAIN_FLAGS --lr 0.001 --min-lr 5
 
 # a failed train must not clobber an existing checkpoint
 cp "$M" "$W/keep.safetensors"
@@ -612,6 +613,28 @@ if cc -shared -fPIC -o "$T/fault_write.so" tests/fault_write.c -ldl 2>"$T/cc.err
 else
     fail "tests/fault_write.c builds"
     show "$T/cc.err"
+fi
+
+# a full disk while the checkpoint is written, after training: no log either (the log is
+# committed after the checkpoint, so it never stands beside no checkpoint)
+FC=$T/fullckpt
+mkdir -p "$FC"
+FC=$(cd "$FC" && pwd -P)
+if [ -f "$T/fault_write.so" ]; then
+    # shellcheck disable=SC2086
+    env LD_PRELOAD="$T/fault_write.so" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        FAULT_WRITE_PREFIX="$FC/m.safetensors" FAULT_WRITE_BUDGET=4000 \
+        "$QCORR" train $TRAIN_FLAGS --data "$AB" --out "$FC/m.safetensors" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    why=""
+    [ $rc = 1 ] || why="$why exit $rc, expected 1;"
+    [ "$(wc -l <"$T/err" | tr -d ' ')" = 1 ] || why="$why not one line on stderr;"
+    grep -q "m.safetensors" "$T/err" && grep -q "No space left on device" "$T/err" || why="$why the message does not name the checkpoint and ENOSPC;"
+    [ ! -e "$FC/m.train.csv" ] || why="$why a log m.train.csv was left beside no checkpoint;"
+    [ ! -e "$FC/m.safetensors" ] || why="$why a checkpoint was written;"
+    [ "$(temporaries "$FC")" = 0 ] || why="$why a temporary file was left;"
+    if [ -z "$why" ]; then ok "train: full disk for the checkpoint: exit 1, one line, no log, no checkpoint, no temporary"
+    else fail "train: full disk for the checkpoint: exit 1, one line, no log, no checkpoint, no temporary" "$why"; show "$T/err"; fi
 fi
 
 # temporaries left by processes that are gone (kill -9 mid training) are removed by the next

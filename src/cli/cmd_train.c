@@ -42,6 +42,7 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc;
     if (!out) return usage_error("train", "--out is required");
     if (d_model % heads != 0) return usage_error("train", "--heads %d must divide --d-model %d", heads, d_model);
+    if (min_lr > lr) return usage_error("train", "--min-lr %g is above --lr %g: the schedule decays from --lr to --min-lr", min_lr, lr);
     /* both outputs, before any work: neither may be a directory, FIFO or device */
     if ((rc = check_output("train", "--out", out))) return rc;
     char log_path[4096];
@@ -65,8 +66,11 @@ int cmd_train(int argc, char **argv) {
     o.batch = batch; o.steps = steps; o.warmup = warmup; o.lr = (float)lr; o.min_lr = (float)min_lr;
     o.weight_decay = (float)weight_decay; o.grad_clip = (float)grad_clip; o.seed = (uint64_t)seed;
     o.eval_every = eval_every; o.log_path = log_path; o.quiet = quiet;
+    FloatCheckpoint save = {&corpus.vocab, out};
+    o.save = gpt_save_float;
+    o.save_ctx = &save;
     TrainResult r;
-    if (train_model(&model, &corpus, &o, &r) != 0 || gpt_save(&model, &corpus.vocab, out, NULL, 0, NULL, 0) != 0) {
+    if (train_model(&model, &corpus, &o, &r) != 0) {
         gpt_free(&model);
         corpus_free(&corpus);
         return command_failed("train");

@@ -198,8 +198,11 @@ static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Cor
     o.quiet = 1;
     o.on_step = on_train_step;
     o.on_step_ctx = p;
+    FloatCheckpoint save = {&corpus->vocab, ckpt};
+    o.save = gpt_save_float;
+    o.save_ctx = &save;
     TrainResult tr;
-    if (train_model(f, corpus, &o, &tr) != 0 || gpt_save(f, &corpus->vocab, ckpt, NULL, 0, NULL, 0) != 0) {
+    if (train_model(f, corpus, &o, &tr) != 0) {
         gpt_free(f);
         return -1;
     }
