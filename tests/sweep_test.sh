@@ -19,6 +19,8 @@ set -u
 QCORR=${QCORR:-build/qcorr}
 case $QCORR in /*) ;; *) QCORR=$PWD/$QCORR ;; esac
 unset QCORR_DATA
+CORPUS=data/tinyshakespeare.txt # the one qcorr finds from the repository root
+[ -f "$CORPUS" ] || CORPUS=../shared/data/tinyshakespeare.txt
 PY=/usr/bin/python3 # only to check that JSON files parse (skipped where missing)
 # the engine is deterministic for a fixed thread count: the reference and every resumed sweep
 # must produce the same numbers
@@ -634,6 +636,14 @@ rc=$?
 if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min on this machine with 2 workers of 1 thread \([0-9.]+ min of work" "$T/out" &&
     [ ! -e "$T/dry" ]; then ok "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers"
 else fail "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers" "exit $rc"; show "$T/out"; show "$T/err"; fi
+# a corpus with fewer validation windows than the timing batch of 32 (it once overran the timing
+# batch's buffer: "malloc(): corrupted top size")
+head -c 4000 "$CORPUS" >"$T/small-corpus.txt"
+"$QCORR" sweep $GRID --data "$T/small-corpus.txt" --out "$T/dry" --dry-run >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min" "$T/out" && [ ! -e "$T/dry" ]; then
+    ok "dry-run: a corpus of 4000 characters (24 validation windows of 17) is planned, and nothing created"
+else fail "dry-run: a corpus of 4000 characters is planned" "exit $rc"; show "$T/out"; show "$T/err"; fi
 snapshot "$REF" >"$T/ref.snap"
 "$QCORR" sweep $GRID --out "$REF" --dry-run >"$T/out" 2>"$T/err" </dev/null
 rc=$?
