@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,14 @@ int st_copy_tensor(const SafeTensors *st, const char *name, int rows, int cols, 
     if (st_check_tensor(st, name, rows, cols) != 0) return -1;
     const StTensor *t = st_find(st, name);
     memcpy(dst, t->data, t->numel * sizeof(float)); /* little-endian hosts only (x86, arm64) */
+    /* a NaN or infinite weight would evaluate to "loss nan" and sample garbage as if it were a
+     * result: refused here, where the file and the tensor can still be named */
+    for (size_t i = 0; i < t->numel; i++)
+        if (!isfinite(dst[i])) {
+            qc_error("%s: tensor '%s' holds a non-finite value (%g at index %zu): the file is corrupt or its training diverged",
+                     st->path, name, (double)dst[i], i);
+            return -1;
+        }
     return 0;
 }
 
@@ -254,6 +263,11 @@ int gpt_save(const GPT *m, const Vocab *vocab, const char *path, const StMeta *e
     free(list);
     free(meta);
     return rc;
+}
+
+int gpt_save_float(const GPT *m, void *ctx) {
+    const FloatCheckpoint *f = ctx;
+    return gpt_save(m, f->vocab, f->path, NULL, 0, NULL, 0);
 }
 
 static int meta_int(const SafeTensors *st, const char *key, int *out) {

@@ -35,7 +35,8 @@ int st_parse(SafeTensors *st, uint8_t *file, size_t size, const char *name);
 void st_free(SafeTensors *st);
 const StTensor *st_find(const SafeTensors *st, const char *name);
 const char *st_meta(const SafeTensors *st, const char *key); /* NULL when absent */
-/* Copies a tensor into dst after checking it exists with exactly this shape (cols 0: vector). */
+/* Copies a tensor into dst after checking it exists with exactly this shape (cols 0: vector);
+ * a NaN or infinite value is refused, naming the file, the tensor and the index. */
 int st_copy_tensor(const SafeTensors *st, const char *name, int rows, int cols, float *dst);
 /* The check alone (error names the file, the tensor and both shapes). */
 int st_check_tensor(const SafeTensors *st, const char *name, int rows, int cols);
@@ -57,6 +58,12 @@ int st_write(const char *path, const StWriteTensor *tensors, int n_tensors, cons
  * plus extra metadata and tensors (quantization scheme, corrections) from the caller. */
 int gpt_save(const GPT *m, const Vocab *vocab, const char *path, const StMeta *extra_meta, int n_extra_meta,
              const StWriteTensor *extra, int n_extra);
+/* The float checkpoint of a training run, as TrainOptions.save writes it (ctx: a FloatCheckpoint). */
+typedef struct {
+    const Vocab *vocab;
+    const char *path;
+} FloatCheckpoint;
+int gpt_save_float(const GPT *m, void *ctx);
 /* Loads config, vocabulary and weights; max_batch sizes the activations. If st_out is given
  * the file stays open there for the caller's extra tensors/metadata, and tensors the model does
  * not have are the caller's to check; otherwise any unknown tensor is an error. */

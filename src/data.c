@@ -96,6 +96,14 @@ int corpus_from_bytes(Corpus *c, uint8_t *text, size_t n, const char *path, cons
     return 0;
 }
 
+int corpus_check_windows(const Corpus *c, int ctx) {
+    const char *split = c->n_train < (size_t)ctx + 1 ? "train" : c->n_val < (size_t)ctx + 1 ? "validation" : NULL;
+    if (!split) return 0;
+    qc_error("%s: the %s split (%zu characters) is shorter than one window of %d", c->path, split,
+             split[0] == 't' ? c->n_train : c->n_val, ctx + 1);
+    return -1;
+}
+
 void corpus_free(Corpus *c) {
     free(c->text);
     free(c->ids);

@@ -36,6 +36,10 @@ int corpus_load(Corpus *c, const char *path, const Vocab *vocab);
 /* corpus_load on bytes already in memory: takes text (malloc'd) even on failure; name stands for the path. */
 int corpus_from_bytes(Corpus *c, uint8_t *text, size_t n, const char *name, const Vocab *vocab);
 void corpus_free(Corpus *c);
+/* Fails, naming the corpus and the split, unless the train split holds one training window of
+ * ctx + 1 characters and the validation split one evaluation window: checked before training, so
+ * a corpus too short is refused before any work instead of evaluating to NaN. */
+int corpus_check_windows(const Corpus *c, int ctx);
 
 void vocab_from_bytes(Vocab *v, const uint8_t *present_bytes, int count);
 /* Vocabulary <-> metadata string: byte b is written as code point U+00bb in UTF-8 (Latin-1),

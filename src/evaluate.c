@@ -221,6 +221,10 @@ static int run_windows(GPT *m, const ModelHook *hook, const int32_t *ids, size_t
     double total = 0.0;
     for (int w = 0; w < nw; w++) total += window_loss[w];
     out->loss = total / nw;
+    if (!isfinite(out->loss)) { /* overflowing logits: no result, whatever the caller goes on to do */
+        qc_error("the validation loss is %s: the model's outputs are not finite (weights too large?)", isnan(out->loss) ? "NaN" : "infinite");
+        goto done;
+    }
     out->loss_se = mean_se(window_loss, nw);
     if (ref) {
         double s = 0.0;

@@ -2,6 +2,7 @@
  * so cached generation and gpt_forward agree to rounding (a test checks it). */
 #include "sample.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,17 @@ const float *sample_step(SampleState *s, int token) {
     return s->logits;
 }
 
+/* Overflowing weights give infinite or NaN logits, from which every pick is the last byte
+ * ("zzzz"): an error, not a text. */
+static int outputs_finite(const float *logits, int V, int character) {
+    for (int v = 0; v < V; v++)
+        if (!isfinite(logits[v])) {
+            qc_error("the model's outputs are not finite at character %d (weights too large?)", character);
+            return -1;
+        }
+    return 0;
+}
+
 static int pick_token(const float *logits, int V, float temperature, Rng *rng) {
     int best = 0;
     for (int v = 1; v < V; v++)
@@ -127,23 +139,35 @@ int sample_text(GPT *m, const Vocab *v, const ModelHook *hook, const char *promp
     if (sample_state_init(&s, m, hook) != 0) { free(history); return -1; }
     Rng rng;
     rng_seed(&rng, seed);
-    fwrite(prompt, 1, plen, out);
     size_t start = n > (size_t)P ? n - (size_t)P : 0;
     const float *logits = NULL;
     for (size_t i = start; i < n; i++) logits = sample_step(&s, history[i]);
-    for (int k = 0; k < n_chars; k++) {
+    /* nothing is printed until the model is known to give numbers */
+    int rc = outputs_finite(logits, m->config.vocab_size, 1);
+    if (rc == 0) fwrite(prompt, 1, plen, out);
+    for (int k = 0; k < n_chars && rc == 0; k++) {
         int tok = pick_token(logits, m->config.vocab_size, temperature, &rng);
         history[n++] = tok;
-        fputc(v->bytes[tok], out);
+        /* a lost write (a full disk, a closed stream) ends the generation at once: 100M
+         * characters into /dev/full would otherwise run for hours to no one */
+        if (fputc(v->bytes[tok], out) == EOF || ferror(out)) {
+            qc_error("cannot write the text: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
         if (k + 1 == n_chars) break;
         if (s.pos == P) { /* context full: restart the cache from the most recent half */
             s.pos = 0;
             for (size_t i = n - (size_t)P / 2; i < n - 1; i++) sample_step(&s, history[i]);
         }
         logits = sample_step(&s, tok);
+        rc = outputs_finite(logits, m->config.vocab_size, k + 2);
     }
-    fflush(out);
+    if (rc == 0 && fflush(out) != 0) {
+        qc_error("cannot write the text: %s", strerror(errno));
+        rc = -1;
+    }
     sample_state_free(&s);
     free(history);
-    return 0;
+    return rc;
 }

@@ -22,7 +22,8 @@ void sample_state_free(SampleState *s);
 const float *sample_step(SampleState *s, int token);
 
 /* Generates n_chars after the prompt (every prompt byte must be in the vocabulary). Past the
- * context the cache restarts from the last ctx/2 characters. temperature 0: greedy. */
+ * context the cache restarts from the last ctx/2 characters. temperature 0: greedy. A write to
+ * out that fails stops the generation at once (-1, the reason in the error). */
 int sample_text(GPT *m, const Vocab *v, const ModelHook *hook, const char *prompt, int n_chars, float temperature,
                 uint64_t seed, FILE *out);
 

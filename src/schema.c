@@ -46,6 +46,9 @@ int schema_parse_cell(RunRecord *r, const SchemaColumn *c, const char *text, cha
     }
     double v = strtod(text, &end);
     if (*end || end == text) { snprintf(why, why_size, "'%s' is not a number", text); return -1; }
+    /* an undefined value is an empty cell; "nan", "inf" or an overflowing 1e999 would pass into
+     * every mean as if it were a result */
+    if (!isfinite(v)) { snprintf(why, why_size, "'%s' is not a finite number", text); return -1; }
     *schema_real(r, c) = v;
     return 0;
 }

@@ -134,7 +134,8 @@ void run_record_clear(RunRecord *r);
 /* Whether column c of r holds a value. */
 int schema_is_set(const RunRecord *r, const SchemaColumn *c);
 /* Sets column c of r from the text of a CSV cell ("" leaves it empty); -1 with the reason in why
- * ("'x' is not an integer", "70 is outside 1..64", "'x' is not a number"). Strings are borrowed. */
+ * ("'x' is not an integer", "70 is outside 1..64", "'x' is not a number", "'nan' is not a
+ * finite number"). Strings are borrowed. */
 int schema_parse_cell(RunRecord *r, const SchemaColumn *c, const char *text, char *why, size_t why_size);
 /* Sets an integer column from a JSON number (a double); -1 with the reason unless it is an
  * integer within the column's bounds. */

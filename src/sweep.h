@@ -109,8 +109,13 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups);
 /* The manifest: every grid value and hyper-parameter, as canonical JSON text (caller frees). */
 char *sweep_manifest_json(const SweepConfig *cfg, const char *command);
 /* Creates DIR (and its sub-folders) or checks an existing manifest equals this one; on a
- * difference the error names the first differing key and both values. */
-int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command);
+ * difference the error names the first differing key and both values. *created (may be NULL)
+ * says whether this call wrote the manifest. */
+int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command, int *created);
+/* After a failure of the start that created the manifest: removes it again if the directory
+ * holds no work at all (floats/, quant/, runs/ and logs/ empty), so that a sweep that failed
+ * before its first float model does not lock the directory against a corrected command. */
+void sweep_release_manifest(const char *dir);
 
 typedef struct {
     int quiet, dry_run;

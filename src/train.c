@@ -60,13 +60,22 @@ double evaluate_loss(GPT *m, const int32_t *ids, size_t n, const ModelHook *hook
     return loss;
 }
 
+/* The validation loss after `step` steps; NaN, with the error naming the step, when it cannot be
+ * computed or is not finite (a model whose outputs overflow is not a result). */
+static double validation_loss(GPT *m, const Corpus *c, int step) {
+    double loss = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
+    if (!isfinite(loss)) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qc_last_error());
+        qc_error("validation after step %d: %s", step, msg);
+    }
+    return loss;
+}
+
 int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) {
     int B = o->batch, T = m->config.ctx, N = B * T;
     if (B > m->max_batch) { qc_error("batch %d exceeds the model's allocation (%d)", B, m->max_batch); return -1; }
-    if (c->n_train < (size_t)T + 1) {
-        qc_error("%s: train split (%zu bytes) is shorter than one window of %d", c->path, c->n_train, T + 1);
-        return -1;
-    }
+    if (corpus_check_windows(c, T) != 0) return -1;
     if (gpt_enable_training(m) != 0) return -1;
     int warmup = o->warmup >= 0 ? o->warmup : (o->steps / 10 < 100 ? o->steps / 10 : 100);
     if (warmup < 1) warmup = 1;
@@ -122,8 +131,11 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         recent[n_recent++ % 20] = loss;
         double val = NAN;
         int last = step + 1 == o->steps;
-        if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0) && !last)
-            val = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
+        if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0) && !last &&
+            !isfinite(val = validation_loss(m, c, step + 1))) {
+            rc = -1;
+            break;
+        }
         if (log) {
             char val_text[32] = "";
             if (isfinite(val)) snprintf(val_text, sizeof val_text, "%.6f", val);
@@ -154,8 +166,11 @@ int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r) 
         r->steps = o->steps;
         r->seconds = t_train;
         r->tokens_per_second = t_train > 0 ? (double)N * o->steps / t_train : 0;
-        r->val_loss = evaluate_loss(m, c->ids + c->n_train, c->n_val, NULL);
-        if (log && (atomic_file_printf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss) != 0 || atomic_file_commit(log) != 0)) rc = -1;
+        r->val_loss = validation_loss(m, c, o->steps);
+        /* the checkpoint first, then the log: a log never stands beside no checkpoint */
+        if (!isfinite(r->val_loss) || (log && atomic_file_printf(log, "%d,,,,,%.6f\n", o->steps, r->val_loss) != 0) ||
+            (o->save && o->save(m, o->save_ctx) != 0) || (log && atomic_file_commit(log) != 0))
+            rc = -1;
     }
     if (log) atomic_file_discard(log); /* after a commit: nothing left to remove */
     free(inputs);

@@ -19,6 +19,10 @@ typedef struct {
     /* called after every step when set (the sweep's live progress line) */
     void (*on_step)(void *ctx, int step, int total, double loss);
     void *on_step_ctx;
+    /* called when training has ended well, before the log is committed, to write the checkpoint
+     * (NULL: none): a failed save leaves no log, and a log always has its checkpoint beside it */
+    int (*save)(const GPT *m, void *ctx);
+    void *save_ctx;
 } TrainOptions;
 
 typedef struct {
@@ -30,7 +34,8 @@ typedef struct {
 } TrainResult;
 
 void train_options_default(TrainOptions *o);
-/* Trains m in place on c's train split (m needs gpt_enable_training). */
+/* Trains m in place on c's train split (m needs gpt_enable_training); a corpus without one window
+ * in either split, a non-finite loss, gradient norm or validation loss is an error. */
 int train_model(GPT *m, const Corpus *c, const TrainOptions *o, TrainResult *r);
 /* One AdamW step over every tensor (decay on matrices only), after clipping; returns grad norm. */
 double gpt_optimizer_step(GPT *m, float lr, float weight_decay, float grad_clip, int step);

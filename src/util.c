@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -221,11 +222,23 @@ static char *write_temporary(const char *path, const void *const *parts, const s
     return tmp;
 }
 
+/* rename replaces whatever path names: a regular file is what a checkpoint or record replaces;
+ * a device node, a FIFO or a socket (a symlink to one too) must never be renamed over */
+static int refuse_special_target(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        qc_error("%s: exists and is not a regular file: not replaced", path);
+        return -1;
+    }
+    return 0;
+}
+
 int write_file_atomic_parts(const char *path, const void *const *parts, const size_t *sizes, int n_parts) {
     char *tmp = write_temporary(path, parts, sizes, n_parts);
     if (!tmp) return -1;
-    if (rename(tmp, path) != 0) {
-        qc_error("%s: cannot finish write: %s", path, strerror(errno));
+    int refused = refuse_special_target(path) != 0;
+    if (refused || rename(tmp, path) != 0) {
+        if (!refused) qc_error("%s: cannot finish write: %s", path, strerror(errno));
         unlink(tmp);
         free(tmp);
         return -1;
@@ -299,7 +312,12 @@ int atomic_file_commit(AtomicFile *f) {
     }
     int fd = f->fd;
     f->fd = -1;
-    if (close(fd) != 0 || rename(f->tmp, f->path) != 0) {
+    if (close(fd) != 0) {
+        qc_error("%s: cannot finish write: %s", f->path, strerror(errno));
+        return -1;
+    }
+    if (refuse_special_target(f->path) != 0) return -1;
+    if (rename(f->tmp, f->path) != 0) {
         qc_error("%s: cannot finish write: %s", f->path, strerror(errno));
         return -1;
     }
@@ -343,11 +361,55 @@ int check_writable(const char *path) {
     return 0;
 }
 
+int check_output_path(const char *path) {
+    struct stat st;
+    if (!path[0]) {
+        qc_error("an empty path");
+        return -1;
+    }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        const char *kind = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                         : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a regular file";
+        qc_error("%s exists and is %s: refusing to replace it", path, kind);
+        return -1;
+    }
+    return 0;
+}
+
+void remove_stale_temporaries_of(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    size_t len = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        /* PATH.tmp.HOST.PID.XXXXXX of a process of this host that is gone */
+        if (strncmp(e->d_name, base, len) != 0 || strncmp(e->d_name + len, ".tmp.", 5) != 0) continue;
+        if (!process_is_gone(e->d_name + len + 5)) continue;
+        char file[4096 + 256];
+        snprintf(file, sizeof file, "%s/%s", dir, e->d_name);
+        unlink(file);
+    }
+    closedir(d);
+}
+
+/* Decimal digits only: strtol and strtod also take leading blanks, and strtod hexadecimal
+ * ("0x10" is 16), "inf", "nan" and "infinity", none of which a flag means */
+static int plain_decimal(const char *text, int real) {
+    if (!text || !*text) return 0;
+    for (const char *c = text; *c; c++)
+        if (!(*c >= '0' && *c <= '9') && *c != '-' && *c != '+' && !(real && (*c == '.' || *c == 'e' || *c == 'E'))) return 0;
+    return 1;
+}
+
 int parse_int(const char *flag, const char *text, long min, long max, long *out) {
     char *end = NULL;
     errno = 0;
-    long v = text ? strtol(text, &end, 10) : 0;
-    if (!text || !*text || *end || errno) {
+    long v = plain_decimal(text, 0) ? strtol(text, &end, 10) : 0;
+    if (!plain_decimal(text, 0) || *end || errno) {
         qc_error("%s: expected an integer, got '%s'", flag, text ? text : "");
         return -1;
     }
@@ -362,8 +424,8 @@ int parse_int(const char *flag, const char *text, long min, long max, long *out)
 int parse_float(const char *flag, const char *text, double min, double max, double *out) {
     char *end = NULL;
     errno = 0;
-    double v = text ? strtod(text, &end) : 0;
-    if (!text || !*text || *end || errno || !isfinite(v)) {
+    double v = plain_decimal(text, 1) ? strtod(text, &end) : 0;
+    if (!plain_decimal(text, 1) || *end || errno || !isfinite(v)) {
         qc_error("%s: expected a number, got '%s'", flag, text ? text : "");
         return -1;
     }

@@ -73,6 +73,11 @@ int process_is_gone(const char *tag);
 int is_stale_temporary(const char *name);
 /* Fails (naming the path) unless a file can be created beside path: checked before long work. */
 int check_writable(const char *path);
+/* Fails (naming the path and what it is) for an empty path, or one that exists and is not a
+ * regular file — a directory, FIFO or device node is never replaced by an output. */
+int check_output_path(const char *path);
+/* Removes path's temporaries (path.tmp.HOST.PID.XXXXXX) left by dead processes of this host. */
+void remove_stale_temporaries_of(const char *path);
 
 /* ---- number parsing for flags: -1 with an error naming the flag on bad input ---- */
 int parse_int(const char *flag, const char *text, long min, long max, long *out);

@@ -260,7 +260,17 @@ expect_error "train: --out in a missing directory" 1 "/nonexistent-dir/m.safeten
 expect_error "train: --out under a file (/etc/passwd/x)" 1 "/etc/passwd/x.safetensors" -- "$QCORR" train --data "$AB" --out /etc/passwd/x.safetensors $TRAIN_FLAGS
 expect_error "train: --out in a read-only directory (/proc)" 1 "/proc/m.safetensors" -- "$QCORR" train --data "$AB" --out /proc/m.safetensors $TRAIN_FLAGS
 mkdir "$W/is-a-dir.safetensors"
-expect_error "train: --out is an existing directory" 1 "$W/is-a-dir.safetensors" -- "$QCORR" train --data "$AB" --out "$W/is-a-dir.safetensors" $TRAIN_FLAGS
+expect_error "train: --out is an existing directory" 2 "$W/is-a-dir.safetensors" "a directory" -- "$QCORR" train --data "$AB" --out "$W/is-a-dir.safetensors" $TRAIN_FLAGS
+# an output that exists and is not a regular file is refused before any work, never renamed over:
+# a FIFO here stands for a device node (/dev/null as --out, run as root, replaced the device)
+mkfifo "$W/pipe.safetensors" "$W/logpipe.train.csv"
+expect_error "train: --out is a FIFO" 2 "$W/pipe.safetensors" "a FIFO" -- "$QCORR" train --data "$AB" --out "$W/pipe.safetensors" $TRAIN_FLAGS
+expect_error "train: the training log beside --out is a FIFO" 2 "$W/logpipe.train.csv" "a FIFO" -- "$QCORR" train --data "$AB" --out "$W/logpipe.safetensors" $TRAIN_FLAGS
+expect_error "quantize: --out is a FIFO" 2 "$W/pipe.safetensors" -- "$QCORR" quantize --model "$M" --out "$W/pipe.safetensors"
+expect_error "correct: --out is a FIFO" 2 "$W/pipe.safetensors" -- "$QCORR" correct --model "$M" --data "$AB" --out "$W/pipe.safetensors" --quiet
+if [ -p "$W/pipe.safetensors" ] && [ -p "$W/logpipe.train.csv" ]; then ok "the FIFOs given as outputs are FIFOs still"
+else fail "the FIFOs given as outputs are FIFOs still"; fi
+expect_error "train: --min-lr above --lr" 2 "--min-lr 5" "--lr 0.001" -- "$QCORR" train --data "$AB" --out "$O" $TRAIN_FLAGS --lr 0.001 --min-lr 5
 
 # a failed train must not clobber an existing checkpoint
 cp "$M" "$W/keep.safetensors"
@@ -604,6 +614,81 @@ else
     fail "tests/fault_write.c builds"
     show "$T/cc.err"
 fi
+
+# a full disk while the checkpoint is written, after training: no log either (the log is
+# committed after the checkpoint, so it never stands beside no checkpoint)
+FC=$T/fullckpt
+mkdir -p "$FC"
+FC=$(cd "$FC" && pwd -P)
+if [ -f "$T/fault_write.so" ]; then
+    # shellcheck disable=SC2086
+    env LD_PRELOAD="$T/fault_write.so" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        FAULT_WRITE_PREFIX="$FC/m.safetensors" FAULT_WRITE_BUDGET=4000 \
+        "$QCORR" train $TRAIN_FLAGS --data "$AB" --out "$FC/m.safetensors" >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    why=""
+    [ $rc = 1 ] || why="$why exit $rc, expected 1;"
+    [ "$(wc -l <"$T/err" | tr -d ' ')" = 1 ] || why="$why not one line on stderr;"
+    grep -q "m.safetensors" "$T/err" && grep -q "No space left on device" "$T/err" || why="$why the message does not name the checkpoint and ENOSPC;"
+    [ ! -e "$FC/m.train.csv" ] || why="$why a log m.train.csv was left beside no checkpoint;"
+    [ ! -e "$FC/m.safetensors" ] || why="$why a checkpoint was written;"
+    [ "$(temporaries "$FC")" = 0 ] || why="$why a temporary file was left;"
+    if [ -z "$why" ]; then ok "train: full disk for the checkpoint: exit 1, one line, no log, no checkpoint, no temporary"
+    else fail "train: full disk for the checkpoint: exit 1, one line, no log, no checkpoint, no temporary" "$why"; show "$T/err"; fi
+fi
+
+# temporaries left by processes that are gone (kill -9 mid training) are removed by the next
+# train of that --out; a live process's (this shell's) and another host's are not its to remove
+ST=$T/stale
+mkdir -p "$ST"
+host=$(uname -n | cut -c 1-63 | tr './' '__')
+dead=99999999 # above pid_max: no such process
+: >"$ST/m.train.csv.tmp.$host.$dead.AbCdEf"
+: >"$ST/m.safetensors.tmp.$host.$dead.GhIjKl"
+: >"$ST/m.train.csv.tmp.$host.$$.MnOpQr"
+: >"$ST/m.train.csv.tmp.otherhost.$dead.StUvWx"
+# shellcheck disable=SC2086
+if "$QCORR" train $TRAIN_FLAGS --data "$AB" --out "$ST/m.safetensors" >/dev/null 2>"$T/err"; then
+    left=$(cd "$ST" && ls | sort | tr '\n' ' ')
+    kept=$(printf '%s\n' m.safetensors m.train.csv "m.train.csv.tmp.$host.$$.MnOpQr" "m.train.csv.tmp.otherhost.$dead.StUvWx" | sort | tr '\n' ' ')
+    if [ "$left" = "$kept" ]; then
+        ok "train clears the temporaries of its outputs left by dead processes of this host, and only those"
+    else fail "train clears the temporaries of its outputs left by dead processes of this host, and only those" "left: $left"; fi
+else fail "train beside stale temporaries exits 0"; show "$T/err"; fi
+
+# a checkpoint holding a NaN (a corrupt file, a diverged training) is refused at load by every
+# command, naming the file and the tensor; finite weights so large that the outputs overflow give
+# a non-finite loss, which is an error too, not a result
+$PY - "$M" "$W/nan.safetensors" "$W/huge.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+def planted(name, value):
+    c = bytearray(b)
+    a, e = h[name]["data_offsets"]
+    for i in range((e - a) // 4):
+        v = value(i)
+        if v is not None:
+            struct.pack_into("<f", c, 8 + n + a + 4 * i, v)
+    return c
+open(sys.argv[2], "wb").write(planted("transformer.h.0.mlp.c_fc.weight", lambda i: float("nan") if i == 5 else None))
+open(sys.argv[3], "wb").write(planted("lm_head.weight", lambda i: 3e38 if i % 2 else -3e38))
+EOF
+NAN_TENSOR=transformer.h.0.mlp.c_fc.weight
+expect_error "eval: a NaN weight is refused at load" 1 "$W/nan.safetensors" "$NAN_TENSOR" "non-finite" -- "$QCORR" eval --model "$W/nan.safetensors" --data "$AB"
+expect_error "eval --reference: a NaN weight is refused at load" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" eval --model "$M" --reference "$W/nan.safetensors" --data "$AB"
+expect_error "sample: a NaN weight is refused at load (no 'zzzz')" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" sample --model "$W/nan.safetensors" --chars 5
+expect_error "quantize: a NaN weight is refused at load (no rel_error 0)" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" quantize --model "$W/nan.safetensors" --out "$OQ" --json
+expect_error "correct: a NaN weight is refused at load (not 'training diverged')" 1 "$W/nan.safetensors" "$NAN_TENSOR" -- "$QCORR" correct --model "$W/nan.safetensors" --data "$AB" --out "$OC" --quiet
+expect_error "eval: outputs that overflow give a non-finite loss: an error" 1 "$W/huge.safetensors" "not finite" -- "$QCORR" eval --model "$W/huge.safetensors" --data "$AB" --json
+expect_error "sample: outputs that overflow: an error, not 'zzzz'" 1 "$W/huge.safetensors" "not finite" -- "$QCORR" sample --model "$W/huge.safetensors" --chars 5
+expect_error "correct: outputs that overflow: an error naming the model" 1 "$W/huge.safetensors" "not finite" -- "$QCORR" correct --model "$W/huge.safetensors" --data "$AB" --quiet
+# a corpus whose validation split holds no window: refused before training, as eval refuses it
+head -c 150 "$AB" >"$T/short.txt"
+# shellcheck disable=SC2086
+expect_error "train: a validation split shorter than one window is refused before training (not 'val loss nan')" 1 "$T/short.txt" "validation split" -- \
+    "$QCORR" train --data "$T/short.txt" --out "$O" $TRAIN_FLAGS
 
 SW=$T/sigsweep
 GRID="--sizes 16x1 --ctx 16 --heads 2 --train-steps 300 --train-batch 8 --steps 5 --batch 4 --calib-tokens 512 --seeds 1,2 --bits 2 --every 1 --hidden 0"

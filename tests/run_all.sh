@@ -48,6 +48,7 @@ shell_suite() {
     if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then crashed="$crashed $2"; failed=$((failed + 1)); fi
 }
 shell_suite cli tests/cli_test.sh
+shell_suite fuzz tests/fuzz_cli_test.sh
 shell_suite sweep tests/sweep_test.sh
 shell_suite layout tests/layout_test.sh
 shell_suite kernels tests/kernels_test.sh

@@ -19,6 +19,8 @@ set -u
 QCORR=${QCORR:-build/qcorr}
 case $QCORR in /*) ;; *) QCORR=$PWD/$QCORR ;; esac
 unset QCORR_DATA
+CORPUS=data/tinyshakespeare.txt # the one qcorr finds from the repository root
+[ -f "$CORPUS" ] || CORPUS=../shared/data/tinyshakespeare.txt
 PY=/usr/bin/python3 # only to check that JSON files parse (skipped where missing)
 # the engine is deterministic for a fixed thread count: the reference and every resumed sweep
 # must produce the same numbers
@@ -549,13 +551,24 @@ expect_error "--methods train,train (a method twice)" 2 "--methods" "train" "twi
 expect_error "--quantizers rtn,foo" 2 "--quantizers" "foo" "rtn, mse or gptq" -- --quantizers rtn,foo --out "$O"
 expect_error "--quantizers gptq,gptq (a quantizer twice)" 2 "--quantizers" "gptq" "twice" -- --quantizers gptq,gptq --out "$O"
 expect_error "no --out" 2 "--out" -- --bits 2
-expect_error "--out is an existing regular file" 1 "$W/file" -- $GRID --out "$W/file"
+expect_error "--out is an existing regular file" 2 "$W/file" "not a directory" -- $GRID --out "$W/file"
 expect_error "--grid missing file" 1 "$W/missing.json" -- --grid "$W/missing.json" --out "$O"
 expect_error "--grid invalid JSON" 2 "$W/bad.json" -- --grid "$W/bad.json" --out "$O"
 expect_error "--grid unknown key" 2 "$W/unknown.json" "colour" -- --grid "$W/unknown.json" --out "$O"
 expect_error "--grid bits [9]" 2 "$W/bits9.json" "bits" -- --grid "$W/bits9.json" --out "$O"
 expect_error "--grid sizes [\"64x\"]" 2 "$W/size.json" "64x" -- --grid "$W/size.json" --out "$O"
 expect_error "--grid bits [4, 4] (a value twice)" 2 "$W/twice.json" "bits" "4" "twice" -- --grid "$W/twice.json" --out "$O"
+# a grid file with a key twice: cJSON keeps both and reads the first
+echo '{"seeds": [1], "seeds": [2]}' >"$W/dupkey.json"
+expect_error "--grid with the key seeds twice" 2 "$W/dupkey.json" "seeds" "twice" -- --grid "$W/dupkey.json" --out "$O"
+# an empty element of a list flag is refused, not skipped
+expect_error "--seeds 1,,2 (an empty element)" 2 "--seeds" "1,,2" -- --seeds 1,,2 --out "$O"
+expect_error "--bits 2, (a trailing comma)" 2 "--bits" -- --bits 2, --out "$O"
+expect_error "--methods ,train (a leading comma)" 2 "--methods" -- --methods ,train --out "$O"
+# a corpus whose validation split holds no window of the grid's context: refused naming the
+# corpus before the directory is made, so the corrected command is not refused as another sweep
+head -c 150 "$CORPUS" >"$W/short.txt"
+expect_error "a corpus too short for one validation window" 1 "$W/short.txt" "validation split" -- $GRID --data "$W/short.txt" --out "$O"
 
 # ---------------------------------------------------------------- 6. full disk
 
@@ -591,9 +604,23 @@ if cc -shared -fPIC -o "$T/fault_write.so" tests/fault_write.c -ldl 2>"$T/cc.err
     }
     full "$F/floats/s1_16x1.train.csv" 0 "for the float training log" "floats/s1_16x1.train.csv"
     [ -e "$F/floats/s1_16x1.train.csv" ] && fail "fault: no float training log after its failed write"
+    # a start that failed before any work removes the manifest it made: a corrected command (other
+    # settings) into the same directory is not refused as "a different sweep"
+    if [ ! -e "$F/manifest.json" ]; then ok "fault: a sweep that failed before any work leaves no manifest behind"
+    else fail "fault: a sweep that failed before any work leaves no manifest behind"; fi
+    env LD_PRELOAD="$T/fault_write.so" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+        FAULT_WRITE_PREFIX="$F/floats/s1_16x1.train.csv" FAULT_WRITE_BUDGET=0 \
+        "$QCORR" sweep $GRID $SMALL --train-steps 7 --out "$F" --quiet >"$T/out" 2>"$T/err" </dev/null
+    if grep -q "No space left on device" "$T/err" && ! grep -q "different sweep" "$T/err"; then
+        ok "fault: after it, a command with other settings starts in the same directory (it fails on the disk, not on the manifest)"
+    else fail "fault: after it, a command with other settings starts in the same directory"; show "$T/err" 3; fi
     full "$F/floats/s1_16x1.safetensors" 0 "for the float checkpoint" "floats/s1_16x1.safetensors"
     [ -e "$F/floats/s1_16x1.safetensors" ] && fail "fault: no float checkpoint after its failed write"
+    [ -e "$F/floats/s1_16x1.train.csv" ] && fail "fault: no float training log beside no float checkpoint"
     full "$F/floats/s1_16x1.json" 0 "for the float sidecar (a crash between checkpoint and sidecar)" "floats/s1_16x1.json"
+    # finished work (a float model) belongs to its manifest: that one stays
+    if [ -e "$F/manifest.json" ]; then ok "fault: a sweep that failed after its float model keeps its manifest"
+    else fail "fault: a sweep that failed after its float model keeps its manifest"; fi
     full "$F/runs/" $((RUN_BYTES * 5 / 2)) "at the third record (after $((RUN_BYTES * 5 / 2)) bytes)" "runs/s1_16x1_b4_e1_h0_train.json"
     n=$(n_records "$F")
     [ "$n" = 2 ] || fail "fault: the two records that fitted are kept" "$n records"
@@ -636,6 +663,14 @@ rc=$?
 if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min on this machine with 2 workers of 1 thread \([0-9.]+ min of work" "$T/out" &&
     [ ! -e "$T/dry" ]; then ok "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers"
 else fail "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers" "exit $rc"; show "$T/out"; show "$T/err"; fi
+# a corpus with fewer validation windows than the timing batch of 32 (it once overran the timing
+# batch's buffer: "malloc(): corrupted top size")
+head -c 4000 "$CORPUS" >"$T/small-corpus.txt"
+"$QCORR" sweep $GRID --data "$T/small-corpus.txt" --out "$T/dry" --dry-run >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min" "$T/out" && [ ! -e "$T/dry" ]; then
+    ok "dry-run: a corpus of 4000 characters (24 validation windows of 17) is planned, and nothing created"
+else fail "dry-run: a corpus of 4000 characters is planned" "exit $rc"; show "$T/out"; show "$T/err"; fi
 snapshot "$REF" >"$T/ref.snap"
 "$QCORR" sweep $GRID --out "$REF" --dry-run >"$T/out" 2>"$T/err" </dev/null
 rc=$?

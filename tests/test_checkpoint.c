@@ -178,12 +178,40 @@ static void test_round_trip_bit_exact(void **state) {
     Vocab v;
     tiny_model(&m, 1, 11);
     vocab_from_bytes(&v, VOCAB_BYTES, (int)sizeof VOCAB_BYTES);
-    /* values a decimal or rounding writer would lose: -0, NaN payloads, infinities, subnormals */
-    const uint32_t specials[] = {0x80000000u, 0x7FC01234u, 0xFFC00001u, 0x7F800000u, 0xFF800000u,
-                                 0x00000001u, 0x807FFFFFu, 0x7F7FFFFFu, 0x3F800001u};
+    /* values a decimal or rounding writer would lose: -0, subnormals, the largest float, 1 + ulp */
+    const uint32_t specials[] = {0x80000000u, 0x00000001u, 0x807FFFFFu, 0x7F7FFFFFu, 0x3F800001u};
     for (size_t i = 0; i < sizeof specials / sizeof *specials; i++) memcpy(&m.params[i * 37], &specials[i], 4);
     const char *path = tmp_path("roundtrip.safetensors");
     assert_int_equal(gpt_save(&m, &v, path, NULL, 0, NULL, 0), 0);
+
+    /* NaN payloads and infinities: written bit for bit, and refused at load, naming the file and
+     * the tensor (a checkpoint with a NaN weight evaluated to "loss nan" as if it were a result) */
+    {
+        GPT bad;
+        tiny_model(&bad, 1, 11);
+        const uint32_t non_finite[] = {0x7FC01234u, 0xFFC00001u, 0x7F800000u, 0xFF800000u};
+        const char *bad_path = tmp_path("nonfinite.safetensors");
+        for (size_t i = 0; i < sizeof non_finite / sizeof *non_finite; i++) {
+            const TensorSpec *t = &bad.specs[bad.n_specs - 1 - (int)i];
+            float saved = bad.params[t->offset];
+            memcpy(&bad.params[t->offset], &non_finite[i], 4);
+            assert_int_equal(gpt_save(&bad, &v, bad_path, NULL, 0, NULL, 0), 0);
+            SafeTensors st;
+            assert_int_equal(st_read(&st, bad_path), 0);
+            const StTensor *raw = st_find(&st, t->name);
+            assert_non_null(raw);
+            assert_memory_equal(raw->data, &non_finite[i], 4);
+            st_free(&st);
+            GPT back;
+            Vocab vb;
+            qc_clear_error();
+            if (gpt_load(&back, &vb, bad_path, 3, NULL) == 0) fail_msg("loaded %s with a non-finite value in %s", bad_path, t->name);
+            if (!strstr(qc_last_error(), bad_path) || !strstr(qc_last_error(), t->name) || !strstr(qc_last_error(), "non-finite"))
+                fail_msg("the refusal does not name the file and the tensor: %s", qc_last_error());
+            bad.params[t->offset] = saved;
+        }
+        gpt_free(&bad);
+    }
 
     GPT back;
     Vocab vb;

@@ -709,6 +709,27 @@ static void test_report_errors_name_the_fault(void **state) {
     assert_int_not_equal(report_write(dir, NULL), 0);
     if (!strstr(qc_last_error(), "line 3, column loss_corrected: 'two'")) fail_msg("error: %s", qc_last_error());
 
+    /* "nan", "inf" or an overflowing number is no result: it gave "pooled recovery nan%" */
+    const char *non_finite[] = {"nan", "inf", "-inf", "1e999"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(text, sizeof text, "%sr1,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5,2.1,7.4,12.2,8.2,0.8,0.8,ok,0.4,1,1,1,1,1,1,1,1\n"
+                                    "r2,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,%s,2.1,7.4,12.2,8.2,0.8,0.8,ok,0.4,1,1,1,1,1,1,1,1\n",
+                 header, non_finite[k]);
+        write_text(path, text);
+        assert_int_not_equal(report_write(dir, NULL), 0);
+        if (!strstr(qc_last_error(), "line 3, column loss_quant") || !strstr(qc_last_error(), "not a finite number"))
+            fail_msg("%s: %s", non_finite[k], qc_last_error());
+    }
+    /* a run twice (one id in two rows) was counted twice: "19 runs" from 18 ids */
+    snprintf(text, sizeof text, "%sr1,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5,2.1,7.4,12.2,8.2,0.8,0.8,ok,0.4,1,1,1,1,1,1,1,1\n"
+                                "r2,42,64x2,64,2,2,int2,1,32,mlp,train,ce,quant,2.0,2.5,2.2,7.4,12.2,9.0,0.6,0.6,ok,0.3,1,1,1,1,1,1,1,1\n"
+                                "r1,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5,2.1,7.4,12.2,8.2,0.8,0.8,ok,0.4,1,1,1,1,1,1,1,1\n",
+             header);
+    write_text(path, text);
+    assert_int_not_equal(report_write(dir, NULL), 0);
+    if (!strstr(qc_last_error(), "line 4, column run_id: 'r1'") || !strstr(qc_last_error(), "line 2"))
+        fail_msg("a run twice: %s", qc_last_error());
+
     snprintf(text, sizeof text, "%sr1,42,64x2,64,2,2,int2,1,0,linear,train,ce,quant,2.0,2.5\n", header);
     write_text(path, text);
     assert_int_not_equal(report_write(dir, NULL), 0);

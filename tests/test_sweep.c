@@ -122,7 +122,82 @@ static void test_grid_file_refuses_repeated_values(void **state) {
     assert_int_equal(cfg.n_bits, 3);
 }
 
+/* A key twice: cJSON keeps both and the lookup reads the first, so {"seeds":[1],"seeds":[2]} ran
+ * seed 1 alone, silently. Refused naming the file and the key. */
+static void test_grid_file_refuses_repeated_keys(void **state) {
+    (void)state;
+    const char *cases[] = {"{\"seeds\": [1], \"seeds\": [2]}", "{\"bits\": [2], \"every\": [1], \"bits\": [2]}",
+                           "{\"sizes\": [\"16x1\"], \"sizes\": [\"16x1\"]}"};
+    const char *keys[] = {"seeds", "bits", "sizes"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        SweepConfig cfg;
+        assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+        if (sweep_parse_grid(&cfg, cases[i], strlen(cases[i]), "grid.json") == 0) fail_msg("%s: accepted a key twice", cases[i]);
+        const char *msg = qc_last_error();
+        if (!strstr(msg, "grid.json") || !strstr(msg, keys[i]) || !strstr(msg, "twice"))
+            fail_msg("%s: the message '%s' does not name the file and \"%s\" twice", cases[i], msg, keys[i]);
+    }
+}
+
+/* An empty element of a list flag ("1,,2", "2,", ",2") was skipped by strtok: "--seeds 1,,2" ran
+ * seeds 1 and 2 as if typed right. Every list is refused naming the flag; so is a padded number. */
+static void test_lists_refuse_empty_elements(void **state) {
+    (void)state;
+    const char *bad[] = {"1,,2", "2,", ",2", ",", "", " 2", "2 "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int v[SWEEP_MAX_VALUES], n = 0;
+        qc_clear_error();
+        if (parse_int_list("--seeds", bad[i], v, &n, 0, 100) == 0) fail_msg("--seeds '%s' accepted as %d values", bad[i], n);
+        if (!strstr(qc_last_error(), "--seeds")) fail_msg("--seeds '%s': %s", bad[i], qc_last_error());
+    }
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    ModelSize sizes[SWEEP_MAX_VALUES];
+    int n = 0;
+    if (parse_size_list("--sizes", "16x1,,24x1", sizes, &n) == 0) fail_msg("--sizes 16x1,,24x1 accepted");
+    if (parse_method_list("--methods", ",train", &cfg) == 0) fail_msg("--methods ,train accepted");
+    if (parse_quantizer_list("--quantizers", "rtn,", &cfg) == 0) fail_msg("--quantizers rtn, accepted");
+    if (parse_granularity_list("--granularities", "channel,,tensor", &cfg) == 0) fail_msg("--granularities channel,,tensor accepted");
+    if (!strstr(qc_last_error(), "--granularities") || !strstr(qc_last_error(), "empty")) fail_msg("%s", qc_last_error());
+    /* what the lists are for still parses */
+    int v[SWEEP_MAX_VALUES];
+    assert_int_equal(parse_int_list("--seeds", "42,123,999", v, &n, 0, 2147483647), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(v[2], 999);
+    assert_int_equal(parse_size_list("--sizes", "64x2:1500,128x4", sizes, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(sizes[0].train_steps, 1500);
+}
+
 /* ============================ manifest ============================ */
+
+/* A start that failed before any work (its first float model's training log could not be
+ * written) would leave a manifest that refused every corrected command as "a different sweep":
+ * its creator releases it while floats/, quant/, runs/ and logs/ are empty, and only then. */
+static void test_manifest_released_only_without_work(void **state) {
+    (void)state;
+    char dir[512], path[700];
+    snprintf(dir, sizeof dir, "%s/release", test_tmpdir());
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    int created = 0;
+    assert_int_equal(sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created), 0);
+    assert_int_equal(created, 1);
+    sweep_release_manifest(dir);
+    if (access(path, F_OK) == 0) fail_msg("the manifest of a directory without work is still there");
+    cfg.corr_steps = 61; /* a corrected command: no longer "a different sweep" */
+    if (sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created) != 0) fail_msg("%s", qc_last_error());
+    assert_int_equal(created, 1);
+    assert_int_equal(sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created), 0); /* the same sweep again */
+    assert_int_equal(created, 0);
+    char work[800];
+    snprintf(work, sizeof work, "%s/floats/s42_64x2.safetensors", dir);
+    assert_int_equal(write_file_atomic(work, "x", 1), 0);
+    sweep_release_manifest(dir);
+    if (access(path, F_OK) != 0) fail_msg("the manifest went although floats/ holds a float model");
+}
+
 
 /* Starts of sweeps with different settings, all at once, into one new directory: exactly one
  * makes it its own, every other one refuses it naming the difference. Each round releases its
@@ -146,7 +221,8 @@ static void test_concurrent_starts_one_manifest(void **state) {
                 SweepConfig cfg;
                 if (sweep_preset(&cfg, "quick") != 0) _exit(3);
                 cfg.corr_steps = 50 + k; /* every start its own settings */
-                if (sweep_prepare_dir(dir, &cfg, "qcorr sweep") == 0) _exit(0);
+                int created = 0;
+                if (sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created) == 0) _exit(created ? 0 : 4); /* the winner made it */
                 _exit(strstr(qc_last_error(), "holds a different sweep") && strstr(qc_last_error(), "correction.steps") ? 1 : 2);
             }
         }
@@ -298,6 +374,9 @@ int main(void) {
         cmocka_unit_test(test_flops_per_token),
         cmocka_unit_test(test_order_by_cost),
         cmocka_unit_test(test_grid_file_refuses_repeated_values),
+        cmocka_unit_test(test_grid_file_refuses_repeated_keys),
+        cmocka_unit_test(test_lists_refuse_empty_elements),
+        cmocka_unit_test(test_manifest_released_only_without_work),
         cmocka_unit_test(test_concurrent_starts_one_manifest),
         cmocka_unit_test(test_summary_header_keeps_column_order),
         cmocka_unit_test(test_record_fields_typed_by_schema),

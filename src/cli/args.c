@@ -12,12 +12,12 @@ static void print_help(const char *command, const char *summary, const ArgSpec *
     for (int i = 0; i < n; i++) {
         const ArgSpec *s = &specs[i];
         char left[64];
-        const char *kind = s->type == ARG_INT ? " N" : s->type == ARG_FLOAT ? " X" : s->type == ARG_STRING ? " S" : "";
+        const char *kind = s->type == ARG_INT ? " N" : s->type == ARG_FLOAT ? " X" : s->type == ARG_FLAG ? "" : " S";
         snprintf(left, sizeof left, "%s%s", s->name, kind);
         printf("  %-22s %s", left, s->help);
         if (s->type == ARG_INT && s->target) printf(" (default %d)", *(int *)s->target);
         if (s->type == ARG_FLOAT && s->target) printf(" (default %g)", *(double *)s->target);
-        if (s->type == ARG_STRING && s->target && *(const char **)s->target)
+        if ((s->type == ARG_STRING || s->type == ARG_TEXT) && s->target && *(const char **)s->target && **(const char **)s->target)
             printf(" (default %s)", *(const char **)s->target);
         printf("\n");
     }
@@ -70,7 +70,8 @@ int args_parse(const char *command, const char *summary, const ArgSpec *specs, i
             if (i + 1 >= argc) return usage_error(command, "%s needs a value", s->name);
             value = argv[++i];
         }
-        if (s->type == ARG_STRING) {
+        if (s->type == ARG_STRING || s->type == ARG_TEXT) {
+            if (s->type == ARG_STRING && !*value) return usage_error(command, "%s: an empty value", s->name);
             *(const char **)s->target = value;
         } else if (s->type == ARG_INT) {
             long v;

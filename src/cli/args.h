@@ -3,12 +3,14 @@
 #ifndef QCORR_ARGS_H
 #define QCORR_ARGS_H
 
-typedef enum { ARG_INT, ARG_FLOAT, ARG_STRING, ARG_FLAG } ArgType;
+/* ARG_STRING refuses an empty value (an empty path or name is always a mistake: `--out ""` would
+ * write ".train.csv" into the working directory); ARG_TEXT is a string that may be empty. */
+typedef enum { ARG_INT, ARG_FLOAT, ARG_STRING, ARG_TEXT, ARG_FLAG } ArgType;
 
 typedef struct {
     const char *name;   /* "--steps" */
     ArgType type;
-    void *target;       /* int*, double*, const char**, int* */
+    void *target;       /* int*, double*, const char** (STRING, TEXT), int* */
     double min, max;    /* numeric range, inclusive */
     const char *help;
 } ArgSpec;

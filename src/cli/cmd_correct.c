@@ -128,7 +128,7 @@ int cmd_correct(int argc, char **argv) {
     o.batch = batch; o.calib_tokens = calib_tokens; o.seed = (uint64_t)seed; o.ridge = ridge; o.quiet = quiet;
     set_threads(threads);
     install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
-    if (out && check_writable(out) != 0) return command_failed("correct");
+    if (out && (rc = check_output("correct", "--out", out))) return rc;
 
     LoadedModel fl;
     if ((rc = load_float_checkpoint("correct", model_path, batch, &fl))) return rc;
@@ -151,9 +151,15 @@ int cmd_correct(int argc, char **argv) {
     int have_q = 0, have_corr = 0;
     rc = 1;
     if (check_memory(&f->config, batch, 0) != 0 || open_corpus(data, &fl.vocab, &corpus) != 0) goto fail_model;
+    if (corpus_check_windows(&corpus, f->config.ctx) != 0) goto fail;
     const int32_t *val = corpus.ids + corpus.n_train;
     double t0 = now_seconds();
-    if (eval_reference_build(&ref, f, val, corpus.n_val) != 0) goto fail;
+    if (eval_reference_build(&ref, f, val, corpus.n_val) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qc_last_error());
+        qc_error("%s: %s", model_path, msg);
+        goto fail;
+    }
     double t_eval = now_seconds() - t0;
     if (gpt_clone(&q, f, batch) != 0) goto fail;
     have_q = 1;

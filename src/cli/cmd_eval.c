@@ -69,7 +69,7 @@ int cmd_eval(int argc, char **argv) {
     if (evaluate_model(m, loaded_hook(&lm), val, corpus.n_val, NULL, 0, have_ref ? &ref : NULL, &e) != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qc_last_error());
-        qc_error("%s: %s", corpus.path, msg);
+        qc_error("%s on %s: %s", model_path, corpus.path, msg);
         goto done;
     }
     double seconds = now_seconds() - t0;

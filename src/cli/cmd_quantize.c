@@ -117,6 +117,7 @@ int cmd_quantize(int argc, char **argv) {
     if (calibrate && corpus_find(data, corpus_path, sizeof corpus_path) != 0)
         return usage_error("quantize", "--quantizer %s%s needs calibration data: %s", qf.quantizer, scheme.options.mse_weighted ? " --mse-weighted" : "",
                            qc_last_error());
+    if ((rc = check_output("quantize", "--out", out))) return rc;
     set_threads(threads);
     install_stop_handlers();
     int batch = calibrate ? 32 : 1; /* windows per calibration forward */

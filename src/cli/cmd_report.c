@@ -60,6 +60,10 @@ int cmd_report(int argc, char **argv) {
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;
     if (!dir) return usage_error("report", "missing DIR (the sweep directory holding summary.csv)");
+    if (!dir[0]) return usage_error("report", "DIR: an empty path (the sweep directory holding summary.csv)");
+    char report_md[4200];
+    snprintf(report_md, sizeof report_md, "%s/report.md", dir);
+    if (check_output_path(report_md) != 0) return usage_error("report", "%s", qc_last_error()); /* never a FIFO's place */
     ReportSummary summary;
     if (report_write(dir, &summary) != 0) return command_failed("report");
     if (!json) {

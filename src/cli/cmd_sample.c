@@ -14,7 +14,7 @@ int cmd_sample(int argc, char **argv) {
     double temperature = 0.8;
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "checkpoint (.safetensors)"},
-        {"--prompt", ARG_STRING, &prompt, 0, 0, "text to continue (bytes of the model's vocabulary)"},
+        {"--prompt", ARG_TEXT, &prompt, 0, 0, "text to continue (bytes of the model's vocabulary)"},
         {"--chars", ARG_INT, &chars, 0, 100000000, "characters to generate"},
         {"--temperature", ARG_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
         {"--seed", ARG_INT, &seed, 0, 2147483647, "sampling seed"},
@@ -36,6 +36,11 @@ int cmd_sample(int argc, char **argv) {
         }
     rc = sample_text(&lm.model, &lm.vocab, loaded_hook(&lm), prompt, chars, (float)temperature, (uint64_t)seed, stdout);
     if (rc == 0) printf("\n");
+    else { /* the stream, or the model, at fault */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qc_last_error());
+        qc_error("%s: %s", ferror(stdout) ? "stdout" : model_path, msg);
+    }
     loaded_model_free(&lm);
     return rc ? command_failed("sample") : 0;
 }

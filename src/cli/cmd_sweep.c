@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,7 +118,8 @@ static int count_recorded(const char *dir, const SweepRun *runs, int n_runs, con
  * a worker's failure or a signal asks the others to stop after their current run (SIGTERM: the
  * same clean stop as Ctrl-C), so no finished work is lost. */
 static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, const char *command, int jobs, int threads) {
-    if (sweep_prepare_dir(out, cfg, command) != 0 || sweep_clear_stale_claims(out) != 0) return -1;
+    int created = 0;
+    if (sweep_prepare_dir(out, cfg, command, &created) != 0 || sweep_clear_stale_claims(out) != 0) return -1;
     int per = threads / jobs > 0 ? threads / jobs : 1, n_runs = 0, n_groups = 0, total = 0;
     SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);
     if (!runs) return -1;
@@ -174,6 +176,7 @@ static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, con
     }
     if (failed || qc_stop_signal) {
         free(runs);
+        if (created) sweep_release_manifest(out); /* no worker finished anything: nothing is locked */
         qc_error("%s: %s; finished runs are kept: start the same command again to resume", out,
                  failed ? "a worker failed (its message is above)" : "interrupted");
         return -1;
@@ -251,6 +254,9 @@ int cmd_sweep(int argc, char **argv) {
     if (rc == ARGS_HELP) return 0;
     if (rc) return rc;
     if (!out) return usage_error("sweep", "--out DIR is required");
+    struct stat out_st;
+    if (stat(out, &out_st) == 0 && !S_ISDIR(out_st.st_mode)) /* a sweep directory, or nothing yet */
+        return usage_error("sweep", "--out: %s exists and is not a directory", out);
     if (grid) { /* an unreadable grid file is a runtime error (1), like a missing corpus */
         size_t size;
         uint8_t *text = read_file(grid, &size);
@@ -335,6 +341,8 @@ int cmd_sweep(int argc, char **argv) {
 
     Corpus corpus;
     if (open_corpus(data, NULL, &corpus) != 0) return command_failed("sweep");
+    /* a corpus too short for the grid's windows is refused before the directory exists */
+    if (corpus_check_windows(&corpus, cfg.ctx) != 0) { corpus_free(&corpus); return command_failed("sweep"); }
     sha256_hex(corpus.text, corpus.n, cfg.data_sha256);
     for (int z = 0; z < cfg.n_sizes; z++) {
         GPTConfig g = {.vocab_size = corpus.vocab.size, .ctx = cfg.ctx, .d_model = cfg.sizes[z].d_model,

@@ -42,6 +42,13 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc;
     if (!out) return usage_error("train", "--out is required");
     if (d_model % heads != 0) return usage_error("train", "--heads %d must divide --d-model %d", heads, d_model);
+    if (min_lr > lr) return usage_error("train", "--min-lr %g is above --lr %g: the schedule decays from --lr to --min-lr", min_lr, lr);
+    /* both outputs, before any work: neither may be a directory, FIFO or device */
+    if ((rc = check_output("train", "--out", out))) return rc;
+    char log_path[4096];
+    if (strlen(out) + strlen(".train.csv") >= sizeof log_path) return usage_error("train", "--out: a path of %zu characters is too long", strlen(out));
+    sibling_path(log_path, sizeof log_path, out, ".train.csv");
+    if ((rc = check_output("train", "--out", log_path))) return rc;
     set_threads(threads);
     install_stop_handlers(); /* Ctrl-C stops between steps with a message; nothing half-written */
 
@@ -49,9 +56,7 @@ int cmd_train(int argc, char **argv) {
     if (open_corpus(data, NULL, &corpus) != 0) return command_failed("train");
     GPTConfig cfg = {.vocab_size = corpus.vocab.size, .ctx = ctx, .d_model = d_model, .n_layer = layers, .n_head = heads};
     if (gpt_config_check(&cfg) != 0) { corpus_free(&corpus); return usage_error("train", "%s", qc_last_error()); }
-    if (check_memory(&cfg, batch, 1) != 0 || check_writable(out) != 0) { corpus_free(&corpus); return command_failed("train"); }
-    char log_path[4096];
-    sibling_path(log_path, sizeof log_path, out, ".train.csv");
+    if (check_memory(&cfg, batch, 1) != 0) { corpus_free(&corpus); return command_failed("train"); }
 
     GPT model;
     if (gpt_init(&model, &cfg, batch) != 0) { corpus_free(&corpus); return command_failed("train"); }
@@ -61,8 +66,11 @@ int cmd_train(int argc, char **argv) {
     o.batch = batch; o.steps = steps; o.warmup = warmup; o.lr = (float)lr; o.min_lr = (float)min_lr;
     o.weight_decay = (float)weight_decay; o.grad_clip = (float)grad_clip; o.seed = (uint64_t)seed;
     o.eval_every = eval_every; o.log_path = log_path; o.quiet = quiet;
+    FloatCheckpoint save = {&corpus.vocab, out};
+    o.save = gpt_save_float;
+    o.save_ctx = &save;
     TrainResult r;
-    if (train_model(&model, &corpus, &o, &r) != 0 || gpt_save(&model, &corpus.vocab, out, NULL, 0, NULL, 0) != 0) {
+    if (train_model(&model, &corpus, &o, &r) != 0) {
         gpt_free(&model);
         corpus_free(&corpus);
         return command_failed("train");

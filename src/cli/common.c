@@ -47,13 +47,20 @@ void set_threads(int threads) {
     }
 }
 
+int check_output(const char *command, const char *flag, const char *path) {
+    if (check_output_path(path) != 0) return usage_error(command, "%s: %s", flag, qc_last_error());
+    if (check_writable(path) != 0) return command_failed(command);
+    remove_stale_temporaries_of(path);
+    return 0;
+}
+
+/* no fflush: main flushes and closes stdout at exit and fails the command if a write was lost */
 void print_json(cJSON *obj) {
     char *text = cJSON_PrintUnformatted(obj);
     if (text) {
         printf("%s\n", text);
         cJSON_free(text);
     }
-    fflush(stdout);
     cJSON_Delete(obj);
 }
 

@@ -15,6 +15,11 @@ int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c);
 void install_stop_handlers(void);
 /* threads <= 0 leaves OpenMP's default (OMP_NUM_THREADS or all cores). */
 void set_threads(int threads);
+/* An output file the command will write, checked before any work: empty, or existing and not a
+ * regular file (a directory, FIFO, device) is a usage error (2); a path nothing can be created
+ * beside a runtime error (1); temporaries of it left by dead processes are removed. 0 when fine;
+ * otherwise the line is printed and the exit status returned. */
+int check_output(const char *command, const char *flag, const char *path);
 /* Prints obj as one line on stdout and frees it. */
 void print_json(cJSON *obj);
 /* "dir/m.safetensors" -> "dir/m<suffix>" */

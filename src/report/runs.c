@@ -42,8 +42,9 @@ static int compare_size(const void *pa, const void *pb) {
 }
 
 /* Reads summary.csv into rep->runs: every column of the schema the report reads (SCHEMA_READ),
- * by its type; a missing SCHEMA_NEEDED column, an empty SCHEMA_KEY cell or a malformed value is
- * an error naming the file, line and column. Columns the header lacks stay empty. */
+ * by its type; a missing SCHEMA_NEEDED column, an empty SCHEMA_KEY cell, a malformed or
+ * non-finite value or a run id in two rows is an error naming the file, line and column.
+ * Columns the header lacks stay empty. */
 /* A recovery is a ratio of the correction's gain to the quantization gap, and correction training
  * also changes a model that was never quantized (the control arm's gain: plain extra fine-tuning,
  * up to ~0.01 nats here). Where the gap is not at least FINE_TUNE_MARGIN times that gain, the ratio
@@ -142,6 +143,17 @@ int load_runs(Report *rep) {
             add_string_level(rep->objectives, &rep->n_objectives, v->objective, "objective") ||
             add_string_level(rep->schemes, &rep->n_schemes, v->scheme, "scheme"))
             return -1;
+    }
+    /* a row twice (a summary.csv concatenated or edited by hand) would count its run twice */
+    int id_col = report_csv_column(&rep->csv, "run_id");
+    for (int i = 1; id_col >= 0 && i < n; i++) {
+        const char *id = report_csv_cell(&rep->csv, i, id_col);
+        for (int k = 0; id[0] && k < i; k++)
+            if (strcmp(id, report_csv_cell(&rep->csv, k, id_col)) == 0) {
+                qc_error("%s line %d, column run_id: '%s' is the run of line %d again", rep->csv_path, rep->csv.lines[i], id,
+                         rep->csv.lines[k]);
+                return -1;
+            }
     }
     rep->n_runs = n;
     qsort(rep->bits, (size_t)rep->n_bits, sizeof(int), compare_int);

@@ -127,21 +127,37 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
     return -1;
 }
 
+/* Splits a comma list (copied into buf) into items[0..*n): an empty list, an empty element
+ * ("1,,2", "1,", ",1"; strtok would skip it silently), more than SWEEP_MAX_VALUES elements or a
+ * list longer than buf is refused, naming the flag. */
+static int split_list(const char *flag, const char *text, char *buf, size_t size, char **items, int *n) {
+    if (strlen(text) >= size) { qc_error("%s: list too long", flag); return -1; }
+    if (!text[0]) { qc_error("%s: empty list", flag); return -1; }
+    snprintf(buf, size, "%s", text);
+    *n = 0;
+    for (char *p = buf;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        if (!*p) { qc_error("%s: an empty element in '%s'", flag, text); return -1; }
+        if (*n == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
+        items[(*n)++] = p;
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+
 int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max) {
-    char buf[1024];
-    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
-    snprintf(buf, sizeof buf, "%s", text);
-    int count = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char buf[1024], *items[SWEEP_MAX_VALUES];
+    int n_items, count = 0;
+    if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
+    for (int k = 0; k < n_items; k++) {
+        const char *tok = items[k];
         long v;
-        if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
         if (parse_int(flag, tok, min, max, &v) != 0) return -1;
         for (int i = 0; i < count; i++)
             if (out[i] == v) { qc_error("%s: value %ld appears twice", flag, v); return -1; }
         out[count++] = (int)v;
     }
-    if (count == 0) { qc_error("%s: empty list", flag); return -1; }
     *n = count;
     return 0;
 }
@@ -165,12 +181,11 @@ int parse_steps_list(const char *flag, const char *text, int *out, int *n) {
 }
 
 int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) {
-    char buf[1024];
-    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
-    snprintf(buf, sizeof buf, "%s", text);
-    int count = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char buf[1024], *items[SWEEP_MAX_VALUES];
+    int n_items, count = 0;
+    if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
+    for (int k = 0; k < n_items; k++) {
+        char *tok = items[k];
         int d, l, used = 0;
         long steps = 0;
         char *colon = strchr(tok, ':');
@@ -182,12 +197,10 @@ int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) 
             qc_error("%s: '%s' is not a size D_MODELxLAYERS like 128x4 (or 128x4:STEPS)", flag, tok);
             return -1;
         }
-        if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
         for (int i = 0; i < count; i++)
             if (out[i].d_model == d && out[i].n_layer == l) { qc_error("%s: size %dx%d appears twice", flag, d, l); return -1; }
         out[count++] = (ModelSize){d, l, (int)steps};
     }
-    if (count == 0) { qc_error("%s: empty list", flag); return -1; }
     *n = count;
     return 0;
 }
@@ -195,18 +208,17 @@ int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) 
 /* A comma list of a table's names (methods.h), each at most once; chosen[i] = 1 for entry i. */
 static int parse_table_list(const char *flag, const char *text, const char *what, int count, int (*by_name)(const char *),
                             void (*names)(char *, size_t), int *chosen) {
-    char buf[256], all[128];
-    snprintf(buf, sizeof buf, "%s", text);
+    char buf[1024], all[128], *items[SWEEP_MAX_VALUES];
+    int n_items;
+    if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
     names(all, sizeof all);
-    int n = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (int k = 0; k < n_items; k++) {
+        const char *tok = items[k];
         int i = by_name(tok);
-        if (i < 0 || i >= count) { qc_error("%s: '%s' is not a %s (%s)", flag, tok, what, all); return -1; }
+        if (i < 0 || i >= count) { qc_error("%s: '%.100s' is not a %s (%s)", flag, tok, what, all); return -1; }
         if (chosen[i]) { qc_error("%s: %s %s appears twice", flag, what, tok); return -1; }
         chosen[i] = 1;
-        n++;
     }
-    if (n == 0) { qc_error("%s: empty list", flag); return -1; }
     return 0;
 }
 
@@ -229,11 +241,11 @@ int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg) {
 }
 
 int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg) {
-    char buf[1024];
-    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
-    snprintf(buf, sizeof buf, "%s", text);
-    int n = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char buf[1024], *items[SWEEP_MAX_VALUES];
+    int n_items, n = 0;
+    if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
+    for (int k = 0; k < n_items; k++) {
+        const char *tok = items[k];
         QuantScheme s = cfg->scheme;
         if (parse_granularity(tok, &s) != 0) {
             char why[256];
@@ -241,7 +253,6 @@ int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg)
             qc_error("%s: %s", flag, why);
             return -1;
         }
-        if (n == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
         for (int i = 0; i < n; i++)
             if (cfg->grans[i].granularity == s.granularity && cfg->grans[i].group == s.group) {
                 qc_error("%s: granularity %s appears twice", flag, tok);
@@ -249,7 +260,6 @@ int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg)
             }
         cfg->grans[n++] = (SweepGranularity){s.granularity, s.granularity == GRAN_GROUP ? s.group : 0};
     }
-    if (n == 0) { qc_error("%s: empty list", flag); return -1; }
     cfg->n_grans = n;
     return 0;
 }
@@ -297,6 +307,9 @@ int sweep_parse_grid(SweepConfig *cfg, const char *text, size_t size, const char
         int ok = 0;
         for (int i = 0; i < 5; i++) ok |= strcmp(item->string, known[i]) == 0;
         if (!ok) { qc_error("%s: unknown key \"%s\" (seeds, bits, sizes, every, hidden)", path, item->string); goto done; }
+        /* cJSON keeps both and reads the first: {"seeds":[1],"seeds":[2]} would run seed 1 alone */
+        for (const cJSON *prev = root->child; prev != item; prev = prev->next)
+            if (strcmp(prev->string, item->string) == 0) { qc_error("%s: the key \"%s\" appears twice", path, item->string); goto done; }
     }
     if (grid_array(root, "seeds", path, cfg->seeds, &cfg->n_seeds, 0, 2147483647) ||
         grid_array(root, "bits", path, cfg->bits, &cfg->n_bits, 2, 8) ||

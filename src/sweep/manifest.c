@@ -3,6 +3,7 @@
 #include "parts.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,8 +181,9 @@ static int make_dirs(const char *path) {
 
 /* The manifest is created exclusively (write_file_new): of sweeps started at the same moment
  * into a new directory, one writes it and the others compare against it, as a later start does. */
-int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command) {
+int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *command, int *created) {
     char path[4096];
+    if (created) *created = 0;
     if (make_dirs(dir) != 0) return -1;
     const char *subdirs[] = {"floats", "quant", "runs", "logs"};
     for (int i = 0; i < 4; i++) {
@@ -192,6 +194,7 @@ int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *comma
     if (!mine) { qc_error("out of memory"); return -1; }
     join(path, sizeof path, dir, "manifest.json");
     int rc = access(path, F_OK) == 0 ? 1 : write_file_new(path, mine, strlen(mine));
+    if (rc == 0 && created) *created = 1;
     if (rc == 1) { /* an existing sweep: it must be this one */
         size_t size;
         uint8_t *theirs_text = read_file(path, &size);
@@ -212,4 +215,20 @@ int sweep_prepare_dir(const char *dir, const SweepConfig *cfg, const char *comma
     }
     free(mine);
     return rc;
+}
+
+void sweep_release_manifest(const char *dir) {
+    const char *subdirs[] = {"floats", "quant", "runs", "logs"};
+    char path[4096];
+    for (int i = 0; i < 4; i++) {
+        join(path, sizeof path, dir, subdirs[i]);
+        DIR *d = opendir(path);
+        if (!d) continue;
+        int empty = 1;
+        for (struct dirent *e; empty && (e = readdir(d));) empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+        closedir(d);
+        if (!empty) return; /* work of this or another start: the manifest is what it belongs to */
+    }
+    join(path, sizeof path, dir, "manifest.json");
+    unlink(path);
 }

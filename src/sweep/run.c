@@ -198,8 +198,11 @@ static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Cor
     o.quiet = 1;
     o.on_step = on_train_step;
     o.on_step_ctx = p;
+    FloatCheckpoint save = {&corpus->vocab, ckpt};
+    o.save = gpt_save_float;
+    o.save_ctx = &save;
     TrainResult tr;
-    if (train_model(f, corpus, &o, &tr) != 0 || gpt_save(f, &corpus->vocab, ckpt, NULL, 0, NULL, 0) != 0) {
+    if (train_model(f, corpus, &o, &tr) != 0) {
         gpt_free(f);
         return -1;
     }
@@ -266,11 +269,17 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         qc_error("internal: dry runs are planned by the CLI");
         return -1;
     }
-    if (sweep_prepare_dir(dir, cfg, command) != 0) { free(runs); return -1; }
-    remove_stale_temporaries(dir);
     Corpus corpus;
     char data[4096];
     if (corpus_find(o->data_path, data, sizeof data) != 0 || corpus_load(&corpus, data, NULL) != 0) { free(runs); return -1; }
+    /* the corpus first: one too short for the windows fails before the directory is made */
+    int created = 0;
+    if (corpus_check_windows(&corpus, cfg->ctx) != 0 || sweep_prepare_dir(dir, cfg, command, &created) != 0) {
+        corpus_free(&corpus);
+        free(runs);
+        return -1;
+    }
+    remove_stale_temporaries(dir);
     int *done = sweep_finished_runs(dir, runs, n_runs, o->quiet);
     if (!done) { corpus_free(&corpus); free(runs); return -1; }
     Progress p = {.dir = dir, .started = now_seconds(), .quiet = o->quiet};
@@ -448,6 +457,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
     }
     free(order);
     if (rc == 0) rc = sweep_write_summary(dir);
+    if (rc != 0 && created) sweep_release_manifest(dir);
     if (!o->quiet) {
         if (isatty(2)) fputc('\n', stderr);
         if (rc == 0) fprintf(stderr, "sweep: %d/%d runs of this shard finished in %s (%.0f s)\n", p.done, p.total, dir,
