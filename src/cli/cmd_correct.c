@@ -94,6 +94,7 @@ int cmd_correct(int argc, char **argv) {
     int autostop = steps_text && strcmp(steps_text, "auto") == 0;
     if (steps_text && !autostop) {
         long v;
+        if (strlen(steps_text) > 12) return usage_error("correct", "--steps: expected an integer or auto, got '%.20s...'", steps_text);
         if (parse_int("--steps", steps_text, 0, 100000000, &v) != 0) return usage_error("correct", "%s (or auto)", qc_last_error());
         steps = (int)v;
     }

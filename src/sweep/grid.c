@@ -163,19 +163,17 @@ int parse_int_list(const char *flag, const char *text, int *out, int *n, long mi
 }
 
 int parse_steps_list(const char *flag, const char *text, int *out, int *n) {
-    char buf[1024];
-    if (strlen(text) >= sizeof buf) { qc_error("%s: list too long", flag); return -1; }
-    snprintf(buf, sizeof buf, "%s", text);
-    int count = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char buf[1024], *items[SWEEP_MAX_VALUES];
+    int n_items, count = 0;
+    if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
+    for (int k = 0; k < n_items; k++) {
+        const char *tok = items[k];
         long v = STEPS_AUTO;
-        if (count == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
         if (strcmp(tok, "auto") != 0 && parse_int(flag, tok, 0, 100000000, &v) != 0) return -1;
         for (int i = 0; i < count; i++)
             if (out[i] == v) { qc_error("%s: value %s appears twice", flag, tok); return -1; }
         out[count++] = (int)v;
     }
-    if (count == 0) { qc_error("%s: empty list", flag); return -1; }
     *n = count;
     return 0;
 }
