@@ -99,7 +99,7 @@ if [ -n "$H" ]; then
     else fail "run_all.sh fails when a shell suite is missing" "exit $rc: $(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')"; fi
     # a skip is counted and its reason shown; a cmocka skip without a reason fails the run (fake
     # suites: scripts that print what a cmocka suite and a shell suite print)
-    for n in cli fuzz sweep layout kernels; do printf 'echo "%s: 0 passed, 0 failed"\n' "$n" >"$H/tests/${n}_test.sh"; done
+    for n in cli fuzz_cli sweep layout kernels; do printf 'echo "%s: 0 passed, 0 failed"\n' "${n%_cli}" >"$H/tests/${n}_test.sh"; done
     printf 'echo "skip - the sweep suite: no corpus"\necho "sweep: 1 passed, 0 failed"\n' >"$H/tests/sweep_test.sh"
     printf '#!/bin/sh\necho "skip - test_x: no corpus"\necho "[  PASSED  ] 2 test(s)."\necho "[  SKIPPED ] 1 test(s), listed below:"\n' >"$H/named"
     printf '#!/bin/sh\necho "[  PASSED  ] 2 test(s)."\necho "[  SKIPPED ] 1 test(s), listed below:"\n' >"$H/unnamed"
