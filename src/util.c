@@ -406,6 +406,10 @@ static int plain_decimal(const char *text, int real) {
 }
 
 int parse_int(const char *flag, const char *text, long min, long max, long *out) {
+    if (text && strlen(text) > 20) { /* longer than any long, leading zeros or not */
+        qc_error("%s: expected an integer, got '%.20s...' (%zu characters)", flag, text, strlen(text));
+        return -1;
+    }
     char *end = NULL;
     errno = 0;
     long v = plain_decimal(text, 0) ? strtol(text, &end, 10) : 0;

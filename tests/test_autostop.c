@@ -18,13 +18,6 @@
 #include "../src/quant.h"
 #include "../src/util.h"
 
-static void corpus_model(GPT *m, const Corpus *corpus, int L, int max_batch, uint64_t seed) {
-    GPTConfig cfg = {.vocab_size = corpus->vocab.size, .ctx = 16, .d_model = 16, .n_layer = L, .n_head = 2};
-    assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
-    gpt_init_weights(m, seed);
-    for (size_t i = 0; i < m->num_params; i++) m->params[i] *= 5.0f;
-}
-
 static void small_corpus(Corpus *c) {
     const char *path = write_test_corpus("autostop.txt", 6000, "abcdefgh ,.\n", 501);
     assert_int_equal(corpus_load(c, path, NULL), 0);
@@ -162,6 +155,21 @@ static double heldout_ce(GPT *q, Corrections *c, const Corpus *corpus, const Cor
     return sum / n_held;
 }
 
+/* The rows of a held-out log (its header checked): each measurement's step and objective. */
+enum { LOG_ROWS = 512 };
+static int read_heldout_log(const char *path, int *steps, double *h) {
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    char line[256];
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_string_equal(line, "step,heldout_objective,lr,best\n");
+    int rows = 0;
+    double lr, best;
+    while (rows < LOG_ROWS && fscanf(fp, "%d,%lf,%lf,%lf\n", &steps[rows], &h[rows], &lr, &best) == 4) rows++;
+    fclose(fp);
+    return rows;
+}
+
 /* Training that overfits (a high rate on few windows) passes its best held-out point: the
  * corrections returned are those of the lowest measurement of the held-out log, not the last. */
 static void test_returns_best_parameters(void **state) {
@@ -184,19 +192,13 @@ static void test_returns_best_parameters(void **state) {
     o.heldout_log_path = log;
     TrainSummary s;
     assert_int_equal(correction_fit(&q, &f, &c, &corpus, &o, &s), 0);
-    FILE *fp = fopen(log, "r");
-    assert_non_null(fp);
-    char line[256];
-    assert_non_null(fgets(line, sizeof line, fp));
-    assert_string_equal(line, "step,heldout_objective,lr,best\n");
-    int step, best_step = -1, last = -1, rows = 0;
-    double h, lr, best_seen, lowest = INFINITY;
-    while (fscanf(fp, "%d,%lf,%lf,%lf\n", &step, &h, &lr, &best_seen) == 4) {
-        if (h < lowest) lowest = h, best_step = step;
-        last = step;
-        rows++;
+    int steps[LOG_ROWS], best_step = -1, last = -1;
+    double hs[LOG_ROWS], lowest = INFINITY;
+    int rows = read_heldout_log(log, steps, hs);
+    for (int i = 0; i < rows; i++) {
+        if (hs[i] < lowest) lowest = hs[i], best_step = steps[i];
+        last = steps[i];
     }
-    fclose(fp);
     assert_true(rows >= 2);
     assert_int_equal(last, s.steps_run);
     assert_int_equal(best_step, s.best_step);
@@ -262,18 +264,12 @@ static void test_falling_objective_runs_to_cap(void **state) {
     o.heldout_log_path = log;
     TrainSummary s;
     assert_int_equal(correction_fit(&q, &f, &c, &corpus, &o, &s), 0);
-    FILE *fp = fopen(log, "r");
-    assert_non_null(fp);
-    char line[256];
-    assert_non_null(fgets(line, sizeof line, fp));
-    int step, rows = 0;
-    double h, lr, best, prev = INFINITY;
-    while (fscanf(fp, "%d,%lf,%lf,%lf\n", &step, &h, &lr, &best) == 4) {
-        if (!(h < prev)) fail_msg("held-out objective %.6f at step %d is not below %.6f: not a falling case", h, step, prev);
-        prev = h;
-        rows++;
-    }
-    fclose(fp);
+    int steps[LOG_ROWS];
+    double hs[LOG_ROWS];
+    int rows = read_heldout_log(log, steps, hs);
+    for (int i = 1; i < rows; i++)
+        if (!(hs[i] < hs[i - 1]))
+            fail_msg("held-out objective %.6f at step %d is not below %.6f: not a falling case", hs[i], steps[i], hs[i - 1]);
     assert_int_equal(rows, 40 / 5 + 1);
     assert_int_equal(s.stopped_by, STOPPED_CAP);
     assert_int_equal(s.steps_run, 40);

@@ -342,13 +342,6 @@ static void test_kl_values(void **state) {
 /* ============================ training and lstsq on a corpus ============================ */
 
 /* A small float model for a corpus, untrained (std 0.2 weights: clearly non-trivial logits). */
-static void corpus_model(GPT *m, const Corpus *corpus, int L, int max_batch, uint64_t seed) {
-    GPTConfig cfg = {.vocab_size = corpus->vocab.size, .ctx = 16, .d_model = 16, .n_layer = L, .n_head = 2};
-    assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
-    gpt_init_weights(m, seed);
-    for (size_t i = 0; i < m->num_params; i++) m->params[i] *= 5.0f;
-}
-
 static void small_corpus(Corpus *c) {
     const char *path = write_test_corpus("correct.txt", 6000, "abcdefgh ,.\n", 401);
     assert_int_equal(corpus_load(c, path, NULL), 0);

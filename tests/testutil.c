@@ -182,3 +182,10 @@ void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed) {
     free(inputs);
     free(targets);
 }
+
+void corpus_model(GPT *m, const Corpus *corpus, int L, int max_batch, uint64_t seed) {
+    GPTConfig cfg = {.vocab_size = corpus->vocab.size, .ctx = 16, .d_model = 16, .n_layer = L, .n_head = 2};
+    assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
+    gpt_init_weights(m, seed);
+    for (size_t i = 0; i < m->num_params; i++) m->params[i] *= 5.0f;
+}

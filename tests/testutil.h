@@ -44,6 +44,9 @@ int default_thread_count(void);       /* the count before setup_one_thread */
 
 /* Stream corrections (README: Correction layers) as the train method sizes them: linear at hidden
  * 0, else MLP. */
+/* A 16-wide GPT of L blocks over corpus's vocabulary (ctx 16, 2 heads), its seeded weights times 5
+ * so that quantization hurts it measurably. */
+void corpus_model(GPT *m, const Corpus *corpus, int L, int max_batch, uint64_t seed);
 int stream_corrections(Corrections *c, const GPTConfig *cfg, int every, int hidden, int max_rows, uint64_t seed);
 
 /* A generated corpus with structure (words of a small lexicon in sentences, 300,000 bytes), so a

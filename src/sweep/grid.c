@@ -146,36 +146,29 @@ static int split_list(const char *flag, const char *text, char *buf, size_t size
     }
 }
 
-int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max) {
-    char buf[1024], *items[SWEEP_MAX_VALUES];
-    int n_items, count = 0;
-    if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
-    for (int k = 0; k < n_items; k++) {
-        const char *tok = items[k];
-        long v;
-        if (parse_int(flag, tok, min, max, &v) != 0) return -1;
-        for (int i = 0; i < count; i++)
-            if (out[i] == v) { qc_error("%s: value %ld appears twice", flag, v); return -1; }
-        out[count++] = (int)v;
-    }
-    *n = count;
-    return 0;
-}
-
-int parse_steps_list(const char *flag, const char *text, int *out, int *n) {
+/* A comma list of integers in [min, max], each at most once; allow_auto: "auto" stands for STEPS_AUTO. */
+static int parse_list(const char *flag, const char *text, int *out, int *n, long min, long max, int allow_auto) {
     char buf[1024], *items[SWEEP_MAX_VALUES];
     int n_items, count = 0;
     if (split_list(flag, text, buf, sizeof buf, items, &n_items) != 0) return -1;
     for (int k = 0; k < n_items; k++) {
         const char *tok = items[k];
         long v = STEPS_AUTO;
-        if (strcmp(tok, "auto") != 0 && parse_int(flag, tok, 0, 100000000, &v) != 0) return -1;
+        if (!(allow_auto && strcmp(tok, "auto") == 0) && parse_int(flag, tok, min, max, &v) != 0) return -1;
         for (int i = 0; i < count; i++)
             if (out[i] == v) { qc_error("%s: value %s appears twice", flag, tok); return -1; }
         out[count++] = (int)v;
     }
     *n = count;
     return 0;
+}
+
+int parse_int_list(const char *flag, const char *text, int *out, int *n, long min, long max) {
+    return parse_list(flag, text, out, n, min, max, 0);
+}
+
+int parse_steps_list(const char *flag, const char *text, int *out, int *n) {
+    return parse_list(flag, text, out, n, 0, 100000000, 1);
 }
 
 int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n) {
