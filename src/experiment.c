@@ -113,27 +113,11 @@ int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, Correct
     return 0;
 }
 
-/* The tokens of the windows a closed form fits on: every calibration window, or under --steps
- * auto only the fitted part (the held-out windows judge the training that follows). */
-static int32_t *fit_tokens(const Corpus *corpus, const CorrectOptions *o, int T, int *n_windows) {
-    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, n_windows);
-    if (!tokens || o->steps != STEPS_AUTO) return tokens;
-    int n_held = 0;
-    int *split = calibration_split(*n_windows, o->autostop.heldout_share, o->seed, &n_held);
-    if (!split) { free(tokens); return NULL; }
-    int n_fit = *n_windows - n_held;
-    for (int i = 0; i < n_fit; i++) /* ascending, so each moves down or stays */
-        memmove(tokens + (size_t)i * T, tokens + (size_t)split[i] * T, (size_t)T * sizeof(int32_t));
-    free(split);
-    *n_windows = n_fit;
-    return tokens;
-}
-
 /* The per-matrix kinds' closed forms (compensate.h) on the calibration windows, where they use data. */
 static int lowrank_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
     if (!o->lowrank_act_scale) return lowrank_fit(q, f, c, NULL, 0, 0, 0);
     int n_windows = 0, T = q->config.ctx;
-    int32_t *tokens = fit_tokens(corpus, o, T, &n_windows);
+    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, &n_windows);
     int rc = tokens ? lowrank_fit(q, f, c, tokens, n_windows, T, 1) : -1;
     free(tokens);
     return rc;
@@ -141,7 +125,7 @@ static int lowrank_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, c
 
 static int bias_solve(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
     int n_windows = 0, T = q->config.ctx;
-    int32_t *tokens = fit_tokens(corpus, o, T, &n_windows);
+    int32_t *tokens = calibration_tokens(corpus, o->calib_tokens, T, o->seed, &n_windows);
     int rc = tokens ? bias_fit(q, f, c, tokens, n_windows, T) : -1;
     free(tokens);
     return rc;

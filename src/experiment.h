@@ -111,17 +111,21 @@ int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus,
 int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out);
 /* The same; *objective_out: the mean objective of the last steps. */
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out);
-/* --steps auto's split of n calibration windows: *n_heldout (at least 1, at most n-1) windows
- * held out, the rest fitted; order[0..n_fit) the fitted windows' indices, order[n_fit..n) the
- * held-out ones, each part ascending. Seeded; -1 when n < 2. Caller frees. */
-int *calibration_split(int n, double heldout_share, uint64_t seed, int *n_heldout);
+/* --steps auto's held-out windows: max(1, round(share * n)) windows drawn after the n calibration
+ * windows of the budget, from the same seeded stream of the train split, so the fitted windows
+ * are exactly those a fixed-steps run fits on (holding some of them out instead costs recovery:
+ * at 4 bits the corrections are limited by calibration data). */
+int heldout_window_count(int n_calib, double heldout_share);
+/* The characters calibration_windows is asked for: the budget, and under --steps auto its
+ * held-out windows as well (windows [0, n_calib) fitted, the rest held out). */
+long calibration_draw_tokens(long calib_tokens, int T, int autostop, double heldout_share);
 /* One step's objective of a batch from the tokens into *value, and its gradients added into
  * c->grads (zero them first): what correction_train runs per step without a prefix cache.
  * mse_targets: scratch for c->n_sites stream pointers. -1 when the forward refuses. */
 int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
                               const int32_t *targets, int B, int T, const float **mse_targets, double *value);
 /* Solves each linear site in order by ridge least squares to the float stream (QwT), on the
- * calibration windows (under --steps auto only the fitted ones: the held-out part stays unseen). */
+ * calibration windows (never the held-out ones --steps auto draws beyond them). */
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
 
 typedef struct {

@@ -1,12 +1,13 @@
 /* fit: fitting corrections to a frozen quantized model on the calibration windows — AdamW
  * training for a fixed number of steps or until the held-out objective stops improving
- * (--steps auto: the split, the held-out measurement, the stopping rule, the best parameters
+ * (--steps auto: the held-out windows, their measurement, the stopping rule, the best parameters
  * kept), and the lstsq closed form. Correction training never calls the optimizer on the base
  * and runs the base backward with param_grads = 0: its weights cannot change. */
 #include "experiment.h"
 
 #include <cblas.h>
 #include <lapacke.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,29 +75,15 @@ const char *schedule_name(AutoSchedule s) { return s == SCHEDULE_PLATEAU ? "plat
 
 const char *stop_reason_name(StopReason r) { return r == STOPPED_FIXED ? "fixed" : r == STOPPED_PLATEAU ? "plateau" : "cap"; }
 
-int *calibration_split(int n, double heldout_share, uint64_t seed, int *n_heldout) {
-    if (n < 2) { qc_error("--steps auto holds calibration windows out: %d window%s too few (raise the calibration budget)", n, n == 1 ? " is" : "s are"); return NULL; }
-    int h = (int)lround(heldout_share * n);
-    if (h < 1) h = 1;
-    if (h > n - 1) h = n - 1;
-    int *order = qc_malloc((size_t)n * sizeof(int), "calibration split");
-    unsigned char *held = qc_calloc((size_t)n, 1, "calibration split");
-    if (!order || !held) { free(order); free(held); return NULL; }
-    for (int i = 0; i < n; i++) order[i] = i;
-    Rng rng;
-    rng_seed(&rng, seed ^ 0x4E1D007ull);
-    for (int i = n - 1; i > 0; i--) { /* Fisher-Yates: the first h of a seeded permutation are held out */
-        int j = (int)rng_below(&rng, (uint64_t)i + 1), t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
-    for (int i = 0; i < h; i++) held[order[i]] = 1;
-    int k = 0;
-    for (int i = 0; i < n; i++) if (!held[i]) order[k++] = i;
-    for (int i = 0; i < n; i++) if (held[i]) order[k++] = i;
-    free(held);
-    *n_heldout = h;
-    return order;
+int heldout_window_count(int n_calib, double heldout_share) {
+    long h = lround(heldout_share * n_calib);
+    return h < 1 ? 1 : h > INT_MAX - n_calib ? INT_MAX - n_calib : (int)h;
+}
+
+long calibration_draw_tokens(long calib_tokens, int T, int autostop, double heldout_share) {
+    if (!autostop || calib_tokens < 1) return calib_tokens;
+    long n = (calib_tokens + T - 1) / T;
+    return (n + heldout_window_count((int)n, heldout_share)) * T;
 }
 
 /* The objective over the held-out windows, forward only, in batches of up to Bmax: ce (through
@@ -169,7 +156,8 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     }
     if (gpt_enable_backward(q) != 0) return -1;
     int n_windows = 0, n_held = 0;
-    int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
+    int64_t *starts = calibration_windows(corpus, calibration_draw_tokens(o->calib_tokens, T, autostop, a->heldout_share), T,
+                                          o->seed, &n_windows);
     /* the held-out evaluation batches as wide as every model allows */
     int Bh = q->max_batch < (f ? f->max_batch : q->max_batch) ? q->max_batch : (f ? f->max_batch : q->max_batch);
     if (o->calib_cache && o->calib_cache->max_batch < Bh) Bh = o->calib_cache->max_batch;
@@ -178,7 +166,7 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     int32_t *inputs = qc_malloc((size_t)Bbuf * T * sizeof(int32_t), "batch"), *targets = qc_malloc((size_t)Bbuf * T * sizeof(int32_t), "batch");
     int *pick = qc_malloc((size_t)Bbuf * sizeof(int), "batch");
     const float **mse_targets = qc_calloc((size_t)c->n_sites, sizeof(float *), "mse targets");
-    int *split = NULL;
+    int *held = NULL; /* --steps auto: the held-out windows' indices */
     float *best_params = NULL, *ema = NULL, *live = NULL; /* ema: the parameters' running average (AutoStop.ema) */
     FILE *log = o->log_path ? fopen(o->log_path, "w") : NULL;
     FILE *hlog = autostop && o->heldout_log_path ? fopen(o->heldout_log_path, "w") : NULL;
@@ -188,21 +176,20 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     if (autostop && o->heldout_log_path && !hlog) { qc_error("%s: cannot write the held-out log", o->heldout_log_path); goto done; }
     if (log) fprintf(log, "step,objective,lr,grad_norm\n");
     if (hlog) fprintf(hlog, "step,heldout_objective,lr,best\n");
-    /* the fitted windows: all of them under fixed steps; under auto the split's first part */
+    /* the fitted windows: the budget's; under auto the windows drawn after them are held out */
     int n_fit = n_windows;
-    const int *fit = NULL, *held = NULL;
     if (autostop) {
-        split = calibration_split(n_windows, a->heldout_share, o->seed, &n_held);
+        n_fit = (int)((o->calib_tokens + T - 1) / T);
+        n_held = n_windows - n_fit;
+        held = qc_malloc((size_t)n_held * sizeof(int), "held-out windows");
         best_params = qc_malloc(c->num_params * sizeof(float), "best parameters");
         if (a->ema > 0) {
             ema = qc_malloc(c->num_params * sizeof(float), "parameter average");
             live = qc_malloc(c->num_params * sizeof(float), "parameter average");
             if (ema) memcpy(ema, c->params, c->num_params * sizeof(float));
         }
-        if (!split || !best_params || (a->ema > 0 && (!ema || !live))) goto done;
-        n_fit = n_windows - n_held;
-        fit = split;
-        held = split + n_fit;
+        if (!held || !best_params || (a->ema > 0 && (!ema || !live))) goto done;
+        for (int i = 0; i < n_held; i++) held[i] = n_fit + i;
     }
     int warmup = o->warmup >= 0 ? o->warmup : (cap / 10 < 100 ? cap / 10 : 100);
     if (warmup < 1) warmup = 1;
@@ -279,7 +266,7 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
             if (why == STOPPED_PLATEAU) break;
         }
         if (step >= cap) break;
-        for (int b = 0; b < B; b++) pick[b] = autostop ? fit[rng_below(&rng, (uint64_t)n_fit)] : (int)rng_below(&rng, (uint64_t)n_windows);
+        for (int b = 0; b < B; b++) pick[b] = (int)rng_below(&rng, (uint64_t)n_fit);
         corrections_zero_grad(c);
         double objective;
         if (cache) { /* the frozen prefix comes from the cache: only blocks after it run */
@@ -335,7 +322,7 @@ done:
     free(targets);
     free(pick);
     free(mse_targets);
-    free(split);
+    free(held);
     free(best_params);
     free(ema);
     free(live);
@@ -345,25 +332,23 @@ done:
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
     if (c->kind != KIND_LINEAR) { qc_error("lstsq solves linear corrections only, not %s", kind_info[c->kind].name); return -1; }
     int T = q->config.ctx, B = o->batch < q->max_batch ? o->batch : q->max_batch, d = c->d, D = d + 1;
-    int n_windows = 0, n_held = 0;
+    int n_windows = 0;
     int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
-    int *split = starts && o->steps == STEPS_AUTO ? calibration_split(n_windows, o->autostop.heldout_share, o->seed, &n_held) : NULL;
-    int n_use = n_windows - n_held; /* the fitted windows: split[0..n_use) under auto, else all */
     int32_t *inputs = qc_malloc((size_t)B * T * sizeof(int32_t), "batch");
     int *pick = qc_malloc((size_t)B * sizeof(int), "batch");
     size_t rows = (size_t)B * T;
     double *xa = qc_malloc(rows * D * sizeof(double), "lstsq design"), *r = qc_malloc(rows * d * sizeof(double), "lstsq target");
     double *gram = qc_malloc((size_t)D * D * sizeof(double), "lstsq gram"), *rhs = qc_malloc((size_t)D * d * sizeof(double), "lstsq rhs");
     int rc = -1;
-    if (!starts || (o->steps == STEPS_AUTO && !split) || !inputs || !pick || !xa || !r || !gram || !rhs) goto done;
+    if (!starts || !inputs || !pick || !xa || !r || !gram || !rhs) goto done;
     for (int j = 0; j < c->n_sites; j++) {
         CorrectionSite *s = &c->sites[j];
         int block = s->where;
         memset(gram, 0, (size_t)D * D * sizeof(double));
         memset(rhs, 0, (size_t)D * d * sizeof(double));
-        for (int w0 = 0; w0 < n_use; w0 += B) {
-            int nb = n_use - w0 < B ? n_use - w0 : B;
-            for (int b = 0; b < nb; b++) pick[b] = split ? split[w0 + b] : w0 + b;
+        for (int w0 = 0; w0 < n_windows; w0 += B) {
+            int nb = n_windows - w0 < B ? n_windows - w0 : B;
+            for (int b = 0; b < nb; b++) pick[b] = w0 + b;
             gather_batch(corpus, starts, pick, nb, T, inputs, NULL);
             /* the quantized stream entering site j, earlier sites already corrected */
             if (gpt_forward_blocks(q, inputs, nb, T, &c->hook, block + 1) != 0) goto done;
@@ -401,7 +386,6 @@ int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
     rc = 0;
 done:
     free(starts);
-    free(split);
     free(inputs);
     free(pick);
     free(xa);

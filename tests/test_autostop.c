@@ -1,5 +1,5 @@
-/* test_autostop: --steps auto (experiment.h, AutoStop) — the held-out split of the calibration
- * windows, training that never reads the validation split (its pages are unreadable while it
+/* test_autostop: --steps auto (experiment.h, AutoStop) — the held-out windows drawn beyond the
+ * calibration budget, training that never reads the validation split (its pages are unreadable while it
  * runs), the best held-out parameters returned, a flat objective stopped after `patience`
  * measurements (a tenth of the rate first under the plateau schedule), a falling one run to the
  * cap, and lstsq as a start. */
@@ -46,34 +46,30 @@ static void quantized_pair(GPT *f, GPT *q, const Corpus *corpus, int bits, uint6
     assert_int_equal(quantize_model(q, &s, NULL, NULL), 0);
 }
 
-/* The split: disjoint, covering every window, each part ascending, its share as asked (rounded,
- * at least one window each side), the same for the same seed and another for another seed. */
-static void test_split(void **state) {
+/* The held-out windows: their count as asked (rounded, at least one), drawn after the budget's
+ * windows, so the fitted ones are exactly a fixed-steps run's; fixed steps draw the budget alone. */
+static void test_heldout_windows(void **state) {
     (void)state;
-    int n_held = 0, n_held2 = 0;
-    int *a = calibration_split(64, 0.125, 7, &n_held);
-    assert_non_null(a);
-    assert_int_equal(n_held, 8);
-    unsigned char seen[64] = {0};
-    for (int i = 0; i < 64; i++) {
-        assert_true(a[i] >= 0 && a[i] < 64);
-        assert_int_equal(seen[a[i]], 0);
-        seen[a[i]] = 1;
-        if (i != 0 && i != 64 - n_held) assert_true(a[i] > a[i - 1]);
-    }
-    int *b = calibration_split(64, 0.125, 7, &n_held2), *c = calibration_split(64, 0.125, 8, &n_held2);
-    assert_memory_equal(a, b, 64 * sizeof(int));
-    assert_true(memcmp(a, c, 64 * sizeof(int)) != 0);
-    free(a);
-    free(b);
-    free(c);
-    a = calibration_split(2, 0.9, 1, &n_held); /* one window each side, whatever the share */
-    assert_int_equal(n_held, 1);
-    free(a);
-    a = calibration_split(10, 0.01, 1, &n_held);
-    assert_int_equal(n_held, 1);
-    free(a);
-    assert_null(calibration_split(1, 0.5, 1, &n_held)); /* nothing to hold out */
+    assert_int_equal(heldout_window_count(64, 0.125), 8);
+    assert_int_equal(heldout_window_count(10, 0.01), 1);
+    assert_int_equal(heldout_window_count(3, 0.9), 3);
+    assert_int_equal(calibration_draw_tokens(1000, 16, 0, 0.125), 1000);
+    assert_int_equal(calibration_draw_tokens(1000, 16, 1, 0.125), (63 + 8) * 16); /* 63 windows cover 1000 */
+    Corpus corpus;
+    small_corpus(&corpus);
+    int n = 0, m = 0;
+    int64_t *fixed = calibration_windows(&corpus, 1000, 16, 5, &n), *autos = calibration_windows(&corpus, calibration_draw_tokens(1000, 16, 1, 0.125), 16, 5, &m);
+    assert_non_null(fixed);
+    assert_non_null(autos);
+    assert_int_equal(n, 63);
+    assert_int_equal(m, 71);
+    assert_memory_equal(fixed, autos, (size_t)n * sizeof(int64_t));
+    int differs = 0; /* the held-out windows are new draws, not copies of the fitted ones */
+    for (int i = n; i < m; i++) differs += autos[i] != autos[i - n];
+    assert_true(differs > 0);
+    free(fixed);
+    free(autos);
+    corpus_free(&corpus);
 }
 
 /* The validation split is never read: the corpus's ids are moved so that the validation part
@@ -113,8 +109,9 @@ static void test_never_reads_validation(void **state) {
     CorrectOptions o;
     auto_options(&o, OBJECTIVE_CE);
     o.autostop.max_steps = 30;
-    int n_windows = 0;
-    int64_t *starts = calibration_windows(&corpus, o.calib_tokens, q.config.ctx, o.seed, &n_windows);
+    int n_windows = 0; /* the cache holds the fitted and the held-out windows */
+    int64_t *starts = calibration_windows(&corpus, calibration_draw_tokens(o.calib_tokens, q.config.ctx, 1, o.autostop.heldout_share),
+                                          q.config.ctx, o.seed, &n_windows);
     assert_non_null(starts);
     assert_int_equal(stream_corrections(&c, &q.config, 2, 0, 8 * 16, 513), 0); /* its first site after block 1 */
     StreamCache cache = {0};
@@ -139,20 +136,21 @@ static void test_never_reads_validation(void **state) {
     corpus_free(&corpus);
 }
 
-/* The held-out objective of c over the split's held-out windows, one window at a time. */
+/* The held-out objective of c over the held-out windows (those drawn after the budget's), one
+ * window at a time. */
 static double heldout_ce(GPT *q, Corrections *c, const Corpus *corpus, const CorrectOptions *o) {
-    int T = q->config.ctx, n_windows = 0, n_held = 0;
-    int64_t *starts = calibration_windows(corpus, o->calib_tokens, T, o->seed, &n_windows);
-    int *split = calibration_split(n_windows, o->autostop.heldout_share, o->seed, &n_held);
+    int T = q->config.ctx, n_windows = 0, n_fit = (int)((o->calib_tokens + T - 1) / T);
+    int64_t *starts = calibration_windows(corpus, calibration_draw_tokens(o->calib_tokens, T, 1, o->autostop.heldout_share), T,
+                                          o->seed, &n_windows);
+    assert_non_null(starts);
     double sum = 0;
-    for (int i = n_windows - n_held; i < n_windows; i++) {
-        const int32_t *w = corpus->ids + starts[split[i]];
+    for (int i = n_fit; i < n_windows; i++) {
+        const int32_t *w = corpus->ids + starts[i];
         assert_int_equal(gpt_forward(q, w, 1, T, &c->hook), 0);
         sum += gpt_loss(q, w + 1);
     }
     free(starts);
-    free(split);
-    return sum / n_held;
+    return sum / (n_windows - n_fit);
 }
 
 /* The rows of a held-out log (its header checked): each measurement's step and objective. */
@@ -183,7 +181,7 @@ static void test_returns_best_parameters(void **state) {
     CorrectOptions o;
     auto_options(&o, OBJECTIVE_CE);
     o.lr = 0.05f;
-    o.calib_tokens = 256; /* 16 windows: 14 fitted, 2 held out */
+    o.calib_tokens = 256; /* 16 windows fitted, 2 more held out */
     o.autostop.max_steps = 400;
     o.autostop.heldout_share = 0.125;
     o.autostop.schedule = SCHEDULE_COSINE;
@@ -321,8 +319,9 @@ static void test_measuring_leaves_training_alone(void **state) {
     corpus_free(&corpus);
 }
 
-/* Fixed steps are what they were: no split (every window fitted), the last parameters, stopped
- * "fixed"; and --steps auto refuses a calibration set of one window. */
+/* Fixed steps are what they were: no held-out windows, the last parameters, stopped "fixed";
+ * --steps auto trains on a budget of one window (one more held out) and refuses a held-out share
+ * out of range. */
 static void test_fixed_steps_and_refusals(void **state) {
     (void)state;
     Corpus corpus;
@@ -343,9 +342,13 @@ static void test_fixed_steps_and_refusals(void **state) {
     corrections_free(&c);
     assert_int_equal(stream_corrections(&c, &q.config, 1, 0, 8 * 16, 553), 0);
     auto_options(&o, OBJECTIVE_CE);
-    o.calib_tokens = 10; /* one window */
+    o.calib_tokens = 10; /* one window fitted, one more held out: enough */
+    o.autostop.max_steps = 5;
+    assert_int_equal(correction_fit(&q, &f, &c, &corpus, &o, &s), 0);
+    assert_true(isfinite(s.heldout_objective));
+    o.autostop.heldout_share = 1.5;
     assert_int_equal(correction_fit(&q, &f, &c, &corpus, &o, &s), -1);
-    assert_non_null(strstr(qc_last_error(), "too few"));
+    assert_non_null(strstr(qc_last_error(), "out of range"));
     corrections_free(&c);
     gpt_free(&q);
     gpt_free(&f);
@@ -354,7 +357,7 @@ static void test_fixed_steps_and_refusals(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_split),
+        cmocka_unit_test(test_heldout_windows),
         cmocka_unit_test(test_never_reads_validation),
         cmocka_unit_test(test_returns_best_parameters),
         cmocka_unit_test(test_flat_objective_stops_after_patience),

@@ -80,8 +80,7 @@ SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens
     double calib = (double)((r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx);
     double solve = method_info[r->method].solves ? 2.0 * calib : 0.0, steps = plan_expected_steps(cfg, r), heldout = 0.0;
     if (r->steps == STEPS_AUTO) {
-        int n_windows = (int)(calib / cfg->ctx), n_held = (int)lround(cfg->autostop.heldout_share * n_windows);
-        if (n_held < 1) n_held = 1;
+        int n_held = heldout_window_count((int)(calib / cfg->ctx), cfg->autostop.heldout_share);
         heldout = (steps / cfg->autostop.eval_every + 1.0) * n_held * cfg->ctx * above;
     }
     return (SweepWork){.correct = steps * cfg->corr_batch * cfg->ctx * above, .forward = eval_tokens * above + solve + heldout};
@@ -126,10 +125,11 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
                 }
                 have_model = 1;
                 int first_block = method_corrects(runs[k].method) ? plan_first_block(cfg, &runs[k]) : -1;
-                if (first_block >= 0 && runs[k].calib != cached_calib) cached_block = -1, cached_calib = runs[k].calib;
+                long draw = calibration_draw_tokens(runs[k].calib, cfg->ctx, runs[k].steps == STEPS_AUTO, cfg->autostop.heldout_share);
+                if (first_block >= 0 && draw != cached_calib) cached_block = -1, cached_calib = draw; /* as sweep_run draws */
                 if (first_block >= 0 && first_block != cached_block) {
                     p->prefix_caches++;
-                    add_work(&p->work, plan_prefix_cache(cfg, z, first_block, runs[k].calib, eval_tokens));
+                    add_work(&p->work, plan_prefix_cache(cfg, z, first_block, draw, eval_tokens));
                     cached_block = first_block;
                 }
                 p->runs++;

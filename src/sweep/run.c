@@ -351,7 +351,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             StreamCache calib = {0}, val = {0};
             int cached_block = -1;
             int n_calib = 0;
-            long calib_of_starts = -1; /* the budget calib_starts were drawn for */
+            long calib_of_starts = -1; /* the characters calib_starts were drawn for */
             int64_t *calib_starts = NULL;
             int *linear_sizes = qc_calloc((size_t)gpt_linear_count(&q.config), sizeof(int), "correction layout");
             if (!linear_sizes) rc = -1;
@@ -387,11 +387,13 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.heldout_log_path = method_info[r->method].trains && r->steps == STEPS_AUTO ? heldout_log : NULL;
                 CorrectionLayout layout;
                 if (correction_layout_for(&co, &q.config, &layout, linear_sizes) != 0) { rc = -1; break; }
-                if (method_corrects(r->method) && r->calib != calib_of_starts) { /* a new calibration set: new caches */
+                /* the windows drawn: the budget's, and under --steps auto its held-out windows too */
+                long draw = calibration_draw_tokens(r->calib, cfg->ctx, r->steps == STEPS_AUTO, cfg->autostop.heldout_share);
+                if (method_corrects(r->method) && draw != calib_of_starts) { /* a new calibration set: new caches */
                     free(calib_starts);
-                    calib_starts = calibration_windows(&corpus, r->calib, cfg->ctx, (uint64_t)r0->seed, &n_calib);
+                    calib_starts = calibration_windows(&corpus, draw, cfg->ctx, (uint64_t)r0->seed, &n_calib);
                     if (!calib_starts) { rc = -1; break; }
-                    calib_of_starts = r->calib;
+                    calib_of_starts = draw;
                     stream_cache_free(&calib);
                     cached_block = -1;
                 }
