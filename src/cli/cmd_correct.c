@@ -86,6 +86,10 @@ int cmd_correct(int argc, char **argv) {
     if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
     const MethodInfo *mi = &method_info[o.method];
     CorrectionKindId kind = method_kind(o.method, hidden);
+    if (mi->tunes && hidden != 0)
+        return usage_error("correct", "--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
+    if (mi->tunes == TUNE_WEIGHTS && scheme.bits >= 32)
+        return usage_error("correct", "--method %s trains the weights on their quantization grid: at --bits 32 there is none", method);
     if (!method_uses_hidden(o.method) && hidden != 0)
         return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
                            kind_info[method_kind(o.method, 0)].name);
