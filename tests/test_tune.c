@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "../src/budget.h"
 #include "../src/experiment.h"
@@ -344,21 +342,12 @@ static void test_never_reads_validation(void **state) {
     (void)state;
     Corpus corpus;
     small_corpus(&corpus);
-    long page = sysconf(_SC_PAGESIZE);
-    size_t train_bytes = corpus.n_train * sizeof(int32_t), val_bytes = corpus.n_val * sizeof(int32_t);
-    size_t lead = ((train_bytes + (size_t)page - 1) / (size_t)page) * (size_t)page;
-    size_t total = lead + ((val_bytes + (size_t)page - 1) / (size_t)page) * (size_t)page;
-    unsigned char *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(base != MAP_FAILED);
-    int32_t *ids = (int32_t *)(base + lead - train_bytes);
-    memcpy(ids, corpus.ids, train_bytes + val_bytes);
-    int32_t *own = corpus.ids;
-    corpus.ids = ids;
     QuantScheme s;
     quant_scheme_default(&s, 2);
     GPT f, q;
     pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 90);
-    assert_int_equal(mprotect(base + lead, total - lead, PROT_NONE), 0);
+    GuardedSplit guard;
+    unreadable_validation(&corpus, &guard);
     CorrectMethod methods[] = {METHOD_NORMTWEAK, METHOD_QAT};
     for (int m = 0; m < 2; m++)
         for (int obj = OBJECTIVE_CE; obj <= OBJECTIVE_KL; obj++)
@@ -374,9 +363,7 @@ static void test_never_reads_validation(void **state) {
                 assert_true(ts.steps_run > 0 && (autostop ? isfinite(ts.heldout_objective) : ts.stopped_by == STOPPED_FIXED));
                 corrections_free(&c);
             }
-    assert_int_equal(mprotect(base + lead, total - lead, PROT_READ | PROT_WRITE), 0);
-    corpus.ids = own;
-    munmap(base, total);
+    readable_validation(&corpus, &guard);
     gpt_free(&q);
     gpt_free(&f);
     corpus_free(&corpus);

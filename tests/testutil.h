@@ -54,6 +54,17 @@ const char *learnable_corpus_path(void);
  * m->max_batch windows of ctx drawn by seed. */
 void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed);
 
+/* The validation split made unreadable: the corpus's ids moved into a mapping where the
+ * validation part starts a page, and those pages protected, so a read faults the test;
+ * readable_validation undoes it (the corpus's own ids back). */
+typedef struct {
+    unsigned char *base;
+    size_t lead, total;
+    int32_t *own;
+} GuardedSplit;
+void unreadable_validation(Corpus *c, GuardedSplit *g);
+void readable_validation(Corpus *c, GuardedSplit *g);
+
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)
 
