@@ -15,6 +15,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "train.h"
+#include "tune.h"
 #include "util.h"
 
 void correct_options_default(CorrectOptions *o) {
@@ -169,7 +170,7 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     if (m->solves) rc = solve(q, f, c, corpus, o);
     else if (o->init == INIT_LSTSQ) rc = correction_lstsq(q, f, c, corpus, o); /* the closed form as the start */
     if (rc == 0 && trains) {
-        rc = correction_fit(q, f, c, corpus, o, &r->train);
+        rc = m->tunes ? tune_fit(q, f, c, corpus, o, &r->train) : correction_fit(q, f, c, corpus, o, &r->train);
         r->objective = r->train.objective;
     }
     if (rc == 0 && o->correction_bits < 32) corrections_store_narrow(c, o->correction_bits); /* evaluate what is stored */
@@ -179,7 +180,9 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
         return -1;
     }
     double t1 = now_seconds();
-    rc = evaluate_model(q, &c->hook, corpus->ids + corpus->n_train, corpus->n_val, val, corrections_frozen_prefix(c), ref, &r->eval);
+    /* a tuned base changed below every block: no prefix of it is cached */
+    rc = evaluate_model(q, &c->hook, corpus->ids + corpus->n_train, corpus->n_val, m->tunes ? NULL : val, corrections_frozen_prefix(c), ref,
+                        &r->eval);
     r->seconds_eval = now_seconds() - t1;
     if (rc != 0) {
         corrections_free(c);

@@ -69,6 +69,7 @@ typedef struct {
     int rank;                   /* lowrank: k per matrix, or RANK_MATCH */
     int lowrank_act_scale;      /* lowrank: SVD of E S, S = diag of each input column's mean |x| (L2QER) */
     unsigned scope;             /* linear kinds: the matrices the scheme quantized (SCOPE_OF roles), one site each */
+    const QuantScheme *scheme;  /* the methods that tune the base (tune.h): the scheme q was quantized by (qat: its grids) */
     const char *log_path;       /* CSV step,objective,lr,grad_norm; NULL: none */
     const char *heldout_log_path; /* --steps auto: CSV step,heldout_objective,lr,best; NULL: none */
     int quiet;
@@ -109,6 +110,23 @@ int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus,
  * o->steps fixed: that many steps on every calibration window; STEPS_AUTO: the rule of AutoStop,
  * c left at the best held-out parameters. The validation split is never read. */
 int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out);
+/* What fit_params trains: a flat vector with its AdamW state. Corrections train in place (their
+ * hook reads params; apply and collect NULL, param_grads 0: q cannot change). A method that trains
+ * the base's own parameters (tune.h) keeps them here: apply writes params into q after every
+ * change, param_grads runs q's backward with parameter gradients and collect reads those it
+ * trains out of q->grads into grads (its rule, the straight-through estimator for qat). Nothing
+ * below block frozen_prefix + 1 changes (-1: all may): the prefix a calibration cache may hold. */
+typedef struct {
+    float *params, *grads, *adam_m, *adam_v;
+    size_t num_params;
+    int param_grads, frozen_prefix;
+    void *ctx;
+    void (*apply)(void *ctx, GPT *q);
+    void (*collect)(void *ctx, const GPT *q);
+} FitParams;
+/* correction_fit's loop (the steps, --steps auto's rule) on any FitParams; c gives the hook (and
+ * the mse objective's sites). */
+int fit_params(GPT *q, GPT *f, Corrections *c, FitParams *p, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out);
 /* The same; *objective_out: the mean objective of the last steps. */
 int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, double *objective_out);
 /* --steps auto's held-out windows: max(1, round(share * n)) windows drawn after the n calibration
@@ -120,10 +138,11 @@ int heldout_window_count(int n_calib, double heldout_share);
  * held-out windows as well (windows [0, n_calib) fitted, the rest held out). */
 long calibration_draw_tokens(long calib_tokens, int T, int autostop, double heldout_share);
 /* One step's objective of a batch from the tokens into *value, and its gradients added into
- * c->grads (zero them first): what correction_train runs per step without a prefix cache.
+ * c->grads (zero them first; param_grads: q->grads too) by a backward down to block stop: what
+ * correction_train runs per step without a prefix cache.
  * mse_targets: scratch for c->n_sites stream pointers. -1 when the forward refuses. */
-int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
-                              const int32_t *targets, int B, int T, const float **mse_targets, double *value);
+int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs, const int32_t *targets,
+                              int B, int T, int param_grads, int stop, const float **mse_targets, double *value);
 /* Solves each linear site in order by ridge least squares to the float stream (QwT), on the
  * calibration windows (never the held-out ones --steps auto draws beyond them). */
 int correction_lstsq(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o);
@@ -137,7 +156,7 @@ typedef struct {
 
 /* The correction half of one experiment, as `correct` and the sweep both run it: sizes c for the
  * method, fits it (the kind's closed form where the method solves, then AdamW steps where it
- * trains) and evaluates the corrected model on the validation split — through val, a cache of
+ * trains; a method that tunes the base trains q's own parameters in place, tune.h) and evaluates the corrected model on the validation split — through val, a cache of
  * q's prefix over the validation windows, when given and deep enough, against ref (the float
  * model's view) when given. c and r->eval are the caller's to free on success. */
 int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o, const StreamCache *val,

@@ -1,8 +1,9 @@
 /* fit: fitting corrections to a frozen quantized model on the calibration windows — AdamW
  * training for a fixed number of steps or until the held-out objective stops improving
  * (--steps auto: the held-out windows, their measurement, the stopping rule, the best parameters
- * kept), and the lstsq closed form. Correction training never calls the optimizer on the base
- * and runs the base backward with param_grads = 0: its weights cannot change. */
+ * kept), and the lstsq closed form. What trains is a FitParams: corrections train in place and
+ * run the base backward with param_grads = 0 (its weights cannot change); the methods that tune
+ * the base's own parameters (tune.c) run it with param_grads = 1 and hand the loop copies. */
 #include "experiment.h"
 
 #include <cblas.h>
@@ -25,9 +26,9 @@ static void gather_batch(const Corpus *c, const int64_t *starts, const int *pick
     }
 }
 
-int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs,
-                              const int32_t *targets, int B, int T, const float **mse_targets, double *value) {
-    int N = B * T, V = q->config.vocab_size, stop = corrections_frozen_prefix(c) + 1;
+int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objective, const int32_t *inputs, const int32_t *targets,
+                              int B, int T, int param_grads, int stop, const float **mse_targets, double *value) {
+    int N = B * T, V = q->config.vocab_size;
     if (objective == OBJECTIVE_MSE) {
         gpt_forward_blocks(f, inputs, B, T, NULL, f->config.n_layer);
         for (int j = 0; j < c->n_sites; j++) mse_targets[j] = f->layers[c->sites[j].where].resid_out;
@@ -35,7 +36,7 @@ int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objectiv
         c->mse_loss = 0.0;
         int rc = gpt_forward_blocks(q, inputs, B, T, &c->hook, q->config.n_layer);
         *value = c->mse_loss;
-        if (rc == 0) gpt_backward(q, &c->hook, 0, 0, stop);
+        if (rc == 0) gpt_backward(q, &c->hook, 0, param_grads, stop);
         c->mse_targets = NULL;
         return rc;
     }
@@ -46,7 +47,7 @@ int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objectiv
         gpt_forward(f, inputs, B, T, NULL);
         *value = kl_forward_backward(q->dlogits, q->logits, f->logits, N, V, 1.0f / N);
     }
-    gpt_backward(q, &c->hook, 1, 0, stop);
+    gpt_backward(q, &c->hook, 1, param_grads, stop);
     return 0;
 }
 
@@ -144,6 +145,17 @@ int correction_train(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const
 }
 
 int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out) {
+    FitParams p = {.params = c->params, .grads = c->grads, .adam_m = c->adam_m, .adam_v = c->adam_v, .num_params = c->num_params,
+                   .frozen_prefix = corrections_frozen_prefix(c)};
+    return fit_params(q, f, c, &p, corpus, o, out);
+}
+
+/* p->params changed: into the model, where they live there */
+static void fit_apply(FitParams *p, GPT *q) {
+    if (p->apply) p->apply(p->ctx, q);
+}
+
+int fit_params(GPT *q, GPT *f, Corrections *c, FitParams *p, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out) {
     int T = q->config.ctx, B = o->batch, autostop = o->steps == STEPS_AUTO;
     const AutoStop *a = &o->autostop;
     int cap = autostop ? a->max_steps : o->steps;
@@ -154,7 +166,7 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
                  a->max_steps, a->eval_every, a->patience, a->min_delta, a->heldout_share);
         return -1;
     }
-    if (gpt_enable_backward(q) != 0) return -1;
+    if ((p->param_grads ? gpt_enable_training(q) : gpt_enable_backward(q)) != 0) return -1;
     int n_windows = 0, n_held = 0;
     int64_t *starts = calibration_windows(corpus, calibration_draw_tokens(o->calib_tokens, T, autostop, a->heldout_share), T,
                                           o->seed, &n_windows);
@@ -182,11 +194,11 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
         n_fit = (int)((o->calib_tokens + T - 1) / T);
         n_held = n_windows - n_fit;
         held = qc_malloc((size_t)n_held * sizeof(int), "held-out windows");
-        best_params = qc_malloc(c->num_params * sizeof(float), "best parameters");
+        best_params = qc_malloc(p->num_params * sizeof(float), "best parameters");
         if (a->ema > 0) {
-            ema = qc_malloc(c->num_params * sizeof(float), "parameter average");
-            live = qc_malloc(c->num_params * sizeof(float), "parameter average");
-            if (ema) memcpy(ema, c->params, c->num_params * sizeof(float));
+            ema = qc_malloc(p->num_params * sizeof(float), "parameter average");
+            live = qc_malloc(p->num_params * sizeof(float), "parameter average");
+            if (ema) memcpy(ema, p->params, p->num_params * sizeof(float));
         }
         if (!held || !best_params || (a->ema > 0 && (!ema || !live))) goto done;
         for (int i = 0; i < n_held; i++) held[i] = n_fit + i;
@@ -195,11 +207,11 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
     if (warmup < 1) warmup = 1;
     Rng rng;
     rng_seed(&rng, o->seed ^ 0x5EED5EEDull);
-    if (o->objective == OBJECTIVE_MSE && kind_info[c->kind].placement != PLACE_STREAM) {
+    if (o->objective == OBJECTIVE_MSE && (kind_info[c->kind].placement != PLACE_STREAM || c->n_sites == 0)) {
         qc_error("the mse objective compares streams after blocks: %s corrections have none", kind_info[c->kind].name);
         goto done;
     }
-    int first_block = corrections_frozen_prefix(c);
+    int first_block = p->frozen_prefix;
     const StreamCache *cache = o->objective == OBJECTIVE_CE && first_block >= 0 ? o->calib_cache : NULL;
     if (cache && (cache->first_block != first_block || cache->max_batch < B ||
                   cache->identity != stream_cache_identity(q, starts, n_windows, first_block))) {
@@ -222,12 +234,16 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
         if (autostop && (step % a->eval_every == 0 || step == decay_end)) { /* measure the parameters after `step` steps */
             double h;
             if (ema) { /* measured (and kept) is the average, not the last step's parameters */
-                memcpy(live, c->params, c->num_params * sizeof(float));
-                memcpy(c->params, ema, c->num_params * sizeof(float));
+                memcpy(live, p->params, p->num_params * sizeof(float));
+                memcpy(p->params, ema, p->num_params * sizeof(float));
+                fit_apply(p, q);
             }
             int measured = heldout_objective(q, f, c, &c->hook, corpus, o, cache, first_block, starts, held, n_held, Bh, inputs,
                                              targets, pick, mse_targets, &h);
-            if (ema) memcpy(c->params, live, c->num_params * sizeof(float));
+            if (ema) {
+                memcpy(p->params, live, p->num_params * sizeof(float));
+                fit_apply(p, q);
+            }
             if (measured != 0) goto done;
             if (step == 0) { /* the improvement that counts: a share of what there is to win back */
                 double gap = h - h_float;
@@ -240,7 +256,7 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
             if (h < best) { /* the best parameters seen, whatever the margin */
                 best = h;
                 best_step = step;
-                memcpy(best_params, ema ? ema : c->params, c->num_params * sizeof(float));
+                memcpy(best_params, ema ? ema : p->params, p->num_params * sizeof(float));
             }
             if (decay_start >= 0) { /* cooling down: it ends where it was set to */
                 if (step >= decay_end) why = STOPPED_PLATEAU;
@@ -267,29 +283,33 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
         }
         if (step >= cap) break;
         for (int b = 0; b < B; b++) pick[b] = (int)rng_below(&rng, (uint64_t)n_fit);
-        corrections_zero_grad(c);
+        memset(p->grads, 0, p->num_params * sizeof(float));
+        if (p->param_grads) gpt_zero_grad(q);
         double objective;
         if (cache) { /* the frozen prefix comes from the cache: only blocks after it run */
             stream_cache_gather(cache, pick, B, targets);
             if (gpt_forward_from(q, cache->batch, first_block + 1, B, T, &c->hook) != 0) goto done;
             objective = gpt_loss(q, targets);
-            gpt_backward(q, &c->hook, 1, 0, first_block + 1);
+            gpt_backward(q, &c->hook, 1, p->param_grads, first_block + 1);
         } else {
             gather_batch(corpus, starts, pick, B, T, inputs, targets);
-            if (correction_step_objective(q, f, c, o->objective, inputs, targets, B, T, mse_targets, &objective) != 0) goto done;
+            if (correction_step_objective(q, f, c, o->objective, inputs, targets, B, T, p->param_grads, first_block + 1,
+                                                                 mse_targets, &objective) != 0) goto done;
         }
         if (!isfinite(objective)) {
             qc_error("correction training diverged: objective is %g at step %d (try a lower learning rate)", objective, step + 1);
             goto done;
         }
+        if (p->collect) p->collect(p->ctx, q);
         float lr = autostop && a->schedule != SCHEDULE_COSINE ? auto_lr(o, warmup, step, lr_scale, decay_start, decay_end)
                                                               : lr_schedule(step, cap, warmup, o->lr, o->lr / 10.0f);
-        double norm = clip_grad_norm(c->grads, c->num_params, o->grad_clip);
+        double norm = clip_grad_norm(p->grads, p->num_params, o->grad_clip);
         AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = o->weight_decay, .step = step + 1};
-        adamw_update(c->params, c->grads, c->adam_m, c->adam_v, c->num_params, 1, &s);
+        adamw_update(p->params, p->grads, p->adam_m, p->adam_v, p->num_params, 1, &s);
+        fit_apply(p, q);
         if (ema) {
             float k = (float)a->ema;
-            for (size_t i = 0; i < c->num_params; i++) ema[i] = k * ema[i] + (1.0f - k) * c->params[i];
+            for (size_t i = 0; i < p->num_params; i++) ema[i] = k * ema[i] + (1.0f - k) * p->params[i];
         }
         if (log) fprintf(log, "%d,%.6f,%.6g,%.6f\n", step + 1, objective, lr, norm);
         if (qc_stop_signal) {
@@ -301,7 +321,10 @@ int correction_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const C
             progress_line(stderr, step + 1 == cap, "correct step %d/%d %s %.5f lr %.2e", step + 1, cap, objective_name(o->objective),
                           objective, lr);
     }
-    if (autostop) memcpy(c->params, best_params, c->num_params * sizeof(float));
+    if (autostop) {
+        memcpy(p->params, best_params, p->num_params * sizeof(float));
+        fit_apply(p, q);
+    }
     out->steps_run = step;
     out->best_step = autostop ? best_step : step;
     out->stopped_by = why;

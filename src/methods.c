@@ -6,7 +6,7 @@
 
 #define QUANTIZER_INFO(id, name, calib, fn) {name, calib},
 #define KIND_INFO(id, name, place, ops, solve) {name, place},
-#define METHOD_INFO(id, name, kind, trains, solves) {name, kind, trains, solves},
+#define METHOD_INFO(id, name, kind, trains, solves, tunes) {name, kind, trains, solves, tunes},
 const QuantizerInfo quantizer_info[QUANTIZER_COUNT] = {QUANTIZERS(QUANTIZER_INFO)};
 const CorrectionKindInfo kind_info[KIND_COUNT] = {CORRECTION_KINDS(KIND_INFO)};
 const MethodInfo method_info[METHOD_COUNT] = {CORRECTION_METHODS(METHOD_INFO)};
@@ -64,6 +64,10 @@ int method_uses_every(CorrectMethod m) {
     return k == KIND_BY_HIDDEN || (k != KIND_NONE && kind_info[k].placement == PLACE_STREAM);
 }
 
-int method_corrects(CorrectMethod m) { return method_info[m].kind != KIND_NONE; }
+int method_corrects(CorrectMethod m) { return method_info[m].kind != KIND_NONE || method_info[m].tunes != TUNE_NONE; }
 
-int method_fits_weight_error(CorrectMethod m) { return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR; }
+TuneTarget method_tunes(CorrectMethod m) { return method_info[m].tunes; }
+
+int method_fits_weight_error(CorrectMethod m) {
+    return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR || method_info[m].tunes == TUNE_WEIGHTS;
+}

@@ -27,15 +27,23 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
     X(KIND_LOWRANK, "lowrank", PLACE_LINEAR, lowrank_kind, lowrank_solve)    \
     X(KIND_BIAS, "bias", PLACE_LINEAR, bias_kind, bias_solve)
 
+/* What of the quantized model's own parameters a method trains (tune.c), storing exactly what the
+ * quantized model stores: nothing, the LayerNorms (float already), or every quantized weight on
+ * its grid. */
+typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS } TuneTarget;
+
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
- * trains (AdamW steps), solves (the kind's closed form)). A method that solves and trains
- * (lowrank) fine-tunes its closed form only when given steps. */
-#define CORRECTION_METHODS(X)                         \
-    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0)     \
-    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1)        \
-    X(METHOD_LOWRANK, "lowrank", KIND_LOWRANK, 1, 1)   \
-    X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1)            \
-    X(METHOD_NONE, "none", KIND_NONE, 0, 0)
+ * trains (AdamW steps), solves (the kind's closed form), tunes (the base's own parameters it
+ * trains: 0 extra bits)). A method that solves and trains (lowrank) fine-tunes its closed form
+ * only when given steps. */
+#define CORRECTION_METHODS(X)                                          \
+    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0, TUNE_NONE)           \
+    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1, TUNE_NONE)              \
+    X(METHOD_LOWRANK, "lowrank", KIND_LOWRANK, 1, 1, TUNE_NONE)         \
+    X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1, TUNE_NONE)                  \
+    X(METHOD_NORMTWEAK, "normtweak", KIND_NONE, 1, 0, TUNE_NORMS)       \
+    X(METHOD_QAT, "qat", KIND_NONE, 1, 0, TUNE_WEIGHTS)                 \
+    X(METHOD_NONE, "none", KIND_NONE, 0, 0, TUNE_NONE)
 
 #define METHODS_ENUM_ID(id, name, ...) id,
 typedef enum { QUANTIZERS(METHODS_ENUM_ID) QUANTIZER_COUNT } QuantizerId;
@@ -55,6 +63,7 @@ typedef struct {
     const char *name;
     CorrectionKindId kind;
     int trains, solves;
+    TuneTarget tunes;
 } MethodInfo;
 
 extern const QuantizerInfo quantizer_info[QUANTIZER_COUNT];
@@ -80,11 +89,12 @@ CorrectionKindId method_kind(CorrectMethod m, int hidden);
  * axis (every): only for corrections on the stream. */
 int method_uses_hidden(CorrectMethod m);
 int method_uses_every(CorrectMethod m);
-/* Whether a method adds anything to fit (not "none"): the control arm and narrower storage of
- * the corrections apply to it. */
+/* Whether a method fits anything (not "none": a correction, or the base's own parameters). */
 int method_corrects(CorrectMethod m);
-/* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer): at 32
- * bits there is nothing for it to fit. */
+/* What of the base a method trains (TUNE_NONE: it adds corrections, or nothing). */
+TuneTarget method_tunes(CorrectMethod m);
+/* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer) or
+ * trains on its grid (qat): at 32 bits there is nothing for it to fit. */
 int method_fits_weight_error(CorrectMethod m);
 
 #endif

@@ -122,8 +122,10 @@ bad:
  * on), correction_sizes (linear kinds: each site's size), correction_method, correction_objective */
 static int corrections_to_meta(const Corrections *c, const CorrectionProvenance *how, StMeta *out) {
     int n = 0;
-    if (correction_kind_ops(c->kind)->fold) { /* inside the base's tensors: the file is a plain quantized model */
-        set_meta(&out[n++], "correction_folded", kind_info[c->kind].name);
+    /* folded kinds, and the methods that tune the base's own tensors (no correction at all): the file
+     * is a plain quantized model, with where its tensors came from */
+    if (correction_kind_ops(c->kind)->fold || c->kind == KIND_NONE) {
+        if (c->kind != KIND_NONE) set_meta(&out[n++], "correction_folded", kind_info[c->kind].name);
         if (how) {
             set_meta(&out[n++], "correction_method", how->method);
             set_meta(&out[n++], "correction_objective", how->objective);

@@ -498,6 +498,26 @@ if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method bias --quantize
     json_check "eval of the bias checkpoint (deltas folded into the biases, no correction tensor) gives loss_corrected to 1e-5" "$T/eval.json" \
         'c=json.load(open(sys.argv[1].replace("eval.json","bias.json"))); assert abs(o["loss"]-c["loss_corrected"])<1e-5 and o["correction_sites"]==0, (o, c["loss_corrected"])'
 else fail "correct --method bias exits 0"; show "$T/err"; fi
+# the methods that tune the base (0 extra bits): the model's bits are the quantized model's, nothing
+# stored beside it, and the saved checkpoint (a plain quantized model) gives loss_corrected again
+for m in normtweak qat; do
+    if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method $m --out "$H/$m.safetensors" --json >"$T/$m.json" 2>"$T/err"; then
+        json_check "correct --method $m: 20 steps, model_bits_corrected = model_bits_quant, no correction stored" "$T/$m.json" \
+            'assert o["method"]==sys.argv[1].split("/")[-1][:-5] and o["steps"]==20 and o["steps_run"]==20 and o["objective"]=="ce" and o["model_bits_corrected"]==o["model_bits_quant"] and o["correction_bits"]==0 and o["correction_params"]==0 and o["correction_sites"]==0 and o["loss_corrected"]!=o["loss_quant"], o'
+        "$QCORR" eval --model "$H/$m.safetensors" --data "$AB" --batch 4 --json >"$T/eval.json" 2>"$T/err"
+        json_check "eval of the $m checkpoint gives its loss_corrected to 1e-5" "$T/eval.json" \
+            "c=json.load(open('$T/$m.json')); assert abs(o['loss']-c['loss_corrected'])<1e-5 and o['correction_sites']==0, (o, c['loss_corrected'])"
+    else fail "correct --method $m exits 0"; show "$T/err"; fi
+done
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method qat --objective kl --steps auto --max-steps 20 --eval-every 5 --json >"$T/out" 2>"$T/err"; then
+    json_check "correct --method qat --objective kl --steps auto: stopped by the rule, a held-out objective" "$T/out" \
+        'assert o["steps"]=="auto" and o["objective"]=="kl" and 0<o["steps_run"]<=20 and o["heldout_objective"] is not None, o'
+else fail "correct --method qat --steps auto exits 0"; show "$T/err"; fi
+expect_error "correct --method normtweak --hidden 8" 2 "normtweak" "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --hidden 8 --quiet
+expect_error "correct --method qat --bits 32 (no grid)" 2 "qat" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --bits 32 --quiet
+expect_error "correct --method normtweak --objective mse" 2 "--objective mse" "normtweak" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --objective mse --quiet
+expect_error "correct --method normtweak --scope linear,head,norm" 2 "normtweak" "--scope norm" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --scope linear,head,norm --quiet
+expect_error "correct --method qat --quantizer mse --mse-weighted (grids fitted on data)" 1 "qat" "not on the grid" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --quantizer mse --mse-weighted --calib-tokens 2000 --batch 4 --quiet
 # refusals
 NOCORPUS="env -C $T"
 expect_error "quantize --quantizer foo" 2 "--quantizer" "foo" -- "$QCORR" quantize --model "$M" --out "$OQ" --quantizer foo

@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "../src/correct.h"
 #include "../src/data.h"
@@ -79,19 +77,10 @@ static void test_never_reads_validation(void **state) {
     (void)state;
     Corpus corpus;
     small_corpus(&corpus);
-    long page = sysconf(_SC_PAGESIZE);
-    size_t train_bytes = corpus.n_train * sizeof(int32_t), val_bytes = corpus.n_val * sizeof(int32_t);
-    size_t lead = ((train_bytes + (size_t)page - 1) / (size_t)page) * (size_t)page;
-    size_t total = lead + ((val_bytes + (size_t)page - 1) / (size_t)page) * (size_t)page;
-    unsigned char *base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(base != MAP_FAILED);
-    int32_t *ids = (int32_t *)(base + lead - train_bytes); /* ids + n_train is page-aligned */
-    memcpy(ids, corpus.ids, train_bytes + val_bytes);
-    int32_t *own = corpus.ids;
-    corpus.ids = ids;
     GPT f, q;
-    quantized_pair(&f, &q, &corpus, 2, 511);
-    assert_int_equal(mprotect(base + lead, total - lead, PROT_NONE), 0);
+    quantized_pair(&f, &q, &corpus, 2, 511); /* reads only the vocabulary */
+    GuardedSplit guard;
+    unreadable_validation(&corpus, &guard);
     for (int objective = OBJECTIVE_CE; objective <= OBJECTIVE_MSE; objective++)
         for (int hidden = 0; hidden <= 8; hidden += 8) {
             Corrections c;
@@ -128,9 +117,7 @@ static void test_never_reads_validation(void **state) {
     corrections_free(&c);
     stream_cache_free(&cache);
     free(starts);
-    assert_int_equal(mprotect(base + lead, total - lead, PROT_READ | PROT_WRITE), 0);
-    corpus.ids = own;
-    munmap(base, total);
+    readable_validation(&corpus, &guard);
     gpt_free(&q);
     gpt_free(&f);
     corpus_free(&corpus);

@@ -114,7 +114,8 @@ static double objective_and_gradients(CorrectionFixture *x, Corrections *c, Obje
     const float *streams[8];
     double value;
     corrections_zero_grad(c);
-    if (correction_step_objective(&x->q, &x->f, c, objective, x->inputs, x->targets, x->B, x->T, streams, &value) != 0)
+    if (correction_step_objective(&x->q, &x->f, c, objective, x->inputs, x->targets, x->B, x->T, 0, corrections_frozen_prefix(c) + 1, streams,
+                                  &value) != 0)
         fail_msg("correction_step_objective: %s", qc_last_error());
     return value;
 }

@@ -306,6 +306,35 @@ static void test_record_fields_typed_by_schema(void **state) {
     }
 }
 
+/* The methods that tune the base (normtweak, qat): in the methods preset, once per model and budget
+ * (no every, hidden or storage width, even with a storage axis), never in the control arm, with the
+ * correction steps; the mse objective refused for them. */
+static void test_enumerate_tuning_methods(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "methods"), 0);
+    int in_preset = 0;
+    for (int m = 0; m < cfg.n_methods; m++) in_preset += method_tunes(cfg.methods[m]) != TUNE_NONE;
+    assert_int_equal(in_preset, 2);
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    assert_int_equal(parse_method_list("--methods", "normtweak,qat,train", &cfg), 0);
+    cfg.corr_bits[0] = 32, cfg.corr_bits[1] = 8, cfg.n_corr_bits = 2;
+    int n_runs, n_groups;
+    SweepRun *runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    int tuned = 0;
+    for (int i = 0; i < n_runs; i++) {
+        if (!method_tunes(runs[i].method)) continue;
+        tuned++;
+        assert_true(runs[i].bits != 32 && runs[i].every == 0 && runs[i].hidden == 0 && runs[i].corr_bits == 32 && runs[i].steps == cfg.corr_steps);
+    }
+    assert_int_equal(tuned, 2 * 2); /* two methods at bits 2 and 4 */
+    free(runs);
+    cfg.objective = OBJECTIVE_MSE;
+    assert_int_equal(sweep_config_check(&cfg), -1);
+    assert_non_null(strstr(qc_last_error(), "mse"));
+}
+
 /* The grid's axes from the method tables: methods that do not correct run once per model (no
  * every, hidden, storage width or budget), the control only for stream corrections, granularities
  * that do not fit a size skip it, the correcting methods only where --corrected-* allow, and the
@@ -381,6 +410,7 @@ int main(void) {
         cmocka_unit_test(test_summary_header_keeps_column_order),
         cmocka_unit_test(test_record_fields_typed_by_schema),
         cmocka_unit_test(test_enumerate_axes),
+        cmocka_unit_test(test_enumerate_tuning_methods),
     };
     return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -188,4 +189,24 @@ void corpus_model(GPT *m, const Corpus *corpus, int L, int max_batch, uint64_t s
     assert_int_equal(gpt_init(m, &cfg, max_batch), 0);
     gpt_init_weights(m, seed);
     for (size_t i = 0; i < m->num_params; i++) m->params[i] *= 5.0f;
+}
+
+void unreadable_validation(Corpus *c, GuardedSplit *g) {
+    long page = sysconf(_SC_PAGESIZE);
+    size_t train_bytes = c->n_train * sizeof(int32_t), val_bytes = c->n_val * sizeof(int32_t);
+    g->lead = ((train_bytes + (size_t)page - 1) / (size_t)page) * (size_t)page;
+    g->total = g->lead + ((val_bytes + (size_t)page - 1) / (size_t)page) * (size_t)page;
+    g->base = mmap(NULL, g->total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(g->base != MAP_FAILED);
+    int32_t *ids = (int32_t *)(g->base + g->lead - train_bytes); /* ids + n_train is page-aligned */
+    memcpy(ids, c->ids, train_bytes + val_bytes);
+    g->own = c->ids;
+    c->ids = ids;
+    assert_int_equal(mprotect(g->base + g->lead, g->total - g->lead, PROT_NONE), 0);
+}
+
+void readable_validation(Corpus *c, GuardedSplit *g) {
+    assert_int_equal(mprotect(g->base + g->lead, g->total - g->lead, PROT_READ | PROT_WRITE), 0);
+    c->ids = g->own;
+    munmap(g->base, g->total);
 }

@@ -63,6 +63,17 @@ void train_briefly(GPT *m, const Corpus *c, int steps, uint64_t seed);
 void skip_reason(const char *test, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define skip_because(...) do { skip_reason(__func__, __VA_ARGS__); skip(); } while (0)
 
+/* The validation split made unreadable: the corpus's ids moved into a mapping where the
+ * validation part starts a page, and those pages protected, so a read faults the test;
+ * readable_validation undoes it (the corpus's own ids back). */
+typedef struct {
+    unsigned char *base;
+    size_t lead, total;
+    int32_t *own;
+} GuardedSplit;
+void unreadable_validation(Corpus *c, GuardedSplit *g);
+void readable_validation(Corpus *c, GuardedSplit *g);
+
 #define assert_close(a, b, tol) \
     do { double _a = (a), _b = (b); if (!(fabs(_a - _b) <= (tol))) fail_msg("%s = %.9g, %s = %.9g, tolerance %g", #a, _a, #b, _b, (double)(tol)); } while (0)
 

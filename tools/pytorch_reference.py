@@ -208,6 +208,25 @@ lowrank -> quant_lowrank.safetensors   [tests/test_methods_parity.c]
     Checked here: rank 24 = min(out, in) with S = I gives W back (Q + B A, < 1e-6); at rank 4 the
     act-aware terms have the lower output error ||X (E - B A)^T||, the plain ones the lower
     ||E - B A||; the corrected bias removes the mean output error (to 1.4e-8).
+
+tune -> tune_expected.safetensors   [tests/test_parity_tune.c]
+    Issue 22's zero-bit methods on gpt_tiny_init (float) and gpt_tiny_quant3 (its int3 copy), the
+    batch of `gpt`. normtweak: only the LayerNorm weights and biases train; qat: a latent copy of
+    every quantized matrix, the model's weight w = Q(clamp(latent)) per row on the grid refitted
+    from the float row (absmax, exact scale: gpt_tiny_quant3's own grid, checked) and kept, the
+    gradient straight through (d/d latent = d/d w). One step: the trained gradients' norm clipped
+    to 1, then torch.optim.AdamW (step 1, betas 0.9/0.95, eps 1e-8, no weight decay) at lr 1e-2
+    (normtweak) or 0.03 (qat: under most grids' half-step, so 45% of the codes move). Tensors:
+      inputs, targets                              (3,16) the batch
+      {normtweak|qat}.{ce|kl}.value                (1) the objective (kl: KL(p_float || p))
+      normtweak.{ce|kl}.grad.<LayerNorm tensor>    its gradient
+      qat.{ce|kl}.grad.<quantized matrix>          the straight-through gradient
+      normtweak.step.<LayerNorm tensor>            after the ce step
+      qat.step.latent.<matrix>, qat.step.weight.<matrix>   the clamped latent and its grid value
+      {normtweak|qat}.step.loss                    (1) ce after the step
+    metadata: models, quantization, the learning rates and the step's rule. The writer prints how
+    close the nearest latent value comes to a rounding boundary (1.1e-3 steps: the grid values
+    compare exactly).
 """
 import argparse
 import os
@@ -222,6 +241,7 @@ import ref_methods  # noqa: E402
 import ref_correct  # noqa: E402
 import ref_eval  # noqa: E402
 import ref_quant  # noqa: E402
+import ref_tune  # noqa: E402
 
 # name -> (fixture writer, what it covers); each writer returns the paths it wrote
 REFERENCES = {
@@ -234,6 +254,7 @@ REFERENCES = {
     "mse": (ref_methods.write_mse, "issue 14: scales from a grid of clip ratios"),
     "gptq": (ref_methods.write_gptq, "issue 14: GPTQ"),
     "lowrank": (ref_methods.write_lowrank, "issue 14: low-rank error terms (LoRC/L2QER) and bias correction"),
+    "tune": (ref_tune.write_tune, "issue 22: normtweak and qat (0 extra bits): gradients and one AdamW step"),
 }
 
 

@@ -27,9 +27,11 @@ int cmd_correct(int argc, char **argv) {
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
-    char method_help[256], method_list[128];
+    char method_help[384], method_list[128];
     method_names(method_list, sizeof method_list);
-    snprintf(method_help, sizeof method_help, "%s: train (AdamW), lstsq (ridge, linear), lowrank (SVD per matrix), bias (bias correction)",
+    snprintf(method_help, sizeof method_help,
+             "%s: train (AdamW), lstsq (ridge, linear), lowrank (SVD per matrix), bias (bias correction), normtweak (the LayerNorms), "
+             "qat (the weights on their grid); the last two add no bits",
              method_list);
     double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
     ArgSpec specs[] = {
@@ -84,6 +86,10 @@ int cmd_correct(int argc, char **argv) {
     if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
     const MethodInfo *mi = &method_info[o.method];
     CorrectionKindId kind = method_kind(o.method, hidden);
+    if (mi->tunes && hidden != 0)
+        return usage_error("correct", "--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
+    if (mi->tunes == TUNE_WEIGHTS && scheme.bits >= 32)
+        return usage_error("correct", "--method %s trains the weights on their quantization grid: at --bits 32 there is none", method);
     if (!method_uses_hidden(o.method) && hidden != 0)
         return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
                            kind_info[method_kind(o.method, 0)].name);
@@ -104,6 +110,10 @@ int cmd_correct(int argc, char **argv) {
     if (autostop) steps = STEPS_AUTO;
     else if (steps < 0) steps = mi->solves ? 0 : 500;
     int fine_tunes = mi->trains && !(mi->solves && steps == 0);
+    if (fine_tunes && o.objective == OBJECTIVE_MSE && mi->tunes)
+        return usage_error("correct", "--objective mse compares the streams at correction sites; --method %s has none: use ce or kl", method);
+    if (mi->tunes == TUNE_NORMS && scheme.bits < 32 && (scheme.scope & SCOPE_OF(ROLE_NORM)))
+        return usage_error("correct", "--method normtweak trains the LayerNorms in float, which --scope norm quantizes");
     if (fine_tunes && o.objective == OBJECTIVE_MSE && kind_info[kind].placement != PLACE_STREAM)
         return usage_error("correct", "--objective mse compares the streams after blocks; --method %s sits on linear layers: use ce or kl",
                            method);
@@ -121,6 +131,7 @@ int cmd_correct(int argc, char **argv) {
         return usage_error("correct", "--lowrank-scale: expected none or act, got '%s'", lowrank_scale);
     o.lowrank_act_scale = strcmp(lowrank_scale, "act") == 0;
     o.scope = scheme.scope;
+    o.scheme = &scheme;
     o.every = every; o.hidden = hidden; o.steps = steps; o.lr = (float)lr; o.weight_decay = (float)weight_decay;
     if (correction_bits != 32 && correction_bits > 16)
         return usage_error("correct", "--correction-bits %d: expected 2..16 (integer codes) or 32 (float)", correction_bits);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../methods.h"
 #include "../util.h"
 
 /* ---------------------------------------------------------------- agreement */
@@ -91,6 +92,11 @@ static void model_label(const Run *r, char *out, size_t size) {
     snprintf(out, size, "int%ld %s %s", r->rec.bits, r->rec.granularity ? r->rec.granularity : "", r->rec.quantizer ? r->rec.quantizer : "");
 }
 static void correction_label(const Run *r, char *out, size_t size) {
+    int m = method_by_name(r->rec.method);
+    if (m >= 0 && method_tunes((CorrectMethod)m)) { /* no correction: the base itself trained, at its own bits */
+        snprintf(out, size, "%s", r->rec.method);
+        return;
+    }
     const char *kind = r->rec.correction && r->rec.correction[0] ? r->rec.correction : r->mlp ? "mlp" : "linear";
     size_t len = (size_t)snprintf(out, size, "%s", kind);
     if (r->mlp) len += (size_t)snprintf(out + len, size - len, " h%ld", r->rec.hidden);

@@ -356,6 +356,11 @@ int sweep_config_check(const SweepConfig *cfg) {
         qc_error("no correction method chosen (%s)", names);
         return -1;
     }
+    for (int i = 0; i < cfg->n_methods; i++)
+        if (method_tunes(cfg->methods[i]) && cfg->objective == OBJECTIVE_MSE) {
+            qc_error("method %s has no correction sites for the mse objective to compare: use ce or kl", method_name(cfg->methods[i]));
+            return -1;
+        }
     for (int i = 0; i < cfg->n_corr_bits; i++)
         if (cfg->corr_bits[i] != 32 && (cfg->corr_bits[i] < 2 || cfg->corr_bits[i] > 16)) {
             qc_error("corrections stored at %d bits: expected 2..16 or 32 (float)", cfg->corr_bits[i]);
@@ -468,7 +473,8 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                                 if (!control && method_corrects(method) && !corrected_here(cfg, bits, gr)) continue;
                                 if (k > 0 && !method_corrects(method)) continue; /* no calibration: once */
                                 int n_hidden = method_uses_hidden(method) ? cfg->n_hidden : 1;
-                                int n_stored = method_corrects(method) ? cfg->n_corr_bits : 1;
+                                int stores = method_corrects(method) && !method_tunes(method); /* tuning stores no correction */
+                                int n_stored = stores ? cfg->n_corr_bits : 1;
                                 int n_st = method_info[method].trains ? n_steps : 1;
                                 for (int h = 0; h < n_hidden; h++)
                                     for (int c = 0; c < n_stored; c++)
@@ -482,7 +488,7 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                                         r->method = method;
                                         r->every = e < cfg->n_every ? cfg->every[e] : 0;
                                         r->hidden = method_uses_hidden(method) ? cfg->hidden[h] : 0;
-                                        r->corr_bits = method_corrects(method) ? cfg->corr_bits[c] : 32;
+                                        r->corr_bits = stores ? cfg->corr_bits[c] : 32;
                                         r->steps = !method_info[method].trains ? 0 : cfg->n_steps_axis ? cfg->steps_axis[st] : cfg->corr_steps;
                                         r->calib = cfg->n_calib_axis ? cfg->calib_axis[k] : cfg->calib_tokens;
                                         r->group = g;

@@ -19,6 +19,7 @@ static int plan_first_block(const SweepConfig *cfg, const SweepRun *r) {
     GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[r->size_index].d_model,
                    .n_layer = cfg->sizes[r->size_index].n_layer, .n_head = cfg->heads};
     CorrectionLayout layout = sweep_run_layout(r);
+    if (method_tunes(r->method)) return -1; /* the base itself trains, from block 0 */
     /* a term on every quantized matrix starts in block 0 when the blocks' matrices are quantized */
     if (kind_info[layout.kind].placement == PLACE_LINEAR) return cfg->scheme.scope & SCOPE_OF(ROLE_LINEAR) ? -1 : g.n_layer - 1;
     return correction_layout_frozen_prefix(&g, &layout);

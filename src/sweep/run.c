@@ -376,6 +376,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 co.ridge = cfg->ridge;
                 co.correction_bits = r->corr_bits;
                 co.scope = scheme.scope;
+                co.scheme = &scheme;
                 co.rank = cfg->rank;
                 co.lowrank_act_scale = cfg->lowrank_act_scale;
                 co.quiet = 1;
@@ -398,7 +399,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                     cached_block = -1;
                 }
                 /* "none" is the quantized model as evaluated: no cache, no work */
-                int first_block = method_corrects(r->method) ? correction_layout_frozen_prefix(&q.config, &layout) : -1;
+                int first_block = method_corrects(r->method) && !method_tunes(r->method) ? correction_layout_frozen_prefix(&q.config, &layout) : -1;
                 if (first_block >= 0 && first_block != cached_block) {
                     stream_cache_free(&calib);
                     stream_cache_free(&val);
@@ -418,11 +419,22 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 show_progress(&p, NULL);
                 co.calib_cache = calib.streams && cached_block == first_block ? &calib : NULL;
                 CorrectionResult res = {0};
+                /* a method that tunes the base trains q itself: the next run gets it back as quantized */
+                float *untuned = method_tunes(r->method) ? qc_malloc(q.num_params * sizeof(float), "quantized weights") : NULL;
+                if (method_tunes(r->method) && !untuned) { rc = -1; break; }
+                if (untuned) memcpy(untuned, q.params, q.num_params * sizeof(float));
+                int fitted = 1;
                 if (!method_corrects(r->method)) {
                     if (corrections_init(&c, &q.config, &layout, 1, 0) != 0 || evaluation_copy(&res.eval, &eq) != 0) { rc = -1; break; }
                     res.seconds_correct = res.seconds_eval = 0;
-                } else if (run_correction(&q, &f, &corpus, &co, val.streams && cached_block == first_block ? &val : NULL, &ref, &c,
-                                          &res) != 0) {
+                } else {
+                    fitted = run_correction(&q, &f, &corpus, &co, val.streams && cached_block == first_block ? &val : NULL, &ref, &c, &res) == 0;
+                }
+                if (untuned) {
+                    memcpy(q.params, untuned, q.num_params * sizeof(float));
+                    free(untuned);
+                }
+                if (!fitted) {
                     rc = -1;
                     break;
                 }

@@ -1,0 +1,170 @@
+/* test_parity_tune: normtweak and qat against PyTorch (tools/ref_tune.py) on the tiny model and
+ * its int3 copy — the ce and kl objectives with the gradient of every LayerNorm tensor
+ * (normtweak) and the straight-through gradient of every quantized matrix (qat), then one AdamW
+ * step as the training loop takes it (clip, AdamW, the tuned values into the model): the new
+ * LayerNorms, qat's new latent weights and their grid values, and the loss after the step. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/checkpoint.h"
+#include "../src/experiment.h"
+#include "../src/optim.h"
+#include "../src/tune.h"
+#include "parity_fixture.h"
+#include "testutil.h"
+
+#define TINY_FLOAT "tests/fixtures/gpt_tiny_init.safetensors"
+#define TINY_QUANT "tests/fixtures/gpt_tiny_quant3.safetensors"
+#define TUNE_EXPECTED "tests/fixtures/tune_expected.safetensors"
+/* as test_parity_correct's: float32 noise of another summation order, far below a wrong path */
+#define REL_TOL 1e-4
+#define FLOOR_FRACTION 1e-2
+#define OBJECTIVE_REL_TOL 1e-5
+#define B 3
+#define T 16
+
+typedef struct {
+    GPT f, q;
+    Vocab vf, vq;
+    SafeTensors st;
+    int32_t *inputs, *targets;
+    QuantScheme scheme;
+    Corrections none;
+} Fixture;
+
+static void fixture_load(Fixture *x) {
+    if (gpt_load(&x->f, &x->vf, TINY_FLOAT, B, NULL) != 0 || gpt_load(&x->q, &x->vq, TINY_QUANT, B, NULL) != 0)
+        fail_msg("%s (run from the repository root)", qc_last_error());
+    fixture_open(&x->st, TUNE_EXPECTED);
+    int V = x->q.config.vocab_size;
+    x->inputs = fixture_ids(&x->st, "inputs", B * T, V);
+    x->targets = fixture_ids(&x->st, "targets", B * T, V);
+    quant_scheme_default(&x->scheme, 3);
+    assert_int_equal(scheme_set_scale_dtype(&x->scheme, "f64"), 0);
+    CorrectionLayout layout = {.kind = KIND_NONE, .every = 1};
+    assert_int_equal(corrections_init(&x->none, &x->q.config, &layout, B * T, 1), 0);
+    assert_int_equal(gpt_enable_training(&x->q), 0);
+}
+
+static void fixture_free(Fixture *x) {
+    corrections_free(&x->none);
+    free(x->inputs);
+    free(x->targets);
+    st_free(&x->st);
+    gpt_free(&x->q);
+    gpt_free(&x->f);
+}
+
+/* The objective and the tuned values' gradients (tuning_collect) by the training loop's step. */
+static double gradients(Fixture *x, Tuning *t, Objective o) {
+    double v;
+    gpt_zero_grad(&x->q);
+    if (correction_step_objective(&x->q, &x->f, &x->none, o, x->inputs, x->targets, B, T, 1, 0, NULL, &v) != 0)
+        fail_msg("%s", qc_last_error());
+    tuning_collect(t, &x->q);
+    return v;
+}
+
+/* The first range of tensor spec in t, or NULL: a tensor's values lie consecutively from it. */
+static const TuneRange *range_of(const Tuning *t, const TensorSpec *spec) {
+    for (int i = 0; i < t->n_ranges; i++)
+        if (t->ranges[i].at == spec->offset) return &t->ranges[i];
+    return NULL;
+}
+
+/* Compares, for every tensor t trains, values[from ..] with the fixture's prefix.<tensor name>. */
+static int compare_tensors(Fixture *x, const Tuning *t, const float *values, const char *prefix, int exact) {
+    int ok = 1, n = 0;
+    for (int i = 0; i < x->q.n_specs; i++) {
+        const TensorSpec *spec = &x->q.specs[i];
+        const TuneRange *r = range_of(t, spec);
+        if (!r) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%s.%s", prefix, spec->name);
+        size_t numel = tensor_numel(spec);
+        float *want = fixture_floats(&x->st, name, numel);
+        if (exact) ok &= compare_exact(name, values + r->from, want, numel, NULL) == 0;
+        else ok &= compare_floats(name, values + r->from, want, numel, FLOOR_FRACTION, REL_TOL);
+        free(want);
+        n++;
+    }
+    assert_true(n > 0);
+    return ok;
+}
+
+static double fixture_scalar(Fixture *x, const char *name) {
+    float *v = fixture_floats(&x->st, name, 1);
+    double out = v[0];
+    free(v);
+    return out;
+}
+
+/* One step of the training loop on the ce gradients: clip, AdamW (step 1), into the model. */
+static void one_step(Tuning *t, GPT *q, float lr) {
+    clip_grad_norm(t->fit.grads, t->fit.num_params, 1.0f);
+    AdamWStep s = {.lr = lr, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.0f, .step = 1};
+    adamw_update(t->fit.params, t->fit.grads, t->fit.adam_m, t->fit.adam_v, t->fit.num_params, 1, &s);
+    t->fit.apply(t->fit.ctx, q);
+}
+
+static void check_method(TuneTarget target, const char *method) {
+    Fixture x;
+    fixture_load(&x);
+    Tuning t;
+    if (tuning_init(&t, target, &x.q, &x.f, &x.scheme) != 0) fail_msg("%s", qc_last_error());
+    int ok = 1;
+    char key[64];
+    float *ce_grads = NULL;
+    for (int o = OBJECTIVE_CE; o <= OBJECTIVE_KL; o++) {
+        double v = gradients(&x, &t, (Objective)o);
+        snprintf(key, sizeof key, "%s.%s.value", method, objective_name(o));
+        double want = fixture_scalar(&x, key);
+        ok &= compare_scalar(key, v, want, OBJECTIVE_REL_TOL * fabs(want));
+        snprintf(key, sizeof key, "%s.%s.grad", method, objective_name(o));
+        ok &= compare_tensors(&x, &t, t.fit.grads, key, 0);
+        if (o == OBJECTIVE_CE) ce_grads = copy_floats(t.fit.grads, t.fit.num_params);
+    }
+    memcpy(t.fit.grads, ce_grads, t.fit.num_params * sizeof(float));
+    double lr = fixture_meta_number(&x.st, target == TUNE_NORMS ? "normtweak_lr" : "qat_lr");
+    one_step(&t, &x.q, (float)lr);
+    if (target == TUNE_NORMS) {
+        ok &= compare_tensors(&x, &t, t.fit.params, "normtweak.step", 0);
+    } else {
+        ok &= compare_tensors(&x, &t, t.fit.params, "qat.step.latent", 0);
+        /* the grid values: exact (the closest latent value is 1e-3 steps from a rounding boundary) */
+        float *weights = malloc(t.fit.num_params * sizeof(float));
+        assert_non_null(weights);
+        for (int i = 0; i < t.n_ranges; i++) memcpy(weights + t.ranges[i].from, x.q.params + t.ranges[i].at, t.ranges[i].n * sizeof(float));
+        ok &= compare_tensors(&x, &t, weights, "qat.step.weight", 1);
+        free(weights);
+    }
+    gpt_forward(&x.q, x.inputs, B, T, NULL);
+    double loss = gpt_loss(&x.q, x.targets);
+    snprintf(key, sizeof key, "%s.step.loss", method);
+    double want = fixture_scalar(&x, key);
+    ok &= compare_scalar(key, loss, want, OBJECTIVE_REL_TOL * fabs(want));
+    free(ce_grads);
+    tuning_free(&t);
+    fixture_free(&x);
+    if (!ok) fail_msg("%s: C and PyTorch differ beyond the tolerances (lines above)", method);
+}
+
+static void test_normtweak(void **state) {
+    (void)state;
+    check_method(TUNE_NORMS, "normtweak");
+}
+
+static void test_qat(void **state) {
+    (void)state;
+    check_method(TUNE_WEIGHTS, "qat");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_normtweak),
+        cmocka_unit_test(test_qat),
+    };
+    return cmocka_run_group_tests(tests, setup_one_thread, restore_threads);
+}

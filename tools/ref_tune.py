@@ -1,0 +1,162 @@
+"""Reference `tune` (issue 22): the methods that train the quantized model's own parameters at 0
+extra bits, written from the issue and the README (never from src/): `normtweak` (only the
+LayerNorm weights and biases train) and `qat` (every quantized weight through the
+straight-through estimator, on grids refitted from the float weights and kept). On the tiny
+model of `gpt` and its int3 copy of `corrections` (gpt_tiny_quant3), the batch of `gpt`. Fixture
+layout: tools/pytorch_reference.py."""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ref_gpt
+import ref_models
+import ref_quant
+from ref_common import clone_gpt, is_default_quantized, write_safetensors
+
+TUNE_FILE = "tune_expected.safetensors"
+NORMTWEAK_LR = 1e-2
+QAT_LR = 0.03        # under the half-step of most int3 grids: about half the codes move in one step (45%)
+GRAD_CLIP = 1.0
+BETAS, EPS = (0.9, 0.95), 1e-8
+
+
+def objective(name, model, float_model, idx, targets):
+    logits, _ = model(idx)
+    if name == "ce":
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+    with torch.no_grad():
+        target, _ = float_model(idx)
+    log_p, log_q = F.log_softmax(target, -1), F.log_softmax(logits, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+def norm_names(model):
+    return [n for n, _ in model.named_parameters() if ".ln_" in n]
+
+
+class QatGrid:
+    """Per quantized matrix and row (channel), the grid the float row refits to (absmax, exact
+    scale: the fixture's scheme), kept; Q(x) = clamp(x to [-qmax s, qmax s]) then round."""
+
+    def __init__(self, float_model, quant_model):
+        self.scales = {}
+        fstate = dict(float_model.named_parameters())
+        top = ref_quant.levels(ref_models.QUANT_BITS, 0)
+        for n, p in quant_model.named_parameters():
+            if not is_default_quantized(n):
+                continue
+            w = fstate[n].detach().double().numpy()
+            s = np.array([ref_quant.fit_span(w[r], ref_models.QUANT_BITS, 0, ref_models.QUANT_DTYPE)[0] for r in range(w.shape[0])])
+            self.scales[n] = s
+            q = p.detach().numpy()
+            back = np.stack([ref_quant.apply_span(q[r].astype(np.float64), s[r], None, ref_models.QUANT_BITS, 0) for r in range(q.shape[0])])
+            assert np.array_equal(back, q), f"{n}: the quantized weights are not on the refitted grid"
+        self.top = top
+
+    def project(self, name, latent):
+        """(the latent clamped to the grid's range, its grid value): what qat's forward stores."""
+        s = torch.from_numpy(self.scales[name]).to(torch.float64)[:, None]
+        x = latent.detach().double()
+        clamped = torch.minimum(torch.maximum(x, -self.top * s), self.top * s)
+        q = torch.clamp(torch.round(clamped / s), -self.top, self.top) * s
+        return clamped.float(), q.float()
+
+
+def qat_forward_model(quant_model, latents, grid):
+    """A copy of the quantized model whose quantized weights are w = Q(latent) with the
+    straight-through gradient: w = latent + (Q(latent) - latent).detach()."""
+    model = clone_gpt(quant_model)
+    params = dict(model.named_parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def forward(idx, targets=None):
+        # the model's own forward with the STE weights put in place of its quantized matrices
+        saved = {}
+        for n, lat in latents.items():
+            _, q = grid.project(n, lat)
+            w = lat + (q - lat).detach()
+            mod, attr = n.rsplit(".", 1)
+            owner = model.get_submodule(mod)
+            saved[n] = getattr(owner, attr)
+            del owner._parameters[attr]
+            setattr(owner, attr, w)
+        try:
+            return model(idx, targets)
+        finally:
+            for n, p in saved.items():
+                mod, attr = n.rsplit(".", 1)
+                owner = model.get_submodule(mod)
+                delattr(owner, attr)
+                owner._parameters[attr] = p
+    return forward, params
+
+
+def adamw_step(params, lr):
+    torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+    opt = torch.optim.AdamW(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=0.0)
+    opt.step()
+
+
+def write_tune(out):
+    float_model, quant_model = ref_models.tiny_models()
+    _, inputs, targets = ref_gpt.tiny_model_and_batch()
+    tensors = [("inputs", inputs.float().numpy()), ("targets", targets.float().numpy())]
+    # ---- normtweak: the objectives' gradients in every LayerNorm tensor, one AdamW step (ce) ----
+    names = norm_names(quant_model)
+    for obj in ("ce", "kl"):
+        model = clone_gpt(quant_model)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        value = objective(obj, model, float_model, inputs, targets)
+        value.backward()
+        params = dict(model.named_parameters())
+        tensors.append((f"normtweak.{obj}.value", np.array([value.item()], dtype=np.float32)))
+        tensors += [(f"normtweak.{obj}.grad.{n}", params[n].grad.numpy().copy()) for n in names]
+        if obj == "ce":
+            adamw_step([params[n] for n in names], NORMTWEAK_LR)
+            tensors += [(f"normtweak.step.{n}", params[n].detach().numpy().copy()) for n in names]
+            with torch.no_grad():
+                tensors.append(("normtweak.step.loss", np.array([objective("ce", model, float_model, inputs, targets).item()], dtype=np.float32)))
+    # ---- qat: the straight-through gradients of every quantized matrix, one AdamW step (ce) ----
+    grid = QatGrid(float_model, quant_model)
+    qnames = list(grid.scales)
+    for obj in ("ce", "kl"):
+        latents = {n: p.detach().clone().requires_grad_(True) for n, p in quant_model.named_parameters() if n in qnames}
+        forward, _ = qat_forward_model(quant_model, latents, grid)
+        wrapper = type("M", (), {"__call__": lambda self, idx, t=None: forward(idx, t)})()
+        value = objective(obj, wrapper, float_model, inputs, targets)
+        value.backward()
+        tensors.append((f"qat.{obj}.value", np.array([value.item()], dtype=np.float32)))
+        tensors += [(f"qat.{obj}.grad.{n}", latents[n].grad.numpy().copy()) for n in qnames]
+        if obj == "ce":
+            adamw_step([latents[n] for n in qnames], QAT_LR)
+            moved, total, nearest = 0, 0, np.inf
+            for n in qnames:
+                clamped, q = grid.project(n, latents[n])
+                tensors += [(f"qat.step.latent.{n}", clamped.numpy()), (f"qat.step.weight.{n}", q.numpy())]
+                before = dict(quant_model.named_parameters())[n].detach()
+                moved += int((q != before).sum())
+                total += q.numel()
+                s = torch.from_numpy(grid.scales[n])[:, None]
+                frac = (clamped.double() / s) - torch.floor(clamped.double() / s)
+                nearest = min(nearest, float((frac - 0.5).abs().min()))
+                with torch.no_grad():
+                    latents[n].copy_(clamped)
+            with torch.no_grad():
+                loss = objective("ce", wrapper, float_model, inputs, targets).item()
+            tensors.append(("qat.step.loss", np.array([loss], dtype=np.float32)))
+            print(f"qat: one step at lr {QAT_LR} moves {moved} of {total} codes; the latent value closest to a "
+                  f"rounding boundary is {nearest:.2e} steps from it")
+    meta = {"generator": "tools/pytorch_reference.py tune", "torch": torch.__version__,
+            "float_model": ref_models.TINY_FLOAT_FILE, "quant_model": ref_models.TINY_QUANT_FILE,
+            "quantization": ref_models.QUANT_DESCRIPTION, "normtweak_lr": NORMTWEAK_LR, "qat_lr": QAT_LR,
+            "grad_clip": GRAD_CLIP, "beta1": BETAS[0], "beta2": BETAS[1], "eps": EPS, "weight_decay": 0.0,
+            "step": "one AdamW step (step 1, bias-corrected) after clipping the trained gradients' norm to grad_clip",
+            "qat": "latent = the quantized weights; w = Q(clamp(latent)) per row on the grid refitted from the float row "
+                   "(absmax, exact scale), kept; gradient straight through (d/d latent = d/d w)"}
+    path = os.path.join(out, TUNE_FILE)
+    write_safetensors(path, tensors, meta)
+    return [path]
