@@ -64,9 +64,9 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->train_batch = 16;
         cfg->train_steps = 1500;
         cfg->train_lr = 3e-3;
-        /* 60 steps, a budget under the plateau (results/budget); --steps auto trains each run until
-         * its held-out objective stops improving (README: its check against 2,000 steps) */
-        cfg->corr_steps = 60;
+        /* each run trains until its held-out objective stops improving (README: Training to
+         * convergence, and its check against 2,000 steps); --steps 60 gives the earlier sweeps */
+        cfg->corr_steps = STEPS_AUTO;
         cfg->corr_batch = 8;
         cfg->corr_lr = 3e-3;
         cfg->calib_tokens = 65536;
