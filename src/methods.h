@@ -28,9 +28,9 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
     X(KIND_BIAS, "bias", PLACE_LINEAR, bias_kind, bias_solve)
 
 /* What of the quantized model's own parameters a method trains (tune.c), storing exactly what the
- * quantized model stores: nothing, the LayerNorms (float already), or every quantized weight on
- * its grid. */
-typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS } TuneTarget;
+ * quantized model stores: nothing, the LayerNorms (float already), every quantized weight on its
+ * grid, or each span's stored scale (and minimum) with its codes fixed. */
+typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES } TuneTarget;
 
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
  * trains (AdamW steps), solves (the kind's closed form), tunes (the base's own parameters it
@@ -43,6 +43,7 @@ typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS } TuneTarget;
     X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1, TUNE_NONE)                  \
     X(METHOD_NORMTWEAK, "normtweak", KIND_NONE, 1, 0, TUNE_NORMS)       \
     X(METHOD_QAT, "qat", KIND_NONE, 1, 0, TUNE_WEIGHTS)                 \
+    X(METHOD_SCALES, "scales", KIND_NONE, 1, 0, TUNE_SCALES)            \
     X(METHOD_NONE, "none", KIND_NONE, 0, 0, TUNE_NONE)
 
 #define METHODS_ENUM_ID(id, name, ...) id,

@@ -26,7 +26,10 @@ static SpanGrid refit_grid(const float *w, int n, const QuantScheme *s) {
     return span_grid_fit(w, n, s->bits, s->asymmetric, s->scale_dtype, 1.0);
 }
 
-static int qat_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const QuantScheme *s, size_t *total) {
+/* One range per span of every tensor the scheme quantized, its grid refitted from f's weights;
+ * qat trains every weight (n = span), scales one or two values a span and keeps its codes. */
+static int grid_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const QuantScheme *s, size_t *total, size_t *n_codes) {
+    const char *method = t->target == TUNE_SCALES ? "scales" : "qat";
     for (int i = 0; i < q->n_specs; i++) {
         const TensorSpec *spec = &q->specs[i];
         if (!(s->scope & SCOPE_OF(spec->role))) continue;
@@ -34,7 +37,8 @@ static int qat_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const Qua
         size_t n = tensor_numel(spec);
         for (size_t off = 0; off < n; off += (size_t)span) {
             const float *fw = f->params + spec->offset + off, *qw = q->params + spec->offset + off;
-            TuneRange r = {.at = spec->offset + off, .from = *total, .n = (size_t)span, .grid = refit_grid(fw, span, s)};
+            TuneRange r = {.at = spec->offset + off, .from = *total, .n = (size_t)span, .span = (size_t)span,
+                           .code_at = *n_codes, .grid = refit_grid(fw, span, s)};
             if (s->asymmetric) {
                 r.lo = r.grid.minimum;
                 r.hi = r.grid.minimum + ((1 << s->bits) - 1) * r.grid.scale;
@@ -44,16 +48,42 @@ static int qat_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const Qua
             }
             for (int k = 0; k < span; k++)
                 if (span_grid_apply(qw[k], r.grid, s->bits, s->asymmetric) != qw[k]) {
-                    qc_error("qat: %s is not on the grid its float weights refit to (the %s quantizer's grids need its "
+                    qc_error("%s: %s is not on the grid its float weights refit to (the %s quantizer's grids need its "
                              "calibration data): use --quantizer rtn, mse or gptq unweighted",
-                             spec->name, quantizer_name(s->quantizer));
+                             method, spec->name, quantizer_name(s->quantizer));
                     return -1;
                 }
+            if (t->target == TUNE_SCALES) {
+                r.n = s->asymmetric ? 2 : 1;
+                *n_codes += (size_t)span;
+            }
             if (add_range(t, cap, r) != 0) return -1;
-            *total += (size_t)span;
+            *total += r.n;
         }
     }
     return 0;
+}
+
+/* scales: each span's codes, read off q's weights on the span's grid. */
+static int fill_codes(Tuning *t, const GPT *q, size_t n_codes) {
+    t->codes = qc_malloc(n_codes * sizeof(int16_t), "scales' codes");
+    if (!t->codes) return -1;
+    for (int i = 0; i < t->n_ranges; i++) {
+        const TuneRange *r = &t->ranges[i];
+        const float *w = q->params + r->at;
+        for (size_t k = 0; k < r->span; k++) {
+            double c = r->grid.scale == 0.0 ? 0.0 : nearbyint((w[k] - (t->asymmetric ? r->grid.minimum : 0.0)) / r->grid.scale);
+            t->codes[r->code_at + k] = (int16_t)c;
+        }
+    }
+    return 0;
+}
+
+SpanGrid tuning_grid(const Tuning *t, const TuneRange *r) {
+    const float *p = t->fit.params + r->from;
+    SpanGrid g = {round_to_dtype(r->grid.scale * exp((double)p[0]), t->scale_dtype), 0.0};
+    if (t->asymmetric) g.minimum = round_to_dtype(r->grid.minimum + (double)p[1] * r->grid.scale, t->scale_dtype);
+    return g;
 }
 
 int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const QuantScheme *s) {
@@ -61,8 +91,9 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
     t->target = target;
     t->bits = s->bits;
     t->asymmetric = s->asymmetric;
+    t->scale_dtype = s->scale_dtype;
     int cap = 0;
-    size_t total = 0;
+    size_t total = 0, n_codes = 0;
     if (target == TUNE_NORMS) {
         if (s->bits < 32 && (s->scope & SCOPE_OF(ROLE_NORM))) {
             qc_error("normtweak trains the LayerNorms in float, which --scope norm quantizes");
@@ -74,18 +105,19 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
             if (add_range(t, &cap, (TuneRange){.at = spec->offset, .from = total, .n = tensor_numel(spec)}) != 0) goto fail;
             total += tensor_numel(spec);
         }
-    } else if (target == TUNE_WEIGHTS) {
+    } else if (target == TUNE_WEIGHTS || target == TUNE_SCALES) {
+        const char *method = target == TUNE_SCALES ? "scales" : "qat";
         if (s->bits >= 32 || !f) {
-            qc_error("qat trains the quantized weights on their grid: %s", !f ? "it needs the float model" : "at 32 bits there is none");
+            qc_error("%s trains the quantized weights' grid: %s", method, !f ? "it needs the float model" : "at 32 bits there is none");
             return -1;
         }
-        if (qat_ranges(t, &cap, q, f, s, &total) != 0) goto fail;
+        if (grid_ranges(t, &cap, q, f, s, &total, &n_codes) != 0 || (target == TUNE_SCALES && fill_codes(t, q, n_codes) != 0)) goto fail;
     } else {
         qc_error("nothing of the model to tune");
         return -1;
     }
     if (total == 0) {
-        qc_error("%s: the model has nothing to train", target == TUNE_NORMS ? "normtweak" : "qat");
+        qc_error("%s: the model has nothing to train", target == TUNE_NORMS ? "normtweak" : target == TUNE_SCALES ? "scales" : "qat");
         goto fail;
     }
     t->memory = qc_calloc(4 * total, sizeof(float), "tuned parameters");
@@ -93,8 +125,9 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
     t->fit = (FitParams){.params = t->memory, .grads = t->memory + total, .adam_m = t->memory + 2 * total,
                          .adam_v = t->memory + 3 * total, .num_params = total, .param_grads = 1, .frozen_prefix = -1,
                          .ctx = t, .apply = tuning_apply, .collect = tuning_collect};
-    for (int r = 0; r < t->n_ranges; r++)
-        memcpy(t->fit.params + t->ranges[r].from, q->params + t->ranges[r].at, t->ranges[r].n * sizeof(float));
+    if (target != TUNE_SCALES) /* scales' parameters start at 0: the stored grid */
+        for (int r = 0; r < t->n_ranges; r++)
+            memcpy(t->fit.params + t->ranges[r].from, q->params + t->ranges[r].at, t->ranges[r].n * sizeof(float));
     return 0;
 fail:
     tuning_free(t);
@@ -102,6 +135,7 @@ fail:
 }
 
 void tuning_free(Tuning *t) {
+    free(t->codes);
     free(t->ranges);
     free(t->memory);
     memset(t, 0, sizeof *t);
@@ -117,6 +151,12 @@ void tuning_apply(void *tuning, GPT *q) {
             memcpy(w, p, r->n * sizeof(float));
             continue;
         }
+        if (t->target == TUNE_SCALES) {
+            SpanGrid g = tuning_grid(t, r);
+            const int16_t *code = t->codes + r->code_at;
+            for (size_t k = 0; k < r->span; k++) w[k] = (float)(g.minimum + code[k] * g.scale);
+            continue;
+        }
         for (size_t k = 0; k < r->n; k++) {
             /* the latent value stays within one rounding of the grid, so a step back moves a code back */
             if (p[k] > r->hi) p[k] = (float)r->hi;
@@ -128,8 +168,24 @@ void tuning_apply(void *tuning, GPT *q) {
 
 void tuning_collect(void *tuning, const GPT *q) {
     Tuning *t = tuning;
-    for (int i = 0; i < t->n_ranges; i++)
-        memcpy(t->fit.grads + t->ranges[i].from, q->grads + t->ranges[i].at, t->ranges[i].n * sizeof(float));
+    if (t->target != TUNE_SCALES) {
+        for (int i = 0; i < t->n_ranges; i++)
+            memcpy(t->fit.grads + t->ranges[i].from, q->grads + t->ranges[i].at, t->ranges[i].n * sizeof(float));
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < t->n_ranges; i++) {
+        const TuneRange *r = &t->ranges[i];
+        const float *g = q->grads + r->at, *p = t->fit.params + r->from;
+        const int16_t *code = t->codes + r->code_at;
+        double gs = 0.0, gm = 0.0;
+        for (size_t k = 0; k < r->span; k++) {
+            gs += (double)g[k] * code[k];
+            gm += g[k];
+        }
+        t->fit.grads[r->from] = (float)(gs * r->grid.scale * exp((double)p[0]));
+        if (t->asymmetric) t->fit.grads[r->from + 1] = (float)(gm * r->grid.scale);
+    }
 }
 
 int tune_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out) {

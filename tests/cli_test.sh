@@ -500,7 +500,7 @@ if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method bias --quantize
 else fail "correct --method bias exits 0"; show "$T/err"; fi
 # the methods that tune the base (0 extra bits): the model's bits are the quantized model's, nothing
 # stored beside it, and the saved checkpoint (a plain quantized model) gives loss_corrected again
-for m in normtweak qat; do
+for m in normtweak qat scales; do
     if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method $m --out "$H/$m.safetensors" --json >"$T/$m.json" 2>"$T/err"; then
         json_check "correct --method $m: 20 steps, model_bits_corrected = model_bits_quant, no correction stored" "$T/$m.json" \
             'assert o["method"]==sys.argv[1].split("/")[-1][:-5] and o["steps"]==20 and o["steps_run"]==20 and o["objective"]=="ce" and o["model_bits_corrected"]==o["model_bits_quant"] and o["correction_bits"]==0 and o["correction_params"]==0 and o["correction_sites"]==0 and o["loss_corrected"]!=o["loss_quant"], o'
@@ -515,6 +515,7 @@ if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method qat --objective
 else fail "correct --method qat --steps auto exits 0"; show "$T/err"; fi
 expect_error "correct --method normtweak --hidden 8" 2 "normtweak" "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --hidden 8 --quiet
 expect_error "correct --method qat --bits 32 (no grid)" 2 "qat" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --bits 32 --quiet
+expect_error "correct --method scales --bits 32 (no grid)" 2 "scales" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method scales --bits 32 --quiet
 expect_error "correct --method normtweak --objective mse" 2 "--objective mse" "normtweak" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --objective mse --quiet
 expect_error "correct --method normtweak --scope linear,head,norm" 2 "normtweak" "--scope norm" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --scope linear,head,norm --quiet
 expect_error "correct --method qat --quantizer mse --mse-weighted (grids fitted on data)" 1 "qat" "not on the grid" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --quantizer mse --mse-weighted --calib-tokens 2000 --batch 4 --quiet

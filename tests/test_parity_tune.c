@@ -1,8 +1,9 @@
-/* test_parity_tune: normtweak and qat against PyTorch (tools/ref_tune.py) on the tiny model and
- * its int3 copy — the ce and kl objectives with the gradient of every LayerNorm tensor
- * (normtweak) and the straight-through gradient of every quantized matrix (qat), then one AdamW
- * step as the training loop takes it (clip, AdamW, the tuned values into the model): the new
- * LayerNorms, qat's new latent weights and their grid values, and the loss after the step. */
+/* test_parity_tune: normtweak, qat and scales against PyTorch (tools/ref_tune.py) on the tiny
+ * model and its int3 copy — the ce and kl objectives with the gradient of every LayerNorm tensor
+ * (normtweak), the straight-through gradient of every quantized matrix (qat) and of every row's
+ * log-scale (scales), then one AdamW step as the training loop takes it (clip, AdamW, the tuned
+ * values into the model): the new LayerNorms, qat's new latent weights and their grid values,
+ * the new log-scales, and the loss after the step. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,14 @@ static const TuneRange *range_of(const Tuning *t, const TensorSpec *spec) {
     return NULL;
 }
 
+/* The values t trains of tensor spec: a whole tensor (normtweak, qat) or one or two a span (scales). */
+static size_t values_of(const Tuning *t, const TensorSpec *spec) {
+    size_t n = 0, end = spec->offset + tensor_numel(spec);
+    for (int i = 0; i < t->n_ranges; i++)
+        if (t->ranges[i].at >= spec->offset && t->ranges[i].at < end) n += t->ranges[i].n;
+    return n;
+}
+
 /* Compares, for every tensor t trains, values[from ..] with the fixture's prefix.<tensor name>. */
 static int compare_tensors(Fixture *x, const Tuning *t, const float *values, const char *prefix, int exact) {
     int ok = 1, n = 0;
@@ -83,7 +92,7 @@ static int compare_tensors(Fixture *x, const Tuning *t, const float *values, con
         if (!r) continue;
         char name[256];
         snprintf(name, sizeof name, "%s.%s", prefix, spec->name);
-        size_t numel = tensor_numel(spec);
+        size_t numel = values_of(t, spec);
         float *want = fixture_floats(&x->st, name, numel);
         if (exact) ok &= compare_exact(name, values + r->from, want, numel, NULL) == 0;
         else ok &= compare_floats(name, values + r->from, want, numel, FLOOR_FRACTION, REL_TOL);
@@ -127,10 +136,12 @@ static void check_method(TuneTarget target, const char *method) {
         if (o == OBJECTIVE_CE) ce_grads = copy_floats(t.fit.grads, t.fit.num_params);
     }
     memcpy(t.fit.grads, ce_grads, t.fit.num_params * sizeof(float));
-    double lr = fixture_meta_number(&x.st, target == TUNE_NORMS ? "normtweak_lr" : "qat_lr");
+    snprintf(key, sizeof key, "%s_lr", method);
+    double lr = fixture_meta_number(&x.st, key);
     one_step(&t, &x.q, (float)lr);
-    if (target == TUNE_NORMS) {
-        ok &= compare_tensors(&x, &t, t.fit.params, "normtweak.step", 0);
+    if (target == TUNE_NORMS || target == TUNE_SCALES) {
+        snprintf(key, sizeof key, "%s.step", method);
+        ok &= compare_tensors(&x, &t, t.fit.params, key, 0);
     } else {
         ok &= compare_tensors(&x, &t, t.fit.params, "qat.step.latent", 0);
         /* the grid values: exact (the closest latent value is 1e-3 steps from a rounding boundary) */
@@ -161,10 +172,16 @@ static void test_qat(void **state) {
     check_method(TUNE_WEIGHTS, "qat");
 }
 
+static void test_scales(void **state) {
+    (void)state;
+    check_method(TUNE_SCALES, "scales");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normtweak),
         cmocka_unit_test(test_qat),
+        cmocka_unit_test(test_scales),
     };
     return cmocka_run_group_tests(tests, setup_one_thread, restore_threads);
 }

@@ -1,5 +1,5 @@
 /* test_tune: the methods that train the quantized model's own parameters at 0 extra bits (tune.h)
- * — normtweak's LayerNorm gradients against finite differences, qat's straight-through rule
+ * — normtweak's and scales' gradients against finite differences, qat's straight-through rule
  * (where finite differences in the latent weights are zero: the forward is piecewise constant),
  * every stored weight a code of its grid after training, nothing else of the model changed, the
  * model's bits unchanged, the saved model's loss reproduced, and the validation split never read. */
@@ -274,6 +274,109 @@ static void test_qat_grid_membership(void **state) {
     corpus_free(&corpus);
 }
 
+/* scales: the gradient in each span's log-scale θ (and, asymmetric, its minimum offset μ) equals
+ * the finite difference of the objective, ce and kl, for every trained value of the model; scales
+ * kept exact here (the storage rounding is passed straight through, and would make the forward
+ * piecewise constant in θ). */
+static void test_scales_gradients(void **state) {
+    (void)state;
+    for (int k = 0; k < 4; k++) {
+        int obj = k % 2 ? OBJECTIVE_KL : OBJECTIVE_CE, asym = k >= 2;
+        QuantScheme s;
+        quant_scheme_default(&s, 3);
+        s.asymmetric = asym;
+        s.scale_dtype = SCALE_EXACT;
+        GPT f, q;
+        pair(&f, &q, &s, 2, 11, 8, BATCH, 90 + k);
+        Corrections c;
+        Problem p;
+        int32_t inputs[ROWS], targets[ROWS];
+        setup_problem(&p, &f, &q, &c, (Objective)obj, inputs, targets, 91 + k);
+        Tuning t;
+        assert_int_equal(tuning_init(&t, TUNE_SCALES, &q, &f, &s), 0);
+        /* per row: the 4 block matrices of 2 blocks (3·16 + 16 + 64 + 16 rows each) and the head's 11 */
+        size_t spans = 2 * (48 + 16 + 64 + 16) + 11;
+        assert_int_equal((int)t.fit.num_params, (int)(spans * (asym ? 2 : 1)));
+        for (size_t i = 0; i < t.fit.num_params; i++) t.fit.params[i] = 0.05f * (float)((int)(i % 7) - 3); /* away from the start */
+        tuning_apply(&t, &q);
+        objective(&p, 1);
+        tuning_collect(&t, &q);
+        float *grads = copy_floats(t.fit.grads, t.fit.num_params);
+        double ref2 = 0;
+        for (size_t i = 0; i < t.fit.num_params; i++) {
+            double g = fd(&p, &t.fit.params[i], &t), err = fabs(grads[i] - g);
+            ref2 += g * g;
+            if (!(err <= FD_ATOL + FD_RTOL * fabs(g)))
+                fail_msg("%s, %s: scale parameter %zu: backward %.7g, finite difference %.7g", objective_name(obj),
+                         asym ? "asymmetric" : "symmetric", i, grads[i], g);
+        }
+        if (!(sqrt(ref2) > 1e-3)) fail_msg("reference gradient norm %.3g too small to test", sqrt(ref2));
+        free(grads);
+        tuning_free(&t);
+        corrections_free(&c);
+        gpt_free(&q);
+        gpt_free(&f);
+    }
+}
+
+/* After scales trains (40 steps at a high rate), at 2, 3 and 4 bits, symmetric and asymmetric,
+ * per row, group and tensor, scales stored as f16: every weight is its starting code times its
+ * span's stored scale (plus stored minimum), each stored value representable in f16, so a span
+ * keeps at most 2^b distinct values; the scales moved; nothing the scheme does not quantize
+ * changed; no bits added. */
+static void test_scales_grid_membership(void **state) {
+    (void)state;
+    Corpus corpus;
+    small_corpus(&corpus);
+    struct { int bits, asym; Granularity g; } cases[] = {{2, 0, GRAN_CHANNEL}, {3, 1, GRAN_GROUP}, {4, 0, GRAN_TENSOR}, {4, 1, GRAN_CHANNEL}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        QuantScheme s;
+        quant_scheme_default(&s, cases[k].bits);
+        s.asymmetric = cases[k].asym;
+        s.granularity = cases[k].g;
+        s.group = 8;
+        GPT f, q;
+        pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 70 + k);
+        float *start = copy_floats(q.params, q.num_params);
+        Tuning t;
+        assert_int_equal(tuning_init(&t, TUNE_SCALES, &q, &f, &s), 0);
+        Corrections c;
+        CorrectionLayout none = {.kind = KIND_NONE, .every = 1};
+        assert_int_equal(corrections_init(&c, &q.config, &none, 8 * 16, 1), 0);
+        CorrectOptions o;
+        tune_options(&o, METHOD_SCALES, &s, 40);
+        TrainSummary sum;
+        if (fit_params(&q, &f, &c, &t.fit, &corpus, &o, &sum) != 0) fail_msg("%s", qc_last_error());
+        assert_int_equal(sum.steps_run, 40);
+        size_t moved = 0;
+        for (int i = 0; i < t.n_ranges; i++) {
+            const TuneRange *r = &t.ranges[i];
+            SpanGrid g = tuning_grid(&t, r);
+            if (round_to_dtype(g.scale, SCALE_F16) != g.scale || round_to_dtype(g.minimum, SCALE_F16) != g.minimum)
+                fail_msg("case %zu: span %d stores scale %.9g, minimum %.9g: not f16 values", k, i, g.scale, g.minimum);
+            moved += g.scale != r->grid.scale;
+            for (size_t j = 0; j < r->span; j++) {
+                float was = start[r->at + j], v = q.params[r->at + j];
+                double code = r->grid.scale == 0 ? 0 : nearbyint((was - r->grid.minimum) / r->grid.scale);
+                if ((float)(g.minimum + code * g.scale) != v)
+                    fail_msg("case %zu: weight %zu = %.9g is not its code %g times the stored scale %.9g (+ %.9g)", k, r->at + j, v, code,
+                             g.scale, g.minimum);
+            }
+        }
+        if (!(moved > 0)) fail_msg("case %zu: no scale moved", k);
+        for (int i = 0; i < q.n_specs; i++)
+            if (!(s.scope & SCOPE_OF(q.specs[i].role)))
+                assert_memory_equal(q.params + q.specs[i].offset, start + q.specs[i].offset, tensor_numel(&q.specs[i]) * sizeof(float));
+        assert_true(corrections_storage_bits(&c) == 0.0 && c.n_sites == 0);
+        corrections_free(&c);
+        tuning_free(&t);
+        free(start);
+        gpt_free(&q);
+        gpt_free(&f);
+    }
+    corpus_free(&corpus);
+}
+
 /* normtweak changes the LayerNorms and nothing else, stores no correction, and its result is
  * what the evaluation after it measured (the model as it stands: what a checkpoint stores). */
 static void test_normtweak_changes_only_norms(void **state) {
@@ -374,6 +477,8 @@ int main(void) {
         cmocka_unit_test(test_normtweak_gradients),
         cmocka_unit_test(test_qat_straight_through),
         cmocka_unit_test(test_qat_grid_membership),
+        cmocka_unit_test(test_scales_gradients),
+        cmocka_unit_test(test_scales_grid_membership),
         cmocka_unit_test(test_normtweak_changes_only_norms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_never_reads_validation),

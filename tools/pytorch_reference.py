@@ -216,14 +216,16 @@ tune -> tune_expected.safetensors   [tests/test_parity_tune.c]
     from the float row (absmax, exact scale: gpt_tiny_quant3's own grid, checked) and kept, the
     gradient straight through (d/d latent = d/d w). One step: the trained gradients' norm clipped
     to 1, then torch.optim.AdamW (step 1, betas 0.9/0.95, eps 1e-8, no weight decay) at lr 1e-2
-    (normtweak) or 0.03 (qat: under most grids' half-step, so 45% of the codes move). Tensors:
+    (normtweak, scales) or 0.03 (qat: under most grids' half-step, so 45% of the codes move).
+    scales: every row's scale s0 * exp(theta), the codes fixed, theta = 0 at the start. Tensors:
       inputs, targets                              (3,16) the batch
-      {normtweak|qat}.{ce|kl}.value                (1) the objective (kl: KL(p_float || p))
+      {normtweak|qat|scales}.{ce|kl}.value         (1) the objective (kl: KL(p_float || p))
       normtweak.{ce|kl}.grad.<LayerNorm tensor>    its gradient
       qat.{ce|kl}.grad.<quantized matrix>          the straight-through gradient
       normtweak.step.<LayerNorm tensor>            after the ce step
       qat.step.latent.<matrix>, qat.step.weight.<matrix>   the clamped latent and its grid value
-      {normtweak|qat}.step.loss                    (1) ce after the step
+      scales.{ce|kl}.grad.<matrix>, scales.step.<matrix>   (rows) each row's log-scale gradient, after the step
+      {normtweak|qat|scales}.step.loss             (1) ce after the step
     metadata: models, quantization, the learning rates and the step's rule. The writer prints how
     close the nearest latent value comes to a rounding boundary (1.1e-3 steps: the grid values
     compare exactly).
@@ -254,7 +256,7 @@ REFERENCES = {
     "mse": (ref_methods.write_mse, "issue 14: scales from a grid of clip ratios"),
     "gptq": (ref_methods.write_gptq, "issue 14: GPTQ"),
     "lowrank": (ref_methods.write_lowrank, "issue 14: low-rank error terms (LoRC/L2QER) and bias correction"),
-    "tune": (ref_tune.write_tune, "issue 22: normtweak and qat (0 extra bits): gradients and one AdamW step"),
+    "tune": (ref_tune.write_tune, "issue 22: normtweak, qat and scales (0 extra bits): gradients and one AdamW step"),
 }
 
 

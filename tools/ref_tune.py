@@ -1,7 +1,8 @@
 """Reference `tune` (issue 22): the methods that train the quantized model's own parameters at 0
 extra bits, written from the issue and the README (never from src/): `normtweak` (only the
-LayerNorm weights and biases train) and `qat` (every quantized weight through the
-straight-through estimator, on grids refitted from the float weights and kept). On the tiny
+LayerNorm weights and biases train), `qat` (every quantized weight through the
+straight-through estimator, on grids refitted from the float weights and kept) and `scales`
+(the integer codes fixed, each row's scale trained as s0 * exp(theta), theta = 0 at the start). On the tiny
 model of `gpt` and its int3 copy of `corrections` (gpt_tiny_quant3), the batch of `gpt`. Fixture
 layout: tools/pytorch_reference.py."""
 import os
@@ -18,6 +19,7 @@ from ref_common import clone_gpt, is_default_quantized, write_safetensors
 TUNE_FILE = "tune_expected.safetensors"
 NORMTWEAK_LR = 1e-2
 QAT_LR = 0.03        # under the half-step of most int3 grids: about half the codes move in one step (45%)
+SCALES_LR = 1e-2     # a step moves each log-scale by about lr: 1% of its scale
 GRAD_CLIP = 1.0
 BETAS, EPS = (0.9, 0.95), 1e-8
 
@@ -64,20 +66,16 @@ class QatGrid:
         return clamped.float(), q.float()
 
 
-def qat_forward_model(quant_model, latents, grid):
-    """A copy of the quantized model whose quantized weights are w = Q(latent) with the
-    straight-through gradient: w = latent + (Q(latent) - latent).detach()."""
+def substituted_forward(quant_model, make_weights):
+    """A forward of a copy of the quantized model with its quantized matrices replaced by the
+    tensors make_weights() returns (name -> weight, each carrying its own gradient path)."""
     model = clone_gpt(quant_model)
-    params = dict(model.named_parameters())
     for p in model.parameters():
         p.requires_grad_(False)
 
     def forward(idx, targets=None):
-        # the model's own forward with the STE weights put in place of its quantized matrices
         saved = {}
-        for n, lat in latents.items():
-            _, q = grid.project(n, lat)
-            w = lat + (q - lat).detach()
+        for n, w in make_weights().items():
             mod, attr = n.rsplit(".", 1)
             owner = model.get_submodule(mod)
             saved[n] = getattr(owner, attr)
@@ -91,7 +89,25 @@ def qat_forward_model(quant_model, latents, grid):
                 owner = model.get_submodule(mod)
                 delattr(owner, attr)
                 owner._parameters[attr] = p
-    return forward, params
+    return type("M", (), {"__call__": lambda self, idx, t=None: forward(idx, t)})()
+
+
+def qat_forward_model(quant_model, latents, grid):
+    """The quantized model whose quantized weights are w = Q(latent) with the straight-through
+    gradient: w = latent + (Q(latent) - latent).detach()."""
+    return substituted_forward(quant_model, lambda: {n: lat + (grid.project(n, lat)[1] - lat).detach() for n, lat in latents.items()})
+
+
+def scales_forward_model(quant_model, thetas, grid):
+    """The quantized model whose quantized weights are codes * (s0 * exp(theta)) per row: the
+    codes read off the quantized weights on the refitted grid, fixed."""
+    qstate = dict(quant_model.named_parameters())
+    codes = {n: torch.round(qstate[n].detach().double() / torch.from_numpy(grid.scales[n])[:, None]) for n in thetas}
+
+    def weights():
+        return {n: (codes[n] * (torch.from_numpy(grid.scales[n]) * torch.exp(th.double()))[:, None]).float()
+                for n, th in thetas.items()}
+    return substituted_forward(quant_model, weights)
 
 
 def adamw_step(params, lr):
@@ -125,8 +141,7 @@ def write_tune(out):
     qnames = list(grid.scales)
     for obj in ("ce", "kl"):
         latents = {n: p.detach().clone().requires_grad_(True) for n, p in quant_model.named_parameters() if n in qnames}
-        forward, _ = qat_forward_model(quant_model, latents, grid)
-        wrapper = type("M", (), {"__call__": lambda self, idx, t=None: forward(idx, t)})()
+        wrapper = qat_forward_model(quant_model, latents, grid)
         value = objective(obj, wrapper, float_model, inputs, targets)
         value.backward()
         tensors.append((f"qat.{obj}.value", np.array([value.item()], dtype=np.float32)))
@@ -150,13 +165,29 @@ def write_tune(out):
             tensors.append(("qat.step.loss", np.array([loss], dtype=np.float32)))
             print(f"qat: one step at lr {QAT_LR} moves {moved} of {total} codes; the latent value closest to a "
                   f"rounding boundary is {nearest:.2e} steps from it")
+    # ---- scales: the objectives' gradients in every row's log-scale, one AdamW step (ce) ----
+    for obj in ("ce", "kl"):
+        thetas = {n: torch.zeros(len(grid.scales[n]), dtype=torch.float32, requires_grad=True) for n in qnames}
+        wrapper = scales_forward_model(quant_model, thetas, grid)
+        value = objective(obj, wrapper, float_model, inputs, targets)
+        value.backward()
+        tensors.append((f"scales.{obj}.value", np.array([value.item()], dtype=np.float32)))
+        tensors += [(f"scales.{obj}.grad.{n}", thetas[n].grad.numpy().copy()) for n in qnames]
+        if obj == "ce":
+            adamw_step([thetas[n] for n in qnames], SCALES_LR)
+            tensors += [(f"scales.step.{n}", thetas[n].detach().numpy().copy()) for n in qnames]
+            with torch.no_grad():
+                loss = objective("ce", wrapper, float_model, inputs, targets).item()
+            tensors.append(("scales.step.loss", np.array([loss], dtype=np.float32)))
     meta = {"generator": "tools/pytorch_reference.py tune", "torch": torch.__version__,
             "float_model": ref_models.TINY_FLOAT_FILE, "quant_model": ref_models.TINY_QUANT_FILE,
-            "quantization": ref_models.QUANT_DESCRIPTION, "normtweak_lr": NORMTWEAK_LR, "qat_lr": QAT_LR,
+            "quantization": ref_models.QUANT_DESCRIPTION, "normtweak_lr": NORMTWEAK_LR, "qat_lr": QAT_LR, "scales_lr": SCALES_LR,
             "grad_clip": GRAD_CLIP, "beta1": BETAS[0], "beta2": BETAS[1], "eps": EPS, "weight_decay": 0.0,
             "step": "one AdamW step (step 1, bias-corrected) after clipping the trained gradients' norm to grad_clip",
             "qat": "latent = the quantized weights; w = Q(clamp(latent)) per row on the grid refitted from the float row "
-                   "(absmax, exact scale), kept; gradient straight through (d/d latent = d/d w)"}
+                   "(absmax, exact scale), kept; gradient straight through (d/d latent = d/d w)",
+            "scales": "per row theta (0 at the start); w = code * s0 * exp(theta), codes = the quantized weights / s0, "
+                      "s0 the refitted row scale (exact)"}
     path = os.path.join(out, TUNE_FILE)
     write_safetensors(path, tensors, meta)
     return [path]

@@ -31,7 +31,7 @@ int cmd_correct(int argc, char **argv) {
     method_names(method_list, sizeof method_list);
     snprintf(method_help, sizeof method_help,
              "%s: train (AdamW), lstsq (ridge, linear), lowrank (SVD per matrix), bias (bias correction), normtweak (the LayerNorms), "
-             "qat (the weights on their grid); the last two add no bits",
+             "qat (the weights on their grid), scales (each span's stored scale, codes fixed); the last three add no bits",
              method_list);
     double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
     ArgSpec specs[] = {
@@ -88,8 +88,8 @@ int cmd_correct(int argc, char **argv) {
     CorrectionKindId kind = method_kind(o.method, hidden);
     if (mi->tunes && hidden != 0)
         return usage_error("correct", "--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
-    if (mi->tunes == TUNE_WEIGHTS && scheme.bits >= 32)
-        return usage_error("correct", "--method %s trains the weights on their quantization grid: at --bits 32 there is none", method);
+    if ((mi->tunes == TUNE_WEIGHTS || mi->tunes == TUNE_SCALES) && scheme.bits >= 32)
+        return usage_error("correct", "--method %s trains the weights' quantization grid: at --bits 32 there is none", method);
     if (!method_uses_hidden(o.method) && hidden != 0)
         return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
                            kind_info[method_kind(o.method, 0)].name);
