@@ -88,6 +88,36 @@ int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus,
     return rc;
 }
 
+int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
+    const MethodInfo *mi = &method_info[o->method];
+    const char *method = mi->name;
+    CorrectionKindId kind = method_kind(o->method, o->hidden);
+    int fine_tunes = mi->trains && !(mi->solves && o->steps == 0);
+    if (mi->tunes && o->hidden != 0)
+        qc_error("--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
+    else if ((mi->tunes == TUNE_WEIGHTS || mi->tunes == TUNE_SCALES) && s->bits >= 32)
+        qc_error("--method %s trains the weights' quantization grid: at --bits 32 there is none", method);
+    else if (!method_uses_hidden(o->method) && o->hidden != 0)
+        qc_error("--method %s fits %s corrections, which have no width: use --hidden 0", method, kind_info[method_kind(o->method, 0)].name);
+    else if (method_fits_weight_error(o->method) && s->bits >= 32)
+        qc_error("--method %s fits each matrix's quantization error: at --bits 32 there is none", method);
+    else if (kind != KIND_NONE && correction_kind_ops(kind)->fold && (s->scope & SCOPE_OF(ROLE_BIAS)))
+        qc_error("--method %s folds into the layers' biases, which --scope bias quantizes", method);
+    else if (o->init == INIT_LSTSQ && (o->method != METHOD_TRAIN || kind != KIND_LINEAR))
+        qc_error("--init lstsq starts a trained linear correction (--method train --hidden 0)");
+    else if (o->steps == STEPS_AUTO && !mi->trains)
+        qc_error("--steps auto: --method %s does not train", method);
+    else if (fine_tunes && o->objective == OBJECTIVE_MSE && mi->tunes)
+        qc_error("--objective mse compares the streams at correction sites; --method %s has none: use ce or kl", method);
+    else if (mi->tunes == TUNE_NORMS && s->bits < 32 && (s->scope & SCOPE_OF(ROLE_NORM)))
+        qc_error("--method normtweak trains the LayerNorms in float, which --scope norm quantizes");
+    else if (fine_tunes && o->objective == OBJECTIVE_MSE && kind != KIND_NONE && kind_info[kind].placement != PLACE_STREAM)
+        qc_error("--objective mse compares the streams after blocks; --method %s sits on linear layers: use ce or kl", method);
+    else
+        return 0;
+    return -1;
+}
+
 int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, CorrectionLayout *layout, int *linear_sizes) {
     *layout = (CorrectionLayout){.kind = method_kind(o->method, o->hidden), .every = o->every, .size = o->hidden};
     if (kind_info[layout->kind].placement != PLACE_LINEAR) return 0;

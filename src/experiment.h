@@ -90,6 +90,10 @@ typedef struct {
 int correction_layout_for(const CorrectOptions *o, const GPTConfig *cfg, CorrectionLayout *layout, int *linear_sizes);
 
 void correct_options_default(CorrectOptions *o);
+/* The rules a method's options meet whoever runs it (`correct`, every run of a sweep): o's method,
+ * hidden, steps (resolved: a count or STEPS_AUTO), init and objective against the scheme s the
+ * model is quantized by (bits 32: the control arm). -1 and one message naming the rule. */
+int correct_options_check(const CorrectOptions *o, const QuantScheme *s);
 int parse_objective(const char *text, Objective *out);
 const char *objective_name(Objective o);
 

@@ -86,6 +86,9 @@ QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r);
 const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size);
 /* The correction layout a run fits. */
 CorrectionLayout sweep_run_layout(const SweepRun *r);
+/* The options `correct` would get for a run (the sweep's budgets, the run's method, width, steps,
+ * seed and storage); scope from *scheme, which o->scheme points to (the caller's, for its life). */
+void sweep_run_options(const SweepConfig *cfg, const SweepRun *r, const QuantScheme *scheme, CorrectOptions *o);
 int sweep_preset(SweepConfig *cfg, const char *name);
 /* "42,123,999" style lists and "64x2,128x4" sizes (each optionally ":STEPS" of float training,
  * e.g. "256x6:400"); messages name the flag. */

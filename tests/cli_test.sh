@@ -777,6 +777,7 @@ EOF
         ok "sweep --steps 10,auto: manifest steps [10, \"auto\"] and the rule, ids _s10/_sauto, steps_run/stopped_by/heldout_objective in summary.csv, the held-out curve in logs/"
     else fail "sweep --steps 10,auto: manifest, ids, summary columns and held-out curve"; sed 's/^/#   /' "$T/py.err" | tail -n 3; fi
 else fail "sweep --steps 10,auto exits 0"; show "$T/err"; fi
+expect_error "sweep --methods bias --scope linear,head,bias (correct's rule)" 2 "--method bias" "--scope bias" -- "$QCORR" sweep --out "$T/sw_bias" --methods bias --scope linear,head,bias
 expect_error "sweep --steps auto twice" 2 "--steps" "twice" -- "$QCORR" sweep --out "$T/sw_bad" --steps 10,auto,auto
 
 BENCH=${BUILD:-build}/bench/bench

@@ -335,6 +335,39 @@ static void test_enumerate_tuning_methods(void **state) {
     assert_non_null(strstr(qc_last_error(), "mse"));
 }
 
+/* A grid meets correct's option rules run by run (correct_options_check): bias correction with
+ * the biases in --scope is refused naming the run, as correct refuses it; --init lstsq starts the
+ * linear train runs and leaves the MLP and closed-form runs as they are. */
+static void test_grid_meets_correct_rules(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    assert_int_equal(parse_method_list("--methods", "train,bias", &cfg), 0);
+    assert_int_equal(sweep_config_check(&cfg), 0);
+    cfg.scheme.scope |= SCOPE_OF(ROLE_BIAS);
+    assert_int_equal(sweep_config_check(&cfg), -1);
+    assert_non_null(strstr(qc_last_error(), "_bias: --method bias folds into the layers' biases"));
+    int n_runs, n_groups;
+    assert_null(sweep_enumerate(&cfg, &n_runs, &n_groups));
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    assert_int_equal(parse_method_list("--methods", "train,lstsq", &cfg), 0);
+    cfg.init = INIT_LSTSQ;
+    assert_int_equal(sweep_config_check(&cfg), 0);
+    SweepRun *runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    int started = 0;
+    for (int i = 0; i < n_runs; i++) {
+        QuantScheme scheme = sweep_run_scheme(&cfg, &runs[i]);
+        CorrectOptions o;
+        sweep_run_options(&cfg, &runs[i], &scheme, &o);
+        int linear_train = runs[i].method == METHOD_TRAIN && runs[i].hidden == 0;
+        assert_int_equal(o.init, linear_train ? INIT_LSTSQ : INIT_ZERO);
+        started += linear_train;
+    }
+    assert_true(started > 0);
+    free(runs);
+}
+
 /* The grid's axes from the method tables: methods that do not correct run once per model (no
  * every, hidden, storage width or budget), the control only for stream corrections, granularities
  * that do not fit a size skip it, the correcting methods only where --corrected-* allow, and the
@@ -411,6 +444,7 @@ int main(void) {
         cmocka_unit_test(test_record_fields_typed_by_schema),
         cmocka_unit_test(test_enumerate_axes),
         cmocka_unit_test(test_enumerate_tuning_methods),
+        cmocka_unit_test(test_grid_meets_correct_rules),
     };
     return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
 }

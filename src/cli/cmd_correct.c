@@ -85,18 +85,6 @@ int cmd_correct(int argc, char **argv) {
     o.method = (CorrectMethod)m;
     if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
     const MethodInfo *mi = &method_info[o.method];
-    CorrectionKindId kind = method_kind(o.method, hidden);
-    if (mi->tunes && hidden != 0)
-        return usage_error("correct", "--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
-    if ((mi->tunes == TUNE_WEIGHTS || mi->tunes == TUNE_SCALES) && scheme.bits >= 32)
-        return usage_error("correct", "--method %s trains the weights' quantization grid: at --bits 32 there is none", method);
-    if (!method_uses_hidden(o.method) && hidden != 0)
-        return usage_error("correct", "--method %s fits %s corrections, which have no width: use --hidden 0", method,
-                           kind_info[method_kind(o.method, 0)].name);
-    if (method_fits_weight_error(o.method) && scheme.bits >= 32)
-        return usage_error("correct", "--method %s fits each matrix's quantization error: at --bits 32 there is none", method);
-    if (correction_kind_ops(kind)->fold && (scheme.scope & SCOPE_OF(ROLE_BIAS)))
-        return usage_error("correct", "--method %s folds into the layers' biases, which --scope bias quantizes", method);
     int autostop = steps_text && strcmp(steps_text, "auto") == 0;
     if (steps_text && !autostop) {
         long v;
@@ -104,19 +92,12 @@ int cmd_correct(int argc, char **argv) {
         steps = (int)v;
     }
     if ((rc = parse_autostop_flags("correct", &af, autostop, &o.autostop, &o.init))) return rc;
-    if (o.init == INIT_LSTSQ && (o.method != METHOD_TRAIN || kind != KIND_LINEAR))
-        return usage_error("correct", "--init lstsq starts a trained linear correction (--method train --hidden 0)");
-    if (autostop && !mi->trains) return usage_error("correct", "--steps auto: --method %s does not train", method);
     if (autostop) steps = STEPS_AUTO;
     else if (steps < 0) steps = mi->solves ? 0 : 500;
-    int fine_tunes = mi->trains && !(mi->solves && steps == 0);
-    if (fine_tunes && o.objective == OBJECTIVE_MSE && mi->tunes)
-        return usage_error("correct", "--objective mse compares the streams at correction sites; --method %s has none: use ce or kl", method);
-    if (mi->tunes == TUNE_NORMS && scheme.bits < 32 && (scheme.scope & SCOPE_OF(ROLE_NORM)))
-        return usage_error("correct", "--method normtweak trains the LayerNorms in float, which --scope norm quantizes");
-    if (fine_tunes && o.objective == OBJECTIVE_MSE && kind_info[kind].placement != PLACE_STREAM)
-        return usage_error("correct", "--objective mse compares the streams after blocks; --method %s sits on linear layers: use ce or kl",
-                           method);
+    o.hidden = hidden;
+    o.steps = steps;
+    if (correct_options_check(&o, &scheme) != 0) return usage_error("correct", "%s", qc_last_error());
+    int fine_tunes = mi->trains && !(mi->solves && steps == 0); /* what the objective names in the result */
     int uses_rank = o.method == METHOD_LOWRANK;
     if (!uses_rank && (strcmp(rank, "match") != 0 || strcmp(lowrank_scale, "none") != 0))
         return usage_error("correct", "%s applies to --method lowrank, not %s", strcmp(rank, "match") != 0 ? "--rank" : "--lowrank-scale", method);

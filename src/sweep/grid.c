@@ -371,7 +371,11 @@ int sweep_config_check(const SweepConfig *cfg) {
             qc_error("the %s quantizer needs calibration tokens", quantizer_name(cfg->quantizers[i]));
             return -1;
         }
-    return quant_scheme_check(&cfg->scheme);
+    if (quant_scheme_check(&cfg->scheme) != 0) return -1;
+    int n_runs, n_groups; /* and every run meets correct's rules (sweep_enumerate checks them) */
+    SweepRun *runs = sweep_enumerate(cfg, &n_runs, &n_groups);
+    free(runs);
+    return runs ? 0 : -1;
 }
 
 QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r) {
@@ -387,6 +391,29 @@ QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r) {
 
 CorrectionLayout sweep_run_layout(const SweepRun *r) {
     return (CorrectionLayout){.kind = method_kind(r->method, r->hidden), .every = r->every, .size = r->hidden};
+}
+
+void sweep_run_options(const SweepConfig *cfg, const SweepRun *r, const QuantScheme *scheme, CorrectOptions *o) {
+    correct_options_default(o);
+    o->every = method_uses_every(r->method) ? r->every : 1; /* lowrank's rank matches a linear correction every 1 */
+    o->hidden = r->hidden;
+    o->objective = cfg->objective;
+    o->method = r->method;
+    o->steps = r->steps;
+    o->autostop = cfg->autostop;
+    /* --init lstsq starts the grid's trained linear corrections; the other runs start as they do */
+    o->init = r->method == METHOD_TRAIN && r->hidden == 0 ? cfg->init : INIT_ZERO;
+    o->batch = cfg->corr_batch;
+    o->lr = (float)cfg->corr_lr;
+    o->calib_tokens = r->calib;
+    o->seed = (uint64_t)r->seed;
+    o->ridge = cfg->ridge;
+    o->correction_bits = r->corr_bits;
+    o->scope = scheme->scope;
+    o->scheme = scheme;
+    o->rank = cfg->rank;
+    o->lowrank_act_scale = cfg->lowrank_act_scale;
+    o->quiet = 1;
 }
 
 const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
@@ -498,6 +525,19 @@ SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
                             }
                     }
         }
+    /* every run meets correct's rules (a grid that correct would refuse is refused whole) */
+    for (int i = 0; i < n; i++) {
+        QuantScheme scheme = sweep_run_scheme(cfg, &runs[i]);
+        CorrectOptions o;
+        sweep_run_options(cfg, &runs[i], &scheme, &o);
+        if (method_corrects(runs[i].method) && correct_options_check(&o, &scheme) != 0) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", qc_last_error());
+            qc_error("run %s: %s", runs[i].id, why);
+            free(runs);
+            return NULL;
+        }
+    }
     *n_runs = n;
     *n_groups = g;
     return runs;

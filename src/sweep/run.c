@@ -360,26 +360,8 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 const SweepRun *r = &runs[k];
                 Corrections c;
                 CorrectOptions co;
-                correct_options_default(&co);
                 QuantScheme scheme = sweep_run_scheme(cfg, r);
-                co.every = method_uses_every(r->method) ? r->every : 1; /* lowrank's rank matches a linear correction every 1 */
-                co.hidden = r->hidden;
-                co.objective = cfg->objective;
-                co.method = r->method;
-                co.steps = r->steps;
-                co.autostop = cfg->autostop;
-                co.init = cfg->init;
-                co.batch = cfg->corr_batch;
-                co.lr = (float)cfg->corr_lr;
-                co.calib_tokens = r->calib;
-                co.seed = (uint64_t)r->seed;
-                co.ridge = cfg->ridge;
-                co.correction_bits = r->corr_bits;
-                co.scope = scheme.scope;
-                co.scheme = &scheme;
-                co.rank = cfg->rank;
-                co.lowrank_act_scale = cfg->lowrank_act_scale;
-                co.quiet = 1;
+                sweep_run_options(cfg, r, &scheme, &co);
                 char log[4200];
                 snprintf(log, sizeof log, "%s/logs/%s.correct.csv", dir, r->id);
                 co.log_path = method_info[r->method].trains ? log : NULL;
