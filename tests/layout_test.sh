@@ -31,12 +31,12 @@ fi
 
 # ---- the report (and what only it uses) includes nothing of the model: the headers its sources
 # pull in, transitively, as the compiler sees them
-REPORT_SOURCES=$(ls src/report/*.c src/schema.c src/sites.c src/stats.c src/svg.c 2>/dev/null)
+REPORT_SOURCES=$(ls src/report/*.c src/tables/schema.c src/tables/sites.c 2>/dev/null)
 if [ -z "$REPORT_SOURCES" ]; then
     fail "the report's sources exist (src/report/*.c)"
 else
     # shellcheck disable=SC2086
-    if deps=$($CC -std=c11 -D_GNU_SOURCE -MM $REPORT_SOURCES 2>&1); then
+    if deps=$($CC -std=c11 -D_GNU_SOURCE -Isrc -MM $REPORT_SOURCES 2>&1); then
         bad=$(printf '%s\n' "$deps" | tr ' \\' '\n\n' | grep -E '(^|/)(model|correct|checkpoint|quant|experiment|ops|gemm|train|sample)\.h$' | sort -u | tr '\n' ' ')
         if [ -z "$bad" ]; then ok "the report's sources include nothing of model, correct, checkpoint or quant"
         else fail "the report's sources include nothing of model, correct, checkpoint or quant" "included: $bad"; fi
@@ -72,10 +72,10 @@ fi
 if ctags --version 2>/dev/null | grep -q 'Universal Ctags'; then
     TG=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-tags.XXXXXX")
     if make -s --no-print-directory tags TAGS_DIR="$TG" >"$TG/out" 2>&1 && [ -s "$TG/tags" ]; then
-        bodies=$(sed -n 's/^static [a-z ]*KERNEL(\([a-z_0-9]*\))(.*/\1/p' src/kernels_gemm.h src/kernels_ops.h | sort -u)
+        bodies=$(sed -n 's/^static [a-z ]*KERNEL(\([a-z_0-9]*\))(.*/\1/p' src/kernels/kernels_gemm.h src/kernels/kernels_ops.h | sort -u)
         missing=""
         for name in $bodies; do
-            grep -q "^$name	src/kernels_[a-z]*\.h	" "$TG/tags" || missing="$missing $name"
+            grep -q "^$name	src/kernels/kernels_[a-z]*\.h	" "$TG/tags" || missing="$missing $name"
         done
         n=$(printf '%s\n' "$bodies" | grep -c .)
         if [ "$n" -ge 10 ] && [ -z "$missing" ]; then ok "make tags indexes all $n kernel bodies under their own names"
