@@ -14,7 +14,7 @@ OPT := -O0 -g
 endif
 # -fno-math-errno -fno-trapping-math: floorf, clamps and selects in hot loops (exp_simd) vectorize;
 # qcorr never reads errno from math calls nor the floating-point exception flags
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -fno-math-errno -fno-trapping-math -ffp-contract=fast -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE $(OPT) -g -fno-math-errno -fno-trapping-math -ffp-contract=fast -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP -Isrc
 LDLIBS := -lm
 
 # Probe a compiler flag: prints it if the compiler accepts it.
@@ -26,9 +26,9 @@ ifeq ($(NATIVE),1)
 ARCH_FLAGS := $(call probe,-march=native) $(call probe,-mprefer-vector-width=256)
 endif
 
-# The kernel paths (src/kernels_<path>.c, chosen at run time: src/kernels.h) are each compiled for
-# their own instruction set, whatever NATIVE says, so every build carries all of them; -mtune=generic
-# so that no tuning narrows the vectors. Elsewhere than x86 each compiles as plain C.
+# The kernel paths (src/kernels/kernels_<path>.c, chosen at run time: src/kernels/kernels.h) are each
+# compiled for their own instruction set, whatever NATIVE says, so every build carries all of them;
+# -mtune=generic so that no tuning narrows the vectors. Elsewhere than x86 each compiles as plain C.
 ifneq ($(filter x86_64% i386% i486% i586% i686%,$(shell $(CC) -dumpmachine)),)
 KERNEL_ISA_generic := -march=x86-64 -mtune=generic $(call probe,-Wno-psabi)
 KERNEL_ISA_avx2 := $(or $(call probe,-march=x86-64-v3),-mavx2 -mfma -mbmi -mbmi2 -mf16c -mlzcnt -mmovbe) \
@@ -65,7 +65,8 @@ LDLIBS += $(BLAS_LIBS) -llapacke -lcjson
 # recursive, so that a kernel path's object gets its own ARCH_FLAGS (target-specific, below)
 CFLAGS = $(CFLAGS_BASE) $(ARCH_FLAGS) $(EXTRA_CFLAGS)
 
-LIB_SRC := $(wildcard src/*.c src/report/*.c src/sweep/*.c)
+# every folder of src/ but the commands is the library (docs/DESIGN.md: Layers)
+LIB_SRC := $(filter-out src/cli/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -84,7 +85,7 @@ $(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(foreach p,$(KERNEL_PATHS),$(eval $(BUILD)/src/kernels_$(p).o: ARCH_FLAGS := $(KERNEL_ISA_$(p))))
+$(foreach p,$(KERNEL_PATHS),$(eval $(BUILD)/src/kernels/kernels_$(p).o: ARCH_FLAGS := $(KERNEL_ISA_$(p))))
 
 # rebuilt from scratch: `ar r` keeps members whose sources were moved or deleted
 $(BUILD)/libqcorr.a: $(LIB_OBJ)
@@ -153,11 +154,11 @@ FUZZ_CC ?= clang
 FUZZ_BUILD ?= build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas $(BLAS_CFLAGS)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Isrc $(BLAS_CFLAGS)
 FUZZ_HARNESS := $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(LIB_SRC))
 
-$(foreach p,$(KERNEL_PATHS),$(eval $(FUZZ_BUILD)/src/kernels_$(p).o: FUZZ_ISA := $(KERNEL_ISA_$(p))))
+$(foreach p,$(KERNEL_PATHS),$(eval $(FUZZ_BUILD)/src/kernels/kernels_$(p).o: FUZZ_ISA := $(KERNEL_ISA_$(p))))
 # objects kept between builds (make would otherwise delete them as intermediates)
 .PRECIOUS: $(FUZZ_BUILD)/%.o
 $(FUZZ_BUILD)/%.o: %.c Makefile

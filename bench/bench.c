@@ -13,15 +13,15 @@
 #include <omp.h>
 #endif
 
-#include "../src/correct.h"
-#include "../src/data.h"
-#include "../src/experiment.h"
-#include "../src/gemm.h"
-#include "../src/kernels.h"
-#include "../src/model.h"
-#include "../src/optim.h"
-#include "../src/train.h"
-#include "../src/util.h"
+#include "base/util.h"
+#include "correct/correct.h"
+#include "correct/experiment.h"
+#include "kernels/gemm.h"
+#include "kernels/kernels.h"
+#include "nn/data.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+#include "nn/train.h"
 
 enum { BATCH = 32, CONTEXT = 128, HEADS = 4, VOCAB = 65, RANDOM_TOKENS = 1 << 20 };
 

@@ -26,8 +26,8 @@
 #include <omp.h>
 #endif
 
-#include "../src/kernels.h"
-#include "../src/util.h"
+#include "base/util.h"
+#include "kernels/kernels.h"
 
 /* SLEEF 3.5's vector functions (sleef.h declares them only when the file itself is compiled for
  * AVX-512, which this one is not: it runs on any x86-64 and calls them only where the CPU has it) */

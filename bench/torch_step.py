@@ -46,7 +46,7 @@ class GPT(ReferenceGPT):
 
 
 class Correction(nn.Module):
-    """src/correct.c's site: x + x W^T + b (hidden 0, W = 0 at the start) or
+    """src/correct/correct.c's site: x + x W^T + b (hidden 0, W = 0 at the start) or
     x + gelu_tanh(x W1^T + b1) W2^T + b2 (W1 ~ N(0, 0.02), W2 = 0)."""
 
     def __init__(self, d_model, hidden):

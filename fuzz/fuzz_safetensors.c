@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/checkpoint.h"
-#include "../src/model_file.h"
+#include "io/checkpoint.h"
+#include "io/model_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* exactly size bytes, no NUL after them: an over-read is caught by ASan */

@@ -1,5 +1,5 @@
 #!/bin/sh
-# kernels_test: the kernel paths (src/kernels.h) as built. (1) objdump: the avx2 object holds no
+# kernels_test: the kernel paths (src/kernels/kernels.h) as built. (1) objdump: the avx2 object holds no
 # AVX-512 instruction and the generic one no AVX at all, while the avx512 and avx2 objects do hold
 # their own (so the check cannot pass on an empty or unreadable disassembly). (2) The whole-model
 # suites (model gradients, PyTorch parity) on every path this CPU runs other than the default,
@@ -28,7 +28,7 @@ else
     T=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-kernels.XXXXXX") || exit 1
     trap 'rm -rf "$T"' EXIT
     for path in generic avx2 avx512; do
-        obj=$BUILD/src/kernels_$path.o
+        obj=$BUILD/src/kernels/kernels_$path.o
         if [ ! -r "$obj" ]; then fail "$obj exists (build with make)"; continue; fi
         disassemble "$obj" >"$T/$path.s"
     done
@@ -53,7 +53,7 @@ else
     fi
 fi
 
-# the paths this CPU runs, as src/kernels.c decides (the same feature flags, from /proc/cpuinfo)
+# the paths this CPU runs, as src/kernels/kernels.c decides (the same feature flags, from /proc/cpuinfo)
 flags=$(grep -m 1 '^flags' /proc/cpuinfo 2>/dev/null)
 has() { case " $flags " in *" $1 "*) return 0 ;; esac; return 1; }
 paths="generic"

@@ -1,8 +1,8 @@
 #!/bin/sh
 # layout_test: the rules of the house that no compiler checks (docs/DESIGN.md) — the library never ends
-# the process (only the CLI decides), the report reads files and includes nothing of the model,
-# no source file in src/ is over 600 lines, and the test runner cannot pass a suite it did not run
-# nor hide a skip.
+# the process (only the CLI decides), src/ is in folders by layer and its includes point down the
+# layers, the report reads files and includes nothing of the model, no source file in src/ is over
+# 600 lines, and the test runner cannot pass a suite it did not run nor hide a skip.
 # Prints "ok - ..." / "FAIL - ..." per check and ends with "layout: N passed, M failed".
 # Run from the repository root after a build: BUILD=build sh tests/layout_test.sh
 set -u
@@ -29,17 +29,53 @@ else
     else fail "no object of $LIB calls exit, _exit, _Exit, quick_exit or abort" "$calls"; fi
 fi
 
-# ---- the report (and what only it uses) includes nothing of the model: the headers its sources
-# pull in, transitively, as the compiler sees them
-REPORT_SOURCES=$(ls src/report/*.c src/schema.c src/sites.c src/stats.c src/svg.c 2>/dev/null)
+# ---- layers point down (docs/DESIGN.md: Layers): every source file of src/ sits in the folder of its
+# layer, none at the top of src/ (the build compiles src/<layer>/*.c only), and it includes headers of
+# its own layer or of the layers before it, written relative to src/ ("nn/model.h"). The order is the
+# one the includes need; the one exception is the model's forward, which fake-quantizes the inputs of
+# the quantized matrices (nn/model.c includes quant/fakequant.h).
+LAYERS="base tables kernels nn quant correct io sweep report cli"
+LAYER_EXCEPTIONS="src/nn/model.c:quant/fakequant.h"
+misplaced=$(find src -name '*.[ch]' | sort | awk -v layers="$LAYERS" '
+    BEGIN { n = split(layers, l, " "); for (i = 1; i <= n; i++) known[l[i]] = 1 }
+    { k = split($0, p, "/"); if (k != 3 || !(p[2] in known)) print $0 }')
+n=$(find src -name '*.[ch]' | wc -l | tr -d ' ')
+if [ "$n" -gt 0 ] && [ -z "$misplaced" ]; then ok "every file of src/ is in a layer's folder, none at the top ($n files; layers: $LAYERS)"
+else fail "every file of src/ is in a layer's folder (src/<layer>/<file>; layers: $LAYERS)" "$misplaced"; fi
+# shellcheck disable=SC2046
+upward=$(awk -v layers="$LAYERS" -v exceptions="$LAYER_EXCEPTIONS" '
+    BEGIN {
+        n = split(layers, l, " "); for (i = 1; i <= n; i++) rank[l[i]] = i
+        m = split(exceptions, e, " "); for (i = 1; i <= m; i++) allowed[e[i]] = 1
+    }
+    /^[ \t]*#[ \t]*include[ \t]*"/ {
+        inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc)
+        split(FILENAME, p, "/"); from = p[2]; to = inc; sub(/\/.*/, "", to)
+        where = FILENAME ":" FNR ": "
+        if (!(from in rank)) next
+        if (index(inc, "/") == 0 || !(to in rank)) print where "\"" inc "\" is not written relative to src/ (\"" from "/...\")"
+        else if (rank[to] > rank[from] && !((FILENAME ":" inc) in allowed)) print where from " includes " inc ", a layer above it"
+    }' $(find src -name '*.[ch]' | sort))
+if [ -z "$upward" ]; then ok "every include of src/ points down the layers (or within one), relative to src/"
+else fail "every include of src/ points down the layers (or within one), relative to src/" "$upward"; fi
+# tests/, bench/ and fuzz/ sit above the library and name its headers the same way
+# shellcheck disable=SC2046
+relative=$(grep -n -E '^[ \t]*#[ \t]*include[ \t]*"\.\./' $(find tests bench fuzz -name '*.[ch]' | sort) 2>/dev/null)
+if [ -z "$relative" ]; then ok "tests/, bench/ and fuzz/ include the library's headers relative to src/"
+else fail "tests/, bench/ and fuzz/ include the library's headers relative to src/" "$relative"; fi
+
+# ---- the report (and the tables it shares) includes nothing of the model: the headers its sources
+# pull in, transitively, as the compiler sees them, are of base, tables and report only; so the report
+# reads files, and a change to the model cannot change it
+REPORT_SOURCES=$(ls src/report/*.c src/tables/*.c 2>/dev/null)
 if [ -z "$REPORT_SOURCES" ]; then
     fail "the report's sources exist (src/report/*.c)"
 else
     # shellcheck disable=SC2086
-    if deps=$($CC -std=c11 -D_GNU_SOURCE -MM $REPORT_SOURCES 2>&1); then
-        bad=$(printf '%s\n' "$deps" | tr ' \\' '\n\n' | grep -E '(^|/)(model|correct|checkpoint|quant|experiment|ops|gemm|train|sample)\.h$' | sort -u | tr '\n' ' ')
-        if [ -z "$bad" ]; then ok "the report's sources include nothing of model, correct, checkpoint or quant"
-        else fail "the report's sources include nothing of model, correct, checkpoint or quant" "included: $bad"; fi
+    if deps=$($CC -std=c11 -D_GNU_SOURCE -Isrc -MM $REPORT_SOURCES 2>&1); then
+        bad=$(printf '%s\n' "$deps" | tr ' \\' '\n\n' | grep -E '^src/.*\.h$' | grep -v -E '^src/(base|tables|report)/' | sort -u | tr '\n' ' ')
+        if [ -z "$bad" ]; then ok "the report's sources include headers of base, tables and report only (nothing of the model)"
+        else fail "the report's sources include headers of base, tables and report only (nothing of the model)" "included: $bad"; fi
     else
         fail "the report's sources preprocess" "$deps"
     fi
@@ -72,10 +108,10 @@ fi
 if ctags --version 2>/dev/null | grep -q 'Universal Ctags'; then
     TG=$(mktemp -d "${TMPDIR:-/tmp}/qcorr-tags.XXXXXX")
     if make -s --no-print-directory tags TAGS_DIR="$TG" >"$TG/out" 2>&1 && [ -s "$TG/tags" ]; then
-        bodies=$(sed -n 's/^static [a-z ]*KERNEL(\([a-z_0-9]*\))(.*/\1/p' src/kernels_gemm.h src/kernels_ops.h | sort -u)
+        bodies=$(sed -n 's/^static [a-z ]*KERNEL(\([a-z_0-9]*\))(.*/\1/p' src/kernels/kernels_gemm.h src/kernels/kernels_ops.h | sort -u)
         missing=""
         for name in $bodies; do
-            grep -q "^$name	src/kernels_[a-z]*\.h	" "$TG/tags" || missing="$missing $name"
+            grep -q "^$name	src/kernels/kernels_[a-z]*\.h	" "$TG/tags" || missing="$missing $name"
         done
         n=$(printf '%s\n' "$bodies" | grep -c .)
         if [ "$n" -ge 10 ] && [ -z "$missing" ]; then ok "make tags indexes all $n kernel bodies under their own names"

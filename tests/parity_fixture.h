@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/checkpoint.h"
-#include "../src/quant.h"
+#include "io/checkpoint.h"
+#include "quant/quant.h"
 #include "testutil.h"
 
 /* Paths are relative to the repository root (make test runs from there). */

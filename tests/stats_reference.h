@@ -1,5 +1,5 @@
 /* stats_reference: the statistics computed the slow, obvious way, with no code shared with
- * src/stats.c — the t quantile by integrating the density, Wilcoxon by enumerating every sign
+ * src/report/stats.c — the t quantile by integrating the density, Wilcoxon by enumerating every sign
  * assignment, the sign test by summing the binomial — for test_stats and test_report to check
  * against. Static inline: each suite uses some of them. */
 #ifndef QCORR_TESTS_STATS_REFERENCE_H

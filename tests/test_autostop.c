@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/correct.h"
-#include "../src/data.h"
-#include "../src/experiment.h"
-#include "../src/quant.h"
-#include "../src/util.h"
+#include "base/util.h"
+#include "correct/correct.h"
+#include "correct/experiment.h"
+#include "nn/data.h"
+#include "quant/quant.h"
 
 static void small_corpus(Corpus *c) {
     const char *path = write_test_corpus("autostop.txt", 6000, "abcdefgh ,.\n", 501);

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/budget.h"
-#include "../src/checkpoint.h"
-#include "../src/data.h"
-#include "../src/model_file.h"
+#include "correct/budget.h"
+#include "io/checkpoint.h"
+#include "io/model_file.h"
+#include "nn/data.h"
 
 /* The bits a checkpoint stores, counted from the file alone: a tensor is quantized when the
  * metadata's scope names its kind (the four block matrices are "linear", lm_head.weight "head");

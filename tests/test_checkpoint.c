@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../src/checkpoint.h"
+#include "io/checkpoint.h"
 
 /* ---- helpers: a reference checkpoint and surgery on its header ---- */
 

@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/calib.h"
-#include "../src/checkpoint.h"
-#include "../src/compensate.h"
-#include "../src/experiment.h"
-#include "../src/model_file.h"
-#include "../src/quant.h"
-#include "../src/train.h"
+#include "correct/compensate.h"
+#include "correct/experiment.h"
+#include "io/checkpoint.h"
+#include "io/model_file.h"
+#include "nn/train.h"
+#include "quant/calib.h"
+#include "quant/quant.h"
 
 /* ============================ one matrix ============================ */
 

@@ -14,14 +14,14 @@
 #include <omp.h>
 #endif
 
-#include "../src/checkpoint.h"
-#include "../src/correct.h"
-#include "../src/data.h"
-#include "../src/experiment.h"
-#include "../src/model_file.h"
-#include "../src/optim.h"
-#include "../src/quant.h"
-#include "../src/train.h"
+#include "correct/correct.h"
+#include "correct/experiment.h"
+#include "io/checkpoint.h"
+#include "io/model_file.h"
+#include "nn/data.h"
+#include "nn/optim.h"
+#include "nn/train.h"
+#include "quant/quant.h"
 
 /* ---- threads ----
  * One thread for the suite (main's group setup), as test_model: these models' OpenMP barriers

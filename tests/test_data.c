@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../src/data.h"
+#include "nn/data.h"
 
 /* ---- helpers ---- */
 

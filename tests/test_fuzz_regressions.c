@@ -12,10 +12,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "../src/checkpoint.h"
-#include "../src/model_file.h"
-#include "../src/data.h"
-#include "../src/sweep.h"
+#include "io/checkpoint.h"
+#include "io/model_file.h"
+#include "nn/data.h"
+#include "sweep/sweep.h"
 
 #define REGRESSIONS "tests/fuzz-regressions"
 

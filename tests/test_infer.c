@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/infer.h"
+#include "nn/infer.h"
 
 /* CTX >= GEMM_MIN_ROWS: a window is a product of its own rows, never a BLAS call (infer.h) */
 enum { MAX_B = 5, CTX = 16, LAYERS = 3 };

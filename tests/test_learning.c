@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/correct.h"
-#include "../src/data.h"
-#include "../src/experiment.h"
-#include "../src/optim.h"
-#include "../src/quant.h"
-#include "../src/train.h"
+#include "correct/correct.h"
+#include "correct/experiment.h"
+#include "nn/data.h"
+#include "nn/optim.h"
+#include "nn/train.h"
+#include "quant/quant.h"
 
 
 /* ~150 steps of AdamW on the corpus: loss well below uniform, not converged. */

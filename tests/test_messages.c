@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../src/data.h"
-#include "../src/sweep.h"
-#include "../src/train.h"
+#include "nn/data.h"
+#include "nn/train.h"
+#include "sweep/sweep.h"
 
 /* The last error names every needle and no flag ("--x"). */
 static void expect_message(const char *what, const char *const *needles, int n) {

@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/calib.h"
-#include "../src/checkpoint.h"
-#include "../src/compensate.h"
-#include "../src/gptq.h"
-#include "../src/quant.h"
+#include "correct/compensate.h"
+#include "io/checkpoint.h"
+#include "quant/calib.h"
+#include "quant/gptq.h"
+#include "quant/quant.h"
 
 #define MSE_FIXTURE "tests/fixtures/quant_mse.safetensors"
 #define GPTQ_FIXTURE "tests/fixtures/quant_gptq.safetensors"

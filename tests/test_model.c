@@ -13,10 +13,10 @@
 #include <omp.h>
 #endif
 
-#include "../src/data.h"
-#include "../src/optim.h"
-#include "../src/sample.h"
-#include "../src/train.h"
+#include "nn/data.h"
+#include "nn/optim.h"
+#include "nn/sample.h"
+#include "nn/train.h"
 
 /* tiny_model: V 11, ctx 8, C 16, 2 layers, 2 heads; one batch of B x T = 2 x 8 tokens */
 enum { BATCH = 2, SEQ = 8, ROWS = BATCH * SEQ, MAX_LAYERS = 4 };

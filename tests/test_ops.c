@@ -1,8 +1,8 @@
-/* test_ops: every layer of src/ops.h against a double-precision forward written here from the
+/* test_ops: every layer of src/kernels/ops.h against a double-precision forward written here from the
  * math (not from ops.c): forwards match it, backwards match central finite differences of it, the
  * fast kernels match their _ref versions on odd shapes, and each backward keeps the add-into or
  * overwrite contract that ops.h documents. Every test runs once per kernel path this CPU
- * supports (src/kernels.h), named "test [path]". */
+ * supports (src/kernels/kernels.h), named "test [path]". */
 #include "testutil.h"
 
 #include <math.h>
@@ -13,9 +13,9 @@
 #include <omp.h>
 #endif
 
-#include "../src/gemm.h"
-#include "../src/kernels.h"
-#include "../src/ops.h"
+#include "kernels/gemm.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
 
 /* ---- tolerances ----
  * Finite differences run on the double forward with step 1e-5 on inputs of size ~1: truncation

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/checkpoint.h"
-#include "../src/train.h"
+#include "io/checkpoint.h"
+#include "nn/train.h"
 #include "testutil.h"
 
 /* Paths relative to the repository root (make test runs from there). */

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/checkpoint.h"
-#include "../src/correct.h"
-#include "../src/experiment.h"
-#include "../src/quant.h"
+#include "correct/correct.h"
+#include "correct/experiment.h"
+#include "io/checkpoint.h"
+#include "quant/quant.h"
 #include "parity_fixture.h"
 #include "testutil.h"
 

@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/checkpoint.h"
-#include "../src/correct.h"
-#include "../src/ops.h"
-#include "../src/stats.h"
-#include "../src/train.h"
-#include "../src/evaluate.h"
+#include "correct/correct.h"
+#include "io/checkpoint.h"
+#include "kernels/ops.h"
+#include "nn/evaluate.h"
+#include "nn/train.h"
+#include "report/stats.h"
 #include "parity_fixture.h"
 #include "testutil.h"
 
@@ -33,7 +33,7 @@ typedef struct {
     double loss_model, loss_reference, loss_model_se, loss_reference_se, loss_diff, loss_diff_se;
 } ReferenceEval;
 
-/* The library's evaluation (src/evaluate.c): model against reference over the windows of the
+/* The library's evaluation (src/nn/evaluate.c): model against reference over the windows of the
  * README's Evaluation and recovery in ids[0..n) (floor((n-1)/T) windows of T = ctx); 0, or -1 with qc_error set. */
 static int library_eval_reference(GPT *model, GPT *reference, const int32_t *ids, size_t n, ReferenceEval *out) {
     EvalReference ref;

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/evaluate.h"
-#include "../src/model_file.h"
+#include "io/model_file.h"
+#include "nn/evaluate.h"
 #include "parity_fixture.h"
 #include "testutil.h"
 

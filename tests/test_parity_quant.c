@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/quant.h"
+#include "quant/quant.h"
 #include "parity_fixture.h"
 #include "testutil.h"
 

@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/checkpoint.h"
-#include "../src/experiment.h"
-#include "../src/optim.h"
-#include "../src/tune.h"
+#include "correct/experiment.h"
+#include "correct/tune.h"
+#include "io/checkpoint.h"
+#include "nn/optim.h"
 #include "parity_fixture.h"
 #include "testutil.h"
 

@@ -12,8 +12,8 @@
 #include <omp.h>
 #endif
 
-#include "../src/ops.h"
-#include "../src/quant.h"
+#include "kernels/ops.h"
+#include "quant/quant.h"
 
 /* One thread for the suite (set in main's group setup): each quantize_matrix is a parallel region
  * over a few dozen values, whose barriers on a loaded 2-core machine can each wait a scheduler

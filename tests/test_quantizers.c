@@ -10,13 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/calib.h"
-#include "../src/data.h"
-#include "../src/experiment.h"
-#include "../src/gptq.h"
-#include "../src/model_file.h"
-#include "../src/quant.h"
-#include "../src/train.h"
+#include "correct/experiment.h"
+#include "io/model_file.h"
+#include "nn/data.h"
+#include "nn/train.h"
+#include "quant/calib.h"
+#include "quant/gptq.h"
+#include "quant/quant.h"
 
 static QuantScheme scheme_of(QuantizerId q, int bits, const char *granularity, int asymmetric, ScaleDtype dtype) {
     QuantScheme s;

@@ -11,8 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../src/report.h"
-#include "../src/stats.h"
+#include "report/report.h"
+#include "report/stats.h"
 #include "stats_reference.h"
 
 /* ======================================================================================

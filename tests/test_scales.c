@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../src/fakequant.h"
-#include "../src/quant.h"
+#include "quant/fakequant.h"
+#include "quant/quant.h"
 
 static void expect_round(double x, ScaleDtype t, double want) {
     double got = round_to_dtype(x, t);

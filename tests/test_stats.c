@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/stats.h"
+#include "report/stats.h"
 #include "stats_reference.h"
 
 static void assert_rel(double got, double want, double rel, const char *what) {

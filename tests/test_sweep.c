@@ -10,8 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../src/schema.h"
-#include "../src/sweep.h"
+#include "sweep/sweep.h"
+#include "tables/schema.h"
 
 /* ============================ plan ============================ */
 

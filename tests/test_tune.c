@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/budget.h"
-#include "../src/experiment.h"
-#include "../src/quant.h"
-#include "../src/tune.h"
+#include "correct/budget.h"
+#include "correct/experiment.h"
+#include "correct/tune.h"
+#include "quant/quant.h"
 
 #define BATCH 2
 #define SEQ 8

@@ -11,10 +11,10 @@
 
 #include <cblas.h>
 
-#include "../src/data.h"
-#include "../src/omp_compat.h"
-#include "../src/optim.h"
-#include "../src/train.h"
+#include "base/omp_compat.h"
+#include "nn/data.h"
+#include "nn/optim.h"
+#include "nn/train.h"
 
 void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi) {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * rng_uniform(rng);

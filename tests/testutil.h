@@ -9,10 +9,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../src/correct.h"
-#include "../src/data.h"
-#include "../src/model.h"
-#include "../src/util.h"
+#include "base/util.h"
+#include "correct/correct.h"
+#include "nn/data.h"
+#include "nn/model.h"
 
 void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi);
 void fill_normal(float *x, size_t n, Rng *rng, float std);

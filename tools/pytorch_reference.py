@@ -24,7 +24,7 @@ eval-trained reads checkpoints that qcorr wrote, and the corpus. Each reference 
 its fixture writer (tools/ref_*.py); each writer checks itself (assertions, and a float64 rerun
 that prints how far float32 alone is from exact: the noise the C tolerances must allow).
 
-Conventions of every fixture: safetensors with F32 tensors only (what src/checkpoint.c reads);
+Conventions of every fixture: safetensors with F32 tensors only (what src/io/checkpoint.c reads);
 token ids and byte values stored as float32 (exact below 2^24); scalars as 1-element tensors;
 __metadata__ holds the settings as strings. Model checkpoints are plain float qcorr checkpoints
 (gpt_save's keys and tensor names; quantized weights are stored dequantized, with no

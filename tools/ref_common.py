@@ -157,7 +157,7 @@ def read_safetensors(path):
 
 
 def checkpoint_metadata(config, vocab=VOCAB):
-    # exactly the keys src/checkpoint.c gpt_save writes, in its order
+    # exactly the keys src/io/checkpoint.c gpt_save writes, in its order
     return {
         "format": "pt",
         "qcorr_format": "1",

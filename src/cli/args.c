@@ -1,11 +1,11 @@
 /* args: see args.h. */
-#include "args.h"
+#include "cli/args.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 static void print_help(const char *command, const char *summary, const ArgSpec *specs, int n) {
     printf("usage: qcorr %s [flags]\n\n%s\n\nflags:\n", command, summary);

@@ -5,14 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../budget.h"
-#include "../checkpoint.h"
-#include "../experiment.h"
-#include "../train.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "correct/budget.h"
+#include "correct/experiment.h"
+#include "io/checkpoint.h"
+#include "nn/train.h"
 
 static void add_number_or_null(cJSON *j, const char *key, double v) {
     if (isfinite(v)) cJSON_AddNumberToObject(j, key, v);

@@ -5,13 +5,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../checkpoint.h"
-#include "../budget.h"
-#include "../evaluate.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "correct/budget.h"
+#include "io/checkpoint.h"
+#include "nn/evaluate.h"
 
 /* The model's storage (README: Budgets: what a model stores): its scheme's codes and scales, float
  * tensors, corrections. */

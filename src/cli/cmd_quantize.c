@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../checkpoint.h"
-#include "../experiment.h"
-#include "../quant.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "correct/experiment.h"
+#include "io/checkpoint.h"
+#include "quant/quant.h"
 
 /* Shared by quantize and correct: the scheme flags; a refused value is named with its flag. */
 int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *out) {

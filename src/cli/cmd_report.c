@@ -3,11 +3,11 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "../report.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "report/report.h"
 
 /* NaN (an undefined std or interval) becomes JSON null */
 static void add_number(cJSON *o, const char *key, double v) {

@@ -1,12 +1,12 @@
 /* cmd_sample: `qcorr sample` — generates text from any checkpoint with a key/value cache. */
 #include <stdio.h>
 
-#include "../checkpoint.h"
-#include "../sample.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "io/checkpoint.h"
+#include "nn/sample.h"
 
 int cmd_sample(int argc, char **argv) {
     const char *model_path = NULL, *prompt = "";

@@ -10,14 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../data.h"
-#include "../omp_compat.h"
-#include "../sweep.h"
-#include "../train.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/omp_compat.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "nn/data.h"
+#include "nn/train.h"
+#include "sweep/sweep.h"
 
 static int parse_shard(const char *text, int *k, int *n) {
     int used = 0;

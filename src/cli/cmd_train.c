@@ -5,12 +5,12 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "../checkpoint.h"
-#include "../train.h"
-#include "../util.h"
-#include "args.h"
-#include "commands.h"
-#include "common.h"
+#include "base/util.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "io/checkpoint.h"
+#include "nn/train.h"
 
 int cmd_train(int argc, char **argv) {
     int d_model = 128, layers = 4, heads = 4, ctx = 128, batch = 32, steps = 2000, seed = 42, eval_every = 0;

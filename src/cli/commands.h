@@ -12,8 +12,8 @@ int cmd_sweep(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 
 /* Shared by quantize and correct. Return 0 or an exit status (message already printed). */
-#include "common.h"
-#include "../experiment.h"
+#include "cli/common.h"
+#include "correct/experiment.h"
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
                        int act_bits, const char *scale_dtype, QuantScheme *s);
 /* "f16" -> SCALE_F16 for --scale-dtype; 0, or an exit status (message printed) */

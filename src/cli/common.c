@@ -1,15 +1,15 @@
 /* common: see common.h. */
-#include "common.h"
+#include "cli/common.h"
 
 #include <cblas.h>
-#include "../omp_compat.h"
+#include "base/omp_compat.h"
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "../util.h"
-#include "args.h"
+#include "base/util.h"
+#include "cli/args.h"
 
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c) {
     char path[4096];

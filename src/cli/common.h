@@ -5,8 +5,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "../data.h"
-#include "../model_file.h"
+#include "io/model_file.h"
+#include "nn/data.h"
 
 /* Finds (README: Data) and loads the corpus; vocab NULL builds one from the text. */
 int open_corpus(const char *data_flag, const Vocab *vocab, Corpus *c);

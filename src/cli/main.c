@@ -6,9 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "../kernels.h"
-#include "../util.h"
+#include "base/util.h"
+#include "cli/commands.h"
+#include "kernels/kernels.h"
 
 typedef struct {
     const char *name;

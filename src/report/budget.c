@@ -1,14 +1,14 @@
 /* report/budget: recovery against the correction budget — training steps and calibration
  * characters — when a sweep varies them (a budget curve): a table and a plot per model size, and
  * where each curve comes within 2 points of its best. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 static int add_long(long *v, int *n, long x) {
     for (int i = 0; i < *n; i++)

@@ -1,12 +1,12 @@
 /* report/csv: the small RFC 4180 reader of report.h (header row, quoted fields, \n or \r\n),
  * whose errors name the file, the line and the column. */
-#include "../report.h"
+#include "report/report.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 /* "3" or, once the header is known, "3 (seed)" */
 static const char *column_label(char *buf, size_t size, char *const *fields, int n_cols, int field_no) {

@@ -1,6 +1,6 @@
 /* report/format: how numbers appear in report.md — percentages, intervals, p-values, nats and
  * the "mean ± std (n)" cell — so every table prints a statistic the same way. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>

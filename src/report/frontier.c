@@ -2,15 +2,15 @@
  * the float model (KL, top-1) by bit width, and per model size the validation loss and KL of every
  * model against what it stores, the Pareto frontier drawn, listed and put in one generated
  * sentence. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../methods.h"
-#include "../util.h"
+#include "base/util.h"
+#include "tables/methods.h"
 
 /* ---------------------------------------------------------------- agreement */
 

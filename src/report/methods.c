@@ -2,14 +2,14 @@
  * width and size, every quantizer x method's loss, KL, extra parameters and model bits over seeds,
  * and the comparisons at matched budgets paired over seeds, sizes and quantizers, so the report
  * says plainly whether a learned correction wins at the same bits. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 static const char *str(const char *s) { return s ? s : ""; }
 

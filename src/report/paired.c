@@ -1,14 +1,14 @@
 /* report/paired: the comparisons conclusions rest on — linear vs MLP (3), quantized vs control gain
  * (8), learned vs closed form (9) — paired differences, intervals, tests, sentences no stronger. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../svg.h"
-#include "../util.h"
+#include "base/util.h"
+#include "report/svg.h"
 
 /* What a paired comparison supports: a direction only when the 95% t-interval excludes 0 AND the
  * signed-rank test agrees at 5%. A tiny n, where the t-interval alone can exclude 0 but no rank

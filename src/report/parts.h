@@ -5,10 +5,10 @@
 
 #include <stddef.h>
 
-#include "../report.h"
-#include "../schema.h"
-#include "../stats.h"
-#include "../svg.h"
+#include "report/report.h"
+#include "report/stats.h"
+#include "report/svg.h"
+#include "tables/schema.h"
 
 typedef struct {
     RunRecord rec;   /* the row of summary.csv, typed by the schema (strings point into the CSV) */

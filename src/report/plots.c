@@ -1,6 +1,6 @@
 /* report/plots: the SVG figures beside report.md — recovery by bit width and type, heat maps of
  * size x correct_every, float training loss curves — each written atomically and embedded. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../svg.h"
-#include "../util.h"
+#include "base/util.h"
+#include "report/svg.h"
 
 int write_plot(Report *rep, const char *file, TextBuf *svg) {
     if (svg->failed) return -1;

@@ -1,6 +1,6 @@
 /* report: report_write of report.h — reads summary.csv into Runs (runs.c), then each section
  * (tables.c, paired.c, plots.c) appends its table, plot and conclusion sentences; one atomic write. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 static int make_plot_dir(const char *dir) {
     char path[4200];

@@ -1,14 +1,14 @@
 /* report/runs: summary.csv read and checked into Run records, the grid's levels, and the
  * selections and pairings of runs that every section computes its statistics over. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../methods.h"
-#include "../util.h"
+#include "base/util.h"
+#include "tables/methods.h"
 
 static int add_int_level(int *levels, int *n, int v, const char *what) {
     for (int i = 0; i < *n; i++)

@@ -1,6 +1,6 @@
 /* report/tables: the header (grid, schemes, how to reproduce, statistics, exclusions) and the
  * tables of one factor at a time — sections 1, 2, 4-6 and 7 — with their conclusion sentences. */
-#include "parts.h"
+#include "report/parts.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../sites.h"
-#include "../util.h"
+#include "base/util.h"
+#include "tables/sites.h"
 
 /* The sites of correct_every e in an L-block model (README: Correction layers: after block i when
  * (i+1) % e == 0, and after the last block), as a bit mask; 0 when L is too deep for it. */

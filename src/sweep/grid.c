@@ -1,13 +1,13 @@
 /* sweep/grid: what a sweep runs — the presets, the list flags and grid files that change them,
  * the check of the whole configuration, and the fixed enumeration of its runs. */
-#include "parts.h"
+#include "sweep/parts.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 static void set_list(int *dst, int *n, const int *src, int count) {
     memcpy(dst, src, (size_t)count * sizeof(int));

@@ -1,6 +1,6 @@
 /* sweep/manifest: the directory's identity — every grid value and hyper-parameter as canonical
  * JSON, written once when the directory is made; a later start with other settings is refused. */
-#include "parts.h"
+#include "sweep/parts.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../util.h"
+#include "base/util.h"
 
 static cJSON *int_array(const int *v, int n) {
     cJSON *a = cJSON_CreateArray();

@@ -5,8 +5,8 @@
 
 #include <stdio.h>
 
-#include "../correct.h"
-#include "../sweep.h"
+#include "correct/correct.h"
+#include "sweep/sweep.h"
 
 /* dir/name */
 static inline void join(char *out, size_t size, const char *dir, const char *name) { snprintf(out, size, "%s/%s", dir, name); }

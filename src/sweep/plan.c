@@ -1,16 +1,16 @@
 /* sweep/plan: one cost model for the dry run's estimate and the running sweep's ETA — what a
  * shard computes, as tokens through each kind of pass, weighed by multiply-adds or measured time. */
-#include "parts.h"
+#include "sweep/parts.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-#include "../data.h"
-#include "../evaluate.h"
-#include "../optim.h"
-#include "../model.h"
-#include "../sites.h"
-#include "../util.h"
+#include "base/util.h"
+#include "nn/data.h"
+#include "nn/evaluate.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+#include "tables/sites.h"
 
 double sweep_eval_tokens(size_t n_val, int ctx) { return (double)((n_val - 1) / (size_t)ctx * (size_t)ctx); }
 

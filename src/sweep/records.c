@@ -1,6 +1,6 @@
 /* sweep/records: one run's record (runs/<id>.json, written atomically, checked when read back)
  * and summary.csv, rebuilt from every valid record under a lock so shards never lose a row. */
-#include "parts.h"
+#include "sweep/parts.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../schema.h"
-#include "../util.h"
+#include "base/util.h"
+#include "tables/schema.h"
 
 /* A parsed record's fields into r (strings borrowed from o); -1 with the reason in why when a
  * field the schema requires is missing, or any field has the wrong type or an integer is out of

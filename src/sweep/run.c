@@ -1,6 +1,6 @@
 /* sweep/run: sweep_run — each (seed, size) group's float model, its quantized models and its
  * runs, shared work made once, finished work recognised only by atomically written files. */
-#include "parts.h"
+#include "sweep/parts.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,12 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../checkpoint.h"
-#include "../correct.h"
-#include "../budget.h"
-#include "../model_file.h"
-#include "../train.h"
-#include "../util.h"
+#include "base/util.h"
+#include "correct/budget.h"
+#include "correct/correct.h"
+#include "io/checkpoint.h"
+#include "io/model_file.h"
+#include "nn/train.h"
 
 typedef struct {
     double loss;

@@ -1,0 +1,201 @@
+/* tune: see tune.h. */
+#include "correct/tune.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+
+static int add_range(Tuning *t, int *cap, TuneRange r) {
+    if (t->n_ranges == *cap) {
+        int grown = *cap ? 2 * *cap : 64;
+        TuneRange *more = realloc(t->ranges, (size_t)grown * sizeof *more);
+        if (!more) { qc_error("out of memory for the tuned ranges"); return -1; }
+        t->ranges = more;
+        *cap = grown;
+    }
+    t->ranges[t->n_ranges++] = r;
+    return 0;
+}
+
+/* The grid a span of float weights gets from the scheme's fit, without calibration data. */
+static SpanGrid refit_grid(const float *w, int n, const QuantScheme *s) {
+    QuantizerId fit = s->quantizer == QUANTIZER_GPTQ ? s->options.fit : s->quantizer;
+    if (fit == QUANTIZER_MSE) return span_grid_fit_mse(w, n, s->bits, s->asymmetric, s->scale_dtype, NULL, NULL);
+    return span_grid_fit(w, n, s->bits, s->asymmetric, s->scale_dtype, 1.0);
+}
+
+/* One range per span of every tensor the scheme quantized, its grid refitted from f's weights;
+ * qat trains every weight (n = span), scales one or two values a span and keeps its codes. */
+static int grid_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const QuantScheme *s, size_t *total, size_t *n_codes) {
+    const char *method = t->target == TUNE_SCALES ? "scales" : "qat";
+    for (int i = 0; i < q->n_specs; i++) {
+        const TensorSpec *spec = &q->specs[i];
+        if (!(s->scope & SCOPE_OF(spec->role))) continue;
+        int rows = spec->cols ? spec->rows : 1, cols = spec->cols ? spec->cols : spec->rows, span = quant_span(s, rows, cols);
+        size_t n = tensor_numel(spec);
+        for (size_t off = 0; off < n; off += (size_t)span) {
+            const float *fw = f->params + spec->offset + off, *qw = q->params + spec->offset + off;
+            TuneRange r = {.at = spec->offset + off, .from = *total, .n = (size_t)span, .span = (size_t)span,
+                           .code_at = *n_codes, .grid = refit_grid(fw, span, s)};
+            if (s->asymmetric) {
+                r.lo = r.grid.minimum;
+                r.hi = r.grid.minimum + ((1 << s->bits) - 1) * r.grid.scale;
+            } else {
+                r.hi = ((1 << (s->bits - 1)) - 1) * r.grid.scale;
+                r.lo = -r.hi;
+            }
+            for (int k = 0; k < span; k++)
+                if (span_grid_apply(qw[k], r.grid, s->bits, s->asymmetric) != qw[k]) {
+                    qc_error("%s: %s is not on the grid its float weights refit to (the %s quantizer's grids need its "
+                             "calibration data): use --quantizer rtn, mse or gptq unweighted",
+                             method, spec->name, quantizer_name(s->quantizer));
+                    return -1;
+                }
+            if (t->target == TUNE_SCALES) {
+                r.n = s->asymmetric ? 2 : 1;
+                *n_codes += (size_t)span;
+            }
+            if (add_range(t, cap, r) != 0) return -1;
+            *total += r.n;
+        }
+    }
+    return 0;
+}
+
+/* scales: each span's codes, read off q's weights on the span's grid. */
+static int fill_codes(Tuning *t, const GPT *q, size_t n_codes) {
+    t->codes = qc_malloc(n_codes * sizeof(int16_t), "scales' codes");
+    if (!t->codes) return -1;
+    for (int i = 0; i < t->n_ranges; i++) {
+        const TuneRange *r = &t->ranges[i];
+        const float *w = q->params + r->at;
+        for (size_t k = 0; k < r->span; k++) {
+            double c = r->grid.scale == 0.0 ? 0.0 : nearbyint((w[k] - (t->asymmetric ? r->grid.minimum : 0.0)) / r->grid.scale);
+            t->codes[r->code_at + k] = (int16_t)c;
+        }
+    }
+    return 0;
+}
+
+SpanGrid tuning_grid(const Tuning *t, const TuneRange *r) {
+    const float *p = t->fit.params + r->from;
+    SpanGrid g = {round_to_dtype(r->grid.scale * exp((double)p[0]), t->scale_dtype), 0.0};
+    if (t->asymmetric) g.minimum = round_to_dtype(r->grid.minimum + (double)p[1] * r->grid.scale, t->scale_dtype);
+    return g;
+}
+
+int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const QuantScheme *s) {
+    memset(t, 0, sizeof *t);
+    t->target = target;
+    t->bits = s->bits;
+    t->asymmetric = s->asymmetric;
+    t->scale_dtype = s->scale_dtype;
+    int cap = 0;
+    size_t total = 0, n_codes = 0;
+    if (target == TUNE_NORMS) {
+        if (s->bits < 32 && (s->scope & SCOPE_OF(ROLE_NORM))) {
+            qc_error("normtweak trains the LayerNorms in float, which --scope norm quantizes");
+            return -1;
+        }
+        for (int i = 0; i < q->n_specs; i++) {
+            const TensorSpec *spec = &q->specs[i];
+            if (spec->role != ROLE_NORM) continue;
+            if (add_range(t, &cap, (TuneRange){.at = spec->offset, .from = total, .n = tensor_numel(spec)}) != 0) goto fail;
+            total += tensor_numel(spec);
+        }
+    } else if (target == TUNE_WEIGHTS || target == TUNE_SCALES) {
+        const char *method = target == TUNE_SCALES ? "scales" : "qat";
+        if (s->bits >= 32 || !f) {
+            qc_error("%s trains the quantized weights' grid: %s", method, !f ? "it needs the float model" : "at 32 bits there is none");
+            return -1;
+        }
+        if (grid_ranges(t, &cap, q, f, s, &total, &n_codes) != 0 || (target == TUNE_SCALES && fill_codes(t, q, n_codes) != 0)) goto fail;
+    } else {
+        qc_error("nothing of the model to tune");
+        return -1;
+    }
+    if (total == 0) {
+        qc_error("%s: the model has nothing to train", target == TUNE_NORMS ? "normtweak" : target == TUNE_SCALES ? "scales" : "qat");
+        goto fail;
+    }
+    t->memory = qc_calloc(4 * total, sizeof(float), "tuned parameters");
+    if (!t->memory) goto fail;
+    t->fit = (FitParams){.params = t->memory, .grads = t->memory + total, .adam_m = t->memory + 2 * total,
+                         .adam_v = t->memory + 3 * total, .num_params = total, .param_grads = 1, .frozen_prefix = -1,
+                         .ctx = t, .apply = tuning_apply, .collect = tuning_collect};
+    if (target != TUNE_SCALES) /* scales' parameters start at 0: the stored grid */
+        for (int r = 0; r < t->n_ranges; r++)
+            memcpy(t->fit.params + t->ranges[r].from, q->params + t->ranges[r].at, t->ranges[r].n * sizeof(float));
+    return 0;
+fail:
+    tuning_free(t);
+    return -1;
+}
+
+void tuning_free(Tuning *t) {
+    free(t->codes);
+    free(t->ranges);
+    free(t->memory);
+    memset(t, 0, sizeof *t);
+}
+
+void tuning_apply(void *tuning, GPT *q) {
+    Tuning *t = tuning;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < t->n_ranges; i++) {
+        const TuneRange *r = &t->ranges[i];
+        float *p = t->fit.params + r->from, *w = q->params + r->at;
+        if (t->target == TUNE_NORMS) {
+            memcpy(w, p, r->n * sizeof(float));
+            continue;
+        }
+        if (t->target == TUNE_SCALES) {
+            SpanGrid g = tuning_grid(t, r);
+            const int16_t *code = t->codes + r->code_at;
+            for (size_t k = 0; k < r->span; k++) w[k] = (float)(g.minimum + code[k] * g.scale);
+            continue;
+        }
+        for (size_t k = 0; k < r->n; k++) {
+            /* the latent value stays within one rounding of the grid, so a step back moves a code back */
+            if (p[k] > r->hi) p[k] = (float)r->hi;
+            if (p[k] < r->lo) p[k] = (float)r->lo;
+            w[k] = span_grid_apply(p[k], r->grid, t->bits, t->asymmetric);
+        }
+    }
+}
+
+void tuning_collect(void *tuning, const GPT *q) {
+    Tuning *t = tuning;
+    if (t->target != TUNE_SCALES) {
+        for (int i = 0; i < t->n_ranges; i++)
+            memcpy(t->fit.grads + t->ranges[i].from, q->grads + t->ranges[i].at, t->ranges[i].n * sizeof(float));
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < t->n_ranges; i++) {
+        const TuneRange *r = &t->ranges[i];
+        const float *g = q->grads + r->at, *p = t->fit.params + r->from;
+        const int16_t *code = t->codes + r->code_at;
+        double gs = 0.0, gm = 0.0;
+        for (size_t k = 0; k < r->span; k++) {
+            gs += (double)g[k] * code[k];
+            gm += g[k];
+        }
+        t->fit.grads[r->from] = (float)(gs * r->grid.scale * exp((double)p[0]));
+        if (t->asymmetric) t->fit.grads[r->from + 1] = (float)(gm * r->grid.scale);
+    }
+}
+
+int tune_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out) {
+    if (!o->scheme) {
+        qc_error("%s needs the scheme the model was quantized by", method_name(o->method));
+        return -1;
+    }
+    Tuning t;
+    if (tuning_init(&t, method_tunes(o->method), q, f, o->scheme) != 0) return -1;
+    int rc = fit_params(q, f, c, &t.fit, corpus, o, out);
+    tuning_free(&t);
+    return rc;
+}

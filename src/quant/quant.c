@@ -1,0 +1,331 @@
+/* quant: see quant.h. The quantizers are table entries (QUANTIZERS in methods.h); the arithmetic
+ * of a span lives in the kernel layer (fakequant.c). */
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+
+static const char *role_names[] = {"embedding", "norm", "bias", "linear", "head"};
+
+void quant_scheme_default(QuantScheme *s, int bits) {
+    memset(s, 0, sizeof *s);
+    s->bits = bits;
+    s->granularity = GRAN_CHANNEL;
+    s->scope = SCOPE_DEFAULT;
+    s->scale_dtype = SCALE_F16; /* as real formats store it (ggml's block_q4_0) */
+    s->quantizer = QUANTIZER_RTN;
+    s->options.damp = 0.01;
+    s->options.fit = QUANTIZER_RTN;
+    s->options.groups = GPTQ_GROUPS_STATIC;
+    s->options.block = 128;
+}
+
+int parse_granularity(const char *text, QuantScheme *s) {
+    if (strcmp(text, "tensor") == 0) { s->granularity = GRAN_TENSOR; return 0; }
+    if (strcmp(text, "channel") == 0) { s->granularity = GRAN_CHANNEL; return 0; }
+    if (strncmp(text, "group:", 6) == 0) {
+        long g;
+        if (parse_int("group size", text + 6, 1, 1 << 20, &g) != 0) return -1;
+        s->granularity = GRAN_GROUP;
+        s->group = (int)g;
+        return 0;
+    }
+    qc_error("granularity '%s' is not tensor, channel or group:G", text);
+    return -1;
+}
+
+int parse_scope(const char *text, unsigned *scope) {
+    unsigned out = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int r = 0; r < 5; r++)
+            if (strcmp(tok, role_names[r]) == 0) found = r;
+        if (found < 0) {
+            qc_error("unknown tensor kind '%s' (embedding, norm, bias, linear, head)", tok);
+            return -1;
+        }
+        out |= SCOPE_OF(found);
+    }
+    if (!out) { qc_error("empty list of tensor kinds"); return -1; }
+    *scope = out;
+    return 0;
+}
+
+void describe_scope(unsigned scope, char *out, size_t size) {
+    out[0] = 0;
+    for (int r = 0; r < 5; r++)
+        if (scope & SCOPE_OF(r)) snprintf(out + strlen(out), size - strlen(out), "%s%s", out[0] ? "," : "", role_names[r]);
+}
+
+void describe_granularity(const QuantScheme *s, char *out, size_t size) {
+    if (s->granularity == GRAN_TENSOR) snprintf(out, size, "tensor");
+    else if (s->granularity == GRAN_CHANNEL) snprintf(out, size, "channel");
+    else snprintf(out, size, "group:%d", s->group);
+}
+
+void describe_quantizer(const QuantScheme *s, char *out, size_t size) {
+    const QuantizerOptions *o = &s->options;
+    snprintf(out, size, "%s", quantizer_name(s->quantizer));
+    if (s->quantizer == QUANTIZER_GPTQ) {
+        snprintf(out + strlen(out), size - strlen(out), ":damp=%g%s", o->damp, o->act_order ? ":act-order" : "");
+        if (o->fit != QUANTIZER_RTN) snprintf(out + strlen(out), size - strlen(out), ":fit=%s", quantizer_name(o->fit));
+        if (s->granularity == GRAN_GROUP && o->groups == GPTQ_GROUPS_CURRENT)
+            snprintf(out + strlen(out), size - strlen(out), ":groups=current");
+    }
+    int mse_search = s->quantizer == QUANTIZER_MSE || (s->quantizer == QUANTIZER_GPTQ && o->fit == QUANTIZER_MSE);
+    if (mse_search && o->mse_weighted) snprintf(out + strlen(out), size - strlen(out), ":weighted");
+}
+
+void quant_scheme_describe(const QuantScheme *s, char *out, size_t size) {
+    if (s->bits >= 32) { /* the control arm keeps the activation quantization of the arm it controls */
+        if (s->act_bits) snprintf(out, size, "float32 weights act=int%d", s->act_bits);
+        else snprintf(out, size, "float32 (no quantization)");
+        return;
+    }
+    char gran[32], scope[64], act[16], quantizer[96];
+    describe_quantizer(s, quantizer, sizeof quantizer);
+    describe_granularity(s, gran, sizeof gran);
+    describe_scope(s->scope, scope, sizeof scope);
+    if (s->act_bits) snprintf(act, sizeof act, "int%d", s->act_bits);
+    else snprintf(act, sizeof act, "none");
+    char scale[32] = "";
+    if (s->scale_dtype != SCALE_EXACT) snprintf(scale, sizeof scale, " scale=%s", scale_dtype_name(s->scale_dtype));
+    snprintf(out, size, "int%d %s %s %s%s scope=%s act=%s", s->bits, s->asymmetric ? "asym-minmax" : "sym-absmax", gran,
+             quantizer, scale, scope, act);
+}
+
+int quant_scheme_check(const QuantScheme *s) {
+    if (s->bits != 32 && (s->bits < 2 || s->bits > 8)) {
+        qc_error("%d weight bits are not supported (2..8, or 32 for no quantization)", s->bits);
+        return -1;
+    }
+    if (s->act_bits != 0 && (s->act_bits < 2 || s->act_bits > 8)) {
+        qc_error("%d activation bits are not supported (0 for off, or 2..8)", s->act_bits);
+        return -1;
+    }
+    if (s->quantizer < 0 || s->quantizer >= QUANTIZER_COUNT) {
+        qc_error("quantizer %d is unknown", (int)s->quantizer);
+        return -1;
+    }
+    if (s->granularity == GRAN_GROUP && s->group < 1) { qc_error("group size %d must be positive", s->group); return -1; }
+    const QuantizerOptions *o = &s->options;
+    if (s->quantizer == QUANTIZER_GPTQ) {
+        if (!(o->damp > 0.0) || !isfinite(o->damp)) { qc_error("GPTQ dampening %g must be positive", o->damp); return -1; }
+        if (o->fit != QUANTIZER_RTN && o->fit != QUANTIZER_MSE) {
+            qc_error("GPTQ fits its grids by rtn or mse, not %s", o->fit >= 0 && o->fit < QUANTIZER_COUNT ? quantizer_name(o->fit) : "?");
+            return -1;
+        }
+        if (o->block < 1) { qc_error("GPTQ block of %d columns must be positive", o->block); return -1; }
+        if (o->groups == GPTQ_GROUPS_CURRENT && o->act_order) {
+            qc_error("GPTQ with act-order fits group grids up front (static): current groups need the original column order");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int quant_scheme_needs_calibration(const QuantScheme *s) {
+    if (s->bits >= 32) return 0;
+    if (quantizer_info[s->quantizer].needs_calibration) return 1;
+    return s->quantizer == QUANTIZER_MSE && s->options.mse_weighted;
+}
+
+int quant_span(const QuantScheme *s, int rows, int cols) {
+    return s->granularity == GRAN_TENSOR ? rows * cols : s->granularity == GRAN_CHANNEL ? cols : s->group;
+}
+
+/* rtn: each span round-to-nearest with its absmax (or min/max) scale */
+static int quantize_tensor_rtn(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
+    (void)stats;
+    quantize_spans(out, w, (size_t)rows * cols, quant_span(s, rows, cols), s->bits, s->asymmetric, s->scale_dtype);
+    return 0;
+}
+
+/* mse: each span's grid from the clip search (fakequant.h), weighted per input column by E[x^2]
+ * when the scheme asks and the statistics are there */
+static int quantize_tensor_mse(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
+    int span = quant_span(s, rows, cols);
+    const double *column_weight = s->options.mse_weighted && stats ? stats->mean_square : NULL;
+    double *weight = NULL; /* a tensor-wide span: the column weights repeated for every row */
+    if (column_weight && span > cols) {
+        weight = qc_malloc((size_t)span * sizeof(double), "mse weights");
+        if (!weight) return -1;
+        for (int k = 0; k < span; k++) weight[k] = column_weight[k % cols];
+    }
+    size_t count = (size_t)rows * cols;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (long off = 0; off < (long)count; off += span) {
+        const double *wt = weight ? weight : column_weight ? column_weight + off % cols : NULL;
+        quantize_span_mse_ref(out + off, w + off, span, s->bits, s->asymmetric, s->scale_dtype, wt);
+    }
+    free(weight);
+    return 0;
+}
+
+static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats);
+
+#define QUANTIZER_FN(id, name, calib, fn) [id] = fn,
+static const QuantizeTensorFn quantize_tensor[QUANTIZER_COUNT] = {QUANTIZERS(QUANTIZER_FN)};
+#undef QUANTIZER_FN
+
+GptqParams quant_scheme_gptq_params(const QuantScheme *s, int cols) {
+    const QuantizerOptions *o = &s->options;
+    return (GptqParams){.bits = s->bits,
+                        .asymmetric = s->asymmetric,
+                        .dtype = s->scale_dtype,
+                        .span_cols = s->granularity == GRAN_TENSOR ? 0 : s->granularity == GRAN_GROUP ? s->group : cols,
+                        .fit_mse = o->fit == QUANTIZER_MSE,
+                        .current_groups = o->groups == GPTQ_GROUPS_CURRENT,
+                        .act_order = o->act_order,
+                        .damp = o->damp,
+                        .block = o->block};
+}
+
+/* gptq: the matrix from its input's X^T X; a tensor without statistics (no linear layer's weight)
+ * by the quantizer gptq fits its grids with */
+static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
+    if (!stats || !stats->gram) return quantize_tensor[s->options.fit](out, w, rows, cols, s, stats);
+    const double *fit_weight = s->options.mse_weighted ? stats->mean_square : NULL;
+    GptqParams p = quant_scheme_gptq_params(s, cols);
+    return gptq_quantize(out, w, rows, cols, stats->gram, &p, fit_weight);
+}
+
+static int check_group(const QuantScheme *s, int cols) {
+    if (s->granularity == GRAN_GROUP && cols % s->group != 0) {
+        qc_error("granularity group:%d does not divide the row length %d", s->group, cols);
+        return -1;
+    }
+    return 0;
+}
+
+int quantize_matrix_calibrated(float *out, const float *in, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
+    int n = cols ? cols : 1;
+    if (check_group(s, n) != 0) return -1;
+    if (stats && stats->in != n) {
+        qc_error("calibration statistics of %d columns for a matrix of %d", stats->in, n);
+        return -1;
+    }
+    if (!stats && quant_scheme_needs_calibration(s)) {
+        qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
+        return -1;
+    }
+    return quantize_tensor[s->quantizer](out, in, rows, n, s, stats);
+}
+
+int quantize_matrix(float *out, const float *in, int rows, int cols, const QuantScheme *s) {
+    return quantize_matrix_calibrated(out, in, rows, cols, s, NULL);
+}
+
+/* Quantizes tensor t of m in place (with the statistics of its input, or NULL); its relative error. */
+static int quantize_spec(GPT *m, const TensorSpec *t, const QuantScheme *s, const CalibStats *stats, double *rel_error) {
+    float *w = m->params + t->offset;
+    size_t n = tensor_numel(t);
+    float *before = qc_malloc(n * sizeof(float), "quantization copy");
+    if (!before) return -1;
+    memcpy(before, w, n * sizeof(float));
+    /* vectors (biases, norms) are quantized as one row */
+    int rows = t->cols ? t->rows : 1, cols = t->cols ? t->cols : t->rows;
+    if (quantize_tensor[s->quantizer](w, before, rows, cols, s, stats) != 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", qc_last_error());
+        qc_error("%s: %s", t->name, why);
+        memcpy(w, before, n * sizeof(float));
+        free(before);
+        return -1;
+    }
+    double num = 0.0, den = 0.0;
+    for (size_t k = 0; k < n; k++) {
+        double d = (double)w[k] - before[k];
+        num += d * d;
+        den += (double)before[k] * before[k];
+    }
+    free(before);
+    *rel_error = den > 0 ? sqrt(num / den) : 0.0;
+    return 0;
+}
+
+/* The tensor of linear layer i's weight. */
+static const TensorSpec *linear_weight_spec(const GPT *m, int i) {
+    char name[80];
+    snprintf(name, sizeof name, "%s.weight", gpt_linear_shape(&m->config, i).name);
+    return gpt_find_tensor(m, name);
+}
+
+typedef struct {
+    GPT *m;
+    const QuantScheme *s;
+    double *rel_error; /* per spec */
+} CalibratedQuantization;
+
+static int quantize_visit(void *ctx, int linear, const CalibStats *stats) {
+    CalibratedQuantization *q = ctx;
+    const TensorSpec *t = linear_weight_spec(q->m, linear);
+    return quantize_spec(q->m, t, q->s, stats, &q->rel_error[t - q->m->specs]);
+}
+
+int quantize_model_calibrated(GPT *m, const QuantScheme *s, const int32_t *windows, int n_windows, int T,
+                              TensorQuantError *errors, int *n_errors) {
+    if (quant_scheme_check(s) != 0) return -1;
+    int calibrated = quant_scheme_needs_calibration(s);
+    if (calibrated && !windows) {
+        qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
+        return -1;
+    }
+    /* first: the calibration inputs are what the matrices read, after activation quantization */
+    if (gpt_set_act_bits(m, s->act_bits) != 0) return -1;
+    int count = 0;
+    if (s->bits < 32) {
+        /* check every tensor's shape before changing any */
+        for (int i = 0; i < m->n_specs; i++) {
+            const TensorSpec *t = &m->specs[i];
+            int n = t->cols ? t->cols : t->rows;
+            if ((s->scope & SCOPE_OF(t->role)) && s->granularity == GRAN_GROUP && n % s->group != 0) {
+                qc_error("granularity group:%d does not divide the row length %d of %s", s->group, n, t->name);
+                return -1;
+            }
+        }
+        double *rel = qc_malloc((size_t)m->n_specs * sizeof(double), "quantization errors");
+        int n_linear = gpt_linear_count(&m->config);
+        unsigned char *selected = qc_calloc((size_t)n_linear, 1, "calibration layers");
+        if (!rel || !selected) { free(rel); free(selected); return -1; }
+        for (int i = 0; i < m->n_specs; i++) rel[i] = -1.0;
+        for (int i = 0; i < n_linear && calibrated; i++) {
+            const TensorSpec *t = linear_weight_spec(m, i);
+            selected[i] = (s->scope & SCOPE_OF(t->role)) != 0;
+        }
+        int rc = 0;
+        for (int i = 0; i < m->n_specs && rc == 0; i++) {
+            const TensorSpec *t = &m->specs[i];
+            int later = calibrated && (t->role == ROLE_LINEAR || t->role == ROLE_HEAD); /* in forward order, below */
+            if ((s->scope & SCOPE_OF(t->role)) && !later) rc = quantize_spec(m, t, s, NULL, &rel[i]);
+        }
+        if (rc == 0 && calibrated) {
+            CalibratedQuantization ctx = {m, s, rel};
+            rc = calib_walk(m, NULL, windows, n_windows, T, selected, s->quantizer == QUANTIZER_GPTQ, quantize_visit, &ctx);
+        }
+        for (int i = 0; i < m->n_specs && rc == 0; i++) {
+            if (rel[i] < 0) continue;
+            if (errors) {
+                snprintf(errors[count].name, sizeof errors[count].name, "%s", m->specs[i].name);
+                errors[count].rel_error = rel[i];
+            }
+            count++;
+        }
+        free(rel);
+        free(selected);
+        if (rc != 0) return -1;
+    }
+    if (n_errors) *n_errors = count;
+    return 0;
+}
+
+int quantize_model(GPT *m, const QuantScheme *s, TensorQuantError *errors, int *n_errors) {
+    if (quant_scheme_check(s) != 0) return -1;
+    return quantize_model_calibrated(m, s, NULL, 0, 0, errors, n_errors);
+}
