@@ -283,6 +283,7 @@ QF=$H/q.safetensors    # written by quantize
 CF=$H/c.safetensors    # written by correct, same scheme
 SCHEME="--bits 3 --granularity group:8 --asymmetric"
 CORRECT_FLAGS="--data $AB --steps 20 --batch 4 --calib-tokens 2000 --quiet"
+SOLVE_FLAGS="--data $AB --batch 4 --calib-tokens 2000 --quiet" # methods that take no steps
 
 # shellcheck disable=SC2086
 if "$QCORR" quantize --model "$M" --out "$QF" $SCHEME --json >"$T/out" 2>"$T/err"; then
@@ -396,12 +397,16 @@ done
 
 # --method lstsq: closed form, no steps
 # shellcheck disable=SC2086
-if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lstsq --json >"$T/out" 2>"$T/err" &&
+if "$QCORR" correct --model "$M" $SCHEME $SOLVE_FLAGS --method lstsq --json >"$T/out" 2>"$T/err" &&
     $PY -c 'import json,sys,math; o=json.loads(open(sys.argv[1]).read()); assert o["method"]=="lstsq" and o["steps"]==0 and math.isfinite(o["loss_corrected"])' "$T/out" 2>/dev/null; then
     ok "correct --method lstsq --json: method lstsq, 0 steps, a finite corrected loss"
 else
     fail "correct --method lstsq --json: method lstsq, 0 steps, a finite corrected loss"; show "$T/out"; show "$T/err"
 fi
+# a method that takes no steps refuses --steps N instead of ignoring it
+# shellcheck disable=SC2086
+expect_error "correct --method lstsq --steps 20" 2 "--steps 20: --method lstsq takes no training steps" -- \
+    "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lstsq
 
 for cmd in quantize correct; do
     if "$QCORR" $cmd --help >"$T/out" 2>"$T/err" && grep -q "usage: qcorr $cmd" "$T/out" && [ ! -s "$T/err" ]; then
@@ -491,7 +496,7 @@ if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lowrank --rank 
 else fail "correct --method lowrank --steps 5 exits 0"; show "$T/err"; fi
 BIAS=$H/bias.safetensors
 # shellcheck disable=SC2086
-if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method bias --quantizer gptq --out "$BIAS" --json >"$T/bias.json" 2>"$T/err"; then
+if "$QCORR" correct --model "$M" $SCHEME $SOLVE_FLAGS --method bias --quantizer gptq --out "$BIAS" --json >"$T/bias.json" 2>"$T/err"; then
     json_check "correct --quantizer gptq --method bias: 0 parameters stored, 5 sites" "$T/bias.json" \
         'assert o["correction_params"]==0 and o["correction_sites"]==5 and o["quantizer"]=="gptq" and o["method"]=="bias", o'
     "$QCORR" eval --model "$BIAS" --data "$AB" --batch 4 --json >"$T/eval.json" 2>"$T/err"
@@ -509,6 +514,16 @@ for m in normtweak qat scales; do
             "c=json.load(open('$T/$m.json')); assert abs(o['loss']-c['loss_corrected'])<1e-5 and o['correction_sites']==0, (o, c['loss_corrected'])"
     else fail "correct --method $m exits 0"; show "$T/err"; fi
 done
+# adaround rounds layer by layer with iterations of its own (no AdamW steps): 0 extra bits, its checkpoint reloads
+if "$QCORR" correct --model "$M" $SCHEME --data "$AB" --batch 4 --calib-tokens 2000 --quiet --method adaround --out "$H/adaround.safetensors" --json >"$T/adaround.json" 2>"$T/err"; then
+    json_check "correct --method adaround: model_bits_corrected = model_bits_quant, no correction stored, the loss moved" "$T/adaround.json" \
+        'assert o["method"]=="adaround" and o["steps"]==0 and o["model_bits_corrected"]==o["model_bits_quant"] and o["correction_bits"]==0 and o["correction_sites"]==0 and o["loss_corrected"]!=o["loss_quant"], o'
+    "$QCORR" eval --model "$H/adaround.safetensors" --data "$AB" --batch 4 --json >"$T/eval.json" 2>"$T/err"
+    json_check "eval of the adaround checkpoint gives its loss_corrected to 1e-5" "$T/eval.json" \
+        "c=json.load(open('$T/adaround.json')); assert abs(o['loss']-c['loss_corrected'])<1e-5, (o, c['loss_corrected'])"
+else fail "correct --method adaround exits 0"; show "$T/err"; fi
+expect_error "correct --method adaround --bits 32 (no grid)" 2 "adaround" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method adaround --bits 32 --quiet
+expect_error "correct --method adaround --steps auto" 2 "--steps auto" "adaround" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method adaround --steps auto --quiet
 if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method qat --objective kl --steps auto --max-steps 20 --eval-every 5 --json >"$T/out" 2>"$T/err"; then
     json_check "correct --method qat --objective kl --steps auto: stopped by the rule, a held-out objective" "$T/out" \
         'assert o["steps"]=="auto" and o["objective"]=="kl" and 0<o["steps_run"]<=20 and o["heldout_objective"] is not None, o'

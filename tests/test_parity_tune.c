@@ -3,12 +3,13 @@
  * (normtweak), the straight-through gradient of every quantized matrix (qat) and of every row's
  * log-scale (scales), then one AdamW step as the training loop takes it (clip, AdamW, the tuned
  * values into the model): the new LayerNorms, qat's new latent weights and their grid values,
- * the new log-scales, and the loss after the step. */
+ * the new log-scales, and the loss after the step; adaround's per-matrix objective and gradient. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "correct/adaround.h"
 #include "correct/experiment.h"
 #include "correct/tune.h"
 #include "io/checkpoint.h"
@@ -177,8 +178,52 @@ static void test_scales(void **state) {
     check_method(TUNE_SCALES, "scales");
 }
 
+/* adaround's objective (reconstruction plus regulariser) and its gradient in V on one matrix, per
+ * row, symmetric and asymmetric, at the fixture's V, beta and lambda. */
+static void test_adaround(void **state) {
+    (void)state;
+    SafeTensors st;
+    fixture_open(&st, TUNE_EXPECTED);
+    int bits = (int)fixture_meta_number(&st, "adaround_bits"), ok = 1;
+    double beta = fixture_meta_number(&st, "adaround_beta"), lambda = fixture_meta_number(&st, "adaround_lambda");
+    enum { R = 6, C = 16 };
+    for (int asym = 0; asym <= 1; asym++) {
+        char key[64];
+        const char *name = asym ? "asym" : "sym";
+#define LOAD(var, part, n) snprintf(key, sizeof key, "adaround.%s.%s", name, part); float *var = fixture_floats(&st, key, n)
+        LOAD(w, "w", R * C);
+        LOAD(scale, "scale", R);
+        LOAD(minimum, "minimum", R);
+        LOAD(V, "V", R * C);
+        LOAD(G, "G", C * C);
+        LOAD(value, "value", 1);
+        LOAD(want, "grad", R * C);
+#undef LOAD
+        SpanGrid grids[R];
+        for (int r = 0; r < R; r++) grids[r] = (SpanGrid){scale[r], asym ? minimum[r] : 0.0};
+        float below[R * C], start[R * C], grad[R * C], e[R * C], rr[R * C];
+        adaround_start(w, R * C, grids, C, asym, below, start);
+        AdaRoundMatrix a = {w, R, C, grids, C, bits, asym, G, below};
+        double got = adaround_objective(&a, V, beta, lambda, grad, e, rr);
+        snprintf(key, sizeof key, "adaround.%s.value", name);
+        ok &= compare_scalar(key, got, value[0], OBJECTIVE_REL_TOL * fabs(value[0]));
+        snprintf(key, sizeof key, "adaround.%s.grad", name);
+        ok &= compare_floats(key, grad, want, R * C, FLOOR_FRACTION, REL_TOL);
+        free(w);
+        free(scale);
+        free(minimum);
+        free(V);
+        free(G);
+        free(value);
+        free(want);
+    }
+    st_free(&st);
+    if (!ok) fail_msg("adaround: C and PyTorch differ beyond the tolerances (lines above)");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adaround),
         cmocka_unit_test(test_normtweak),
         cmocka_unit_test(test_qat),
         cmocka_unit_test(test_scales),

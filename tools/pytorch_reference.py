@@ -226,6 +226,8 @@ tune -> tune_expected.safetensors   [tests/test_parity_tune.c]
       qat.step.latent.<matrix>, qat.step.weight.<matrix>   the clamped latent and its grid value
       scales.{ce|kl}.grad.<matrix>, scales.step.<matrix>   (rows) each row's log-scale gradient, after the step
       {normtweak|qat|scales}.step.loss             (1) ce after the step
+      adaround.{sym|asym}.{w,scale,minimum,V,G}    one 6x16 matrix at 3 bits, its row grids, V, G = X^T X / n
+      adaround.{sym|asym}.{value,grad}             the objective (beta 4, lambda 2) and its gradient in V
     metadata: models, quantization, the learning rates and the step's rule. The writer prints how
     close the nearest latent value comes to a rounding boundary (1.1e-3 steps: the grid values
     compare exactly).
@@ -256,7 +258,7 @@ REFERENCES = {
     "mse": (ref_methods.write_mse, "issue 14: scales from a grid of clip ratios"),
     "gptq": (ref_methods.write_gptq, "issue 14: GPTQ"),
     "lowrank": (ref_methods.write_lowrank, "issue 14: low-rank error terms (LoRC/L2QER) and bias correction"),
-    "tune": (ref_tune.write_tune, "issue 22: normtweak, qat and scales (0 extra bits): gradients and one AdamW step"),
+    "tune": (ref_tune.write_tune, "issue 22: normtweak, qat, scales and adaround (0 extra bits): gradients and one step"),
 }
 
 

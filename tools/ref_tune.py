@@ -2,7 +2,8 @@
 extra bits, written from the issue and the README (never from src/): `normtweak` (only the
 LayerNorm weights and biases train), `qat` (every quantized weight through the
 straight-through estimator, on grids refitted from the float weights and kept) and `scales`
-(the integer codes fixed, each row's scale trained as s0 * exp(theta), theta = 0 at the start). On the tiny
+(the integer codes fixed, each row's scale trained as s0 * exp(theta), theta = 0 at the start);
+and `adaround`'s per-matrix objective and gradient (learned rounding on a matrix's reconstruction). On the tiny
 model of `gpt` and its int3 copy of `corrections` (gpt_tiny_quant3), the batch of `gpt`. Fixture
 layout: tools/pytorch_reference.py."""
 import os
@@ -20,6 +21,8 @@ TUNE_FILE = "tune_expected.safetensors"
 NORMTWEAK_LR = 1e-2
 QAT_LR = 0.03        # under the half-step of most int3 grids: about half the codes move in one step (45%)
 SCALES_LR = 1e-2     # a step moves each log-scale by about lr: 1% of its scale
+ADAROUND_BITS, ADAROUND_BETA, ADAROUND_LAMBDA = 3, 4.0, 2.0  # the regulariser as large as the reconstruction
+ZETA, GAMMA = 1.1, -0.1  # AdaRound's rectified sigmoid stretch
 GRAD_CLIP = 1.0
 BETAS, EPS = (0.9, 0.95), 1e-8
 
@@ -179,13 +182,44 @@ def write_tune(out):
             with torch.no_grad():
                 loss = objective("ce", wrapper, float_model, inputs, targets).item()
             tensors.append(("scales.step.loss", np.array([loss], dtype=np.float32)))
+    # ---- adaround: one matrix's objective and its gradient in V (per row, symmetric and asymmetric) ----
+    rng = np.random.default_rng(2022)
+    rows, cols = 6, 16
+    x = rng.standard_normal((64, cols))
+    x[:, 1:] += 1.5 * x[:, :1]  # a shared factor: G far from diagonal
+    G = (x.T @ x / x.shape[0]).astype(np.float32).astype(np.float64)  # as C holds it
+    for name, asym in (("sym", 0), ("asym", 1)):
+        w = rng.standard_normal((rows, cols)).astype(np.float32)
+        # scales (and minima) float32 values, so floor((w - minimum) / scale) is the same number in C
+        grids = [ref_quant.fit_span(w[r].astype(np.float64), ADAROUND_BITS, asym, "f32") for r in range(rows)]
+        scale = np.array([g[0] for g in grids])
+        minimum = np.array([g[1] if asym else 0.0 for g in grids])
+        top = ref_quant.levels(ADAROUND_BITS, asym)
+        lo, hi = (0, top) if asym else (-top, top)
+        below = np.floor((w.astype(np.float64) - minimum[:, None]) / scale[:, None])
+        V = (rng.uniform(0.3, 1.8, (rows, cols)) * rng.choice([-1.0, 1.0], (rows, cols))).astype(np.float32)
+        Vt = torch.from_numpy(V).double().requires_grad_(True)
+        h = torch.clamp(torch.sigmoid(Vt) * (ZETA - GAMMA) + GAMMA, 0, 1)
+        code = torch.clamp(torch.from_numpy(below) + h, lo, hi)
+        E = torch.from_numpy(minimum)[:, None] + code * torch.from_numpy(scale)[:, None] - torch.from_numpy(w).double()
+        rec = (E @ torch.from_numpy(G) * E).sum()
+        value = rec + ADAROUND_LAMBDA * (1 - (2 * h - 1).abs().pow(ADAROUND_BETA)).sum()
+        value.backward()
+        tensors += [(f"adaround.{name}.w", w), (f"adaround.{name}.scale", scale.astype(np.float32)),
+                    (f"adaround.{name}.minimum", minimum.astype(np.float32)), (f"adaround.{name}.V", V),
+                    (f"adaround.{name}.G", G.astype(np.float32)), (f"adaround.{name}.value", np.array([value.item()], dtype=np.float32)),
+                    (f"adaround.{name}.grad", Vt.grad.numpy().astype(np.float32))]
     meta = {"generator": "tools/pytorch_reference.py tune", "torch": torch.__version__,
             "float_model": ref_models.TINY_FLOAT_FILE, "quant_model": ref_models.TINY_QUANT_FILE,
             "quantization": ref_models.QUANT_DESCRIPTION, "normtweak_lr": NORMTWEAK_LR, "qat_lr": QAT_LR, "scales_lr": SCALES_LR,
+            "adaround_bits": ADAROUND_BITS, "adaround_beta": ADAROUND_BETA, "adaround_lambda": ADAROUND_LAMBDA,
             "grad_clip": GRAD_CLIP, "beta1": BETAS[0], "beta2": BETAS[1], "eps": EPS, "weight_decay": 0.0,
             "step": "one AdamW step (step 1, bias-corrected) after clipping the trained gradients' norm to grad_clip",
             "qat": "latent = the quantized weights; w = Q(clamp(latent)) per row on the grid refitted from the float row "
                    "(absmax, exact scale), kept; gradient straight through (d/d latent = d/d w)",
+            "adaround": "one 6x16 matrix, per-row grids (f32 scales and minima, which C reads), "
+                        "G = X^T X / n of a 64-row X with a shared factor; objective tr(E G E^T) + lambda sum(1 - |2h - 1|^beta), "
+                        "h = clamp(sigmoid(V) (zeta - gamma) + gamma, 0, 1), E = minimum + clamp(floor((w - minimum)/scale) + h) scale - w",
             "scales": "per row theta (0 at the start); w = code * s0 * exp(theta), codes = the quantized weights / s0, "
                       "s0 the refitted row scale (exact)"}
     path = os.path.join(out, TUNE_FILE)

@@ -27,11 +27,11 @@ int cmd_correct(int argc, char **argv) {
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
-    char method_help[384], method_list[128];
+    char method_help[512], method_list[128];
     method_names(method_list, sizeof method_list);
     snprintf(method_help, sizeof method_help,
              "%s: train (AdamW), lstsq (ridge, linear), lowrank (SVD per matrix), bias (bias correction), normtweak (the LayerNorms), "
-             "qat (the weights on their grid), scales (each span's stored scale, codes fixed); the last three add no bits",
+             "qat (the weights on their grid), scales (each span's stored scale, codes fixed), adaround (each weight's rounding, layer by layer); the last four add no bits",
              method_list);
     double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
     ArgSpec specs[] = {
@@ -93,7 +93,7 @@ int cmd_correct(int argc, char **argv) {
     }
     if ((rc = parse_autostop_flags("correct", &af, autostop, &o.autostop, &o.init))) return rc;
     if (autostop) steps = STEPS_AUTO;
-    else if (steps < 0) steps = mi->solves ? 0 : 500;
+    else if (steps < 0) steps = mi->solves || !mi->trains ? 0 : 500;
     o.hidden = hidden;
     o.steps = steps;
     if (correct_options_check(&o, &scheme) != 0) return usage_error("correct", "%s", qc_last_error());

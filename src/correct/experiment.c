@@ -95,7 +95,7 @@ int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
     int fine_tunes = mi->trains && !(mi->solves && o->steps == 0);
     if (mi->tunes && o->hidden != 0)
         qc_error("--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
-    else if ((mi->tunes == TUNE_WEIGHTS || mi->tunes == TUNE_SCALES) && s->bits >= 32)
+    else if ((mi->tunes == TUNE_WEIGHTS || mi->tunes == TUNE_SCALES || mi->tunes == TUNE_ROUNDING) && s->bits >= 32)
         qc_error("--method %s trains the weights' quantization grid: at --bits 32 there is none", method);
     else if (!method_uses_hidden(o->method) && o->hidden != 0)
         qc_error("--method %s fits %s corrections, which have no width: use --hidden 0", method, kind_info[method_kind(o->method, 0)].name);
@@ -106,7 +106,9 @@ int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
     else if (o->init == INIT_LSTSQ && (o->method != METHOD_TRAIN || kind != KIND_LINEAR))
         qc_error("--init lstsq starts a trained linear correction (--method train --hidden 0)");
     else if (o->steps == STEPS_AUTO && !mi->trains)
-        qc_error("--steps auto: --method %s does not train", method);
+        qc_error("--steps auto: --method %s takes no training steps", method);
+    else if (o->steps > 0 && !mi->trains)
+        qc_error("--steps %d: --method %s takes no training steps", o->steps, method);
     else if (fine_tunes && o->objective == OBJECTIVE_MSE && mi->tunes)
         qc_error("--objective mse compares the streams at correction sites; --method %s has none: use ce or kl", method);
     else if (mi->tunes == TUNE_NORMS && s->bits < 32 && (s->scope & SCOPE_OF(ROLE_NORM)))
@@ -199,7 +201,7 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     }
     if (m->solves) rc = solve(q, f, c, corpus, o);
     else if (o->init == INIT_LSTSQ) rc = correction_lstsq(q, f, c, corpus, o); /* the closed form as the start */
-    if (rc == 0 && trains) {
+    if (rc == 0 && (trains || m->tunes)) { /* adaround tunes without AdamW steps of its own */
         rc = m->tunes ? tune_fit(q, f, c, corpus, o, &r->train) : correction_fit(q, f, c, corpus, o, &r->train);
         r->objective = r->train.objective;
     }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "correct/adaround.h"
 
 static int add_range(Tuning *t, int *cap, TuneRange r) {
     if (t->n_ranges == *cap) {
@@ -19,8 +20,7 @@ static int add_range(Tuning *t, int *cap, TuneRange r) {
     return 0;
 }
 
-/* The grid a span of float weights gets from the scheme's fit, without calibration data. */
-static SpanGrid refit_grid(const float *w, int n, const QuantScheme *s) {
+SpanGrid tune_refit_grid(const float *w, int n, const QuantScheme *s) {
     QuantizerId fit = s->quantizer == QUANTIZER_GPTQ ? s->options.fit : s->quantizer;
     if (fit == QUANTIZER_MSE) return span_grid_fit_mse(w, n, s->bits, s->asymmetric, s->scale_dtype, NULL, NULL);
     return span_grid_fit(w, n, s->bits, s->asymmetric, s->scale_dtype, 1.0);
@@ -38,7 +38,7 @@ static int grid_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const Qu
         for (size_t off = 0; off < n; off += (size_t)span) {
             const float *fw = f->params + spec->offset + off, *qw = q->params + spec->offset + off;
             TuneRange r = {.at = spec->offset + off, .from = *total, .n = (size_t)span, .span = (size_t)span,
-                           .code_at = *n_codes, .grid = refit_grid(fw, span, s)};
+                           .code_at = *n_codes, .grid = tune_refit_grid(fw, span, s)};
             if (s->asymmetric) {
                 r.lo = r.grid.minimum;
                 r.hi = r.grid.minimum + ((1 << s->bits) - 1) * r.grid.scale;
@@ -193,6 +193,7 @@ int tune_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const Correct
         qc_error("%s needs the scheme the model was quantized by", method_name(o->method));
         return -1;
     }
+    if (method_tunes(o->method) == TUNE_ROUNDING) return adaround_fit(q, f, corpus, o, out); /* layer by layer, not end to end */
     Tuning t;
     if (tuning_init(&t, method_tunes(o->method), q, f, o->scheme) != 0) return -1;
     int rc = fit_params(q, f, c, &t.fit, corpus, o, out);

@@ -39,6 +39,9 @@ typedef struct {
  * lies on that grid (a grid fitted on calibration data cannot be refitted from f). params start
  * at q's values, so step 0 is the quantized model. */
 int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const QuantScheme *s);
+/* The grid a span of n float weights gets from the scheme's own fit, without calibration data
+ * (rtn: absmax; mse, and gptq's fit: the clip search unweighted): qat's, scales' and adaround's. */
+SpanGrid tune_refit_grid(const float *w, int n, const QuantScheme *s);
 /* scales: the stored scale and minimum of range r under the current parameters. */
 SpanGrid tuning_grid(const Tuning *t, const TuneRange *r);
 void tuning_free(Tuning *t);
@@ -52,7 +55,8 @@ void tuning_apply(void *tuning, GPT *q);
 void tuning_collect(void *tuning, const GPT *q);
 
 /* Trains the method's target of q in place on the calibration windows (correction_fit's loop; c:
- * the method's empty corrections, for the hook). The validation split is never read. */
+ * the method's empty corrections, for the hook; adaround: adaround_fit's layer-by-layer walk).
+ * The validation split is never read. */
 int tune_fit(GPT *q, GPT *f, Corrections *c, const Corpus *corpus, const CorrectOptions *o, TrainSummary *out);
 
 #endif

@@ -70,5 +70,5 @@ TuneTarget method_tunes(CorrectMethod m) { return method_info[m].tunes; }
 
 int method_fits_weight_error(CorrectMethod m) {
     return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR || method_info[m].tunes == TUNE_WEIGHTS ||
-           method_info[m].tunes == TUNE_SCALES;
+           method_info[m].tunes == TUNE_SCALES || method_info[m].tunes == TUNE_ROUNDING;
 }

@@ -29,8 +29,9 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
 
 /* What of the quantized model's own parameters a method trains (tune.c), storing exactly what the
  * quantized model stores: nothing, the LayerNorms (float already), every quantized weight on its
- * grid, or each span's stored scale (and minimum) with its codes fixed. */
-typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES } TuneTarget;
+ * grid, each span's stored scale (and minimum) with its codes fixed, or each weight's rounding
+ * direction (adaround: layer by layer, its own iterations, so it "trains" no AdamW steps). */
+typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES, TUNE_ROUNDING } TuneTarget;
 
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
  * trains (AdamW steps), solves (the kind's closed form), tunes (the base's own parameters it
@@ -44,6 +45,7 @@ typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES } TuneTarget;
     X(METHOD_NORMTWEAK, "normtweak", KIND_NONE, 1, 0, TUNE_NORMS)       \
     X(METHOD_QAT, "qat", KIND_NONE, 1, 0, TUNE_WEIGHTS)                 \
     X(METHOD_SCALES, "scales", KIND_NONE, 1, 0, TUNE_SCALES)            \
+    X(METHOD_ADAROUND, "adaround", KIND_NONE, 0, 0, TUNE_ROUNDING)      \
     X(METHOD_NONE, "none", KIND_NONE, 0, 0, TUNE_NONE)
 
 #define METHODS_ENUM_ID(id, name, ...) id,
