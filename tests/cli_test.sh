@@ -505,7 +505,7 @@ if "$QCORR" correct --model "$M" $SCHEME $SOLVE_FLAGS --method bias --quantizer 
 else fail "correct --method bias exits 0"; show "$T/err"; fi
 # the methods that tune the base (0 extra bits): the model's bits are the quantized model's, nothing
 # stored beside it, and the saved checkpoint (a plain quantized model) gives loss_corrected again
-for m in normtweak qat scales; do
+for m in normtweak qat scales lwc; do
     if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method $m --out "$H/$m.safetensors" --json >"$T/$m.json" 2>"$T/err"; then
         json_check "correct --method $m: 20 steps, model_bits_corrected = model_bits_quant, no correction stored" "$T/$m.json" \
             'assert o["method"]==sys.argv[1].split("/")[-1][:-5] and o["steps"]==20 and o["steps_run"]==20 and o["objective"]=="ce" and o["model_bits_corrected"]==o["model_bits_quant"] and o["correction_bits"]==0 and o["correction_params"]==0 and o["correction_sites"]==0 and o["loss_corrected"]!=o["loss_quant"], o'
@@ -531,6 +531,24 @@ else fail "correct --method qat --steps auto exits 0"; show "$T/err"; fi
 expect_error "correct --method normtweak --hidden 8" 2 "normtweak" "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --hidden 8 --quiet
 expect_error "correct --method qat --bits 32 (no grid)" 2 "qat" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --bits 32 --quiet
 expect_error "correct --method scales --bits 32 (no grid)" 2 "scales" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method scales --bits 32 --quiet
+# combinations: a zero-bit method, then a correction on the tuned model (issue 22 item 5)
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method lwc+train --out "$H/combined.safetensors" --json >"$T/combined.json" 2>"$T/err"; then
+    json_check "correct --method lwc+train: both stages ran 20 steps, a correction stored on top of the quantized model's bits" "$T/combined.json" \
+        'assert o["method"]=="lwc+train" and o["first_method"]=="lwc" and o["first_steps_run"]==20 and o["steps_run"]==20 and o["correction_bits"]>0 and o["model_bits_corrected"]==o["model_bits_quant"]+o["correction_bits"], o'
+    "$QCORR" eval --model "$H/combined.safetensors" --data "$AB" --batch 4 --json >"$T/eval.json" 2>"$T/err"
+    json_check "eval of the lwc+train checkpoint (tuned base and its correction) gives loss_corrected to 1e-5" "$T/eval.json" \
+        "c=json.load(open('$T/combined.json')); assert abs(o['loss']-c['loss_corrected'])<1e-5 and o['correction_sites']>0, (o, c['loss_corrected'])"
+else fail "correct --method lwc+train exits 0"; show "$T/err"; fi
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $SCHEME $SOLVE_FLAGS --method adaround+lstsq --json >"$T/out" 2>"$T/err"; then
+    json_check "correct --method adaround+lstsq: no steps, a correction stored" "$T/out" \
+        'assert o["method"]=="adaround+lstsq" and o["first_steps_run"]>0 and o["steps_run"]==0 and o["correction_bits"]>0, o'
+else fail "correct --method adaround+lstsq exits 0"; show "$T/err"; fi
+expect_error "correct --method train+lwc (the order)" 2 "train+lwc" "combination" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method train+lwc --quiet
+expect_error "correct --method lwc+qat (two zero-bit methods)" 2 "lwc+qat" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lwc+qat --quiet
+expect_error "correct --method adaround+lstsq --steps 10" 2 "--steps" "adaround" "lstsq" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method adaround+lstsq --steps 10 --quiet
+expect_error "correct --method lwc --bits 32 (no grid)" 2 "lwc" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method lwc --bits 32 --quiet
 expect_error "correct --method normtweak --objective mse" 2 "--objective mse" "normtweak" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --objective mse --quiet
 expect_error "correct --method normtweak --scope linear,head,norm" 2 "normtweak" "--scope norm" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --scope linear,head,norm --quiet
 expect_error "correct --method qat --quantizer mse --mse-weighted (grids fitted on data)" 1 "qat" "not on the grid" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --quantizer mse --mse-weighted --calib-tokens 2000 --batch 4 --quiet

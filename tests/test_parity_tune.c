@@ -1,7 +1,7 @@
 /* test_parity_tune: normtweak, qat and scales against PyTorch (tools/ref_tune.py) on the tiny
  * model and its int3 copy — the ce and kl objectives with the gradient of every LayerNorm tensor
  * (normtweak), the straight-through gradient of every quantized matrix (qat) and of every row's
- * log-scale (scales), then one AdamW step as the training loop takes it (clip, AdamW, the tuned
+ * log-scale (scales) and lwc (the codes following the scale), then one AdamW step as the training loop takes it (clip, AdamW, the tuned
  * values into the model): the new LayerNorms, qat's new latent weights and their grid values,
  * the new log-scales, and the loss after the step; adaround's per-matrix objective and gradient. */
 #include <math.h>
@@ -76,6 +76,14 @@ static const TuneRange *range_of(const Tuning *t, const TensorSpec *spec) {
     return NULL;
 }
 
+/* The tensor of q that holds parameter offset at. */
+static const TensorSpec *spec_of(const GPT *q, size_t at) {
+    for (int i = 0; i < q->n_specs; i++)
+        if (at >= q->specs[i].offset && at < q->specs[i].offset + tensor_numel(&q->specs[i])) return &q->specs[i];
+    fail_msg("offset %zu is in no tensor", at);
+    return NULL;
+}
+
 /* The values t trains of tensor spec: a whole tensor (normtweak, qat) or one or two a span (scales). */
 static size_t values_of(const Tuning *t, const TensorSpec *spec) {
     size_t n = 0, end = spec->offset + tensor_numel(spec);
@@ -140,7 +148,7 @@ static void check_method(TuneTarget target, const char *method) {
     snprintf(key, sizeof key, "%s_lr", method);
     double lr = fixture_meta_number(&x.st, key);
     one_step(&t, &x.q, (float)lr);
-    if (target == TUNE_NORMS || target == TUNE_SCALES) {
+    if (target == TUNE_NORMS || target == TUNE_SCALES || target == TUNE_CLIP) {
         snprintf(key, sizeof key, "%s.step", method);
         ok &= compare_tensors(&x, &t, t.fit.params, key, 0);
     } else {
@@ -176,6 +184,61 @@ static void test_qat(void **state) {
 static void test_scales(void **state) {
     (void)state;
     check_method(TUNE_SCALES, "scales");
+}
+
+/* lwc also at log-scales away from the start (the fixture's theta_r = -0.6 + 0.15 (r mod 7) over
+ * each matrix's rows), where narrower grids clamp weights: the clamped codes' gradient; and
+ * asymmetric, the minimum trained too. */
+static void test_lwc(void **state) {
+    (void)state;
+    check_method(TUNE_CLIP, "lwc");
+    Fixture x;
+    fixture_load(&x);
+    Tuning t;
+    if (tuning_init(&t, TUNE_CLIP, &x.q, &x.f, &x.scheme) != 0) fail_msg("%s", qc_last_error());
+    for (int i = 0; i < t.n_ranges; i++) {
+        const TuneRange *r = &t.ranges[i];
+        int row = (int)((r->at - range_of(&t, spec_of(&x.q, r->at))->at) / r->span);
+        t.fit.params[r->from] = (float)(-0.6 + 0.15 * (row % 7));
+    }
+    tuning_apply(&t, &x.q);
+    size_t clamped = 0;
+    for (int i = 0; i < t.n_ranges; i++) {
+        const TuneRange *r = &t.ranges[i];
+        SpanGrid g = tuning_grid(&t, r);
+        for (size_t k = 0; k < r->span; k++) clamped += fabs(nearbyint(x.f.params[r->at + k] / g.scale)) > 3;
+    }
+    if (clamped == 0) fail_msg("no weight is clamped at the moved log-scales: the test does not reach the clamped branch");
+    double v = gradients(&x, &t, OBJECTIVE_CE);
+    int ok = compare_scalar("lwc.moved.ce.value", v, fixture_scalar(&x, "lwc.moved.ce.value"), OBJECTIVE_REL_TOL * fabs(v));
+    ok &= compare_tensors(&x, &t, t.fit.grads, "lwc.moved.ce.grad", 0);
+    tuning_free(&t);
+    /* asymmetric: the float model quantized asymmetrically (rtn, exact scales), per row a log-scale
+     * and a minimum (mu_r = 0.5 ((r mod 5) - 2) steps), both trained */
+    QuantScheme asym = x.scheme;
+    asym.asymmetric = 1;
+    GPT qa;
+    Vocab va;
+    if (gpt_load(&qa, &va, TINY_FLOAT, B, NULL) != 0 || quantize_model(&qa, &asym, NULL, NULL) != 0 || gpt_enable_training(&qa) != 0)
+        fail_msg("%s", qc_last_error());
+    GPT keep = x.q;
+    x.q = qa;
+    if (tuning_init(&t, TUNE_CLIP, &x.q, &x.f, &asym) != 0) fail_msg("%s", qc_last_error());
+    for (int i = 0; i < t.n_ranges; i++) {
+        const TuneRange *r = &t.ranges[i];
+        int row = (int)((r->at - range_of(&t, spec_of(&x.q, r->at))->at) / r->span);
+        t.fit.params[r->from] = (float)(-0.6 + 0.15 * (row % 7));
+        t.fit.params[r->from + 1] = (float)(0.5 * ((row % 5) - 2));
+    }
+    tuning_apply(&t, &x.q);
+    v = gradients(&x, &t, OBJECTIVE_CE);
+    ok &= compare_scalar("lwc.asym.ce.value", v, fixture_scalar(&x, "lwc.asym.ce.value"), OBJECTIVE_REL_TOL * fabs(v));
+    ok &= compare_tensors(&x, &t, t.fit.grads, "lwc.asym.ce.grad", 0);
+    tuning_free(&t);
+    x.q = keep;
+    gpt_free(&qa);
+    fixture_free(&x);
+    if (!ok) fail_msg("lwc at moved log-scales: C and PyTorch differ beyond the tolerances (lines above)");
 }
 
 /* adaround's objective (reconstruction plus regulariser) and its gradient in V on one matrix, per
@@ -227,6 +290,7 @@ int main(void) {
         cmocka_unit_test(test_normtweak),
         cmocka_unit_test(test_qat),
         cmocka_unit_test(test_scales),
+        cmocka_unit_test(test_lwc),
     };
     return cmocka_run_group_tests(tests, setup_one_thread, restore_threads);
 }

@@ -377,6 +377,63 @@ static void test_scales_grid_membership(void **state) {
     corpus_free(&corpus);
 }
 
+/* After lwc trains (40 steps at a high rate), at 2, 3 and 4 bits, symmetric and asymmetric, per
+ * row, group and tensor, f16 scales: every weight is its float weight rounded onto its span's
+ * stored grid (so a span keeps at most 2^b distinct values, each a code times an f16 scale, plus
+ * an f16 minimum); scales moved and codes moved with them (what sets lwc apart from scales);
+ * nothing the scheme does not quantize changed; no bits added. */
+static void test_lwc_grid_membership(void **state) {
+    (void)state;
+    Corpus corpus;
+    small_corpus(&corpus);
+    struct { int bits, asym; Granularity g; } cases[] = {{2, 0, GRAN_CHANNEL}, {3, 1, GRAN_GROUP}, {4, 0, GRAN_TENSOR}, {4, 1, GRAN_CHANNEL}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        QuantScheme s;
+        quant_scheme_default(&s, cases[k].bits);
+        s.asymmetric = cases[k].asym;
+        s.granularity = cases[k].g;
+        s.group = 8;
+        GPT f, q;
+        pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 170 + k);
+        float *start = copy_floats(q.params, q.num_params);
+        Tuning t;
+        assert_int_equal(tuning_init(&t, TUNE_CLIP, &q, &f, &s), 0);
+        Corrections c;
+        CorrectionLayout none = {.kind = KIND_NONE, .every = 1};
+        assert_int_equal(corrections_init(&c, &q.config, &none, 8 * 16, 1), 0);
+        CorrectOptions o;
+        tune_options(&o, METHOD_LWC, &s, 40);
+        TrainSummary sum;
+        if (fit_params(&q, &f, &c, &t.fit, &corpus, &o, &sum) != 0) fail_msg("%s", qc_last_error());
+        size_t scales_moved = 0, codes_moved = 0;
+        for (int i = 0; i < t.n_ranges; i++) {
+            const TuneRange *r = &t.ranges[i];
+            SpanGrid g = tuning_grid(&t, r);
+            if (round_to_dtype(g.scale, SCALE_F16) != g.scale || round_to_dtype(g.minimum, SCALE_F16) != g.minimum)
+                fail_msg("case %zu: span %d stores scale %.9g, minimum %.9g: not f16 values", k, i, g.scale, g.minimum);
+            scales_moved += g.scale != r->grid.scale;
+            for (size_t j = 0; j < r->span; j++) {
+                float v = q.params[r->at + j], want = span_grid_apply(f.params[r->at + j], g, s.bits, s.asymmetric);
+                if (v != want) fail_msg("case %zu: weight %zu = %.9g, not its float weight on the stored grid (%.9g)", k, r->at + j, v, want);
+                double was = r->grid.scale == 0 ? 0 : nearbyint((start[r->at + j] - r->grid.minimum) / r->grid.scale);
+                double now = g.scale == 0 ? 0 : nearbyint((v - g.minimum) / g.scale);
+                codes_moved += was != now;
+            }
+        }
+        if (!(scales_moved > 0 && codes_moved > 0)) fail_msg("case %zu: %zu scales and %zu codes moved", k, scales_moved, codes_moved);
+        for (int i = 0; i < q.n_specs; i++)
+            if (!(s.scope & SCOPE_OF(q.specs[i].role)))
+                assert_memory_equal(q.params + q.specs[i].offset, start + q.specs[i].offset, tensor_numel(&q.specs[i]) * sizeof(float));
+        assert_true(corrections_storage_bits(&c) == 0.0 && c.n_sites == 0);
+        corrections_free(&c);
+        tuning_free(&t);
+        free(start);
+        gpt_free(&q);
+        gpt_free(&f);
+    }
+    corpus_free(&corpus);
+}
+
 /* normtweak changes the LayerNorms and nothing else, stores no correction, and its result is
  * what the evaluation after it measured (the model as it stands: what a checkpoint stores). */
 static void test_normtweak_changes_only_norms(void **state) {
@@ -440,7 +497,8 @@ static void test_refusals(void **state) {
 }
 
 /* The validation split is never read: its pages are unreadable (test_autostop's layout) while
- * normtweak and qat train by fixed steps and by --steps auto, ce and kl. */
+ * every method of the table that trains the model's own parameters by AdamW steps (normtweak, qat,
+ * scales, lwc) trains by fixed steps and by --steps auto, ce and kl, each from the quantized model. */
 static void test_never_reads_validation(void **state) {
     (void)state;
     Corpus corpus;
@@ -451,21 +509,28 @@ static void test_never_reads_validation(void **state) {
     pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 90);
     GuardedSplit guard;
     unreadable_validation(&corpus, &guard);
-    CorrectMethod methods[] = {METHOD_NORMTWEAK, METHOD_QAT};
-    for (int m = 0; m < 2; m++)
+    float *start = copy_floats(q.params, q.num_params);
+    int tested = 0;
+    for (int m = 0; m < METHOD_COUNT; m++) {
+        if (!method_info[m].tunes || !method_info[m].trains) continue;
+        tested++;
         for (int obj = OBJECTIVE_CE; obj <= OBJECTIVE_KL; obj++)
             for (int autostop = 0; autostop <= 1; autostop++) {
+                memcpy(q.params, start, q.num_params * sizeof(float));
                 Corrections c;
                 CorrectOptions o;
-                tune_options(&o, methods[m], &s, autostop ? STEPS_AUTO : 10);
+                tune_options(&o, (CorrectMethod)m, &s, autostop ? STEPS_AUTO : 10);
                 o.objective = (Objective)obj;
                 CorrectionLayout none = {.kind = KIND_NONE, .every = 1};
                 assert_int_equal(corrections_init(&c, &q.config, &none, 8 * 16, 1), 0);
                 TrainSummary ts;
-                if (tune_fit(&q, &f, &c, &corpus, &o, &ts) != 0) fail_msg("%s: %s", method_name(methods[m]), qc_last_error());
+                if (tune_fit(&q, &f, &c, &corpus, &o, &ts) != 0) fail_msg("%s: %s", method_name((CorrectMethod)m), qc_last_error());
                 assert_true(ts.steps_run > 0 && (autostop ? isfinite(ts.heldout_objective) : ts.stopped_by == STOPPED_FIXED));
                 corrections_free(&c);
             }
+    }
+    assert_int_equal(tested, 4);
+    free(start);
     readable_validation(&corpus, &guard);
     gpt_free(&q);
     gpt_free(&f);
@@ -479,6 +544,7 @@ int main(void) {
         cmocka_unit_test(test_qat_grid_membership),
         cmocka_unit_test(test_scales_gradients),
         cmocka_unit_test(test_scales_grid_membership),
+        cmocka_unit_test(test_lwc_grid_membership),
         cmocka_unit_test(test_normtweak_changes_only_norms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_never_reads_validation),

@@ -2,7 +2,9 @@
 extra bits, written from the issue and the README (never from src/): `normtweak` (only the
 LayerNorm weights and biases train), `qat` (every quantized weight through the
 straight-through estimator, on grids refitted from the float weights and kept) and `scales`
-(the integer codes fixed, each row's scale trained as s0 * exp(theta), theta = 0 at the start);
+(the integer codes fixed, each row's scale trained as s0 * exp(theta), theta = 0 at the start),
+`lwc` (the same log-scale, the codes following it: the float weights rounded onto the row's grid
+with the rounding passed straight through and autograd's own clamp);
 and `adaround`'s per-matrix objective and gradient (learned rounding on a matrix's reconstruction). On the tiny
 model of `gpt` and its int3 copy of `corrections` (gpt_tiny_quant3), the batch of `gpt`. Fixture
 layout: tools/pytorch_reference.py."""
@@ -21,6 +23,7 @@ TUNE_FILE = "tune_expected.safetensors"
 NORMTWEAK_LR = 1e-2
 QAT_LR = 0.03        # under the half-step of most int3 grids: about half the codes move in one step (45%)
 SCALES_LR = 1e-2     # a step moves each log-scale by about lr: 1% of its scale
+LWC_LR = 1e-2
 ADAROUND_BITS, ADAROUND_BETA, ADAROUND_LAMBDA = 3, 4.0, 2.0  # the regulariser as large as the reconstruction
 ZETA, GAMMA = 1.1, -0.1  # AdaRound's rectified sigmoid stretch
 GRAD_CLIP = 1.0
@@ -113,6 +116,24 @@ def scales_forward_model(quant_model, thetas, grid):
     return substituted_forward(quant_model, weights)
 
 
+def lwc_forward_model(float_model, quant_model, thetas, grid):
+    """The quantized model whose quantized weights are s * clamp(round(w_float / s)), s = s0 *
+    exp(theta) per row, the rounding straight through (u + (round(u) - u).detach()) and the clamp
+    autograd's (no gradient through a clamped code): the codes follow the scale."""
+    fstate = dict(float_model.named_parameters())
+    top = grid.top
+
+    def weights():
+        out = {}
+        for n, th in thetas.items():
+            s = (torch.from_numpy(grid.scales[n]) * torch.exp(th.double()))[:, None]
+            u = fstate[n].detach().double() / s
+            code = torch.clamp(u + (torch.round(u) - u).detach(), -top, top)
+            out[n] = (code * s).float()
+        return out
+    return substituted_forward(quant_model, weights)
+
+
 def adamw_step(params, lr):
     torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
     opt = torch.optim.AdamW(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=0.0)
@@ -182,6 +203,60 @@ def write_tune(out):
             with torch.no_grad():
                 loss = objective("ce", wrapper, float_model, inputs, targets).item()
             tensors.append(("scales.step.loss", np.array([loss], dtype=np.float32)))
+    # ---- lwc: the same, with the codes following the scale ----
+    for obj in ("ce", "kl"):
+        thetas = {n: torch.zeros(len(grid.scales[n]), dtype=torch.float32, requires_grad=True) for n in qnames}
+        wrapper = lwc_forward_model(float_model, quant_model, thetas, grid)
+        value = objective(obj, wrapper, float_model, inputs, targets)
+        value.backward()
+        tensors.append((f"lwc.{obj}.value", np.array([value.item()], dtype=np.float32)))
+        tensors += [(f"lwc.{obj}.grad.{n}", thetas[n].grad.numpy().copy()) for n in qnames]
+        if obj == "ce":
+            adamw_step([thetas[n] for n in qnames], LWC_LR)
+            tensors += [(f"lwc.step.{n}", thetas[n].detach().numpy().copy()) for n in qnames]
+            with torch.no_grad():
+                loss = objective("ce", wrapper, float_model, inputs, targets).item()
+            tensors.append(("lwc.step.loss", np.array([loss], dtype=np.float32)))
+    # the ce gradient at log-scales away from the start, theta_r = -0.6 + 0.15 (r mod 7) over each
+    # matrix's rows: narrower grids clamp their extreme weights (the clamped codes' branch), wider
+    # ones move codes
+    thetas = {n: torch.tensor([-0.6 + 0.15 * (r % 7) for r in range(len(grid.scales[n]))], dtype=torch.float32, requires_grad=True)
+              for n in qnames}
+    wrapper = lwc_forward_model(float_model, quant_model, thetas, grid)
+    value = objective("ce", wrapper, float_model, inputs, targets)
+    value.backward()
+    tensors.append(("lwc.moved.ce.value", np.array([value.item()], dtype=np.float32)))
+    tensors += [(f"lwc.moved.ce.grad.{n}", thetas[n].grad.numpy().copy()) for n in qnames]
+    # asymmetric: each row's grid (scale, minimum) refitted from the float row, both trained
+    # (mu_r = 0.5 ((r mod 5) - 2) steps of the first scale), the codes 0..2^b-1 following them
+    fstate = dict(float_model.named_parameters())
+    top = ref_quant.levels(ref_models.QUANT_BITS, 1)
+    thetas, mus, fits = {}, {}, {}
+    for n in qnames:
+        w = fstate[n].detach().double().numpy()
+        fits[n] = np.array([ref_quant.fit_span(w[r], ref_models.QUANT_BITS, 1, ref_models.QUANT_DTYPE) for r in range(w.shape[0])])
+        rows = range(w.shape[0])
+        thetas[n] = torch.tensor([-0.6 + 0.15 * (r % 7) for r in rows], dtype=torch.float32, requires_grad=True)
+        mus[n] = torch.tensor([0.5 * ((r % 5) - 2) for r in rows], dtype=torch.float32, requires_grad=True)
+
+    def asym_weights():
+        out = {}
+        for n in qnames:
+            s0, m0 = torch.from_numpy(fits[n][:, 0]), torch.from_numpy(fits[n][:, 1])
+            sc = (s0 * torch.exp(thetas[n].double()))[:, None]
+            mn = (m0 + mus[n].double() * s0)[:, None]
+            u = (fstate[n].detach().double() - mn) / sc
+            out[n] = (mn + torch.clamp(u + (torch.round(u) - u).detach(), 0, top) * sc).float()
+        return out
+    value = objective("ce", substituted_forward(quant_model, asym_weights), float_model, inputs, targets)
+    value.backward()
+    tensors.append(("lwc.asym.ce.value", np.array([value.item()], dtype=np.float32)))
+    for n in qnames:  # per row: dtheta, dmu (C's order)
+        tensors.append((f"lwc.asym.ce.grad.{n}", torch.stack([thetas[n].grad, mus[n].grad], 1).reshape(-1).numpy().copy()))
+    with torch.no_grad():
+        s = torch.from_numpy(grid.scales[qnames[0]]) * torch.exp(thetas[qnames[0]].double())
+        u = dict(float_model.named_parameters())[qnames[0]].detach().double() / s[:, None]
+        print(f"lwc: at the moved log-scales {int((torch.round(u).abs() > grid.top).sum())} weights of {qnames[0]} are clamped")
     # ---- adaround: one matrix's objective and its gradient in V (per row, symmetric and asymmetric) ----
     rng = np.random.default_rng(2022)
     rows, cols = 6, 16
@@ -211,7 +286,7 @@ def write_tune(out):
                     (f"adaround.{name}.grad", Vt.grad.numpy().astype(np.float32))]
     meta = {"generator": "tools/pytorch_reference.py tune", "torch": torch.__version__,
             "float_model": ref_models.TINY_FLOAT_FILE, "quant_model": ref_models.TINY_QUANT_FILE,
-            "quantization": ref_models.QUANT_DESCRIPTION, "normtweak_lr": NORMTWEAK_LR, "qat_lr": QAT_LR, "scales_lr": SCALES_LR,
+            "quantization": ref_models.QUANT_DESCRIPTION, "normtweak_lr": NORMTWEAK_LR, "qat_lr": QAT_LR, "scales_lr": SCALES_LR, "lwc_lr": LWC_LR,
             "adaround_bits": ADAROUND_BITS, "adaround_beta": ADAROUND_BETA, "adaround_lambda": ADAROUND_LAMBDA,
             "grad_clip": GRAD_CLIP, "beta1": BETAS[0], "beta2": BETAS[1], "eps": EPS, "weight_decay": 0.0,
             "step": "one AdamW step (step 1, bias-corrected) after clipping the trained gradients' norm to grad_clip",
@@ -221,7 +296,9 @@ def write_tune(out):
                         "G = X^T X / n of a 64-row X with a shared factor; objective tr(E G E^T) + lambda sum(1 - |2h - 1|^beta), "
                         "h = clamp(sigmoid(V) (zeta - gamma) + gamma, 0, 1), E = minimum + clamp(floor((w - minimum)/scale) + h) scale - w",
             "scales": "per row theta (0 at the start); w = code * s0 * exp(theta), codes = the quantized weights / s0, "
-                      "s0 the refitted row scale (exact)"}
+                      "s0 the refitted row scale (exact)",
+            "lwc": "per row theta (0 at the start); w = s * clamp(round(w_float / s), -qmax, qmax), s = s0 * exp(theta), "
+                   "the rounding straight through, the clamp's gradient autograd's"}
     path = os.path.join(out, TUNE_FILE)
     write_safetensors(path, tensors, meta)
     return [path]

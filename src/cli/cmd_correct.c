@@ -27,11 +27,11 @@ int cmd_correct(int argc, char **argv) {
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
-    char method_help[512], method_list[128];
+    char method_help[640], method_list[128];
     method_names(method_list, sizeof method_list);
     snprintf(method_help, sizeof method_help,
              "%s: train (AdamW), lstsq (ridge, linear), lowrank (SVD per matrix), bias (bias correction), normtweak (the LayerNorms), "
-             "qat (the weights on their grid), scales (each span's stored scale, codes fixed), adaround (each weight's rounding, layer by layer); the last four add no bits",
+             "qat (the weights on their grid), scales (each span's stored scale, codes fixed), lwc (the same, codes following: learned clipping), adaround (each weight's rounding, layer by layer); the last five add no bits; T+M: a method that tunes the base, then a correction (lwc+train)",
              method_list);
     double lr = 1e-3, ridge = 1e-4, weight_decay = 0.0;
     ArgSpec specs[] = {
@@ -76,13 +76,7 @@ int cmd_correct(int argc, char **argv) {
     CorrectOptions o;
     correct_options_default(&o);
     if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "--objective: %s", qc_last_error());
-    int m = method_by_name(method);
-    if (m < 0) {
-        char names[128];
-        method_names(names, sizeof names);
-        return usage_error("correct", "--method: expected %s, got '%s'", names, method);
-    }
-    o.method = (CorrectMethod)m;
+    if (correct_method_parse(method, &o) != 0) return usage_error("correct", "--method: %s", qc_last_error());
     if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
     const MethodInfo *mi = &method_info[o.method];
     int autostop = steps_text && strcmp(steps_text, "auto") == 0;
@@ -93,11 +87,13 @@ int cmd_correct(int argc, char **argv) {
     }
     if ((rc = parse_autostop_flags("correct", &af, autostop, &o.autostop, &o.init))) return rc;
     if (autostop) steps = STEPS_AUTO;
-    else if (steps < 0) steps = mi->solves || !mi->trains ? 0 : 500;
+    else if (steps < 0) /* a combination: its first method's 500 where it trains (the correction's own otherwise) */
+        steps = o.with_first && method_info[o.first].trains ? 500 : mi->solves || !mi->trains ? 0 : 500;
     o.hidden = hidden;
     o.steps = steps;
     if (correct_options_check(&o, &scheme) != 0) return usage_error("correct", "%s", qc_last_error());
-    int fine_tunes = mi->trains && !(mi->solves && steps == 0); /* what the objective names in the result */
+    /* what the objective names in the result: a stage trained by it */
+    int fine_tunes = (mi->trains && !(mi->solves && steps == 0)) || (o.with_first && method_info[o.first].trains);
     int uses_rank = o.method == METHOD_LOWRANK;
     if (!uses_rank && (strcmp(rank, "match") != 0 || strcmp(lowrank_scale, "none") != 0))
         return usage_error("correct", "%s applies to --method lowrank, not %s", strcmp(rank, "match") != 0 ? "--rank" : "--lowrank-scale", method);
@@ -198,6 +194,12 @@ int cmd_correct(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "best_step", res.train.best_step);
         cJSON_AddStringToObject(j, "stopped_by", fine_tunes ? stop_reason_name(res.train.stopped_by) : "none");
         add_number_or_null(j, "heldout_objective", res.train.heldout_objective);
+        if (o.with_first) { /* what the combination's first method did */
+            cJSON_AddStringToObject(j, "first_method", method_name(o.first));
+            cJSON_AddNumberToObject(j, "first_steps_run", res.first.steps_run);
+            cJSON_AddStringToObject(j, "first_stopped_by", stop_reason_name(res.first.stopped_by));
+            add_number_or_null(j, "first_objective", res.first.objective);
+        }
         if (autostop) {
             cJSON_AddNumberToObject(j, "max_steps", o.autostop.max_steps);
             cJSON_AddStringToObject(j, "schedule", schedule_name(o.autostop.schedule));

@@ -88,14 +88,88 @@ int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus,
     return rc;
 }
 
+int correct_method_parse(const char *text, CorrectOptions *o) {
+    char names[160];
+    method_names(names, sizeof names);
+    const char *plus = strchr(text, '+');
+    o->with_first = 0;
+    if (!plus) {
+        int m = method_by_name(text);
+        if (m < 0) { qc_error("expected %s, or a combination such as lwc+train, got '%s'", names, text); return -1; }
+        o->method = (CorrectMethod)m;
+        return 0;
+    }
+    char first[64];
+    size_t n = (size_t)(plus - text);
+    int a = -1, b = method_by_name(plus + 1);
+    if (n < sizeof first) {
+        memcpy(first, text, n);
+        first[n] = '\0';
+        a = method_by_name(first);
+    }
+    if (a < 0 || b < 0) { qc_error("'%s': a combination is two of %s joined by '+'", text, names); return -1; }
+    if (!method_info[a].tunes || method_info[b].tunes || method_info[b].kind == KIND_NONE) {
+        qc_error("'%s': a combination is a method that tunes the base (normtweak, qat, scales, lwc, adaround) "
+                 "followed by one that adds corrections (train, lstsq, lowrank, bias)", text);
+        return -1;
+    }
+    o->with_first = 1;
+    o->first = (CorrectMethod)a;
+    o->method = (CorrectMethod)b;
+    return 0;
+}
+
+void correct_method_label(const CorrectOptions *o, char *out, size_t size) {
+    if (o->with_first) snprintf(out, size, "%s+%s", method_name(o->first), method_name(o->method));
+    else snprintf(out, size, "%s", method_name(o->method));
+}
+
+/* A combination's two stages. The first: the same options, its method the first, alone, the
+ * steps its own where it trains by AdamW steps (adaround does not). The second: the steps only
+ * where it trains and does not solve (train; lstsq, lowrank and bias solve and are not
+ * fine-tuned in a combination). */
+static CorrectOptions second_options(const CorrectOptions *o) {
+    CorrectOptions s = *o;
+    if (o->with_first && method_info[o->method].solves) s.steps = 0;
+    return s;
+}
+
+static CorrectOptions first_options(const CorrectOptions *o) {
+    CorrectOptions f = *o;
+    f.method = o->first;
+    f.with_first = 0;
+    if (!method_info[o->first].trains) f.steps = 0;
+    f.hidden = 0;
+    f.init = INIT_ZERO;
+    f.calib_cache = NULL;
+    f.log_path = f.heldout_log_path = NULL;
+    return f;
+}
+
+static int options_check_one(const CorrectOptions *o, const QuantScheme *s);
+
 int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
+    if (o->with_first) {
+        CorrectOptions f = first_options(o);
+        CorrectOptions second = second_options(o);
+        if (options_check_one(&f, s) != 0 || options_check_one(&second, s) != 0) return -1;
+        if (f.steps == 0 && second.steps == 0 && o->steps != 0) {
+            qc_error("--steps: neither %s nor %s takes training steps in a combination", method_name(o->first), method_name(o->method));
+            return -1;
+        }
+        return 0;
+    }
+    return options_check_one(o, s);
+}
+
+static int options_check_one(const CorrectOptions *o, const QuantScheme *s) {
     const MethodInfo *mi = &method_info[o->method];
     const char *method = mi->name;
     CorrectionKindId kind = method_kind(o->method, o->hidden);
     int fine_tunes = mi->trains && !(mi->solves && o->steps == 0);
     if (mi->tunes && o->hidden != 0)
         qc_error("--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
-    else if ((mi->tunes == TUNE_WEIGHTS || mi->tunes == TUNE_SCALES || mi->tunes == TUNE_ROUNDING) && s->bits >= 32)
+    else if (method_tunes_grid(o->method) && s->bits >= 32)
         qc_error("--method %s trains the weights' quantization grid: at --bits 32 there is none", method);
     else if (!method_uses_hidden(o->method) && o->hidden != 0)
         qc_error("--method %s fits %s corrections, which have no width: use --hidden 0", method, kind_info[method_kind(o->method, 0)].name);
@@ -192,6 +266,20 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     r->train = (TrainSummary){.stopped_by = STOPPED_FIXED, .heldout_objective = NAN, .objective = NAN};
     double t0 = now_seconds();
     int rc = 0;
+    r->first = (TrainSummary){.stopped_by = STOPPED_FIXED, .heldout_objective = NAN, .objective = NAN};
+    CorrectOptions second = second_options(o);
+    if (o->with_first) { /* the first method tunes q in place; the correction then fits the tuned model */
+        CorrectOptions fo = first_options(o);
+        Corrections none;
+        CorrectionLayout bare = {.kind = KIND_NONE, .every = 1};
+        if (corrections_init(&none, &q->config, &bare, q->max_batch * q->config.ctx, o->seed) != 0) rc = -1;
+        else {
+            rc = tune_fit(q, f, &none, corpus, &fo, &r->first);
+            corrections_free(&none);
+        }
+        second.calib_cache = NULL; /* built from the quantized model, not the tuned one */
+        o = &second;
+    }
     /* a method that solves fine-tunes its solution only when asked for steps */
     int trains = m->trains && !(m->solves && o->steps == 0);
     if (o->init == INIT_LSTSQ && !m->solves && layout.kind != KIND_LINEAR) {
@@ -199,8 +287,8 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
         corrections_free(c);
         return -1;
     }
-    if (m->solves) rc = solve(q, f, c, corpus, o);
-    else if (o->init == INIT_LSTSQ) rc = correction_lstsq(q, f, c, corpus, o); /* the closed form as the start */
+    if (rc == 0 && m->solves) rc = solve(q, f, c, corpus, o);
+    else if (rc == 0 && o->init == INIT_LSTSQ) rc = correction_lstsq(q, f, c, corpus, o); /* the closed form as the start */
     if (rc == 0 && (trains || m->tunes)) { /* adaround tunes without AdamW steps of its own */
         rc = m->tunes ? tune_fit(q, f, c, corpus, o, &r->train) : correction_fit(q, f, c, corpus, o, &r->train);
         r->objective = r->train.objective;
@@ -213,7 +301,7 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     }
     double t1 = now_seconds();
     /* a tuned base changed below every block: no prefix of it is cached */
-    rc = evaluate_model(q, &c->hook, corpus->ids + corpus->n_train, corpus->n_val, m->tunes ? NULL : val, corrections_frozen_prefix(c), ref,
+    rc = evaluate_model(q, &c->hook, corpus->ids + corpus->n_train, corpus->n_val, m->tunes || o->with_first ? NULL : val, corrections_frozen_prefix(c), ref,
                         &r->eval);
     r->seconds_eval = now_seconds() - t1;
     if (rc != 0) {

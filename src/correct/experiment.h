@@ -58,6 +58,11 @@ typedef struct {
     int every, hidden;
     Objective objective;
     CorrectMethod method;
+    /* a combination ("lwc+train"): with_first 1 runs first, a method that tunes the base (tune.h),
+     * on the quantized model, then method on the tuned model; each with these options (so each
+     * its own steps: a combination trains twice the budget). with_first 0: method alone. */
+    int with_first;
+    CorrectMethod first;
     int steps, batch, warmup;   /* steps: a fixed count, or STEPS_AUTO (auto below) */
     AutoStop autostop;
     CorrectionInit init;        /* train on linear corrections: start from zero (the kind's init) or the lstsq solution */
@@ -94,6 +99,12 @@ void correct_options_default(CorrectOptions *o);
  * hidden, steps (resolved: a count or STEPS_AUTO), init and objective against the scheme s the
  * model is quantized by (bits 32: the control arm). -1 and one message naming the rule. */
 int correct_options_check(const CorrectOptions *o, const QuantScheme *s);
+/* --method's text into o: a method of the table ("lwc"), or a combination "T+M" of a method T
+ * that tunes the base and a method M that adds corrections (train, lstsq, lowrank, bias).
+ * -1 with a message naming the text otherwise. */
+int correct_method_parse(const char *text, CorrectOptions *o);
+/* The method's name as records and results give it: "lwc", or "lwc+train" for a combination. */
+void correct_method_label(const CorrectOptions *o, char *out, size_t size);
 int parse_objective(const char *text, Objective *out);
 const char *objective_name(Objective o);
 
@@ -155,6 +166,7 @@ typedef struct {
     Evaluation eval;        /* of the corrected model (its window losses owned: evaluation_free) */
     double objective;       /* mean objective of the last training steps (NaN when it does not train) */
     TrainSummary train;     /* steps_run 0 when it does not train */
+    TrainSummary first;     /* a combination's first method (with_first): what its tuning did */
     double seconds_correct, seconds_eval;
 } CorrectionResult;
 

@@ -29,7 +29,7 @@ SpanGrid tune_refit_grid(const float *w, int n, const QuantScheme *s) {
 /* One range per span of every tensor the scheme quantized, its grid refitted from f's weights;
  * qat trains every weight (n = span), scales one or two values a span and keeps its codes. */
 static int grid_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const QuantScheme *s, size_t *total, size_t *n_codes) {
-    const char *method = t->target == TUNE_SCALES ? "scales" : "qat";
+    const char *method = tune_target_name(t->target);
     for (int i = 0; i < q->n_specs; i++) {
         const TensorSpec *spec = &q->specs[i];
         if (!(s->scope & SCOPE_OF(spec->role))) continue;
@@ -53,10 +53,8 @@ static int grid_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const Qu
                              method, spec->name, quantizer_name(s->quantizer));
                     return -1;
                 }
-            if (t->target == TUNE_SCALES) {
-                r.n = s->asymmetric ? 2 : 1;
-                *n_codes += (size_t)span;
-            }
+            if (t->target == TUNE_SCALES || t->target == TUNE_CLIP) r.n = s->asymmetric ? 2 : 1;
+            if (t->target == TUNE_SCALES) *n_codes += (size_t)span;
             if (add_range(t, cap, r) != 0) return -1;
             *total += r.n;
         }
@@ -105,8 +103,8 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
             if (add_range(t, &cap, (TuneRange){.at = spec->offset, .from = total, .n = tensor_numel(spec)}) != 0) goto fail;
             total += tensor_numel(spec);
         }
-    } else if (target == TUNE_WEIGHTS || target == TUNE_SCALES) {
-        const char *method = target == TUNE_SCALES ? "scales" : "qat";
+    } else if (target == TUNE_WEIGHTS || target == TUNE_SCALES || target == TUNE_CLIP) {
+        const char *method = tune_target_name(target);
         if (s->bits >= 32 || !f) {
             qc_error("%s trains the quantized weights' grid: %s", method, !f ? "it needs the float model" : "at 32 bits there is none");
             return -1;
@@ -117,7 +115,7 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
         return -1;
     }
     if (total == 0) {
-        qc_error("%s: the model has nothing to train", target == TUNE_NORMS ? "normtweak" : target == TUNE_SCALES ? "scales" : "qat");
+        qc_error("%s: the model has nothing to train", tune_target_name(target));
         goto fail;
     }
     t->memory = qc_calloc(4 * total, sizeof(float), "tuned parameters");
@@ -125,7 +123,8 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
     t->fit = (FitParams){.params = t->memory, .grads = t->memory + total, .adam_m = t->memory + 2 * total,
                          .adam_v = t->memory + 3 * total, .num_params = total, .param_grads = 1, .frozen_prefix = -1,
                          .ctx = t, .apply = tuning_apply, .collect = tuning_collect};
-    if (target != TUNE_SCALES) /* scales' parameters start at 0: the stored grid */
+    t->float_params = f ? f->params : NULL;
+    if (target != TUNE_SCALES && target != TUNE_CLIP) /* scales' and lwc's parameters start at 0: the stored grid */
         for (int r = 0; r < t->n_ranges; r++)
             memcpy(t->fit.params + t->ranges[r].from, q->params + t->ranges[r].at, t->ranges[r].n * sizeof(float));
     return 0;
@@ -157,6 +156,12 @@ void tuning_apply(void *tuning, GPT *q) {
             for (size_t k = 0; k < r->span; k++) w[k] = (float)(g.minimum + code[k] * g.scale);
             continue;
         }
+        if (t->target == TUNE_CLIP) { /* the codes follow the grid: each float weight rounded onto it */
+            SpanGrid g = tuning_grid(t, r);
+            const float *fw = t->float_params + r->at;
+            for (size_t k = 0; k < r->span; k++) w[k] = span_grid_apply(fw[k], g, t->bits, t->asymmetric);
+            continue;
+        }
         for (size_t k = 0; k < r->n; k++) {
             /* the latent value stays within one rounding of the grid, so a step back moves a code back */
             if (p[k] > r->hi) p[k] = (float)r->hi;
@@ -166,8 +171,54 @@ void tuning_apply(void *tuning, GPT *q) {
     }
 }
 
+const char *tune_target_name(TuneTarget t) {
+    for (int m = 0; m < METHOD_COUNT; m++)
+        if (method_info[m].tunes == t) return method_info[m].name;
+    return "none";
+}
+
+/* lwc's straight-through gradients in one span: where w_k's code u_k = (w_k - m) / s rounds
+ * inside the grid, w~_k = m + s round(u_k) has dw~/ds = round(u_k) - u_k and dw~/dm = 0 (the
+ * rounding passed straight through); where it is clamped to an extreme code c, dw~/ds = c and
+ * dw~/dm = 1. With s = round_dtype(s0 e^θ) and m = round_dtype(m0 + μ s0), the rounding to the
+ * storage type passed straight through too: dθ = s0 e^θ Σ g_k dw~_k/ds, dμ = s0 Σ g_k dw~_k/dm. */
+void lwc_span_grads(const float *w, const float *g, size_t n, SpanGrid stored, double s0e, double s0, int bits, int asymmetric,
+                    double *dtheta, double *dmu) {
+    double lo = asymmetric ? 0.0 : -(double)((1 << (bits - 1)) - 1), hi = asymmetric ? (double)((1 << bits) - 1) : -lo;
+    double gs = 0.0, gm = 0.0;
+    if (stored.scale != 0.0)
+        for (size_t k = 0; k < n; k++) {
+            double u = ((double)w[k] - stored.minimum) / stored.scale, c = nearbyint(u);
+            if (c > hi || c < lo) {
+                gs += (double)g[k] * (c > hi ? hi : lo);
+                gm += g[k];
+            } else {
+                gs += (double)g[k] * (c - u);
+            }
+        }
+    *dtheta = gs * s0e;
+    *dmu = gm * s0;
+}
+
+static void clip_collect(Tuning *t, const GPT *q) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < t->n_ranges; i++) {
+        const TuneRange *r = &t->ranges[i];
+        const float *p = t->fit.params + r->from;
+        double dtheta, dmu;
+        lwc_span_grads(t->float_params + r->at, q->grads + r->at, r->span, tuning_grid(t, r), r->grid.scale * exp((double)p[0]),
+                       r->grid.scale, t->bits, t->asymmetric, &dtheta, &dmu);
+        t->fit.grads[r->from] = (float)dtheta;
+        if (t->asymmetric) t->fit.grads[r->from + 1] = (float)dmu;
+    }
+}
+
 void tuning_collect(void *tuning, const GPT *q) {
     Tuning *t = tuning;
+    if (t->target == TUNE_CLIP) {
+        clip_collect(t, q);
+        return;
+    }
     if (t->target != TUNE_SCALES) {
         for (int i = 0; i < t->n_ranges; i++)
             memcpy(t->fit.grads + t->ranges[i].from, q->grads + t->ranges[i].at, t->ranges[i].n * sizeof(float));

@@ -1,7 +1,9 @@
 /* tune: the methods that train the quantized model's own parameters and store exactly what it
  * stores (0 extra bits; methods.h's tunes column): normtweak trains the LayerNorm weights and
  * biases (float already), qat every quantized weight on its grid by the straight-through
- * estimator, scales each span's stored scale (and minimum) with its integer codes fixed (PEQA). Each is a FitParams (experiment.h) over copies of what it trains, so the training
+ * estimator, scales each span's stored scale (and minimum) with its integer codes fixed (PEQA), lwc
+ * the same scale and minimum with the codes following them (learned clipping, OmniQuant's LWC in
+ * log form). Each is a FitParams (experiment.h) over copies of what it trains, so the training
  * loop, its step rules and --steps auto are correction_fit's. */
 #ifndef QCORR_TUNE_H
 #define QCORR_TUNE_H
@@ -14,7 +16,8 @@
  * codes' values). scales: one span of `span` weights at q->params[at..), whose codes are
  * codes[code_at ..), trained through n = 1 (symmetric) or 2 (asymmetric) values: params[from] =
  * θ with scale = round_dtype(grid.scale · e^θ), and params[from+1] = μ with minimum =
- * round_dtype(grid.minimum + μ · grid.scale), both 0 at the start (the quantized model). */
+ * round_dtype(grid.minimum + μ · grid.scale), both 0 at the start (the quantized model). lwc: the
+ * same two values a span, the codes those of the float weights on the stored grid. */
 typedef struct {
     size_t at, from, n, span, code_at;
     SpanGrid grid;
@@ -26,6 +29,7 @@ typedef struct {
     int bits, asymmetric;
     ScaleDtype scale_dtype;
     int16_t *codes; /* scales: every trained span's codes */
+    const float *float_params; /* lwc: the float model's parameters, which the codes follow */
     int n_ranges;
     TuneRange *ranges;
     float *memory;  /* params, grads, AdamW m and v */
@@ -53,6 +57,12 @@ void tuning_apply(void *tuning, GPT *q);
  * the grid value is the latent value's); scales: dθ = Σ_k g_k · code_k · grid.scale · e^θ and
  * dμ = Σ_k g_k · grid.scale (the rounding to the storage type passed straight through). */
 void tuning_collect(void *tuning, const GPT *q);
+/* lwc: each weight is its float weight rounded onto its span's stored grid (tuning_grid), so the
+ * codes follow the scale; the gradients are lwc_span_grads' (straight-through). */
+void lwc_span_grads(const float *w, const float *g, size_t n, SpanGrid stored, double s0e, double s0, int bits, int asymmetric,
+                    double *dtheta, double *dmu);
+/* The method that trains target (its name in the method table). */
+const char *tune_target_name(TuneTarget t);
 
 /* Trains the method's target of q in place on the calibration windows (correction_fit's loop; c:
  * the method's empty corrections, for the hook; adaround: adaround_fit's layer-by-layer walk).

@@ -68,7 +68,9 @@ int method_corrects(CorrectMethod m) { return method_info[m].kind != KIND_NONE |
 
 TuneTarget method_tunes(CorrectMethod m) { return method_info[m].tunes; }
 
-int method_fits_weight_error(CorrectMethod m) {
-    return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR || method_info[m].tunes == TUNE_WEIGHTS ||
-           method_info[m].tunes == TUNE_SCALES || method_info[m].tunes == TUNE_ROUNDING;
+int method_tunes_grid(CorrectMethod m) {
+    TuneTarget t = method_info[m].tunes;
+    return t == TUNE_WEIGHTS || t == TUNE_SCALES || t == TUNE_CLIP || t == TUNE_ROUNDING;
 }
+
+int method_fits_weight_error(CorrectMethod m) { return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR || method_tunes_grid(m); }

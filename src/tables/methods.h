@@ -29,9 +29,10 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
 
 /* What of the quantized model's own parameters a method trains (tune.c), storing exactly what the
  * quantized model stores: nothing, the LayerNorms (float already), every quantized weight on its
- * grid, each span's stored scale (and minimum) with its codes fixed, or each weight's rounding
+ * grid, each span's stored scale (and minimum) with its codes fixed, each span's scale (and
+ * minimum) with the codes following it (learned clipping), or each weight's rounding
  * direction (adaround: layer by layer, its own iterations, so it "trains" no AdamW steps). */
-typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES, TUNE_ROUNDING } TuneTarget;
+typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES, TUNE_CLIP, TUNE_ROUNDING } TuneTarget;
 
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
  * trains (AdamW steps), solves (the kind's closed form), tunes (the base's own parameters it
@@ -45,6 +46,7 @@ typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES, TUNE_ROUNDING }
     X(METHOD_NORMTWEAK, "normtweak", KIND_NONE, 1, 0, TUNE_NORMS)       \
     X(METHOD_QAT, "qat", KIND_NONE, 1, 0, TUNE_WEIGHTS)                 \
     X(METHOD_SCALES, "scales", KIND_NONE, 1, 0, TUNE_SCALES)            \
+    X(METHOD_LWC, "lwc", KIND_NONE, 1, 0, TUNE_CLIP)                    \
     X(METHOD_ADAROUND, "adaround", KIND_NONE, 0, 0, TUNE_ROUNDING)      \
     X(METHOD_NONE, "none", KIND_NONE, 0, 0, TUNE_NONE)
 
@@ -96,8 +98,10 @@ int method_uses_every(CorrectMethod m);
 int method_corrects(CorrectMethod m);
 /* What of the base a method trains (TUNE_NONE: it adds corrections, or nothing). */
 TuneTarget method_tunes(CorrectMethod m);
+/* Whether a method trains the weights' grid (qat, scales, lwc, adaround): none at 32 bits. */
+int method_tunes_grid(CorrectMethod m);
 /* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer) or
- * trains on its grid (qat): at 32 bits there is nothing for it to fit. */
+ * trains on its grid: at 32 bits there is nothing for it to fit. */
 int method_fits_weight_error(CorrectMethod m);
 
 #endif
