@@ -529,7 +529,12 @@ if "$QCORR" correct --model "$M" $SCHEME $CORRECT_FLAGS --method qat --objective
         'assert o["steps"]=="auto" and o["objective"]=="kl" and 0<o["steps_run"]<=20 and o["heldout_objective"] is not None, o'
 else fail "correct --method qat --steps auto exits 0"; show "$T/err"; fi
 expect_error "correct --method normtweak --hidden 8" 2 "normtweak" "--hidden" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method normtweak --hidden 8 --quiet
-expect_error "correct --method qat --bits 32 (no grid)" 2 "qat" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method qat --bits 32 --quiet
+# qat at 32 bits is its control arm: the float matrices fine-tuned by the same steps
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" --bits 32 $CORRECT_FLAGS --method qat --json >"$T/out" 2>"$T/err"; then
+    json_check "correct --method qat --bits 32: the float model fine-tuned 20 steps, its loss moved, no bits added" "$T/out" \
+        'assert o["steps_run"]==20 and o["loss_corrected"]!=o["loss_quant"] and o["model_bits_corrected"]==o["model_bits_float"], o'
+else fail "correct --method qat --bits 32 exits 0"; show "$T/err"; fi
 expect_error "correct --method scales --bits 32 (no grid)" 2 "scales" "--bits 32" -- "$QCORR" correct --model "$M" --data "$AB" --out "$OC" --method scales --bits 32 --quiet
 # combinations: a zero-bit method, then a correction on the tuned model (issue 22 item 5)
 # shellcheck disable=SC2086

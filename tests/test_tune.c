@@ -471,8 +471,9 @@ static void test_normtweak_changes_only_norms(void **state) {
     corpus_free(&corpus);
 }
 
-/* What each method refuses, with a message: normtweak of quantized LayerNorms; qat at 32 bits, and
- * of a model whose weights are not on the grids their float weights refit to. */
+/* What each method refuses, with a message: normtweak of quantized LayerNorms; scales and lwc at
+ * 32 bits; qat of a model whose weights are not on the grids their float weights refit to. qat
+ * at 32 bits is its control arm: every matrix of the scope trains freely, one range a tensor. */
 static void test_refusals(void **state) {
     (void)state;
     QuantScheme s;
@@ -485,8 +486,22 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(qc_last_error(), "--scope norm"));
     QuantScheme full;
     quant_scheme_default(&full, 32);
-    assert_int_equal(tuning_init(&t, TUNE_WEIGHTS, &q, &f, &full), -1);
+    assert_int_equal(tuning_init(&t, TUNE_SCALES, &f, &f, &full), -1);
     assert_non_null(strstr(qc_last_error(), "32 bits"));
+    assert_int_equal(tuning_init(&t, TUNE_CLIP, &f, &f, &full), -1);
+    assert_non_null(strstr(qc_last_error(), "32 bits"));
+    assert_int_equal(tuning_init(&t, TUNE_WEIGHTS, &f, &f, &full), 0);
+    int matrices = 0;
+    for (int i = 0; i < f.n_specs; i++) matrices += (full.scope & SCOPE_OF(f.specs[i].role)) != 0;
+    assert_int_equal(t.n_ranges, matrices);
+    for (size_t k = 0; k < t.fit.num_params; k++) t.fit.params[k] += 1e-3f * (float)(k % 5); /* any value: no grid */
+    GPT moved;
+    assert_int_equal(gpt_clone(&moved, &f, 2), 0);
+    tuning_apply(&t, &moved);
+    for (int i = 0; i < t.n_ranges; i++)
+        assert_memory_equal(moved.params + t.ranges[i].at, t.fit.params + t.ranges[i].from, t.ranges[i].n * sizeof(float));
+    gpt_free(&moved);
+    tuning_free(&t);
     assert_int_equal(tuning_init(&t, TUNE_WEIGHTS, &q, &f, &s), 0); /* on its grids */
     tuning_free(&t);
     q.params[gpt_find_tensor(&q, "lm_head.weight")->offset] += 1e-3f; /* off the grid */

@@ -169,7 +169,7 @@ static int options_check_one(const CorrectOptions *o, const QuantScheme *s) {
     int fine_tunes = mi->trains && !(mi->solves && o->steps == 0);
     if (mi->tunes && o->hidden != 0)
         qc_error("--method %s trains the model's own parameters and adds no correction, which has no width: use --hidden 0", method);
-    else if (method_tunes_grid(o->method) && s->bits >= 32)
+    else if (method_tunes_grid(o->method) && mi->tunes != TUNE_WEIGHTS && s->bits >= 32) /* qat at 32 bits: the control, plain fine-tuning */
         qc_error("--method %s trains the weights' quantization grid: at --bits 32 there is none", method);
     else if (!method_uses_hidden(o->method) && o->hidden != 0)
         qc_error("--method %s fits %s corrections, which have no width: use --hidden 0", method, kind_info[method_kind(o->method, 0)].name);

@@ -33,6 +33,12 @@ static int grid_ranges(Tuning *t, int *cap, const GPT *q, const GPT *f, const Qu
     for (int i = 0; i < q->n_specs; i++) {
         const TensorSpec *spec = &q->specs[i];
         if (!(s->scope & SCOPE_OF(spec->role))) continue;
+        if (s->bits >= 32) { /* qat's control arm: the float matrices fine-tuned, no grid */
+            TuneRange r = {.at = spec->offset, .from = *total, .n = tensor_numel(spec), .span = tensor_numel(spec), .lo = -INFINITY, .hi = INFINITY};
+            if (add_range(t, cap, r) != 0) return -1;
+            *total += r.n;
+            continue;
+        }
         int rows = spec->cols ? spec->rows : 1, cols = spec->cols ? spec->cols : spec->rows, span = quant_span(s, rows, cols);
         size_t n = tensor_numel(spec);
         for (size_t off = 0; off < n; off += (size_t)span) {
@@ -105,7 +111,7 @@ int tuning_init(Tuning *t, TuneTarget target, const GPT *q, const GPT *f, const 
         }
     } else if (target == TUNE_WEIGHTS || target == TUNE_SCALES || target == TUNE_CLIP) {
         const char *method = tune_target_name(target);
-        if (s->bits >= 32 || !f) {
+        if ((s->bits >= 32 && target != TUNE_WEIGHTS) || !f) {
             qc_error("%s trains the quantized weights' grid: %s", method, !f ? "it needs the float model" : "at 32 bits there is none");
             return -1;
         }
@@ -166,7 +172,7 @@ void tuning_apply(void *tuning, GPT *q) {
             /* the latent value stays within one rounding of the grid, so a step back moves a code back */
             if (p[k] > r->hi) p[k] = (float)r->hi;
             if (p[k] < r->lo) p[k] = (float)r->lo;
-            w[k] = span_grid_apply(p[k], r->grid, t->bits, t->asymmetric);
+            w[k] = t->bits >= 32 ? p[k] : span_grid_apply(p[k], r->grid, t->bits, t->asymmetric);
         }
     }
 }

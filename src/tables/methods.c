@@ -73,4 +73,8 @@ int method_tunes_grid(CorrectMethod m) {
     return t == TUNE_WEIGHTS || t == TUNE_SCALES || t == TUNE_CLIP || t == TUNE_ROUNDING;
 }
 
-int method_fits_weight_error(CorrectMethod m) { return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR || method_tunes_grid(m); }
+int method_fits_weight_error(CorrectMethod m) { return kind_info[method_kind(m, 0)].placement == PLACE_LINEAR; }
+
+int method_has_control(CorrectMethod m) {
+    return (method_corrects(m) && method_uses_every(m)) || method_info[m].tunes == TUNE_NORMS || method_info[m].tunes == TUNE_WEIGHTS;
+}

@@ -98,10 +98,14 @@ int method_uses_every(CorrectMethod m);
 int method_corrects(CorrectMethod m);
 /* What of the base a method trains (TUNE_NONE: it adds corrections, or nothing). */
 TuneTarget method_tunes(CorrectMethod m);
-/* Whether a method trains the weights' grid (qat, scales, lwc, adaround): none at 32 bits. */
+/* Whether a method trains the weights' grid (qat, scales, lwc, adaround): none at 32 bits, where
+ * qat fine-tunes the float matrices (its control arm) and the others have nothing to train. */
 int method_tunes_grid(CorrectMethod m);
-/* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer) or
- * trains on its grid: at 32 bits there is nothing for it to fit. */
+/* Whether a method fits each quantized matrix's own error (its kind sits on a linear layer): at
+ * 32 bits there is nothing for it to fit. */
 int method_fits_weight_error(CorrectMethod m);
+/* Whether the same training means something on the float model (the sweep's control arm): the
+ * stream corrections, normtweak (the float LayerNorms) and qat (the float matrices). */
+int method_has_control(CorrectMethod m);
 
 #endif
