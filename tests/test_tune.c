@@ -319,13 +319,13 @@ static void test_scales_gradients(void **state) {
     }
 }
 
-/* After scales trains (40 steps at a high rate), at 2, 3 and 4 bits, symmetric and asymmetric,
- * per row, group and tensor, scales stored as f16: every weight is its starting code times its
- * span's stored scale (plus stored minimum), each stored value representable in f16, so a span
- * keeps at most 2^b distinct values; the scales moved; nothing the scheme does not quantize
- * changed; no bits added. */
-static void test_scales_grid_membership(void **state) {
-    (void)state;
+/* After scales or lwc trains (40 steps at a high rate), at 2, 3 and 4 bits, symmetric and
+ * asymmetric, per row, group and tensor, scales stored as f16: every stored scale and minimum an
+ * f16 value; scales: every weight its starting code times its span's stored scale (plus stored
+ * minimum); lwc: every weight its float weight rounded onto its span's stored grid, and codes
+ * moved with the scales (what sets it apart from scales) — so a span keeps at most 2^b distinct
+ * values; the scales moved; nothing the scheme does not quantize changed; no bits added. */
+static void grid_membership(TuneTarget target, CorrectMethod method, uint64_t seed) {
     Corpus corpus;
     small_corpus(&corpus);
     struct { int bits, asym; Granularity g; } cases[] = {{2, 0, GRAN_CHANNEL}, {3, 1, GRAN_GROUP}, {4, 0, GRAN_TENSOR}, {4, 1, GRAN_CHANNEL}};
@@ -336,19 +336,19 @@ static void test_scales_grid_membership(void **state) {
         s.granularity = cases[k].g;
         s.group = 8;
         GPT f, q;
-        pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 70 + k);
+        pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, seed + k);
         float *start = copy_floats(q.params, q.num_params);
         Tuning t;
-        assert_int_equal(tuning_init(&t, TUNE_SCALES, &q, &f, &s), 0);
+        assert_int_equal(tuning_init(&t, target, &q, &f, &s), 0);
         Corrections c;
         CorrectionLayout none = {.kind = KIND_NONE, .every = 1};
         assert_int_equal(corrections_init(&c, &q.config, &none, 8 * 16, 1), 0);
         CorrectOptions o;
-        tune_options(&o, METHOD_SCALES, &s, 40);
+        tune_options(&o, method, &s, 40);
         TrainSummary sum;
         if (fit_params(&q, &f, &c, &t.fit, &corpus, &o, &sum) != 0) fail_msg("%s", qc_last_error());
         assert_int_equal(sum.steps_run, 40);
-        size_t moved = 0;
+        size_t moved = 0, codes_moved = 0;
         for (int i = 0; i < t.n_ranges; i++) {
             const TuneRange *r = &t.ranges[i];
             SpanGrid g = tuning_grid(&t, r);
@@ -358,12 +358,17 @@ static void test_scales_grid_membership(void **state) {
             for (size_t j = 0; j < r->span; j++) {
                 float was = start[r->at + j], v = q.params[r->at + j];
                 double code = r->grid.scale == 0 ? 0 : nearbyint((was - r->grid.minimum) / r->grid.scale);
-                if ((float)(g.minimum + code * g.scale) != v)
+                if (target == TUNE_SCALES && (float)(g.minimum + code * g.scale) != v)
                     fail_msg("case %zu: weight %zu = %.9g is not its code %g times the stored scale %.9g (+ %.9g)", k, r->at + j, v, code,
                              g.scale, g.minimum);
+                float want = span_grid_apply(f.params[r->at + j], g, s.bits, s.asymmetric);
+                if (target == TUNE_CLIP && v != want)
+                    fail_msg("case %zu: weight %zu = %.9g, not its float weight on the stored grid (%.9g)", k, r->at + j, v, want);
+                codes_moved += code != (g.scale == 0 ? 0 : nearbyint((v - g.minimum) / g.scale));
             }
         }
         if (!(moved > 0)) fail_msg("case %zu: no scale moved", k);
+        if (target == TUNE_CLIP && !(codes_moved > 0)) fail_msg("case %zu: lwc moved no code", k);
         for (int i = 0; i < q.n_specs; i++)
             if (!(s.scope & SCOPE_OF(q.specs[i].role)))
                 assert_memory_equal(q.params + q.specs[i].offset, start + q.specs[i].offset, tensor_numel(&q.specs[i]) * sizeof(float));
@@ -377,61 +382,14 @@ static void test_scales_grid_membership(void **state) {
     corpus_free(&corpus);
 }
 
-/* After lwc trains (40 steps at a high rate), at 2, 3 and 4 bits, symmetric and asymmetric, per
- * row, group and tensor, f16 scales: every weight is its float weight rounded onto its span's
- * stored grid (so a span keeps at most 2^b distinct values, each a code times an f16 scale, plus
- * an f16 minimum); scales moved and codes moved with them (what sets lwc apart from scales);
- * nothing the scheme does not quantize changed; no bits added. */
+static void test_scales_grid_membership(void **state) {
+    (void)state;
+    grid_membership(TUNE_SCALES, METHOD_SCALES, 70);
+}
+
 static void test_lwc_grid_membership(void **state) {
     (void)state;
-    Corpus corpus;
-    small_corpus(&corpus);
-    struct { int bits, asym; Granularity g; } cases[] = {{2, 0, GRAN_CHANNEL}, {3, 1, GRAN_GROUP}, {4, 0, GRAN_TENSOR}, {4, 1, GRAN_CHANNEL}};
-    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-        QuantScheme s;
-        quant_scheme_default(&s, cases[k].bits);
-        s.asymmetric = cases[k].asym;
-        s.granularity = cases[k].g;
-        s.group = 8;
-        GPT f, q;
-        pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 170 + k);
-        float *start = copy_floats(q.params, q.num_params);
-        Tuning t;
-        assert_int_equal(tuning_init(&t, TUNE_CLIP, &q, &f, &s), 0);
-        Corrections c;
-        CorrectionLayout none = {.kind = KIND_NONE, .every = 1};
-        assert_int_equal(corrections_init(&c, &q.config, &none, 8 * 16, 1), 0);
-        CorrectOptions o;
-        tune_options(&o, METHOD_LWC, &s, 40);
-        TrainSummary sum;
-        if (fit_params(&q, &f, &c, &t.fit, &corpus, &o, &sum) != 0) fail_msg("%s", qc_last_error());
-        size_t scales_moved = 0, codes_moved = 0;
-        for (int i = 0; i < t.n_ranges; i++) {
-            const TuneRange *r = &t.ranges[i];
-            SpanGrid g = tuning_grid(&t, r);
-            if (round_to_dtype(g.scale, SCALE_F16) != g.scale || round_to_dtype(g.minimum, SCALE_F16) != g.minimum)
-                fail_msg("case %zu: span %d stores scale %.9g, minimum %.9g: not f16 values", k, i, g.scale, g.minimum);
-            scales_moved += g.scale != r->grid.scale;
-            for (size_t j = 0; j < r->span; j++) {
-                float v = q.params[r->at + j], want = span_grid_apply(f.params[r->at + j], g, s.bits, s.asymmetric);
-                if (v != want) fail_msg("case %zu: weight %zu = %.9g, not its float weight on the stored grid (%.9g)", k, r->at + j, v, want);
-                double was = r->grid.scale == 0 ? 0 : nearbyint((start[r->at + j] - r->grid.minimum) / r->grid.scale);
-                double now = g.scale == 0 ? 0 : nearbyint((v - g.minimum) / g.scale);
-                codes_moved += was != now;
-            }
-        }
-        if (!(scales_moved > 0 && codes_moved > 0)) fail_msg("case %zu: %zu scales and %zu codes moved", k, scales_moved, codes_moved);
-        for (int i = 0; i < q.n_specs; i++)
-            if (!(s.scope & SCOPE_OF(q.specs[i].role)))
-                assert_memory_equal(q.params + q.specs[i].offset, start + q.specs[i].offset, tensor_numel(&q.specs[i]) * sizeof(float));
-        assert_true(corrections_storage_bits(&c) == 0.0 && c.n_sites == 0);
-        corrections_free(&c);
-        tuning_free(&t);
-        free(start);
-        gpt_free(&q);
-        gpt_free(&f);
-    }
-    corpus_free(&corpus);
+    grid_membership(TUNE_CLIP, METHOD_LWC, 170);
 }
 
 /* normtweak changes the LayerNorms and nothing else, stores no correction, and its result is
