@@ -401,7 +401,7 @@ static void test_training_leaves_base_untouched(void **state) {
     assert_int_equal(gpt_clone(&q, &f, 4), 0);
     QuantScheme s;
     quant_scheme_default(&s, 3);
-    s.act_bits = 8;
+    act_scheme_inputs(&s.act, 8);
     assert_int_equal(quantize_model(&q, &s, NULL, NULL), 0);
     float *q_before = copy_floats(q.params, q.num_params), *f_before = copy_floats(f.params, f.num_params);
     double lq = val_loss(&q, &corpus, NULL);
@@ -785,13 +785,15 @@ static void round_trip(const char *name, GPT *q, const Corrections *c, const Qua
     GPT *m = &lm.model; /* not a copy: the evaluation keeps its scratch in the model, which loaded_model_free frees */
     QuantScheme loaded = lm.scheme;
     Corrections lc = lm.corrections;
-    assert_int_equal(m->act_bits, loaded.act_bits);
+    assert_int_equal(m->act.scheme.bits, loaded.act.bits);
+    assert_int_equal(m->act.scheme.points, loaded.act.points);
     assert_int_equal(loaded.bits, s->bits);
     assert_int_equal(loaded.granularity, s->granularity);
     assert_int_equal(loaded.group, s->group);
     assert_int_equal(loaded.asymmetric, s->asymmetric);
     assert_int_equal(loaded.scope, s->scope);
-    assert_int_equal(loaded.act_bits, s->act_bits);
+    assert_int_equal(loaded.act.bits, s->act.bits);
+    assert_int_equal(loaded.act.points, s->act.points);
     assert_int_equal(lc.every, c->every);
     assert_int_equal(lc.kind, c->kind);
     assert_int_equal(lc.size, c->size);
@@ -814,7 +816,7 @@ static void test_checkpoint_round_trip(void **state) {
     quant_scheme_default(&s, 3);
     assert_int_equal(parse_granularity("group:8", &s), 0);
     s.asymmetric = 1;
-    s.act_bits = 6; /* a loader that forgot act_bits would not reproduce the loss */
+    act_scheme_inputs(&s.act, 6); /* a loader that forgot act_bits would not reproduce the loss */
     assert_int_equal(quantize_model(&q, &s, NULL, NULL), 0);
     double lq = val_loss(&q, &corpus, NULL);
 

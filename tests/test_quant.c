@@ -585,7 +585,7 @@ static void check_quantize_model(const QuantScheme *s, uint64_t seed) {
         k++;
     }
     assert_int_equal(n_errors, k);
-    assert_int_equal(m.act_bits, s->act_bits); /* the control arm (32 bits) keeps them too */
+    assert_int_equal(m.act.scheme.bits, s->act.bits); /* the control arm (32 bits) keeps them too */
     free(errors);
     free(before);
     free(want);
@@ -605,10 +605,10 @@ static void test_quantize_model_scope(void **state) {
     check_quantize_model(&s, 44);
     s = scheme(5, "tensor", 0);
     assert_int_equal(parse_scope("norm", &s.scope), 0);
-    s.act_bits = 6;
+    act_scheme_inputs(&s.act, 6);
     check_quantize_model(&s, 45);
     s = scheme(32, "channel", 0); /* the control arm: no weight changes, no errors reported, act bits kept */
-    s.act_bits = 4;
+    act_scheme_inputs(&s.act, 4);
     check_quantize_model(&s, 46);
     /* the default scope: the four matrices of each block and the head, 2 * 4 + 1 tensors */
     GPT m;
@@ -771,7 +771,7 @@ static void test_act_bits_forward(void **state) {
     memcpy(plain, m.logits, nl * sizeof(float));
     GPT clone;
     assert_int_equal(gpt_clone(&clone, &m, ACT_B), 0);
-    assert_int_equal(clone.act_bits, 4);
+    assert_int_equal(clone.act.scheme.bits, 4);
     gpt_forward(&clone, tokens, ACT_B, ACT_T, NULL);
     assert_memory_equal(clone.logits, plain, nl * sizeof(float));
     gpt_free(&clone);
@@ -825,7 +825,7 @@ static void test_act_bits_weight_gradients(void **state) {
 static void test_scheme_describe(void **state) {
     (void)state;
     QuantScheme s = scheme(4, "group:32", 1);
-    s.act_bits = 8;
+    act_scheme_inputs(&s.act, 8);
     char d[256];
     quant_scheme_describe(&s, d, sizeof d);
     assert_non_null(strstr(d, "int4"));

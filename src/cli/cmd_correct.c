@@ -22,7 +22,8 @@ static void add_number_or_null(cJSON *j, const char *key, double v) {
 int cmd_correct(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
     const char *objective = "ce", *method = "train", *rank = "match", *lowrank_scale = "none", *scale_dtype = "f16";
-    int bits = 4, asymmetric = 0, act_bits = 0, json = 0, every = 1, hidden = 0, steps = -1, batch = 32, seed = 42;
+    ActFlags actf = ACT_FLAGS_INIT;
+    int bits = 4, asymmetric = 0, json = 0, every = 1, hidden = 0, steps = -1, batch = 32, seed = 42;
     const char *steps_text = NULL;
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
@@ -40,7 +41,7 @@ int cmd_correct(int argc, char **argv) {
         {"--granularity", ARG_STRING, &granularity, 0, 0, "tensor | channel | group:G"},
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max levels instead of symmetric absmax"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
-        {"--act-bits", ARG_INT, &act_bits, -1000, 1000, "activation fake-quantization bits (0: off)"},
+        ACT_ARG_SPECS(actf),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         QUANTIZER_ARG_SPECS(qf),
         {"--every", ARG_INT, &every, -1000000, 1000000, "a correction site after every k-th block (and the last)"},
@@ -72,7 +73,7 @@ int cmd_correct(int argc, char **argv) {
     if (every < 1) return usage_error("correct", "--every %d must be at least 1", every);
     if (hidden < 0) return usage_error("correct", "--hidden %d must be 0 (linear) or a positive MLP width", hidden);
     QuantScheme scheme;
-    if ((rc = parse_scheme_flags("correct", bits, granularity, asymmetric, scope, act_bits, scale_dtype, &scheme))) return rc;
+    if ((rc = parse_scheme_flags("correct", bits, granularity, asymmetric, scope, &actf, scale_dtype, &scheme))) return rc;
     CorrectOptions o;
     correct_options_default(&o);
     if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "--objective: %s", qc_last_error());

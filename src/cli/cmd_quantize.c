@@ -21,18 +21,49 @@ int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *ou
     return 0;
 }
 
+int parse_act_flags(const char *command, const ActFlags *f, int weight_bits, ActScheme *a) {
+    act_scheme_default(a);
+    int bits = 0;
+    if (f->bits && strcmp(f->bits, "same") == 0) {
+        if (weight_bits < 0) return usage_error(command, "--act-bits same follows --bits, which is a list here: give the activation bits");
+        if (weight_bits >= 32) return usage_error(command, "--act-bits same: --bits %d quantizes no weights, so there are no bits to follow", weight_bits);
+        bits = weight_bits;
+    } else if (f->bits) {
+        long v;
+        if (parse_int("--act-bits", f->bits, 0, 8, &v) != 0) return usage_error(command, "%s (or same)", qc_last_error());
+        bits = (int)v;
+    }
+    unsigned points = bits ? ACT_POINT_INPUTS : 0u;
+    if (f->points && act_parse_points(f->points, &points) != 0) return usage_error(command, "--act-points: %s", qc_last_error());
+    if (f->kv_bits == 0 && (points & ACT_POINT_KV)) return usage_error(command, "--kv-bits 0 with kv in --act-points");
+    int kv = f->kv_bits > 0 ? f->kv_bits : (points & ACT_POINT_KV) ? bits : 0;
+    if (f->kv_bits > 0) points |= ACT_POINT_KV;
+    if ((points & ~ACT_POINT_KV) && !bits) return usage_error(command, "--act-points %s needs --act-bits", f->points);
+    if ((points & ACT_POINT_KV) && !kv) return usage_error(command, "--act-points kv needs --act-bits or --kv-bits");
+    const char *needs_act = f->granularity ? "--act-granularity" : f->calib ? "--act-calib" : f->asymmetric ? "--act-asymmetric" : NULL;
+    if (needs_act && !points) return usage_error(command, "%s applies when activations are quantized (--act-bits or --kv-bits)", needs_act);
+    a->points = points;
+    a->bits = (points & ~ACT_POINT_KV) ? bits : 0;
+    a->kv_bits = kv;
+    a->asymmetric = f->asymmetric;
+    if (f->granularity && act_parse_granularity(f->granularity, &a->granularity) != 0)
+        return usage_error(command, "--act-granularity: %s", qc_last_error());
+    if (f->calib && a->granularity != ACT_STATIC) return usage_error(command, "--act-calib applies to --act-granularity static");
+    if (f->calib && act_parse_calib(f->calib, a) != 0) return usage_error(command, "--act-calib: %s", qc_last_error());
+    if (act_scheme_check(a) != 0) return usage_error(command, "--act-bits: %s", qc_last_error());
+    return 0;
+}
+
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
-                       int act_bits, const char *scale_dtype, QuantScheme *s) {
+                       const ActFlags *act, const char *scale_dtype, QuantScheme *s) {
     quant_scheme_default(s, bits);
     int rc = parse_scale_dtype_flag(command, scale_dtype, &s->scale_dtype);
     if (rc) return rc;
     s->asymmetric = asymmetric;
-    s->act_bits = act_bits;
     if (parse_granularity(granularity, s) != 0) return usage_error(command, "--granularity: %s", qc_last_error());
     if (parse_scope(scope, &s->scope) != 0) return usage_error(command, "--scope: %s", qc_last_error());
-    QuantScheme only_bits = *s;
-    only_bits.act_bits = 0;
-    if (quant_scheme_check(&only_bits) != 0) return usage_error(command, "--bits: %s", qc_last_error());
+    if (quant_scheme_check(s) != 0) return usage_error(command, "--bits: %s", qc_last_error());
+    if ((rc = parse_act_flags(command, act, bits, &s->act))) return rc;
     if (quant_scheme_check(s) != 0) return usage_error(command, "--act-bits: %s", qc_last_error());
     return 0;
 }
@@ -85,8 +116,9 @@ int load_float_checkpoint(const char *command, const char *path, int max_batch, 
 
 int cmd_quantize(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *granularity = "channel", *scope = "linear,head", *data = NULL;
-    int bits = 4, asymmetric = 0, act_bits = 0, json = 0, calib_tokens = 200000, seed = 42, threads = 0;
+    int bits = 4, asymmetric = 0, json = 0, calib_tokens = 200000, seed = 42, threads = 0;
     QuantizerFlags qf = {.quantizer = "rtn"};
+    ActFlags af = ACT_FLAGS_INIT;
     const char *scale_dtype = "f16";
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
@@ -94,7 +126,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--granularity", ARG_STRING, &granularity, 0, 0, "tensor | channel | group:G"},
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max levels instead of symmetric absmax"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
-        {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
+        ACT_ARG_SPECS(af),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         QUANTIZER_ARG_SPECS(qf),
         {"--data", ARG_STRING, &data, 0, 0, "corpus the calibration windows come from (quantizers that need data)"},
@@ -110,13 +142,18 @@ int cmd_quantize(int argc, char **argv) {
     if (rc) return rc;
     if (!model_path || !out) return usage_error("quantize", "--model and --out are required");
     QuantScheme scheme;
-    if ((rc = parse_scheme_flags("quantize", bits, granularity, asymmetric, scope, act_bits, scale_dtype, &scheme))) return rc;
+    if ((rc = parse_scheme_flags("quantize", bits, granularity, asymmetric, scope, &af, scale_dtype, &scheme))) return rc;
     if ((rc = parse_quantizer_flags("quantize", &qf, &scheme))) return rc;
     int calibrate = quant_scheme_needs_calibration(&scheme);
     char corpus_path[4096];
-    if (calibrate && corpus_find(data, corpus_path, sizeof corpus_path) != 0)
+    if (calibrate && corpus_find(data, corpus_path, sizeof corpus_path) != 0) {
+        QuantScheme weights_only = scheme;
+        act_scheme_default(&weights_only.act);
+        if (!quant_scheme_needs_calibration(&weights_only))
+            return usage_error("quantize", "--act-granularity static needs calibration data: %s", qc_last_error());
         return usage_error("quantize", "--quantizer %s%s needs calibration data: %s", qf.quantizer, scheme.options.mse_weighted ? " --mse-weighted" : "",
                            qc_last_error());
+    }
     if ((rc = check_output("quantize", "--out", out))) return rc;
     set_threads(threads);
     install_stop_handlers();

@@ -197,7 +197,8 @@ int cmd_sweep(int argc, char **argv) {
     const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
     const char *corrected_bits = NULL, *corrected_grans = NULL, *rank = NULL, *lowrank_scale = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0, jobs = 1;
-    int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1, act_bits = -1;
+    int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1;
+    ActFlags actf = ACT_FLAGS_INIT;
     const char *steps = NULL, *calib = NULL;
     AutoStopFlags af = {0};
     double train_lr = -1, lr = -1, ridge = -1;
@@ -233,7 +234,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--granularity", ARG_STRING, &granularity, 0, 0, "tensor | channel | group:G (default channel)"},
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max quantization levels"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize (default linear,head)"},
-        {"--act-bits", ARG_INT, &act_bits, 0, 8, "activation fake-quantization bits (0: off)"},
+        ACT_ARG_SPECS(actf),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale: f16 | bf16 | f32 (default f16)"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
         {"--steps", ARG_STRING, &steps, 0, 0, "correction training steps, auto (until the held-out objective stops improving), or a comma list (a budget curve)"},
@@ -305,7 +306,9 @@ int cmd_sweep(int argc, char **argv) {
     if (granularity) cfg.n_grans = 0; /* one granularity: the scheme's */
     if (no_control) cfg.control = 0;
     if (asymmetric) cfg.scheme.asymmetric = 1;
-    if (act_bits >= 0) cfg.scheme.act_bits = act_bits;
+    if (actf.bits || actf.granularity || actf.calib || actf.asymmetric || actf.points || actf.kv_bits >= 0) {
+        if ((rc = parse_act_flags("sweep", &actf, -1, &cfg.scheme.act))) return rc;
+    }
     if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */
         cfg.train_steps = train_steps;
         if (!sizes)

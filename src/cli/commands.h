@@ -14,8 +14,28 @@ int cmd_report(int argc, char **argv);
 /* Shared by quantize and correct. Return 0 or an exit status (message already printed). */
 #include "cli/common.h"
 #include "correct/experiment.h"
+/* The activation flags quantize, correct and sweep share (README: Activation quantization). */
+typedef struct {
+    const char *bits;        /* "N" (0..8) or "same" (as --bits); NULL: 0 */
+    const char *granularity; /* token | tensor | static; NULL: token */
+    const char *calib;       /* static: minmax | percentile[:P] | mse; NULL: minmax */
+    int asymmetric;
+    const char *points;      /* inputs,stream,kv,probs; NULL: inputs */
+    int kv_bits;             /* -1: not given (kv in the points follows --act-bits) */
+} ActFlags;
+#define ACT_FLAGS_INIT {.kv_bits = -1}
+#define ACT_ARG_SPECS(f)                                                                                                      \
+    {"--act-bits", ARG_STRING, &(f).bits, 0, 0, "activation fake-quantization bits 2..8, or same (as --bits); 0: off"},       \
+    {"--act-granularity", ARG_STRING, &(f).granularity, 0, 0, "token (dynamic, a scale per token) | tensor (dynamic, per window) | static (calibrated ranges)"}, \
+    {"--act-calib", ARG_STRING, &(f).calib, 0, 0, "static ranges: minmax | percentile[:P] (99.99) | mse (the clip of least squared error)"}, \
+    {"--act-asymmetric", ARG_FLAG, &(f).asymmetric, 0, 0, "activations on min/max grids with an integer zero point"},    \
+    {"--act-points", ARG_STRING, &(f).points, 0, 0, "where: comma list of inputs (of every matrix), stream (each block's output), kv (keys and values), probs (attention probabilities); default inputs"}, \
+    {"--kv-bits", ARG_INT, &(f).kv_bits, 0, 8, "bits of the attention's keys and values (the KV cache); adds kv to the points"}
+/* The activation scheme from the flags; weight_bits: --bits (what same follows), or -1 where bits
+ * is an axis (sweep: same is refused). 0, or an exit status (message printed). */
+int parse_act_flags(const char *command, const ActFlags *f, int weight_bits, ActScheme *a);
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
-                       int act_bits, const char *scale_dtype, QuantScheme *s);
+                       const ActFlags *act, const char *scale_dtype, QuantScheme *s);
 /* "f16" -> SCALE_F16 for --scale-dtype; 0, or an exit status (message printed) */
 int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *out);
 int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm);

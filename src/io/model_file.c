@@ -12,6 +12,102 @@
 
 /* ---------------------------------------------------------------- the scheme */
 
+/* The activation scheme beyond quant_act_bits, each key only where it differs from what a file
+ * with quant_act_bits alone means (per-token symmetric at the matrices' inputs): quant_act_points,
+ * quant_kv_bits, quant_act_granularity, quant_act_asymmetric, quant_act_calib (static). */
+static int act_scheme_to_meta(const ActScheme *a, StMeta *out) {
+    int n = 0;
+    char text[64];
+    if (a->points != (a->bits ? ACT_POINT_INPUTS : 0u)) {
+        act_describe_points(a->points, text, sizeof text);
+        out[n].key = "quant_act_points";
+        snprintf(out[n++].value, sizeof out->value, "%s", text);
+    }
+    if (a->kv_bits) {
+        out[n].key = "quant_kv_bits";
+        snprintf(out[n++].value, sizeof out->value, "%d", a->kv_bits);
+    }
+    if (!a->points) return n;
+    if (a->granularity != ACT_TOKEN) {
+        out[n].key = "quant_act_granularity";
+        snprintf(out[n++].value, sizeof out->value, "%s", act_granularity_name(a->granularity));
+    }
+    if (a->asymmetric) {
+        out[n].key = "quant_act_asymmetric";
+        snprintf(out[n++].value, sizeof out->value, "1");
+    }
+    if (a->granularity == ACT_STATIC) {
+        act_describe_calib(a, text, sizeof text);
+        out[n].key = "quant_act_calib";
+        snprintf(out[n++].value, sizeof out->value, "%s", text);
+    }
+    return n;
+}
+
+static int act_scheme_from_meta(const SafeTensors *st, int bits, ActScheme *a) {
+    const char *points = st_meta(st, "quant_act_points"), *kv = st_meta(st, "quant_kv_bits");
+    const char *gran = st_meta(st, "quant_act_granularity"), *asym = st_meta(st, "quant_act_asymmetric");
+    const char *calib = st_meta(st, "quant_act_calib");
+    long v;
+    act_scheme_inputs(a, bits);
+    if (kv) {
+        if (parse_int("quant_kv_bits", kv, 0, 8, &v) != 0) return -1;
+        a->kv_bits = (int)v;
+    }
+    if (points && act_parse_points(points, &a->points) != 0) return -1;
+    if (!points) a->points |= a->kv_bits ? ACT_POINT_KV : 0u;
+    if (gran && act_parse_granularity(gran, &a->granularity) != 0) return -1;
+    if (asym) {
+        if (parse_int("quant_act_asymmetric", asym, 0, 1, &v) != 0) return -1;
+        a->asymmetric = (int)v;
+    }
+    if (calib && (a->granularity != ACT_STATIC || act_parse_calib(calib, a) != 0)) return -1;
+    return act_scheme_check(a);
+}
+
+static int act_static_on(const QuantScheme *s) { return s && act_scheme_on(&s->act) && s->act.granularity == ACT_STATIC; }
+
+/* The static range tensors of the scheme's sites that are on: site numbers into sites (the count). */
+static int act_range_sites(const GPTConfig *cfg, const QuantScheme *s, int *sites) {
+    int n = 0, L = cfg->n_layer;
+    if (!act_static_on(s)) return 0;
+    for (int site = 0; site < act_site_count(L); site++)
+        if (act_point_bits(&s->act, act_site_point(L, site))) sites[n++] = site;
+    return n;
+}
+
+/* Reads the static ranges the scheme implies from the file into m (every one present, a vector of 2). */
+static int act_ranges_load(const SafeTensors *st, GPT *m, const QuantScheme *s) {
+    int L = m->config.n_layer, n_sites = act_site_count(L);
+    int *sites = qc_malloc((size_t)n_sites * sizeof(int), "activation sites");
+    float *ranges = qc_calloc((size_t)n_sites * 2, sizeof(float), "static activation ranges");
+    int rc = -1;
+    if (!sites || !ranges) goto done;
+    int n = act_range_sites(&m->config, s, sites);
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        act_site_name(L, sites[i], name, sizeof name);
+        if (st_copy_tensor(st, name, 2, 0, ranges + 2 * sites[i]) != 0) goto done;
+    }
+    rc = gpt_set_act_ranges(m, ranges);
+done:
+    free(sites);
+    free(ranges);
+    return rc;
+}
+
+/* Whether name is one of the static range tensors of the scheme. */
+static int is_act_range_tensor(const GPTConfig *cfg, const QuantScheme *s, const char *name) {
+    int L = cfg->n_layer;
+    if (!act_static_on(s)) return 0;
+    for (int site = 0; site < act_site_count(L); site++) {
+        char want[128];
+        act_site_name(L, site, want, sizeof want);
+        if (strcmp(want, name) == 0) return act_point_bits(&s->act, act_site_point(L, site)) != 0;
+    }
+    return 0;
+}
+
 static void set_meta(StMeta *m, const char *key, const char *value) {
     m->key = key;
     snprintf(m->value, sizeof m->value, "%s", value);
@@ -75,7 +171,8 @@ int quant_scheme_to_meta(const QuantScheme *s, StMeta *out) {
     set_meta(&out[n++], "quant_granularity", gran);
     set_meta_int(&out[n++], "quant_asymmetric", s->asymmetric);
     set_meta(&out[n++], "quant_scope", scope);
-    set_meta_int(&out[n++], "quant_act_bits", s->act_bits);
+    set_meta_int(&out[n++], "quant_act_bits", s->act.bits);
+    n += act_scheme_to_meta(&s->act, out + n);
     out[n].key = "quant_scheme";
     quant_scheme_describe(s, out[n++].value, sizeof out->value);
     if (s->scale_dtype != SCALE_EXACT) set_meta(&out[n++], "quant_scale_dtype", scale_dtype_name(s->scale_dtype));
@@ -98,7 +195,7 @@ int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s) {
     if (parse_int("quant_asymmetric", asym, 0, 1, &v) != 0) goto bad;
     s->asymmetric = (int)v;
     if (parse_int("quant_act_bits", act, 0, 8, &v) != 0) goto bad;
-    s->act_bits = (int)v;
+    if (act_scheme_from_meta(st, (int)v, &s->act) != 0) goto bad;
     /* files from before these keys existed: scales kept exact, round-to-nearest */
     s->scale_dtype = SCALE_EXACT;
     if (dtype && scale_dtype_parse(dtype, &s->scale_dtype) != 0) goto bad;
@@ -226,7 +323,7 @@ bad:
 
 /* 1: corrections read from st (metadata + tensors); 0: none in the file; -1: error. Every tensor of
  * the file must then be the model's or one of the corrections'. */
-static int corrections_load(Corrections *c, const SafeTensors *st, const GPT *m, int max_rows) {
+static int corrections_load(Corrections *c, const SafeTensors *st, const GPT *m, const QuantScheme *scheme, int max_rows) {
     int *sizes = NULL;
     CorrectionLayout lay;
     int have = layout_from_meta(st, &m->config, &lay, &sizes);
@@ -255,7 +352,7 @@ static int corrections_load(Corrections *c, const SafeTensors *st, const GPT *m,
     }
     for (int i = 0; i < st->n_tensors; i++) {
         const char *name = st->tensors[i].name;
-        int known = gpt_find_tensor(m, name) != NULL;
+        int known = gpt_find_tensor(m, name) != NULL || is_act_range_tensor(&m->config, scheme, name);
         for (int k = 0; k < n && !known; k++) known = strcmp(names[k].name, name) == 0;
         if (known) continue;
         if (have > 0) qc_error("%s: unexpected tensor '%s' for %d %s correction sites", st->path, name, c->n_sites, kind_info[c->kind].name);
@@ -307,8 +404,9 @@ int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch) 
     }
     if (gpt_load_from(&lm->model, &lm->vocab, st, max_batch, 1) != 0) return -1;
     int q = quant_scheme_from_meta(st, &lm->scheme);
-    int c = q < 0 ? -1 : corrections_load(&lm->corrections, st, &lm->model, max_batch * lm->model.config.ctx);
-    if (q < 0 || c < 0 || (q > 0 && gpt_set_act_bits(&lm->model, lm->scheme.act_bits) != 0)) {
+    int c = q < 0 ? -1 : corrections_load(&lm->corrections, st, &lm->model, q > 0 ? &lm->scheme : NULL, max_batch * lm->model.config.ctx);
+    if (q < 0 || c < 0 || (q > 0 && gpt_set_act_scheme(&lm->model, &lm->scheme.act) != 0) ||
+        (q > 0 && act_static_on(&lm->scheme) && act_ranges_load(st, &lm->model, &lm->scheme) != 0)) {
         if (c > 0) corrections_free(&lm->corrections);
         gpt_free(&lm->model);
         return -1;
@@ -331,15 +429,26 @@ int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantSc
     int n_meta = scheme ? quant_scheme_to_meta(scheme, meta) : 0;
     StWriteTensor *tensors = NULL;
     CorrectionTensor *names = NULL;
-    int n = 0;
+    int n = 0, n_sites = act_site_count(m->config.n_layer);
+    if (act_static_on(scheme) && !m->act.calibrated) {
+        qc_error("%s: the static activation ranges are not calibrated", path);
+        return -1;
+    }
+    int max = (c ? 4 * c->n_sites + 1 : 0) + n_sites;
+    int *sites = qc_malloc((size_t)n_sites * sizeof(int), "activation sites");
+    tensors = qc_calloc((size_t)max, sizeof *tensors, "checkpoint tensors");
+    if (!sites || !tensors) {
+        free(sites);
+        free(tensors);
+        return -1;
+    }
     if (c) {
         n_meta += corrections_to_meta(c, how, meta + n_meta);
-        int max = 4 * c->n_sites + 1;
         names = qc_calloc((size_t)max, sizeof *names, "correction tensors");
-        tensors = qc_calloc((size_t)max, sizeof *tensors, "correction tensors");
-        if (!names || !tensors || (n = corrections_tensors(c, &m->config, names, max)) < 0) {
+        if (!names || (n = corrections_tensors(c, &m->config, names, max)) < 0) {
             free(names);
             free(tensors);
+            free(sites);
             return -1;
         }
         for (int i = 0; i < n; i++) {
@@ -349,6 +458,15 @@ int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantSc
             tensors[i].data = names[i].data;
         }
     }
+    /* the static ranges, after the corrections' tensors: "transformer.h.0.attn.c_attn.input_range", ... */
+    int n_ranges = act_range_sites(&m->config, scheme, sites);
+    for (int i = 0; i < n_ranges; i++, n++) {
+        act_site_name(m->config.n_layer, sites[i], tensors[n].name, sizeof tensors[n].name);
+        tensors[n].rows = 2;
+        tensors[n].cols = 0;
+        tensors[n].data = m->act.ranges + 2 * sites[i];
+    }
+    free(sites);
     int rc;
     if (c && correction_kind_ops(c->kind)->fold) {
         GPT folded;
@@ -358,7 +476,8 @@ int save_model(const char *path, const GPT *m, const Vocab *vocab, const QuantSc
             return -1;
         }
         rc = corrections_fold(c, &folded);
-        if (rc == 0) rc = gpt_save(&folded, vocab, path, meta, n_meta, NULL, 0);
+        /* the folded file holds no correction tensors: only the ranges */
+        if (rc == 0) rc = gpt_save(&folded, vocab, path, meta, n_meta, tensors + (n - n_ranges), n_ranges);
         gpt_free(&folded);
     } else {
         rc = gpt_save(m, vocab, path, meta, n_meta, tensors, n);

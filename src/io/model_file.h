@@ -8,10 +8,11 @@
 #include "quant/quant.h"
 
 /* Checkpoint metadata of a scheme: quant_bits, quant_granularity, quant_asymmetric, quant_scope,
- * quant_act_bits, quant_scheme (readable), and quant_scale_dtype and quant_quantizer when they
+ * quant_act_bits and, where the activation scheme is more than per-token inputs, quant_act_points,
+ * quant_kv_bits, quant_act_granularity, quant_act_asymmetric, quant_act_calib; quant_scheme (readable), and quant_scale_dtype and quant_quantizer when they
  * differ from the defaults files had before they existed (f64 scales, rtn), then the quantizer's
  * options (quant_gptq_*, quant_mse_weighted) when it has any. Returns the count. */
-#define QUANT_META_MAX 13
+#define QUANT_META_MAX 18
 int quant_scheme_to_meta(const QuantScheme *s, StMeta *out);
 /* 1: the file holds a scheme (read into s); 0: a float checkpoint; -1: malformed metadata. */
 int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s);

@@ -6,6 +6,7 @@
 
 #include "base/util.h"
 #include "kernels/ops.h"
+#include "nn/actquant.h"
 
 /* floats of one window's scratch: x, ln, qkv, atty, fch (10 C per row), mean and rstd, and the
  * window's attention matrix (NH T T) */
@@ -67,18 +68,22 @@ static void chunk_forward(GPT *m, Inference *inf, int first, int nb, int T, cons
     const GPTConfig *cfg = &m->config;
     int C = cfg->d_model, NH = cfg->n_head, N = nb * T;
     float *x = inf->x;
+    m->act.window = T;
     for (int l = first; l < cfg->n_layer; l++) {
         LayerParams p = layer_view(m, m->params, l);
         int li = l * LINEARS_PER_BLOCK;
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, p.ln_1_weight, p.ln_1_bias, N, C);
         linear_forward(m, hook, li + LINEAR_QKV, inf->qkv, inf->ln, N, 0);
+        act_keys_values(m, l, inf->qkv, N);
         attention_forward(inf->atty, inf->att, inf->qkv, nb, T, C, NH);
+        if (act_probs_on(m)) act_probs_forward(m, l, inf->atty, inf->att, inf->att, inf->qkv, nb, T);
         /* the residual accumulates in place: the same sums as the training forward's copy-then-add */
         linear_forward(m, hook, li + LINEAR_ATTN_PROJ, x, inf->atty, N, 1);
         layernorm_forward(inf->ln, inf->mean, inf->rstd, x, p.ln_2_weight, p.ln_2_bias, N, C);
         linear_forward(m, hook, li + LINEAR_FC, inf->fch, inf->ln, N, 0);
         gelu_forward(inf->fch, inf->fch, (long)N * 4 * C);
         linear_forward(m, hook, li + LINEAR_MLP_PROJ, x, inf->fch, N, 1);
+        act_stream(m, l, x, N);
         if (hook && hook->after_block) {
             float *y = hook->after_block(hook->ctx, l, x, N);
             if (y != x) memcpy(x, y, (size_t)N * C * sizeof(float));
@@ -100,6 +105,7 @@ int gpt_infer(GPT *m, Inference *inf, const int32_t *inputs, const float *x, int
         qc_error("a batch of %d x %d rows exceeds the %d rows the corrections were sized for", B, T, hook->max_rows);
         return -1;
     }
+    if (act_check_ready(m) != 0) return -1;
     if (x && (first < 1 || first > cfg->n_layer)) { qc_error("a prefix ending at block %d of %d", first - 1, cfg->n_layer); return -1; }
     GlobalParams g = global_view(m, m->params);
     for (int w0 = 0; w0 < B; w0 += inf->windows) {

@@ -9,7 +9,7 @@
 
 #include "base/util.h"
 #include "kernels/ops.h"
-#include "quant/fakequant.h"
+#include "nn/actquant.h"
 
 #define MAX_D_MODEL 8192
 #define MAX_LAYERS 256
@@ -179,7 +179,7 @@ int gpt_enable_training(GPT *m) {
 int gpt_clone(GPT *dst, const GPT *src, int max_batch) {
     if (gpt_init(dst, &src->config, max_batch) != 0) return -1;
     memcpy(dst->params, src->params, src->num_params * sizeof(float));
-    return gpt_set_act_bits(dst, src->act_bits);
+    return gpt_copy_act(dst, src);
 }
 
 int gpt_enable_backward(GPT *m) {
@@ -209,7 +209,7 @@ void gpt_free(GPT *m) {
     free(m->block_input);
     free(m->inputs);
     free(m->grad_memory);
-    free(m->act_quant);
+    act_state_free(&m->act);
     free(m->infer_memory);
     memset(m, 0, sizeof *m);
 }
@@ -237,23 +237,6 @@ void gpt_init_weights(GPT *m, uint64_t seed) {
             break;
         }
     }
-}
-
-int gpt_set_act_bits(GPT *m, int bits) {
-    m->act_bits = bits;
-    if (bits && !m->act_quant) {
-        size_t n = (size_t)m->max_batch * m->config.ctx * 4 * m->config.d_model;
-        m->act_quant = qc_aligned_alloc(n * sizeof(float), "activation quantization scratch");
-        if (!m->act_quant) return -1;
-    }
-    return 0;
-}
-
-/* The input a quantized matrix reads: `in` itself, or its per-row fake-quantized copy. */
-static const float *matmul_input(GPT *m, const float *in, int rows, int cols) {
-    if (!m->act_bits) return in;
-    quantize_activations(m->act_quant, in, rows, cols, m->act_bits);
-    return m->act_quant;
 }
 
 int gpt_linear_count(const GPTConfig *cfg) { return cfg->n_layer * LINEARS_PER_BLOCK + 1; }
@@ -304,7 +287,7 @@ Linear gpt_linear(const GPT *m, int index) {
 
 void linear_forward(GPT *m, const ModelHook *hook, int index, float *out, const float *in, int rows, int accumulate) {
     Linear lin = gpt_linear(m, index);
-    const float *x = matmul_input(m, in, rows, lin.in);
+    const float *x = act_linear_input(m, index, in, rows, lin.in);
     matmul_forward(out, x, lin.weight, lin.bias, rows, lin.in, lin.out, accumulate);
     if (hook && hook->after_linear) hook->after_linear(hook->ctx, index, out, x, rows);
 }
@@ -314,7 +297,7 @@ void linear_backward(GPT *m, const ModelHook *hook, int index, float *din, float
     Linear lin = gpt_linear(m, index);
     int hooked = hook && hook->after_linear_backward;
     /* the weight gradient and the hook need what the matrix read; the input gradient does not */
-    const float *x = dweight || hooked ? matmul_input(m, in, rows, lin.in) : in;
+    const float *x = dweight || hooked ? act_linear_input(m, index, in, rows, lin.in) : in;
     matmul_backward(din, dweight, dbias, dout, x, lin.weight, rows, lin.in, lin.out);
     if (hooked) hook->after_linear_backward(hook->ctx, index, din, dout, x, rows);
 }
@@ -333,6 +316,7 @@ static void forward_range_until(GPT *m, float *x, int first, int last, int B, in
     int N = B * T;
     m->batch = B;
     m->seq = T;
+    m->act.window = T;
     for (int l = first; l < last; l++) {
         LayerParams p = layer_view(m, m->params, l);
         LayerActivations *a = &m->layers[l];
@@ -340,8 +324,10 @@ static void forward_range_until(GPT *m, float *x, int first, int last, int B, in
         m->block_input[l] = x;
         layernorm_forward(a->ln_1, a->ln_1_mean, a->ln_1_rstd, x, p.ln_1_weight, p.ln_1_bias, N, C);
         linear_forward(m, hook, li + LINEAR_QKV, a->qkv, a->ln_1, N, 0);
+        act_keys_values(m, l, a->qkv, N);
         if (stop == LINEAR_QKV) break;
         attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        if (act_probs_on(m)) act_probs_forward(m, l, a->atty, act_saved_probs(m, l), a->att, a->qkv, B, T);
         memcpy(a->resid_mid, x, (size_t)N * C * sizeof(float));
         linear_forward(m, hook, li + LINEAR_ATTN_PROJ, a->resid_mid, a->atty, N, 1);
         if (stop == LINEAR_ATTN_PROJ) break;
@@ -351,6 +337,7 @@ static void forward_range_until(GPT *m, float *x, int first, int last, int B, in
         gelu_forward_saving(a->fch_gelu, a->fch_tanh, a->fch, (long)N * 4 * C);
         memcpy(a->resid_out, a->resid_mid, (size_t)N * C * sizeof(float));
         linear_forward(m, hook, li + LINEAR_MLP_PROJ, a->resid_out, a->fch_gelu, N, 1);
+        act_stream(m, l, a->resid_out, N);
         x = hook && hook->after_block ? hook->after_block(hook->ctx, l, a->resid_out, N) : a->resid_out;
     }
     m->final_stream = x;
@@ -361,7 +348,8 @@ static void forward_range(GPT *m, float *x, int first, int last, int B, int T, c
 }
 
 /* The hook's saved activations must hold the batch: checked once, before any of them is written. */
-static int check_hook_rows(const ModelHook *hook, int B, int T) {
+static int check_hook_rows(const GPT *m, const ModelHook *hook, int B, int T) {
+    if (act_check_ready(m) != 0) return -1;
     if (hook && hook->max_rows > 0 && (long)B * T > hook->max_rows) {
         qc_error("a batch of %d x %d rows exceeds the %d rows the corrections were sized for", B, T, hook->max_rows);
         return -1;
@@ -370,7 +358,7 @@ static int check_hook_rows(const ModelHook *hook, int B, int T) {
 }
 
 int gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook, int n_blocks) {
-    if (check_hook_rows(hook, B, T) != 0) return -1;
+    if (check_hook_rows(m, hook, B, T) != 0) return -1;
     int N = B * T;
     memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
     GlobalParams g = global_view(m, m->params);
@@ -387,7 +375,7 @@ static void forward_head(GPT *m, const ModelHook *hook) {
 }
 
 int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook *hook) {
-    if (check_hook_rows(hook, B, T) != 0) return -1;
+    if (check_hook_rows(m, hook, B, T) != 0) return -1;
     if (first > 0 && hook && hook->after_block) x = hook->after_block(hook->ctx, first - 1, x, B * T);
     forward_range(m, x, first, m->config.n_layer, B, T, hook);
     forward_head(m, hook);
@@ -395,21 +383,22 @@ int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook 
 }
 
 int gpt_forward_range(GPT *m, float *x, int first, int last, int B, int T, const ModelHook *hook) {
-    if (check_hook_rows(hook, B, T) != 0) return -1;
+    if (check_hook_rows(m, hook, B, T) != 0) return -1;
     forward_range(m, x, first, last, B, T, hook);
     return 0;
 }
 
 int gpt_forward_block_until(GPT *m, float *x, int block, int slot, int B, int T, const ModelHook *hook) {
-    if (check_hook_rows(hook, B, T) != 0) return -1;
+    if (check_hook_rows(m, hook, B, T) != 0) return -1;
     forward_range_until(m, x, block, block + 1, B, T, hook, slot);
     return 0;
 }
 
 int gpt_forward_head(GPT *m, float *x, int B, int T, const ModelHook *hook) {
-    if (check_hook_rows(hook, B, T) != 0) return -1;
+    if (check_hook_rows(m, hook, B, T) != 0) return -1;
     m->batch = B;
     m->seq = T;
+    m->act.window = T;
     m->final_stream = x;
     forward_head(m, hook);
     return 0;
@@ -456,6 +445,7 @@ void gpt_backward(GPT *m, const ModelHook *hook, int from_logits, int param_grad
         /* resid_mid = x + proj(attn(ln_1(x))) */
         linear_backward(m, hook, li + LINEAR_ATTN_PROJ, m->datty, dp.attn_proj_weight, dp.attn_proj_bias, dresid, a->atty, N);
         attention_backward(m->dqkv, m->datty, a->qkv, a->att, B, T, C, NH);
+        if (act_probs_on(m)) act_probs_backward(m, m->dqkv, m->datty, act_saved_probs(m, l), B, T);
         linear_backward(m, hook, li + LINEAR_QKV, m->dln, dp.attn_weight, dp.attn_bias, m->dqkv, a->ln_1, N);
         layernorm_backward(dresid, dp.ln_1_weight, dp.ln_1_bias, m->dln, m->block_input[l], p.ln_1_weight, a->ln_1_mean,
                            a->ln_1_rstd, N, C);

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn/actscheme.h"
+
 typedef struct {
     int vocab_size; /* V */
     int ctx;        /* P: maximum context, rows of the position embedding */
@@ -131,9 +133,9 @@ typedef struct {
     int32_t *inputs;    /* (B,T) of the last forward */
     int batch, seq;     /* B, T of the last forward */
 
-    /* activation fake-quantization (0: off): inputs of the five matrices go through it */
-    int act_bits;
-    float *act_quant;   /* (B,T,4C) scratch, allocated by gpt_set_act_bits */
+    /* activation fake quantization (nn/actscheme.h; off unless gpt_set_act_scheme): the inputs
+     * of the five matrices, the stream, keys and values, probabilities go through it */
+    ActState act;
 
     /* the forward-only path's scratch (infer.h), allocated by its first Inference and kept until
      * gpt_free, so repeated evaluations do not fault in tens of megabytes each time (so evaluate
@@ -207,8 +209,15 @@ void linear_forward(GPT *m, const ModelHook *hook, int index, float *out, const 
 void linear_backward(GPT *m, const ModelHook *hook, int index, float *din, float *dweight, float *dbias, const float *dout,
                      const float *in, int rows);
 
-/* Turns activation fake-quantization on (bits 2..8) or off (0). The gradient through it is the
- * straight-through estimator; the base weights are never trained with it on. */
+/* Turns activation fake quantization on or off (README: Activation quantization). The gradient
+ * through every point is the straight-through estimator. A static scheme starts uncalibrated: the
+ * forwards refuse it until gpt_set_act_ranges (or act_calibrate, quant/actcalib.h) gives its
+ * ranges. gpt_set_act_bits: the old scheme, per-token symmetric at the matrices' inputs (0: off). */
+int gpt_set_act_scheme(GPT *m, const ActScheme *a);
 int gpt_set_act_bits(GPT *m, int bits);
+/* The static ranges, (act_site_count, 2) [lo, hi] per site; the scheme must be static. */
+int gpt_set_act_ranges(GPT *m, const float *ranges);
+/* dst's activation quantization made src's (scheme and ranges). */
+int gpt_copy_act(GPT *dst, const GPT *src);
 
 #endif

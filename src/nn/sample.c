@@ -9,6 +9,7 @@
 
 #include "base/util.h"
 #include "kernels/ops.h"
+#include "nn/actquant.h"
 
 int sample_state_init(SampleState *s, GPT *m, const ModelHook *hook) {
     memset(s, 0, sizeof *s);
@@ -16,7 +17,8 @@ int sample_state_init(SampleState *s, GPT *m, const ModelHook *hook) {
     size_t C = (size_t)c->d_model, P = (size_t)c->ctx, L = (size_t)c->n_layer;
     s->model = m;
     s->hook = hook;
-    size_t total = 2 * L * P * C + C * (1 + 1 + 3 + 1 + 4 + 4) + P + (size_t)c->vocab_size + 2;
+    if (act_check_ready(m) != 0) return -1;
+    size_t total = 2 * L * P * C + C * (1 + 1 + 3 + 1 + 4 + 4) + (size_t)c->n_head * P + (size_t)c->vocab_size + 2;
     float *mem = qc_aligned_alloc(total * sizeof(float), "sampling cache");
     if (!mem) return -1;
     s->key_cache = mem; mem += L * P * C;
@@ -27,7 +29,7 @@ int sample_state_init(SampleState *s, GPT *m, const ModelHook *hook) {
     s->atty = mem; mem += C;
     s->fch = mem; mem += 4 * C;
     s->fch_gelu = mem; mem += 4 * C;
-    s->scores = mem; mem += P;
+    s->scores = mem; mem += (size_t)c->n_head * P;
     s->logits = mem; mem += (size_t)c->vocab_size;
     s->stats = mem;
     return 0;
@@ -45,6 +47,7 @@ const float *sample_step(SampleState *s, int token) {
     float scale = 1.0f / sqrtf((float)hs);
     GlobalParams g = global_view(m, m->params);
     float *x = s->x;
+    m->act.window = 1; /* a step's tensor is its one token */
     for (int i = 0; i < C; i++) x[i] = g.wte[(long)token * C + i] + g.wpe[(long)pos * C + i];
     for (int l = 0; l < c->n_layer; l++) {
         LayerParams p = layer_view(m, m->params, l);
@@ -52,26 +55,34 @@ const float *sample_step(SampleState *s, int token) {
         layernorm_forward(s->ln, s->stats, s->stats + 1, x, p.ln_1_weight, p.ln_1_bias, 1, C);
         int li = l * LINEARS_PER_BLOCK;
         linear_forward(m, s->hook, li + LINEAR_QKV, s->qkv, s->ln, 1, 0);
+        /* the cache holds the keys and values as the batched forward quantizes them */
+        act_keys_values(m, l, s->qkv, 1);
         memcpy(kc + (size_t)pos * C, s->qkv + C, (size_t)C * sizeof(float));
         memcpy(vc + (size_t)pos * C, s->qkv + 2 * C, (size_t)C * sizeof(float));
         for (int h = 0; h < NH; h++) {
             const float *q = s->qkv + h * hs;
+            float *sc = s->scores + (size_t)h * P;
             float maxv = -INFINITY, sum = 0.0f;
             for (int t = 0; t <= pos; t++) {
                 const float *k = kc + (size_t)t * C + h * hs;
                 float d = 0.0f;
                 for (int i = 0; i < hs; i++) d += q[i] * k[i];
-                s->scores[t] = d * scale;
-                if (s->scores[t] > maxv) maxv = s->scores[t];
+                sc[t] = d * scale;
+                if (sc[t] > maxv) maxv = sc[t];
             }
             for (int t = 0; t <= pos; t++) {
-                s->scores[t] = expf(s->scores[t] - maxv);
-                sum += s->scores[t];
+                sc[t] = expf(sc[t] - maxv);
+                sum += sc[t];
             }
+            for (int t = 0; t <= pos; t++) sc[t] /= sum;
+        }
+        act_probs_rows(m, l, s->scores, NH, pos + 1, P);
+        for (int h = 0; h < NH; h++) {
+            const float *sc = s->scores + (size_t)h * P;
             float *y = s->atty + h * hs;
             for (int i = 0; i < hs; i++) y[i] = 0.0f;
             for (int t = 0; t <= pos; t++) {
-                float a = s->scores[t] / sum;
+                float a = sc[t];
                 const float *v = vc + (size_t)t * C + h * hs;
                 for (int i = 0; i < hs; i++) y[i] += a * v[i];
             }
@@ -81,6 +92,7 @@ const float *sample_step(SampleState *s, int token) {
         linear_forward(m, s->hook, li + LINEAR_FC, s->fch, s->ln, 1, 0);
         gelu_forward(s->fch_gelu, s->fch, 4 * C);
         linear_forward(m, s->hook, li + LINEAR_MLP_PROJ, x, s->fch_gelu, 1, 1);
+        act_stream(m, l, x, 1);
         if (s->hook && s->hook->after_block) {
             float *y = s->hook->after_block(s->hook->ctx, l, x, 1);
             if (y != x) memcpy(x, y, (size_t)C * sizeof(float));

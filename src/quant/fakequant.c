@@ -154,23 +154,111 @@ void quantize_activations_ref(float *out, const float *in, int rows, int cols, i
  * double loop it replaced, 4096 x 1024 at 8 bits, one thread): every operation is an exactly
  * rounded IEEE float operation (division, rint in the default round-to-nearest-even mode, compare,
  * product), so vector lanes give the reference's bits. The zero-scale row is handled apart, and
- * the clamps are plain compares (fminf/fmaxf's NaN rules keep GCC from vectorizing them). */
+ * the clamps are plain compares (fminf/fmaxf's NaN rules keep GCC from vectorizing them). The
+ * general grid (act_grid_apply) with zero point 0 is this arithmetic: (q - 0) * scale = q * scale. */
 void quantize_activations(float *out, const float *in, int rows, int cols, int bits) {
-    float qmax = (float)((1 << (bits - 1)) - 1);
+    act_quantize_rows(out, cols, in, cols, rows, cols, bits, 0);
+}
+
+ActGrid act_grid(float lo, float hi, int bits, int asymmetric) {
+    ActGrid g;
+    if (!asymmetric) {
+        float a = fabsf(lo) > fabsf(hi) ? fabsf(lo) : fabsf(hi);
+        g.qmax = (float)((1 << (bits - 1)) - 1);
+        g.qmin = -g.qmax;
+        g.scale = a / g.qmax;
+        g.zero = 0.0f;
+        return g;
+    }
+    lo = lo < 0.0f ? lo : 0.0f;
+    hi = hi > 0.0f ? hi : 0.0f;
+    g.qmin = 0.0f;
+    g.qmax = (float)((1 << bits) - 1);
+    g.scale = (hi - lo) / g.qmax;
+    g.zero = 0.0f;
+    if (g.scale > 0.0f) {
+        float z = nearbyintf(-lo / g.scale);
+        g.zero = z < 0.0f ? 0.0f : z > g.qmax ? g.qmax : z;
+    }
+    return g;
+}
+
+/* Symmetric grids skip the zero point (q + 0 would turn a -0 code into +0: quantize_activations_ref's
+ * bits are kept, signed zeros included). */
+float act_grid_value(float x, ActGrid g) {
+    if (!(g.scale > 0.0f)) return 0.0f;
+    float q = nearbyintf(x / g.scale);
+    if (g.qmin < 0.0f) {
+        q = q > g.qmax ? g.qmax : q < g.qmin ? g.qmin : q;
+        return q * g.scale;
+    }
+    q += g.zero;
+    if (q > g.qmax) q = g.qmax;
+    if (q < g.qmin) q = g.qmin;
+    return (q - g.zero) * g.scale;
+}
+
+void act_grid_apply(float *out, const float *in, long n, ActGrid g) {
+    if (!(g.scale > 0.0f)) {
+        memset(out, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    float scale = g.scale, zero = g.zero, qmin = g.qmin, qmax = g.qmax;
+    if (qmin < 0.0f) {
+        for (long i = 0; i < n; i++) {
+            float q = rintf(in[i] / scale);
+            q = q > qmax ? qmax : q;
+            q = q < qmin ? qmin : q;
+            out[i] = q * scale;
+        }
+        return;
+    }
+    for (long i = 0; i < n; i++) {
+        float q = rintf(in[i] / scale) + zero;
+        q = q > qmax ? qmax : q;
+        q = q < qmin ? qmin : q;
+        out[i] = (q - zero) * scale;
+    }
+}
+
+void act_range(const float *x, long n, float *lo, float *hi) {
+    float a = x[0], b = x[0];
+    for (long i = 1; i < n; i++) {
+        a = x[i] < a ? x[i] : a;
+        b = x[i] > b ? x[i] : b;
+    }
+    *lo = a;
+    *hi = b;
+}
+
+void act_quantize_rows(float *out, long ldo, const float *in, long ldi, int rows, int cols, int bits, int asymmetric) {
 #pragma omp parallel for schedule(static) if ((long)rows * cols >= 32768)
     for (int r = 0; r < rows; r++) {
-        const float *x = in + (long)r * cols;
-        float *y = out + (long)r * cols;
-        float scale = row_absmax(x, cols) / qmax;
-        if (scale == 0.0f) {
-            memset(y, 0, (size_t)cols * sizeof(float));
-            continue;
+        const float *x = in + (long)r * ldi;
+        float lo, hi;
+        if (asymmetric) {
+            act_range(x, cols, &lo, &hi);
+        } else {
+            lo = 0.0f;
+            hi = row_absmax(x, cols);
         }
-        for (int i = 0; i < cols; i++) {
-            float q = rintf(x[i] / scale);
-            q = q > qmax ? qmax : q;
-            q = q < -qmax ? -qmax : q;
-            y[i] = q * scale;
-        }
+        act_grid_apply(out + (long)r * ldo, x, cols, act_grid(lo, hi, bits, asymmetric));
     }
+}
+
+void act_quantize_fixed(float *out, long ldo, const float *in, long ldi, int rows, int cols, ActGrid g) {
+#pragma omp parallel for schedule(static) if ((long)rows * cols >= 32768)
+    for (int r = 0; r < rows; r++) act_grid_apply(out + (long)r * ldo, in + (long)r * ldi, cols, g);
+}
+
+void act_quantize_block(float *out, long ldo, const float *in, long ldi, int rows, int cols, int bits, int asymmetric) {
+    float lo, hi;
+    act_range(in, cols, &lo, &hi);
+    for (int r = 1; r < rows; r++) {
+        float a, b;
+        act_range(in + (long)r * ldi, cols, &a, &b);
+        lo = a < lo ? a : lo;
+        hi = b > hi ? b : hi;
+    }
+    act_quantize_fixed(out, ldo, in, ldi, rows, cols, act_grid(lo, hi, bits, asymmetric));
 }

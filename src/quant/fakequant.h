@@ -66,4 +66,27 @@ void quantize_spans(float *out, const float *in, size_t count, int span, int bit
 void quantize_activations_ref(float *out, const float *in, int rows, int cols, int bits);
 void quantize_activations(float *out, const float *in, int rows, int cols, int bits);
 
+/* The general activation grid (README: Activation quantization), float32 throughout as an int-b
+ * kernel computes it, from a range [lo, hi]. Symmetric: a = max(|lo|, |hi|), scale = a / qmax,
+ * codes -qmax..qmax (qmax = 2^(b-1)-1), zero point 0 — quantize_activations' grid exactly.
+ * Asymmetric: the range widened to hold 0 (lo = min(lo, 0), hi = max(hi, 0), as PyTorch's
+ * observers do, so 0 stays exact), scale = (hi - lo) / (2^b - 1), integer zero point
+ * z = clamp(rint(-lo / scale), 0, 2^b - 1), codes 0..2^b-1. A value: q = clamp(rint(x / scale) + z)
+ * (ties to even), dequantized (q - z) * scale; a zero scale gives 0. */
+typedef struct {
+    float scale, zero, qmin, qmax;
+} ActGrid;
+ActGrid act_grid(float lo, float hi, int bits, int asymmetric);
+/* The specification of one value; act_grid_apply gives the same bits over n values (out may alias in). */
+float act_grid_value(float x, ActGrid g);
+void act_grid_apply(float *out, const float *in, long n, ActGrid g);
+/* The range of n values: min and max (symmetric grids only use max(|lo|, |hi|)). n >= 1. */
+void act_range(const float *x, long n, float *lo, float *hi);
+/* Per row (per token): rows of cols at strides ldo / ldi, each on the grid of its own range; out
+ * may alias in (ldo == ldi). Threads split the rows when there are many. */
+void act_quantize_rows(float *out, long ldo, const float *in, long ldi, int rows, int cols, int bits, int asymmetric);
+/* One grid over all rows (a tensor): its range over every value, or the given one (static). */
+void act_quantize_block(float *out, long ldo, const float *in, long ldi, int rows, int cols, int bits, int asymmetric);
+void act_quantize_fixed(float *out, long ldo, const float *in, long ldi, int rows, int cols, ActGrid g);
+
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "quant/actcalib.h"
 
 static const char *role_names[] = {"embedding", "norm", "bias", "linear", "head"};
 
@@ -22,6 +23,7 @@ void quant_scheme_default(QuantScheme *s, int bits) {
     s->options.fit = QUANTIZER_RTN;
     s->options.groups = GPTQ_GROUPS_STATIC;
     s->options.block = 128;
+    act_scheme_default(&s->act);
 }
 
 int parse_granularity(const char *text, QuantScheme *s) {
@@ -83,17 +85,16 @@ void describe_quantizer(const QuantScheme *s, char *out, size_t size) {
 }
 
 void quant_scheme_describe(const QuantScheme *s, char *out, size_t size) {
+    char gran[32], scope[64], act[128], quantizer[96];
+    act_scheme_describe(&s->act, act, sizeof act);
     if (s->bits >= 32) { /* the control arm keeps the activation quantization of the arm it controls */
-        if (s->act_bits) snprintf(out, size, "float32 weights act=int%d", s->act_bits);
+        if (act_scheme_on(&s->act)) snprintf(out, size, "float32 weights act=%s", act);
         else snprintf(out, size, "float32 (no quantization)");
         return;
     }
-    char gran[32], scope[64], act[16], quantizer[96];
     describe_quantizer(s, quantizer, sizeof quantizer);
     describe_granularity(s, gran, sizeof gran);
     describe_scope(s->scope, scope, sizeof scope);
-    if (s->act_bits) snprintf(act, sizeof act, "int%d", s->act_bits);
-    else snprintf(act, sizeof act, "none");
     char scale[32] = "";
     if (s->scale_dtype != SCALE_EXACT) snprintf(scale, sizeof scale, " scale=%s", scale_dtype_name(s->scale_dtype));
     snprintf(out, size, "int%d %s %s %s%s scope=%s act=%s", s->bits, s->asymmetric ? "asym-minmax" : "sym-absmax", gran,
@@ -105,10 +106,7 @@ int quant_scheme_check(const QuantScheme *s) {
         qc_error("%d weight bits are not supported (2..8, or 32 for no quantization)", s->bits);
         return -1;
     }
-    if (s->act_bits != 0 && (s->act_bits < 2 || s->act_bits > 8)) {
-        qc_error("%d activation bits are not supported (0 for off, or 2..8)", s->act_bits);
-        return -1;
-    }
+    if (act_scheme_check(&s->act) != 0) return -1;
     if (s->quantizer < 0 || s->quantizer >= QUANTIZER_COUNT) {
         qc_error("quantizer %d is unknown", (int)s->quantizer);
         return -1;
@@ -130,11 +128,15 @@ int quant_scheme_check(const QuantScheme *s) {
     return 0;
 }
 
-int quant_scheme_needs_calibration(const QuantScheme *s) {
+static int weights_need_calibration(const QuantScheme *s) {
     if (s->bits >= 32) return 0;
     if (quantizer_info[s->quantizer].needs_calibration) return 1;
     return s->quantizer == QUANTIZER_MSE && s->options.mse_weighted;
 }
+
+static int act_static(const QuantScheme *s) { return act_scheme_on(&s->act) && s->act.granularity == ACT_STATIC; }
+
+int quant_scheme_needs_calibration(const QuantScheme *s) { return weights_need_calibration(s) || act_static(s); }
 
 int quant_span(const QuantScheme *s, int rows, int cols) {
     return s->granularity == GRAN_TENSOR ? rows * cols : s->granularity == GRAN_CHANNEL ? cols : s->group;
@@ -211,7 +213,7 @@ int quantize_matrix_calibrated(float *out, const float *in, int rows, int cols, 
         qc_error("calibration statistics of %d columns for a matrix of %d", stats->in, n);
         return -1;
     }
-    if (!stats && quant_scheme_needs_calibration(s)) {
+    if (!stats && weights_need_calibration(s)) {
         qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
         return -1;
     }
@@ -272,13 +274,21 @@ static int quantize_visit(void *ctx, int linear, const CalibStats *stats) {
 int quantize_model_calibrated(GPT *m, const QuantScheme *s, const int32_t *windows, int n_windows, int T,
                               TensorQuantError *errors, int *n_errors) {
     if (quant_scheme_check(s) != 0) return -1;
-    int calibrated = quant_scheme_needs_calibration(s);
+    int calibrated = weights_need_calibration(s);
     if (calibrated && !windows) {
         qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
         return -1;
     }
-    /* first: the calibration inputs are what the matrices read, after activation quantization */
-    if (gpt_set_act_bits(m, s->act_bits) != 0) return -1;
+    if (act_static(s) && !windows) {
+        qc_error("static activation ranges need calibration data");
+        return -1;
+    }
+    /* first: the calibration inputs are what the matrices read, after dynamic activation
+     * quantization; static ranges are calibrated last, on the quantized weights (until then the
+     * activations stay float) */
+    ActScheme off;
+    act_scheme_default(&off);
+    if (gpt_set_act_scheme(m, act_static(s) ? &off : &s->act) != 0) return -1;
     int count = 0;
     if (s->bits < 32) {
         /* check every tensor's shape before changing any */
@@ -321,6 +331,7 @@ int quantize_model_calibrated(GPT *m, const QuantScheme *s, const int32_t *windo
         free(selected);
         if (rc != 0) return -1;
     }
+    if (act_static(s) && (gpt_set_act_scheme(m, &s->act) != 0 || act_calibrate(m, windows, n_windows, T) != 0)) return -1;
     if (n_errors) *n_errors = count;
     return 0;
 }

@@ -38,7 +38,7 @@ typedef struct {
     int asymmetric;      /* 0: symmetric absmax, levels -(2^(b-1)-1)..2^(b-1)-1; 1: min/max, 2^b levels */
     ScaleDtype scale_dtype; /* the type each scale (and minimum) is stored in, and rounded to before use */
     unsigned scope;      /* SCOPE_OF(role) bits */
-    int act_bits;        /* 0: off; else 2..8, per-token absmax at the input of every quantized matrix */
+    ActScheme act;       /* activation quantization (nn/actscheme.h): points, bits, granularity, calibration */
     QuantizerId quantizer;
     QuantizerOptions options;
 } QuantScheme;

@@ -74,8 +74,15 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddStringToObject(q, "quant_asymmetric", cfg->scheme.asymmetric ? "1" : "0");
     describe_scope(cfg->scheme.scope, part, sizeof part);
     cJSON_AddStringToObject(q, "quant_scope", part);
-    snprintf(part, sizeof part, "%d", cfg->scheme.act_bits);
+    snprintf(part, sizeof part, "%d", cfg->scheme.act.bits);
     cJSON_AddStringToObject(q, "quant_act_bits", part);
+    /* only where the activation scheme is more than quant_act_bits says (older manifests compare) */
+    const ActScheme *act = &cfg->scheme.act;
+    if (act->points != (act->bits ? ACT_POINT_INPUTS : 0u) || (act->points && (act->granularity != ACT_TOKEN || act->asymmetric))) {
+        char desc[128];
+        act_scheme_describe(act, desc, sizeof desc);
+        cJSON_AddStringToObject(q, "quant_act", desc);
+    }
     cJSON_AddStringToObject(q, "quant_scale_dtype", scale_dtype_name(cfg->scheme.scale_dtype));
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
     cJSON *c = cJSON_AddObjectToObject(root, "correction");

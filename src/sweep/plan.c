@@ -119,7 +119,7 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
             while (model_end < end && runs[model_end].model == runs[b].model) model_end++;
             for (int k = b; k < model_end; k++) {
                 if (done && done[k]) continue;
-                if (!have_model && (runs[k].bits != 32 || cfg->scheme.act_bits)) {
+                if (!have_model && (runs[k].bits != 32 || act_scheme_on(&cfg->scheme.act))) {
                     /* the first unfinished run brings the quantized model (the control arm's is the
                      * float model, evaluated already, unless it quantizes activations) */
                     p->quant_models++;

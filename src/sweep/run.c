@@ -223,8 +223,8 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
     const int32_t *val = corpus->ids + corpus->n_train;
     if (r->bits == 32) { /* the control arm: nothing stored but the float model (and its activation quantization) */
         side->seconds = 0;
-        if (quantize_model(q, &s, NULL, NULL) != 0 ||
-            (s.act_bits ? evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) : evaluation_of_reference(eq, ref)))
+        if (quantize_model_on_corpus(q, &s, corpus, cfg->calib_tokens, (uint64_t)r->seed, NULL, NULL) != 0 ||
+            (act_scheme_on(&s.act) ? evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) : evaluation_of_reference(eq, ref)))
             goto fail;
         side->loss = eq->loss;
         return 0;
@@ -241,9 +241,11 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
         if (load_checkpoint(&lm, ckpt, 1) != 0) goto fail;
         int same = lm.model.num_params == q->num_params;
         if (same) memcpy(q->params, lm.model.params, q->num_params * sizeof(float));
+        /* its activation quantization as stored (static ranges included) */
+        int act = same ? gpt_copy_act(q, &lm.model) : 0;
         loaded_model_free(&lm);
         if (!same) { qc_error("%s: another model than the float model of %s", ckpt, name); goto fail; }
-        if (gpt_set_act_bits(q, s.act_bits) != 0) goto fail;
+        if (act != 0) goto fail;
     } else {
         /* quantizers that use data calibrate on the windows the corrections are fitted on */
         double t0 = now_seconds();
@@ -343,7 +345,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             snprintf(p.phase, sizeof p.phase, "quantize %s", sweep_model_name(cfg, &runs[i], name, sizeof name));
             show_progress(&p, NULL);
             if (ensure_quantized(dir, cfg, &corpus, &f, &runs[i], max_batch, &ref, &q, &qs, &eq) != 0) { rc = -1; break; }
-            if (runs[i].bits != 32 || cfg->scheme.act_bits)
+            if (runs[i].bits != 32 || act_scheme_on(&cfg->scheme.act))
                 progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, &runs[i], eval_tokens)));
             if (gpt_enable_backward(&q) != 0) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
             /* the frozen prefix below the first site, computed once per (model, first site) and
