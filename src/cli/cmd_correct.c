@@ -27,6 +27,7 @@ int cmd_correct(int argc, char **argv) {
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
+    TransformFlags tf = {0};
     char method_help[512], method_list[128];
     method_names(method_list, sizeof method_list);
     snprintf(method_help, sizeof method_help,
@@ -43,6 +44,7 @@ int cmd_correct(int argc, char **argv) {
         {"--act-bits", ARG_INT, &act_bits, -1000, 1000, "activation fake-quantization bits (0: off)"},
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         QUANTIZER_ARG_SPECS(qf),
+        TRANSFORM_ARG_SPECS(tf),
         {"--every", ARG_INT, &every, -1000000, 1000000, "a correction site after every k-th block (and the last)"},
         {"--hidden", ARG_INT, &hidden, -1000000, 1000000, "0: linear correction; H > 0: MLP of width H"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
@@ -84,6 +86,7 @@ int cmd_correct(int argc, char **argv) {
     }
     o.method = (CorrectMethod)m;
     if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
+    if ((rc = parse_transform_flags("correct", &tf, &scheme))) return rc;
     const MethodInfo *mi = &method_info[o.method];
     int autostop = steps_text && strcmp(steps_text, "auto") == 0;
     if (steps_text && !autostop) {

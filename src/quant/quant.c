@@ -22,6 +22,7 @@ void quant_scheme_default(QuantScheme *s, int bits) {
     s->options.fit = QUANTIZER_RTN;
     s->options.groups = GPTQ_GROUPS_STATIC;
     s->options.block = 128;
+    transform_default(&s->transform);
 }
 
 int parse_granularity(const char *text, QuantScheme *s) {
@@ -82,10 +83,18 @@ void describe_quantizer(const QuantScheme *s, char *out, size_t size) {
     if (mse_search && o->mse_weighted) snprintf(out + strlen(out), size - strlen(out), ":weighted");
 }
 
+static void describe_transform(const QuantScheme *s, char *out, size_t size) {
+    if (!s->transform.kinds) return;
+    char t[96];
+    transform_describe(&s->transform, t, sizeof t);
+    snprintf(out + strlen(out), size - strlen(out), " transform=%s", t);
+}
+
 void quant_scheme_describe(const QuantScheme *s, char *out, size_t size) {
     if (s->bits >= 32) { /* the control arm keeps the activation quantization of the arm it controls */
         if (s->act_bits) snprintf(out, size, "float32 weights act=int%d", s->act_bits);
         else snprintf(out, size, "float32 (no quantization)");
+        describe_transform(s, out, size);
         return;
     }
     char gran[32], scope[64], act[16], quantizer[96];
@@ -98,6 +107,7 @@ void quant_scheme_describe(const QuantScheme *s, char *out, size_t size) {
     if (s->scale_dtype != SCALE_EXACT) snprintf(scale, sizeof scale, " scale=%s", scale_dtype_name(s->scale_dtype));
     snprintf(out, size, "int%d %s %s %s%s scope=%s act=%s", s->bits, s->asymmetric ? "asym-minmax" : "sym-absmax", gran,
              quantizer, scale, scope, act);
+    describe_transform(s, out, size);
 }
 
 int quant_scheme_check(const QuantScheme *s) {
@@ -114,6 +124,7 @@ int quant_scheme_check(const QuantScheme *s) {
         return -1;
     }
     if (s->granularity == GRAN_GROUP && s->group < 1) { qc_error("group size %d must be positive", s->group); return -1; }
+    if (transform_check(&s->transform) != 0) return -1;
     const QuantizerOptions *o = &s->options;
     if (s->quantizer == QUANTIZER_GPTQ) {
         if (!(o->damp > 0.0) || !isfinite(o->damp)) { qc_error("GPTQ dampening %g must be positive", o->damp); return -1; }
@@ -130,10 +141,15 @@ int quant_scheme_check(const QuantScheme *s) {
     return 0;
 }
 
-int quant_scheme_needs_calibration(const QuantScheme *s) {
+/* whether the quantizer itself (not the transform) needs the statistics of each matrix's input */
+static int quantizer_needs_calibration(const QuantScheme *s) {
     if (s->bits >= 32) return 0;
     if (quantizer_info[s->quantizer].needs_calibration) return 1;
     return s->quantizer == QUANTIZER_MSE && s->options.mse_weighted;
+}
+
+int quant_scheme_needs_calibration(const QuantScheme *s) {
+    return transform_needs_calibration(&s->transform) || quantizer_needs_calibration(s);
 }
 
 int quant_span(const QuantScheme *s, int rows, int cols) {
@@ -211,7 +227,7 @@ int quantize_matrix_calibrated(float *out, const float *in, int rows, int cols, 
         qc_error("calibration statistics of %d columns for a matrix of %d", stats->in, n);
         return -1;
     }
-    if (!stats && quant_scheme_needs_calibration(s)) {
+    if (!stats && quantizer_needs_calibration(s)) {
         qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
         return -1;
     }
@@ -272,12 +288,15 @@ static int quantize_visit(void *ctx, int linear, const CalibStats *stats) {
 int quantize_model_calibrated(GPT *m, const QuantScheme *s, const int32_t *windows, int n_windows, int T,
                               TensorQuantError *errors, int *n_errors) {
     if (quant_scheme_check(s) != 0) return -1;
-    int calibrated = quant_scheme_needs_calibration(s);
-    if (calibrated && !windows) {
-        qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
+    int calibrated = quantizer_needs_calibration(s);
+    if (quant_scheme_needs_calibration(s) && !windows) {
+        if (transform_needs_calibration(&s->transform)) qc_error("the smooth transform needs calibration data");
+        else qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
         return -1;
     }
-    /* first: the calibration inputs are what the matrices read, after activation quantization */
+    /* the transform of the float model first: the quantizer (and gptq's statistics) see its result */
+    if (s->transform.kinds && transform_model(m, &s->transform, windows, n_windows, T) != 0) return -1;
+    /* then: the calibration inputs are what the matrices read, after activation quantization */
     if (gpt_set_act_bits(m, s->act_bits) != 0) return -1;
     int count = 0;
     if (s->bits < 32) {
