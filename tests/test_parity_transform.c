@@ -1,6 +1,6 @@
 /* test_parity_transform: the transforms of README: Transforms against PyTorch (tools/ref_transform.py,
  * float64 with explicit Hadamard matrices) on the tiny model: every tensor after online, rotate,
- * smooth and rotate+smooth (seed 7, alpha 0.6, the fixture's calibration windows), and the loss
+ * smooth and rotate+smooth (seed 13, alpha 0.6, the fixture's calibration windows), and the loss
  * of the transformed model as the C forward runs it (the online transforms on), which must be the
  * float model's (and PyTorch's) to float rounding. */
 #include <math.h>

@@ -235,9 +235,9 @@ tune -> tune_expected.safetensors   [tests/test_parity_tune.c]
 transform -> transform_expected.safetensors   [tests/test_parity_transform.c]
     README: Transforms on gpt_tiny_init, in float64 with explicit matrices (tools/ref_transform.py):
     the normalized Walsh-Hadamard matrix H by Sylvester's construction, the signs of qcorr's seeded
-    generator (splitmix64 + xorshift64*, reimplemented), seed 7, SmoothQuant alpha 0.6. online: the
+    generator (splitmix64 + xorshift64*, reimplemented), seed 13 (its first stream sign -1), SmoothQuant alpha 0.6. online: the
     weights of attn.c_proj and mlp.c_proj become W D H and the forward reads H D x there; rotate:
-    the stream rotation Q = H D H (D_00 = +1) with every writer centered (M = I - 11^T/C), every
+    the stream rotation Q = H D H (Q 1 = d_0 1) with every writer centered (M = I - 11^T/C), every
     LayerNorm folded into the matrix it feeds, then online; smooth: per input channel
     s = max|x|^alpha / max|W|^(1-alpha) over the calibration windows, folded into the LayerNorms and
     V; rotate+smooth: rotate, then smooth on the rotated model (attn.c_proj not smoothed: it reads

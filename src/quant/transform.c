@@ -106,7 +106,7 @@ static void hadamard_double(double *v, const float *signs, int n) {
     fwht_double(v, n);
 }
 
-/* v = Q M v with M = I - 11^T/C (centering) and Q = H D H: symmetric, orthogonal, Q 1 = 1 */
+/* v = Q M v with M = I - 11^T/C (centering) and Q = H D H: symmetric, orthogonal, Q 1 = d_0 1 */
 static void stream_map(double *v, const float *d, int C) {
     double mean = 0.0;
     for (int j = 0; j < C; j++) mean += v[j];
@@ -117,10 +117,10 @@ static void stream_map(double *v, const float *d, int C) {
     fwht_double(v, C);
 }
 
-void rotation_signs(float *signs, uint64_t seed, int C) {
-    gpt_online_signs(signs, seed, -1, C);
-    signs[0] = 1.0f; /* so that Q fixes the all-ones direction: the stream stays centered */
-}
+/* Any D will do: H 1 = sqrt(C) e_0, so Q 1 = d_0 1. Then Q commutes with the centering M, and
+ * LayerNorm's normalization n(Q x) = Q n(x) for every x: exact even without the writers centered
+ * (which is SliceGPT's recipe for a LayerNorm model, kept so the stream has mean 0). */
+void rotation_signs(float *signs, uint64_t seed, int C) { gpt_online_signs(signs, seed, -1, C); }
 
 /* A matrix w (rows, C) reading a LayerNorm's output (weight g, bias b): its bias += w . b, each row
  * = Q (row . g); then the LayerNorm becomes the plain normalization (g = 1, b = 0). */

@@ -14,7 +14,7 @@
 
 /* The parts of a transform (bit flags), applied in this order: rotate (stream), online, smooth. */
 enum {
-    TRANSFORM_ROTATE = 1u, /* the residual stream by Q = H D H (D: seeded signs, D_00 = +1), folded */
+    TRANSFORM_ROTATE = 1u, /* the residual stream by Q = H D H (D: seeded signs), folded */
     TRANSFORM_ONLINE = 2u, /* H D at the inputs of attn.c_proj and mlp.c_proj, online; W D H folded */
     TRANSFORM_SMOOTH = 4u, /* SmoothQuant at the inputs it folds into (LayerNorms, V) */
 };
@@ -52,7 +52,7 @@ int transform_model(GPT *m, const TransformScheme *t, const int32_t *windows, in
 int rotate_stream(GPT *m, uint64_t seed);
 int rotate_online(GPT *m, uint64_t seed);
 int smooth_model(GPT *m, double alpha, const int32_t *windows, int n_windows, int T);
-/* The stream rotation's D (d_model signs, the first +1). */
+/* The stream rotation's D (d_model signs: gpt_online_signs of linear -1). */
 void rotation_signs(float *signs, uint64_t seed, int C);
 /* SmoothQuant's scales of one matrix's input: s_j = max|x_j|^alpha / max_i |w_ij|^(1 - alpha)
  * for the weight w (rows, cols); 1 where either maximum is 0. */
