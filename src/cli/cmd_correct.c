@@ -137,13 +137,13 @@ int cmd_correct(int argc, char **argv) {
             return usage_error("correct", "--rank: %s", qc_last_error());
         }
     }
-    GPT *f = &fl.model, q;
+    GPT *f = &fl.model, q, tfloat;
     Corpus corpus;
     Corrections corr;
     EvalReference ref = {0};
     Evaluation eq = {0};
     CorrectionResult res = {0};
-    int have_q = 0, have_corr = 0;
+    int have_q = 0, have_corr = 0, have_tf = 0;
     rc = 1;
     if (check_memory(&f->config, batch, 0) != 0 || open_corpus(data, &fl.vocab, &corpus) != 0) goto fail_model;
     if (corpus_check_windows(&corpus, f->config.ctx) != 0) goto fail;
@@ -156,10 +156,21 @@ int cmd_correct(int argc, char **argv) {
         goto fail;
     }
     double t_eval = now_seconds() - t0;
+    double t1 = now_seconds();
+    /* a transform: the float model in the quantized model's basis is what the corrections are fitted
+     * against (per-matrix fits read its weights, stream fits its stream); the reference's logits are
+     * the same function */
+    QuantScheme quantizer_only = scheme;
+    if (scheme.transform.kinds) {
+        if (gpt_clone(&tfloat, f, batch) != 0) goto fail;
+        have_tf = 1;
+        if (transform_model_on_corpus(&tfloat, &scheme.transform, &corpus, calib_tokens, (uint64_t)seed) != 0) goto fail;
+        f = &tfloat;
+        transform_default(&quantizer_only.transform);
+    }
     if (gpt_clone(&q, f, batch) != 0) goto fail;
     have_q = 1;
-    double t1 = now_seconds();
-    if (quantize_model_on_corpus(&q, &scheme, &corpus, calib_tokens, (uint64_t)seed, NULL, NULL) != 0) goto fail;
+    if (quantize_model_on_corpus(&q, &quantizer_only, &corpus, calib_tokens, (uint64_t)seed, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t1;
     t1 = now_seconds();
     if (evaluate_model(&q, NULL, val, corpus.n_val, NULL, 0, &ref, &eq) != 0) goto fail;
@@ -239,6 +250,7 @@ fail:
 fail_model:
     if (have_corr) corrections_free(&corr);
     if (have_q) gpt_free(&q);
+    if (have_tf) gpt_free(&tfloat);
     loaded_model_free(&fl);
     return rc ? command_failed("correct") : 0;
 }
