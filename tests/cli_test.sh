@@ -863,5 +863,78 @@ else
     echo "skip - bench/torch_step.py: $PY has no torch"
 fi
 
+# ---- issue 21: transforms (README: Transforms) ----
+# A transformed float model (--bits 32) computes the float model's function: eval --reference
+# gives a loss difference within 1e-5 nats, with the online transforms switched back on at load
+# (the file alone says so: quant_online); quantized, the scheme line and eval name the transform.
+for t in online rotate smooth rotate+smooth; do
+    TF=$H/t_$t.safetensors
+    case $t in
+    *smooth*) tflags="--smooth-alpha 0.6 --data $AB --calib-tokens 500" ;;
+    *) tflags="" ;;
+    esac
+    case $t in smooth) ;; *) tflags="$tflags --rotate-seed 3" ;; esac
+    # shellcheck disable=SC2086
+    if "$QCORR" quantize --model "$M" --bits 32 --transform $t $tflags --out "$TF" >/dev/null 2>"$T/err"; then
+        "$QCORR" eval --model "$TF" --reference "$M" --data "$AB" --json >"$T/eval.json" 2>"$T/err"
+        json_check "quantize --bits 32 --transform $t: the float model's loss (|loss_diff| < 1e-5), the transform named" "$T/eval.json" \
+            'assert abs(o["loss_diff"]) < 1e-5 and o["kl_mean"] < 1e-8 and "transform='"$t"'" in o["quantization"], o'
+    else fail "quantize --bits 32 --transform $t exits 0"; show "$T/err"; fi
+done
+if $PY - "$H/t_rotate.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+assert meta["quant_transform"] == "rotate" and meta["quant_transform_seed"] == "3", meta
+assert meta["quant_online"] == "attn.c_proj,mlp.c_proj" and "quant_smooth_alpha" not in meta, meta
+EOF
+then ok "a rotated checkpoint's metadata: quant_transform, quant_transform_seed, quant_online"
+else fail "a rotated checkpoint's metadata: quant_transform, quant_transform_seed, quant_online"; fi
+# the online transforms are needed at load: the same weights without them are another model
+if $PY - "$H/t_rotate.safetensors" "$T/stripped.safetensors" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+for k in ("quant_transform", "quant_transform_seed", "quant_online"):
+    del h["__metadata__"][k]
+hb = json.dumps(h).encode()
+hb += b" " * (-len(hb) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+EOF
+then
+    "$QCORR" eval --model "$T/stripped.safetensors" --reference "$M" --data "$AB" --json >"$T/eval.json" 2>"$T/err"
+    json_check "the rotated weights without their online transforms: the loss moves (> 1e-3)" "$T/eval.json" 'assert abs(o["loss_diff"]) > 1e-3, o'
+else fail "strip a rotated checkpoint's transform metadata"; fi
+for q in rtn gptq; do
+    if "$QCORR" quantize --model "$M" --bits 4 --act-bits 8 --quantizer $q --transform rotate+smooth --data "$AB" --calib-tokens 500 --out "$H/tq_$q.safetensors" --json >"$T/tq.json" 2>"$T/err"; then
+        json_check "quantize --quantizer $q --transform rotate+smooth: the scheme line names it" "$T/tq.json" \
+            'assert o["scheme"].endswith("act=int8 transform=rotate+smooth:seed=0:alpha=0.5"), o'
+        "$QCORR" eval --model "$H/tq_$q.safetensors" --data "$AB" --json >"$T/eval.json" 2>"$T/err"
+        json_check "eval of a $q rotate+smooth checkpoint names the transform" "$T/eval.json" 'assert "transform=rotate+smooth" in o["quantization"], o'
+    else fail "quantize --quantizer $q --transform rotate+smooth exits 0"; show "$T/err"; fi
+done
+# correct fits against the float model in the transformed basis: a per-matrix fit (weights) and a
+# stream fit (lstsq) both bring the quantized model closer to the float one (KL; against the
+# untransformed float model they made it worse: lstsq's loss 2.28 -> 5.53 on the 64x2 model)
+for meth in lstsq adaround; do
+    if "$QCORR" correct --model "$M" --bits 2 --transform rotate+smooth --method $meth --data "$AB" --batch 4 --calib-tokens 2000 --quiet --json >"$T/tc.json" 2>"$T/err"; then
+        json_check "correct --transform rotate+smooth --method $meth: KL to the float model below the quantized one's" "$T/tc.json" \
+            'assert o["kl_corrected"] < o["kl_quant"], o'
+    else fail "correct --transform rotate+smooth --method $meth exits 0"; show "$T/err"; fi
+done
+expect_error "quantize --transform spin" 2 "--transform" "spin" -- "$QCORR" quantize --model "$M" --out "$OQ" --transform spin
+expect_error "quantize --smooth-alpha without smooth" 2 "--smooth-alpha" -- "$QCORR" quantize --model "$M" --out "$OQ" --transform rotate --smooth-alpha 0.3
+expect_error "quantize --smooth-alpha 1.5" 2 "--smooth-alpha" "1.5" -- "$QCORR" quantize --model "$M" --out "$OQ" --data "$AB" --transform smooth --smooth-alpha 1.5
+expect_error "quantize --rotate-seed without a rotation" 2 "--rotate-seed" -- "$QCORR" quantize --model "$M" --out "$OQ" --rotate-seed 4
+expect_error "quantize --transform smooth without calibration data" 2 "--transform smooth" "calibration data" -- $NOCORPUS "$QCORR" quantize --model "$M" --out "$OQ" --transform smooth
+expect_error "correct --transform spin" 2 "--transform" "spin" -- "$QCORR" correct --model "$M" --data "$AB" --transform spin --quiet
+expect_error "quantize --model a transformed float checkpoint" 2 "$H/t_rotate.safetensors" "transformed" -- "$QCORR" quantize --model "$H/t_rotate.safetensors" --out "$OQ"
+M24=$H/m24.safetensors
+if "$QCORR" train --data "$AB" --out "$M24" --d-model 24 --layers 1 --heads 2 --ctx 16 --batch 4 --steps 1 --quiet >/dev/null 2>"$T/err"; then
+    expect_error "quantize --transform rotate on d_model 24" 1 "power of two" "24" -- "$QCORR" quantize --model "$M24" --out "$OQ" --transform rotate
+    expect_error "quantize --transform online on d_model 24" 1 "power of two" "24" -- "$QCORR" quantize --model "$M24" --out "$OQ" --transform online
+else fail "train a d_model 24 model exits 0"; show "$T/err"; fi
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -162,6 +162,29 @@ static void test_model_gradients(void **state) {
     gpt_free(&m);
 }
 
+/* The online Hadamard transforms (README: Transforms) at the inputs of attn.c_proj and mlp.c_proj:
+ * linear, so the backward is their transpose, not a straight-through estimate; every tensor's
+ * gradient against finite differences of the model with them on (its weights left unfolded: the
+ * function differs from the plain model's, which makes the check sharper), so a correction or a
+ * tuned norm below the transform trains through it. With activation quantization off: exact. */
+static void test_online_transform_gradients(void **state) {
+    (void)state;
+    GPT m;
+    int32_t inputs[ROWS], targets[ROWS];
+    setup_model(&m, inputs, targets, 1201);
+    assert_int_equal(gpt_set_online(&m, 1u << LINEAR_ATTN_PROJ | 1u << LINEAR_MLP_PROJ, 5), 0);
+    Batch batch = {inputs, targets, NULL};
+    gpt_zero_grad(&m);
+    batch_loss(&m, &batch);
+    gpt_backward(&m, NULL, 1, 1, 0);
+    float *grads = copy_floats(m.grads, m.num_params);
+    Rng rng;
+    rng_seed(&rng, 1202);
+    for (int i = 0; i < m.n_specs; i++) check_tensor("online", &m, grads, &m.specs[i], 128, 24, MODEL_ATOL, &rng, batch_loss, &batch);
+    free(grads);
+    gpt_free(&m);
+}
+
 /* ============================ ModelHook ============================ */
 
 /* y = scale * x + shift[c] after block `block`, into its own buffer (so the model must read the
@@ -728,6 +751,7 @@ int main(void) {
         cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_clip_grad_norm),
         cmocka_unit_test(test_nonfinite_loss_stops_training),
+        cmocka_unit_test(test_online_transform_gradients),
     };
     return cmocka_run_group_tests_name("model", tests, setup_one_thread, restore_threads);
 }

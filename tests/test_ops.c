@@ -1081,6 +1081,88 @@ static void check_column_sum_add_fast_vs_ref(int N, int C, uint64_t seed) {
     for (int k = 0; k < 2; k++) free(sum[k]);
 }
 
+/* The randomized Hadamard transform (README: Transforms) on this path: exact hand-made values;
+ * fast against the explicit-matrix _ref for every order 1..2048; the same bits as the generic path
+ * (butterflies are additions in a fixed order); in place; orthogonal (H H^T = I from the _ref's
+ * columns, norms kept), symmetric and self-inverse (H H x = x); the backward its transpose
+ * (<H D x, y> = <x, D H y>) and its inverse (backward(forward(x)) = x). */
+static void test_hadamard(void **state) {
+    (void)state;
+    float x4[4] = {1, 2, 3, 4}, e4[4] = {1, 0, 0, 0}, y4[4], x2[2] = {1, 3}, y2[2];
+    hadamard_forward(y4, x4, NULL, 1, 4); /* (1+2+3+4, 1-2+3-4, 1+2-3-4, 1-2-3+4) / 2 */
+    assert_true(y4[0] == 5.0f && y4[1] == -1.0f && y4[2] == -2.0f && y4[3] == 0.0f);
+    hadamard_forward(y4, e4, NULL, 1, 4);
+    for (int j = 0; j < 4; j++) assert_true(y4[j] == 0.5f);
+    float s2[2] = {1, -1};
+    hadamard_forward(y2, x2, s2, 1, 2); /* H (1, -3) = (-2, 4) / sqrt 2 */
+    assert_close(y2[0], -2.0 / sqrt(2.0), 1e-7);
+    assert_close(y2[1], 4.0 / sqrt(2.0), 1e-7);
+    Rng rng;
+    rng_seed(&rng, 2101);
+    const KernelTable *generic = kernels_path(0);
+    for (int n = 1; n <= 2048; n *= 2) {
+        int rows = 3;
+        size_t count = (size_t)rows * n;
+        float *x = malloc(count * sizeof(float)), *y = malloc(count * sizeof(float)), *fast = malloc(count * sizeof(float));
+        float *ref = malloc(count * sizeof(float)), *gen = malloc(count * sizeof(float)), *back = malloc(count * sizeof(float));
+        float *signs = malloc((size_t)n * sizeof(float));
+        fill_uniform(x, count, &rng, -2, 2);
+        fill_uniform(y, count, &rng, -2, 2);
+        for (int j = 0; j < n; j++) signs[j] = rng_u32(&rng) & 1 ? 1.0f : -1.0f;
+        hadamard_forward(fast, x, signs, rows, n);
+        hadamard_forward_ref(ref, x, signs, rows, n);
+        double largest = 0.0;
+        for (size_t k = 0; k < count; k++) largest = fmax(largest, fabs(ref[k]));
+        double err = max_abs_diff(fast, ref, count);
+        if (!(err <= 1e-6 * largest * (1 + log2(n))))
+            fail_msg("%s: n %d: fast vs _ref max abs %.3g (|max| %.3g)", kernels_name(), n, err, largest);
+        generic->hadamard(gen, x, signs, rows, n);
+        assert_memory_equal(gen, fast, count * sizeof(float));
+        memcpy(gen, x, count * sizeof(float));
+        hadamard_forward(gen, gen, signs, rows, n); /* in place */
+        assert_memory_equal(gen, fast, count * sizeof(float));
+        for (int r = 0; r < rows; r++) { /* norms kept */
+            double nx = 0, nf = 0;
+            for (int j = 0; j < n; j++) {
+                nx += (double)x[r * n + j] * x[r * n + j];
+                nf += (double)fast[r * n + j] * fast[r * n + j];
+            }
+            assert_close(nf, nx, 1e-5 * nx);
+        }
+        hadamard_backward(back, fast, signs, rows, n); /* D H (H D x) = x */
+        assert_true(max_abs_diff(back, x, count) <= 1e-6 * 2 * (1 + log2(n)));
+        hadamard_forward(back, x, NULL, rows, n); /* H H x = x */
+        hadamard_forward(back, back, NULL, rows, n);
+        assert_true(max_abs_diff(back, x, count) <= 1e-6 * 2 * (1 + log2(n)));
+        hadamard_backward(back, y, signs, rows, n); /* <H D x, y> = <x, D H y> */
+        for (int r = 0; r < rows; r++) {
+            double a = 0, b = 0, scale = 0;
+            for (int j = 0; j < n; j++) {
+                a += (double)fast[r * n + j] * y[r * n + j];
+                b += (double)x[r * n + j] * back[r * n + j];
+                scale += fabs((double)x[r * n + j] * back[r * n + j]);
+            }
+            assert_close(a, b, 1e-6 * scale + 1e-12);
+        }
+        free(x); free(y); free(fast); free(ref); free(gen); free(back); free(signs);
+    }
+    /* the _ref's matrix: columns of H from unit vectors, symmetric and orthonormal */
+    enum { N = 16 };
+    float eye[N * N], h[N * N];
+    memset(eye, 0, sizeof eye);
+    for (int i = 0; i < N; i++) eye[i * N + i] = 1.0f;
+    hadamard_forward_ref(h, eye, NULL, N, N); /* row i = H e_i = column i of H */
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            assert_true(h[i * N + j] == h[j * N + i]);
+            assert_true(fabsf(fabsf(h[i * N + j]) - 0.25f) == 0.0f);
+            double dot = 0;
+            for (int k = 0; k < N; k++) dot += (double)h[i * N + k] * h[j * N + k];
+            assert_close(dot, i == j ? 1.0 : 0.0, 1e-7);
+        }
+    assert_true(is_power_of_two(1) && is_power_of_two(256) && !is_power_of_two(0) && !is_power_of_two(96));
+}
+
 static void test_other_ops_fast_vs_ref(void **state) {
     (void)state;
     check_layernorm_fast_vs_ref(10, 8, 901);
@@ -1235,7 +1317,7 @@ int main(void) {
         OPS_TEST(test_embedding), OPS_TEST(test_layernorm), OPS_TEST(test_matmul), OPS_TEST(test_matmul_fast_vs_ref),
         OPS_TEST(test_gemm), OPS_TEST(test_gemm_edges), OPS_TEST(test_gemm_at_b), OPS_TEST(test_attention),
         OPS_TEST(test_attention_fast_vs_ref), OPS_TEST(test_gelu), OPS_TEST(test_exp), OPS_TEST(test_residual), OPS_TEST(test_crossentropy),
-        OPS_TEST(test_column_sum_add), OPS_TEST(test_other_ops_fast_vs_ref), OPS_TEST(test_gemm_chains),
+        OPS_TEST(test_column_sum_add), OPS_TEST(test_other_ops_fast_vs_ref), OPS_TEST(test_gemm_chains), OPS_TEST(test_hadamard),
 #undef OPS_TEST
     };
     enum { PER_PATH = sizeof ops_tests / sizeof *ops_tests };

@@ -490,6 +490,8 @@ static void copy_stats(CalibStats *dst, const CalibStats *src) {
     dst->mean = malloc(in * sizeof(double));
     dst->mean_square = malloc(in * sizeof(double));
     dst->mean_abs = malloc(in * sizeof(double));
+    dst->absmax = malloc(in * sizeof(double));
+    memcpy(dst->absmax, src->absmax, in * sizeof(double));
     memcpy(dst->mean, src->mean, in * sizeof(double));
     memcpy(dst->mean_square, src->mean_square, in * sizeof(double));
     memcpy(dst->mean_abs, src->mean_abs, in * sizeof(double));
@@ -562,6 +564,7 @@ static void test_calibration_walk_matches_forward(void **state) {
             assert_vectors_close("mean", i, got->mean, want.mean, (size_t)lin.in);
             assert_vectors_close("mean_square", i, got->mean_square, want.mean_square, (size_t)lin.in);
             assert_vectors_close("mean_abs", i, got->mean_abs, want.mean_abs, (size_t)lin.in);
+            assert_memory_equal(got->absmax, want.absmax, (size_t)lin.in * sizeof(double)); /* a max: exact */
             assert_vectors_close("gram", i, got->gram, want.gram, (size_t)lin.in * lin.in);
             calib_stats_free(&want);
             free(cap.x);

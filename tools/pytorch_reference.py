@@ -231,6 +231,22 @@ tune -> tune_expected.safetensors   [tests/test_parity_tune.c]
     metadata: models, quantization, the learning rates and the step's rule. The writer prints how
     close the nearest latent value comes to a rounding boundary (1.1e-3 steps: the grid values
     compare exactly).
+
+transform -> transform_expected.safetensors   [tests/test_parity_transform.c]
+    README: Transforms on gpt_tiny_init, in float64 with explicit matrices (tools/ref_transform.py):
+    the normalized Walsh-Hadamard matrix H by Sylvester's construction, the signs of qcorr's seeded
+    generator (splitmix64 + xorshift64*, reimplemented), seed 13 (its first stream sign -1), SmoothQuant alpha 0.6. online: the
+    weights of attn.c_proj and mlp.c_proj become W D H and the forward reads H D x there; rotate:
+    the stream rotation Q = H D H (Q 1 = d_0 1) with every writer centered (M = I - 11^T/C), every
+    LayerNorm folded into the matrix it feeds, then online; smooth: per input channel
+    s = max|x|^alpha / max|W|^(1-alpha) over the calibration windows, folded into the LayerNorms and
+    V; rotate+smooth: rotate, then smooth on the rotated model (attn.c_proj not smoothed: it reads
+    the online transform). Tensors:
+      calib           (4,16) the calibration windows
+      inputs, targets (3,16) the evaluation batch
+      loss_float      (1) the float model's loss on it
+      <t>/<tensor>    every model tensor after transform t (online, rotate, smooth, rotate+smooth)
+      <t>/loss        (1) the transformed model's loss (equal to loss_float within 1e-10)
 """
 import argparse
 import os
@@ -246,6 +262,7 @@ import ref_methods  # noqa: E402
 import ref_correct  # noqa: E402
 import ref_eval  # noqa: E402
 import ref_quant  # noqa: E402
+import ref_transform  # noqa: E402
 import ref_tune  # noqa: E402
 
 # name -> (fixture writer, what it covers); each writer returns the paths it wrote
@@ -261,6 +278,7 @@ REFERENCES = {
     "lowrank": (ref_methods.write_lowrank, "issue 14: low-rank error terms (LoRC/L2QER) and bias correction"),
     "tune": (ref_tune.write_tune, "issue 22: normtweak, qat, scales and adaround (0 extra bits): gradients and one step"),
     "act": (ref_act.write_act, "issue 21: activation quantization: granularities, static ranges, points; losses and STE gradients"),
+    "transform": (ref_transform.write_transform, "issue 21: SmoothQuant and the Hadamard rotations, transformed weights and loss"),
 }
 
 

@@ -28,6 +28,7 @@ int cmd_correct(int argc, char **argv) {
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
+    TransformFlags tf = {0};
     char method_help[640], method_list[128];
     method_names(method_list, sizeof method_list);
     snprintf(method_help, sizeof method_help,
@@ -44,6 +45,7 @@ int cmd_correct(int argc, char **argv) {
         ACT_ARG_SPECS(actf),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         QUANTIZER_ARG_SPECS(qf),
+        TRANSFORM_ARG_SPECS(tf),
         {"--every", ARG_INT, &every, -1000000, 1000000, "a correction site after every k-th block (and the last)"},
         {"--hidden", ARG_INT, &hidden, -1000000, 1000000, "0: linear correction; H > 0: MLP of width H"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
@@ -79,6 +81,7 @@ int cmd_correct(int argc, char **argv) {
     if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "--objective: %s", qc_last_error());
     if (correct_method_parse(method, &o) != 0) return usage_error("correct", "--method: %s", qc_last_error());
     if ((rc = parse_quantizer_flags("correct", &qf, &scheme))) return rc;
+    if ((rc = parse_transform_flags("correct", &tf, &scheme))) return rc;
     const MethodInfo *mi = &method_info[o.method];
     int autostop = steps_text && strcmp(steps_text, "auto") == 0;
     if (steps_text && !autostop) {
@@ -131,13 +134,13 @@ int cmd_correct(int argc, char **argv) {
             return usage_error("correct", "--rank: %s", qc_last_error());
         }
     }
-    GPT *f = &fl.model, q;
+    GPT *f = &fl.model, q, tfloat;
     Corpus corpus;
     Corrections corr;
     EvalReference ref = {0};
     Evaluation eq = {0};
     CorrectionResult res = {0};
-    int have_q = 0, have_corr = 0;
+    int have_q = 0, have_corr = 0, have_tf = 0;
     rc = 1;
     if (check_memory(&f->config, batch, 0) != 0 || open_corpus(data, &fl.vocab, &corpus) != 0) goto fail_model;
     if (corpus_check_windows(&corpus, f->config.ctx) != 0) goto fail;
@@ -150,10 +153,21 @@ int cmd_correct(int argc, char **argv) {
         goto fail;
     }
     double t_eval = now_seconds() - t0;
+    double t1 = now_seconds();
+    /* a transform: the float model in the quantized model's basis is what the corrections are fitted
+     * against (per-matrix fits read its weights, stream fits its stream); the reference's logits are
+     * the same function */
+    QuantScheme quantizer_only = scheme;
+    if (scheme.transform.kinds) {
+        if (gpt_clone(&tfloat, f, batch) != 0) goto fail;
+        have_tf = 1;
+        if (transform_model_on_corpus(&tfloat, &scheme.transform, &corpus, calib_tokens, (uint64_t)seed) != 0) goto fail;
+        f = &tfloat;
+        transform_default(&quantizer_only.transform);
+    }
     if (gpt_clone(&q, f, batch) != 0) goto fail;
     have_q = 1;
-    double t1 = now_seconds();
-    if (quantize_model_on_corpus(&q, &scheme, &corpus, calib_tokens, (uint64_t)seed, NULL, NULL) != 0) goto fail;
+    if (quantize_model_on_corpus(&q, &quantizer_only, &corpus, calib_tokens, (uint64_t)seed, NULL, NULL) != 0) goto fail;
     double t_quant = now_seconds() - t1;
     t1 = now_seconds();
     if (evaluate_model(&q, NULL, val, corpus.n_val, NULL, 0, &ref, &eq) != 0) goto fail;
@@ -239,6 +253,7 @@ fail:
 fail_model:
     if (have_corr) corrections_free(&corr);
     if (have_q) gpt_free(&q);
+    if (have_tf) gpt_free(&tfloat);
     loaded_model_free(&fl);
     return rc ? command_failed("correct") : 0;
 }

@@ -87,7 +87,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "tokens_per_s", tokens / seconds);
         char scheme[256];
         quant_scheme_describe(&lm.scheme, scheme, sizeof scheme);
-        cJSON_AddStringToObject(j, "quantization", lm.quantized ? scheme : "none");
+        cJSON_AddStringToObject(j, "quantization", lm.quantized || lm.scheme.transform.kinds ? scheme : "none");
         cJSON_AddNumberToObject(j, "correction_sites", lm.corrected ? lm.corrections.n_sites : 0);
         add_storage(j, &lm);
         if (have_ref) {

@@ -102,12 +102,30 @@ int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantSch
     return 0;
 }
 
+int parse_transform_flags(const char *command, const TransformFlags *f, QuantScheme *s) {
+    TransformScheme *t = &s->transform;
+    transform_default(t);
+    if (f->transform && transform_parse(f->transform, t) != 0) return usage_error(command, "--transform: %s", qc_last_error());
+    if (f->smooth_alpha) {
+        if (!(t->kinds & TRANSFORM_SMOOTH)) return usage_error(command, "--smooth-alpha applies to a --transform with smooth");
+        if (parse_float("--smooth-alpha", f->smooth_alpha, 0.0, 1.0, &t->smooth_alpha) != 0) return usage_error(command, "%s", qc_last_error());
+    }
+    if (f->rotate_seed) {
+        if (!(t->kinds & (TRANSFORM_ROTATE | TRANSFORM_ONLINE)))
+            return usage_error(command, "--rotate-seed applies to a --transform with online or rotate");
+        long v;
+        if (parse_int("--rotate-seed", f->rotate_seed, 0, 2147483647, &v) != 0) return usage_error(command, "%s", qc_last_error());
+        t->rotate_seed = (uint64_t)v;
+    }
+    return 0;
+}
+
 /* Loads a float checkpoint for commands that must start from one. */
 int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm) {
     if (load_checkpoint(lm, path, max_batch) != 0) return command_failed(command);
-    if (lm->quantized || lm->corrected) {
+    if (lm->quantized || lm->corrected || lm->scheme.transform.kinds) {
         fprintf(stderr, "qcorr %s: --model %s is a %s checkpoint; this command needs the float model\n", command, path,
-                lm->corrected ? "corrected" : "quantized");
+                lm->corrected ? "corrected" : lm->quantized ? "quantized" : "transformed");
         loaded_model_free(lm);
         return 2;
     }
@@ -119,6 +137,7 @@ int cmd_quantize(int argc, char **argv) {
     int bits = 4, asymmetric = 0, json = 0, calib_tokens = 200000, seed = 42, threads = 0;
     QuantizerFlags qf = {.quantizer = "rtn"};
     ActFlags af = ACT_FLAGS_INIT;
+    TransformFlags tf = {0};
     const char *scale_dtype = "f16";
     ArgSpec specs[] = {
         {"--model", ARG_STRING, &model_path, 0, 0, "float checkpoint"},
@@ -129,6 +148,7 @@ int cmd_quantize(int argc, char **argv) {
         ACT_ARG_SPECS(af),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         QUANTIZER_ARG_SPECS(qf),
+        TRANSFORM_ARG_SPECS(tf),
         {"--data", ARG_STRING, &data, 0, 0, "corpus the calibration windows come from (quantizers that need data)"},
         {"--calib-tokens", ARG_INT, &calib_tokens, 1, 2000000000, "calibration budget in train characters"},
         {"--seed", ARG_INT, &seed, 0, 2147483647, "seed of the calibration windows (as correct draws them)"},
@@ -144,9 +164,12 @@ int cmd_quantize(int argc, char **argv) {
     QuantScheme scheme;
     if ((rc = parse_scheme_flags("quantize", bits, granularity, asymmetric, scope, &af, scale_dtype, &scheme))) return rc;
     if ((rc = parse_quantizer_flags("quantize", &qf, &scheme))) return rc;
+    if ((rc = parse_transform_flags("quantize", &tf, &scheme))) return rc;
     int calibrate = quant_scheme_needs_calibration(&scheme);
     char corpus_path[4096];
     if (calibrate && corpus_find(data, corpus_path, sizeof corpus_path) != 0) {
+        if (transform_needs_calibration(&scheme.transform))
+            return usage_error("quantize", "--transform %s needs calibration data: %s", tf.transform, qc_last_error());
         QuantScheme weights_only = scheme;
         act_scheme_default(&weights_only.act);
         if (!quant_scheme_needs_calibration(&weights_only))

@@ -56,6 +56,19 @@ typedef struct {
     {"--gptq-fit", ARG_STRING, &(f).gptq_fit, 0, 0, "gptq: each row's/group's grid by rtn (absmax) or mse (clip search)"}, \
     {"--gptq-groups", ARG_STRING, &(f).gptq_groups, 0, 0, "gptq, group:G: grids static (up front from W) or current"}, \
     {"--mse-weighted", ARG_FLAG, &(f).mse_weighted, 0, 0, "mse search weighted per input column by calibration E[x^2]"}
+/* The transform flags quantize and correct share (README: Transforms). */
+typedef struct {
+    const char *transform;    /* none | smooth | online | rotate | rotate+smooth | online+smooth */
+    const char *smooth_alpha; /* NULL: 0.5 */
+    const char *rotate_seed;  /* NULL: 0 */
+} TransformFlags;
+#define TRANSFORM_ARG_SPECS(f)                                                                                                    \
+    {"--transform", ARG_STRING, &(f).transform, 0, 0,                                                                            \
+     "none | smooth (SmoothQuant) | online (Hadamard at the c_proj inputs) | rotate (the stream too, and online) | rotate+smooth"}, \
+    {"--smooth-alpha", ARG_STRING, &(f).smooth_alpha, 0, 0, "smooth: migration strength alpha in [0, 1] (0.5)"},                \
+    {"--rotate-seed", ARG_STRING, &(f).rotate_seed, 0, 0, "online, rotate: seed of the rotations' random signs (0)"}
+/* Sets s->transform from the flags; refuses (exit 2) a bad value or a parameter of a part not asked for. */
+int parse_transform_flags(const char *command, const TransformFlags *f, QuantScheme *s);
 /* Sets s->quantizer and s->options from the flags; refuses (exit 2) a value out of range or an
  * option of another quantizer. */
 int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantScheme *s);

@@ -148,6 +148,20 @@ static CorrectOptions first_options(const CorrectOptions *o) {
 
 static int options_check_one(const CorrectOptions *o, const QuantScheme *s);
 
+int transform_model_on_corpus(GPT *m, const TransformScheme *t, const Corpus *corpus, long calib_tokens, uint64_t seed) {
+    if (!transform_needs_calibration(t)) return transform_model(m, t, NULL, 0, 0);
+    if (!corpus) {
+        qc_error("the smooth transform needs calibration data");
+        return -1;
+    }
+    int n_windows = 0, T = m->config.ctx;
+    int32_t *tokens = calibration_tokens(corpus, calib_tokens, T, seed, &n_windows);
+    if (!tokens) return -1;
+    int rc = transform_model(m, t, tokens, n_windows, T);
+    free(tokens);
+    return rc;
+}
+
 int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
     if (o->with_first) {
         CorrectOptions f = first_options(o);

@@ -120,6 +120,10 @@ int32_t *calibration_tokens(const Corpus *c, long calib_tokens, int T, uint64_t 
  * be NULL when the scheme needs no data. */
 int quantize_model_on_corpus(GPT *m, const QuantScheme *s, const Corpus *corpus, long calib_tokens, uint64_t seed,
                              TensorQuantError *errors, int *n_errors);
+/* The scheme's transform alone (transform_model) on those windows: the float model in the basis
+ * the quantized one lives in, which every fit that compares weights or streams with the float model
+ * needs (correct: the reference the corrections are fitted against). */
+int transform_model_on_corpus(GPT *m, const TransformScheme *t, const Corpus *corpus, long calib_tokens, uint64_t seed);
 
 /* Trains c on the frozen q (f: the float model, needed by kl and mse). q's weights never change.
  * o->steps fixed: that many steps on every calibration window; STEPS_AUTO: the rule of AutoStop,

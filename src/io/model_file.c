@@ -3,6 +3,7 @@
  * the file holds. */
 #include "io/model_file.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,53 @@ static int quantizer_options_from_meta(const SafeTensors *st, QuantScheme *s) {
     return 0;
 }
 
+/* The transform (README: Transforms): nothing when there is none, so files without it read as before */
+static int transform_to_meta(const TransformScheme *t, StMeta *out) {
+    if (!t->kinds) return 0;
+    int n = 0;
+    out[n].key = "quant_transform";
+    transform_kinds_name(t->kinds, out[n++].value, sizeof out->value);
+    unsigned slots = transform_online_slots(t);
+    if (slots) {
+        out[n].key = "quant_transform_seed";
+        snprintf(out[n++].value, sizeof out->value, "%llu", (unsigned long long)t->rotate_seed);
+        out[n].key = "quant_online";
+        transform_online_names(slots, out[n++].value, sizeof out->value);
+    }
+    if (t->kinds & TRANSFORM_SMOOTH) {
+        out[n].key = "quant_smooth_alpha";
+        snprintf(out[n++].value, sizeof out->value, "%.17g", t->smooth_alpha);
+    }
+    return n;
+}
+
+static int transform_from_meta(const SafeTensors *st, TransformScheme *t) {
+    const char *kinds = st_meta(st, "quant_transform"), *seed = st_meta(st, "quant_transform_seed");
+    const char *online = st_meta(st, "quant_online"), *alpha = st_meta(st, "quant_smooth_alpha");
+    transform_default(t);
+    if (!kinds) return seed || online || alpha ? -1 : 0;
+    if (transform_parse(kinds, t) != 0) return -1;
+    unsigned slots = transform_online_slots(t);
+    if (slots) {
+        char want[64];
+        transform_online_names(slots, want, sizeof want);
+        if (!seed || !online || strcmp(online, want) != 0) return -1;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(seed, &end, 10);
+        if (errno || end == seed || *end || seed[0] == '-') return -1;
+        t->rotate_seed = v;
+    } else if (seed || online) {
+        return -1;
+    }
+    if (t->kinds & TRANSFORM_SMOOTH) {
+        if (!alpha || parse_float("quant_smooth_alpha", alpha, 0.0, 1.0, &t->smooth_alpha) != 0) return -1;
+    } else if (alpha) {
+        return -1;
+    }
+    return transform_check(t);
+}
+
 int quant_scheme_to_meta(const QuantScheme *s, StMeta *out) {
     char gran[32], scope[64];
     describe_granularity(s, gran, sizeof gran);
@@ -178,6 +226,7 @@ int quant_scheme_to_meta(const QuantScheme *s, StMeta *out) {
     if (s->scale_dtype != SCALE_EXACT) set_meta(&out[n++], "quant_scale_dtype", scale_dtype_name(s->scale_dtype));
     if (s->quantizer != QUANTIZER_RTN) set_meta(&out[n++], "quant_quantizer", quantizer_name(s->quantizer));
     n += quantizer_options_to_meta(s, out + n);
+    n += transform_to_meta(&s->transform, out + n);
     return n;
 }
 
@@ -205,6 +254,7 @@ int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s) {
         s->quantizer = (QuantizerId)q;
     }
     if (quantizer_options_from_meta(st, s) != 0) goto bad;
+    if (transform_from_meta(st, &s->transform) != 0) goto bad;
     if (quant_scheme_check(s) != 0) goto bad;
     return 1;
 bad:
@@ -405,8 +455,10 @@ int load_checkpoint_from(LoadedModel *lm, const SafeTensors *st, int max_batch) 
     if (gpt_load_from(&lm->model, &lm->vocab, st, max_batch, 1) != 0) return -1;
     int q = quant_scheme_from_meta(st, &lm->scheme);
     int c = q < 0 ? -1 : corrections_load(&lm->corrections, st, &lm->model, q > 0 ? &lm->scheme : NULL, max_batch * lm->model.config.ctx);
+    /* what the forward does beyond the weights: activation quantization, the online transforms */
     if (q < 0 || c < 0 || (q > 0 && gpt_set_act_scheme(&lm->model, &lm->scheme.act) != 0) ||
-        (q > 0 && act_static_on(&lm->scheme) && act_ranges_load(st, &lm->model, &lm->scheme) != 0)) {
+        (q > 0 && act_static_on(&lm->scheme) && act_ranges_load(st, &lm->model, &lm->scheme) != 0) ||
+        (q > 0 && gpt_set_online(&lm->model, transform_online_slots(&lm->scheme.transform), lm->scheme.transform.rotate_seed) != 0)) {
         if (c > 0) corrections_free(&lm->corrections);
         gpt_free(&lm->model);
         return -1;

@@ -11,8 +11,11 @@
  * quant_act_bits and, where the activation scheme is more than per-token inputs, quant_act_points,
  * quant_kv_bits, quant_act_granularity, quant_act_asymmetric, quant_act_calib; quant_scheme (readable), and quant_scale_dtype and quant_quantizer when they
  * differ from the defaults files had before they existed (f64 scales, rtn), then the quantizer's
- * options (quant_gptq_*, quant_mse_weighted) when it has any. Returns the count. */
-#define QUANT_META_MAX 18
+ * options (quant_gptq_*, quant_mse_weighted) when it has any, then the transform when there is one:
+ * quant_transform (its parts, "rotate+smooth"), quant_transform_seed and quant_online (the slots
+ * whose online transform the loader switches back on, "attn.c_proj,mlp.c_proj") where it rotates,
+ * quant_smooth_alpha where it smooths. Returns the count. */
+#define QUANT_META_MAX 22
 int quant_scheme_to_meta(const QuantScheme *s, StMeta *out);
 /* 1: the file holds a scheme (read into s); 0: a float checkpoint; -1: malformed metadata. */
 int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s);

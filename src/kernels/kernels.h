@@ -38,6 +38,9 @@ typedef struct {
                                             float dloss);
     /* exp of n floats, the softmax's and GELU's exponential (for the tests and the bench) */
     void (*exp_array)(float *out, const float *in, long n);
+    /* ops.h's hadamard_forward: out (rows, n) = the normalized Walsh-Hadamard transform of
+     * signs . in, row by row (n a power of two; out may alias in) */
+    void (*hadamard)(float *out, const float *in, const float *signs, long rows, int n);
 } KernelTable;
 
 /* The table in use. The first call chooses it: QCORR_KERNELS if set to a path this CPU runs,

@@ -404,6 +404,37 @@ static void KERNEL(exp_array)(float *out, const float *in, long n) {
     for (long i = 0; i < n; i++) out[i] = exp_simd(in[i]);
 }
 
+/* The fast Walsh-Hadamard transform (Sylvester order, H_ij = (-1)^popcount(i & j) / sqrt(n)) of
+ * each row of signs . in: log2(n) stages of butterflies (a + b, a - b) in place, then one multiply
+ * by 1/sqrt(n). Only additions and subtractions in a fixed order before the scale, so every path
+ * (whatever its vector width, with or without FMA) gives the same bits. Rows go to threads. */
+static void KERNEL(hadamard)(float *out, const float *in, const float *signs, long rows, int n) {
+    float scale = (float)(1.0 / sqrt((double)n));
+#pragma omp parallel for schedule(static) if (rows * n >= 32768)
+    for (long r = 0; r < rows; r++) {
+        const float *x = in + r * n;
+        float *v = out + r * n;
+        if (signs) {
+#pragma omp simd
+            for (int j = 0; j < n; j++) v[j] = x[j] * signs[j];
+        } else if (v != x) {
+            memcpy(v, x, (size_t)n * sizeof(float));
+        }
+        for (int h = 1; h < n; h <<= 1)
+            for (int i = 0; i < n; i += 2 * h) {
+                float *lo = v + i, *hi = v + i + h;
+#pragma omp simd
+                for (int j = 0; j < h; j++) {
+                    float a = lo[j], b = hi[j];
+                    lo[j] = a + b;
+                    hi[j] = a - b;
+                }
+            }
+#pragma omp simd
+        for (int j = 0; j < n; j++) v[j] *= scale;
+    }
+}
+
 /* The path's table. KERNEL_WEIGHT_GRADIENT: 1 where gemm_at_b beat the BLAS at the weight
  * gradient on the path's CPUs (kernels_<path>.c says where that was measured). */
 const KernelTable KERNEL_TABLE = {
@@ -424,4 +455,5 @@ const KernelTable KERNEL_TABLE = {
     .residual_forward = KERNEL(residual_forward),
     .crossentropy_forward_backward = KERNEL(crossentropy_forward_backward),
     .exp_array = KERNEL(exp_array),
+    .hadamard = KERNEL(hadamard),
 };

@@ -66,4 +66,15 @@ double crossentropy_forward_backward_ref(float *dlogits, const float *logits, co
 void column_sum_add(float *out, const float *inp, int N, int C);
 void column_sum_add_ref(float *out, const float *inp, int N, int C);
 
+/* The randomized Hadamard transform of rows (README: Transforms): out (rows, n) = H diag(signs) in
+ * per row, H the normalized Walsh-Hadamard matrix of order n (a power of two; symmetric, H H = I),
+ * signs (n) of +-1 or NULL (all +1). out may alias in. Orthogonal, so its backward is its transpose:
+ * dinp = diag(signs) H dout (dinp may alias dout). */
+void hadamard_forward(float *out, const float *in, const float *signs, long rows, int n);
+void hadamard_backward(float *dinp, const float *dout, const float *signs, long rows, int n);
+/* The specification: the product with the explicit matrix, in double. */
+void hadamard_forward_ref(float *out, const float *in, const float *signs, long rows, int n);
+/* Whether n is a power of two (the orders the transform has), n >= 1. */
+int is_power_of_two(long n);
+
 #endif

@@ -179,6 +179,7 @@ int gpt_enable_training(GPT *m) {
 int gpt_clone(GPT *dst, const GPT *src, int max_batch) {
     if (gpt_init(dst, &src->config, max_batch) != 0) return -1;
     memcpy(dst->params, src->params, src->num_params * sizeof(float));
+    if (gpt_set_online(dst, src->online_slots, src->online_seed) != 0) return -1;
     return gpt_copy_act(dst, src);
 }
 
@@ -210,6 +211,8 @@ void gpt_free(GPT *m) {
     free(m->inputs);
     free(m->grad_memory);
     act_state_free(&m->act);
+    free(m->online_signs);
+    free(m->online_buf);
     free(m->infer_memory);
     memset(m, 0, sizeof *m);
 }
@@ -239,6 +242,56 @@ void gpt_init_weights(GPT *m, uint64_t seed) {
     }
 }
 
+void gpt_online_signs(float *signs, uint64_t seed, int linear, int n) {
+    Rng rng;
+    rng_seed(&rng, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(linear + 1)));
+    for (int j = 0; j < n; j++) signs[j] = rng_u32(&rng) & 0x80000000u ? -1.0f : 1.0f;
+}
+
+int gpt_set_online(GPT *m, unsigned slots, uint64_t seed) {
+    const GPTConfig *cfg = &m->config;
+    if (slots >> LINEARS_PER_BLOCK) { qc_error("online transform slots 0x%x name no linear layer", slots); return -1; }
+    for (int s = 0; s < LINEARS_PER_BLOCK; s++) {
+        LinearShape sh = gpt_linear_shape(cfg, s);
+        if ((slots >> s & 1) && !is_power_of_two(sh.in)) {
+            qc_error("an online Hadamard transform at the input of %s needs its width %d to be a power of two", sh.name + 16,
+                     sh.in);
+            return -1;
+        }
+    }
+    free(m->online_signs);
+    m->online_signs = NULL;
+    m->online_slots = 0;
+    m->online_seed = seed;
+    if (!slots) return 0;
+    int n_linear = gpt_linear_count(cfg), width = 4 * cfg->d_model;
+    m->online_signs = qc_malloc((size_t)n_linear * width * sizeof(float), "online transform signs");
+    if (!m->online_signs) return -1;
+    if (!m->online_buf) {
+        m->online_buf = qc_aligned_alloc((size_t)m->max_batch * cfg->ctx * width * sizeof(float), "online transform input");
+        if (!m->online_buf) return -1;
+    }
+    for (int i = 0; i < n_linear; i++) gpt_online_signs(m->online_signs + (size_t)i * width, seed, i, gpt_linear_shape(cfg, i).in);
+    m->online_slots = slots;
+    return 0;
+}
+
+const float *gpt_online(const GPT *m, int linear) {
+    if (!m->online_slots || linear >= m->config.n_layer * LINEARS_PER_BLOCK) return NULL;
+    if (!(m->online_slots >> (linear % LINEARS_PER_BLOCK) & 1)) return NULL;
+    return m->online_signs + (size_t)linear * 4 * m->config.d_model;
+}
+
+/* The input a quantized matrix reads: `in` itself, or its copy through the online transform and
+ * the activation fake-quantization (nn/actquant.c), whichever are on. */
+static const float *matmul_input(GPT *m, int linear, const float *in, int rows, int cols) {
+    const float *signs = gpt_online(m, linear);
+    if (signs) {
+        hadamard_forward(m->online_buf, in, signs, rows, cols);
+        in = m->online_buf;
+    }
+    return act_linear_input(m, linear, in, rows, cols);
+}
 int gpt_linear_count(const GPTConfig *cfg) { return cfg->n_layer * LINEARS_PER_BLOCK + 1; }
 
 LinearShape gpt_linear_shape(const GPTConfig *cfg, int index) {
@@ -287,7 +340,7 @@ Linear gpt_linear(const GPT *m, int index) {
 
 void linear_forward(GPT *m, const ModelHook *hook, int index, float *out, const float *in, int rows, int accumulate) {
     Linear lin = gpt_linear(m, index);
-    const float *x = act_linear_input(m, index, in, rows, lin.in);
+    const float *x = matmul_input(m, index, in, rows, lin.in);
     matmul_forward(out, x, lin.weight, lin.bias, rows, lin.in, lin.out, accumulate);
     if (hook && hook->after_linear) hook->after_linear(hook->ctx, index, out, x, rows);
 }
@@ -297,9 +350,12 @@ void linear_backward(GPT *m, const ModelHook *hook, int index, float *din, float
     Linear lin = gpt_linear(m, index);
     int hooked = hook && hook->after_linear_backward;
     /* the weight gradient and the hook need what the matrix read; the input gradient does not */
-    const float *x = dweight || hooked ? act_linear_input(m, index, in, rows, lin.in) : in;
+    const float *x = dweight || hooked ? matmul_input(m, index, in, rows, lin.in) : in;
     matmul_backward(din, dweight, dbias, dout, x, lin.weight, rows, lin.in, lin.out);
     if (hooked) hook->after_linear_backward(hook->ctx, index, din, dout, x, rows);
+    /* din is the gradient w.r.t. what the matrix read; through the online transform to `in` */
+    const float *signs = gpt_online(m, index);
+    if (din && signs) hadamard_backward(din, din, signs, rows, lin.in);
 }
 
 void gpt_zero_grad(GPT *m) {

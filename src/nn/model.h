@@ -137,6 +137,14 @@ typedef struct {
      * of the five matrices, the stream, keys and values, probabilities go through it */
     ActState act;
 
+    /* online Hadamard transforms (README: Transforms; 0: none): every block's linear slot s with
+     * bit s of online_slots set reads H diag(signs) x instead of x (before activation
+     * quantization), its weight holding W diag(signs) H; signs drawn from online_seed */
+    unsigned online_slots;
+    uint64_t online_seed;
+    float *online_signs; /* (gpt_linear_count, 4C): linear i's signs at i * 4C */
+    float *online_buf;   /* (B,T,4C): the transformed input, allocated by gpt_set_online */
+
     /* the forward-only path's scratch (infer.h), allocated by its first Inference and kept until
      * gpt_free, so repeated evaluations do not fault in tens of megabytes each time (so evaluate
      * a model through a pointer to it, never a copy of the struct: the copy's scratch would be
@@ -201,10 +209,11 @@ void gpt_zero_grad(GPT *m);
 int gpt_linear_count(const GPTConfig *cfg);
 LinearShape gpt_linear_shape(const GPTConfig *cfg, int index);
 Linear gpt_linear(const GPT *m, int index);
-/* The one place a linear layer runs: out (rows, OC) = Q(in) . W^T + b (accumulate: out +=), with
- * Q the activation fake-quantization when it is on, then the hook's after_linear. */
+/* The one place a linear layer runs: out (rows, OC) = Q(R(in)) . W^T + b (accumulate: out +=), with
+ * R the layer's online transform and Q the activation fake-quantization where they are on, then
+ * the hook's after_linear (given Q(R(in)), what the matrix read). */
 void linear_forward(GPT *m, const ModelHook *hook, int index, float *out, const float *in, int rows, int accumulate);
-/* Its backward: din (rows, IC) = dout . W (overwritten; straight through Q), dweight/dbias += the
+/* Its backward: din (rows, IC) = R^T (dout . W) (overwritten; straight through Q), dweight/dbias += the
  * parameter gradients from Q(in) (NULL: frozen), then the hook's after_linear_backward. */
 void linear_backward(GPT *m, const ModelHook *hook, int index, float *din, float *dweight, float *dbias, const float *dout,
                      const float *in, int rows);
@@ -219,5 +228,18 @@ int gpt_set_act_bits(GPT *m, int bits);
 int gpt_set_act_ranges(GPT *m, const float *ranges);
 /* dst's activation quantization made src's (scheme and ranges). */
 int gpt_copy_act(GPT *dst, const GPT *src);
+
+/* Online transforms: bit s of slots (1u << LINEAR_ATTN_PROJ, ...) puts the randomized Hadamard
+ * transform H diag(signs) at the input of every block's linear slot s (0: none), with the signs of
+ * linear i drawn by gpt_online_signs(seed, i, n). The slot's input width must be a power of two.
+ * It changes only what the matrix reads; the caller folds diag(signs) H into the weights
+ * (transform.c) so the float model computes the same function. Its backward is the transpose:
+ * exact, so gradients flow through it (no straight-through). */
+int gpt_set_online(GPT *m, unsigned slots, uint64_t seed);
+/* The n signs (+-1) of linear layer i's online transform under seed: xorshift64* seeded with
+ * seed ^ (0x9E3779B97F4A7C15 * (i + 1)), one draw per sign, its top bit the sign. */
+void gpt_online_signs(float *signs, uint64_t seed, int linear, int n);
+/* The signs linear i's input goes through, or NULL where it has no online transform. */
+const float *gpt_online(const GPT *m, int linear);
 
 #endif

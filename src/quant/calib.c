@@ -15,8 +15,9 @@ static int stats_alloc(CalibStats *s, int in, int want_gram) {
     s->mean = qc_calloc((size_t)in, sizeof(double), "calibration statistics");
     s->mean_square = qc_calloc((size_t)in, sizeof(double), "calibration statistics");
     s->mean_abs = qc_calloc((size_t)in, sizeof(double), "calibration statistics");
+    s->absmax = qc_calloc((size_t)in, sizeof(double), "calibration statistics");
     if (want_gram) s->gram = qc_calloc((size_t)in * in, sizeof(double), "calibration Gram matrix");
-    if (!s->mean || !s->mean_square || !s->mean_abs || (want_gram && !s->gram)) {
+    if (!s->mean || !s->mean_square || !s->mean_abs || !s->absmax || (want_gram && !s->gram)) {
         calib_stats_free(s);
         return -1;
     }
@@ -28,6 +29,7 @@ void calib_stats_free(CalibStats *s) {
     free(s->mean);
     free(s->mean_square);
     free(s->mean_abs);
+    free(s->absmax);
     memset(s, 0, sizeof *s);
 }
 
@@ -42,6 +44,7 @@ static void stats_add(CalibStats *s, const float *x, long n, double *scratch) {
             s->mean[c] += v;
             s->mean_square[c] += v * v;
             s->mean_abs[c] += fabs(v);
+            if (fabs(v) > s->absmax[c]) s->absmax[c] = fabs(v);
         }
     }
     if (s->gram) {

@@ -18,6 +18,7 @@ typedef struct {
     double *mean;         /* (in) E[x] per column */
     double *mean_square;  /* (in) E[x^2] per column */
     double *mean_abs;     /* (in) E[|x|] per column */
+    double *absmax;       /* (in) max |x| per column (SmoothQuant's statistic, transform.c) */
 } CalibStats;
 
 /* Called once per selected linear layer, in forward order, with the statistics of its input as the

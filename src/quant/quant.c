@@ -24,6 +24,7 @@ void quant_scheme_default(QuantScheme *s, int bits) {
     s->options.groups = GPTQ_GROUPS_STATIC;
     s->options.block = 128;
     act_scheme_default(&s->act);
+    transform_default(&s->transform);
 }
 
 int parse_granularity(const char *text, QuantScheme *s) {
@@ -84,12 +85,20 @@ void describe_quantizer(const QuantScheme *s, char *out, size_t size) {
     if (mse_search && o->mse_weighted) snprintf(out + strlen(out), size - strlen(out), ":weighted");
 }
 
+static void describe_transform(const QuantScheme *s, char *out, size_t size) {
+    if (!s->transform.kinds) return;
+    char t[96];
+    transform_describe(&s->transform, t, sizeof t);
+    snprintf(out + strlen(out), size - strlen(out), " transform=%s", t);
+}
+
 void quant_scheme_describe(const QuantScheme *s, char *out, size_t size) {
     char gran[32], scope[64], act[128], quantizer[96];
     act_scheme_describe(&s->act, act, sizeof act);
     if (s->bits >= 32) { /* the control arm keeps the activation quantization of the arm it controls */
         if (act_scheme_on(&s->act)) snprintf(out, size, "float32 weights act=%s", act);
         else snprintf(out, size, "float32 (no quantization)");
+        describe_transform(s, out, size);
         return;
     }
     describe_quantizer(s, quantizer, sizeof quantizer);
@@ -99,6 +108,7 @@ void quant_scheme_describe(const QuantScheme *s, char *out, size_t size) {
     if (s->scale_dtype != SCALE_EXACT) snprintf(scale, sizeof scale, " scale=%s", scale_dtype_name(s->scale_dtype));
     snprintf(out, size, "int%d %s %s %s%s scope=%s act=%s", s->bits, s->asymmetric ? "asym-minmax" : "sym-absmax", gran,
              quantizer, scale, scope, act);
+    describe_transform(s, out, size);
 }
 
 int quant_scheme_check(const QuantScheme *s) {
@@ -112,6 +122,7 @@ int quant_scheme_check(const QuantScheme *s) {
         return -1;
     }
     if (s->granularity == GRAN_GROUP && s->group < 1) { qc_error("group size %d must be positive", s->group); return -1; }
+    if (transform_check(&s->transform) != 0) return -1;
     const QuantizerOptions *o = &s->options;
     if (s->quantizer == QUANTIZER_GPTQ) {
         if (!(o->damp > 0.0) || !isfinite(o->damp)) { qc_error("GPTQ dampening %g must be positive", o->damp); return -1; }
@@ -128,6 +139,8 @@ int quant_scheme_check(const QuantScheme *s) {
     return 0;
 }
 
+/* whether the quantizer itself (not the transform, not static activation ranges) needs the
+ * statistics of each matrix's input */
 static int weights_need_calibration(const QuantScheme *s) {
     if (s->bits >= 32) return 0;
     if (quantizer_info[s->quantizer].needs_calibration) return 1;
@@ -136,7 +149,9 @@ static int weights_need_calibration(const QuantScheme *s) {
 
 static int act_static(const QuantScheme *s) { return act_scheme_on(&s->act) && s->act.granularity == ACT_STATIC; }
 
-int quant_scheme_needs_calibration(const QuantScheme *s) { return weights_need_calibration(s) || act_static(s); }
+int quant_scheme_needs_calibration(const QuantScheme *s) {
+    return transform_needs_calibration(&s->transform) || weights_need_calibration(s) || act_static(s);
+}
 
 int quant_span(const QuantScheme *s, int rows, int cols) {
     return s->granularity == GRAN_TENSOR ? rows * cols : s->granularity == GRAN_CHANNEL ? cols : s->group;
@@ -275,19 +290,20 @@ int quantize_model_calibrated(GPT *m, const QuantScheme *s, const int32_t *windo
                               TensorQuantError *errors, int *n_errors) {
     if (quant_scheme_check(s) != 0) return -1;
     int calibrated = weights_need_calibration(s);
-    if (calibrated && !windows) {
-        qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
+    if (quant_scheme_needs_calibration(s) && !windows) {
+        if (transform_needs_calibration(&s->transform)) qc_error("the smooth transform needs calibration data");
+        else if (calibrated) qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
+        else qc_error("static activation ranges need calibration data");
         return -1;
     }
-    if (act_static(s) && !windows) {
-        qc_error("static activation ranges need calibration data");
-        return -1;
-    }
-    /* first: the calibration inputs are what the matrices read, after dynamic activation
-     * quantization; static ranges are calibrated last, on the quantized weights (until then the
-     * activations stay float) */
+    /* the transform of the float model first, its activations float: the quantizer (and gptq's
+     * statistics) see its result */
     ActScheme off;
     act_scheme_default(&off);
+    if (s->transform.kinds && (gpt_set_act_scheme(m, &off) != 0 || transform_model(m, &s->transform, windows, n_windows, T) != 0)) return -1;
+    /* then: the calibration inputs are what the matrices read, after dynamic activation
+     * quantization; static ranges are calibrated last, on the quantized weights (until then the
+     * activations stay float) */
     if (gpt_set_act_scheme(m, act_static(s) ? &off : &s->act) != 0) return -1;
     int count = 0;
     if (s->bits < 32) {

@@ -10,6 +10,7 @@
 #include "quant/calib.h"
 #include "quant/fakequant.h"
 #include "quant/gptq.h"
+#include "quant/transform.h"
 #include "tables/methods.h"
 
 typedef enum { GRAN_TENSOR, GRAN_CHANNEL, GRAN_GROUP } Granularity;
@@ -41,6 +42,7 @@ typedef struct {
     ActScheme act;       /* activation quantization (nn/actscheme.h): points, bits, granularity, calibration */
     QuantizerId quantizer;
     QuantizerOptions options;
+    TransformScheme transform; /* applied to the float model before the quantizer (transform.h) */
 } QuantScheme;
 
 void quant_scheme_default(QuantScheme *s, int bits);
@@ -54,13 +56,15 @@ void describe_scope(unsigned scope, char *out, size_t size);
 /* The quantizer and its options as one token: "rtn", "mse", "mse:weighted",
  * "gptq:damp=0.01:act-order:fit=mse:groups=current" (defaults left out but damp). */
 void describe_quantizer(const QuantScheme *s, char *out, size_t size);
-/* One line for records and the README: "int4 sym-absmax channel rtn scope=linear,head act=none" */
+/* One line for records and the README: "int4 sym-absmax channel rtn scope=linear,head act=none",
+ * with " transform=rotate:seed=0" (transform_describe) appended when there is one */
 void quant_scheme_describe(const QuantScheme *s, char *out, size_t size);
 int quant_scheme_check(const QuantScheme *s);
 /* The span one scale covers in a tensor of rows x cols (vectors: 1 x n): rows*cols, cols or G. */
 int quant_span(const QuantScheme *s, int rows, int cols);
 
-/* Whether a scheme's quantizer needs calibration data: the table's column, or mse weighted by it. */
+/* Whether a scheme needs calibration data: its transform's smoothing (at any bits), the quantizer's
+ * column of the table, or mse weighted by it. */
 int quant_scheme_needs_calibration(const QuantScheme *s);
 
 /* What gptq_quantize needs of the scheme, for rows of cols. */
@@ -86,7 +90,8 @@ typedef struct {
  * one entry per quantized tensor; *n_errors their count. The scheme's quantizer must not need
  * calibration data (those run through the experiment layer, which has the data). */
 int quantize_model(GPT *m, const QuantScheme *s, TensorQuantError *errors, int *n_errors);
-/* Any quantizer: the tensors that are no linear layer's weight first (as quantize_model, with the
+/* Any quantizer, after the scheme's transform (transform_model: smooth from the same windows) of
+ * the float model: the tensors that are no linear layer's weight first (as quantize_model, with the
  * statistics-free form of the quantizer: gptq falls back to its fit, rtn or mse unweighted), then
  * the in-scope linear layers in forward order, each from the statistics of its input over the
  * calibration windows (n_windows, T) of token ids, as the model quantized so far computes it (with
