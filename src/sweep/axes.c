@@ -1,6 +1,5 @@
-/* sweep/axes: the functions of each sweep axis (SWEEP_AXES in sweep.h), side by side, and the
- * walks over the table that use them: the enumeration of the runs, their ids, the manifest's
- * axis entries and summary.csv's row order. */
+/* sweep/axes: the functions of each sweep axis (SWEEP_AXES in sweep.h), an axis's side by side
+ * and ending in its SweepAxisOps; enumerate.c walks the table. */
 #include "sweep/parts.h"
 
 #include <cjson/cJSON.h>
@@ -38,8 +37,20 @@ static void seeds_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_
 }
 static void seeds_manifest(const SweepConfig *cfg, cJSON *grid) { cJSON_AddItemToObject(grid, "seeds", int_array(cfg->seeds, cfg->n_seeds)); }
 static int seeds_compare(const RunRecord *a, const RunRecord *b) { return compare_long(a->seed, b->seed); }
-static const SweepAxisOps axis_seeds = {"comma list, e.g. 42,123,999", NULL, seeds_parse, seeds_slots, seeds_set, NULL,
-                                        seeds_id, seeds_manifest, seeds_compare};
+static void seeds_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) o->seed = (uint64_t)r->seed;
+}
+const SweepAxisOps axis_seeds = {
+    .help = "comma list, e.g. 42,123,999",
+    .parse = seeds_parse,
+    .slots = seeds_slots,
+    .set = seeds_set,
+    .id_part = seeds_id,
+    .manifest = seeds_manifest,
+    .compare = seeds_compare,
+    .apply = seeds_apply,
+};
 
 /* ---- sizes: one float model each (the run holds the index) ---- */
 static int sizes_parse(const char *flag, const char *text, SweepConfig *cfg) { return parse_size_list(flag, text, cfg->sizes, &cfg->n_sizes); }
@@ -62,15 +73,23 @@ static void sizes_manifest(const SweepConfig *cfg, cJSON *grid) {
 static int sizes_compare(const RunRecord *a, const RunRecord *b) {
     return compare_long(a->d_model * 1000 + a->n_layer, b->d_model * 1000 + b->n_layer);
 }
-static const SweepAxisOps axis_sizes = {"comma list of D_MODELxLAYERS[:STEPS], e.g. 64x2,128x4:800", NULL, sizes_parse, sizes_slots,
-                                        sizes_set, NULL, sizes_id, sizes_manifest, sizes_compare};
+const SweepAxisOps axis_sizes = {
+    .help = "comma list of D_MODELxLAYERS[:STEPS], e.g. 64x2,128x4:800",
+    .parse = sizes_parse,
+    .slots = sizes_slots,
+    .set = sizes_set,
+    .id_part = sizes_id,
+    .manifest = sizes_manifest,
+    .compare = sizes_compare,
+};
 
 /* ---- quantizers (methods.h's table, in table order) ---- */
 static int quantizers_slots(const SweepConfig *cfg) { return cfg->n_quantizers; }
 static void quantizers_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->quantizer = cfg->quantizers[slot]; }
 static void quantizers_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
     (void)cfg; /* the table's first (rtn), the historic default, names no part */
-    snprintf(out, size, "%s%s", r->quantizer == 0 ? "" : "_", r->quantizer == 0 ? "" : quantizer_name(r->quantizer));
+    if (quantizer_is_default(r->quantizer)) out[0] = 0;
+    else snprintf(out, size, "_%s", quantizer_name(r->quantizer));
 }
 static void quantizers_manifest(const SweepConfig *cfg, cJSON *grid) {
     cJSON *a = cJSON_AddArrayToObject(grid, "quantizers");
@@ -81,9 +100,21 @@ static long quantizer_rank(const char *q) {
     return k < 0 ? 0 : k;
 }
 static int quantizers_compare(const RunRecord *a, const RunRecord *b) { return compare_long(quantizer_rank(a->quantizer), quantizer_rank(b->quantizer)); }
-static const SweepAxisOps axis_quantizers = {"comma list of quantizers, any of %s (default rtn)", quantizer_names, parse_quantizer_list,
-                                             quantizers_slots, quantizers_set, NULL, quantizers_id, quantizers_manifest,
-                                             quantizers_compare};
+static void quantizers_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)o;
+    if (s) s->quantizer = r->quantizer;
+}
+const SweepAxisOps axis_quantizers = {
+    .help = "comma list of quantizers, any of %s (default rtn)",
+    .names = quantizer_names,
+    .parse = parse_quantizer_list,
+    .slots = quantizers_slots,
+    .set = quantizers_set,
+    .id_part = quantizers_id,
+    .manifest = quantizers_manifest,
+    .compare = quantizers_compare,
+    .apply = quantizers_apply,
+};
 
 /* ---- granularities (the run holds the index): a group that does not divide a size's width
  * skips that size ---- */
@@ -115,8 +146,21 @@ static void grans_manifest(const SweepConfig *cfg, cJSON *grid) {
 static int grans_compare(const RunRecord *a, const RunRecord *b) {
     return strcmp(a->granularity ? a->granularity : "channel", b->granularity ? b->granularity : "channel");
 }
-static const SweepAxisOps axis_grans = {"comma list of granularities, e.g. tensor,channel,group:32", NULL, parse_granularity_list,
-                                        grans_slots, grans_set, grans_admits, grans_id, grans_manifest, grans_compare};
+static void grans_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)o;
+    if (s) s->granularity = cfg->grans[r->gran].granularity, s->group = cfg->grans[r->gran].group;
+}
+const SweepAxisOps axis_grans = {
+    .help = "comma list of granularities, e.g. tensor,channel,group:32",
+    .parse = parse_granularity_list,
+    .slots = grans_slots,
+    .set = grans_set,
+    .admits = grans_admits,
+    .id_part = grans_id,
+    .manifest = grans_manifest,
+    .compare = grans_compare,
+    .apply = grans_apply,
+};
 
 /* ---- bits, and after them the control arm (32 bits: the float model) once per group ---- */
 static int bits_parse(const char *flag, const char *text, SweepConfig *cfg) { return parse_int_list(flag, text, cfg->bits, &cfg->n_bits, 2, 8); }
@@ -131,8 +175,21 @@ static void bits_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_t
 }
 static void bits_manifest(const SweepConfig *cfg, cJSON *grid) { cJSON_AddItemToObject(grid, "bits", int_array(cfg->bits, cfg->n_bits)); }
 static int bits_compare(const RunRecord *a, const RunRecord *b) { return compare_long(a->bits, b->bits); }
-static const SweepAxisOps axis_bits = {"comma list of weight bits in 2..8", NULL, bits_parse, bits_slots, bits_set, bits_admits,
-                                       bits_id, bits_manifest, bits_compare};
+static void bits_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)o;
+    if (s) s->bits = r->bits;
+}
+const SweepAxisOps axis_bits = {
+    .help = "comma list of weight bits in 2..8",
+    .parse = bits_parse,
+    .slots = bits_slots,
+    .set = bits_set,
+    .admits = bits_admits,
+    .id_part = bits_id,
+    .manifest = bits_manifest,
+    .compare = bits_compare,
+    .apply = bits_apply,
+};
 
 /* ---- calibration budgets: a method that fits nothing runs once, at the first ---- */
 static int calib_parse(const char *flag, const char *text, SweepConfig *cfg) {
@@ -152,8 +209,20 @@ static void calib_manifest(const SweepConfig *cfg, cJSON *c) {
     if (cfg->n_calib_axis > 1) cJSON_AddItemToObject(c, "calib_tokens", int_array(cfg->calib_axis, cfg->n_calib_axis));
     else cJSON_AddNumberToObject(c, "calib_tokens", (double)cfg->calib_axis[0]);
 }
-static const SweepAxisOps axis_calib = {"calibration budget in train characters, or a comma list", NULL, calib_parse, calib_slots,
-                                        calib_set, calib_admits, calib_id, calib_manifest, NULL};
+static void calib_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) o->calib_tokens = r->calib;
+}
+const SweepAxisOps axis_calib = {
+    .help = "calibration budget in train characters, or a comma list",
+    .parse = calib_parse,
+    .slots = calib_slots,
+    .set = calib_set,
+    .admits = calib_admits,
+    .id_part = calib_id,
+    .manifest = calib_manifest,
+    .apply = calib_apply,
+};
 
 /* ---- every: the methods on the stream once per value, the others once, after them ---- */
 static int every_parse(const char *flag, const char *text, SweepConfig *cfg) { return parse_int_list(flag, text, cfg->every, &cfg->n_every, 1, 256); }
@@ -167,8 +236,21 @@ static void every_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_
 }
 static void every_manifest(const SweepConfig *cfg, cJSON *grid) { cJSON_AddItemToObject(grid, "every", int_array(cfg->every, cfg->n_every)); }
 static int every_compare(const RunRecord *a, const RunRecord *b) { return compare_long(a->every, b->every); }
-static const SweepAxisOps axis_every = {"comma list of correction frequencies", NULL, every_parse, every_slots, every_set, every_admits,
-                                        every_id, every_manifest, every_compare};
+static void every_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s; /* lowrank's rank matches a linear correction every 1 */
+    if (o) o->every = method_uses_every(r->method) ? r->every : 1;
+}
+const SweepAxisOps axis_every = {
+    .help = "comma list of correction frequencies",
+    .parse = every_parse,
+    .slots = every_slots,
+    .set = every_set,
+    .admits = every_admits,
+    .id_part = every_id,
+    .manifest = every_manifest,
+    .compare = every_compare,
+    .apply = every_apply,
+};
 
 /* Whether the correcting methods run at r's bits and granularity (SweepConfig.corrected_*). */
 static int corrected_here(const SweepConfig *cfg, const SweepRun *r) {
@@ -204,8 +286,22 @@ static long method_rank(const char *m) {
     return k < 0 ? METHOD_COUNT : k;
 }
 static int methods_compare(const RunRecord *a, const RunRecord *b) { return compare_long(method_rank(a->method), method_rank(b->method)); }
-static const SweepAxisOps axis_methods = {"comma list of fitting methods, any of %s (default train)", method_names, parse_method_list,
-                                          methods_slots, methods_set, methods_admits, methods_id, methods_manifest, methods_compare};
+static void methods_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) o->method = r->method;
+}
+const SweepAxisOps axis_methods = {
+    .help = "comma list of fitting methods, any of %s (default train)",
+    .names = method_names,
+    .parse = parse_method_list,
+    .slots = methods_slots,
+    .set = methods_set,
+    .admits = methods_admits,
+    .id_part = methods_id,
+    .manifest = methods_manifest,
+    .compare = methods_compare,
+    .apply = methods_apply,
+};
 
 /* ---- hidden: only for the methods with a width (0 elsewhere) ---- */
 static int hidden_parse(const char *flag, const char *text, SweepConfig *cfg) {
@@ -224,8 +320,21 @@ static void hidden_id(const SweepConfig *cfg, const SweepRun *r, char *out, size
 }
 static void hidden_manifest(const SweepConfig *cfg, cJSON *grid) { cJSON_AddItemToObject(grid, "hidden", int_array(cfg->hidden, cfg->n_hidden)); }
 static int hidden_compare(const RunRecord *a, const RunRecord *b) { return compare_long(a->hidden, b->hidden); }
-static const SweepAxisOps axis_hidden = {"comma list of correction widths (0 = linear)", NULL, hidden_parse, hidden_slots, hidden_set,
-                                         hidden_admits, hidden_id, hidden_manifest, hidden_compare};
+static void hidden_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) o->hidden = r->hidden;
+}
+const SweepAxisOps axis_hidden = {
+    .help = "comma list of correction widths (0 = linear)",
+    .parse = hidden_parse,
+    .slots = hidden_slots,
+    .set = hidden_set,
+    .admits = hidden_admits,
+    .id_part = hidden_id,
+    .manifest = hidden_manifest,
+    .compare = hidden_compare,
+    .apply = hidden_apply,
+};
 
 /* ---- the width corrections are stored at: only for methods that store corrections (32 elsewhere) ---- */
 static int method_stores(CorrectMethod m) { return method_corrects(m) && !method_tunes(m); } /* tuning stores no correction */
@@ -251,9 +360,21 @@ static int corr_bits_compare(const RunRecord *a, const RunRecord *b) { /* float 
     long y = b->correction_stored_bits == SCHEMA_NO_INTEGER ? 32 : b->correction_stored_bits;
     return compare_long(y, x);
 }
-static const SweepAxisOps axis_corr_bits = {"comma list of widths the corrections are stored at: 32 (float), 16, 8", NULL, corr_bits_parse,
-                                            corr_bits_slots, corr_bits_set, corr_bits_admits, corr_bits_id, corr_bits_manifest,
-                                            corr_bits_compare};
+static void corr_bits_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) o->correction_bits = r->corr_bits;
+}
+const SweepAxisOps axis_corr_bits = {
+    .help = "comma list of widths the corrections are stored at: 32 (float), 16, 8",
+    .parse = corr_bits_parse,
+    .slots = corr_bits_slots,
+    .set = corr_bits_set,
+    .admits = corr_bits_admits,
+    .id_part = corr_bits_id,
+    .manifest = corr_bits_manifest,
+    .compare = corr_bits_compare,
+    .apply = corr_bits_apply,
+};
 
 /* ---- correction steps (a budget curve): only for methods that train (0 elsewhere) ---- */
 int sweep_steps_auto(const SweepConfig *cfg) {
@@ -296,139 +417,17 @@ static void steps_manifest(const SweepConfig *cfg, cJSON *c) {
     cJSON_AddStringToObject(st, "schedule", schedule_name(a->schedule));
     cJSON_AddStringToObject(st, "keeps", "the parameters of the best held-out measurement");
 }
-static const SweepAxisOps axis_steps = {"correction training steps, auto (until the held-out objective stops improving), or a comma list (a budget curve)",
-                                        NULL, steps_parse, steps_slots, steps_set, steps_admits, steps_id, steps_manifest, NULL};
-
-/* ---- the table ---- */
-#define SWEEP_AXIS_ENTRY(field, type, run, run_type, flag, key, level, id, sort, section, rank, ops) \
-    {#field, flag, key, level, id, sort, section, rank, &ops},
-const SweepAxis sweep_axes[SWEEP_N_AXES] = {SWEEP_AXES(SWEEP_AXIS_ENTRY)};
-#undef SWEEP_AXIS_ENTRY
-
-int sweep_axis_by_key(const char *key) {
-    for (int a = 0; a < SWEEP_N_AXES; a++)
-        if (strcmp(sweep_axes[a].key, key) == 0) return a;
-    return -1;
+static void steps_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) o->steps = r->steps;
 }
-
-/* The axes ordered by a rank of theirs (ranks of 0 left out): order[0..return). */
-static int axes_by_rank(int (*rank)(const SweepAxis *), int *order) {
-    int n = 0;
-    for (int a = 0; a < SWEEP_N_AXES; a++) {
-        if (rank(&sweep_axes[a]) == 0) continue;
-        int k = n++;
-        for (; k > 0 && rank(&sweep_axes[order[k - 1]]) > rank(&sweep_axes[a]); k--) order[k] = order[k - 1];
-        order[k] = a;
-    }
-    return n;
-}
-static int id_rank(const SweepAxis *a) { return a->id_rank; }
-static int sort_rank(const SweepAxis *a) { return a->sort_rank; }
-
-int sweep_compare_records(const RunRecord *a, const RunRecord *b) {
-    int order[SWEEP_N_AXES], n = axes_by_rank(sort_rank, order);
-    for (int k = 0; k < n; k++) {
-        int c = sweep_axes[order[k]].ops->compare(a, b);
-        if (c) return c;
-    }
-    return strcmp(a->run_id, b->run_id);
-}
-
-void sweep_manifest_section(const SweepConfig *cfg, cJSON *section, ManifestSection which, const ManifestEntry *others, int n) {
-    int used[SWEEP_N_AXES] = {0}, next = 0;
-    for (;;) { /* the entry of the lowest rank not written yet: an axis's before another entry's of its rank */
-        int best = -1;
-        for (int a = 0; a < SWEEP_N_AXES; a++)
-            if (!used[a] && sweep_axes[a].section == which && (best < 0 || sweep_axes[a].manifest_rank < sweep_axes[best].manifest_rank)) best = a;
-        if (best >= 0 && (next == n || sweep_axes[best].manifest_rank <= others[next].rank)) {
-            used[best] = 1;
-            sweep_axes[best].ops->manifest(cfg, section);
-        } else if (next < n) {
-            others[next++].write(cfg, section);
-        } else {
-            return;
-        }
-    }
-}
-
-/* The parts of r's id of the axes whose level is at most max_level, in id order. */
-static const char *id_parts(const SweepConfig *cfg, const SweepRun *r, AxisLevel max_level, char *out, size_t size) {
-    int order[SWEEP_N_AXES], n = axes_by_rank(id_rank, order);
-    size_t len = 0;
-    out[0] = 0;
-    for (int k = 0; k < n; k++) {
-        if (sweep_axes[order[k]].level > max_level) continue;
-        char part[64];
-        sweep_axes[order[k]].ops->id_part(cfg, r, part, sizeof part);
-        len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%s", part);
-    }
-    return out;
-}
-
-const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) { return id_parts(cfg, r, AXIS_QUANT, out, size); }
-const char *sweep_group_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) { return id_parts(cfg, r, AXIS_FLOAT, out, size); }
-
-/* Combinations of places the enumeration walks at most (it walks them all, then skips). */
-#define SWEEP_MAX_COMBINATIONS 20000000.0
-
-/* One walk over the axes in table order (the last varies fastest): every combination of places,
- * set axis by axis, kept where every axis admits it. A run's group and model are its places on
- * the AXIS_FLOAT and AXIS_QUANT axes as one mixed-radix number each. */
-SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
-    int slots[SWEEP_N_AXES], slot[SWEEP_N_AXES] = {0}, groups = 1;
-    double combinations = 1;
-    for (int a = 0; a < SWEEP_N_AXES; a++) {
-        slots[a] = sweep_axes[a].ops->slots(cfg);
-        combinations *= slots[a];
-        if (sweep_axes[a].level == AXIS_FLOAT) groups *= slots[a];
-    }
-    if (combinations > SWEEP_MAX_COMBINATIONS) {
-        qc_error("the grid has %.3g combinations of its lists' values, more than %.0f: split it into several sweeps", combinations,
-                 SWEEP_MAX_COMBINATIONS);
-        return NULL;
-    }
-    int n = 0, cap = 64;
-    SweepRun *runs = qc_calloc((size_t)cap, sizeof(SweepRun), "run list");
-    if (!runs) return NULL;
-    for (int more = combinations > 0; more;) {
-        SweepRun r = {0};
-        int ok = 1;
-        for (int a = 0; a < SWEEP_N_AXES; a++) sweep_axes[a].ops->set(cfg, &r, slot[a]);
-        for (int a = 0; a < SWEEP_N_AXES && ok; a++) ok = !sweep_axes[a].ops->admits || sweep_axes[a].ops->admits(cfg, &r, slot[a]);
-        if (ok) {
-            for (int a = 0; a < SWEEP_N_AXES; a++) {
-                if (sweep_axes[a].level == AXIS_FLOAT) r.group = r.group * slots[a] + slot[a];
-                if (sweep_axes[a].level == AXIS_QUANT) r.model = r.model * slots[a] + slot[a];
-            }
-            id_parts(cfg, &r, AXIS_RUN, r.id, sizeof r.id);
-            if (n == cap) {
-                SweepRun *bigger = realloc(runs, (size_t)cap * 2 * sizeof(SweepRun));
-                if (!bigger) { free(runs); qc_error("out of memory for the run list"); return NULL; }
-                runs = bigger;
-                cap *= 2;
-            }
-            runs[n++] = r;
-        }
-        more = 0;
-        for (int a = SWEEP_N_AXES - 1; a >= 0 && !more; a--) { /* the next combination */
-            if (++slot[a] < slots[a]) more = 1;
-            else slot[a] = 0;
-        }
-    }
-    /* every run meets correct's rules (a grid that correct would refuse is refused whole) */
-    for (int i = 0; i < n; i++) {
-        QuantScheme scheme = sweep_run_scheme(cfg, &runs[i]);
-        CorrectOptions o;
-        sweep_run_options(cfg, &runs[i], &scheme, &o);
-        if (method_corrects(runs[i].method) && correct_options_check(&o, &scheme) != 0) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", qc_last_error());
-            qc_error("run %s: %s", runs[i].id, why);
-            free(runs);
-            return NULL;
-        }
-    }
-    *n_runs = n;
-    *n_groups = groups;
-    return runs;
-}
+const SweepAxisOps axis_steps = {
+    .help = "correction training steps, auto (until the held-out objective stops improving), or a comma list (a budget curve)",
+    .parse = steps_parse,
+    .slots = steps_slots,
+    .set = steps_set,
+    .admits = steps_admits,
+    .id_part = steps_id,
+    .manifest = steps_manifest,
+    .apply = steps_apply,
+};

@@ -362,7 +362,7 @@ int sweep_config_check(const SweepConfig *cfg) {
             return -1;
         }
     for (int i = 0; i < cfg->n_quantizers; i++)
-        if (quantizer_info[cfg->quantizers[i]].needs_calibration && cfg->calib_axis[0] < 1) {
+        if (quantizer_info[cfg->quantizers[i]].needs_data && cfg->calib_axis[0] < 1) {
             qc_error("the %s quantizer needs calibration tokens", quantizer_name(cfg->quantizers[i]));
             return -1;
         }
@@ -375,10 +375,8 @@ int sweep_config_check(const SweepConfig *cfg) {
 
 QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r) {
     QuantScheme s = cfg->scheme;
-    s.bits = r->bits;
-    s.quantizer = r->quantizer;
-    s.granularity = cfg->grans[r->gran].granularity;
-    s.group = cfg->grans[r->gran].group;
+    for (int a = 0; a < SWEEP_N_AXES; a++) /* bits, quantizer, granularity: what the axes set */
+        if (sweep_axes[a].ops->apply) sweep_axes[a].ops->apply(cfg, r, &s, NULL);
     return s;
 }
 
@@ -388,23 +386,18 @@ CorrectionLayout sweep_run_layout(const SweepRun *r) {
 
 void sweep_run_options(const SweepConfig *cfg, const SweepRun *r, const QuantScheme *scheme, CorrectOptions *o) {
     correct_options_default(o);
-    o->every = method_uses_every(r->method) ? r->every : 1; /* lowrank's rank matches a linear correction every 1 */
-    o->hidden = r->hidden;
     o->objective = cfg->objective;
-    o->method = r->method;
-    o->steps = r->steps;
     o->autostop = cfg->autostop;
-    /* --init lstsq starts the grid's trained linear corrections; the other runs start as they do */
-    o->init = r->method == METHOD_TRAIN && r->hidden == 0 ? cfg->init : INIT_ZERO;
     o->batch = cfg->corr_batch;
     o->lr = (float)cfg->corr_lr;
-    o->calib_tokens = r->calib;
-    o->seed = (uint64_t)r->seed;
     o->ridge = cfg->ridge;
-    o->correction_bits = r->corr_bits;
     o->scope = scheme->scope;
     o->scheme = scheme;
     o->rank = cfg->rank;
     o->lowrank_act_scale = cfg->lowrank_act_scale;
     o->quiet = 1;
+    for (int a = 0; a < SWEEP_N_AXES; a++) /* seed, method, every, hidden, steps, calibration, storage: the axes' */
+        if (sweep_axes[a].ops->apply) sweep_axes[a].ops->apply(cfg, r, NULL, o);
+    /* --init lstsq starts the grid's trained linear corrections; the other runs start as they do */
+    o->init = (method_info[r->method].takes & TAKES_INIT) && method_kind(r->method, r->hidden) == KIND_LINEAR ? cfg->init : INIT_ZERO;
 }
