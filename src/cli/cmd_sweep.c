@@ -207,11 +207,11 @@ int cmd_sweep(int argc, char **argv) {
         if (sweep_axes[a].ops->names) sweep_axes[a].ops->names(names, sizeof names);
         snprintf(axis_help[a], sizeof axis_help[a], sweep_axes[a].ops->help, names);
     }
-#define SWEEP_AXIS_SPEC(field, type, run, run_type, flag, ...) {flag, ARG_STRING, &axis_text[AXIS_##field], 0, 0, axis_help[AXIS_##field]},
+#define SWEEP_AXIS_ARG(field, type, run, run_type, flag, ...) {flag, ARG_STRING, &axis_text[AXIS_##field], 0, 0, axis_help[AXIS_##field]},
     ArgSpec specs[] = {
         {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget | methods: the grid and budgets the flags below start from"},
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
-        SWEEP_AXES(SWEEP_AXIS_SPEC)
+        SWEEP_AXES(SWEEP_AXIS_ARG)
         {"--grid", ARG_STRING, &grid, 0, 0, "JSON file with any of the lists above by their keys: seeds, sizes, bits, methods, ... (README)"},
         {"--rank", ARG_STRING, &rank, 0, 0, "lowrank: the rank per matrix, or match (a linear correction after every block's parameters)"},
         {"--lowrank-scale", ARG_STRING, &lowrank_scale, 0, 0, "lowrank: none | act (SVD of the error scaled by the inputs' mean |x|)"},
@@ -240,7 +240,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--jobs", ARG_INT, &jobs, 1, 64, "worker processes sharing the float-model groups, each with threads/jobs threads"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
-#undef SWEEP_AXIS_SPEC
+#undef SWEEP_AXIS_ARG
     int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory.", specs,
                         sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
