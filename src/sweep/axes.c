@@ -104,6 +104,10 @@ static void quantizers_apply(const SweepConfig *cfg, const SweepRun *r, QuantSch
     (void)cfg, (void)o;
     if (s) s->quantizer = r->quantizer;
 }
+static void quantizers_defaults(SweepConfig *cfg) { /* the table's first: rtn */
+    cfg->quantizers[0] = (QuantizerId)0;
+    cfg->n_quantizers = 1;
+}
 const SweepAxisOps axis_quantizers = {
     .help = "comma list of quantizers, any of %s (default rtn)",
     .names = quantizer_names,
@@ -114,6 +118,7 @@ const SweepAxisOps axis_quantizers = {
     .manifest = quantizers_manifest,
     .compare = quantizers_compare,
     .apply = quantizers_apply,
+    .defaults = quantizers_defaults,
 };
 
 /* ---- granularities (the run holds the index): a group that does not divide a size's width
@@ -150,6 +155,10 @@ static void grans_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *
     (void)o;
     if (s) s->granularity = cfg->grans[r->gran].granularity, s->group = cfg->grans[r->gran].group;
 }
+static void grans_defaults(SweepConfig *cfg) { /* the scheme's: channel */
+    cfg->grans[0] = (SweepGranularity){cfg->scheme.granularity, cfg->scheme.group};
+    cfg->n_grans = 1;
+}
 const SweepAxisOps axis_grans = {
     .help = "comma list of granularities, e.g. tensor,channel,group:32",
     .parse = parse_granularity_list,
@@ -160,6 +169,7 @@ const SweepAxisOps axis_grans = {
     .manifest = grans_manifest,
     .compare = grans_compare,
     .apply = grans_apply,
+    .defaults = grans_defaults,
 };
 
 /* ---- bits, and after them the control arm (32 bits: the float model) once per group ---- */
@@ -290,6 +300,10 @@ static void methods_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme
     (void)cfg, (void)s;
     if (o) o->method = r->method;
 }
+static void methods_defaults(SweepConfig *cfg) {
+    cfg->methods[0] = METHOD_TRAIN;
+    cfg->n_methods = 1;
+}
 const SweepAxisOps axis_methods = {
     .help = "comma list of fitting methods, any of %s (default train)",
     .names = method_names,
@@ -301,6 +315,7 @@ const SweepAxisOps axis_methods = {
     .manifest = methods_manifest,
     .compare = methods_compare,
     .apply = methods_apply,
+    .defaults = methods_defaults,
 };
 
 /* ---- hidden: only for the methods with a width (0 elsewhere) ---- */
@@ -364,6 +379,10 @@ static void corr_bits_apply(const SweepConfig *cfg, const SweepRun *r, QuantSche
     (void)cfg, (void)s;
     if (o) o->correction_bits = r->corr_bits;
 }
+static void corr_bits_defaults(SweepConfig *cfg) { /* float */
+    cfg->corr_bits[0] = 32;
+    cfg->n_corr_bits = 1;
+}
 const SweepAxisOps axis_corr_bits = {
     .help = "comma list of widths the corrections are stored at: 32 (float), 16, 8",
     .parse = corr_bits_parse,
@@ -374,6 +393,7 @@ const SweepAxisOps axis_corr_bits = {
     .manifest = corr_bits_manifest,
     .compare = corr_bits_compare,
     .apply = corr_bits_apply,
+    .defaults = corr_bits_defaults,
 };
 
 /* ---- correction steps (a budget curve): only for methods that train (0 elsewhere) ---- */

@@ -18,14 +18,8 @@ static void set_list(int *dst, int *n, const int *src, int count) {
 int sweep_preset(SweepConfig *cfg, const char *name) {
     memset(cfg, 0, sizeof *cfg);
     quant_scheme_default(&cfg->scheme, 4);
-    cfg->methods[0] = METHOD_TRAIN;
-    cfg->n_methods = 1;
-    cfg->quantizers[0] = QUANTIZER_RTN;
-    cfg->n_quantizers = 1;
-    cfg->corr_bits[0] = 32;
-    cfg->n_corr_bits = 1;
-    cfg->grans[0] = (SweepGranularity){cfg->scheme.granularity, cfg->scheme.group}; /* the scheme's: channel */
-    cfg->n_grans = 1;
+    for (int a = 0; a < SWEEP_N_AXES; a++) /* the axes that have a default: train, rtn, channel, float storage */
+        if (sweep_axes[a].ops->defaults) sweep_axes[a].ops->defaults(cfg);
     cfg->control = 1;
     cfg->heads = 4;
     cfg->objective = OBJECTIVE_CE;

@@ -52,7 +52,8 @@ typedef enum { MANIFEST_GRID, MANIFEST_CORRECTION } ManifestSection;
  *   sort     its place in summary.csv's row order (0: none; ties fall to the run id)
  *   section, rank   where its manifest entry goes
  *   ops      its functions (SweepAxisOps, axes.c): parse, slots, set, admits, id part,
- *            manifest entry, row comparison, and what it sets in the run's scheme or options */
+ *            manifest entry, row comparison, what it sets in the run's scheme or options, and
+ *            its default list */
 #define SWEEP_AXES(X)                                                                                                            \
     /* field      type              run         run_type       flag                key                   level       id sort section          rank ops */ \
     X(seeds,      int,              seed,       int,           "--seeds",          "seeds",              AXIS_FLOAT, 1, 1, MANIFEST_GRID,       10, axis_seeds)      \
@@ -136,6 +137,9 @@ typedef struct {
     /* what the run's value sets in its scheme (sweep_run_scheme: s) or in its options
      * (sweep_run_options: o); one of s and o is NULL each call (NULL: nothing) */
     void (*apply)(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o);
+    /* its list before a preset sets anything (cfg->scheme is the default scheme already); NULL:
+     * every preset gives it its values */
+    void (*defaults)(SweepConfig *cfg);
 } SweepAxisOps;
 
 typedef struct {
