@@ -39,8 +39,9 @@ typedef enum { MANIFEST_GRID, MANIFEST_CORRECTION } ManifestSection;
 
 /* The sweep axes (README: Sweeps): every factor a sweep varies, one line each, in the order of
  * enumeration (the first varies slowest: runs that share a float model, then a quantized model,
- * then a calibration set are neighbours). An axis is always a list of at least one value: the
- * preset's default is a list of one (there is no "unset"). Columns:
+ * then a calibration set are neighbours). An axis is always a list of at least one value: its
+ * default (ops.defaults) or the preset's, a list of one where not varied (there is no "unset").
+ * A new axis is a line here plus its SweepAxisOps in axes.c. Columns:
  *   field    SweepConfig's list: type field[SWEEP_MAX_VALUES] and int n_field
  *   type     its element type
  *   run      SweepRun's field holding a run's value (or index into the list), of run_type
