@@ -34,7 +34,7 @@ static void test_sweep_messages_name_values(void **state) {
     expect_message("bits outside 2..8", (const char *[]){"bits", "9", "2..8"}, 3);
 
     assert_int_equal(sweep_preset(&cfg, "quick"), 0);
-    assert_int_equal(parse_granularity("group:48", &cfg.scheme), 0);
+    assert_int_equal(parse_granularity_list("--granularities", "group:48", &cfg), 0);
     assert_int_not_equal(sweep_config_check(&cfg), 0);
     expect_message("group size not dividing d_model", (const char *[]){"group:48", "d_model"}, 2);
 

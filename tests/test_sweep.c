@@ -186,7 +186,7 @@ static void test_manifest_released_only_without_work(void **state) {
     assert_int_equal(created, 1);
     sweep_release_manifest(dir);
     if (access(path, F_OK) == 0) fail_msg("the manifest of a directory without work is still there");
-    cfg.corr_steps = 61; /* a corrected command: no longer "a different sweep" */
+    cfg.steps_axis[0] = 61; /* a corrected command: no longer "a different sweep" */
     if (sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created) != 0) fail_msg("%s", qc_last_error());
     assert_int_equal(created, 1);
     assert_int_equal(sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created), 0); /* the same sweep again */
@@ -220,7 +220,7 @@ static void test_concurrent_starts_one_manifest(void **state) {
                 if (read(gate[0], &c, 1) != 0) _exit(3); /* EOF: all released at once */
                 SweepConfig cfg;
                 if (sweep_preset(&cfg, "quick") != 0) _exit(3);
-                cfg.corr_steps = 50 + k; /* every start its own settings */
+                cfg.steps_axis[0] = 50 + k; /* every start its own settings */
                 int created = 0;
                 if (sweep_prepare_dir(dir, &cfg, "qcorr sweep", &created) == 0) _exit(created ? 0 : 4); /* the winner made it */
                 _exit(strstr(qc_last_error(), "holds a different sweep") && strstr(qc_last_error(), "correction.steps") ? 1 : 2);
@@ -328,7 +328,7 @@ static void test_enumerate_tuning_methods(void **state) {
     for (int i = 0; i < n_runs; i++) {
         if (!method_tunes(runs[i].method)) continue;
         tuned++;
-        assert_true(runs[i].bits != 32 && runs[i].every == 0 && runs[i].hidden == 0 && runs[i].corr_bits == 32 && runs[i].steps == cfg.corr_steps);
+        assert_true(runs[i].bits != 32 && runs[i].every == 0 && runs[i].hidden == 0 && runs[i].corr_bits == 32 && runs[i].steps == cfg.steps_axis[0]);
     }
     assert_int_equal(tuned, 2 * 2); /* two methods at bits 2 and 4 */
     free(runs);

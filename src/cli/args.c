@@ -11,6 +11,7 @@ static void print_help(const char *command, const char *summary, const ArgSpec *
     printf("usage: qcorr %s [flags]\n\n%s\n\nflags:\n", command, summary);
     for (int i = 0; i < n; i++) {
         const ArgSpec *s = &specs[i];
+        if (!s->name) continue; /* an unused slot (QUANTIZER_ARG_SPECS) */
         char left[64];
         const char *kind = s->type == ARG_INT ? " N" : s->type == ARG_FLOAT ? " X" : s->type == ARG_FLAG ? "" : " S";
         snprintf(left, sizeof left, "%s%s", s->name, kind);
@@ -58,7 +59,7 @@ int args_parse(const char *command, const char *summary, const ArgSpec *specs, i
         }
         const ArgSpec *s = NULL;
         for (int k = 0; k < n_specs; k++)
-            if (strcmp(specs[k].name, name) == 0) s = &specs[k];
+            if (specs[k].name && strcmp(specs[k].name, name) == 0) s = &specs[k];
         if (!s) return usage_error(command, "unknown flag '%s' (see 'qcorr %s --help')", arg, command);
         if (s->type == ARG_FLAG) {
             if (inline_value) return usage_error(command, "%s takes no value", s->name);

@@ -98,9 +98,13 @@ int cmd_correct(int argc, char **argv) {
     if (correct_options_check(&o, &scheme) != 0) return usage_error("correct", "%s", qc_last_error());
     /* what the objective names in the result: a stage trained by it */
     int fine_tunes = (mi->trains && !(mi->solves && steps == 0)) || (o.with_first && method_info[o.first].trains);
-    int uses_rank = o.method == METHOD_LOWRANK;
-    if (!uses_rank && (strcmp(rank, "match") != 0 || strcmp(lowrank_scale, "none") != 0))
-        return usage_error("correct", "%s applies to --method lowrank, not %s", strcmp(rank, "match") != 0 ? "--rank" : "--lowrank-scale", method);
+    int uses_rank = (mi->takes & TAKES_RANK) != 0;
+    if (!uses_rank && (strcmp(rank, "match") != 0 || strcmp(lowrank_scale, "none") != 0)) {
+        char takers[128] = ""; /* the methods of the table that take them */
+        for (int k = 0; k < METHOD_COUNT; k++)
+            if (method_info[k].takes & TAKES_RANK) snprintf(takers + strlen(takers), sizeof takers - strlen(takers), "%s%s", takers[0] ? ", " : "", method_info[k].name);
+        return usage_error("correct", "%s applies to --method %s, not %s", strcmp(rank, "match") != 0 ? "--rank" : "--lowrank-scale", takers, method);
+    }
     if (strcmp(rank, "match") == 0) {
         o.rank = RANK_MATCH;
     } else {

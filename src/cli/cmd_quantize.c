@@ -68,6 +68,31 @@ int parse_scheme_flags(const char *command, int bits, const char *granularity, i
     return 0;
 }
 
+const QuantizerOption *quantizer_flag_option(int k) {
+    for (int q = 0, seen = 0; q < QUANTIZER_COUNT; q++)
+        for (const QuantizerOption *const *o = quantizer_ops((QuantizerId)q)->options; o && *o; o++) {
+            int first = 1; /* a flag two quantizers share (--mse-weighted) counts once, at the first */
+            for (int p = 0; p < q && first; p++) first = !quantizer_option((QuantizerId)p, (*o)->flag);
+            if (first && seen++ == k) return *o;
+        }
+    return NULL;
+}
+
+const char *quantizer_flag_help(void) {
+    static char help[192];
+    char names[128];
+    quantizer_names(names, sizeof names);
+    snprintf(help, sizeof help, "%s (the quantizer table; options below apply to the one named)", names);
+    return help;
+}
+
+/* "--damp, --act-order": the option flags given, for messages */
+static void flags_given(const QuantizerFlags *f, char *out, size_t size) {
+    out[0] = 0;
+    for (int k = 0; k < QUANTIZER_MAX_FLAGS && quantizer_flag_option(k); k++)
+        if (f->text[k] || f->given[k]) snprintf(out + strlen(out), size - strlen(out), " %s", quantizer_flag_option(k)->flag);
+}
+
 int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantScheme *s) {
     int q = quantizer_by_name(f->quantizer);
     if (q < 0) {
@@ -76,28 +101,27 @@ int parse_quantizer_flags(const char *command, const QuantizerFlags *f, QuantSch
         return usage_error(command, "--quantizer: expected %s, got '%s'", names, f->quantizer);
     }
     s->quantizer = (QuantizerId)q;
-    QuantizerOptions *o = &s->options;
-    const char *gptq_only = f->damp ? "--damp" : f->act_order ? "--act-order" : f->gptq_fit ? "--gptq-fit" : f->gptq_groups ? "--gptq-groups" : NULL;
-    if (gptq_only && q != QUANTIZER_GPTQ) return usage_error(command, "%s applies to --quantizer gptq, not %s", gptq_only, f->quantizer);
-    if (f->damp) {
-        if (parse_float("--damp", f->damp, -1e300, 1e300, &o->damp) != 0) return usage_error(command, "%s", qc_last_error());
-        if (!(o->damp > 0.0)) return usage_error(command, "--damp %s must be positive (a fraction of the mean diagonal of H)", f->damp);
+    /* an option of another quantizer is refused, naming those it belongs to */
+    for (int k = 0; k < QUANTIZER_MAX_FLAGS && quantizer_flag_option(k); k++) {
+        const char *flag = quantizer_flag_option(k)->flag;
+        if (!(f->text[k] || f->given[k]) || quantizer_option(s->quantizer, flag)) continue;
+        char owners[128] = "";
+        for (int p = 0; p < QUANTIZER_COUNT; p++)
+            if (quantizer_option((QuantizerId)p, flag))
+                snprintf(owners + strlen(owners), sizeof owners - strlen(owners), "%s%s", owners[0] ? " or " : "", quantizer_name((QuantizerId)p));
+        return usage_error(command, "%s applies to --quantizer %s, not %s", flag, owners, f->quantizer);
     }
-    o->act_order = f->act_order;
-    if (f->gptq_fit) {
-        int fit = quantizer_by_name(f->gptq_fit);
-        if (fit != QUANTIZER_RTN && fit != QUANTIZER_MSE) return usage_error(command, "--gptq-fit: expected rtn or mse, got '%s'", f->gptq_fit);
-        o->fit = (QuantizerId)fit;
+    for (int k = 0; k < QUANTIZER_MAX_FLAGS && quantizer_flag_option(k); k++) {
+        if (!(f->text[k] || f->given[k])) continue;
+        const QuantizerOption *o = quantizer_option(s->quantizer, quantizer_flag_option(k)->flag);
+        if (o->parse(o->flag, f->text[k] ? f->text[k] : "1", s) != 0) return usage_error(command, "%s", qc_last_error());
     }
-    if (f->gptq_groups) {
-        if (strcmp(f->gptq_groups, "static") != 0 && strcmp(f->gptq_groups, "current") != 0)
-            return usage_error(command, "--gptq-groups: expected static or current, got '%s'", f->gptq_groups);
-        o->groups = strcmp(f->gptq_groups, "current") == 0 ? GPTQ_GROUPS_CURRENT : GPTQ_GROUPS_STATIC;
+    /* an option that means nothing beside the others given (--mse-weighted without gptq's mse fit) */
+    for (int k = 0; k < QUANTIZER_MAX_FLAGS && quantizer_flag_option(k); k++) {
+        const QuantizerOption *o = quantizer_option(s->quantizer, quantizer_flag_option(k)->flag);
+        if ((f->text[k] || f->given[k]) && o->applies && !o->applies(s))
+            return usage_error(command, "%s does not apply to --quantizer %s with these options (%s)", o->flag, f->quantizer, o->help);
     }
-    int searches = q == QUANTIZER_MSE || (q == QUANTIZER_GPTQ && o->fit == QUANTIZER_MSE);
-    if (f->mse_weighted && !searches)
-        return usage_error(command, "--mse-weighted applies to --quantizer mse or to gptq with --gptq-fit mse, not %s", f->quantizer);
-    o->mse_weighted = f->mse_weighted;
     if (quant_scheme_check(s) != 0) return usage_error(command, "%s", qc_last_error());
     return 0;
 }
@@ -174,8 +198,9 @@ int cmd_quantize(int argc, char **argv) {
         act_scheme_default(&weights_only.act);
         if (!quant_scheme_needs_calibration(&weights_only))
             return usage_error("quantize", "--act-granularity static needs calibration data: %s", qc_last_error());
-        return usage_error("quantize", "--quantizer %s%s needs calibration data: %s", qf.quantizer, scheme.options.mse_weighted ? " --mse-weighted" : "",
-                           qc_last_error());
+        char given[256];
+        flags_given(&qf, given, sizeof given);
+        return usage_error("quantize", "--quantizer %s%s needs calibration data: %s", qf.quantizer, given, qc_last_error());
     }
     if ((rc = check_output("quantize", "--out", out))) return rc;
     set_threads(threads);

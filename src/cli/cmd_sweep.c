@@ -74,9 +74,7 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
                plan[z].work.correct / ((double)cfg->corr_batch * cfg->ctx), 1000 * seconds.correct * cfg->corr_batch * cfg->ctx,
                seconds.forward * eval_tokens, sub / 60);
     }
-    int any_auto = cfg->n_steps_axis ? 0 : cfg->corr_steps == STEPS_AUTO;
-    for (int i = 0; i < cfg->n_steps_axis; i++) any_auto |= cfg->steps_axis[i] == STEPS_AUTO;
-    if (any_auto)
+    if (sweep_steps_auto(cfg))
         printf("--steps auto runs counted at the steps the rule took on 64x2 (README): linear %.0f, MLP %.0f, at most %d; "
                "a guess for other sizes and budgets\n",
                plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 0}),
@@ -192,35 +190,30 @@ static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, con
 }
 
 int cmd_sweep(int argc, char **argv) {
-    const char *preset = "quick", *out = NULL, *seeds = NULL, *bits = NULL, *sizes = NULL, *every = NULL, *hidden = NULL;
-    const char *grid = NULL, *methods = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
-    const char *objective = NULL, *scale_dtype = NULL, *quantizers = NULL, *granularities = NULL, *corr_bits = NULL;
+    const char *preset = "quick", *out = NULL;
+    const char *grid = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
+    const char *objective = NULL, *scale_dtype = NULL;
     const char *corrected_bits = NULL, *corrected_grans = NULL, *rank = NULL, *lowrank_scale = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0, jobs = 1;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1;
     ActFlags actf = ACT_FLAGS_INIT;
-    const char *steps = NULL, *calib = NULL;
     AutoStopFlags af = {0};
     double train_lr = -1, lr = -1, ridge = -1;
-    /* the lists of names come from the tables (methods.h), so a new line there is listed here */
-    char method_list[128], method_help[192], quantizer_list[128], quantizer_help[192];
-    method_names(method_list, sizeof method_list);
-    quantizer_names(quantizer_list, sizeof quantizer_list);
-    snprintf(method_help, sizeof method_help, "comma list of fitting methods, any of %s (default train)", method_list);
-    snprintf(quantizer_help, sizeof quantizer_help, "comma list of quantizers, any of %s (default rtn)", quantizer_list);
+    /* one list flag per axis (SWEEP_AXES), its help naming the table's entries where it has one,
+     * so a new line there is listed here */
+    const char *axis_text[SWEEP_N_AXES] = {0};
+    char axis_help[SWEEP_N_AXES][256];
+    for (int a = 0; a < SWEEP_N_AXES; a++) {
+        char names[192] = "";
+        if (sweep_axes[a].ops->names) sweep_axes[a].ops->names(names, sizeof names);
+        snprintf(axis_help[a], sizeof axis_help[a], sweep_axes[a].ops->help, names);
+    }
+#define SWEEP_AXIS_ARG(field, type, run, run_type, flag, ...) {flag, ARG_STRING, &axis_text[AXIS_##field], 0, 0, axis_help[AXIS_##field]},
     ArgSpec specs[] = {
         {"--preset", ARG_STRING, &preset, 0, 0, "quick | seed243 | frontier | budget | methods: the grid and budgets the flags below start from"},
         {"--out", ARG_STRING, &out, 0, 0, "sweep directory (created, or resumed)"},
-        {"--seeds", ARG_STRING, &seeds, 0, 0, "comma list, e.g. 42,123,999"},
-        {"--bits", ARG_STRING, &bits, 0, 0, "comma list of weight bits in 2..8"},
-        {"--sizes", ARG_STRING, &sizes, 0, 0, "comma list of D_MODELxLAYERS[:STEPS], e.g. 64x2,128x4:800"},
-        {"--every", ARG_STRING, &every, 0, 0, "comma list of correction frequencies"},
-        {"--hidden", ARG_STRING, &hidden, 0, 0, "comma list of correction widths (0 = linear)"},
-        {"--grid", ARG_STRING, &grid, 0, 0, "JSON file with any of seeds, bits, sizes, every, hidden"},
-        {"--methods", ARG_STRING, &methods, 0, 0, method_help},
-        {"--quantizers", ARG_STRING, &quantizers, 0, 0, quantizer_help},
-        {"--granularities", ARG_STRING, &granularities, 0, 0, "comma list of granularities, e.g. tensor,channel,group:32"},
-        {"--correction-bits", ARG_STRING, &corr_bits, 0, 0, "comma list of widths the corrections are stored at: 32 (float), 16, 8"},
+        SWEEP_AXES(SWEEP_AXIS_ARG)
+        {"--grid", ARG_STRING, &grid, 0, 0, "JSON file with any of the lists above by their keys: seeds, sizes, bits, methods, ... (README)"},
         {"--rank", ARG_STRING, &rank, 0, 0, "lowrank: the rank per matrix, or match (a linear correction after every block's parameters)"},
         {"--lowrank-scale", ARG_STRING, &lowrank_scale, 0, 0, "lowrank: none | act (SVD of the error scaled by the inputs' mean |x|)"},
         {"--corrected-bits", ARG_STRING, &corrected_bits, 0, 0, "bit widths at which correcting methods run (default all; others: none only)"},
@@ -231,17 +224,15 @@ int cmd_sweep(int argc, char **argv) {
         {"--train-batch", ARG_INT, &train_batch, 1, 65536, "float training batch"},
         {"--ctx", ARG_INT, &ctx, 1, 8192, "context length"},
         {"--heads", ARG_INT, &heads, 1, 256, "attention heads"},
-        {"--granularity", ARG_STRING, &granularity, 0, 0, "tensor | channel | group:G (default channel)"},
+        {"--granularity", ARG_STRING, &granularity, 0, 0, "tensor | channel | group:G (default channel): one granularity"},
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max quantization levels"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize (default linear,head)"},
         ACT_ARG_SPECS(actf),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale: f16 | bf16 | f32 (default f16)"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
-        {"--steps", ARG_STRING, &steps, 0, 0, "correction training steps, auto (until the held-out objective stops improving), or a comma list (a budget curve)"},
         AUTOSTOP_ARG_SPECS(af),
         {"--lr", ARG_FLOAT, &lr, 0, 10, "correction peak learning rate"},
         {"--batch", ARG_INT, &batch, 1, 65536, "correction batch"},
-        {"--calib-tokens", ARG_STRING, &calib, 0, 0, "calibration budget in train characters, or a comma list"},
         {"--ridge", ARG_FLOAT, &ridge, 0, 1e6, "lstsq ridge"},
         {"--shard", ARG_STRING, &shard, 0, 0, "K/N: run the K-th of N shards (float-model groups stay together)"},
         {"--dry-run", ARG_FLAG, &dry, 0, 0, "print the planned work and a measured time estimate, run nothing"},
@@ -250,6 +241,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--jobs", ARG_INT, &jobs, 1, 64, "worker processes sharing the float-model groups, each with threads/jobs threads"},
         {"--quiet", ARG_FLAG, &quiet, 0, 0, "no progress on stderr"},
     };
+#undef SWEEP_AXIS_ARG
     int rc = args_parse("sweep", "Run (or resume) a grid of experiments into a directory.", specs,
                         sizeof specs / sizeof *specs, argc, argv);
     if (rc == ARGS_HELP) return 0;
@@ -267,24 +259,20 @@ int cmd_sweep(int argc, char **argv) {
     SweepConfig cfg;
     SweepOptions o = {.quiet = quiet, .dry_run = dry, .data_path = data};
     if (sweep_preset(&cfg, preset) != 0) return usage_error("sweep", "--preset: %s", qc_last_error());
-    if (parse_shard(shard, &o.shard_k, &o.shard_n) != 0 ||
-        (grid && sweep_read_grid_file(&cfg, grid) != 0) ||
-        (seeds && parse_int_list("--seeds", seeds, cfg.seeds, &cfg.n_seeds, 0, 2147483647) != 0) ||
-        (bits && parse_int_list("--bits", bits, cfg.bits, &cfg.n_bits, 2, 8) != 0) ||
-        (sizes && parse_size_list("--sizes", sizes, cfg.sizes, &cfg.n_sizes) != 0) ||
-        (every && parse_int_list("--every", every, cfg.every, &cfg.n_every, 1, 256) != 0) ||
-        (hidden && parse_int_list("--hidden", hidden, cfg.hidden, &cfg.n_hidden, 0, 65536) != 0) ||
-        0)
+    if (parse_shard(shard, &o.shard_k, &o.shard_n) != 0 || (grid && sweep_read_grid_file(&cfg, grid) != 0))
         return usage_error("sweep", "%s", qc_last_error());
     if (granularity && parse_granularity(granularity, &cfg.scheme) != 0) return usage_error("sweep", "--granularity: %s", qc_last_error());
+    if (granularity) { /* one granularity: a list of one */
+        cfg.grans[0] = (SweepGranularity){cfg.scheme.granularity, cfg.scheme.granularity == GRAN_GROUP ? cfg.scheme.group : 0};
+        cfg.n_grans = 1;
+    }
     if (scope && parse_scope(scope, &cfg.scheme.scope) != 0) return usage_error("sweep", "--scope: %s", qc_last_error());
     if (scale_dtype && (rc = parse_scale_dtype_flag("sweep", scale_dtype, &cfg.scheme.scale_dtype))) return rc;
     if (objective && parse_objective(objective, &cfg.objective) != 0) return usage_error("sweep", "--objective: %s", qc_last_error());
-    if ((methods && parse_method_list("--methods", methods, &cfg) != 0) ||
-        (quantizers && parse_quantizer_list("--quantizers", quantizers, &cfg) != 0) ||
-        (granularities && parse_granularity_list("--granularities", granularities, &cfg) != 0) ||
-        (corr_bits && parse_int_list("--correction-bits", corr_bits, cfg.corr_bits, &cfg.n_corr_bits, 2, 32) != 0) ||
-        (corrected_bits && parse_int_list("--corrected-bits", corrected_bits, cfg.corrected_bits, &cfg.n_corrected_bits, 2, 8) != 0))
+    for (int a = 0; a < SWEEP_N_AXES; a++)
+        if (axis_text[a] && sweep_axes[a].ops->parse(sweep_axes[a].flag, axis_text[a], &cfg) != 0)
+            return usage_error("sweep", "%s", qc_last_error());
+    if (corrected_bits && parse_int_list("--corrected-bits", corrected_bits, cfg.corrected_bits, &cfg.n_corrected_bits, 2, 8) != 0)
         return usage_error("sweep", "%s", qc_last_error());
     if (corrected_grans) {
         SweepConfig tmp = cfg;
@@ -292,7 +280,7 @@ int cmd_sweep(int argc, char **argv) {
         memcpy(cfg.corrected_grans, tmp.grans, sizeof tmp.grans);
         cfg.n_corrected_grans = tmp.n_grans;
     }
-    if (granularity && granularities) return usage_error("sweep", "--granularity and --granularities: give one");
+    if (granularity && axis_text[AXIS_grans]) return usage_error("sweep", "--granularity and --granularities: give one");
     if (rank && strcmp(rank, "match") != 0) {
         long k;
         if (parse_int("--rank", rank, 1, 1 << 20, &k) != 0) return usage_error("sweep", "%s (or match)", qc_last_error());
@@ -303,7 +291,6 @@ int cmd_sweep(int argc, char **argv) {
             return usage_error("sweep", "--lowrank-scale: expected none or act, got '%s'", lowrank_scale);
         cfg.lowrank_act_scale = strcmp(lowrank_scale, "act") == 0;
     }
-    if (granularity) cfg.n_grans = 0; /* one granularity: the scheme's */
     if (no_control) cfg.control = 0;
     if (asymmetric) cfg.scheme.asymmetric = 1;
     if (actf.bits || actf.granularity || actf.calib || actf.asymmetric || actf.points || actf.kv_bits >= 0) {
@@ -311,29 +298,16 @@ int cmd_sweep(int argc, char **argv) {
     }
     if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */
         cfg.train_steps = train_steps;
-        if (!sizes)
+        if (!axis_text[AXIS_sizes])
             for (int z = 0; z < cfg.n_sizes; z++) cfg.sizes[z].train_steps = 0;
     }
     if (train_lr >= 0) cfg.train_lr = train_lr;
     if (train_batch > 0) cfg.train_batch = train_batch;
     if (ctx > 0) cfg.ctx = ctx;
     if (heads > 0) cfg.heads = heads;
-    if (steps) { /* one value is the scalar; several an axis */
-        if (parse_steps_list("--steps", steps, cfg.steps_axis, &cfg.n_steps_axis) != 0) return usage_error("sweep", "%s", qc_last_error());
-        cfg.corr_steps = cfg.steps_axis[0];
-        if (cfg.n_steps_axis == 1) cfg.n_steps_axis = 0;
-    }
-    int any_auto = cfg.n_steps_axis ? 0 : cfg.corr_steps == STEPS_AUTO;
-    for (int i = 0; i < cfg.n_steps_axis; i++) any_auto |= cfg.steps_axis[i] == STEPS_AUTO;
-    if ((rc = parse_autostop_flags("sweep", &af, any_auto, &cfg.autostop, &cfg.init))) return rc;
+    if ((rc = parse_autostop_flags("sweep", &af, sweep_steps_auto(&cfg), &cfg.autostop, &cfg.init))) return rc;
     if (lr >= 0) cfg.corr_lr = lr;
     if (batch > 0) cfg.corr_batch = batch;
-    if (calib) {
-        if (parse_int_list("--calib-tokens", calib, cfg.calib_axis, &cfg.n_calib_axis, 1, 2000000000) != 0)
-            return usage_error("sweep", "%s", qc_last_error());
-        cfg.calib_tokens = cfg.calib_axis[0];
-        if (cfg.n_calib_axis == 1) cfg.n_calib_axis = 0;
-    }
     if (ridge >= 0) cfg.ridge = ridge;
     if (sweep_config_check(&cfg) != 0) return usage_error("sweep", "%s", qc_last_error());
     int all_threads = threads > 0 ? threads : omp_get_max_threads();

@@ -40,22 +40,29 @@ int parse_scheme_flags(const char *command, int bits, const char *granularity, i
 int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *out);
 int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm);
 
-/* The quantizer flags quantize and correct share: --quantizer and its options. */
+/* The quantizer flags quantize and correct share: --quantizer and every quantizer's options
+ * (their QuantizerOption lists, quant.h), slot k for the k-th distinct flag of the table
+ * (quantizer_flag_option); unused slots have no name, which the parser skips. */
+#define QUANTIZER_MAX_FLAGS 12
 typedef struct {
-    const char *quantizer;   /* rtn | mse | gptq */
-    const char *damp;        /* gptq; NULL: the default */
-    int act_order;           /* gptq */
-    const char *gptq_fit;    /* gptq: rtn | mse; NULL: rtn */
-    const char *gptq_groups; /* gptq: static | current; NULL: static */
-    int mse_weighted;        /* mse, or gptq fitting by mse */
+    const char *quantizer;                  /* a name of the table */
+    const char *text[QUANTIZER_MAX_FLAGS];  /* an option's value (NULL: not given) */
+    int given[QUANTIZER_MAX_FLAGS];         /* an option that takes no value */
 } QuantizerFlags;
-#define QUANTIZER_ARG_SPECS(f)                                                                                       \
-    {"--quantizer", ARG_STRING, &(f).quantizer, 0, 0, "rtn | mse (clip search) | gptq (needs calibration data)"},   \
-    {"--damp", ARG_STRING, &(f).damp, 0, 0, "gptq: dampening, a fraction of the mean diagonal of H (0.01)"},        \
-    {"--act-order", ARG_FLAG, &(f).act_order, 0, 0, "gptq: columns in order of descending diag(H)"},                 \
-    {"--gptq-fit", ARG_STRING, &(f).gptq_fit, 0, 0, "gptq: each row's/group's grid by rtn (absmax) or mse (clip search)"}, \
-    {"--gptq-groups", ARG_STRING, &(f).gptq_groups, 0, 0, "gptq, group:G: grids static (up front from W) or current"}, \
-    {"--mse-weighted", ARG_FLAG, &(f).mse_weighted, 0, 0, "mse search weighted per input column by calibration E[x^2]"}
+/* The k-th distinct option flag of the quantizer table, in table order, or NULL. */
+const QuantizerOption *quantizer_flag_option(int k);
+/* "--quantizer" help: the table's names. */
+const char *quantizer_flag_help(void);
+#define QUANTIZER_FLAG_SPEC(f, k)                                                                                     \
+    {quantizer_flag_option(k) ? quantizer_flag_option(k)->flag : NULL,                                               \
+     quantizer_flag_option(k) && !quantizer_flag_option(k)->takes_value ? ARG_FLAG : ARG_STRING,                     \
+     quantizer_flag_option(k) && !quantizer_flag_option(k)->takes_value ? (void *)&(f).given[k] : (void *)&(f).text[k], \
+     0, 0, quantizer_flag_option(k) ? quantizer_flag_option(k)->help : NULL}
+#define QUANTIZER_ARG_SPECS(f)                                                                                        \
+    {"--quantizer", ARG_STRING, &(f).quantizer, 0, 0, quantizer_flag_help()},                                         \
+    QUANTIZER_FLAG_SPEC(f, 0), QUANTIZER_FLAG_SPEC(f, 1), QUANTIZER_FLAG_SPEC(f, 2), QUANTIZER_FLAG_SPEC(f, 3),       \
+    QUANTIZER_FLAG_SPEC(f, 4), QUANTIZER_FLAG_SPEC(f, 5), QUANTIZER_FLAG_SPEC(f, 6), QUANTIZER_FLAG_SPEC(f, 7),       \
+    QUANTIZER_FLAG_SPEC(f, 8), QUANTIZER_FLAG_SPEC(f, 9), QUANTIZER_FLAG_SPEC(f, 10), QUANTIZER_FLAG_SPEC(f, 11)
 /* The transform flags quantize and correct share (README: Transforms). */
 typedef struct {
     const char *transform;    /* none | smooth | online | rotate | rotate+smooth | online+smooth */

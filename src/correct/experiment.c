@@ -191,7 +191,7 @@ static int options_check_one(const CorrectOptions *o, const QuantScheme *s) {
         qc_error("--method %s fits each matrix's quantization error: at --bits 32 there is none", method);
     else if (kind != KIND_NONE && correction_kind_ops(kind)->fold && (s->scope & SCOPE_OF(ROLE_BIAS)))
         qc_error("--method %s folds into the layers' biases, which --scope bias quantizes", method);
-    else if (o->init == INIT_LSTSQ && (o->method != METHOD_TRAIN || kind != KIND_LINEAR))
+    else if (o->init == INIT_LSTSQ && (!(mi->takes & TAKES_INIT) || kind != KIND_LINEAR))
         qc_error("--init lstsq starts a trained linear correction (--method train --hidden 0)");
     else if (o->steps == STEPS_AUTO && !mi->trains)
         qc_error("--steps auto: --method %s takes no training steps", method);

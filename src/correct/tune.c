@@ -21,9 +21,7 @@ static int add_range(Tuning *t, int *cap, TuneRange r) {
 }
 
 SpanGrid tune_refit_grid(const float *w, int n, const QuantScheme *s) {
-    QuantizerId fit = s->quantizer == QUANTIZER_GPTQ ? s->options.fit : s->quantizer;
-    if (fit == QUANTIZER_MSE) return span_grid_fit_mse(w, n, s->bits, s->asymmetric, s->scale_dtype, NULL, NULL);
-    return span_grid_fit(w, n, s->bits, s->asymmetric, s->scale_dtype, 1.0);
+    return quantizer_ops(s->quantizer)->grid_fit(w, n, s); /* the quantizer's own fit, from the weights alone */
 }
 
 /* One range per span of every tensor the scheme quantized, its grid refitted from f's weights;

@@ -119,46 +119,23 @@ static void set_meta_int(StMeta *m, const char *key, int value) {
     snprintf(m->value, sizeof m->value, "%d", value);
 }
 
-/* The options of the quantizer in use (none for rtn): quant_mse_weighted where an mse search runs,
- * quant_gptq_damp, quant_gptq_act_order, quant_gptq_fit and quant_gptq_groups for gptq. */
+/* The options of the quantizer in use (its ops' list; none for rtn), each under its key where it
+ * applies: quant_mse_weighted (mse), quant_gptq_damp, _act_order, _fit, _groups (gptq, and
+ * quant_mse_weighted with the mse fit). */
 static int quantizer_options_to_meta(const QuantScheme *s, StMeta *out) {
-    const QuantizerOptions *o = &s->options;
     int n = 0;
-    if (s->quantizer == QUANTIZER_GPTQ) {
-        out[n].key = "quant_gptq_damp";
-        snprintf(out[n++].value, sizeof out->value, "%.17g", o->damp);
-        set_meta_int(&out[n++], "quant_gptq_act_order", o->act_order);
-        set_meta(&out[n++], "quant_gptq_fit", quantizer_name(o->fit));
-        set_meta(&out[n++], "quant_gptq_groups", o->groups == GPTQ_GROUPS_CURRENT ? "current" : "static");
+    for (const QuantizerOption *const *o = quantizer_ops(s->quantizer)->options; o && *o; o++) {
+        if ((*o)->applies && !(*o)->applies(s)) continue;
+        out[n].key = (*o)->meta_key;
+        (*o)->format(s, out[n++].value, sizeof out->value);
     }
-    if (s->quantizer == QUANTIZER_MSE || (s->quantizer == QUANTIZER_GPTQ && o->fit == QUANTIZER_MSE))
-        set_meta_int(&out[n++], "quant_mse_weighted", o->mse_weighted);
     return n;
 }
 
 static int quantizer_options_from_meta(const SafeTensors *st, QuantScheme *s) {
-    QuantizerOptions *o = &s->options;
-    const char *damp = st_meta(st, "quant_gptq_damp"), *act = st_meta(st, "quant_gptq_act_order");
-    const char *fit = st_meta(st, "quant_gptq_fit"), *groups = st_meta(st, "quant_gptq_groups");
-    const char *weighted = st_meta(st, "quant_mse_weighted");
-    long v;
-    if (damp && parse_float("quant_gptq_damp", damp, 1e-300, 1e6, &o->damp) != 0) return -1;
-    if (act) {
-        if (parse_int("quant_gptq_act_order", act, 0, 1, &v) != 0) return -1;
-        o->act_order = (int)v;
-    }
-    if (fit) {
-        int q = quantizer_by_name(fit);
-        if (q != QUANTIZER_RTN && q != QUANTIZER_MSE) return -1;
-        o->fit = (QuantizerId)q;
-    }
-    if (groups) {
-        if (strcmp(groups, "static") != 0 && strcmp(groups, "current") != 0) return -1;
-        o->groups = strcmp(groups, "current") == 0 ? GPTQ_GROUPS_CURRENT : GPTQ_GROUPS_STATIC;
-    }
-    if (weighted) {
-        if (parse_int("quant_mse_weighted", weighted, 0, 1, &v) != 0) return -1;
-        o->mse_weighted = (int)v;
+    for (const QuantizerOption *const *o = quantizer_ops(s->quantizer)->options; o && *o; o++) {
+        const char *value = st_meta(st, (*o)->meta_key);
+        if (value && (*o)->parse((*o)->meta_key, value, s) != 0) return -1;
     }
     return 0;
 }
@@ -224,7 +201,7 @@ int quant_scheme_to_meta(const QuantScheme *s, StMeta *out) {
     out[n].key = "quant_scheme";
     quant_scheme_describe(s, out[n++].value, sizeof out->value);
     if (s->scale_dtype != SCALE_EXACT) set_meta(&out[n++], "quant_scale_dtype", scale_dtype_name(s->scale_dtype));
-    if (s->quantizer != QUANTIZER_RTN) set_meta(&out[n++], "quant_quantizer", quantizer_name(s->quantizer));
+    if (!quantizer_is_default(s->quantizer)) set_meta(&out[n++], "quant_quantizer", quantizer_name(s->quantizer));
     n += quantizer_options_to_meta(s, out + n);
     n += transform_to_meta(&s->transform, out + n);
     return n;

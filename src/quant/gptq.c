@@ -5,10 +5,12 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/util.h"
+#include "quant/quant.h"
 
 typedef struct {
     int rows, cols, span_cols;  /* span_cols: columns one grid covers in a row (cols for tensor/channel) */
@@ -266,3 +268,141 @@ int gptq_quantize(float *out, const float *w, int rows, int cols, const double *
     gptq_free(&g);
     return 0;
 }
+
+/* ---------------------------------------------------------------- the quantizer table's entry */
+/* gptq's options (README: Quantizers): --damp, --act-order, --gptq-fit (the grid of each row or
+ * group: by a quantizer that needs only the weights), --gptq-groups (group grids fitted up front
+ * or as each group starts) and, with the mse fit, --mse-weighted. */
+
+GptqParams quant_scheme_gptq_params(const QuantScheme *s, int cols) {
+    const QuantizerOptions *o = &s->options;
+    return (GptqParams){.bits = s->bits,
+                        .asymmetric = s->asymmetric,
+                        .dtype = s->scale_dtype,
+                        .span_cols = s->granularity == GRAN_TENSOR ? 0 : s->granularity == GRAN_GROUP ? s->group : cols,
+                        .fit_mse = o->fit == QUANTIZER_MSE,
+                        .current_groups = o->groups == GPTQ_GROUPS_CURRENT,
+                        .act_order = o->act_order,
+                        .damp = o->damp,
+                        .block = o->block};
+}
+
+/* the matrix from its input's X^T X; a tensor without statistics (no linear layer's weight) by
+ * the quantizer gptq fits its grids with */
+static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
+    if (!stats || !stats->gram) return quantizer_ops(s->options.fit)->quantize(out, w, rows, cols, s, stats);
+    const double *fit_weight = s->options.mse_weighted ? stats->mean_square : NULL;
+    GptqParams p = quant_scheme_gptq_params(s, cols);
+    return gptq_quantize(out, w, rows, cols, stats->gram, &p, fit_weight);
+}
+
+static SpanGrid gptq_grid(const float *w, int n, const QuantScheme *s) { return quantizer_ops(s->options.fit)->grid_fit(w, n, s); }
+
+static void gptq_defaults(QuantizerOptions *o) {
+    o->damp = 0.01;
+    o->fit = QUANTIZER_RTN;
+    o->groups = GPTQ_GROUPS_STATIC;
+    o->block = 128;
+}
+
+static int fits_by(QuantizerId q) { return q >= 0 && q < QUANTIZER_COUNT && !quantizer_info[q].needs_data && !quantizer_info[q].needs_gram; }
+
+static int gptq_check(const QuantScheme *s) {
+    const QuantizerOptions *o = &s->options;
+    if (!(o->damp > 0.0) || !isfinite(o->damp)) { qc_error("GPTQ dampening %g must be positive", o->damp); return -1; }
+    if (!fits_by(o->fit)) {
+        char names[128];
+        quantizer_weight_only_names(names, sizeof names);
+        qc_error("GPTQ fits its grids by %s, not %s", names, o->fit >= 0 && o->fit < QUANTIZER_COUNT ? quantizer_name(o->fit) : "?");
+        return -1;
+    }
+    if (o->block < 1) { qc_error("GPTQ block of %d columns must be positive", o->block); return -1; }
+    if (o->groups == GPTQ_GROUPS_CURRENT && o->act_order) {
+        qc_error("GPTQ with act-order fits group grids up front (static): current groups need the original column order");
+        return -1;
+    }
+    return 0;
+}
+
+static void gptq_describe(const QuantScheme *s, char *out, size_t size) {
+    const QuantizerOptions *o = &s->options;
+    snprintf(out + strlen(out), size - strlen(out), ":damp=%g%s", o->damp, o->act_order ? ":act-order" : "");
+    if (!quantizer_is_default(o->fit)) snprintf(out + strlen(out), size - strlen(out), ":fit=%s", quantizer_name(o->fit));
+    if (s->granularity == GRAN_GROUP && o->groups == GPTQ_GROUPS_CURRENT) snprintf(out + strlen(out), size - strlen(out), ":groups=current");
+    if (o->fit == QUANTIZER_MSE && o->mse_weighted) snprintf(out + strlen(out), size - strlen(out), ":weighted");
+}
+
+static int damp_parse(const char *name, const char *text, QuantScheme *s) {
+    double v;
+    if (parse_float(name, text, -1e300, 1e300, &v) != 0) return -1;
+    if (!(v > 0.0) || !isfinite(v)) { qc_error("%s %s must be positive (a fraction of the mean diagonal of H)", name, text); return -1; }
+    s->options.damp = v;
+    return 0;
+}
+static void damp_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%.17g", s->options.damp); }
+static const char *const damp_examples[] = {"0.1", NULL};
+static const QuantizerOption damp_option = {"--damp", 1, "gptq: dampening, a fraction of the mean diagonal of H (0.01)", "quant_gptq_damp",
+                                            NULL, damp_parse, damp_format, damp_examples};
+
+static int act_order_parse(const char *name, const char *text, QuantScheme *s) {
+    long v;
+    if (parse_int(name, text, 0, 1, &v) != 0) return -1;
+    s->options.act_order = (int)v;
+    return 0;
+}
+static void act_order_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%d", s->options.act_order); }
+static const char *const act_order_examples[] = {"1", NULL};
+static const QuantizerOption act_order_option = {"--act-order", 0, "gptq: columns in order of descending diag(H)", "quant_gptq_act_order",
+                                                 NULL, act_order_parse, act_order_format, act_order_examples};
+
+static int fit_parse(const char *name, const char *text, QuantScheme *s) {
+    int q = quantizer_by_name(text);
+    if (q < 0 || !fits_by((QuantizerId)q)) {
+        char names[128];
+        quantizer_weight_only_names(names, sizeof names);
+        qc_error("%s: expected %s, got '%s'", name, names, text);
+        return -1;
+    }
+    s->options.fit = (QuantizerId)q;
+    return 0;
+}
+static void fit_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%s", quantizer_name(s->options.fit)); }
+static const char *const fit_examples[] = {"mse", NULL};
+static const QuantizerOption fit_option = {"--gptq-fit", 1, "gptq: each row's/group's grid by rtn (absmax) or mse (clip search)", "quant_gptq_fit",
+                                           NULL, fit_parse, fit_format, fit_examples};
+
+static int groups_parse(const char *name, const char *text, QuantScheme *s) {
+    if (strcmp(text, "static") != 0 && strcmp(text, "current") != 0) {
+        qc_error("%s: expected static or current, got '%s'", name, text);
+        return -1;
+    }
+    s->options.groups = strcmp(text, "current") == 0 ? GPTQ_GROUPS_CURRENT : GPTQ_GROUPS_STATIC;
+    return 0;
+}
+static void groups_format(const QuantScheme *s, char *out, size_t size) {
+    snprintf(out, size, "%s", s->options.groups == GPTQ_GROUPS_CURRENT ? "current" : "static");
+}
+static const char *const groups_examples[] = {"current", NULL};
+static const QuantizerOption groups_option = {"--gptq-groups", 1, "gptq, group:G: grids static (up front from W) or current", "quant_gptq_groups",
+                                              NULL, groups_parse, groups_format, groups_examples};
+
+/* --mse-weighted, as mse has it, where gptq fits its grids by mse */
+static int weighted_applies(const QuantScheme *s) { return s->options.fit == QUANTIZER_MSE; }
+static int weighted_parse(const char *name, const char *text, QuantScheme *s) {
+    long v;
+    if (parse_int(name, text, 0, 1, &v) != 0) return -1;
+    s->options.mse_weighted = (int)v;
+    return 0;
+}
+static void weighted_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%d", s->options.mse_weighted); }
+static const char *const weighted_examples[] = {"1", NULL};
+static const QuantizerOption weighted_option = {"--mse-weighted", 0, "gptq --gptq-fit mse: the search weighted by calibration E[x^2]",
+                                                "quant_mse_weighted", weighted_applies, weighted_parse, weighted_format, weighted_examples};
+
+static const QuantizerOption *const gptq_options[] = {&damp_option, &act_order_option, &fit_option, &groups_option, &weighted_option, NULL};
+const QuantizerOps gptq_quantizer = {.quantize = quantize_tensor_gptq,
+                                     .grid_fit = gptq_grid,
+                                     .defaults = gptq_defaults,
+                                     .check = gptq_check,
+                                     .describe = gptq_describe,
+                                     .options = gptq_options};

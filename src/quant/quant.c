@@ -1,5 +1,6 @@
-/* quant: see quant.h. The quantizers are table entries (QUANTIZERS in methods.h); the arithmetic
- * of a span lives in the kernel layer (fakequant.c). */
+/* quant: see quant.h. The quantizers are table entries (QUANTIZERS in methods.h), each with its
+ * functions in its own file (rtn.c, mse.c, gptq.c); this file walks the table. The arithmetic of
+ * a span lives in fakequant.c. */
 #include "quant/quant.h"
 
 #include <math.h>
@@ -12,17 +13,37 @@
 
 static const char *role_names[] = {"embedding", "norm", "bias", "linear", "head"};
 
+#define QUANTIZER_OPS_ENTRY(id, name, data, gram, ops) [id] = &ops,
+static const QuantizerOps *const quantizer_table[QUANTIZER_COUNT] = {QUANTIZERS(QUANTIZER_OPS_ENTRY)};
+#undef QUANTIZER_OPS_ENTRY
+
+const QuantizerOps *quantizer_ops(QuantizerId q) { return quantizer_table[q]; }
+
+const QuantizerOption *quantizer_option(QuantizerId q, const char *flag) {
+    const QuantizerOption *const *o = quantizer_table[q]->options;
+    for (; o && *o; o++)
+        if (strcmp((*o)->flag, flag) == 0) return *o;
+    return NULL;
+}
+
+void quantizer_weight_only_names(char *out, size_t size) {
+    int n = 0, k = 0;
+    for (int q = 0; q < QUANTIZER_COUNT; q++) n += !quantizer_info[q].needs_data && !quantizer_info[q].needs_gram;
+    out[0] = 0;
+    for (int q = 0; q < QUANTIZER_COUNT; q++)
+        if (!quantizer_info[q].needs_data && !quantizer_info[q].needs_gram)
+            snprintf(out + strlen(out), size - strlen(out), "%s%s", k++ == 0 ? "" : k == n ? " or " : ", ", quantizer_info[q].name);
+}
+
 void quant_scheme_default(QuantScheme *s, int bits) {
     memset(s, 0, sizeof *s);
     s->bits = bits;
     s->granularity = GRAN_CHANNEL;
     s->scope = SCOPE_DEFAULT;
     s->scale_dtype = SCALE_F16; /* as real formats store it (ggml's block_q4_0) */
-    s->quantizer = QUANTIZER_RTN;
-    s->options.damp = 0.01;
-    s->options.fit = QUANTIZER_RTN;
-    s->options.groups = GPTQ_GROUPS_STATIC;
-    s->options.block = 128;
+    s->quantizer = (QuantizerId)0; /* the table's first: rtn */
+    for (int q = 0; q < QUANTIZER_COUNT; q++) /* every quantizer's options, so switching quantizer finds its defaults */
+        if (quantizer_table[q]->defaults) quantizer_table[q]->defaults(&s->options);
     act_scheme_default(&s->act);
     transform_default(&s->transform);
 }
@@ -73,16 +94,8 @@ void describe_granularity(const QuantScheme *s, char *out, size_t size) {
 }
 
 void describe_quantizer(const QuantScheme *s, char *out, size_t size) {
-    const QuantizerOptions *o = &s->options;
     snprintf(out, size, "%s", quantizer_name(s->quantizer));
-    if (s->quantizer == QUANTIZER_GPTQ) {
-        snprintf(out + strlen(out), size - strlen(out), ":damp=%g%s", o->damp, o->act_order ? ":act-order" : "");
-        if (o->fit != QUANTIZER_RTN) snprintf(out + strlen(out), size - strlen(out), ":fit=%s", quantizer_name(o->fit));
-        if (s->granularity == GRAN_GROUP && o->groups == GPTQ_GROUPS_CURRENT)
-            snprintf(out + strlen(out), size - strlen(out), ":groups=current");
-    }
-    int mse_search = s->quantizer == QUANTIZER_MSE || (s->quantizer == QUANTIZER_GPTQ && o->fit == QUANTIZER_MSE);
-    if (mse_search && o->mse_weighted) snprintf(out + strlen(out), size - strlen(out), ":weighted");
+    if (quantizer_table[s->quantizer]->describe) quantizer_table[s->quantizer]->describe(s, out, size);
 }
 
 static void describe_transform(const QuantScheme *s, char *out, size_t size) {
@@ -123,28 +136,16 @@ int quant_scheme_check(const QuantScheme *s) {
     }
     if (s->granularity == GRAN_GROUP && s->group < 1) { qc_error("group size %d must be positive", s->group); return -1; }
     if (transform_check(&s->transform) != 0) return -1;
-    const QuantizerOptions *o = &s->options;
-    if (s->quantizer == QUANTIZER_GPTQ) {
-        if (!(o->damp > 0.0) || !isfinite(o->damp)) { qc_error("GPTQ dampening %g must be positive", o->damp); return -1; }
-        if (o->fit != QUANTIZER_RTN && o->fit != QUANTIZER_MSE) {
-            qc_error("GPTQ fits its grids by rtn or mse, not %s", o->fit >= 0 && o->fit < QUANTIZER_COUNT ? quantizer_name(o->fit) : "?");
-            return -1;
-        }
-        if (o->block < 1) { qc_error("GPTQ block of %d columns must be positive", o->block); return -1; }
-        if (o->groups == GPTQ_GROUPS_CURRENT && o->act_order) {
-            qc_error("GPTQ with act-order fits group grids up front (static): current groups need the original column order");
-            return -1;
-        }
-    }
-    return 0;
+    const QuantizerOps *ops = quantizer_table[s->quantizer];
+    return ops->check ? ops->check(s) : 0;
 }
 
 /* whether the quantizer itself (not the transform, not static activation ranges) needs the
  * statistics of each matrix's input */
 static int weights_need_calibration(const QuantScheme *s) {
     if (s->bits >= 32) return 0;
-    if (quantizer_info[s->quantizer].needs_calibration) return 1;
-    return s->quantizer == QUANTIZER_MSE && s->options.mse_weighted;
+    if (quantizer_info[s->quantizer].needs_data) return 1;
+    return quantizer_table[s->quantizer]->needs_data && quantizer_table[s->quantizer]->needs_data(s);
 }
 
 static int act_static(const QuantScheme *s) { return act_scheme_on(&s->act) && s->act.granularity == ACT_STATIC; }
@@ -155,62 +156,6 @@ int quant_scheme_needs_calibration(const QuantScheme *s) {
 
 int quant_span(const QuantScheme *s, int rows, int cols) {
     return s->granularity == GRAN_TENSOR ? rows * cols : s->granularity == GRAN_CHANNEL ? cols : s->group;
-}
-
-/* rtn: each span round-to-nearest with its absmax (or min/max) scale */
-static int quantize_tensor_rtn(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
-    (void)stats;
-    quantize_spans(out, w, (size_t)rows * cols, quant_span(s, rows, cols), s->bits, s->asymmetric, s->scale_dtype);
-    return 0;
-}
-
-/* mse: each span's grid from the clip search (fakequant.h), weighted per input column by E[x^2]
- * when the scheme asks and the statistics are there */
-static int quantize_tensor_mse(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
-    int span = quant_span(s, rows, cols);
-    const double *column_weight = s->options.mse_weighted && stats ? stats->mean_square : NULL;
-    double *weight = NULL; /* a tensor-wide span: the column weights repeated for every row */
-    if (column_weight && span > cols) {
-        weight = qc_malloc((size_t)span * sizeof(double), "mse weights");
-        if (!weight) return -1;
-        for (int k = 0; k < span; k++) weight[k] = column_weight[k % cols];
-    }
-    size_t count = (size_t)rows * cols;
-#pragma omp parallel for schedule(dynamic, 4)
-    for (long off = 0; off < (long)count; off += span) {
-        const double *wt = weight ? weight : column_weight ? column_weight + off % cols : NULL;
-        quantize_span_mse_ref(out + off, w + off, span, s->bits, s->asymmetric, s->scale_dtype, wt);
-    }
-    free(weight);
-    return 0;
-}
-
-static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats);
-
-#define QUANTIZER_FN(id, name, calib, fn) [id] = fn,
-static const QuantizeTensorFn quantize_tensor[QUANTIZER_COUNT] = {QUANTIZERS(QUANTIZER_FN)};
-#undef QUANTIZER_FN
-
-GptqParams quant_scheme_gptq_params(const QuantScheme *s, int cols) {
-    const QuantizerOptions *o = &s->options;
-    return (GptqParams){.bits = s->bits,
-                        .asymmetric = s->asymmetric,
-                        .dtype = s->scale_dtype,
-                        .span_cols = s->granularity == GRAN_TENSOR ? 0 : s->granularity == GRAN_GROUP ? s->group : cols,
-                        .fit_mse = o->fit == QUANTIZER_MSE,
-                        .current_groups = o->groups == GPTQ_GROUPS_CURRENT,
-                        .act_order = o->act_order,
-                        .damp = o->damp,
-                        .block = o->block};
-}
-
-/* gptq: the matrix from its input's X^T X; a tensor without statistics (no linear layer's weight)
- * by the quantizer gptq fits its grids with */
-static int quantize_tensor_gptq(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats) {
-    if (!stats || !stats->gram) return quantize_tensor[s->options.fit](out, w, rows, cols, s, stats);
-    const double *fit_weight = s->options.mse_weighted ? stats->mean_square : NULL;
-    GptqParams p = quant_scheme_gptq_params(s, cols);
-    return gptq_quantize(out, w, rows, cols, stats->gram, &p, fit_weight);
 }
 
 static int check_group(const QuantScheme *s, int cols) {
@@ -232,7 +177,7 @@ int quantize_matrix_calibrated(float *out, const float *in, int rows, int cols, 
         qc_error("the %s quantizer needs calibration data", quantizer_name(s->quantizer));
         return -1;
     }
-    return quantize_tensor[s->quantizer](out, in, rows, n, s, stats);
+    return quantizer_table[s->quantizer]->quantize(out, in, rows, n, s, stats);
 }
 
 int quantize_matrix(float *out, const float *in, int rows, int cols, const QuantScheme *s) {
@@ -248,7 +193,7 @@ static int quantize_spec(GPT *m, const TensorSpec *t, const QuantScheme *s, cons
     memcpy(before, w, n * sizeof(float));
     /* vectors (biases, norms) are quantized as one row */
     int rows = t->cols ? t->rows : 1, cols = t->cols ? t->cols : t->rows;
-    if (quantize_tensor[s->quantizer](w, before, rows, cols, s, stats) != 0) {
+    if (quantizer_table[s->quantizer]->quantize(w, before, rows, cols, s, stats) != 0) {
         char why[512];
         snprintf(why, sizeof why, "%s", qc_last_error());
         qc_error("%s: %s", t->name, why);
@@ -333,7 +278,7 @@ int quantize_model_calibrated(GPT *m, const QuantScheme *s, const int32_t *windo
         }
         if (rc == 0 && calibrated) {
             CalibratedQuantization ctx = {m, s, rel};
-            rc = calib_walk(m, NULL, windows, n_windows, T, selected, s->quantizer == QUANTIZER_GPTQ, quantize_visit, &ctx);
+            rc = calib_walk(m, NULL, windows, n_windows, T, selected, quantizer_info[s->quantizer].needs_gram, quantize_visit, &ctx);
         }
         for (int i = 0; i < m->n_specs && rc == 0; i++) {
             if (rel[i] < 0) continue;

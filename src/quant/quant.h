@@ -67,13 +67,57 @@ int quant_span(const QuantScheme *s, int rows, int cols);
  * column of the table, or mse weighted by it. */
 int quant_scheme_needs_calibration(const QuantScheme *s);
 
-/* What gptq_quantize needs of the scheme, for rows of cols. */
+/* What gptq_quantize needs of the scheme, for rows of cols (quant/gptq.c). */
 GptqParams quant_scheme_gptq_params(const QuantScheme *s, int cols);
 
-/* A quantizer's function (the last column of QUANTIZERS): out (rows x cols) from w, by the
- * scheme's span and bits; stats (the statistics of the matrix's input, calib.h) is NULL where
- * there are none (a tensor that is no linear layer's weight, or no calibration data). */
+/* A quantizer's function: out (rows x cols) from w, by the scheme's span and bits; stats (the
+ * statistics of the matrix's input, calib.h) is NULL where there are none (a tensor that is no
+ * linear layer's weight, or no calibration data). */
 typedef int (*QuantizeTensorFn)(float *out, const float *w, int rows, int cols, const QuantScheme *s, const CalibStats *stats);
+
+/* One option of a quantizer: its flag (quantize and correct take every quantizer's flags; a flag
+ * of another quantizer is refused) and its checkpoint metadata key, both read by parse. */
+typedef struct {
+    const char *flag;          /* "--damp" */
+    int takes_value;           /* 0: a flag with no value, parsed as "1" (metadata: "0" or "1") */
+    const char *help;
+    const char *meta_key;      /* "quant_gptq_damp" */
+    /* whether it means anything given the scheme's other options (NULL: always); it is written
+     * to the metadata, and may be given, only then */
+    int (*applies)(const QuantScheme *s);
+    /* sets it from text; the message names `name` (the flag or the key) and the value */
+    int (*parse)(const char *name, const char *text, QuantScheme *s);
+    /* its value as the metadata stores it */
+    void (*format)(const QuantScheme *s, char *out, size_t size);
+    /* values a test tries it at (quantize, save, load, evaluate), NULL-terminated */
+    const char *const *examples;
+} QuantizerOption;
+
+/* A quantizer's functions: the last column of QUANTIZERS, defined in the entry's own file. */
+typedef struct {
+    QuantizeTensorFn quantize;
+    /* the grid of one span of n weights it fits from the weights alone (qat and scales refit it) */
+    SpanGrid (*grid_fit)(const float *w, int n, const QuantScheme *s);
+    /* its options' defaults in s->options (NULL: all zero) */
+    void (*defaults)(QuantizerOptions *o);
+    /* whether an option asks for calibration data the table's column does not (NULL: no) */
+    int (*needs_data)(const QuantScheme *s);
+    /* its options' rules, qc_error naming the value (NULL: none) */
+    int (*check)(const QuantScheme *s);
+    /* appends its options to its name in describe_quantizer (":damp=0.01") (NULL: nothing) */
+    void (*describe)(const QuantScheme *s, char *out, size_t size);
+    const QuantizerOption *const *options; /* NULL-terminated (NULL: none) */
+} QuantizerOps;
+
+#define QUANTIZER_DECLARE_OPS(id, name, data, gram, ops) extern const QuantizerOps ops;
+QUANTIZERS(QUANTIZER_DECLARE_OPS)
+#undef QUANTIZER_DECLARE_OPS
+/* The functions of quantizer q. */
+const QuantizerOps *quantizer_ops(QuantizerId q);
+/* The option of quantizer q with this flag, or NULL. */
+const QuantizerOption *quantizer_option(QuantizerId q, const char *flag);
+/* The quantizers whose grids come from the weights alone (no data, no X^T X): "rtn or mse". */
+void quantizer_weight_only_names(char *out, size_t size);
 
 /* A matrix (rows x cols) by the scheme's quantizer and granularity; fails if the group does not
  * divide cols, or if the quantizer needs calibration data. out may alias in. */

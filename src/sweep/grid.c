@@ -3,6 +3,7 @@
 #include "sweep/parts.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,12 +18,8 @@ static void set_list(int *dst, int *n, const int *src, int count) {
 int sweep_preset(SweepConfig *cfg, const char *name) {
     memset(cfg, 0, sizeof *cfg);
     quant_scheme_default(&cfg->scheme, 4);
-    cfg->methods[0] = METHOD_TRAIN;
-    cfg->n_methods = 1;
-    cfg->quantizers[0] = QUANTIZER_RTN;
-    cfg->n_quantizers = 1;
-    cfg->corr_bits[0] = 32;
-    cfg->n_corr_bits = 1;
+    for (int a = 0; a < SWEEP_N_AXES; a++) /* the axes that have a default: train, rtn, channel, float storage */
+        if (sweep_axes[a].ops->defaults) sweep_axes[a].ops->defaults(cfg);
     cfg->control = 1;
     cfg->heads = 4;
     cfg->objective = OBJECTIVE_CE;
@@ -40,10 +37,10 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->train_batch = 32;
         cfg->train_steps = 400;
         cfg->train_lr = 3e-3;
-        cfg->corr_steps = 60;
+        set_list(cfg->steps_axis, &cfg->n_steps_axis, (int[]){60}, 1);
         cfg->corr_batch = 16;
         cfg->corr_lr = 3e-3;
-        cfg->calib_tokens = 32768;
+        set_list(cfg->calib_axis, &cfg->n_calib_axis, (int[]){32768}, 1);
         return 0;
     }
     if (strcmp(name, "seed243") == 0) {
@@ -66,10 +63,10 @@ int sweep_preset(SweepConfig *cfg, const char *name) {
         cfg->train_lr = 3e-3;
         /* each run trains until its held-out objective stops improving (README: Training to
          * convergence, and its check against 2,000 steps); --steps 60 gives the earlier sweeps */
-        cfg->corr_steps = STEPS_AUTO;
+        set_list(cfg->steps_axis, &cfg->n_steps_axis, (int[]){STEPS_AUTO}, 1);
         cfg->corr_batch = 8;
         cfg->corr_lr = 3e-3;
-        cfg->calib_tokens = 65536;
+        set_list(cfg->calib_axis, &cfg->n_calib_axis, (int[]){65536}, 1);
         return 0;
     }
     if (strcmp(name, "frontier") == 0) {
@@ -255,31 +252,6 @@ int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg)
     return 0;
 }
 
-static int grid_array(const cJSON *root, const char *key, const char *path, int *out, int *n, long min, long max) {
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!a) return 0;
-    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > SWEEP_MAX_VALUES) {
-        qc_error("%s: \"%s\" must be a list of 1 to %d integers", path, key, SWEEP_MAX_VALUES);
-        return -1;
-    }
-    int k = 0;
-    for (const cJSON *v = a->child; v; v = v->next) {
-        /* the range first: converting a double outside long's range is undefined behaviour */
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= min && v->valuedouble <= max) || v->valuedouble != (double)(long)v->valuedouble) {
-            qc_error("%s: \"%s\" holds a value that is not an integer in [%ld, %ld]", path, key, min, max);
-            return -1;
-        }
-        for (int i = 0; i < k; i++)
-            if (out[i] == (int)v->valuedouble) {
-                qc_error("%s: \"%s\" holds the value %d twice", path, key, out[i]);
-                return -1;
-            }
-        out[k++] = (int)v->valuedouble;
-    }
-    *n = k;
-    return 0;
-}
-
 int sweep_read_grid_file(SweepConfig *cfg, const char *path) {
     size_t size;
     uint8_t *text = read_file(path, &size);
@@ -289,42 +261,56 @@ int sweep_read_grid_file(SweepConfig *cfg, const char *path) {
     return rc;
 }
 
+/* A grid file's list as the text its axis's flag takes: numbers (integers written as such) and
+ * names joined by commas; -1 naming the file and the key unless it is a list of 1 to
+ * SWEEP_MAX_VALUES numbers or strings (a string holding a comma would be two values). */
+static int grid_list_text(const cJSON *a, const char *path, char *out, size_t size) {
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > SWEEP_MAX_VALUES) {
+        qc_error("%s: \"%s\" must be a list of 1 to %d values", path, a->string, SWEEP_MAX_VALUES);
+        return -1;
+    }
+    size_t len = 0;
+    out[0] = 0;
+    for (const cJSON *v = a->child; v; v = v->next) {
+        char item[64];
+        /* the range first: converting a double outside long's range is undefined behaviour */
+        if (cJSON_IsNumber(v) && fabs(v->valuedouble) < 1e15 && v->valuedouble == (double)(long)v->valuedouble)
+            snprintf(item, sizeof item, "%ld", (long)v->valuedouble);
+        else if (cJSON_IsNumber(v))
+            snprintf(item, sizeof item, "%.17g", v->valuedouble); /* refused by the parser as not an integer */
+        else if (cJSON_IsString(v) && strlen(v->valuestring) < sizeof item && !strchr(v->valuestring, ','))
+            snprintf(item, sizeof item, "%s", v->valuestring);
+        else {
+            qc_error("%s: \"%s\" holds a value that is neither a number nor a name", path, a->string);
+            return -1;
+        }
+        len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%s%s", len ? "," : "", item);
+    }
+    return 0;
+}
+
 int sweep_parse_grid(SweepConfig *cfg, const char *text, size_t size, const char *path) {
     cJSON *root = cJSON_ParseWithLength(text, size);
     int rc = -1;
     if (!root || !cJSON_IsObject(root)) { qc_error("%s: not a JSON object", path); goto done; }
     for (const cJSON *item = root->child; item; item = item->next) {
-        const char *known[] = {"seeds", "bits", "sizes", "every", "hidden"};
-        int ok = 0;
-        for (int i = 0; i < 5; i++) ok |= strcmp(item->string, known[i]) == 0;
-        if (!ok) { qc_error("%s: unknown key \"%s\" (seeds, bits, sizes, every, hidden)", path, item->string); goto done; }
+        if (sweep_axis_by_key(item->string) < 0) {
+            char keys[512] = "";
+            for (int a = 0; a < SWEEP_N_AXES; a++)
+                snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", a ? ", " : "", sweep_axes[a].key);
+            qc_error("%s: unknown key \"%s\" (%s)", path, item->string, keys);
+            goto done;
+        }
         /* cJSON keeps both and reads the first: {"seeds":[1],"seeds":[2]} would run seed 1 alone */
         for (const cJSON *prev = root->child; prev != item; prev = prev->next)
             if (strcmp(prev->string, item->string) == 0) { qc_error("%s: the key \"%s\" appears twice", path, item->string); goto done; }
     }
-    if (grid_array(root, "seeds", path, cfg->seeds, &cfg->n_seeds, 0, 2147483647) ||
-        grid_array(root, "bits", path, cfg->bits, &cfg->n_bits, 2, 8) ||
-        grid_array(root, "every", path, cfg->every, &cfg->n_every, 1, 256) ||
-        grid_array(root, "hidden", path, cfg->hidden, &cfg->n_hidden, 0, 65536))
-        goto done;
-    const cJSON *sizes = cJSON_GetObjectItemCaseSensitive(root, "sizes");
-    if (sizes) {
-        if (!cJSON_IsArray(sizes) || cJSON_GetArraySize(sizes) < 1 || cJSON_GetArraySize(sizes) > SWEEP_MAX_VALUES) {
-            qc_error("%s: \"sizes\" must be a list of strings like \"128x4\"", path);
-            goto done;
-        }
-        char joined[1024] = "";
-        for (const cJSON *v = sizes->child; v; v = v->next) {
-            /* short enough that all of them and their commas fit in joined: never a cut-off size */
-            if (!cJSON_IsString(v) || strlen(v->valuestring) > sizeof joined / SWEEP_MAX_VALUES - 2) {
-                qc_error("%s: \"sizes\" must hold strings like \"128x4\"", path);
-                goto done;
-            }
-            snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s", joined[0] ? "," : "", v->valuestring);
-        }
-        char flag[4200];
-        snprintf(flag, sizeof flag, "%s: sizes", path);
-        if (parse_size_list(flag, joined, cfg->sizes, &cfg->n_sizes) != 0) goto done;
+    for (const cJSON *item = root->child; item; item = item->next) {
+        const SweepAxis *axis = &sweep_axes[sweep_axis_by_key(item->string)];
+        char list[4096], flag[4200];
+        if (grid_list_text(item, path, list, sizeof list) != 0) goto done;
+        snprintf(flag, sizeof flag, "%s: %s", path, axis->key);
+        if (axis->ops->parse(flag, list, cfg) != 0) goto done;
     }
     rc = 0;
 done:
@@ -340,9 +326,8 @@ int sweep_config_check(const SweepConfig *cfg) {
         if (gpt_config_check(&g) != 0) return -1;
     }
     /* a group that divides no model's width is refused; one that misses some sizes skips them */
-    for (int k = 0; k < (cfg->n_grans ? cfg->n_grans : 1); k++) {
-        int group = cfg->n_grans ? (cfg->grans[k].granularity == GRAN_GROUP ? cfg->grans[k].group : 0)
-                                 : (cfg->scheme.granularity == GRAN_GROUP ? cfg->scheme.group : 0);
+    for (int k = 0; k < cfg->n_grans; k++) {
+        int group = cfg->grans[k].granularity == GRAN_GROUP ? cfg->grans[k].group : 0;
         int fits = !group;
         for (int i = 0; i < cfg->n_sizes; i++) fits |= group && cfg->sizes[i].d_model % group == 0;
         if (!fits) {
@@ -356,6 +341,10 @@ int sweep_config_check(const SweepConfig *cfg) {
         qc_error("no correction method chosen (%s)", names);
         return -1;
     }
+#define SWEEP_AXIS_CHECK(field, type, run, run_type, flag, ...) \
+    if (cfg->n_##field < 1) { qc_error("%s: no value", flag); return -1; }
+    SWEEP_AXES(SWEEP_AXIS_CHECK)
+#undef SWEEP_AXIS_CHECK
     for (int i = 0; i < cfg->n_methods; i++)
         if (method_tunes(cfg->methods[i]) && cfg->objective == OBJECTIVE_MSE) {
             qc_error("method %s has no correction sites for the mse objective to compare: use ce or kl", method_name(cfg->methods[i]));
@@ -367,7 +356,7 @@ int sweep_config_check(const SweepConfig *cfg) {
             return -1;
         }
     for (int i = 0; i < cfg->n_quantizers; i++)
-        if (quantizer_info[cfg->quantizers[i]].needs_calibration && cfg->calib_tokens < 1) {
+        if (quantizer_info[cfg->quantizers[i]].needs_data && cfg->calib_axis[0] < 1) {
             qc_error("the %s quantizer needs calibration tokens", quantizer_name(cfg->quantizers[i]));
             return -1;
         }
@@ -380,12 +369,8 @@ int sweep_config_check(const SweepConfig *cfg) {
 
 QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r) {
     QuantScheme s = cfg->scheme;
-    s.bits = r->bits;
-    s.quantizer = r->quantizer;
-    if (cfg->n_grans) {
-        s.granularity = cfg->grans[r->gran].granularity;
-        s.group = cfg->grans[r->gran].group;
-    }
+    for (int a = 0; a < SWEEP_N_AXES; a++) /* bits, quantizer, granularity: what the axes set */
+        if (sweep_axes[a].ops->apply) sweep_axes[a].ops->apply(cfg, r, &s, NULL);
     return s;
 }
 
@@ -395,150 +380,18 @@ CorrectionLayout sweep_run_layout(const SweepRun *r) {
 
 void sweep_run_options(const SweepConfig *cfg, const SweepRun *r, const QuantScheme *scheme, CorrectOptions *o) {
     correct_options_default(o);
-    o->every = method_uses_every(r->method) ? r->every : 1; /* lowrank's rank matches a linear correction every 1 */
-    o->hidden = r->hidden;
     o->objective = cfg->objective;
-    o->method = r->method;
-    o->steps = r->steps;
     o->autostop = cfg->autostop;
-    /* --init lstsq starts the grid's trained linear corrections; the other runs start as they do */
-    o->init = r->method == METHOD_TRAIN && r->hidden == 0 ? cfg->init : INIT_ZERO;
     o->batch = cfg->corr_batch;
     o->lr = (float)cfg->corr_lr;
-    o->calib_tokens = r->calib;
-    o->seed = (uint64_t)r->seed;
     o->ridge = cfg->ridge;
-    o->correction_bits = r->corr_bits;
     o->scope = scheme->scope;
     o->scheme = scheme;
     o->rank = cfg->rank;
     o->lowrank_act_scale = cfg->lowrank_act_scale;
     o->quiet = 1;
-}
-
-const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
-    QuantScheme s = sweep_run_scheme(cfg, r);
-    size_t len = (size_t)snprintf(out, size, "s%d_%dx%d_b%d", r->seed, cfg->sizes[r->size_index].d_model,
-                                  cfg->sizes[r->size_index].n_layer, r->bits);
-    if (s.granularity == GRAN_TENSOR) len += (size_t)snprintf(out + len, size - len, "_tensor");
-    else if (s.granularity == GRAN_GROUP) len += (size_t)snprintf(out + len, size - len, "_g%d", s.group);
-    if (r->quantizer != QUANTIZER_RTN) snprintf(out + len, size - len, "_%s", quantizer_name(r->quantizer));
-    return out;
-}
-
-/* The run's id: its factors, the ones at their historic default (channel, rtn, float corrections)
- * left out, so ids of earlier sweeps keep their meaning: s42_128x4_b4_e1_h0_train,
- * s42_64x2_b2_tensor_gptq_lowrank, s42_64x2_b2_g32_e1_h0_train_c8. */
-static void run_id(const SweepConfig *cfg, SweepRun *r) {
-    char model[64];
-    sweep_model_name(cfg, r, model, sizeof model);
-    char fit[40];
-    if (method_uses_every(r->method)) snprintf(fit, sizeof fit, "e%d_h%d_%s", r->every, r->hidden, method_name(r->method));
-    else snprintf(fit, sizeof fit, "%s", method_name(r->method));
-    char stored[48] = "";
-    size_t len = 0;
-    if (r->corr_bits < 32) len += (size_t)snprintf(stored + len, sizeof stored - len, "_c%d", r->corr_bits);
-    /* a budget part only where the grid varies it */
-    if (cfg->n_steps_axis > 1 && method_info[r->method].trains) {
-        if (r->steps == STEPS_AUTO) len += (size_t)snprintf(stored + len, sizeof stored - len, "_sauto");
-        else len += (size_t)snprintf(stored + len, sizeof stored - len, "_s%d", r->steps);
-    }
-    if (cfg->n_calib_axis > 1 && method_corrects(r->method)) snprintf(stored + len, sizeof stored - len, "_k%ld", r->calib);
-    snprintf(r->id, sizeof r->id, "%s_%s%s", model, fit, stored);
-}
-
-/* Whether granularity gr fits size z (a group must divide the rows of every matrix: d_model). */
-static int granularity_fits(const SweepConfig *cfg, int gr, int z) {
-    int group = cfg->n_grans ? (cfg->grans[gr].granularity == GRAN_GROUP ? cfg->grans[gr].group : 0)
-                             : (cfg->scheme.granularity == GRAN_GROUP ? cfg->scheme.group : 0);
-    return !group || cfg->sizes[z].d_model % group == 0;
-}
-
-/* Whether the correcting methods run at these bits and granularity (SweepConfig.corrected_*). */
-static int corrected_here(const SweepConfig *cfg, int bits, int gr) {
-    int ok = cfg->n_corrected_bits == 0;
-    for (int i = 0; i < cfg->n_corrected_bits; i++) ok |= cfg->corrected_bits[i] == bits;
-    if (!ok || cfg->n_corrected_grans == 0) return ok;
-    QuantScheme s = cfg->scheme;
-    if (cfg->n_grans) s.granularity = cfg->grans[gr].granularity, s.group = cfg->grans[gr].group;
-    for (int i = 0; i < cfg->n_corrected_grans; i++)
-        if (cfg->corrected_grans[i].granularity == s.granularity &&
-            (s.granularity != GRAN_GROUP || cfg->corrected_grans[i].group == s.group))
-            return 1;
-    return 0;
-}
-
-/* Order: groups (seed, size); within one, quantized models (quantizer, granularity, bits; the
- * control arm, 32 bits, once, last); within one, methods, every, hidden, storage width. */
-SweepRun *sweep_enumerate(const SweepConfig *cfg, int *n_runs, int *n_groups) {
-    int n_grans = cfg->n_grans ? cfg->n_grans : 1;
-    int n_steps = cfg->n_steps_axis ? cfg->n_steps_axis : 1, n_calib = cfg->n_calib_axis ? cfg->n_calib_axis : 1;
-    size_t max = (size_t)cfg->n_seeds * cfg->n_sizes * cfg->n_quantizers * n_grans * (cfg->n_bits + 1) * cfg->n_methods *
-                 (cfg->n_every + 1) * cfg->n_hidden * cfg->n_corr_bits * n_steps * n_calib;
-    SweepRun *runs = qc_calloc(max ? max : 1, sizeof(SweepRun), "run list");
-    if (!runs) return NULL;
-    int n = 0, g = 0;
-    for (int s = 0; s < cfg->n_seeds; s++)
-        for (int z = 0; z < cfg->n_sizes; z++, g++) {
-            int model = 0;
-            for (int q = 0; q < cfg->n_quantizers; q++)
-                for (int gr = 0; gr < n_grans; gr++)
-                    for (int b = 0; b <= cfg->n_bits; b++, model++) {
-                        int control = b == cfg->n_bits;
-                        if (control && (!cfg->control || q > 0 || gr > 0)) continue;
-                        if (!control && !granularity_fits(cfg, gr, z)) continue;
-                        int bits = control ? 32 : cfg->bits[b];
-                        /* calibration sets, then every outermost: runs that share both share prefix caches */
-                        for (int k = 0; k < n_calib; k++)
-                        for (int e = 0; e <= cfg->n_every; e++)
-                            for (int m = 0; m < cfg->n_methods; m++) {
-                                CorrectMethod method = cfg->methods[m];
-                                /* methods on the stream once per every, the others once after them */
-                                if (method_uses_every(method) != (e < cfg->n_every)) continue;
-                                /* at 32 bits only what corrects the stream has something to learn */
-                                if (control && (!method_corrects(method) || !method_uses_every(method))) continue;
-                                if (!control && method_corrects(method) && !corrected_here(cfg, bits, gr)) continue;
-                                if (k > 0 && !method_corrects(method)) continue; /* no calibration: once */
-                                int n_hidden = method_uses_hidden(method) ? cfg->n_hidden : 1;
-                                int stores = method_corrects(method) && !method_tunes(method); /* tuning stores no correction */
-                                int n_stored = stores ? cfg->n_corr_bits : 1;
-                                int n_st = method_info[method].trains ? n_steps : 1;
-                                for (int h = 0; h < n_hidden; h++)
-                                    for (int c = 0; c < n_stored; c++)
-                                    for (int st = 0; st < n_st; st++) {
-                                        SweepRun *r = &runs[n++];
-                                        r->seed = cfg->seeds[s];
-                                        r->size_index = z;
-                                        r->bits = bits;
-                                        r->gran = gr;
-                                        r->quantizer = cfg->quantizers[q];
-                                        r->method = method;
-                                        r->every = e < cfg->n_every ? cfg->every[e] : 0;
-                                        r->hidden = method_uses_hidden(method) ? cfg->hidden[h] : 0;
-                                        r->corr_bits = stores ? cfg->corr_bits[c] : 32;
-                                        r->steps = !method_info[method].trains ? 0 : cfg->n_steps_axis ? cfg->steps_axis[st] : cfg->corr_steps;
-                                        r->calib = cfg->n_calib_axis ? cfg->calib_axis[k] : cfg->calib_tokens;
-                                        r->group = g;
-                                        r->model = model;
-                                        run_id(cfg, r);
-                                    }
-                            }
-                    }
-        }
-    /* every run meets correct's rules (a grid that correct would refuse is refused whole) */
-    for (int i = 0; i < n; i++) {
-        QuantScheme scheme = sweep_run_scheme(cfg, &runs[i]);
-        CorrectOptions o;
-        sweep_run_options(cfg, &runs[i], &scheme, &o);
-        if (method_corrects(runs[i].method) && correct_options_check(&o, &scheme) != 0) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", qc_last_error());
-            qc_error("run %s: %s", runs[i].id, why);
-            free(runs);
-            return NULL;
-        }
-    }
-    *n_runs = n;
-    *n_groups = g;
-    return runs;
+    for (int a = 0; a < SWEEP_N_AXES; a++) /* seed, method, every, hidden, steps, calibration, storage: the axes' */
+        if (sweep_axes[a].ops->apply) sweep_axes[a].ops->apply(cfg, r, NULL, o);
+    /* --init lstsq starts the grid's trained linear corrections; the other runs start as they do */
+    o->init = (method_info[r->method].takes & TAKES_INIT) && method_kind(r->method, r->hidden) == KIND_LINEAR ? cfg->init : INIT_ZERO;
 }

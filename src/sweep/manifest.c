@@ -19,52 +19,59 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
+/* The manifest's entries that are not an axis's, each with its rank in its section (the axes'
+ * ranks are in SWEEP_AXES: the entries of a section are written in rank order). */
+static void corrected_bits_entry(const SweepConfig *cfg, cJSON *grid) {
+    if (cfg->n_corrected_bits) cJSON_AddItemToObject(grid, "corrected_bits", int_array(cfg->corrected_bits, cfg->n_corrected_bits));
+}
+static void corrected_grans_entry(const SweepConfig *cfg, cJSON *grid) {
+    if (!cfg->n_corrected_grans) return;
+    cJSON *cg = cJSON_AddArrayToObject(grid, "corrected_granularities");
+    for (int i = 0; i < cfg->n_corrected_grans; i++) {
+        QuantScheme g = cfg->scheme;
+        g.granularity = cfg->corrected_grans[i].granularity, g.group = cfg->corrected_grans[i].group;
+        char text[32];
+        describe_granularity(&g, text, sizeof text);
+        cJSON_AddItemToArray(cg, cJSON_CreateString(text));
+    }
+}
+static void control_entry(const SweepConfig *cfg, cJSON *grid) { cJSON_AddBoolToObject(grid, "control", cfg->control); }
+static const ManifestEntry grid_entries[] = {{100, corrected_bits_entry}, {110, corrected_grans_entry}, {120, control_entry}};
+
+static void objective_entry(const SweepConfig *cfg, cJSON *c) { cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective)); }
+static void init_entry(const SweepConfig *cfg, cJSON *c) {
+    if (cfg->init == INIT_LSTSQ) cJSON_AddStringToObject(c, "init", "lstsq");
+}
+static void batch_entry(const SweepConfig *cfg, cJSON *c) { cJSON_AddNumberToObject(c, "batch", cfg->corr_batch); }
+static void lr_entry(const SweepConfig *cfg, cJSON *c) { cJSON_AddNumberToObject(c, "lr", cfg->corr_lr); }
+static void ridge_entry(const SweepConfig *cfg, cJSON *c) { cJSON_AddNumberToObject(c, "ridge", cfg->ridge); }
+static void lowrank_entry(const SweepConfig *cfg, cJSON *c) {
+    if (cfg->rank) cJSON_AddNumberToObject(c, "lowrank_rank", cfg->rank);
+    else cJSON_AddStringToObject(c, "lowrank_rank", "match");
+    cJSON_AddStringToObject(c, "lowrank_scale", cfg->lowrank_act_scale ? "act" : "none");
+}
+static void optimizer_entry(const SweepConfig *cfg, cJSON *c) {
+    (void)cfg;
+    cJSON_AddStringToObject(c, "optimizer", "AdamW 0.9/0.95, no weight decay, clip 1.0, warmup then cosine to lr/10");
+}
+static const ManifestEntry correction_entries[] = {{10, objective_entry}, {30, init_entry},    {40, batch_entry},    {50, lr_entry},
+                                                   {70, ridge_entry},     {80, lowrank_entry}, {90, optimizer_entry}};
+
 char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddNumberToObject(root, "qcorr_manifest", 1);
     cJSON *grid = cJSON_AddObjectToObject(root, "grid");
-    cJSON_AddItemToObject(grid, "seeds", int_array(cfg->seeds, cfg->n_seeds));
-    cJSON_AddItemToObject(grid, "bits", int_array(cfg->bits, cfg->n_bits));
-    cJSON *sizes = cJSON_AddArrayToObject(grid, "sizes");
-    cJSON *steps = cJSON_CreateObject(); /* float training steps per size */
-    for (int i = 0; i < cfg->n_sizes; i++) {
-        char s[32];
-        snprintf(s, sizeof s, "%dx%d", cfg->sizes[i].d_model, cfg->sizes[i].n_layer);
-        cJSON_AddItemToArray(sizes, cJSON_CreateString(s));
-        cJSON_AddNumberToObject(steps, s, SIZE_TRAIN_STEPS(cfg, i));
-    }
-    cJSON_AddItemToObject(grid, "every", int_array(cfg->every, cfg->n_every));
-    cJSON_AddItemToObject(grid, "hidden", int_array(cfg->hidden, cfg->n_hidden));
-    cJSON *methods = cJSON_AddArrayToObject(grid, "methods");
-    for (int i = 0; i < cfg->n_methods; i++) cJSON_AddItemToArray(methods, cJSON_CreateString(method_name(cfg->methods[i])));
-    cJSON *quantizers = cJSON_AddArrayToObject(grid, "quantizers");
-    for (int i = 0; i < cfg->n_quantizers; i++) cJSON_AddItemToArray(quantizers, cJSON_CreateString(quantizer_name(cfg->quantizers[i])));
-    cJSON *grans = cJSON_AddArrayToObject(grid, "granularities");
-    for (int i = 0; i < (cfg->n_grans ? cfg->n_grans : 1); i++) {
-        QuantScheme g = cfg->scheme;
-        if (cfg->n_grans) g.granularity = cfg->grans[i].granularity, g.group = cfg->grans[i].group;
-        char text[32];
-        describe_granularity(&g, text, sizeof text);
-        cJSON_AddItemToArray(grans, cJSON_CreateString(text));
-    }
-    cJSON_AddItemToObject(grid, "correction_stored_bits", int_array(cfg->corr_bits, cfg->n_corr_bits));
-    if (cfg->n_corrected_bits) cJSON_AddItemToObject(grid, "corrected_bits", int_array(cfg->corrected_bits, cfg->n_corrected_bits));
-    if (cfg->n_corrected_grans) {
-        cJSON *cg = cJSON_AddArrayToObject(grid, "corrected_granularities");
-        for (int i = 0; i < cfg->n_corrected_grans; i++) {
-            QuantScheme g = cfg->scheme;
-            g.granularity = cfg->corrected_grans[i].granularity, g.group = cfg->corrected_grans[i].group;
-            char text[32];
-            describe_granularity(&g, text, sizeof text);
-            cJSON_AddItemToArray(cg, cJSON_CreateString(text));
-        }
-    }
-    cJSON_AddBoolToObject(grid, "control", cfg->control);
+    sweep_manifest_section(cfg, grid, MANIFEST_GRID, grid_entries, (int)(sizeof grid_entries / sizeof *grid_entries));
     cJSON *ft = cJSON_AddObjectToObject(root, "float_training");
     cJSON_AddNumberToObject(ft, "heads", cfg->heads);
     cJSON_AddNumberToObject(ft, "ctx", cfg->ctx);
     cJSON_AddNumberToObject(ft, "batch", cfg->train_batch);
-    cJSON_AddItemToObject(ft, "steps", steps);
+    cJSON *steps = cJSON_AddObjectToObject(ft, "steps"); /* float training steps per size */
+    for (int i = 0; i < cfg->n_sizes; i++) {
+        char s[32];
+        snprintf(s, sizeof s, "%dx%d", cfg->sizes[i].d_model, cfg->sizes[i].n_layer);
+        cJSON_AddNumberToObject(steps, s, SIZE_TRAIN_STEPS(cfg, i));
+    }
     cJSON_AddNumberToObject(ft, "lr", cfg->train_lr);
     cJSON_AddStringToObject(ft, "schedule", "warmup min(100, steps/10), cosine to lr/10");
     cJSON_AddStringToObject(ft, "optimizer", "AdamW 0.9/0.95 eps 1e-8, weight decay 0.1 on matrices, clip 1.0");
@@ -86,42 +93,7 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     cJSON_AddStringToObject(q, "quant_scale_dtype", scale_dtype_name(cfg->scheme.scale_dtype));
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");
     cJSON *c = cJSON_AddObjectToObject(root, "correction");
-    cJSON_AddStringToObject(c, "objective", objective_name(cfg->objective));
-    /* steps: numbers, "auto" for --steps auto (whose rule is then written out) */
-    int any_auto = cfg->n_steps_axis ? 0 : cfg->corr_steps == STEPS_AUTO;
-    if (cfg->n_steps_axis) {
-        cJSON *a = cJSON_CreateArray();
-        for (int i = 0; i < cfg->n_steps_axis; i++) {
-            any_auto |= cfg->steps_axis[i] == STEPS_AUTO;
-            cJSON_AddItemToArray(a, cfg->steps_axis[i] == STEPS_AUTO ? cJSON_CreateString("auto") : cJSON_CreateNumber(cfg->steps_axis[i]));
-        }
-        cJSON_AddItemToObject(c, "steps", a);
-    } else if (any_auto) {
-        cJSON_AddStringToObject(c, "steps", "auto");
-    } else {
-        cJSON_AddNumberToObject(c, "steps", cfg->corr_steps);
-    }
-    if (any_auto) {
-        const AutoStop *a = &cfg->autostop;
-        cJSON *st = cJSON_AddObjectToObject(c, "stopping");
-        cJSON_AddNumberToObject(st, "max_steps", a->max_steps);
-        cJSON_AddNumberToObject(st, "eval_every", a->eval_every);
-        cJSON_AddNumberToObject(st, "patience", a->patience);
-        cJSON_AddNumberToObject(st, "min_delta", a->min_delta);
-        cJSON_AddNumberToObject(st, "heldout_share", a->heldout_share);
-        cJSON_AddStringToObject(st, "schedule", schedule_name(a->schedule));
-        cJSON_AddStringToObject(st, "keeps", "the parameters of the best held-out measurement");
-    }
-    if (cfg->init == INIT_LSTSQ) cJSON_AddStringToObject(c, "init", "lstsq");
-    cJSON_AddNumberToObject(c, "batch", cfg->corr_batch);
-    cJSON_AddNumberToObject(c, "lr", cfg->corr_lr);
-    if (cfg->n_calib_axis) cJSON_AddItemToObject(c, "calib_tokens", int_array(cfg->calib_axis, cfg->n_calib_axis));
-    else cJSON_AddNumberToObject(c, "calib_tokens", (double)cfg->calib_tokens);
-    cJSON_AddNumberToObject(c, "ridge", cfg->ridge);
-    if (cfg->rank) cJSON_AddNumberToObject(c, "lowrank_rank", cfg->rank);
-    else cJSON_AddStringToObject(c, "lowrank_rank", "match");
-    cJSON_AddStringToObject(c, "lowrank_scale", cfg->lowrank_act_scale ? "act" : "none");
-    cJSON_AddStringToObject(c, "optimizer", "AdamW 0.9/0.95, no weight decay, clip 1.0, warmup then cosine to lr/10");
+    sweep_manifest_section(cfg, c, MANIFEST_CORRECTION, correction_entries, (int)(sizeof correction_entries / sizeof *correction_entries));
     cJSON_AddStringToObject(root, "data_sha256", cfg->data_sha256);
     cJSON_AddStringToObject(root, "command", command ? command : "");
     char *text = cJSON_Print(root);

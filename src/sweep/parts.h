@@ -11,6 +11,11 @@
 /* dir/name */
 static inline void join(char *out, size_t size, const char *dir, const char *name) { snprintf(out, size, "%s/%s", dir, name); }
 
+/* ---- axes.c: each axis's functions ---- */
+#define SWEEP_AXIS_DECLARE_OPS(field, type, run, run_type, flag, key, level, id, sort, section, rank, ops) extern const SweepAxisOps ops;
+SWEEP_AXES(SWEEP_AXIS_DECLARE_OPS)
+#undef SWEEP_AXIS_DECLARE_OPS
+
 /* ---- records.c ---- */
 /* Seconds spent on a run's parts (the float model's and quantized model's shared by their runs). */
 typedef struct {

@@ -40,7 +40,7 @@ SweepWork plan_float_model(const SweepConfig *cfg, int z, double eval_tokens) {
  * the calibration windows: each block runs once per layer it observes, from a cached input) */
 SweepWork plan_quant_model(const SweepConfig *cfg, const SweepRun *r, double eval_tokens) {
     QuantScheme s = sweep_run_scheme(cfg, r);
-    double calib = quant_scheme_needs_calibration(&s) ? 2.0 * (double)((cfg->calib_tokens + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
+    double calib = quant_scheme_needs_calibration(&s) ? 2.0 * (double)(((long)cfg->calib_axis[0] + cfg->ctx - 1) / cfg->ctx * cfg->ctx) : 0.0;
     return (SweepWork){.forward = eval_tokens + calib};
 }
 

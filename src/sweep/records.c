@@ -85,28 +85,9 @@ typedef struct {
     RunRecord values;
 } RecordRow;
 
-/* summary.csv's order: seed, size, quantizer, granularity, bits, every, hidden, method (table
- * order), storage width; a record without a column sorts as its historic default */
-static long method_rank(const char *m) {
-    int k = m ? method_by_name(m) : -1;
-    return k < 0 ? METHOD_COUNT : k;
-}
-static long quantizer_rank(const char *q) {
-    int k = q ? quantizer_by_name(q) : -1;
-    return k < 0 ? 0 : k;
-}
+/* summary.csv's order: the axes' (SWEEP_AXES' sort column), then the run id */
 static int compare_rows(const void *a, const void *b) {
-    const RunRecord *x = &((const RecordRow *)a)->values, *y = &((const RecordRow *)b)->values;
-    long kx[8] = {x->seed, x->d_model * 1000 + x->n_layer, quantizer_rank(x->quantizer), 0, x->bits, x->every, x->hidden, method_rank(x->method)};
-    long ky[8] = {y->seed, y->d_model * 1000 + y->n_layer, quantizer_rank(y->quantizer), 0, y->bits, y->every, y->hidden, method_rank(y->method)};
-    for (int i = 0; i < 8; i++)
-        if (kx[i] != ky[i]) return kx[i] < ky[i] ? -1 : 1;
-    int g = strcmp(x->granularity ? x->granularity : "channel", y->granularity ? y->granularity : "channel");
-    if (g) return g;
-    long cx = x->correction_stored_bits == SCHEMA_NO_INTEGER ? 32 : x->correction_stored_bits;
-    long cy = y->correction_stored_bits == SCHEMA_NO_INTEGER ? 32 : y->correction_stored_bits;
-    if (cx != cy) return cx > cy ? -1 : 1;
-    return strcmp(x->run_id, y->run_id);
+    return sweep_compare_records(&((const RecordRow *)a)->values, &((const RecordRow *)b)->values);
 }
 
 int sweep_write_summary(const char *dir) {

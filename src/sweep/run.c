@@ -166,11 +166,12 @@ static int *group_order(const SweepConfig *cfg, const SweepRun *runs, int n_runs
     return order;
 }
 
-static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Corpus *corpus, int seed, int size_index,
+static int ensure_float_model(const char *dir, const SweepConfig *cfg, const Corpus *corpus, const SweepRun *r0,
                               int max_batch, GPT *f, Sidecar *side, Progress *p) {
+    int seed = r0->seed, size_index = r0->size_index;
     const ModelSize *z = &cfg->sizes[size_index];
-    char base[4096], ckpt[4200], log[4200], meta[4200];
-    snprintf(base, sizeof base, "%s/floats/s%d_%dx%d", dir, seed, z->d_model, z->n_layer);
+    char base[4096], ckpt[4200], log[4200], meta[4200], name[128];
+    snprintf(base, sizeof base, "%s/floats/%s", dir, sweep_group_name(cfg, r0, name, sizeof name));
     snprintf(ckpt, sizeof ckpt, "%s.safetensors", base);
     snprintf(log, sizeof log, "%s.train.csv", base);
     snprintf(meta, sizeof meta, "%s.json", base);
@@ -223,7 +224,7 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
     const int32_t *val = corpus->ids + corpus->n_train;
     if (r->bits == 32) { /* the control arm: nothing stored but the float model (and its activation quantization) */
         side->seconds = 0;
-        if (quantize_model_on_corpus(q, &s, corpus, cfg->calib_tokens, (uint64_t)r->seed, NULL, NULL) != 0 ||
+        if (quantize_model_on_corpus(q, &s, corpus, cfg->calib_axis[0], (uint64_t)r->seed, NULL, NULL) != 0 ||
             (act_scheme_on(&s.act) ? evaluate_model(q, NULL, val, corpus->n_val, NULL, 0, ref, eq) : evaluation_of_reference(eq, ref)))
             goto fail;
         side->loss = eq->loss;
@@ -249,7 +250,7 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
     } else {
         /* quantizers that use data calibrate on the windows the corrections are fitted on */
         double t0 = now_seconds();
-        if (quantize_model_on_corpus(q, &s, corpus, cfg->calib_tokens, (uint64_t)r->seed, NULL, NULL) != 0) goto fail;
+        if (quantize_model_on_corpus(q, &s, corpus, cfg->calib_axis[0], (uint64_t)r->seed, NULL, NULL) != 0) goto fail;
         side->seconds = now_seconds() - t0;
         if (save_model(ckpt, q, &corpus->vocab, &s, NULL, NULL) != 0) goto fail;
     }
@@ -314,9 +315,8 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             }
         if (first < 0 || todo == 0) continue;
         const SweepRun *r0 = &runs[first];
-        const ModelSize *z = &cfg->sizes[r0->size_index];
-        char group_name[64];
-        snprintf(group_name, sizeof group_name, "s%d_%dx%d", r0->seed, z->d_model, z->n_layer);
+        char group_name[128];
+        sweep_group_name(cfg, r0, group_name, sizeof group_name);
         if (o->claim) {
             int taken = claim_group(dir, group_name);
             if (taken < 0) { rc = -1; break; }
@@ -328,7 +328,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         Sidecar fs;
         p.step_work = flops(cfg, r0->size_index, (SweepWork){.train = (double)cfg->train_batch * cfg->ctx});
         p.credited = 0;
-        if (ensure_float_model(dir, cfg, &corpus, r0->seed, r0->size_index, max_batch, &f, &fs, &p) != 0) { rc = -1; break; }
+        if (ensure_float_model(dir, cfg, &corpus, r0, max_batch, &f, &fs, &p) != 0) { rc = -1; break; }
         /* the float model's view of the validation split: every loss and KL of the group is against it */
         EvalReference ref;
         if (eval_reference_build(&ref, &f, corpus.ids + corpus.n_train, corpus.n_val) != 0) { gpt_free(&f); rc = -1; break; }

@@ -10,6 +10,7 @@
 
 #include "correct/experiment.h"
 #include "quant/quant.h"
+#include "tables/schema.h"
 
 #define SWEEP_MAX_VALUES 32
 
@@ -26,21 +27,57 @@ typedef struct {
     int group;
 } SweepGranularity;
 
+/* What a new value of an axis makes anew, the unit the sweep shares work by: a float model (a
+ * group: trained once for all its runs), a quantized model (made once for all its runs), or only
+ * the run. The axes of a level come before those of the next in SWEEP_AXES; the group and model
+ * indices of a run (SweepRun), and so the cost model's count of float and quantized models
+ * (plan.c) and the shards, follow from it. */
+typedef enum { AXIS_FLOAT, AXIS_QUANT, AXIS_RUN } AxisLevel;
+/* The object of manifest.json an axis's entry goes in (its rank orders it among the section's
+ * entries, manifest.c lists the others'). */
+typedef enum { MANIFEST_GRID, MANIFEST_CORRECTION } ManifestSection;
+
+/* The sweep axes (README: Sweeps): every factor a sweep varies, one line each, in the order of
+ * enumeration (the first varies slowest: runs that share a float model, then a quantized model,
+ * then a calibration set are neighbours). An axis is always a list of at least one value: its
+ * default (ops.defaults) or the preset's, a list of one where not varied (there is no "unset").
+ * A new axis is a line here plus its SweepAxisOps in axes.c. Columns:
+ *   field    SweepConfig's list: type field[SWEEP_MAX_VALUES] and int n_field
+ *   type     its element type
+ *   run      SweepRun's field holding a run's value (or index into the list), of run_type
+ *   flag     the sweep flag that sets the list (its text parsed by ops.parse)
+ *   key      its key in a grid file (a JSON list of numbers or names, parsed as the flag's
+ *            text) and in manifest.json
+ *   level    what a new value makes anew (AxisLevel)
+ *   id       the place of its part in the run id (1 first; historic order, so ids keep meaning)
+ *   sort     its place in summary.csv's row order (0: none; ties fall to the run id)
+ *   section, rank   where its manifest entry goes
+ *   ops      its functions (SweepAxisOps, axes.c): parse, slots, set, admits, id part,
+ *            manifest entry, row comparison, what it sets in the run's scheme or options, and
+ *            its default list */
+#define SWEEP_AXES(X)                                                                                                            \
+    /* field      type              run         run_type       flag                key                   level       id sort section          rank ops */ \
+    X(seeds,      int,              seed,       int,           "--seeds",          "seeds",              AXIS_FLOAT, 1, 1, MANIFEST_GRID,       10, axis_seeds)      \
+    X(sizes,      ModelSize,        size_index, int,           "--sizes",          "sizes",              AXIS_FLOAT, 2, 2, MANIFEST_GRID,       30, axis_sizes)      \
+    X(quantizers, QuantizerId,      quantizer,  QuantizerId,   "--quantizers",     "quantizers",         AXIS_QUANT, 5, 3, MANIFEST_GRID,       70, axis_quantizers) \
+    X(grans,      SweepGranularity, gran,       int,           "--granularities",  "granularities",      AXIS_QUANT, 4, 8, MANIFEST_GRID,       80, axis_grans)      \
+    X(bits,       int,              bits,       int,           "--bits",           "bits",               AXIS_QUANT, 3, 4, MANIFEST_GRID,       20, axis_bits)       \
+    X(calib_axis, int,              calib,      long,          "--calib-tokens",   "calib_tokens",       AXIS_RUN,  11, 0, MANIFEST_CORRECTION, 60, axis_calib)      \
+    X(every,      int,              every,      int,           "--every",          "every",              AXIS_RUN,   6, 5, MANIFEST_GRID,       40, axis_every)      \
+    X(methods,    CorrectMethod,    method,     CorrectMethod, "--methods",        "methods",            AXIS_RUN,   8, 7, MANIFEST_GRID,       60, axis_methods)    \
+    X(hidden,     int,              hidden,     int,           "--hidden",         "hidden",             AXIS_RUN,   7, 6, MANIFEST_GRID,       50, axis_hidden)     \
+    X(corr_bits,  int,              corr_bits,  int,           "--correction-bits", "correction_stored_bits", AXIS_RUN, 9, 9, MANIFEST_GRID,   90, axis_corr_bits)  \
+    X(steps_axis, int,              steps,      int,           "--steps",          "steps",              AXIS_RUN,  10, 0, MANIFEST_CORRECTION, 20, axis_steps)
+
+#define SWEEP_AXIS_ENUM(field, ...) AXIS_##field,
+typedef enum { SWEEP_AXES(SWEEP_AXIS_ENUM) SWEEP_N_AXES } SweepAxisId;
+#undef SWEEP_AXIS_ENUM
+
 typedef struct {
-    /* the grid */
-    int seeds[SWEEP_MAX_VALUES], n_seeds;
-    int bits[SWEEP_MAX_VALUES], n_bits;
-    ModelSize sizes[SWEEP_MAX_VALUES];
-    int n_sizes;
-    int every[SWEEP_MAX_VALUES], n_every;
-    int hidden[SWEEP_MAX_VALUES], n_hidden;
-    CorrectMethod methods[METHOD_COUNT];   /* the fitting methods (methods.h), in table order */
-    int n_methods;
-    QuantizerId quantizers[QUANTIZER_COUNT]; /* in table order */
-    int n_quantizers;
-    SweepGranularity grans[SWEEP_MAX_VALUES]; /* weight granularities (default: the scheme's) */
-    int n_grans;
-    int corr_bits[SWEEP_MAX_VALUES], n_corr_bits; /* corrections stored at: 32 (float), or 2..16 */
+    /* the grid: one list per axis (SWEEP_AXES) */
+#define SWEEP_AXIS_LIST(field, type, ...) type field[SWEEP_MAX_VALUES]; int n_##field;
+    SWEEP_AXES(SWEEP_AXIS_LIST)
+#undef SWEEP_AXIS_LIST
     /* where the correcting methods run (0 entries: everywhere); elsewhere only those that do not
      * correct (none) — so a frontier of many quantized models corrects only a few of them */
     int corrected_bits[SWEEP_MAX_VALUES], n_corrected_bits;
@@ -50,40 +87,92 @@ typedef struct {
     /* float training */
     int heads, ctx, train_batch, train_steps;
     double train_lr;
-    /* quantization (besides bits) */
+    /* quantization: the rest of each run's scheme (its bits, quantizer and granularity come from
+     * the axes); the quantizers that use data calibrate on the first calibration budget */
     QuantScheme scheme;
-    /* correction: steps and calibration budget, one value each or an axis (a budget curve) */
-    int corr_steps, corr_batch;
+    /* correction: the rest of each run's options (steps and calibration budget are axes:
+     * steps_axis holds STEPS_AUTO for --steps auto) */
+    int corr_batch;
     double corr_lr, ridge;
-    long calib_tokens;
-    int steps_axis[SWEEP_MAX_VALUES], n_steps_axis;   /* 0 entries: corr_steps alone; STEPS_AUTO: --steps auto */
     AutoStop autostop;       /* the stopping rule of STEPS_AUTO runs */
     CorrectionInit init;     /* train, linear corrections: the start */
     int rank;                /* lowrank: the rank per matrix, or 0: matched to a linear correction after every block */
     int lowrank_act_scale;   /* lowrank: SVD of the error scaled by each input column's mean |x| (L2QER) */
-    int calib_axis[SWEEP_MAX_VALUES], n_calib_axis;   /* 0 entries: calib_tokens alone */
     Objective objective;
     /* the corpus, by content */
     char data_sha256[65];
 } SweepConfig;
 
+/* One run: its value on every axis (every, hidden 0 where the method has none; corr_bits 32 where
+ * it stores no correction; steps 0 where it does not train; STEPS_AUTO), its id and its place. */
 typedef struct {
-    int seed, size_index, bits, every, hidden; /* every, hidden 0 where the method has none */
-    int gran;                /* index into SweepConfig.grans */
-    QuantizerId quantizer;
-    CorrectMethod method;
-    int corr_bits;           /* 32, or the narrower width the corrections are stored at */
-    int steps;               /* correction steps (0 where the method does not train; STEPS_AUTO) */
-    long calib;              /* calibration budget (characters) */
+#define SWEEP_AXIS_RUN_FIELD(field, type, run, run_type, ...) run_type run;
+    SWEEP_AXES(SWEEP_AXIS_RUN_FIELD)
+#undef SWEEP_AXIS_RUN_FIELD
     char id[128];            /* s42_128x4_b4_e1_h0_train; non-default factors add parts (README) */
-    int group;               /* index of its (seed, size) float-model group */
-    int model;               /* index of its quantized model within the group (quantizer, granularity, bits) */
+    int group;               /* index of its float-model group (its AXIS_FLOAT values) */
+    int model;               /* index of its quantized model within the group (its AXIS_QUANT values) */
 } SweepRun;
+
+/* An axis's functions (axes.c, beside each other per axis). */
+typedef struct {
+    /* --help text of the flag; a %s in it receives names() (the table's names), where given */
+    const char *help;
+    void (*names)(char *out, size_t size);
+    /* the list from text ("42,123", "rtn,gptq"); messages name flag */
+    int (*parse)(const char *flag, const char *text, SweepConfig *cfg);
+    /* the places the enumeration walks: the list's values, plus any extra one (bits: the control
+     * arm; every: the place of the methods that have none) */
+    int (*slots)(const SweepConfig *cfg);
+    /* r's value at place slot; may read the values of the axes above it in the table */
+    void (*set)(const SweepConfig *cfg, SweepRun *r, int slot);
+    /* the skip rule: whether the run (every axis set) exists at place slot (NULL: always) */
+    int (*admits)(const SweepConfig *cfg, const SweepRun *r, int slot);
+    /* its part of the run id, with its separator ("_b4"; "" for none) */
+    void (*id_part)(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size);
+    /* adds its entry (or entries) to its manifest section */
+    void (*manifest)(const SweepConfig *cfg, cJSON *section);
+    /* orders two rows of summary.csv (records missing the column as their historic default);
+     * NULL where sort is 0 */
+    int (*compare)(const RunRecord *a, const RunRecord *b);
+    /* what the run's value sets in its scheme (sweep_run_scheme: s) or in its options
+     * (sweep_run_options: o); one of s and o is NULL each call (NULL: nothing) */
+    void (*apply)(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o);
+    /* its list before a preset sets anything (cfg->scheme is the default scheme already); NULL:
+     * every preset gives it its values */
+    void (*defaults)(SweepConfig *cfg);
+} SweepAxisOps;
+
+typedef struct {
+    const char *field, *flag, *key;
+    AxisLevel level;
+    int id_rank, sort_rank;
+    ManifestSection section;
+    int manifest_rank;
+    const SweepAxisOps *ops;
+} SweepAxis;
+
+extern const SweepAxis sweep_axes[SWEEP_N_AXES];
+/* The axis a grid-file or manifest key names, or -1. */
+int sweep_axis_by_key(const char *key);
+/* Adds the manifest entries of the axes of section, merged by rank with the section's other
+ * entries (rank, write(cfg, section)), n of them in rank order. */
+typedef struct {
+    int rank;
+    void (*write)(const SweepConfig *cfg, cJSON *section);
+} ManifestEntry;
+void sweep_manifest_section(const SweepConfig *cfg, cJSON *section, ManifestSection which, const ManifestEntry *others, int n);
+/* summary.csv's order of two rows: the axes by sort rank, then the run id. */
+int sweep_compare_records(const RunRecord *a, const RunRecord *b);
+/* Whether any run trains under --steps auto (STEPS_AUTO on the steps axis). */
+int sweep_steps_auto(const SweepConfig *cfg);
 
 /* The scheme of a run: the sweep's, with the run's bits, granularity and quantizer. */
 QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r);
-/* Its quantized model's name, the part of its id that names the model: s42_64x2_b4. */
+/* Its quantized model's name, the part of its id that names the model (its AXIS_FLOAT and
+ * AXIS_QUANT parts): s42_64x2_b4; its float model's (AXIS_FLOAT): s42_64x2. */
 const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size);
+const char *sweep_group_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size);
 /* The correction layout a run fits. */
 CorrectionLayout sweep_run_layout(const SweepRun *r);
 /* The options `correct` would get for a run (the sweep's budgets, the run's method, width, steps,
@@ -100,7 +189,8 @@ int parse_steps_list(const char *flag, const char *text, int *out, int *n);
 int parse_method_list(const char *flag, const char *text, SweepConfig *cfg);
 int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg);
 int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg);
-/* A JSON grid file: {"seeds":[..],"bits":[..],"sizes":["64x2"],"every":[..],"hidden":[..]} */
+/* A JSON grid file: any axis's key with a list, {"seeds":[42,123],"sizes":["64x2"],"methods":["train","none"]},
+ * each list parsed as the axis's flag parses its text. */
 int sweep_read_grid_file(SweepConfig *cfg, const char *path);
 /* The same from text in memory (size bytes, no NUL needed); name stands for the path in messages. */
 int sweep_parse_grid(SweepConfig *cfg, const char *text, size_t size, const char *name);

@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define QUANTIZER_INFO(id, name, calib, fn) {name, calib},
+#define QUANTIZER_INFO(id, name, data, gram, ops) {name, data, gram},
 #define KIND_INFO(id, name, place, ops, solve) {name, place},
-#define METHOD_INFO(id, name, kind, trains, solves, tunes) {name, kind, trains, solves, tunes},
+#define METHOD_INFO(id, name, kind, trains, solves, tunes, takes) {name, kind, trains, solves, tunes, takes},
 const QuantizerInfo quantizer_info[QUANTIZER_COUNT] = {QUANTIZERS(QUANTIZER_INFO)};
 const CorrectionKindInfo kind_info[KIND_COUNT] = {CORRECTION_KINDS(KIND_INFO)};
 const MethodInfo method_info[METHOD_COUNT] = {CORRECTION_METHODS(METHOD_INFO)};
@@ -14,6 +14,8 @@ const MethodInfo method_info[METHOD_COUNT] = {CORRECTION_METHODS(METHOD_INFO)};
 const char *quantizer_name(QuantizerId id) { return quantizer_info[id].name; }
 const char *kind_name(CorrectionKindId id) { return kind_info[id].name; }
 const char *method_name(CorrectMethod id) { return method_info[id].name; }
+
+int quantizer_is_default(QuantizerId q) { return q == 0; }
 
 int quantizer_by_name(const char *name) {
     for (int i = 0; i < QUANTIZER_COUNT; i++)

@@ -7,12 +7,17 @@
 
 #include <stddef.h>
 
-/* Quantizers: X(id, name, needs calibration data, quantize function (quant.c)). mse needs data
- * only when weighted by it (quant_scheme_needs_calibration). */
-#define QUANTIZERS(X)                                   \
-    X(QUANTIZER_RTN, "rtn", 0, quantize_tensor_rtn)     \
-    X(QUANTIZER_MSE, "mse", 0, quantize_tensor_mse)     \
-    X(QUANTIZER_GPTQ, "gptq", 1, quantize_tensor_gptq)
+/* Quantizers: X(id, name, data, gram, ops):
+ *   data  1: it always needs calibration data (0: only where an option of its asks for it, as
+ *         mse's weighted search does: its ops' needs_data)
+ *   gram  1: it needs each matrix input's X^T X, which the calibration walk then gathers
+ *   ops   its QuantizerOps (quant.h: the quantize function, the grid of a span from the weights
+ *         alone, its options with their flags and metadata keys, their check and description),
+ *         defined in the entry's own file (quant/rtn.c, quant/mse.c, quant/gptq.c) */
+#define QUANTIZERS(X)                           \
+    X(QUANTIZER_RTN, "rtn", 0, 0, rtn_quantizer) \
+    X(QUANTIZER_MSE, "mse", 0, 0, mse_quantizer) \
+    X(QUANTIZER_GPTQ, "gptq", 1, 1, gptq_quantizer)
 
 /* Where a correction sits: on the residual stream after a block (README: Correction layers), or on
  * one linear layer's output (a per-matrix term). */
@@ -34,21 +39,27 @@ typedef enum { PLACE_STREAM, PLACE_LINEAR } Placement;
  * direction (adaround: layer by layer, its own iterations, so it "trains" no AdamW steps). */
 typedef enum { TUNE_NONE, TUNE_NORMS, TUNE_WEIGHTS, TUNE_SCALES, TUNE_CLIP, TUNE_ROUNDING } TuneTarget;
 
+/* The options a method takes besides the budgets (bit flags of the takes column): --rank and
+ * --lowrank-scale (the size and scaling of per-matrix factors), --init lstsq (a trained linear
+ * correction started from the closed form). */
+#define TAKES_RANK 1u
+#define TAKES_INIT 2u
+
 /* How corrections are fitted: X(id, name, kind (KIND_BY_HIDDEN: linear at hidden 0, else MLP),
  * trains (AdamW steps), solves (the kind's closed form), tunes (the base's own parameters it
- * trains: 0 extra bits)). A method that solves and trains (lowrank) fine-tunes its closed form
- * only when given steps. */
-#define CORRECTION_METHODS(X)                                          \
-    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0, TUNE_NONE)           \
-    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1, TUNE_NONE)              \
-    X(METHOD_LOWRANK, "lowrank", KIND_LOWRANK, 1, 1, TUNE_NONE)         \
-    X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1, TUNE_NONE)                  \
-    X(METHOD_NORMTWEAK, "normtweak", KIND_NONE, 1, 0, TUNE_NORMS)       \
-    X(METHOD_QAT, "qat", KIND_NONE, 1, 0, TUNE_WEIGHTS)                 \
-    X(METHOD_SCALES, "scales", KIND_NONE, 1, 0, TUNE_SCALES)            \
-    X(METHOD_LWC, "lwc", KIND_NONE, 1, 0, TUNE_CLIP)                    \
-    X(METHOD_ADAROUND, "adaround", KIND_NONE, 0, 0, TUNE_ROUNDING)      \
-    X(METHOD_NONE, "none", KIND_NONE, 0, 0, TUNE_NONE)
+ * trains: 0 extra bits), takes (TAKES_* options, 0: none)). A method that solves and trains
+ * (lowrank) fine-tunes its closed form only when given steps. */
+#define CORRECTION_METHODS(X)                                                     \
+    X(METHOD_TRAIN, "train", KIND_BY_HIDDEN, 1, 0, TUNE_NONE, TAKES_INIT)          \
+    X(METHOD_LSTSQ, "lstsq", KIND_LINEAR, 0, 1, TUNE_NONE, 0)                      \
+    X(METHOD_LOWRANK, "lowrank", KIND_LOWRANK, 1, 1, TUNE_NONE, TAKES_RANK)        \
+    X(METHOD_BIAS, "bias", KIND_BIAS, 0, 1, TUNE_NONE, 0)                          \
+    X(METHOD_NORMTWEAK, "normtweak", KIND_NONE, 1, 0, TUNE_NORMS, 0)               \
+    X(METHOD_QAT, "qat", KIND_NONE, 1, 0, TUNE_WEIGHTS, 0)                         \
+    X(METHOD_SCALES, "scales", KIND_NONE, 1, 0, TUNE_SCALES, 0)                    \
+    X(METHOD_LWC, "lwc", KIND_NONE, 1, 0, TUNE_CLIP, 0)                            \
+    X(METHOD_ADAROUND, "adaround", KIND_NONE, 0, 0, TUNE_ROUNDING, 0)              \
+    X(METHOD_NONE, "none", KIND_NONE, 0, 0, TUNE_NONE, 0)
 
 #define METHODS_ENUM_ID(id, name, ...) id,
 typedef enum { QUANTIZERS(METHODS_ENUM_ID) QUANTIZER_COUNT } QuantizerId;
@@ -58,7 +69,7 @@ typedef enum { CORRECTION_METHODS(METHODS_ENUM_ID) METHOD_COUNT } CorrectMethod;
 
 typedef struct {
     const char *name;
-    int needs_calibration;
+    int needs_data, needs_gram;
 } QuantizerInfo;
 typedef struct {
     const char *name;
@@ -69,6 +80,7 @@ typedef struct {
     CorrectionKindId kind;
     int trains, solves;
     TuneTarget tunes;
+    unsigned takes;
 } MethodInfo;
 
 extern const QuantizerInfo quantizer_info[QUANTIZER_COUNT];
@@ -79,6 +91,9 @@ extern const MethodInfo method_info[METHOD_COUNT];
 const char *quantizer_name(QuantizerId id);
 const char *kind_name(CorrectionKindId id);
 const char *method_name(CorrectMethod id);
+/* Whether quantizer q is the table's first (rtn): the historic default, which run ids and
+ * checkpoint metadata leave unnamed. */
+int quantizer_is_default(QuantizerId q);
 /* Lookups by name: the id, or -1. */
 int quantizer_by_name(const char *name);
 int kind_by_name(const char *name);
