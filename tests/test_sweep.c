@@ -307,7 +307,7 @@ static void test_record_fields_typed_by_schema(void **state) {
 }
 
 /* The methods that tune the base (normtweak, qat, scales, lwc, adaround): all in the methods preset, once per model and budget
- * (no every, hidden or storage width, even with a storage axis), never in the control arm, with the
+ * (no every, hidden or storage width, even with a storage axis), normtweak and qat in the control arm too, with the
  * correction steps; the mse objective refused for them. */
 static void test_enumerate_tuning_methods(void **state) {
     (void)state;
@@ -328,9 +328,9 @@ static void test_enumerate_tuning_methods(void **state) {
     for (int i = 0; i < n_runs; i++) {
         if (!method_tunes(runs[i].method)) continue;
         tuned++;
-        assert_true(runs[i].bits != 32 && runs[i].every == 0 && runs[i].hidden == 0 && runs[i].corr_bits == 32 && runs[i].steps == cfg.steps_axis[0]);
+        assert_true(runs[i].every == 0 && runs[i].hidden == 0 && runs[i].corr_bits == 32 && runs[i].steps == cfg.steps_axis[0]);
     }
-    assert_int_equal(tuned, 2 * 2); /* two methods at bits 2 and 4 */
+    assert_int_equal(tuned, 2 * 3); /* two methods at bits 2 and 4, and their control (32) */
     free(runs);
     cfg.objective = OBJECTIVE_MSE;
     assert_int_equal(sweep_config_check(&cfg), -1);
@@ -431,6 +431,63 @@ static void test_order_by_cost(void **state) {
     assert_memory_equal(order, want, sizeof want);
 }
 
+/* Combinations (--first-methods) and the control arm of the methods that tune the base: each
+ * first method other than none runs once before every method that adds corrections (train at
+ * every every x hidden, lowrank), at the quantized bits only, never before a method that tunes
+ * the base; its id ends _first-<method> and its options name it; the manifest has no
+ * first_methods entry without combinations (older directories resume); at 32 bits the control
+ * arm holds normtweak and qat (the same training means something on the float model) but not
+ * lwc or lowrank; a method that adds corrections is refused as a first. */
+static void test_enumerate_combinations(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "quick"), 0);
+    cJSON *plain = cJSON_CreateObject();
+    for (int a = 0; a < SWEEP_N_AXES; a++) sweep_axes[a].ops->manifest(&cfg, plain);
+    assert_null(cJSON_GetObjectItem(plain, "first_methods"));
+    cJSON_Delete(plain);
+    assert_int_equal(parse_method_list("--methods", "train,lowrank,lwc,normtweak,qat", &cfg), 0);
+    assert_int_equal(parse_first_method_list("--first-methods", "none,lwc,adaround", &cfg), 0);
+    assert_int_equal(sweep_config_check(&cfg), 0);
+    int n_runs, n_groups;
+    SweepRun *runs = sweep_enumerate(&cfg, &n_runs, &n_groups);
+    assert_non_null(runs);
+    int combos = 0, control_tuned = 0, by_first[METHOD_COUNT] = {0};
+    for (int i = 0; i < n_runs; i++) {
+        const SweepRun *r = &runs[i];
+        if (r->bits == 32 && method_tunes(r->method)) {
+            control_tuned++;
+            assert_true(r->method == METHOD_NORMTWEAK || r->method == METHOD_QAT);
+        }
+        if (r->bits == 32) assert_true(r->method != METHOD_LOWRANK && r->method != METHOD_LWC);
+        if (r->first == METHOD_NONE) continue;
+        combos++;
+        by_first[r->first]++;
+        assert_true(r->bits != 32 && (r->method == METHOD_TRAIN || r->method == METHOD_LOWRANK));
+        char tail[32];
+        snprintf(tail, sizeof tail, "_first-%s", method_name(r->first));
+        assert_non_null(strstr(r->id, tail));
+        assert_int_equal((int)strlen(strstr(r->id, tail)), (int)strlen(tail)); /* at the end */
+        CorrectOptions o;
+        QuantScheme sc = sweep_run_scheme(&cfg, r);
+        sweep_run_options(&cfg, r, &sc, &o);
+        assert_true(o.with_first && o.first == r->first && o.method == r->method);
+        assert_int_equal(correct_options_check(&o, &sc), 0);
+    }
+    int per_bits = cfg.n_every * cfg.n_hidden + 1; /* train at every every x hidden, and lowrank */
+    assert_int_equal(by_first[METHOD_LWC], cfg.n_bits * per_bits);
+    assert_int_equal(by_first[METHOD_ADAROUND], cfg.n_bits * per_bits);
+    assert_int_equal(combos, 2 * cfg.n_bits * per_bits);
+    assert_int_equal(control_tuned, 2); /* normtweak and qat, once each */
+    cJSON *m = cJSON_CreateObject();
+    for (int a = 0; a < SWEEP_N_AXES; a++) sweep_axes[a].ops->manifest(&cfg, m);
+    assert_non_null(cJSON_GetObjectItem(m, "first_methods"));
+    cJSON_Delete(m);
+    free(runs);
+    assert_int_equal(parse_first_method_list("--first-methods", "none,train", &cfg), -1);
+    assert_non_null(strstr(qc_last_error(), "train"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_counts_and_tokens),
@@ -447,6 +504,7 @@ int main(void) {
         cmocka_unit_test(test_enumerate_axes),
         cmocka_unit_test(test_enumerate_tuning_methods),
         cmocka_unit_test(test_grid_meets_correct_rules),
+        cmocka_unit_test(test_enumerate_combinations),
     };
     return cmocka_run_group_tests_name("sweep", tests, NULL, NULL);
 }

@@ -274,13 +274,14 @@ static int corrected_here(const SweepConfig *cfg, const SweepRun *r) {
     return 0;
 }
 
-/* ---- methods (methods.h's table, in table order): at 32 bits only what corrects the stream
- * has something to learn; --corrected-bits/-granularities keep the others to none ---- */
+/* ---- methods (methods.h's table, in table order): at 32 bits (the control arm) only what has
+ * something to learn on the float model (method_has_control: the stream corrections, normtweak,
+ * qat); --corrected-bits/-granularities keep the others to none ---- */
 static int methods_slots(const SweepConfig *cfg) { return cfg->n_methods; }
 static void methods_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->method = cfg->methods[slot]; }
 static int methods_admits(const SweepConfig *cfg, const SweepRun *r, int slot) {
     (void)slot;
-    if (r->bits == 32) return method_corrects(r->method) && method_uses_every(r->method);
+    if (r->bits == 32) return method_has_control(r->method);
     return !method_corrects(r->method) || corrected_here(cfg, r);
 }
 static void methods_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
@@ -316,6 +317,48 @@ const SweepAxisOps axis_methods = {
     .compare = methods_compare,
     .apply = methods_apply,
     .defaults = methods_defaults,
+};
+
+/* ---- firsts: a combination's first method (none, or one that tunes the base), run before a
+ * method that adds corrections (README: Combinations); quantized runs only. Its id part and
+ * manifest entry appear only when a sweep has combinations, so older directories resume. ---- */
+static int firsts_slots(const SweepConfig *cfg) { return cfg->n_firsts; }
+static void firsts_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->first = cfg->firsts[slot]; }
+static int firsts_admits(const SweepConfig *cfg, const SweepRun *r, int slot) {
+    (void)cfg, (void)slot;
+    return r->first == METHOD_NONE || (r->bits < 32 && method_info[r->method].kind != KIND_NONE && !method_tunes(r->method));
+}
+static void firsts_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
+    (void)cfg;
+    if (r->first != METHOD_NONE) snprintf(out, size, "_first-%s", method_name(r->first));
+    else out[0] = 0;
+}
+static void firsts_manifest(const SweepConfig *cfg, cJSON *grid) {
+    if (cfg->n_firsts == 1 && cfg->firsts[0] == METHOD_NONE) return;
+    cJSON *a = cJSON_AddArrayToObject(grid, "first_methods");
+    for (int i = 0; i < cfg->n_firsts; i++) cJSON_AddItemToArray(a, cJSON_CreateString(method_name(cfg->firsts[i])));
+}
+static void firsts_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)s;
+    if (o) {
+        o->with_first = r->first != METHOD_NONE;
+        o->first = r->first;
+    }
+}
+static void firsts_defaults(SweepConfig *cfg) {
+    cfg->firsts[0] = METHOD_NONE;
+    cfg->n_firsts = 1;
+}
+const SweepAxisOps axis_firsts = {
+    .help = "combinations: comma list of first methods, none or ones that tune the base, each run before every method that adds corrections (default none)",
+    .parse = parse_first_method_list,
+    .slots = firsts_slots,
+    .set = firsts_set,
+    .admits = firsts_admits,
+    .id_part = firsts_id,
+    .manifest = firsts_manifest,
+    .apply = firsts_apply,
+    .defaults = firsts_defaults,
 };
 
 /* ---- hidden: only for the methods with a width (0 elsewhere) ---- */
@@ -404,14 +447,21 @@ int sweep_steps_auto(const SweepConfig *cfg) {
 }
 static int steps_parse(const char *flag, const char *text, SweepConfig *cfg) { return parse_steps_list(flag, text, cfg->steps_axis, &cfg->n_steps_axis); }
 static int steps_slots(const SweepConfig *cfg) { return cfg->n_steps_axis; }
-static void steps_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->steps = method_info[r->method].trains ? cfg->steps_axis[slot] : 0; }
+/* whether a run trains by steps: its method, or in a combination its first method or a second
+ * that trains and does not solve (README: Combinations) */
+static int takes_steps(const SweepRun *r) {
+    const MethodInfo *m = &method_info[r->method];
+    if (r->first == METHOD_NONE) return m->trains;
+    return method_info[r->first].trains || (m->trains && !m->solves);
+}
+static void steps_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->steps = takes_steps(r) ? cfg->steps_axis[slot] : 0; }
 static int steps_admits(const SweepConfig *cfg, const SweepRun *r, int slot) {
     (void)cfg;
-    return slot == 0 || method_info[r->method].trains;
+    return slot == 0 || takes_steps(r);
 }
 static void steps_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
     out[0] = 0;
-    if (cfg->n_steps_axis < 2 || !method_info[r->method].trains) return; /* only where the grid varies it */
+    if (cfg->n_steps_axis < 2 || !takes_steps(r)) return; /* only where the grid varies it */
     if (r->steps == STEPS_AUTO) snprintf(out, size, "_sauto");
     else snprintf(out, size, "_s%d", r->steps);
 }

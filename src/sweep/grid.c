@@ -219,6 +219,22 @@ int parse_method_list(const char *flag, const char *text, SweepConfig *cfg) {
     return 0;
 }
 
+int parse_first_method_list(const char *flag, const char *text, SweepConfig *cfg) {
+    int chosen[METHOD_COUNT] = {0};
+    if (parse_table_list(flag, text, "method", METHOD_COUNT, method_by_name, method_names, chosen) != 0) return -1;
+    cfg->n_firsts = 0;
+    for (int m = 0; m < METHOD_COUNT; m++) {
+        if (!chosen[m]) continue;
+        if (m != METHOD_NONE && !method_tunes((CorrectMethod)m)) {
+            qc_error("%s: %s adds corrections; a first method is none or one that tunes the base (normtweak, qat, scales, lwc, adaround)", flag,
+                     method_name((CorrectMethod)m));
+            return -1;
+        }
+        cfg->firsts[cfg->n_firsts++] = (CorrectMethod)m;
+    }
+    return 0;
+}
+
 int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg) {
     int chosen[QUANTIZER_COUNT] = {0};
     if (parse_table_list(flag, text, "quantizer", QUANTIZER_COUNT, quantizer_by_name, quantizer_names, chosen) != 0) return -1;

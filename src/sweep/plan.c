@@ -19,7 +19,7 @@ static int plan_first_block(const SweepConfig *cfg, const SweepRun *r) {
     GPTConfig g = {.vocab_size = 65, .ctx = cfg->ctx, .d_model = cfg->sizes[r->size_index].d_model,
                    .n_layer = cfg->sizes[r->size_index].n_layer, .n_head = cfg->heads};
     CorrectionLayout layout = sweep_run_layout(r);
-    if (method_tunes(r->method)) return -1; /* the base itself trains, from block 0 */
+    if (method_tunes(r->method) || r->first != METHOD_NONE) return -1; /* the base itself trains, from block 0 */
     /* a term on every quantized matrix starts in block 0 when the blocks' matrices are quantized */
     if (kind_info[layout.kind].placement == PLACE_LINEAR) return cfg->scheme.scope & SCOPE_OF(ROLE_LINEAR) ? -1 : g.n_layer - 1;
     return correction_layout_frozen_prefix(&g, &layout);
@@ -81,6 +81,13 @@ SweepWork plan_run(const SweepConfig *cfg, const SweepRun *r, double eval_tokens
     double above = share_from(cfg, r->size_index, first_block + 1);
     double calib = (double)((r->calib + cfg->ctx - 1) / cfg->ctx * cfg->ctx);
     double solve = method_info[r->method].solves ? 2.0 * calib : 0.0, steps = plan_expected_steps(cfg, r), heldout = 0.0;
+    if (r->first != METHOD_NONE) { /* a combination: its first method's steps, then a second that solves takes none */
+        SweepRun first = *r;
+        first.method = r->first;
+        first.hidden = 0;
+        if (method_info[r->method].solves) steps = 0.0;
+        if (method_info[r->first].trains) steps += plan_expected_steps(cfg, &first);
+    }
     if (r->steps == STEPS_AUTO) {
         int n_held = heldout_window_count((int)(calib / cfg->ctx), cfg->autostop.heldout_share);
         heldout = (steps / cfg->autostop.eval_every + 1.0) * n_held * cfg->ctx * above;

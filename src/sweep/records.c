@@ -150,6 +150,10 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     describe_granularity(&s, gran, sizeof gran);
     gethostname(host, sizeof host - 1);
     const MethodInfo *m = &method_info[r->method];
+    char method[64]; /* a combination: lwc+train */
+    if (r->first != METHOD_NONE) snprintf(method, sizeof method, "%s+%s", method_name(r->first), m->name);
+    else snprintf(method, sizeof method, "%s", m->name);
+    int trained = (m->trains && r->steps != 0) || (r->first != METHOD_NONE && method_info[r->first].trains);
     RunRecord v;
     run_record_clear(&v);
     v.run_id = r->id;
@@ -162,8 +166,8 @@ int sweep_write_record(const char *dir, const SweepConfig *cfg, const SweepRun *
     v.every = r->every;
     v.hidden = r->hidden;
     v.correction = kind_name(c->kind);
-    v.method = m->name;
-    v.objective = m->trains && r->steps != 0 ? objective_name(cfg->objective) : m->name;
+    v.method = method;
+    v.objective = trained ? objective_name(cfg->objective) : method;
     v.arm = r->bits == 32 ? "control" : "quant";
     v.loss_float = out->loss_float;
     v.loss_quant = out->loss_quant;

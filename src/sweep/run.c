@@ -383,7 +383,9 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                     cached_block = -1;
                 }
                 /* "none" is the quantized model as evaluated: no cache, no work */
-                int first_block = method_corrects(r->method) && !method_tunes(r->method) ? correction_layout_frozen_prefix(&q.config, &layout) : -1;
+                /* a method that tunes the base (alone or first in a combination) trains q itself */
+                int tunes_base = method_tunes(r->method) || r->first != METHOD_NONE;
+                int first_block = method_corrects(r->method) && !tunes_base ? correction_layout_frozen_prefix(&q.config, &layout) : -1;
                 if (first_block >= 0 && first_block != cached_block) {
                     stream_cache_free(&calib);
                     stream_cache_free(&val);
@@ -403,9 +405,9 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                 show_progress(&p, NULL);
                 co.calib_cache = calib.streams && cached_block == first_block ? &calib : NULL;
                 CorrectionResult res = {0};
-                /* a method that tunes the base trains q itself: the next run gets it back as quantized */
-                float *untuned = method_tunes(r->method) ? qc_malloc(q.num_params * sizeof(float), "quantized weights") : NULL;
-                if (method_tunes(r->method) && !untuned) { rc = -1; break; }
+                /* the next run gets q back as quantized */
+                float *untuned = tunes_base ? qc_malloc(q.num_params * sizeof(float), "quantized weights") : NULL;
+                if (tunes_base && !untuned) { rc = -1; break; }
                 if (untuned) memcpy(untuned, q.params, q.num_params * sizeof(float));
                 int fitted = 1;
                 if (!method_corrects(r->method)) {

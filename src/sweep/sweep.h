@@ -65,6 +65,7 @@ typedef enum { MANIFEST_GRID, MANIFEST_CORRECTION } ManifestSection;
     X(calib_axis, int,              calib,      long,          "--calib-tokens",   "calib_tokens",       AXIS_RUN,  11, 0, MANIFEST_CORRECTION, 60, axis_calib)      \
     X(every,      int,              every,      int,           "--every",          "every",              AXIS_RUN,   6, 5, MANIFEST_GRID,       40, axis_every)      \
     X(methods,    CorrectMethod,    method,     CorrectMethod, "--methods",        "methods",            AXIS_RUN,   8, 7, MANIFEST_GRID,       60, axis_methods)    \
+    X(firsts,     CorrectMethod,    first,      CorrectMethod, "--first-methods",  "first_methods",      AXIS_RUN,  12, 0, MANIFEST_GRID,       65, axis_firsts)     \
     X(hidden,     int,              hidden,     int,           "--hidden",         "hidden",             AXIS_RUN,   7, 6, MANIFEST_GRID,       50, axis_hidden)     \
     X(corr_bits,  int,              corr_bits,  int,           "--correction-bits", "correction_stored_bits", AXIS_RUN, 9, 9, MANIFEST_GRID,   90, axis_corr_bits)  \
     X(steps_axis, int,              steps,      int,           "--steps",          "steps",              AXIS_RUN,  10, 0, MANIFEST_CORRECTION, 20, axis_steps)
@@ -187,6 +188,8 @@ int parse_size_list(const char *flag, const char *text, ModelSize *out, int *n);
 int parse_steps_list(const char *flag, const char *text, int *out, int *n);
 /* "train,lstsq" (names of the methods table), "rtn,gptq" (quantizers), "channel,group:32" */
 int parse_method_list(const char *flag, const char *text, SweepConfig *cfg);
+/* --first-methods: none and the methods that tune the base (a combination's first stage). */
+int parse_first_method_list(const char *flag, const char *text, SweepConfig *cfg);
 int parse_quantizer_list(const char *flag, const char *text, SweepConfig *cfg);
 int parse_granularity_list(const char *flag, const char *text, SweepConfig *cfg);
 /* A JSON grid file: any axis's key with a list, {"seeds":[42,123],"sizes":["64x2"],"methods":["train","none"]},
