@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "quant/transform.h"
 
 static cJSON *int_array(const int *v, int n) {
     cJSON *a = cJSON_CreateArray();
@@ -317,6 +318,78 @@ const SweepAxisOps axis_methods = {
     .compare = methods_compare,
     .apply = methods_apply,
     .defaults = methods_defaults,
+};
+
+/* ---- transforms (README: Transforms): the float model's transform before the quantizer, a
+ * quantized model each; quantized models only (the control arm's float model is not
+ * transformed: the same function). Its id part and manifest entry appear only off none, so
+ * older directories resume. ---- */
+static int transforms_parse(const char *flag, const char *text, SweepConfig *cfg) {
+    cfg->n_transforms = 0;
+    const char *p = text;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char part[64];
+        TransformScheme t;
+        if (n == 0 || n >= sizeof part) { qc_error("%s: '%s' has an empty or too long element", flag, text); return -1; }
+        memcpy(part, p, n);
+        part[n] = '\0';
+        if (transform_parse(part, &t) != 0) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", qc_last_error());
+            qc_error("%s: %s", flag, why);
+            return -1;
+        }
+        for (int i = 0; i < cfg->n_transforms; i++)
+            if (cfg->transforms[i] == t.kinds) { qc_error("%s: '%s' twice", flag, part); return -1; }
+        if (cfg->n_transforms == SWEEP_MAX_VALUES) { qc_error("%s: more than %d values", flag, SWEEP_MAX_VALUES); return -1; }
+        cfg->transforms[cfg->n_transforms++] = t.kinds;
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+static int transforms_slots(const SweepConfig *cfg) { return cfg->n_transforms; }
+static void transforms_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->transform = r->bits == 32 ? 0 : cfg->transforms[slot]; }
+static int transforms_admits(const SweepConfig *cfg, const SweepRun *r, int slot) {
+    (void)cfg;
+    return slot == 0 || r->bits != 32;
+}
+static void transforms_id(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size) {
+    (void)cfg;
+    out[0] = 0;
+    if (!r->transform) return;
+    char name[64];
+    transform_kinds_name(r->transform, name, sizeof name);
+    snprintf(out, size, "_%s", name);
+}
+static void transforms_manifest(const SweepConfig *cfg, cJSON *grid) {
+    if (cfg->n_transforms == 1 && cfg->transforms[0] == 0) return;
+    cJSON *a = cJSON_AddArrayToObject(grid, "transforms");
+    for (int i = 0; i < cfg->n_transforms; i++) {
+        char name[64];
+        transform_kinds_name(cfg->transforms[i], name, sizeof name);
+        cJSON_AddItemToArray(a, cJSON_CreateString(name));
+    }
+}
+static void transforms_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
+    (void)cfg, (void)o;
+    if (s) s->transform.kinds = r->transform;
+}
+static void transforms_defaults(SweepConfig *cfg) {
+    cfg->transforms[0] = 0;
+    cfg->n_transforms = 1;
+}
+const SweepAxisOps axis_transforms = {
+    .help = "comma list of transforms of the float model before the quantizer: none, smooth, online, rotate, online+smooth, rotate+smooth (default none)",
+    .parse = transforms_parse,
+    .slots = transforms_slots,
+    .set = transforms_set,
+    .admits = transforms_admits,
+    .id_part = transforms_id,
+    .manifest = transforms_manifest,
+    .apply = transforms_apply,
+    .defaults = transforms_defaults,
 };
 
 /* ---- firsts: a combination's first method (none, or one that tunes the base), run before a

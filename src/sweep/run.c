@@ -244,6 +244,7 @@ static int ensure_quantized(const char *dir, const SweepConfig *cfg, const Corpu
         if (same) memcpy(q->params, lm.model.params, q->num_params * sizeof(float));
         /* its activation quantization as stored (static ranges included) */
         int act = same ? gpt_copy_act(q, &lm.model) : 0;
+        if (same && act == 0) act = gpt_set_online(q, lm.model.online_slots, lm.model.online_seed); /* and its online transforms */
         loaded_model_free(&lm);
         if (!same) { qc_error("%s: another model than the float model of %s", ckpt, name); goto fail; }
         if (act != 0) goto fail;
@@ -348,6 +349,21 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             if (runs[i].bits != 32 || act_scheme_on(&cfg->scheme.act))
                 progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, &runs[i], eval_tokens)));
             if (gpt_enable_backward(&q) != 0) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
+            /* a transformed scheme's corrections learn from the float model transformed alike (the
+             * same function, in the quantized model's basis: what lstsq and mse targets read) */
+            QuantScheme model_scheme = sweep_run_scheme(cfg, &runs[i]);
+            GPT f_transformed, *teacher = &f;
+            if (model_scheme.transform.kinds) {
+                int cloned = gpt_clone(&f_transformed, &f, max_batch) == 0;
+                if (!cloned || transform_model_on_corpus(&f_transformed, &model_scheme.transform, &corpus, cfg->calib_axis[0], (uint64_t)runs[i].seed) != 0) {
+                    if (cloned) gpt_free(&f_transformed);
+                    evaluation_free(&eq);
+                    gpt_free(&q);
+                    rc = -1;
+                    break;
+                }
+                teacher = &f_transformed;
+            }
             /* the frozen prefix below the first site, computed once per (model, first site) and
              * shared by every width and method: calibration windows and validation windows */
             StreamCache calib = {0}, val = {0};
@@ -414,7 +430,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
                     if (corrections_init(&c, &q.config, &layout, 1, 0) != 0 || evaluation_copy(&res.eval, &eq) != 0) { rc = -1; break; }
                     res.seconds_correct = res.seconds_eval = 0;
                 } else {
-                    fitted = run_correction(&q, &f, &corpus, &co, val.streams && cached_block == first_block ? &val : NULL, &ref, &c, &res) == 0;
+                    fitted = run_correction(&q, teacher, &corpus, &co, val.streams && cached_block == first_block ? &val : NULL, &ref, &c, &res) == 0;
                 }
                 if (untuned) {
                     memcpy(q.params, untuned, q.num_params * sizeof(float));
@@ -449,6 +465,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             free(calib_starts);
             free(linear_sizes);
             evaluation_free(&eq);
+            if (teacher != &f) gpt_free(&f_transformed);
             gpt_free(&q);
         }
         eval_reference_free(&ref);

@@ -62,6 +62,7 @@ typedef enum { MANIFEST_GRID, MANIFEST_CORRECTION } ManifestSection;
     X(quantizers, QuantizerId,      quantizer,  QuantizerId,   "--quantizers",     "quantizers",         AXIS_QUANT, 5, 3, MANIFEST_GRID,       70, axis_quantizers) \
     X(grans,      SweepGranularity, gran,       int,           "--granularities",  "granularities",      AXIS_QUANT, 4, 8, MANIFEST_GRID,       80, axis_grans)      \
     X(bits,       int,              bits,       int,           "--bits",           "bits",               AXIS_QUANT, 3, 4, MANIFEST_GRID,       20, axis_bits)       \
+    X(transforms, unsigned,         transform,  unsigned,      "--transforms",     "transforms",         AXIS_QUANT,13, 0, MANIFEST_GRID,       85, axis_transforms) \
     X(calib_axis, int,              calib,      long,          "--calib-tokens",   "calib_tokens",       AXIS_RUN,  11, 0, MANIFEST_CORRECTION, 60, axis_calib)      \
     X(every,      int,              every,      int,           "--every",          "every",              AXIS_RUN,   6, 5, MANIFEST_GRID,       40, axis_every)      \
     X(methods,    CorrectMethod,    method,     CorrectMethod, "--methods",        "methods",            AXIS_RUN,   8, 7, MANIFEST_GRID,       60, axis_methods)    \
