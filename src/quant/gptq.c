@@ -388,16 +388,9 @@ static const QuantizerOption groups_option = {"--gptq-groups", 1, "gptq, group:G
 
 /* --mse-weighted, as mse has it, where gptq fits its grids by mse */
 static int weighted_applies(const QuantScheme *s) { return s->options.fit == QUANTIZER_MSE; }
-static int weighted_parse(const char *name, const char *text, QuantScheme *s) {
-    long v;
-    if (parse_int(name, text, 0, 1, &v) != 0) return -1;
-    s->options.mse_weighted = (int)v;
-    return 0;
-}
-static void weighted_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%d", s->options.mse_weighted); }
 static const char *const weighted_examples[] = {"1", NULL};
 static const QuantizerOption weighted_option = {"--mse-weighted", 0, "gptq --gptq-fit mse: the search weighted by calibration E[x^2]",
-                                                "quant_mse_weighted", weighted_applies, weighted_parse, weighted_format, weighted_examples};
+                                                "quant_mse_weighted", weighted_applies, mse_weighted_parse, mse_weighted_format, weighted_examples};
 
 static const QuantizerOption *const gptq_options[] = {&damp_option, &act_order_option, &fit_option, &groups_option, &weighted_option, NULL};
 const QuantizerOps gptq_quantizer = {.quantize = quantize_tensor_gptq,

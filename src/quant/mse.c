@@ -33,16 +33,16 @@ static SpanGrid mse_grid(const float *w, int n, const QuantScheme *s) {
     return span_grid_fit_mse(w, n, s->bits, s->asymmetric, s->scale_dtype, NULL, NULL);
 }
 
-static int weighted_parse(const char *name, const char *text, QuantScheme *s) {
+int mse_weighted_parse(const char *name, const char *text, QuantScheme *s) {
     long v;
     if (parse_int(name, text, 0, 1, &v) != 0) return -1;
     s->options.mse_weighted = (int)v;
     return 0;
 }
-static void weighted_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%d", s->options.mse_weighted); }
+void mse_weighted_format(const QuantScheme *s, char *out, size_t size) { snprintf(out, size, "%d", s->options.mse_weighted); }
 static const char *const weighted_examples[] = {"1", NULL};
 static const QuantizerOption weighted_option = {"--mse-weighted", 0, "mse search weighted per input column by calibration E[x^2]",
-                                                "quant_mse_weighted", NULL, weighted_parse, weighted_format, weighted_examples};
+                                                "quant_mse_weighted", NULL, mse_weighted_parse, mse_weighted_format, weighted_examples};
 
 static int mse_needs_data(const QuantScheme *s) { return s->options.mse_weighted; }
 static void mse_describe(const QuantScheme *s, char *out, size_t size) {

@@ -112,6 +112,9 @@ typedef struct {
 #define QUANTIZER_DECLARE_OPS(id, name, data, gram, ops) extern const QuantizerOps ops;
 QUANTIZERS(QUANTIZER_DECLARE_OPS)
 #undef QUANTIZER_DECLARE_OPS
+/* --mse-weighted's parse and format (mse.c), which gptq's option of the same name shares. */
+int mse_weighted_parse(const char *name, const char *text, QuantScheme *s);
+void mse_weighted_format(const QuantScheme *s, char *out, size_t size);
 /* The functions of quantizer q. */
 const QuantizerOps *quantizer_ops(QuantizerId q);
 /* The option of quantizer q with this flag, or NULL. */
