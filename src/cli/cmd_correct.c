@@ -92,7 +92,7 @@ int cmd_correct(int argc, char **argv) {
     if ((rc = parse_autostop_flags("correct", &af, autostop, &o.autostop, &o.init))) return rc;
     if (autostop) steps = STEPS_AUTO;
     else if (steps < 0) /* a combination: its first method's 500 where it trains (the correction's own otherwise) */
-        steps = o.with_first && method_info[o.first].trains ? 500 : mi->solves || !mi->trains ? 0 : 500;
+        steps = o.with_first ? (correct_takes_steps(o.method, 1, o.first) ? 500 : 0) : mi->solves || !mi->trains ? 0 : 500;
     o.hidden = hidden;
     o.steps = steps;
     if (correct_options_check(&o, &scheme) != 0) return usage_error("correct", "%s", qc_last_error());

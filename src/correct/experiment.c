@@ -119,6 +119,12 @@ int correct_method_parse(const char *text, CorrectOptions *o) {
     return 0;
 }
 
+int correct_takes_steps(CorrectMethod method, int with_first, CorrectMethod first) {
+    const MethodInfo *m = &method_info[method];
+    if (!with_first) return m->trains;
+    return method_info[first].trains || (m->trains && !m->solves);
+}
+
 void correct_method_label(const CorrectOptions *o, char *out, size_t size) {
     if (o->with_first) snprintf(out, size, "%s+%s", method_name(o->first), method_name(o->method));
     else snprintf(out, size, "%s", method_name(o->method));
@@ -167,7 +173,7 @@ int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
         CorrectOptions f = first_options(o);
         CorrectOptions second = second_options(o);
         if (options_check_one(&f, s) != 0 || options_check_one(&second, s) != 0) return -1;
-        if (f.steps == 0 && second.steps == 0 && o->steps != 0) {
+        if (!correct_takes_steps(o->method, 1, o->first) && o->steps != 0) {
             qc_error("--steps: neither %s nor %s takes training steps in a combination", method_name(o->first), method_name(o->method));
             return -1;
         }

@@ -103,6 +103,10 @@ int correct_options_check(const CorrectOptions *o, const QuantScheme *s);
  * that tunes the base and a method M that adds corrections (train, lstsq, lowrank, bias).
  * -1 with a message naming the text otherwise. */
 int correct_method_parse(const char *text, CorrectOptions *o);
+/* Whether a run of method (after first, where with_first) trains by steps: the method, or in a
+ * combination its first method or a second that trains and does not solve (the rule of
+ * first_options and second_options in experiment.c; the sweep's steps axis follows it). */
+int correct_takes_steps(CorrectMethod method, int with_first, CorrectMethod first);
 /* The method's name as records and results give it: "lwc", or "lwc+train" for a combination. */
 void correct_method_label(const CorrectOptions *o, char *out, size_t size);
 int parse_objective(const char *text, Objective *out);

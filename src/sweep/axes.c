@@ -522,11 +522,7 @@ static int steps_parse(const char *flag, const char *text, SweepConfig *cfg) { r
 static int steps_slots(const SweepConfig *cfg) { return cfg->n_steps_axis; }
 /* whether a run trains by steps: its method, or in a combination its first method or a second
  * that trains and does not solve (README: Combinations) */
-static int takes_steps(const SweepRun *r) {
-    const MethodInfo *m = &method_info[r->method];
-    if (r->first == METHOD_NONE) return m->trains;
-    return method_info[r->first].trains || (m->trains && !m->solves);
-}
+static int takes_steps(const SweepRun *r) { return correct_takes_steps(r->method, r->first != METHOD_NONE, r->first); }
 static void steps_set(const SweepConfig *cfg, SweepRun *r, int slot) { r->steps = takes_steps(r) ? cfg->steps_axis[slot] : 0; }
 static int steps_admits(const SweepConfig *cfg, const SweepRun *r, int slot) {
     (void)cfg;
