@@ -322,7 +322,7 @@ for g in $g1; do case " $g2 " in *" $g "*) fail "shards: group $g split across s
 # ---------------------------------------------------------------- 2b. --jobs
 
 has_claim() { set -- "$1"/claims/*.claim; [ -e "$1" ]; }
-claim_pids() { for f in "$1"/claims/*.claim; do [ -e "$f" ] && sed 's/.*\.//' "$f"; done | sort -u; } # HOST.PID
+claim_pids() { for f in "$1"/claims/*.claim; do [ -e "$f" ] && sed -n '1s/.*\.//p' "$f"; done | sort -u; } # line 1: HOST.PID
 # start_jobs DIR LOG: a --jobs 2 sweep in the background, returning once a worker has claimed a group
 start_jobs() {
     "$QCORR" sweep $GRID --out "$1" --jobs 2 --threads 2 >"$2" 2>&1 </dev/null &
@@ -346,7 +346,7 @@ rc=$?
 if [ $rc = 0 ]; then ok "jobs: --jobs 2 exits 0 ($(($(date +%s) - t0))s)"; else fail "jobs: --jobs 2 exits 0" "exit $rc"; show "$T/jobs.log"; fi
 check_complete "jobs" "$J" "$T/expected.ids" "$REF/summary.csv"
 set -- "$J"/claims/*.claim
-if [ $# = 4 ] && [ -e "$1" ]; then ok "jobs: one claim per float-model group ($(cat "$@" | sort -u | wc -l | tr -d ' ') worker(s) took them)"
+if [ $# = 4 ] && [ -e "$1" ]; then ok "jobs: one claim per float-model group ($(for f in "$@"; do sed -n 1p "$f"; done | sort -u | wc -l | tr -d ' ') worker(s) took them)"
 else fail "jobs: one claim per float-model group" "$(ls "$J/claims" 2>&1 | head -n 5)"; fi
 # a dead process's claim is cleared and its group run again; a live process's is left to it
 host=$(hostname | tr './' '__')
@@ -362,6 +362,53 @@ if [ $rc = 0 ] && grep -q "$n_live of $N_RUNS runs are left to another sweep's w
     ok "jobs: a live process's claim is left to it and said so ($n_live runs)"
 else fail "jobs: a live process's claim is left to it and said so" "exit $rc"; show "$T/jobs2.log"; fi
 check_complete "jobs, a dead worker's claim taken again" "$J" "$T/expected.jobs2" "$REF/summary.csv"
+# a group claimed by a worker of the same --jobs parent (a teammate, here a stand-in that does
+# nothing: the claim's team line names the parent's pid, which `exec` hands to qcorr) is joined
+# once its float model exists: the other workers take its quantized models, each by one claim
+J7=$T/jobs7
+cp -R "$J" "$J7"
+rm -rf "$J7"/claims "$J7"/runs/s1_24x1_*.json
+mkdir -p "$J7/claims"
+sh -c 'printf "%s.%s\nteam %s.%s\n" "$1" "$2" "$1" "$$" >"$3/claims/s1_24x1.claim"; exec "$4" sweep $5 --out "$3" --jobs 2 --threads 2' \
+    sh "$host" "$$" "$J7" "$QCORR" "$GRID" >"$T/jobs7.log" 2>&1 </dev/null
+rc=$?
+n_models=$(ls "$J7/claims/models" 2>/dev/null | grep -c '^s1_24x1_b')
+if [ $rc = 0 ] && [ "$n_models" = 3 ] && ! grep -q "left to another sweep" "$T/jobs7.log"; then
+    ok "jobs: a teammate's group is joined, its 3 quantized models claimed one by one"
+else fail "jobs: a teammate's group is joined, its 3 quantized models claimed one by one" "exit $rc, $n_models model claims"; show "$T/jobs7.log"; fi
+check_complete "jobs, a teammate's group joined" "$J7" "$T/expected.ids" "$REF/summary.csv"
+# a teammate still training the group's float model (its checkpoint not there yet) is waited for,
+# then joined; a teammate that dies before it is there is not (its runs are left, and said so)
+team_jobs() { # team_jobs DIR LOG OWNER_PID: --jobs 2 in the background, DIR's s1_24x1 claimed for OWNER_PID
+    sh -c 'printf "%s.%s\nteam %s.%s\n" "$1" "$2" "$1" "$$" >"$3/claims/s1_24x1.claim"; exec "$4" sweep $5 --out "$3" --jobs 2 --threads 2' \
+        sh "$host" "$3" "$1" "$QCORR" "$GRID" >"$2" 2>&1 </dev/null &
+    PID=$!
+    BG="$BG $PID"
+}
+for case in waited gone; do
+    J8=$T/jobs8-$case
+    cp -R "$J" "$J8"
+    rm -rf "$J8"/claims "$J8"/runs/s1_24x1_*.json "$J8"/quant/s1_24x1_*
+    mkdir -p "$J8/claims"
+    mv "$J8/floats/s1_24x1.safetensors" "$J8/floats/held.safetensors"
+    sleep 600 &
+    owner=$!
+    BG="$BG $owner"
+    team_jobs "$J8" "$T/jobs8-$case.log" "$owner"
+    sleep 6 # the workers are in their second pass within a second or two (every other group is done)
+    if [ $case = waited ]; then mv "$J8/floats/held.safetensors" "$J8/floats/s1_24x1.safetensors"; else kill -9 "$owner"; fi
+    wait_bounded "$PID" 60
+    rc=$?
+    kill -9 "$owner" 2>/dev/null
+    n_left=$(grep -c '^s1_24x1_' "$T/expected.ids")
+    if [ $case = waited ]; then
+        if [ $rc = 0 ] && ! grep -q "left to another sweep" "$T/jobs8-$case.log"; then ok "jobs: a teammate's float model is waited for, then its group joined"
+        else fail "jobs: a teammate's float model is waited for, then its group joined" "exit $rc"; show "$T/jobs8-$case.log"; fi
+        check_complete "jobs, a teammate's float model waited for" "$J8" "$T/expected.ids" "$REF/summary.csv"
+    elif [ $rc = 0 ] && grep -q "$n_left of $N_RUNS runs are left to another sweep's workers" "$T/jobs8-$case.log" && [ ! -e "$J8/floats/s1_24x1.safetensors" ]; then
+        ok "jobs: a teammate gone before its float model is not waited for ($n_left runs left, said so)"
+    else fail "jobs: a teammate gone before its float model is not waited for" "exit $rc"; show "$T/jobs8-$case.log"; fi
+done
 # SIGTERM to the parent: the workers stop after their current run, the parent exits non-zero;
 # the same command again completes the grid
 J3=$T/jobs3
@@ -657,12 +704,14 @@ rc=$?
 if [ $rc = 0 ] && grep -Eq "^ +16x1 +2 float models x 7 steps" "$T/out" && grep -Eq "^ +24x1 +2 float models x 200 steps" "$T/out" &&
     [ ! -e "$T/dry" ]; then ok "dry-run: --sizes 16x1:7,24x1 plans 7 float steps for 16x1 and --train-steps' 200 for 24x1"
 else fail "dry-run: --sizes 16x1:7,24x1 plans 7 float steps for 16x1 and 200 for 24x1" "exit $rc"; show "$T/out"; show "$T/err"; fi
-# --jobs: the busiest worker's share, groups largest first
-"$QCORR" sweep $GRID --out "$T/dry" --dry-run --jobs 2 --threads 2 >"$T/out" 2>"$T/err" </dev/null
+# --jobs: the work shared by 2 one-thread workers (at least half of it, at most all of it; the
+# quick preset, whose work is big enough to read in tenths of a minute)
+"$QCORR" sweep --preset quick --out "$T/dry" --dry-run --jobs 2 --threads 2 >"$T/out" 2>"$T/err" </dev/null
 rc=$?
-if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min on this machine with 2 workers of 1 thread \([0-9.]+ min of work" "$T/out" &&
-    [ ! -e "$T/dry" ]; then ok "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers"
-else fail "dry-run: --jobs 2 estimates the busiest of 2 one-thread workers" "exit $rc"; show "$T/out"; show "$T/err"; fi
+share=$(sed -n 's/^estimated wall time: \([0-9.]*\) min on this machine with 2 workers of 1 thread (\([0-9.]*\) min of work.*/\1 \2/p' "$T/out")
+if [ $rc = 0 ] && [ -n "$share" ] && echo "$share" | awk '{ exit !($2 > 0 && $1 >= $2 / 2 - 0.05 && $1 <= $2 + 0.05) }' &&
+    [ ! -e "$T/dry" ]; then ok "dry-run: --jobs 2 estimates the work shared by 2 one-thread workers ($share min)"
+else fail "dry-run: --jobs 2 estimates the work shared by 2 one-thread workers" "exit $rc, '$share'"; show "$T/out"; show "$T/err"; fi
 # a corpus with fewer validation windows than the timing batch of 32 (it once overran the timing
 # batch's buffer: "malloc(): corrupted top size")
 head -c 4000 "$CORPUS" >"$T/small-corpus.txt"

@@ -28,23 +28,20 @@ static int parse_shard(const char *text, int *k, int *n) {
     return 0;
 }
 
-/* Longest-first onto `jobs` workers: each group goes to the worker that frees up first, as the
- * workers' claims take them (sweep.h); the wall time is the busiest worker's. */
-static double workers_wall_time(const double *cost, int n, int jobs) {
-    double busy[64] = {0};
-    int *order = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
-    if (!order) return NAN;
-    sweep_order_by_cost(cost, n, order);
-    for (int k = 0; k < n; k++) {
-        int w = 0;
-        for (int j = 1; j < jobs; j++)
-            if (busy[j] < busy[w]) w = j;
-        busy[w] += cost[order[k]];
+/* The wall time of `jobs` workers on groups of these costs: each takes whole groups, the largest
+ * first, and a worker out of groups joins a teammate's once its float model is trained, taking
+ * its quantized models one by one (sweep.h), so the work is shared to the end but for a group with
+ * too few models to split: the most of the work over jobs and each group's float model plus the
+ * rest of its work over min(jobs, its models). */
+static double workers_wall_time(const double *cost, const double *float_cost, const int *models, int n, int jobs) {
+    double total = 0, wall = 0;
+    for (int g = 0; g < n; g++) {
+        total += cost[g];
+        int share = models[g] < jobs ? models[g] : jobs;
+        double alone = float_cost[g] + (cost[g] - float_cost[g]) / (share > 0 ? share : 1);
+        wall = alone > wall ? alone : wall;
     }
-    free(order);
-    double wall = 0;
-    for (int j = 0; j < jobs; j++) wall = busy[j] > wall ? busy[j] : wall;
-    return wall;
+    return total / jobs > wall ? total / jobs : wall;
 }
 
 /* The plan of the whole grid (one shard of everything), each size's work weighed by the time a
@@ -80,13 +77,26 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
                plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 0}),
                plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 1}), cfg->autostop.max_steps);
     if (jobs > 1) {
-        double *cost = malloc((size_t)n_groups * sizeof(double));
-        if (!cost) { free(plan); free(runs); qc_error("out of memory planning the sweep"); return -1; }
+        double *cost = malloc((size_t)n_groups * sizeof(double)), *float_cost = calloc((size_t)n_groups, sizeof(double));
+        int *models = calloc((size_t)n_groups, sizeof(int));
+        if (!cost || !float_cost || !models) {
+            free(cost); free(float_cost); free(models); free(plan); free(runs);
+            qc_error("out of memory planning the sweep");
+            return -1;
+        }
         sweep_group_costs(cfg, runs, n_runs, n_groups, NULL, eval_tokens, per_token, cost);
-        printf("estimated wall time: %.1f min on this machine with %d workers of %d thread%s (%.1f min of work; each float-model "
-               "group on one worker, the largest first; one shard of everything; lstsq runs counted as trained ones)\n",
-               workers_wall_time(cost, n_groups, jobs) / 60, jobs, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s", total / 60);
+        for (int i = 0; i < n_runs; i++) { /* a group's quantized models (the runs' model indices) and its float model */
+            const SweepRun *r = &runs[i];
+            if (r->model + 1 > models[r->group]) models[r->group] = r->model + 1;
+            const SweepWork *t = &per_token[r->size_index];
+            float_cost[r->group] = (double)SIZE_TRAIN_STEPS(cfg, r->size_index) * cfg->train_batch * cfg->ctx * t->train + t->forward * eval_tokens;
+        }
+        printf("estimated wall time: %.1f min on this machine with %d workers of %d thread%s (%.1f min of work; groups the "
+               "largest first, then shared by quantized model; one shard of everything; lstsq runs counted as trained ones)\n",
+               workers_wall_time(cost, float_cost, models, n_groups, jobs) / 60, jobs, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s", total / 60);
         free(cost);
+        free(float_cost);
+        free(models);
     } else {
         printf("estimated wall time: %.1f min on this machine (one shard of everything; lstsq runs counted as trained ones)\n",
                total / 60);

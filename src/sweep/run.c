@@ -110,27 +110,71 @@ static void remove_stale_temporaries(const char *dir) {
     }
 }
 
-/* --jobs (sweep.h): a worker takes a group by creating DIR/claims/<group>.claim holding its
- * HOST.PID; write_file_new links a finished file into place, so of workers racing exactly one
- * creates it. Claims are only ever removed by sweep_clear_stale_claims, before workers start, so a
- * worker never deletes a live worker's claim. 1: taken, 0: another worker's, -1: error. */
-static int claim_group(const char *dir, const char *name) {
-    char path[4200], tag[160];
+/* --jobs (sweep.h): a worker takes a group by creating DIR/claims/<group>.claim, and each quantized
+ * model of it by DIR/claims/models/<model>.claim, holding its HOST.PID and, on a second line, its
+ * team (the --jobs parent's HOST.PID); write_file_new links a finished file into place, so of
+ * workers racing exactly one creates it. Claims are only ever removed by sweep_clear_stale_claims,
+ * before workers start, so a worker never deletes a live worker's claim. 1: taken, 0: another
+ * worker's, -1: error. */
+static void team_tag(char *out, size_t size) {
+    char host[96];
+    process_owner_tag(host, sizeof host);
+    char *dot = strrchr(host, '.');
+    if (dot) *dot = '\0';
+    snprintf(out, size, "team %s.%ld\n", host, (long)getppid());
+}
+
+static int claim_file(const char *dir, const char *sub, const char *name) {
+    char path[4200], tag[160], team[160];
     snprintf(path, sizeof path, "%s/claims", dir);
     if (mkdir(path, 0755) != 0 && errno != EEXIST) { qc_error("%s: cannot create: %s", path, strerror(errno)); return -1; }
-    snprintf(path, sizeof path, "%s/claims/%s.claim", dir, name);
+    if (sub) {
+        snprintf(path, sizeof path, "%s/claims/%s", dir, sub);
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) { qc_error("%s: cannot create: %s", path, strerror(errno)); return -1; }
+    }
+    snprintf(path, sizeof path, "%s/claims/%s%s%s.claim", dir, sub ? sub : "", sub ? "/" : "", name);
     process_owner_tag(tag, sizeof tag - 1);
     strcat(tag, "\n");
+    team_tag(team, sizeof team);
+    strncat(tag, team, sizeof tag - strlen(tag) - 1);
     int rc = write_file_new(path, tag, strlen(tag));
     return rc == 0 ? 1 : rc == 1 ? 0 : -1;
 }
 
-int sweep_clear_stale_claims(const char *dir) {
+/* Whether group `name` is claimed by a worker of this worker's own --jobs parent (not by
+ * another sweep's), so its unclaimed quantized models may be shared. */
+static int claimed_by_team(const char *dir, const char *name) {
+    char path[4200], team[160];
+    snprintf(path, sizeof path, "%s/claims/%s.claim", dir, name);
+    size_t size;
+    char *text = (char *)read_file(path, &size);
+    if (!text) return 0;
+    team_tag(team, sizeof team);
+    int ours = strstr(text, team) != NULL;
+    free(text);
+    return ours;
+}
+
+/* Pass 1's wait for a teammate's float model: 1 once its checkpoint exists; 0 when its owner is
+ * gone (the claim's process) or a signal asks this worker to stop. Polled once a second: a float
+ * model takes seconds to minutes, the runs after it longer. */
+static int float_model_ready(const char *dir, const char *group, const char *ckpt) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/claims", dir);
+    snprintf(path, sizeof path, "%s/claims/%s.claim", dir, group);
+    while (access(ckpt, F_OK) != 0) {
+        size_t size;
+        char *owner = (char *)read_file(path, &size);
+        int gone = !owner || process_is_gone(owner);
+        free(owner);
+        if (gone || qc_stop_signal) return 0;
+        sleep(1);
+    }
+    return 1;
+}
+
+static void clear_stale_in(const char *path, int *rc) {
     DIR *d = opendir(path);
-    if (!d) return 0; /* none yet */
-    int rc = 0;
+    if (!d) return; /* none yet */
     for (struct dirent *e; (e = readdir(d));) {
         if (!strstr(e->d_name, ".claim")) continue;
         char file[4200 + 256];
@@ -139,11 +183,20 @@ int sweep_clear_stale_claims(const char *dir) {
         char *text = (char *)read_file(file, &size);
         if (text && process_is_gone(text) && unlink(file) != 0) {
             qc_error("%s: cannot remove a finished worker's claim: %s", file, strerror(errno));
-            rc = -1;
+            *rc = -1;
         }
         free(text);
     }
     closedir(d);
+}
+
+int sweep_clear_stale_claims(const char *dir) {
+    char path[4200];
+    int rc = 0;
+    snprintf(path, sizeof path, "%s/claims", dir);
+    clear_stale_in(path, &rc);
+    snprintf(path, sizeof path, "%s/claims/models", dir);
+    clear_stale_in(path, &rc);
     return rc;
 }
 
@@ -305,8 +358,13 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
     int rc = 0;
     int *order = group_order(cfg, runs, n_runs, n_groups, done, o, eval_tokens);
     if (!order) rc = -1;
-    for (int gi = 0; gi < n_groups && rc == 0; gi++) {
-        int g = order[gi];
+    /* a --jobs worker: pass 0 takes whole groups; pass 1 joins its team's groups whose float model
+     * is trained, taking the quantized models nobody has begun (so no worker idles while another
+     * finishes a large group alone) */
+    unsigned char *mine = o->claim ? qc_calloc((size_t)(n_groups > 0 ? n_groups : 1), 1, "group claims") : NULL;
+    if (o->claim && !mine) rc = -1;
+    for (int gi = 0; gi < (o->claim ? 2 * n_groups : n_groups) && rc == 0; gi++) {
+        int pass = gi >= n_groups, g = order[gi % n_groups];
         if (g % o->shard_n != o->shard_k - 1) continue;
         int first = -1, todo = 0;
         for (int i = 0; i < n_runs; i++)
@@ -318,10 +376,16 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         const SweepRun *r0 = &runs[first];
         char group_name[128];
         sweep_group_name(cfg, r0, group_name, sizeof group_name);
-        if (o->claim) {
-            int taken = claim_group(dir, group_name);
+        if (o->claim && !pass) {
+            int taken = claim_file(dir, NULL, group_name);
             if (taken < 0) { rc = -1; break; }
-            if (!taken) continue; /* another worker's */
+            if (!taken) continue; /* another worker's: perhaps joined in pass 1 */
+            mine[g] = 1;
+        }
+        if (o->claim && pass) {
+            char ckpt[4400];
+            snprintf(ckpt, sizeof ckpt, "%s/floats/%s.safetensors", dir, group_name);
+            if (mine[g] || !claimed_by_team(dir, group_name) || !float_model_ready(dir, group_name, ckpt)) continue;
         }
         snprintf(p.phase, sizeof p.phase, "float model %s", group_name);
         show_progress(&p, NULL);
@@ -339,11 +403,17 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             if (i > first && runs[i - 1].model == model) continue; /* each quantized model once */
             for (int k = i; k < n_runs && runs[k].group == g && runs[k].model == model; k++) needed |= !done[k];
             if (!needed) continue;
+            char name[128];
+            sweep_model_name(cfg, &runs[i], name, sizeof name);
+            if (o->claim) { /* each quantized model by one worker */
+                int taken = claim_file(dir, "models", name);
+                if (taken < 0) { rc = -1; break; }
+                if (!taken) continue;
+            }
             GPT q;
             Sidecar qs;
             Evaluation eq;
-            char name[128];
-            snprintf(p.phase, sizeof p.phase, "quantize %s", sweep_model_name(cfg, &runs[i], name, sizeof name));
+            snprintf(p.phase, sizeof p.phase, "quantize %s", name);
             show_progress(&p, NULL);
             if (ensure_quantized(dir, cfg, &corpus, &f, &runs[i], max_batch, &ref, &q, &qs, &eq) != 0) { rc = -1; break; }
             if (runs[i].bits != 32 || act_scheme_on(&cfg->scheme.act))
@@ -473,6 +543,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
         gpt_free(&f);
     }
     free(order);
+    free(mine);
     if (rc == 0) rc = sweep_write_summary(dir);
     if (rc != 0 && created) sweep_release_manifest(dir);
     if (!o->quiet) {
