@@ -293,6 +293,7 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     int init = corrections_init(c, &q->config, &layout, q->max_batch * q->config.ctx, o->seed);
     free(linear_sizes);
     if (init != 0) return -1;
+    corrections_set_act(c, &q->act.scheme); /* stored narrow, its products run at the activation bits */
     r->objective = NAN;
     r->train = (TrainSummary){.stopped_by = STOPPED_FIXED, .heldout_objective = NAN, .objective = NAN};
     double t0 = now_seconds();

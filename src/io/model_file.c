@@ -379,6 +379,7 @@ static int corrections_load(Corrections *c, const SafeTensors *st, const GPT *m,
         }
         if (corrections_init(c, &m->config, &lay, max_rows, 0) != 0) goto done;
         c->stored_bits = (int)stored_bits; /* the values are stored dequantized: nothing to redo */
+        if (scheme) corrections_set_act(c, &scheme->act); /* a narrow one's products at the activation bits */
         loaded = 1;
         corrections_tensors(c, &m->config, names, max);
         for (int i = 0; i < n; i++)
