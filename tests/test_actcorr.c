@@ -336,6 +336,28 @@ static void test_float_mode_cache(void **state) {
     assert_memory_equal(from_cache.window_loss, from_tokens.window_loss, (size_t)n_val * sizeof(double));
     evaluation_free(&from_tokens);
     evaluation_free(&from_cache);
+    /* without a hook (nothing reads the stream before it is quantized): the cache's float stream
+     * quantized into the model's buffer, the cache itself untouched, the logits of the plain forward */
+    {
+        int B = 4, *pick = malloc((size_t)B * sizeof(int));
+        int32_t *targets = malloc((size_t)B * T * sizeof(int32_t)), *in = malloc((size_t)B * T * sizeof(int32_t));
+        for (int b = 0; b < B; b++) pick[b] = b;
+        stream_cache_gather(&vc, pick, B, targets);
+        for (int b = 0; b < B; b++) memcpy(in + (size_t)b * T, val + (size_t)b * T, (size_t)T * sizeof(int32_t));
+        size_t ns = (size_t)B * T * q.config.d_model, nl = (size_t)B * T * q.config.vocab_size;
+        float *copy = malloc(ns * sizeof(float)), *logits = malloc(nl * sizeof(float));
+        memcpy(copy, vc.batch, ns * sizeof(float));
+        assert_int_equal(gpt_forward(&q, in, B, T, NULL), 0);
+        memcpy(logits, q.logits, nl * sizeof(float));
+        assert_int_equal(gpt_forward_from(&q, vc.batch, first + 1, B, T, NULL), 0);
+        assert_memory_equal(vc.batch, copy, ns * sizeof(float));
+        assert_memory_equal(q.logits, logits, nl * sizeof(float));
+        free(pick);
+        free(targets);
+        free(in);
+        free(copy);
+        free(logits);
+    }
     /* a cache built in the other mode holds the other stream: not usable */
     q.act.scheme.correction_float = 0;
     assert_false(stream_cache_usable(&vc, &q, first));
@@ -554,8 +576,48 @@ static void lowrank_ste_case(void) {
     corrections_free(&c);
 }
 
+static void linear_ste_case(void) {
+    enum { D = 8, R = 5 };
+    GPTConfig cfg = {.vocab_size = 4, .ctx = R, .d_model = D, .n_layer = 1, .n_head = 1};
+    Corrections c;
+    assert_int_equal(stream_corrections(&c, &cfg, 1, 0, R, 7), 0);
+    Rng rng;
+    rng_seed(&rng, 51);
+    for (size_t i = 0; i < c.num_params; i++) c.params[i] = 0.4f * rng_normal(&rng);
+    ActScheme a = scheme(4, ACT_POINT_INPUTS | ACT_POINT_STREAM, 1, ACT_TOKEN, 1); /* reads float: its input quantized */
+    corrections_set_act(&c, &a);
+    corrections_store_narrow(&c, 6);
+    CorrectionSite *s = &c.sites[0];
+    float x[R * D], dy[R * D], dx[R * D], y[R * D], xq[R * D];
+    for (int i = 0; i < R * D; i++) x[i] = rng_normal(&rng), dy[i] = rng_normal(&rng);
+    memcpy(y, c.hook.after_block(c.hook.ctx, 0, x, R), sizeof y);
+    act_quantize_rows(xq, D, x, D, R, D, 4, 1);
+    double yr[R * D], gW[D * D] = {0}, gb[D] = {0}, dxr[R * D];
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < D; i++) {
+            double acc = x[r * D + i] + s->param[1][i], back = dy[r * D + i];
+            for (int k = 0; k < D; k++) {
+                acc += (double)xq[r * D + k] * s->param[0][i * D + k];
+                gW[i * D + k] += (double)dy[r * D + i] * xq[r * D + k];
+                back += (double)dy[r * D + k] * s->param[0][k * D + i];
+            }
+            yr[r * D + i] = acc;
+            gb[i] += dy[r * D + i];
+            dxr[r * D + i] = back;
+        }
+    assert_true(close_to("linear forward", y, yr, R * D));
+    corrections_zero_grad(&c);
+    memcpy(dx, dy, sizeof dx);
+    c.hook.after_block_backward(c.hook.ctx, 0, dx, R);
+    assert_true(close_to("linear dx", dx, dxr, R * D));
+    assert_true(close_to("linear dW", s->grad[0], gW, D * D));
+    assert_true(close_to("linear db", s->grad[1], gb, D));
+    corrections_free(&c);
+}
+
 static void test_narrow_products_backward(void **state) {
     (void)state;
+    linear_ste_case();
     mlp_ste_case(0);
     mlp_ste_case(1);
     lowrank_ste_case();
