@@ -494,6 +494,39 @@ expect_error "--kv-bits 0 with kv" 2 "--kv-bits 0" -- "$QCORR" quantize --model 
 expect_error "--act-asymmetric alone" 2 "--act-asymmetric" -- "$QCORR" quantize --model "$M" --out "$OQ" --act-asymmetric
 expect_error "--act-calib percentile:20" 2 "--act-calib" "20" -- "$QCORR" quantize --model "$M" --out "$OQ" --act-bits 4 --act-granularity static --act-calib percentile:20
 expect_error "sweep --act-bits same" 2 "--act-bits same" -- "$QCORR" sweep --out "$W/sw" --act-bits same --dry-run
+# ---- issue 21 item 2: what a stream correction reads, narrow corrections' own products (README: Correction layers under activation quantization) ----
+READS="--bits 4 --act-bits 4 --act-points inputs,stream --hidden 4 --correction-bits 8 --data $AB --batch 4 --calib-tokens 500 --steps 3 --quiet --json"
+# shellcheck disable=SC2086
+if "$QCORR" correct --model "$M" $READS --correction-reads float --out "$H/c_reads.safetensors" >"$T/reads.json" 2>"$T/err" &&
+   "$QCORR" correct --model "$M" $READS --out "$H/c_readsq.safetensors" >"$T/readsq.json" 2>"$T/err"; then
+    "$QCORR" eval --model "$H/c_reads.safetensors" --data "$AB" --batch 4 --json >"$T/reads_eval.json" 2>"$T/err"
+    if $PY - "$T/reads.json" "$T/readsq.json" "$T/reads_eval.json" "$H/c_reads.safetensors" "$H/c_readsq.safetensors" <<'PYEOF' 2>"$T/pyerr"
+import json, struct, sys
+f, q, e = (json.load(open(p)) for p in sys.argv[1:4])
+def meta(p):
+    with open(p, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        return json.loads(fh.read(n))["__metadata__"]
+assert f["scheme"].endswith("act=int4:inputs,stream:reads-float"), f["scheme"]
+assert q["scheme"].endswith("act=int4:inputs,stream"), q["scheme"]
+assert f["loss_quant"] == q["loss_quant"], (f["loss_quant"], q["loss_quant"])  # no correction: the modes agree
+assert f["loss_corrected"] != q["loss_corrected"]
+assert e["loss"] == f["loss_corrected"], (e["loss"], f["loss_corrected"])  # eval reproduces correct, narrow products and all
+assert meta(sys.argv[4]).get("quant_act_correction_reads") == "float"
+assert "quant_act_correction_reads" not in meta(sys.argv[5])
+PYEOF
+    then ok "correct --correction-reads float: the scheme says reads-float, the metadata holds it (only then), eval reproduces the corrected loss"
+    else fail "correct --correction-reads float: scheme, metadata, eval"; show "$T/pyerr"; show "$T/reads.json"; show "$T/reads_eval.json"; fi
+    if "$QCORR" sample --model "$H/c_reads.safetensors" --chars 20 --seed 3 >"$T/out" 2>"$T/err" && [ -s "$T/out" ]; then ok "sample runs a float-reading corrected checkpoint"
+    else fail "sample runs a float-reading corrected checkpoint"; show "$T/err"; fi
+else fail "correct --correction-reads float|quantized exits 0"; show "$T/err"; fi
+expect_error "--correction-reads without the stream point" 2 "--correction-reads float" "stream" -- "$QCORR" correct --model "$M" --data "$AB" --act-bits 4 --correction-reads float
+expect_error "--correction-reads without activation bits" 2 "--correction-reads float" "stream" -- "$QCORR" correct --model "$M" --data "$AB" --correction-reads float
+expect_error "--correction-reads int" 2 "--correction-reads" "'int'" -- "$QCORR" correct --model "$M" --data "$AB" --act-bits 4 --act-points inputs,stream --correction-reads int
+expect_error "--correction-reads float with lowrank" 2 "--correction-reads float" "lowrank" -- "$QCORR" correct --model "$M" --data "$AB" --act-bits 4 --act-points inputs,stream --correction-reads float --method lowrank
+expect_error "--correction-reads float with bias" 2 "--correction-reads float" "bias" -- "$QCORR" correct --model "$M" --data "$AB" --act-bits 4 --act-points inputs,stream --correction-reads float --method bias
+expect_error "sweep --correction-reads float without the stream point" 2 "--correction-reads float" "stream" -- "$QCORR" sweep --out "$W/sw" --act-bits 4 --correction-reads float --dry-run
+expect_error "sweep --correction-reads float with lowrank" 2 "--correction-reads float" "lowrank" -- "$QCORR" sweep --out "$W/sw" --act-bits 4 --act-points inputs,stream --methods train,lowrank --correction-reads float --dry-run
 LOWRANK=$H/lowrank.safetensors
 # shellcheck disable=SC2086
 if "$QCORR" correct --model "$M" $SCHEME --data "$AB" --batch 4 --calib-tokens 2000 --quiet --method lowrank --rank 2 --out "$LOWRANK" --json >"$T/lowrank.json" 2>"$T/err"; then

@@ -256,6 +256,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ref_act  # noqa: E402
+import ref_actcorr  # noqa: E402
 import ref_common  # noqa: E402
 import ref_gpt  # noqa: E402
 import ref_methods  # noqa: E402
@@ -278,6 +279,7 @@ REFERENCES = {
     "lowrank": (ref_methods.write_lowrank, "issue 14: low-rank error terms (LoRC/L2QER) and bias correction"),
     "tune": (ref_tune.write_tune, "issue 22: normtweak, qat, scales and adaround (0 extra bits): gradients and one step"),
     "act": (ref_act.write_act, "issue 21: activation quantization: granularities, static ranges, points; losses and STE gradients"),
+    "actcorr": (ref_actcorr.write_actcorr, "issue 21: corrections under activation quantization: what a stream correction reads, narrow corrections' own products"),
     "transform": (ref_transform.write_transform, "issue 21: SmoothQuant and the Hadamard rotations, transformed weights and loss"),
 }
 

@@ -24,7 +24,7 @@ int cmd_correct(int argc, char **argv) {
     const char *objective = "ce", *method = "train", *rank = "match", *lowrank_scale = "none", *scale_dtype = "f16";
     ActFlags actf = ACT_FLAGS_INIT;
     int bits = 4, asymmetric = 0, json = 0, every = 1, hidden = 0, steps = -1, batch = 32, seed = 42;
-    const char *steps_text = NULL;
+    const char *steps_text = NULL, *correction_reads = NULL;
     AutoStopFlags af = {0};
     int calib_tokens = 200000, threads = 0, quiet = 0, correction_bits = 32;
     QuantizerFlags qf = {.quantizer = "rtn"};
@@ -43,6 +43,7 @@ int cmd_correct(int argc, char **argv) {
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max levels instead of symmetric absmax"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize: linear,head[,embedding,norm,bias]"},
         ACT_ARG_SPECS(actf),
+        CORRECTION_READS_SPEC(correction_reads),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale (and minimum): f16 | bf16 | f32"},
         QUANTIZER_ARG_SPECS(qf),
         TRANSFORM_ARG_SPECS(tf),
@@ -76,6 +77,7 @@ int cmd_correct(int argc, char **argv) {
     if (hidden < 0) return usage_error("correct", "--hidden %d must be 0 (linear) or a positive MLP width", hidden);
     QuantScheme scheme;
     if ((rc = parse_scheme_flags("correct", bits, granularity, asymmetric, scope, &actf, scale_dtype, &scheme))) return rc;
+    if ((rc = parse_correction_reads_flag("correct", correction_reads, &scheme.act))) return rc;
     CorrectOptions o;
     correct_options_default(&o);
     if (parse_objective(objective, &o.objective) != 0) return usage_error("correct", "--objective: %s", qc_last_error());

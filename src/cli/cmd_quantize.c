@@ -54,6 +54,14 @@ int parse_act_flags(const char *command, const ActFlags *f, int weight_bits, Act
     return 0;
 }
 
+int parse_correction_reads_flag(const char *command, const char *text, ActScheme *a) {
+    if (!text) return 0;
+    if (act_parse_correction_reads(text, &a->correction_float) != 0) return usage_error(command, "--correction-reads: %s", qc_last_error());
+    if (a->correction_float && !act_point_bits(a, ACT_POINT_STREAM))
+        return usage_error(command, "--correction-reads float: the stream is not quantized (add stream to --act-points); a correction reads the float stream then anyway");
+    return 0;
+}
+
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
                        const ActFlags *act, const char *scale_dtype, QuantScheme *s) {
     quant_scheme_default(s, bits);

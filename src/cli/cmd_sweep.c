@@ -202,7 +202,7 @@ static int run_jobs(const char *out, const SweepConfig *cfg, SweepOptions o, con
 int cmd_sweep(int argc, char **argv) {
     const char *preset = "quick", *out = NULL;
     const char *grid = NULL, *shard = "1/1", *data = NULL, *granularity = NULL, *scope = NULL;
-    const char *objective = NULL, *scale_dtype = NULL;
+    const char *objective = NULL, *scale_dtype = NULL, *correction_reads = NULL;
     const char *corrected_bits = NULL, *corrected_grans = NULL, *rank = NULL, *lowrank_scale = NULL;
     int no_control = 0, dry = 0, quiet = 0, threads = 0, asymmetric = 0, jobs = 1;
     int train_steps = -1, train_batch = -1, ctx = -1, heads = -1, batch = -1;
@@ -238,6 +238,7 @@ int cmd_sweep(int argc, char **argv) {
         {"--asymmetric", ARG_FLAG, &asymmetric, 0, 0, "min/max quantization levels"},
         {"--scope", ARG_STRING, &scope, 0, 0, "tensor kinds to quantize (default linear,head)"},
         ACT_ARG_SPECS(actf),
+        CORRECTION_READS_SPEC(correction_reads),
         {"--scale-dtype", ARG_STRING, &scale_dtype, 0, 0, "storage type of each scale: f16 | bf16 | f32 (default f16)"},
         {"--objective", ARG_STRING, &objective, 0, 0, "ce | kl | mse"},
         AUTOSTOP_ARG_SPECS(af),
@@ -306,6 +307,7 @@ int cmd_sweep(int argc, char **argv) {
     if (actf.bits || actf.granularity || actf.calib || actf.asymmetric || actf.points || actf.kv_bits >= 0) {
         if ((rc = parse_act_flags("sweep", &actf, -1, &cfg.scheme.act))) return rc;
     }
+    if ((rc = parse_correction_reads_flag("sweep", correction_reads, &cfg.scheme.act))) return rc;
     if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */
         cfg.train_steps = train_steps;
         if (!axis_text[AXIS_sizes])

@@ -36,6 +36,11 @@ typedef struct {
 int parse_act_flags(const char *command, const ActFlags *f, int weight_bits, ActScheme *a);
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
                        const ActFlags *act, const char *scale_dtype, QuantScheme *s);
+/* --correction-reads quantized|float (NULL: quantized) into a->correction_float; float needs the
+ * stream point. 0, or an exit status (message printed). */
+int parse_correction_reads_flag(const char *command, const char *text, ActScheme *a);
+#define CORRECTION_READS_SPEC(v) \
+    {"--correction-reads", ARG_STRING, &(v), 0, 0, "what a stream correction reads under --act-points ...,stream: quantized (the stream as stored, a separate int kernel; default) | float (the block's float output, the stream quantized after the correction: fused into the block's last product)"}
 /* "f16" -> SCALE_F16 for --scale-dtype; 0, or an exit status (message printed) */
 int parse_scale_dtype_flag(const char *command, const char *text, ScaleDtype *out);
 int load_float_checkpoint(const char *command, const char *path, int max_batch, LoadedModel *lm);

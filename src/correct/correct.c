@@ -12,6 +12,24 @@
 
 /* ---------------------------------------------------------------- the kinds */
 
+/* out (rows, cols) = x at the activation grid of q: a grid per token, or per window of q->window rows */
+static const float *quant_rows(const CorrectionActQuant *q, float *out, const float *x, int rows, int cols) {
+    if (q->window <= 0) {
+        act_quantize_rows(out, cols, x, cols, rows, cols, q->bits, q->asymmetric);
+        return out;
+    }
+    for (int r0 = 0; r0 < rows; r0 += q->window) {
+        int n = rows - r0 < q->window ? rows - r0 : q->window;
+        act_quantize_block(out + (size_t)r0 * cols, cols, x + (size_t)r0 * cols, cols, n, cols, q->bits, q->asymmetric);
+    }
+    return out;
+}
+/* What a site's first product reads: x, or its quantized copy in buf (saved: the backward's weight gradient reads it) */
+static int quantizes_input(const CorrectionSite *s) { return s->quant && !s->quant->input_on_grid; }
+static const float *site_input(const CorrectionSite *s, float *buf, const float *x, int rows) {
+    return quantizes_input(s) ? quant_rows(s->quant, buf, x, rows, s->in) : x;
+}
+
 /* none: no tensors, no sites (the quantized model as it is: the "none" method's baseline) */
 static int no_tensors(int in, int out, int size, SiteTensor *t) { return 0; }
 static void no_forward(CorrectionSite *s, float *y, const float *x, int rows) {}
@@ -28,13 +46,14 @@ static int linear_tensors(int in, int out, int size, SiteTensor *t) {
 }
 static size_t no_floats(int in, int out, int size) { return 0; }
 static void zero_init(CorrectionSite *s, Rng *rng) {}
+static size_t linear_act_floats(int in, int out, int size) { return (size_t)in; } /* its quantized input */
 static void linear_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
-    matmul_forward(y, x, s->param[0], s->param[1], rows, s->in, s->out, 1);
+    matmul_forward(y, site_input(s, s->act, x, rows), s->param[0], s->param[1], rows, s->in, s->out, 1);
 }
 static void linear_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *scratch) {
-    matmul_backward(dx, s->grad[0], s->grad[1], dy, x, s->param[0], rows, s->in, s->out);
+    matmul_backward(dx, s->grad[0], s->grad[1], dy, quantizes_input(s) ? s->act : x, s->param[0], rows, s->in, s->out);
 }
-static const CorrectionKindOps linear_kind = {linear_tensors, no_floats, no_floats, zero_init, linear_forward_site,
+static const CorrectionKindOps linear_kind = {linear_tensors, linear_act_floats, no_floats, zero_init, linear_forward_site,
                                               linear_backward_site, 0, NULL};
 
 /* mlp: y += gelu(x . W1^T + b1) . W2^T + b2; W1 ~ N(0, 0.02) so it can learn, the rest zero */
@@ -45,24 +64,30 @@ static int mlp_tensors(int in, int out, int h, SiteTensor *t) {
     t[3] = (SiteTensor){"proj.bias", out, 0};
     return 4;
 }
-static size_t mlp_act_floats(int in, int out, int h) { return 2 * (size_t)h; } /* pre-activation, activation */
+/* pre-activation, activation, its quantized copy, the quantized input */
+static size_t mlp_act_floats(int in, int out, int h) { return 3 * (size_t)h + (size_t)in; }
 static size_t mlp_scratch_floats(int in, int out, int h) { return (size_t)h; }
 static void mlp_init(CorrectionSite *s, Rng *rng) {
     for (size_t k = 0; k < (size_t)s->size * s->in; k++) s->param[0][k] = 0.02f * rng_normal(rng);
 }
+/* what the second product read: the activation, or its quantized copy */
+static const float *mlp_hidden_read(const CorrectionSite *s, int rows) { return s->act + (size_t)rows * s->size * (s->quant ? 2 : 1); }
 static void mlp_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
     int h = s->size;
     float *pre = s->act, *hidden = s->act + (size_t)rows * h;
-    matmul_forward(pre, x, s->param[0], s->param[1], rows, s->in, h, 0);
+    matmul_forward(pre, site_input(s, s->act + (size_t)rows * 3 * h, x, rows), s->param[0], s->param[1], rows, s->in, h, 0);
     gelu_forward(hidden, pre, (long)rows * h);
-    matmul_forward(y, hidden, s->param[2], s->param[3], rows, h, s->out, 1);
+    if (s->quant) quant_rows(s->quant, hidden + (size_t)rows * h, hidden, rows, h);
+    matmul_forward(y, mlp_hidden_read(s, rows), s->param[2], s->param[3], rows, h, s->out, 1);
 }
 static void mlp_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *dhidden) {
     int h = s->size;
-    const float *pre = s->act, *hidden = s->act + (size_t)rows * h;
-    matmul_backward(dhidden, s->grad[2], s->grad[3], dy, hidden, s->param[2], rows, h, s->out);
+    const float *pre = s->act;
+    /* straight through both quantizers: the weight gradients from what each product read */
+    matmul_backward(dhidden, s->grad[2], s->grad[3], dy, mlp_hidden_read(s, rows), s->param[2], rows, h, s->out);
     gelu_backward(dhidden, pre, dhidden, (long)rows * h);
-    matmul_backward(dx, s->grad[0], s->grad[1], dhidden, x, s->param[0], rows, s->in, h);
+    matmul_backward(dx, s->grad[0], s->grad[1], dhidden, quantizes_input(s) ? s->act + (size_t)rows * 3 * h : x, s->param[0], rows,
+                    s->in, h);
 }
 static const CorrectionKindOps mlp_kind = {mlp_tensors, mlp_act_floats, mlp_scratch_floats, mlp_init, mlp_forward_site,
                                            mlp_backward_site, 0, NULL};
@@ -74,19 +99,23 @@ static int lowrank_tensors(int in, int out, int k, SiteTensor *t) {
     t[1] = (SiteTensor){"lora_B.weight", out, k};
     return 2;
 }
-static size_t lowrank_floats(int in, int out, int k) { return (size_t)k; } /* x . A^T; its gradient */
+static size_t lowrank_floats(int in, int out, int k) { return (size_t)k; } /* its gradient */
+static size_t lowrank_act_floats(int in, int out, int k) { return 2 * (size_t)k; } /* x . A^T, its quantized copy */
 static void lowrank_init(CorrectionSite *s, Rng *rng) {
     for (size_t i = 0; i < (size_t)s->size * s->in; i++) s->param[0][i] = 0.02f * rng_normal(rng);
 }
+/* the k-wide middle the second product read; x itself is the matrix's (already quantized) input */
+static const float *lowrank_mid_read(const CorrectionSite *s, int rows) { return s->act + (s->quant ? (size_t)rows * s->size : 0); }
 static void lowrank_forward_site(CorrectionSite *s, float *y, const float *x, int rows) {
     matmul_forward(s->act, x, s->param[0], NULL, rows, s->in, s->size, 0);
-    matmul_forward(y, s->act, s->param[1], NULL, rows, s->size, s->out, 1);
+    if (s->quant) quant_rows(s->quant, s->act + (size_t)rows * s->size, s->act, rows, s->size);
+    matmul_forward(y, lowrank_mid_read(s, rows), s->param[1], NULL, rows, s->size, s->out, 1);
 }
 static void lowrank_backward_site(CorrectionSite *s, float *dx, const float *dy, const float *x, int rows, float *dmid) {
-    matmul_backward(dmid, s->grad[1], NULL, dy, s->act, s->param[1], rows, s->size, s->out);
+    matmul_backward(dmid, s->grad[1], NULL, dy, lowrank_mid_read(s, rows), s->param[1], rows, s->size, s->out);
     matmul_backward(dx, s->grad[0], NULL, dmid, x, s->param[0], rows, s->in, s->size);
 }
-static const CorrectionKindOps lowrank_kind = {lowrank_tensors, lowrank_floats, lowrank_floats, lowrank_init, lowrank_forward_site,
+static const CorrectionKindOps lowrank_kind = {lowrank_tensors, lowrank_act_floats, lowrank_floats, lowrank_init, lowrank_forward_site,
                                                lowrank_backward_site, 0, NULL};
 
 /* bias (Nagel et al. 2019): y += delta (out), stored folded into the layer's bias */
@@ -316,6 +345,8 @@ int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayou
     c->n_layer = cfg->n_layer;
     c->max_rows = max_rows;
     c->stored_bits = 32;
+    c->ctx = cfg->ctx;
+    act_scheme_default(&c->act);
     c->n_where = kind_info[c->kind].placement == PLACE_STREAM ? cfg->n_layer : gpt_linear_count(cfg);
     c->site_of = qc_malloc((size_t)c->n_where * sizeof(int), "correction sites");
     c->sites = qc_calloc(n_sites ? (size_t)n_sites : 1, sizeof(CorrectionSite), "correction sites");
@@ -386,8 +417,24 @@ void corrections_free(Corrections *c) {
 
 void corrections_zero_grad(Corrections *c) { memset(c->grads, 0, (c->num_params ? c->num_params : 1) * sizeof(float)); }
 
+/* Every site's quant from the stored width and the scheme (corrections_set_act). */
+static void corrections_update_quant(Corrections *c) {
+    int bits = act_point_bits(&c->act, ACT_POINT_INPUTS), on = c->stored_bits < 32 && bits > 0;
+    int stream_on_grid = act_point_bits(&c->act, ACT_POINT_STREAM) && !c->act.correction_float;
+    c->quant = (CorrectionActQuant){.bits = bits, .asymmetric = c->act.asymmetric,
+                                    .window = c->act.granularity == ACT_TENSOR ? c->ctx : 0,
+                                    .input_on_grid = kind_info[c->kind].placement == PLACE_LINEAR || stream_on_grid};
+    for (int j = 0; j < c->n_sites; j++) c->sites[j].quant = on ? &c->quant : NULL;
+}
+
+void corrections_set_act(Corrections *c, const ActScheme *a) {
+    c->act = *a;
+    corrections_update_quant(c);
+}
+
 void corrections_store_narrow(Corrections *c, int bits) {
     c->stored_bits = bits;
+    corrections_update_quant(c);
     for (int j = 0; j < c->n_sites; j++) {
         CorrectionSite *s = &c->sites[j];
         SiteTensor t[SITE_MAX_TENSORS];

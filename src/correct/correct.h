@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "base/util.h"
+#include "nn/actscheme.h"
 #include "nn/model.h"
 #include "tables/methods.h"
 #include "tables/sites.h" /* the site rule: correction_is_site, correction_first_site */
@@ -16,6 +17,20 @@
 typedef enum { OBJECTIVE_CE, OBJECTIVE_KL, OBJECTIVE_MSE } Objective;
 
 #define SITE_MAX_TENSORS 4
+
+/* How a correction stored at integer codes runs its own products under activation quantization
+ * (README: Correction layers under activation quantization): each product's input at the
+ * activation bits, symmetric or not as the model's matrix inputs, one grid per token (the model's
+ * token and static granularities: a correction has no calibrated ranges) or per window (tensor);
+ * straight through in the backward. A site's first input is left as it is where it already lies on
+ * the activation grid (the quantized stream it reads, or the quantized input of the matrix it sits
+ * on). */
+typedef struct {
+    int bits;          /* the activation bits of the inputs point */
+    int asymmetric;
+    int window;        /* rows of one window (the model's ctx) for the tensor granularity; 0: per token */
+    int input_on_grid; /* the site's input is already quantized: only the later products' inputs are */
+} CorrectionActQuant;
 
 /* One site: where it sits, its tensors in the flat buffers, what its forward saved. */
 typedef struct {
@@ -25,6 +40,7 @@ typedef struct {
     const float *input; /* stream kinds: the stream the site read in the last forward */
     float *output;      /* stream kinds: the stream after the site, (max_rows, d) */
     float *act;         /* the kind's own saved activations, max_rows rows */
+    const CorrectionActQuant *quant; /* NULL: float products (stored at 32 bits, or no activation quantization of the inputs) */
 } CorrectionSite;
 
 /* A tensor of a kind's site: its name after the site's prefix and its shape (cols 0: a vector). */
@@ -81,6 +97,9 @@ typedef struct {
     const float *const *mse_targets;
     double mse_loss;            /* summed by the forward hook: mean over sites of per-site MSE */
     ModelHook hook;             /* hook.max_rows = max_rows: the model refuses larger batches */
+    int ctx;                    /* the model's context: a window of rows (tensor granularity) */
+    ActScheme act;              /* the model's activation scheme (corrections_set_act; default: off) */
+    CorrectionActQuant quant;   /* what every site's quant points to when on */
 } Corrections;
 
 int corrections_init(Corrections *c, const GPTConfig *cfg, const CorrectionLayout *layout, int max_rows, uint64_t seed);
@@ -89,6 +108,11 @@ void corrections_zero_grad(Corrections *c);
 /* Rounds the corrections to what a checkpoint stores at `bits` (2..16): every matrix per row,
  * symmetric, with an f16 scale a row (the weight quantizer's spans); vectors stay float32. */
 void corrections_store_narrow(Corrections *c, int bits);
+/* The activation scheme of the model the corrections run in. Stored at integer codes (stored_bits
+ * < 32, by corrections_store_narrow or a loaded checkpoint's correction_bits) under a scheme whose
+ * inputs point is on, every site's products then read inputs quantized as CorrectionActQuant says
+ * (always: a deployed int kernel has no float product); float-stored ones stay float. */
+void corrections_set_act(Corrections *c, const ActScheme *a);
 /* The block below which the model never changes (the first stream site's block), or -1 when a
  * site sits inside the first block: the prefix a cache may hold. */
 int corrections_frozen_prefix(const Corrections *c);

@@ -168,7 +168,18 @@ int transform_model_on_corpus(GPT *m, const TransformScheme *t, const Corpus *co
     return rc;
 }
 
+/* --correction-reads float: only a stream correction reads the stream (in a combination, the second method's) */
+static int correction_reads_check(const CorrectOptions *o, const QuantScheme *s) {
+    if (!s->act.correction_float) return 0;
+    CorrectionKindId kind = method_kind(o->method, o->hidden);
+    if (kind != KIND_NONE && kind_info[kind].placement == PLACE_STREAM && !method_info[o->method].tunes) return 0;
+    qc_error("--correction-reads float: --method %s has no stream correction to read the stream (only train and lstsq, which sit after blocks)",
+             method_info[o->method].name);
+    return -1;
+}
+
 int correct_options_check(const CorrectOptions *o, const QuantScheme *s) {
+    if (correction_reads_check(o, s) != 0) return -1;
     if (o->with_first) {
         CorrectOptions f = first_options(o);
         CorrectOptions second = second_options(o);
@@ -282,6 +293,7 @@ int run_correction(GPT *q, GPT *f, const Corpus *corpus, const CorrectOptions *o
     int init = corrections_init(c, &q->config, &layout, q->max_batch * q->config.ctx, o->seed);
     free(linear_sizes);
     if (init != 0) return -1;
+    corrections_set_act(c, &q->act.scheme); /* stored narrow, its products run at the activation bits */
     r->objective = NAN;
     r->train = (TrainSummary){.stopped_by = STOPPED_FIXED, .heldout_objective = NAN, .objective = NAN};
     double t0 = now_seconds();

@@ -15,7 +15,8 @@
 
 /* The activation scheme beyond quant_act_bits, each key only where it differs from what a file
  * with quant_act_bits alone means (per-token symmetric at the matrices' inputs): quant_act_points,
- * quant_kv_bits, quant_act_granularity, quant_act_asymmetric, quant_act_calib (static). */
+ * quant_kv_bits, quant_act_granularity, quant_act_asymmetric, quant_act_calib (static),
+ * quant_act_correction_reads (float only: what a stream correction reads). */
 static int act_scheme_to_meta(const ActScheme *a, StMeta *out) {
     int n = 0;
     char text[64];
@@ -42,6 +43,10 @@ static int act_scheme_to_meta(const ActScheme *a, StMeta *out) {
         out[n].key = "quant_act_calib";
         snprintf(out[n++].value, sizeof out->value, "%s", text);
     }
+    if (a->correction_float) { /* only when float: every older file reads as quantized */
+        out[n].key = "quant_act_correction_reads";
+        snprintf(out[n++].value, sizeof out->value, "float");
+    }
     return n;
 }
 
@@ -63,6 +68,8 @@ static int act_scheme_from_meta(const SafeTensors *st, int bits, ActScheme *a) {
         a->asymmetric = (int)v;
     }
     if (calib && (a->granularity != ACT_STATIC || act_parse_calib(calib, a) != 0)) return -1;
+    const char *reads = st_meta(st, "quant_act_correction_reads");
+    if (reads && act_parse_correction_reads(reads, &a->correction_float) != 0) return -1;
     return act_scheme_check(a);
 }
 
@@ -372,6 +379,7 @@ static int corrections_load(Corrections *c, const SafeTensors *st, const GPT *m,
         }
         if (corrections_init(c, &m->config, &lay, max_rows, 0) != 0) goto done;
         c->stored_bits = (int)stored_bits; /* the values are stored dequantized: nothing to redo */
+        if (scheme) corrections_set_act(c, &scheme->act); /* a narrow one's products at the activation bits */
         loaded = 1;
         corrections_tensors(c, &m->config, names, max);
         for (int i = 0; i < n; i++)

@@ -15,7 +15,7 @@
  * quant_transform (its parts, "rotate+smooth"), quant_transform_seed and quant_online (the slots
  * whose online transform the loader switches back on, "attn.c_proj,mlp.c_proj") where it rotates,
  * quant_smooth_alpha where it smooths. Returns the count. */
-#define QUANT_META_MAX 22
+#define QUANT_META_MAX 23
 int quant_scheme_to_meta(const QuantScheme *s, StMeta *out);
 /* 1: the file holds a scheme (read into s); 0: a float checkpoint; -1: malformed metadata. */
 int quant_scheme_from_meta(const SafeTensors *st, QuantScheme *s);

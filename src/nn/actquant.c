@@ -12,6 +12,7 @@ void act_state_free(ActState *s) {
     free(s->scratch);
     free(s->ranges);
     free(s->probs);
+    free(s->stream);
     memset(s, 0, sizeof *s);
 }
 
@@ -28,6 +29,10 @@ int gpt_set_act_scheme(GPT *m, const ActScheme *a) {
         size_t n = (size_t)c->n_layer * m->max_batch * c->n_head * c->ctx * c->ctx;
         s->probs = qc_aligned_alloc(n * sizeof(float), "quantized attention probabilities");
         if (!s->probs) return -1;
+    }
+    if (a->correction_float && (a->points & ACT_POINT_STREAM) && !s->stream) {
+        s->stream = qc_aligned_alloc((size_t)c->n_layer * rows * c->d_model * sizeof(float), "quantized stream");
+        if (!s->stream) return -1;
     }
     free(s->ranges);
     s->ranges = NULL;
@@ -126,6 +131,20 @@ void act_stream(GPT *m, int layer, float *x, int rows) {
     int site = layer * ACT_SITES_PER_BLOCK + ACT_SITE_STREAM;
     if (m->act.observe) m->act.observe(m->act.observe_ctx, site, x, rows, C, C, 0);
     else quantize_site(m, site, bits, x, C, x, C, rows, C);
+}
+
+int act_correction_float(const GPT *m) { return m->act.scheme.correction_float && act_point_bits(&m->act.scheme, ACT_POINT_STREAM); }
+
+void act_stream_into(GPT *m, int layer, float *out, const float *in, int rows) {
+    int bits = act_point_bits(&m->act.scheme, ACT_POINT_STREAM), C = m->config.d_model;
+    int site = layer * ACT_SITES_PER_BLOCK + ACT_SITE_STREAM;
+    if (bits && m->act.observe) m->act.observe(m->act.observe_ctx, site, in, rows, C, C, 0);
+    if (bits && !m->act.observe) quantize_site(m, site, bits, out, C, in, C, rows, C);
+    else if (out != in) memcpy(out, in, (size_t)rows * C * sizeof(float));
+}
+
+float *act_stream_buffer(GPT *m, int layer) {
+    return m->act.stream + (size_t)layer * m->max_batch * m->config.ctx * m->config.d_model;
 }
 
 int act_probs_on(const GPT *m) { return act_point_bits(&m->act.scheme, ACT_POINT_PROBS) != 0; }

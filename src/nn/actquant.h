@@ -16,6 +16,15 @@ const float *act_linear_input(GPT *m, int linear, const float *in, int rows, int
 void act_keys_values(GPT *m, int layer, float *qkv, int rows);
 /* The stream (rows, C) a block passes on, quantized in place. */
 void act_stream(GPT *m, int layer, float *x, int rows);
+/* Whether a stream correction reads the float stream (ActScheme.correction_float, the stream point
+ * on): then the forwards run the hook on the block's float output and quantize what it returns
+ * with act_stream_into, into a buffer of their own (never the input: a prefix cache or what the
+ * correction saved for its backward); else act_stream in place, then the hook. */
+int act_correction_float(const GPT *m);
+/* out (rows, C) = the quantized stream of `in` (out may be in; in calibration: in observed, copied). */
+void act_stream_into(GPT *m, int layer, float *out, const float *in, int rows);
+/* correction_float: block `layer`'s quantized stream in the training forward (max_batch * ctx rows). */
+float *act_stream_buffer(GPT *m, int layer);
 
 /* The probabilities: whether they are quantized (or observed); where the training forward keeps
  * layer l's quantized ones for the backward. */

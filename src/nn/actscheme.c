@@ -57,8 +57,25 @@ int act_scheme_check(const ActScheme *a) {
         qc_error("activation percentile %g is outside [50, 100]", a->percentile);
         return -1;
     }
+    if (a->correction_float && !(a->points & ACT_POINT_STREAM)) {
+        qc_error("a stream correction reads the float stream only where the stream is quantized (the stream point)");
+        return -1;
+    }
+    if (a->correction_float != 0 && a->correction_float != 1) { qc_error("correction reads %d: expected 0 or 1", a->correction_float); return -1; }
     return 0;
 }
+
+int act_parse_correction_reads(const char *text, int *out) {
+    if (strcmp(text, "quantized") == 0) *out = 0;
+    else if (strcmp(text, "float") == 0) *out = 1;
+    else {
+        qc_error("correction reads '%s': expected quantized or float", text);
+        return -1;
+    }
+    return 0;
+}
+
+const char *act_correction_reads_name(int correction_float) { return correction_float ? "float" : "quantized"; }
 
 int act_parse_granularity(const char *text, ActGranularity *out) {
     for (int g = 0; g < 3; g++)
@@ -155,6 +172,7 @@ void act_scheme_describe(const ActScheme *a, char *out, size_t size) {
         snprintf(part, sizeof part, "kv=int%d", a->kv_bits);
         append(out, size, part);
     }
+    if (a->correction_float) append(out, size, "reads-float");
 }
 
 int act_site_count(int n_layer) { return n_layer * ACT_SITES_PER_BLOCK + 1; }

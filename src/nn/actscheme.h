@@ -31,6 +31,13 @@ typedef struct {
     int asymmetric;     /* min/max with an integer zero point instead of symmetric absmax */
     ActCalib calib;     /* static only */
     double percentile;  /* ACT_CALIB_PERCENTILE: p in [50, 100] */
+    /* What a stream correction reads (README: Correction layers under activation quantization):
+     * 0, quantized: the stream as the block wrote it at the activation bits, y = Q(x) + f(Q(x)) (a
+     * separate int kernel reading the stored stream); 1, float: the block's float output, the
+     * stream quantized after the correction, y = Q(x + f(x)) (a correction fused into the epilogue
+     * of the block's last matrix product). Needs the stream point; without a correction at a
+     * block, both give the same bits. */
+    int correction_float;
 } ActScheme;
 
 /* Off: no point, per token, symmetric, minmax, 99.99. */
@@ -51,9 +58,13 @@ void act_describe_calib(const ActScheme *a, char *out, size_t size);
 /* "inputs,stream,kv,probs" (any non-empty subset, any order) */
 int act_parse_points(const char *text, unsigned *out);
 void act_describe_points(unsigned points, char *out, size_t size);
+/* "quantized" (0) or "float" (1): ActScheme.correction_float */
+int act_parse_correction_reads(const char *text, int *out);
+const char *act_correction_reads_name(int correction_float);
 /* The act= part of a scheme's description: "none"; "int4" (the old per-token symmetric inputs);
  * else ':'-joined parts: "int8:tensor", "int4:static-mse:asym:inputs,stream,kv,probs",
- * "int8:inputs,kv:kv=int4", "kv=int4" (keys and values only). */
+ * "int8:inputs,kv:kv=int4", "kv=int4" (keys and values only); ":reads-float" last when a stream
+ * correction reads the float stream. */
 void act_scheme_describe(const ActScheme *a, char *out, size_t size);
 
 /* The static ranges' sites: per block the inputs of its four matrices (GPT_BLOCK_LINEARS order),
@@ -78,6 +89,8 @@ typedef struct {
     int calibrated;     /* static: the ranges were calibrated or loaded (a forward refuses before) */
     float *scratch;     /* (max rows, 4C): what a matrix reads */
     float *probs;       /* (L, max_batch, NH, ctx, ctx): the quantized probabilities the training forward keeps */
+    float *stream;      /* correction_float: (L, max_batch * ctx, C), the quantized stream each block
+                         * passes on (its float output stays in resid_out, which a correction read) */
     int window;         /* rows of one window (the tensor granularity's unit), set by each forward */
     ActObserveFn observe;
     void *observe_ctx;

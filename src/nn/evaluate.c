@@ -11,6 +11,7 @@
 
 #include "base/util.h"
 #include "kernels/ops.h"
+#include "nn/actquant.h"
 #include "nn/infer.h"
 
 /* A 64-bit hash of n bytes continuing from h, by 8-byte words (a weight buffer hashes in a few
@@ -32,6 +33,7 @@ uint64_t stream_cache_identity(const GPT *m, const int64_t *starts, int n_window
     uint64_t h = 0xcbf29ce484222325ull;
     int head[3] = {n_windows, first_block, m->config.ctx};
     h = hash_words(h, head, sizeof head);
+    if (act_correction_float(m)) h = hash_words(h, "float stream", 12); /* the cache holds the stream before quantization */
     if (starts) h = hash_words(h, starts, (size_t)n_windows * sizeof *starts);
     return hash_words(h, m->params, m->num_params * sizeof(float));
 }
@@ -62,6 +64,7 @@ int stream_cache_build(StreamCache *sc, GPT *m, const int32_t *ids, const int64_
             memcpy(sc->targets + (size_t)(w0 + b) * T, src + 1, (size_t)T * sizeof(int32_t));
         }
         gpt_forward_blocks(m, inputs, nb, T, NULL, first_block + 1); /* no hook: cannot fail */
+        /* resid_out: the quantized stream, or the float one where a correction reads it (act_correction_float) */
         memcpy(sc->streams + (size_t)w0 * T * C, m->layers[first_block].resid_out, (size_t)nb * T * C * sizeof(float));
     }
     free(inputs);

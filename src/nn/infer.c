@@ -83,6 +83,10 @@ static void chunk_forward(GPT *m, Inference *inf, int first, int nb, int T, cons
         linear_forward(m, hook, li + LINEAR_FC, inf->fch, inf->ln, N, 0);
         gelu_forward(inf->fch, inf->fch, (long)N * 4 * C);
         linear_forward(m, hook, li + LINEAR_MLP_PROJ, x, inf->fch, N, 1);
+        if (act_correction_float(m)) { /* the hook on the float output, then the stream quantized (no backward: in place) */
+            act_stream_into(m, l, x, hook && hook->after_block ? hook->after_block(hook->ctx, l, x, N) : x, N);
+            continue;
+        }
         act_stream(m, l, x, N);
         if (hook && hook->after_block) {
             float *y = hook->after_block(hook->ctx, l, x, N);
@@ -116,6 +120,10 @@ int gpt_infer(GPT *m, Inference *inf, const int32_t *inputs, const float *x, int
             if (hook && hook->after_block) {
                 float *y = hook->after_block(hook->ctx, first - 1, inf->x, (int)rows);
                 if (y != inf->x) memcpy(inf->x, y, rows * C * sizeof(float));
+            }
+            if (act_correction_float(m)) { /* the cache holds the float stream; inf->x is a copy */
+                m->act.window = T;
+                act_stream_into(m, first - 1, inf->x, inf->x, (int)rows);
             }
         } else {
             embedding_forward(inf->x, inputs + at, g.wte, g.wpe, nb, T, C);

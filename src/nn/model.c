@@ -393,6 +393,12 @@ static void forward_range_until(GPT *m, float *x, int first, int last, int B, in
         gelu_forward_saving(a->fch_gelu, a->fch_tanh, a->fch, (long)N * 4 * C);
         memcpy(a->resid_out, a->resid_mid, (size_t)N * C * sizeof(float));
         linear_forward(m, hook, li + LINEAR_MLP_PROJ, a->resid_out, a->fch_gelu, N, 1);
+        if (act_correction_float(m)) { /* the hook reads the float output; the stream is quantized after it */
+            x = hook && hook->after_block ? hook->after_block(hook->ctx, l, a->resid_out, N) : a->resid_out;
+            act_stream_into(m, l, act_stream_buffer(m, l), x, N);
+            x = act_stream_buffer(m, l);
+            continue;
+        }
         act_stream(m, l, a->resid_out, N);
         x = hook && hook->after_block ? hook->after_block(hook->ctx, l, a->resid_out, N) : a->resid_out;
     }
@@ -433,6 +439,11 @@ static void forward_head(GPT *m, const ModelHook *hook) {
 int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook *hook) {
     if (check_hook_rows(m, hook, B, T) != 0) return -1;
     if (first > 0 && hook && hook->after_block) x = hook->after_block(hook->ctx, first - 1, x, B * T);
+    if (first > 0 && act_correction_float(m)) { /* x: the float stream; quantized into the model's buffer, never the cache */
+        m->act.window = T;
+        act_stream_into(m, first - 1, act_stream_buffer(m, first - 1), x, B * T);
+        x = act_stream_buffer(m, first - 1);
+    }
     forward_range(m, x, first, m->config.n_layer, B, T, hook);
     forward_head(m, hook);
     return 0;

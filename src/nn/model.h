@@ -183,7 +183,8 @@ size_t tensor_numel(const TensorSpec *t);
 int gpt_forward(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook);
 /* Only blocks [0, n_blocks) (with their hooks), no head: for work that needs the stream only. */
 int gpt_forward_blocks(GPT *m, const int32_t *inputs, int B, int T, const ModelHook *hook, int n_blocks);
-/* Forward from a cached prefix: x (B,T,C) is block first-1's output before its hook; runs that
+/* Forward from a cached prefix: x (B,T,C) is block first-1's output before its hook (quantized, or
+ * float where a stream correction reads the float stream: act_correction_float); runs that
  * hook, blocks [first, L) and the head. x must stay alive until the backward (stop_block =
  * first) is done. The embedding is not run, so parameter gradients are not available. */
 int gpt_forward_from(GPT *m, float *x, int first, int B, int T, const ModelHook *hook);

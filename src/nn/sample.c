@@ -92,6 +92,10 @@ const float *sample_step(SampleState *s, int token) {
         linear_forward(m, s->hook, li + LINEAR_FC, s->fch, s->ln, 1, 0);
         gelu_forward(s->fch_gelu, s->fch, 4 * C);
         linear_forward(m, s->hook, li + LINEAR_MLP_PROJ, x, s->fch_gelu, 1, 1);
+        if (act_correction_float(m)) { /* the hook on the float output, then the stream quantized */
+            act_stream_into(m, l, x, s->hook && s->hook->after_block ? s->hook->after_block(s->hook->ctx, l, x, 1) : x, 1);
+            continue;
+        }
         act_stream(m, l, x, 1);
         if (s->hook && s->hook->after_block) {
             float *y = s->hook->after_block(s->hook->ctx, l, x, 1);
