@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sweep/parts.h" /* plan_expected_steps */
 #include "sweep/sweep.h"
 #include "tables/schema.h"
 
@@ -41,6 +42,34 @@ static void test_plan_counts_and_tokens(void **state) {
     assert_close(plan.work.forward, forward, 1e-9 * forward);
     assert_close(plan.work.correct, correct, 1e-9 * correct);
     free(runs);
+}
+
+/* --steps auto's expected steps: the measured mean of its width's row (the nearest width's for
+ * others), by kind, never above the cap; fixed steps are what they say. */
+static void test_auto_steps_by_width(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "seed243"), 0);
+    assert_int_equal(cfg.n_sizes, 3);
+    SweepRun r = {.steps = STEPS_AUTO, .size_index = 0, .hidden = 0};
+    assert_close(plan_expected_steps(&cfg, &r), 1069, 0);
+    r.hidden = 32;
+    assert_close(plan_expected_steps(&cfg, &r), 1265, 0);
+    r.size_index = 1;
+    assert_close(plan_expected_steps(&cfg, &r), 1022, 0);
+    r.size_index = 2;
+    assert_close(plan_expected_steps(&cfg, &r), 1666, 0);
+    r.hidden = 0;
+    assert_close(plan_expected_steps(&cfg, &r), 909, 0);
+    cfg.sizes[0].d_model = 100; /* nearer 128 than 64 */
+    r.size_index = 0;
+    assert_close(plan_expected_steps(&cfg, &r), 738, 0);
+    cfg.autostop.max_steps = 800;
+    r.size_index = 2;
+    r.hidden = 64;
+    assert_close(plan_expected_steps(&cfg, &r), 800, 0);
+    r.steps = 60;
+    assert_close(plan_expected_steps(&cfg, &r), 60, 0);
 }
 
 /* Finished runs drop out with the shared work they alone needed; shards partition the plan. */
@@ -492,6 +521,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_counts_and_tokens),
         cmocka_unit_test(test_plan_skips_done_and_splits_shards),
+        cmocka_unit_test(test_auto_steps_by_width),
         cmocka_unit_test(test_flops_per_token),
         cmocka_unit_test(test_order_by_cost),
         cmocka_unit_test(test_grid_file_refuses_repeated_values),

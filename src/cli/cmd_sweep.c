@@ -71,11 +71,15 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
                plan[z].work.correct / ((double)cfg->corr_batch * cfg->ctx), 1000 * seconds.correct * cfg->corr_batch * cfg->ctx,
                seconds.forward * eval_tokens, sub / 60);
     }
-    if (sweep_steps_auto(cfg))
-        printf("--steps auto runs counted at the steps the rule took on 64x2 (README): linear %.0f, MLP %.0f, at most %d; "
-               "a guess for other sizes and budgets\n",
-               plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 0}),
-               plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 1}), cfg->autostop.max_steps);
+    if (sweep_steps_auto(cfg)) {
+        printf("--steps auto runs counted at the mean steps the rule took in results/seed243-plateau (README), at most %d:",
+               cfg->autostop.max_steps);
+        for (int z = 0; z < cfg->n_sizes; z++)
+            printf("%s %dx%d linear %.0f, MLP %.0f", z ? ";" : "", cfg->sizes[z].d_model, cfg->sizes[z].n_layer,
+                   plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 0, .size_index = z}),
+                   plan_expected_steps(cfg, &(SweepRun){.steps = STEPS_AUTO, .hidden = 1, .size_index = z}));
+        printf(" (other budgets and methods: a guess)\n");
+    }
     if (jobs > 1) {
         double *cost = malloc((size_t)n_groups * sizeof(double)), *float_cost = calloc((size_t)n_groups, sizeof(double));
         int *models = calloc((size_t)n_groups, sizeof(int));
