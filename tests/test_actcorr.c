@@ -315,19 +315,10 @@ static void test_float_mode_cache(void **state) {
     o.calib_tokens = 1024;
     o.quiet = 1;
     o.lr = 1e-2f;
-    assert_int_equal(correction_train(&q, &f, &plain, &corpus, &o, NULL), 0);
-    int n_windows = 0;
-    int64_t *starts = calibration_windows(&corpus, o.calib_tokens, T, o.seed, &n_windows);
+    int64_t *starts;
     StreamCache calib, vc;
-    assert_int_equal(stream_cache_build(&calib, &q, corpus.ids, starts, n_windows, first), 0);
-    o.calib_cache = &calib;
-    assert_int_equal(correction_train(&q, &f, &cached, &corpus, &o, NULL), 0);
-    double d2 = 0, p2 = 0;
-    for (size_t i = 0; i < plain.num_params; i++) {
-        d2 += ((double)cached.params[i] - plain.params[i]) * ((double)cached.params[i] - plain.params[i]);
-        p2 += (double)plain.params[i] * plain.params[i];
-    }
-    if (!(sqrt(d2) <= 1e-4 * sqrt(p2))) fail_msg("float mode: training from the prefix cache differs (relative %g)", sqrt(d2 / p2));
+    double rel = train_from_tokens_and_cache(&q, &f, &plain, &cached, &corpus, &o, first, &calib, &starts);
+    if (!(rel <= 1e-4)) fail_msg("float mode: training from the prefix cache differs (relative %g)", rel);
     assert_int_equal(stream_cache_build(&vc, &q, val, NULL, n_val, first), 0);
     Evaluation from_tokens, from_cache;
     assert_int_equal(evaluate_model(&q, &plain.hook, val, corpus.n_val, NULL, first, NULL, &from_tokens), 0);

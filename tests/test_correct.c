@@ -502,25 +502,16 @@ static void test_stream_cache_matches(void **state) {
         int first = plain.sites[0].where;
         CorrectOptions o;
         quick_options(&o, OBJECTIVE_CE, 6);
-        assert_int_equal(correction_train(&q, &f, &plain, &corpus, &o, NULL), 0);
-        int n_windows = 0;
-        int64_t *starts = calibration_windows(&corpus, o.calib_tokens, T, o.seed, &n_windows);
-        StreamCache calib, vc;
-        assert_int_equal(stream_cache_build(&calib, &q, corpus.ids, starts, n_windows, first), 0);
-        o.calib_cache = &calib;
-        assert_int_equal(correction_train(&q, &f, &cached, &corpus, &o, NULL), 0);
         /* the same arithmetic on the same windows, but the frozen prefix was computed in other
          * batches (the cache's), so the BLAS may round a row differently: ~1e-7 after 6 steps
          * (measured 1.2e-7); a cache that skips the first site's hook or feeds the wrong windows
          * trains different corrections by O(lr) = 1e-2 */
-        double d2 = 0, p2 = 0;
-        for (size_t i = 0; i < plain.num_params; i++) {
-            d2 += ((double)cached.params[i] - plain.params[i]) * ((double)cached.params[i] - plain.params[i]);
-            p2 += (double)plain.params[i] * plain.params[i];
-        }
-        if (!(sqrt(d2) <= 1e-4 * sqrt(p2)))
+        int64_t *starts;
+        StreamCache calib, vc;
+        double rel = train_from_tokens_and_cache(&q, &f, &plain, &cached, &corpus, &o, first, &calib, &starts);
+        if (!(rel <= 1e-4))
             fail_msg("every %d: training from the prefix cache differs from training from tokens (relative %g, max %g)", every,
-                     sqrt(d2 / p2), max_abs_diff(cached.params, plain.params, plain.num_params));
+                     rel, max_abs_diff(cached.params, plain.params, plain.num_params));
         assert_int_equal(stream_cache_build(&vc, &q, val, NULL, n_val_windows, first), 0);
         /* from the cache or from the tokens, window by window: the same bits */
         for (int hooked = 0; hooked < 2; hooked++) {

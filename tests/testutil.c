@@ -210,3 +210,21 @@ void readable_validation(Corpus *c, GuardedSplit *g) {
     c->ids = g->own;
     munmap(g->base, g->total);
 }
+
+double train_from_tokens_and_cache(GPT *q, GPT *f, Corrections *plain, Corrections *cached, const Corpus *corpus,
+                                   CorrectOptions *o, int first, StreamCache *calib, int64_t **starts) {
+    assert_int_equal(correction_train(q, f, plain, corpus, o, NULL), 0);
+    int n_windows = 0;
+    *starts = calibration_windows(corpus, o->calib_tokens, q->config.ctx, o->seed, &n_windows);
+    assert_non_null(*starts);
+    assert_int_equal(stream_cache_build(calib, q, corpus->ids, *starts, n_windows, first), 0);
+    o->calib_cache = calib;
+    assert_int_equal(correction_train(q, f, cached, corpus, o, NULL), 0);
+    double d2 = 0, p2 = 0;
+    for (size_t i = 0; i < plain->num_params; i++) {
+        double d = (double)cached->params[i] - plain->params[i];
+        d2 += d * d;
+        p2 += (double)plain->params[i] * plain->params[i];
+    }
+    return sqrt(d2 / p2);
+}

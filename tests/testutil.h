@@ -11,7 +11,9 @@
 
 #include "base/util.h"
 #include "correct/correct.h"
+#include "correct/experiment.h"
 #include "nn/data.h"
+#include "nn/evaluate.h"
 #include "nn/model.h"
 
 void fill_uniform(float *x, size_t n, Rng *rng, float lo, float hi);
@@ -27,6 +29,12 @@ void small_gpt(GPT *m, int n_layer, int ctx, int max_batch, uint64_t seed);
 float *copy_floats(const float *x, size_t n);
 /* n token ids uniform in [0, V). */
 void random_tokens(int32_t *t, int n, int V, Rng *rng);
+/* The prefix cache's training check: trains `plain` from the calibration windows' tokens and
+ * `cached` from a cache of the same windows' stream after block `first` (left in *calib, the
+ * windows' starts in *starts: the caller frees both), each with options o (o->calib_cache ends
+ * set to calib); returns the parameters' relative distance |cached - plain| / |plain|. */
+double train_from_tokens_and_cache(GPT *q, GPT *f, Corrections *plain, Corrections *cached, const Corpus *corpus,
+                                   CorrectOptions *o, int first, StreamCache *calib, int64_t **starts);
 /* A fresh directory under /tmp for a test's files (not removed: small). */
 const char *test_tmpdir(void);
 /* The real corpus if it can be found (by the search order of README: Data), else NULL. */
