@@ -990,6 +990,52 @@ static void test_report_methods(void **state) {
     free(md);
 }
 
+/* The methods section's rows keep apart what a row is not allowed to pool: the transform before
+ * the quantizer (rtn+rotate), the corrections' storage (train @8-bit); the zero-bit table picks
+ * the best row that stores no more bits than none (lwc: 2.51, against rtn+rotate none 2.61) and
+ * the best that adds bits (lwc+train 2.305); a combination is paired with its first method. */
+static void test_report_methods_labels(void **state) {
+    (void)state;
+    char dir[512];
+    FILE *f = new_budget_summary("methods_labels", dir, sizeof dir);
+    const struct {
+        const char *method, *kind, *scheme;
+        double loss, bits;
+        int stored, params;
+    } rows[] = {
+        {"none", "none", "int2", 2.8, 300000, 32, 0},
+        {"none", "none", "int2 transform=rotate:seed=0", 2.6, 300000, 32, 0},
+        {"train", "linear", "int2", 2.4, 433120, 32, 4160},
+        {"train", "linear", "int2", 2.45, 330000, 8, 4160},
+        {"lwc", "none", "int2", 2.5, 300000, 32, 0},
+        {"lwc+train", "linear", "int2", 2.3, 433120, 32, 4160},
+    };
+    for (int s = 1; s <= 2; s++)
+        for (size_t m = 0; m < sizeof rows / sizeof *rows; m++) {
+            double lf = 2.0, lq = s == 1 ? 2.8 : 2.82, lc = rows[m].loss + (s == 1 ? 0 : 0.01 * (1 + (m == 5))), gap = lq - lf;
+            if (m == 1) lq = lc; /* the rotated model's own none */
+            fprintf(f, "l%d_%zu,%d,64x2,64,2,2,%s,1,0,%s,%s,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,%d,1,60,65536,1,1,1,1,"
+                       "rtn,channel,%d,0.01,0.01,0.01,0.01,0.01,0.5,0.3,0.8,0.9,1000000,300000,%g,%g,2.2\n",
+                    s, m, s, rows[m].scheme, rows[m].kind, rows[m].method, lf, lq, lc, exp(lf), exp(lq), exp(lc), (lq - lc) / gap, lq - lc,
+                    rows[m].params, rows[m].stored, rows[m].bits, rows[m].bits - 300000);
+        }
+    ReportSummary summary;
+    close_and_report(f, dir, &summary);
+    const char *expected[] = {
+        "| rtn+rotate | none | 2 | 2.6050 ± 0.0050 |",
+        "| rtn | none | 2 | 2.8050 ± 0.0050 |",
+        "| rtn | train | 2 | 2.4050 ± 0.0050 |",
+        "| rtn | train @8-bit | 2 | 2.4550 ± 0.0050 |",
+        "| 2 | 64x2 | rtn lwc | 2.5050 | 300.0 | rtn lwc+train | 2.3100 | 433.1 | -0.1950 | [",
+        "| 2 | lwc+train − lwc | 2 | -0.1950 |",
+        "| 2 | train @8-bit − train | 2 | +0.0500 |",
+        "- At 2 bits on 64x2 the best model at zero extra bits is rtn lwc (loss 2.5050, 300.0 kbit); the best that adds bits, "
+        "rtn lwc+train (2.3100, 433.1 kbit), is lower by 0.1950 nats (paired over 2 seeds",
+    };
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
+    free(md);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quoting_and_errors),
@@ -1003,6 +1049,7 @@ int main(void) {
         cmocka_unit_test(test_report_agreement_too_few_to_test),
         cmocka_unit_test(test_report_budget_curve),
         cmocka_unit_test(test_report_methods),
+        cmocka_unit_test(test_report_methods_labels),
     };
     return cmocka_run_group_tests_name("report", tests, NULL, NULL);
 }

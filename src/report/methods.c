@@ -13,14 +13,39 @@
 
 static const char *str(const char *s) { return s ? s : ""; }
 
-/* One method row of a table: the runs of (bits, size, quantizer, method) with their seeds. */
+/* A row's two labels. The quantizer's: its name, and the transform of the float model before it
+ * where the scheme has one ("rtn+rotate", from the scheme's "transform=rotate:seed=0"). The
+ * method's: its name (a combination's "lwc+train"), and where its corrections are stored as
+ * integer codes their bits ("train @8-bit"). Rows differ in either, never pooled. */
+#define LABEL 96
+static void quantizer_label(const Run *r, char *out, size_t size) {
+    const char *t = strstr(r->rec.scheme, " transform=");
+    if (!t) {
+        snprintf(out, size, "%s", str(r->rec.quantizer));
+        return;
+    }
+    t += strlen(" transform=");
+    size_t n = strcspn(t, " :");
+    snprintf(out, size, "%s+%.*s", str(r->rec.quantizer), (int)n, t);
+}
+static void method_label(const Run *r, char *out, size_t size) {
+    long b = r->rec.correction_stored_bits;
+    if (b != SCHEMA_NO_INTEGER && b < 32) snprintf(out, size, "%s @%ld-bit", r->rec.method, b);
+    else snprintf(out, size, "%s", r->rec.method);
+}
+static int has_labels(const Run *r, const char *quantizer, const char *method) {
+    char q[LABEL], m[LABEL];
+    quantizer_label(r, q, sizeof q);
+    method_label(r, m, sizeof m);
+    return strcmp(q, quantizer) == 0 && strcmp(m, method) == 0;
+}
+
+/* One method row of a table: the runs of (bits, size, quantizer label, method label) with their seeds. */
 static int method_runs(const Report *rep, int bits, int size, const char *quantizer, const char *method, const Run **out, int max) {
     int n = 0;
     for (int i = 0; i < rep->n_runs && n < max; i++) {
         const Run *r = &rep->runs[i];
-        if (r->control || r->rec.bits != bits || r->size != size || strcmp(str(r->rec.quantizer), quantizer) != 0 ||
-            strcmp(r->rec.method, method) != 0)
-            continue;
+        if (r->control || r->rec.bits != bits || r->size != size || !has_labels(r, quantizer, method)) continue;
         out[n++] = r;
     }
     return n;
@@ -38,18 +63,24 @@ static int has_methods(const Report *rep) {
     return 0;
 }
 
-/* The paired loss differences a - b over (seed, size, quantizer) at bits: a and b name methods. */
+/* The paired loss differences a - b over (seed, size, quantizer and scheme) at bits: a and b name
+ * method labels. */
 static int paired_losses(const Report *rep, int bits, const char *a, const char *b, double *da, double *db) {
     int n = 0;
+    char label[LABEL];
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *x = &rep->runs[i];
-        if (x->control || x->rec.bits != bits || strcmp(x->rec.method, a) != 0) continue;
+        if (x->control || x->rec.bits != bits) continue;
+        method_label(x, label, sizeof label);
+        if (strcmp(label, a) != 0) continue;
         for (int j = 0; j < rep->n_runs; j++) {
             const Run *y = &rep->runs[j];
-            if (y->control || y->rec.bits != bits || strcmp(y->rec.method, b) != 0 || y->rec.seed != x->rec.seed || y->size != x->size ||
+            if (y->control || y->rec.bits != bits || y->rec.seed != x->rec.seed || y->size != x->size ||
                 strcmp(str(y->rec.quantizer), str(x->rec.quantizer)) != 0 || strcmp(y->rec.scheme, x->rec.scheme) != 0 ||
                 y->rec.calib_tokens != x->rec.calib_tokens)
                 continue;
+            method_label(y, label, sizeof label);
+            if (strcmp(label, b) != 0) continue;
             da[n] = x->rec.loss_corrected;
             db[n] = y->rec.loss_corrected;
             n++;
@@ -59,16 +90,101 @@ static int paired_losses(const Report *rep, int bits, const char *a, const char 
     return n;
 }
 
+/* Zero extra bits (issue 22): at each bit width and size, the row of least mean loss among those
+ * whose model stores no more bits than the plain quantized model (none, bias, and the methods
+ * that tune the base), beside the best row that adds bits, and their loss difference paired over
+ * seeds (each seed's best-row run against the same seed's). */
+static double row_mean(const Run *const *runs, int n, double *kbit) {
+    double loss = 0, bits = 0;
+    for (int i = 0; i < n; i++) loss += runs[i]->rec.loss_corrected, bits += runs[i]->rec.model_bits_corrected / 1e3;
+    *kbit = bits / n;
+    return loss / n;
+}
+
+static int zero_bit_table(Report *rep, const char *const *quantizers, int nq, const char *const *methods, int nm) {
+    int max = rep->n_runs, header = 0;
+    const Run **runs = qc_malloc(sizeof(Run *) * (size_t)max, "zero-bit table");
+    const Run **zero = qc_malloc(sizeof(Run *) * (size_t)max, "zero-bit table");
+    const Run **adds = qc_malloc(sizeof(Run *) * (size_t)max, "zero-bit table");
+    if (!runs || !zero || !adds) { free(runs); free(zero); free(adds); return -1; }
+    TextBuf *t = &rep->body, *c = &rep->conclusions;
+    for (int k = 0; k < rep->n_bits; k++)
+        for (int z = 0; z < rep->n_sizes; z++) {
+            double base_kbit = NAN, best0 = INFINITY, best1 = INFINITY, kbit0 = 0, kbit1 = 0;
+            int n0 = 0, n1 = 0, q0 = -1, m0 = -1, q1 = -1, m1 = -1;
+            for (int q = 0; q < nq && isnan(base_kbit); q++) {
+                int n = method_runs(rep, rep->bits[k], z, quantizers[q], "none", runs, max);
+                if (n > 0) row_mean(runs, n, &base_kbit);
+            }
+            if (isnan(base_kbit)) continue;
+            for (int q = 0; q < nq; q++)
+                for (int m = 0; m < nm; m++) {
+                    int n = method_runs(rep, rep->bits[k], z, quantizers[q], methods[m], runs, max);
+                    if (n == 0) continue;
+                    double kbit, loss = row_mean(runs, n, &kbit);
+                    int adds_bits = kbit > base_kbit + 0.05;
+                    if (!adds_bits && loss < best0) best0 = loss, kbit0 = kbit, q0 = q, m0 = m, n0 = n, memcpy(zero, runs, sizeof(Run *) * (size_t)n);
+                    if (adds_bits && loss < best1) best1 = loss, kbit1 = kbit, q1 = q, m1 = m, n1 = n, memcpy(adds, runs, sizeof(Run *) * (size_t)n);
+                }
+            if (q0 < 0) continue;
+            if (!header) {
+                textbuf_printf(t, "\n### Zero extra bits: the best at each bit width and size\n\nThe row of least mean loss among those "
+                                  "whose model stores no more bits than the plain quantized model (none, bias folded, and the methods "
+                                  "that tune the base: normtweak, qat, scales, lwc, adaround), and the best row that adds bits; "
+                                  "the difference is paired over the seeds both rows have (negative: the row that adds bits is "
+                                  "better).\n\n| bits | size | best at zero extra bits | loss | kbit | best that adds bits | loss | "
+                                  "kbit | adds − zero (nats) | 95%% CI | pairs |\n|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
+                header = 1;
+            }
+            textbuf_printf(t, "| %d | %s | %s %s | %.4f | %.1f | ", rep->bits[k], rep->sizes[z].name, quantizers[q0], methods[m0], best0, kbit0);
+            if (q1 < 0) {
+                textbuf_printf(t, "– | – | – | – | – | 0 |\n");
+                continue;
+            }
+            int np = 0;
+            for (int i = 0; i < n1; i++)
+                for (int j = 0; j < n0; j++)
+                    if (adds[i]->rec.seed == zero[j]->rec.seed) rep->a[np] = adds[i]->rec.loss_corrected, rep->b[np] = zero[j]->rec.loss_corrected, np++;
+            textbuf_printf(t, "%s %s | %.4f | %.1f | ", quantizers[q1], methods[m1], best1, kbit1);
+            PairedComparison pc;
+            if (np >= 2 && stats_paired(rep->a, rep->b, np, &pc) == 0) {
+                textbuf_printf(t, "%+.4f | ", pc.diff.mean);
+                put_interval(t, pc.diff.ci_low, pc.diff.ci_high, "%+.4f");
+                textbuf_printf(t, " | %d |\n", np);
+                textbuf_printf(c, "- At %d bits on %s the best model at zero extra bits is %s %s (loss %.4f, %.1f kbit); the best that "
+                                  "adds bits, %s %s (%.4f, %.1f kbit), is %s by %.4f nats (paired over %d seeds, 95%% CI [%+.4f, %+.4f]%s).\n",
+                               rep->bits[k], rep->sizes[z].name, quantizers[q0], methods[m0], best0, kbit0, quantizers[q1], methods[m1],
+                               best1, kbit1, pc.diff.mean < 0 ? "lower" : "higher", fabs(pc.diff.mean), np, pc.diff.ci_low, pc.diff.ci_high,
+                               (pc.diff.ci_low > 0 || pc.diff.ci_high < 0) ? "" : ", includes 0");
+            } else {
+                textbuf_printf(t, "%+.4f | – | %d |\n", best1 - best0, np);
+            }
+        }
+    free(runs);
+    free(zero);
+    free(adds);
+    return 0;
+}
+
 int section_methods_budget(Report *rep) {
     if (!has_methods(rep)) return 0;
     TextBuf *t = &rep->body, *c = &rep->conclusions;
+    /* the labels of the directory's rows, in order of first appearance */
+    static char qtext[MAX_LEVELS][LABEL], mtext[MAX_LEVELS][LABEL];
     const char *quantizers[MAX_LEVELS], *methods[MAX_LEVELS];
     int nq = 0, nm = 0;
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *r = &rep->runs[i];
         if (r->control) continue;
-        if (add_string_level(quantizers, &nq, str(r->rec.quantizer), "quantizer") || add_string_level(methods, &nm, r->rec.method, "method"))
-            return -1;
+        char q[LABEL], m[LABEL];
+        quantizer_label(r, q, sizeof q);
+        method_label(r, m, sizeof m);
+        int fq = 0, fm = 0;
+        while (fq < nq && strcmp(quantizers[fq], q) != 0) fq++;
+        while (fm < nm && strcmp(methods[fm], m) != 0) fm++;
+        if ((fq == nq && nq == MAX_LEVELS) || (fm == nm && nm == MAX_LEVELS)) { qc_error("more than %d method rows", MAX_LEVELS); return -1; }
+        if (fq == nq) quantizers[nq] = strcpy(qtext[nq], q), nq++;
+        if (fm == nm) methods[nm] = strcpy(mtext[nm], m), nm++;
     }
     textbuf_printf(t, "\n## 13. Methods at matched budgets\n\nEvery quantizer × method of the directory at each bit width and size: "
                       "validation loss (mean over seeds ± the standard error over seeds), its paired difference from the same "
@@ -116,16 +232,30 @@ int section_methods_budget(Report *rep) {
         }
     free(runs);
     free(base);
-    /* the comparisons the question needs, pooled over seeds, sizes and quantizers at each width */
-    static const char *const pairs[][2] = {{"train", "lowrank"}, {"train", "lstsq"}, {"train", "bias"}, {"train", "none"},
-                                           {"lowrank", "lstsq"}, {"bias", "none"}};
+    if (zero_bit_table(rep, quantizers, nq, methods, nm) != 0) return -1;
+    /* the comparisons the question needs, pooled over seeds, sizes and quantizers at each width:
+     * the fixed ones, then each combination against its first method alone (what the second adds) */
+    static const char *const fixed[][2] = {{"train", "lowrank"}, {"train", "lstsq"}, {"train", "bias"}, {"train", "none"},
+                                           {"lowrank", "lstsq"}, {"bias", "none"}, {"train @8-bit", "lowrank @8-bit"},
+                                           {"train @8-bit", "train"}, {"lowrank @8-bit", "lowrank"}};
+    static char firsts[MAX_LEVELS][LABEL];
+    const char *pairs[sizeof fixed / sizeof *fixed + MAX_LEVELS][2];
+    size_t n_pairs = 0;
+    for (size_t p = 0; p < sizeof fixed / sizeof *fixed; p++) pairs[n_pairs][0] = fixed[p][0], pairs[n_pairs][1] = fixed[p][1], n_pairs++;
+    for (int m = 0; m < nm; m++) {
+        const char *plus = strchr(methods[m], '+');
+        if (!plus) continue;
+        snprintf(firsts[m], LABEL, "%.*s", (int)(plus - methods[m]), methods[m]);
+        pairs[n_pairs][0] = methods[m], pairs[n_pairs][1] = firsts[m], n_pairs++;
+    }
     textbuf_printf(t, "\n### Paired at each bit width\n\nLoss of the first method minus the second's on the same seed, size and "
                       "quantizer (negative: the first is better); train, lowrank and lstsq add the same number of parameters "
-                      "(lowrank's rank is matched to a linear correction after every block), bias and none add none.\n\n"
+                      "(lowrank's rank is matched to a linear correction after every block), bias and none add none; "
+                      "a combination (\"lwc+train\") against its first method alone says what the second adds on top.\n\n"
                       "| bits | first − second | pairs | mean (nats) | 95%% CI | Wilcoxon p | sign test p |\n"
                       "|---:|---|---:|---:|---:|---:|---:|\n");
     for (int k = 0; k < rep->n_bits; k++)
-        for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++) {
+        for (size_t p = 0; p < n_pairs; p++) {
             int n = paired_losses(rep, rep->bits[k], pairs[p][0], pairs[p][1], rep->a, rep->b);
             if (n == 0) continue;
             PairedComparison pc;
