@@ -1029,6 +1029,7 @@ static void test_report_methods_labels(void **state) {
         "| 2 | 64x2 | rtn lwc | 2.5050 | 300.0 | rtn lwc+train | 2.3100 | 433.1 | -0.1950 | [",
         "| 2 | lwc+train − lwc | 2 | -0.1950 |",
         "| 2 | train @8-bit − train | 2 | +0.0500 |",
+        "int2 channel rtn+rotate", /* the frontier's label of the rotated model */
         "- At 2 bits on 64x2 the best model at zero extra bits is rtn lwc (loss 2.5050, 300.0 kbit); the best that adds bits, "
         "rtn lwc+train (2.3100, 433.1 kbit), is lower by 0.1950 nats (paired over 2 seeds",
     };

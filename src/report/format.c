@@ -1,9 +1,11 @@
 /* report/format: how numbers appear in report.md — percentages, intervals, p-values, nats and
- * the "mean ± std (n)" cell — so every table prints a statistic the same way. */
+ * the "mean ± std (n)" cell — so every table prints a statistic the same way; and the one label of a
+ * quantizer with its transform. */
 #include "report/parts.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 void put_pct(TextBuf *t, double fraction, int decimals) {
     if (isfinite(fraction)) textbuf_printf(t, "%.*f", decimals, 100.0 * fraction);
@@ -81,4 +83,14 @@ void put_gap(TextBuf *t, double mean, double se) {
     if (!isfinite(se)) textbuf_printf(t, "n/a");
     else if (se >= 1e-3) textbuf_printf(t, "%.4f", se);
     else textbuf_printf(t, "%.1e", se);
+}
+
+void quantizer_with_transform(const Run *r, char *out, size_t size) {
+    const char *q = r->rec.quantizer ? r->rec.quantizer : "", *t = strstr(r->rec.scheme, " transform=");
+    if (!t) {
+        snprintf(out, size, "%s", q);
+        return;
+    }
+    t += strlen(" transform=");
+    snprintf(out, size, "%s+%.*s", q, (int)strcspn(t, " :"), t);
 }

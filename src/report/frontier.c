@@ -76,7 +76,7 @@ static const char *const point_kind_names[] = {"float", "quantized", "corrected"
 typedef struct {
     PointKind kind;
     int first;           /* a run of it */
-    char label[160];
+    char label[224];
     double bits;         /* model bits */
     double loss, loss_se, kl;
     int n;               /* seeds */
@@ -89,7 +89,9 @@ typedef struct {
 /* The label of a run's quantized model and of its correction. */
 static void model_label(const Run *r, char *out, size_t size) {
     if (r->rec.bits >= 32) { snprintf(out, size, "float"); return; }
-    snprintf(out, size, "int%ld %s %s", r->rec.bits, r->rec.granularity ? r->rec.granularity : "", r->rec.quantizer ? r->rec.quantizer : "");
+    char q[48];
+    quantizer_with_transform(r, q, sizeof q);
+    snprintf(out, size, "int%ld %s %s", r->rec.bits, r->rec.granularity ? r->rec.granularity : "", q);
 }
 static void correction_label(const Run *r, char *out, size_t size) {
     int m = method_by_name(r->rec.method);
@@ -175,7 +177,7 @@ static int collect_points(const Report *rep, int z, Point *pts, int max) {
             if (kind == POINT_FLOAT) snprintf(pt->label, sizeof pt->label, "float");
             else if (kind == POINT_QUANT) model_label(r, pt->label, sizeof pt->label);
             else {
-                char m[48], cl[64];
+                char m[112], cl[64];
                 if (kind == POINT_CONTROL) snprintf(m, sizeof m, "float");
                 else model_label(r, m, sizeof m);
                 correction_label(r, cl, sizeof cl);

@@ -18,16 +18,7 @@ static const char *str(const char *s) { return s ? s : ""; }
  * method's: its name (a combination's "lwc+train"), and where its corrections are stored as
  * integer codes their bits ("train @8-bit"). Rows differ in either, never pooled. */
 #define LABEL 96
-static void quantizer_label(const Run *r, char *out, size_t size) {
-    const char *t = strstr(r->rec.scheme, " transform=");
-    if (!t) {
-        snprintf(out, size, "%s", str(r->rec.quantizer));
-        return;
-    }
-    t += strlen(" transform=");
-    size_t n = strcspn(t, " :");
-    snprintf(out, size, "%s+%.*s", str(r->rec.quantizer), (int)n, t);
-}
+static void quantizer_label(const Run *r, char *out, size_t size) { quantizer_with_transform(r, out, size); }
 static void method_label(const Run *r, char *out, size_t size) {
     long b = r->rec.correction_stored_bits;
     if (b != SCHEMA_NO_INTEGER && b < 32) snprintf(out, size, "%s @%ld-bit", r->rec.method, b);

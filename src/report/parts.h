@@ -102,6 +102,9 @@ int bits_has_recovery(const Report *rep, int bits);
 int count_excluded(const Report *rep, int bits);
 
 /* ---- format.c: numbers in markdown ---- */
+/* The quantizer a run used and the transform of the float model before it, as a label: "rtn",
+ * "gptq+rotate" (the transform's kind from the scheme's "transform=rotate:seed=0"). */
+void quantizer_with_transform(const Run *r, char *out, size_t size);
 void put_pct(TextBuf *t, double fraction, int decimals);
 void put_mean_std(TextBuf *t, const MeanCI *m);
 void put_ci(TextBuf *t, double lo, double hi, int decimals);
