@@ -58,9 +58,9 @@ static void test_auto_steps_by_width(void **state) {
     r.size_index = 1;
     assert_close(plan_expected_steps(&cfg, &r), 1022, 0);
     r.size_index = 2;
-    assert_close(plan_expected_steps(&cfg, &r), 1666, 0);
+    assert_close(plan_expected_steps(&cfg, &r), 1672, 0);
     r.hidden = 0;
-    assert_close(plan_expected_steps(&cfg, &r), 909, 0);
+    assert_close(plan_expected_steps(&cfg, &r), 889, 0);
     cfg.sizes[0].d_model = 100; /* nearer 128 than 64 */
     r.size_index = 0;
     assert_close(plan_expected_steps(&cfg, &r), 738, 0);
