@@ -52,7 +52,7 @@ int correction_step_objective(GPT *q, GPT *f, Corrections *c, Objective objectiv
 }
 
 void auto_stop_default(AutoStop *a) {
-    a->max_steps = 2000;
+    a->max_steps = 3000;
     a->eval_every = 25;
     a->patience = 8;
     a->min_delta = AUTOSTOP_MIN_DELTA;
