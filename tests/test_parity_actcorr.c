@@ -43,13 +43,16 @@ static void fixture_load(Fixture *x) {
     x->V = x->m.config.vocab_size;
     assert_int_equal((int)fixture_meta_number(&x->st, "T"), x->T);
     int32_t *ids = fixture_ids(&x->st, "eval_ids", (size_t)x->B * x->T + 1, x->V);
-    x->in = malloc((size_t)x->B * x->T * sizeof(int32_t));
+    /* one id past the windows: the prefix cache reads each window's targets from its ids, the
+     * last window's last target being the id after it */
+    x->in = malloc(((size_t)x->B * x->T + 1) * sizeof(int32_t));
     x->target = malloc((size_t)x->B * x->T * sizeof(int32_t));
     for (int w = 0; w < x->B; w++)
         for (int t = 0; t < x->T; t++) {
             x->in[w * x->T + t] = ids[w * x->T + t];
             x->target[w * x->T + t] = ids[w * x->T + t + 1];
         }
+    x->in[(size_t)x->B * x->T] = ids[(size_t)x->B * x->T];
     free(ids);
 }
 
