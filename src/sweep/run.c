@@ -386,6 +386,15 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             char ckpt[4400];
             snprintf(ckpt, sizeof ckpt, "%s/floats/%s.safetensors", dir, group_name);
             if (mine[g] || !claimed_by_team(dir, group_name) || !float_model_ready(dir, group_name, ckpt)) continue;
+            /* the runs its owner finished since this worker started need no float model loaded */
+            int left = 0;
+            for (int i = first; i < n_runs && runs[i].group == g; i++) {
+                char record[4400];
+                snprintf(record, sizeof record, "%s/runs/%s.json", dir, runs[i].id);
+                if (!done[i] && access(record, F_OK) == 0) done[i] = 1;
+                left += !done[i];
+            }
+            if (!left) continue;
         }
         snprintf(p.phase, sizeof p.phase, "float model %s", group_name);
         show_progress(&p, NULL);
