@@ -93,7 +93,8 @@ static int dry_run(const SweepConfig *cfg, const Corpus *corpus, const char *dir
             const SweepRun *r = &runs[i];
             if (r->model + 1 > models[r->group]) models[r->group] = r->model + 1;
             const SweepWork *t = &per_token[r->size_index];
-            float_cost[r->group] = (double)SIZE_TRAIN_STEPS(cfg, r->size_index) * cfg->train_batch * cfg->ctx * t->train + t->forward * eval_tokens;
+            if (i == 0 || runs[i - 1].group != r->group) /* a group's runs are neighbours: once each */
+                float_cost[r->group] = (double)SIZE_TRAIN_STEPS(cfg, r->size_index) * cfg->train_batch * cfg->ctx * t->train + t->forward * eval_tokens;
         }
         printf("estimated wall time: %.1f min on this machine with %d workers of %d thread%s (%.1f min of work; groups the "
                "largest first, then shared by quantized model; one shard of everything; lstsq runs counted as trained ones)\n",

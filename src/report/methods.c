@@ -18,25 +18,32 @@ static const char *str(const char *s) { return s ? s : ""; }
  * method's: its name (a combination's "lwc+train"), and where its corrections are stored as
  * integer codes their bits ("train @8-bit"). Rows differ in either, never pooled. */
 #define LABEL 96
-static void quantizer_label(const Run *r, char *out, size_t size) { quantizer_with_transform(r, out, size); }
-static void method_label(const Run *r, char *out, size_t size) {
-    long b = r->rec.correction_stored_bits;
-    if (b != SCHEMA_NO_INTEGER && b < 32) snprintf(out, size, "%s @%ld-bit", r->rec.method, b);
-    else snprintf(out, size, "%s", r->rec.method);
-}
-static int has_labels(const Run *r, const char *quantizer, const char *method) {
-    char q[LABEL], m[LABEL];
-    quantizer_label(r, q, sizeof q);
-    method_label(r, m, sizeof m);
-    return strcmp(q, quantizer) == 0 && strcmp(m, method) == 0;
+typedef struct {
+    char quantizer[LABEL], method[LABEL];
+} RowLabel;
+
+/* Each run's labels, computed once for the section (rep->n_runs entries, NULL when out of memory). */
+static RowLabel *row_labels(const Report *rep) {
+    RowLabel *lab = qc_malloc(sizeof *lab * (size_t)(rep->n_runs > 0 ? rep->n_runs : 1), "method rows");
+    for (int i = 0; lab && i < rep->n_runs; i++) {
+        const Run *r = &rep->runs[i];
+        long b = r->rec.correction_stored_bits;
+        quantizer_with_transform(r, lab[i].quantizer, LABEL);
+        if (b != SCHEMA_NO_INTEGER && b < 32) snprintf(lab[i].method, LABEL, "%s @%ld-bit", r->rec.method, b);
+        else snprintf(lab[i].method, LABEL, "%s", r->rec.method);
+    }
+    return lab;
 }
 
 /* One method row of a table: the runs of (bits, size, quantizer label, method label) with their seeds. */
-static int method_runs(const Report *rep, int bits, int size, const char *quantizer, const char *method, const Run **out, int max) {
+static int method_runs(const Report *rep, const RowLabel *lab, int bits, int size, const char *quantizer, const char *method,
+                       const Run **out, int max) {
     int n = 0;
     for (int i = 0; i < rep->n_runs && n < max; i++) {
         const Run *r = &rep->runs[i];
-        if (r->control || r->rec.bits != bits || r->size != size || !has_labels(r, quantizer, method)) continue;
+        if (r->control || r->rec.bits != bits || r->size != size || strcmp(lab[i].quantizer, quantizer) != 0 ||
+            strcmp(lab[i].method, method) != 0)
+            continue;
         out[n++] = r;
     }
     return n;
@@ -56,22 +63,17 @@ static int has_methods(const Report *rep) {
 
 /* The paired loss differences a - b over (seed, size, quantizer and scheme) at bits: a and b name
  * method labels. */
-static int paired_losses(const Report *rep, int bits, const char *a, const char *b, double *da, double *db) {
+static int paired_losses(const Report *rep, const RowLabel *lab, int bits, const char *a, const char *b, double *da, double *db) {
     int n = 0;
-    char label[LABEL];
     for (int i = 0; i < rep->n_runs; i++) {
         const Run *x = &rep->runs[i];
-        if (x->control || x->rec.bits != bits) continue;
-        method_label(x, label, sizeof label);
-        if (strcmp(label, a) != 0) continue;
+        if (x->control || x->rec.bits != bits || strcmp(lab[i].method, a) != 0) continue;
         for (int j = 0; j < rep->n_runs; j++) {
             const Run *y = &rep->runs[j];
             if (y->control || y->rec.bits != bits || y->rec.seed != x->rec.seed || y->size != x->size ||
                 strcmp(str(y->rec.quantizer), str(x->rec.quantizer)) != 0 || strcmp(y->rec.scheme, x->rec.scheme) != 0 ||
-                y->rec.calib_tokens != x->rec.calib_tokens)
+                y->rec.calib_tokens != x->rec.calib_tokens || strcmp(lab[j].method, b) != 0)
                 continue;
-            method_label(y, label, sizeof label);
-            if (strcmp(label, b) != 0) continue;
             da[n] = x->rec.loss_corrected;
             db[n] = y->rec.loss_corrected;
             n++;
@@ -92,7 +94,7 @@ static double row_mean(const Run *const *runs, int n, double *kbit) {
     return loss / n;
 }
 
-static int zero_bit_table(Report *rep, const char *const *quantizers, int nq, const char *const *methods, int nm) {
+static int zero_bit_table(Report *rep, const RowLabel *lab, const char *const *quantizers, int nq, const char *const *methods, int nm) {
     int max = rep->n_runs, header = 0;
     const Run **runs = qc_malloc(sizeof(Run *) * (size_t)max, "zero-bit table");
     const Run **zero = qc_malloc(sizeof(Run *) * (size_t)max, "zero-bit table");
@@ -104,13 +106,13 @@ static int zero_bit_table(Report *rep, const char *const *quantizers, int nq, co
             double base_kbit = NAN, best0 = INFINITY, best1 = INFINITY, kbit0 = 0, kbit1 = 0;
             int n0 = 0, n1 = 0, q0 = -1, m0 = -1, q1 = -1, m1 = -1;
             for (int q = 0; q < nq && isnan(base_kbit); q++) {
-                int n = method_runs(rep, rep->bits[k], z, quantizers[q], "none", runs, max);
+                int n = method_runs(rep, lab, rep->bits[k], z, quantizers[q], "none", runs, max);
                 if (n > 0) row_mean(runs, n, &base_kbit);
             }
             if (isnan(base_kbit)) continue;
             for (int q = 0; q < nq; q++)
                 for (int m = 0; m < nm; m++) {
-                    int n = method_runs(rep, rep->bits[k], z, quantizers[q], methods[m], runs, max);
+                    int n = method_runs(rep, lab, rep->bits[k], z, quantizers[q], methods[m], runs, max);
                     if (n == 0) continue;
                     double kbit, loss = row_mean(runs, n, &kbit);
                     int adds_bits = kbit > base_kbit + 0.05;
@@ -157,25 +159,19 @@ static int zero_bit_table(Report *rep, const char *const *quantizers, int nq, co
     return 0;
 }
 
-int section_methods_budget(Report *rep) {
-    if (!has_methods(rep)) return 0;
+static int methods_section(Report *rep, const RowLabel *lab) {
     TextBuf *t = &rep->body, *c = &rep->conclusions;
     /* the labels of the directory's rows, in order of first appearance */
-    static char qtext[MAX_LEVELS][LABEL], mtext[MAX_LEVELS][LABEL];
     const char *quantizers[MAX_LEVELS], *methods[MAX_LEVELS];
     int nq = 0, nm = 0;
     for (int i = 0; i < rep->n_runs; i++) {
-        const Run *r = &rep->runs[i];
-        if (r->control) continue;
-        char q[LABEL], m[LABEL];
-        quantizer_label(r, q, sizeof q);
-        method_label(r, m, sizeof m);
+        if (rep->runs[i].control) continue;
         int fq = 0, fm = 0;
-        while (fq < nq && strcmp(quantizers[fq], q) != 0) fq++;
-        while (fm < nm && strcmp(methods[fm], m) != 0) fm++;
+        while (fq < nq && strcmp(quantizers[fq], lab[i].quantizer) != 0) fq++;
+        while (fm < nm && strcmp(methods[fm], lab[i].method) != 0) fm++;
         if ((fq == nq && nq == MAX_LEVELS) || (fm == nm && nm == MAX_LEVELS)) { qc_error("more than %d method rows", MAX_LEVELS); return -1; }
-        if (fq == nq) quantizers[nq] = strcpy(qtext[nq], q), nq++;
-        if (fm == nm) methods[nm] = strcpy(mtext[nm], m), nm++;
+        if (fq == nq) quantizers[nq++] = lab[i].quantizer;
+        if (fm == nm) methods[nm++] = lab[i].method;
     }
     textbuf_printf(t, "\n## 13. Methods at matched budgets\n\nEvery quantizer × method of the directory at each bit width and size: "
                       "validation loss (mean over seeds ± the standard error over seeds), its paired difference from the same "
@@ -192,9 +188,9 @@ int section_methods_budget(Report *rep) {
                               "recovery (%%) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
                            rep->bits[k], rep->sizes[z].name);
             for (int q = 0; q < nq; q++) {
-                int nb = method_runs(rep, rep->bits[k], z, quantizers[q], "none", base, max);
+                int nb = method_runs(rep, lab, rep->bits[k], z, quantizers[q], "none", base, max);
                 for (int m = 0; m < nm; m++) {
-                    int n = method_runs(rep, rep->bits[k], z, quantizers[q], methods[m], runs, max);
+                    int n = method_runs(rep, lab, rep->bits[k], z, quantizers[q], methods[m], runs, max);
                     if (n == 0) continue;
                     double loss = 0, kl = 0, params = 0, kbit = 0, gain = 0, gap = 0;
                     int resolved = 0, nd = 0;
@@ -223,7 +219,7 @@ int section_methods_budget(Report *rep) {
         }
     free(runs);
     free(base);
-    if (zero_bit_table(rep, quantizers, nq, methods, nm) != 0) return -1;
+    if (zero_bit_table(rep, lab, quantizers, nq, methods, nm) != 0) return -1;
     /* the comparisons the question needs, pooled over seeds, sizes and quantizers at each width:
      * the fixed ones, then each combination against its first method alone (what the second adds) */
     static const char *const fixed[][2] = {{"train", "lowrank"}, {"train", "lstsq"}, {"train", "bias"}, {"train", "none"},
@@ -247,7 +243,7 @@ int section_methods_budget(Report *rep) {
                       "|---:|---|---:|---:|---:|---:|---:|\n");
     for (int k = 0; k < rep->n_bits; k++)
         for (size_t p = 0; p < n_pairs; p++) {
-            int n = paired_losses(rep, rep->bits[k], pairs[p][0], pairs[p][1], rep->a, rep->b);
+            int n = paired_losses(rep, lab, rep->bits[k], pairs[p][0], pairs[p][1], rep->a, rep->b);
             if (n == 0) continue;
             PairedComparison pc;
             if (stats_paired(rep->a, rep->b, n, &pc) != 0) return -1;
@@ -272,4 +268,12 @@ int section_methods_budget(Report *rep) {
                                pc.diff.ci_low, pc.diff.ci_high, pc.wilcoxon.p);
         }
     return 0;
+}
+
+int section_methods_budget(Report *rep) {
+    if (!has_methods(rep)) return 0;
+    RowLabel *lab = row_labels(rep);
+    int rc = lab ? methods_section(rep, lab) : -1;
+    free(lab);
+    return rc;
 }
