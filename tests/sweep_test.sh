@@ -750,6 +750,38 @@ rc=$?
 if [ $rc = 2 ] && grep -q -- "--transforms" "$T/err" && grep -q "spin" "$T/err" && [ ! -e "$T/bad" ]; then ok "sweep --transforms none,spin is refused naming the flag and the value"
 else fail "sweep --transforms none,spin is refused naming the flag and the value" "exit $rc"; show "$T/err"; fi
 
+# --act-bits same in a sweep: each run's activations (and keys and values) at its own weight
+# bits, the control arm the float model; each quantized model is the one `quantize --bits B
+# --act-bits B` makes (its loss as `eval` gives it)
+X=$T/actsame
+"$QCORR" sweep --sizes 16x1 --ctx 16 --heads 2 --train-steps 200 --train-batch 8 --batch 4 --calib-tokens 1024 --seeds 1 \
+    --bits 2,4 --act-bits same --act-granularity tensor --act-asymmetric --act-points inputs,kv --methods none,lstsq --every 1 \
+    --quiet --out "$X" >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+ok_same=0
+if [ $rc = 0 ]; then
+    ok_same=1
+    for b in 2 4; do
+        "$QCORR" quantize --model "$X/floats/s1_16x1.safetensors" --bits $b --act-bits $b --act-granularity tensor --act-asymmetric \
+            --act-points inputs,kv --out "$T/q$b.safetensors" >/dev/null 2>"$T/err" &&
+            "$QCORR" eval --model "$T/q$b.safetensors" --data "$CORPUS" --json >"$T/e$b.json" 2>>"$T/err" || ok_same=0
+    done
+fi
+if [ $ok_same = 1 ] && grep -q '"quant_act_bits":[[:space:]]*"same"' "$X/manifest.json" &&
+    $PY -c '
+import csv, json, sys
+rows = {r["run_id"]: r for r in csv.DictReader(open(sys.argv[1]))}
+assert len(rows) == 5, sorted(rows)
+for b in (2, 4):
+    r = rows["s1_16x1_b%d_none" % b]
+    assert "act=int%d:tensor:asym:inputs,kv" % b in r["scheme"], r["scheme"]
+    want = json.load(open(sys.argv[2 + (b == 4)]))["loss"]
+    assert abs(float(r["loss_quant"]) - want) <= 1e-6 * abs(want), (b, r["loss_quant"], want)
+c = rows["s1_16x1_b32_e1_h0_lstsq"]
+assert "act=" not in c["scheme"] and c["loss_quant"] == c["loss_float"], (c["scheme"], c["loss_quant"], c["loss_float"])
+' "$X/summary.csv" "$T/e2.json" "$T/e4.json"; then ok "sweep --act-bits same: each run's activations at its weight bits, as quantize makes them; the control arm float"
+else fail "sweep --act-bits same: each run's activations at its weight bits, as quantize makes them; the control arm float" "exit $rc"; show "$T/err"; fi
+
 echo "# total $(($(date +%s) - START))s"
 echo "sweep: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

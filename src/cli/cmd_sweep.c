@@ -310,7 +310,10 @@ int cmd_sweep(int argc, char **argv) {
     if (no_control) cfg.control = 0;
     if (asymmetric) cfg.scheme.asymmetric = 1;
     if (actf.bits || actf.granularity || actf.calib || actf.asymmetric || actf.points || actf.kv_bits >= 0) {
-        if ((rc = parse_act_flags("sweep", &actf, -1, &cfg.scheme.act))) return rc;
+        /* same: parsed at 8 bits, then each run's weight bits replace them (sweep_run_scheme) */
+        int same = actf.bits && strcmp(actf.bits, "same") == 0;
+        if ((rc = parse_act_flags("sweep", &actf, same ? 8 : -1, &cfg.scheme.act))) return rc;
+        if (same) cfg.act_same = (cfg.scheme.act.bits ? SWEEP_ACT_SAME_BITS : 0u) | (actf.kv_bits <= 0 && cfg.scheme.act.kv_bits ? SWEEP_ACT_SAME_KV : 0u);
     }
     if ((rc = parse_correction_reads_flag("sweep", correction_reads, &cfg.scheme.act))) return rc;
     if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */

@@ -387,7 +387,19 @@ QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r) {
     QuantScheme s = cfg->scheme;
     for (int a = 0; a < SWEEP_N_AXES; a++) /* bits, quantizer, granularity: what the axes set */
         if (sweep_axes[a].ops->apply) sweep_axes[a].ops->apply(cfg, r, &s, NULL);
+    if (cfg->act_same && s.bits >= 32) { /* the control arm: the float model, activations too */
+        act_scheme_default(&s.act);
+    } else if (cfg->act_same) {
+        if (cfg->act_same & SWEEP_ACT_SAME_BITS) s.act.bits = s.bits;
+        if (cfg->act_same & SWEEP_ACT_SAME_KV) s.act.kv_bits = s.bits;
+    }
     return s;
+}
+
+int sweep_run_has_model(const SweepConfig *cfg, const SweepRun *r) {
+    if (r->bits != 32) return 1;
+    QuantScheme s = sweep_run_scheme(cfg, r);
+    return act_scheme_on(&s.act);
 }
 
 CorrectionLayout sweep_run_layout(const SweepRun *r) {

@@ -82,13 +82,15 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     describe_scope(cfg->scheme.scope, part, sizeof part);
     cJSON_AddStringToObject(q, "quant_scope", part);
     snprintf(part, sizeof part, "%d", cfg->scheme.act.bits);
-    cJSON_AddStringToObject(q, "quant_act_bits", part);
+    cJSON_AddStringToObject(q, "quant_act_bits", cfg->act_same & SWEEP_ACT_SAME_BITS ? "same" : part);
     /* only where the activation scheme is more than quant_act_bits says (older manifests compare) */
     const ActScheme *act = &cfg->scheme.act;
-    if (act->points != (act->bits ? ACT_POINT_INPUTS : 0u) || (act->points && (act->granularity != ACT_TOKEN || act->asymmetric))) {
-        char desc[128];
+    if (cfg->act_same || act->points != (act->bits ? ACT_POINT_INPUTS : 0u) || (act->points && (act->granularity != ACT_TOKEN || act->asymmetric))) {
+        char desc[128], same[256];
         act_scheme_describe(act, desc, sizeof desc);
-        cJSON_AddStringToObject(q, "quant_act", desc);
+        /* same: the description's 8 bits stand for each run's weight bits */
+        snprintf(same, sizeof same, "%s (int8 and kv=int8: each run's weight bits; the control arm quantizes none)", desc);
+        cJSON_AddStringToObject(q, "quant_act", cfg->act_same ? same : desc);
     }
     cJSON_AddStringToObject(q, "quant_scale_dtype", scale_dtype_name(cfg->scheme.scale_dtype));
     cJSON_AddStringToObject(q, "rounding", "nearest, ties to even; weight-only fake quantization");

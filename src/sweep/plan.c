@@ -128,7 +128,7 @@ void sweep_plan(const SweepConfig *cfg, const SweepRun *runs, int n_runs, const 
             while (model_end < end && runs[model_end].model == runs[b].model) model_end++;
             for (int k = b; k < model_end; k++) {
                 if (done && done[k]) continue;
-                if (!have_model && (runs[k].bits != 32 || act_scheme_on(&cfg->scheme.act))) {
+                if (!have_model && sweep_run_has_model(cfg, &runs[k])) {
                     /* the first unfinished run brings the quantized model (the control arm's is the
                      * float model, evaluated already, unless it quantizes activations) */
                     p->quant_models++;

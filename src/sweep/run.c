@@ -425,7 +425,7 @@ int sweep_run(const char *dir, const SweepConfig *cfg, const SweepOptions *o, co
             snprintf(p.phase, sizeof p.phase, "quantize %s", name);
             show_progress(&p, NULL);
             if (ensure_quantized(dir, cfg, &corpus, &f, &runs[i], max_batch, &ref, &q, &qs, &eq) != 0) { rc = -1; break; }
-            if (runs[i].bits != 32 || act_scheme_on(&cfg->scheme.act))
+            if (sweep_run_has_model(cfg, &runs[i]))
                 progress_credit(&p, flops(cfg, r0->size_index, plan_quant_model(cfg, &runs[i], eval_tokens)));
             if (gpt_enable_backward(&q) != 0) { evaluation_free(&eq); gpt_free(&q); rc = -1; break; }
             /* a transformed scheme's corrections learn from the float model transformed alike (the

@@ -92,6 +92,10 @@ typedef struct {
     /* quantization: the rest of each run's scheme (its bits, quantizer and granularity come from
      * the axes); the quantizers that use data calibrate on the first calibration budget */
     QuantScheme scheme;
+    /* --act-bits same: scheme.act's bits (SWEEP_ACT_SAME_BITS) and its keys' and values' bits
+     * (SWEEP_ACT_SAME_KV) follow each run's weight bits; the control arm (bits 32) then quantizes
+     * no activation, so it stays the float model (README: Sweeps) */
+    unsigned act_same;
     /* correction: the rest of each run's options (steps and calibration budget are axes:
      * steps_axis holds STEPS_AUTO for --steps auto) */
     int corr_batch;
@@ -104,6 +108,8 @@ typedef struct {
     /* the corpus, by content */
     char data_sha256[65];
 } SweepConfig;
+#define SWEEP_ACT_SAME_BITS 1u
+#define SWEEP_ACT_SAME_KV 2u
 
 /* One run: its value on every axis (every, hidden 0 where the method has none; corr_bits 32 where
  * it stores no correction; steps 0 where it does not train; STEPS_AUTO), its id and its place. */
@@ -171,6 +177,9 @@ int sweep_steps_auto(const SweepConfig *cfg);
 
 /* The scheme of a run: the sweep's, with the run's bits, granularity and quantizer. */
 QuantScheme sweep_run_scheme(const SweepConfig *cfg, const SweepRun *r);
+/* Whether a run has a quantized model of its own: every run below 32 bits, and the control arm
+ * where it quantizes activations; else its model is the float model. */
+int sweep_run_has_model(const SweepConfig *cfg, const SweepRun *r);
 /* Its quantized model's name, the part of its id that names the model (its AXIS_FLOAT and
  * AXIS_QUANT parts): s42_64x2_b4; its float model's (AXIS_FLOAT): s42_64x2. */
 const char *sweep_model_name(const SweepConfig *cfg, const SweepRun *r, char *out, size_t size);
