@@ -811,13 +811,16 @@ static void test_report_reads_summary_without_optional_columns(void **state) {
 
 /* One row with the budget columns: a run of seed s at `bits` (32: control), with its correction
  * (kind "none" for none), model bits, losses, KL and the paired standard errors. */
+static int budget_act_same;
 static void budget_row(FILE *f, int seed, int bits, const char *gran, const char *kind, const char *method, int every, double lf,
                        double lq, double lc, double kq, double kc, double bf, double bq, double bc, double gap_se, double gain_se) {
     const char *arm = bits == 32 ? "control" : "quant";
     double gap = lq - lf;
     int ok = fabs(gap) >= 3 * gap_se && fabs(gap) >= 1e-4;
-    fprintf(f, "r%d_%d_%s_%s_%d,%d,64x2,64,2,%d,\"int%d sym-absmax %s rtn scale=f16 scope=linear,head act=none\",%d,0,%s,%s,ce,%s,"
-               "%.17g,%.17g,%.17g,%g,%g,%g,", seed, bits, gran, kind, every, seed, bits, bits, gran, every, kind, method, arm, lf, lq, lc,
+    char act[32] = "none"; /* budget_act_same: activations at the weights' bits, as sweep --act-bits same */
+    if (budget_act_same && bits < 32) snprintf(act, sizeof act, "int%d:tensor:asym", bits);
+    fprintf(f, "r%d_%d_%s_%s_%d,%d,64x2,64,2,%d,\"int%d sym-absmax %s rtn scale=f16 scope=linear,head act=%s\",%d,0,%s,%s,ce,%s,"
+               "%.17g,%.17g,%.17g,%g,%g,%g,", seed, bits, gran, kind, every, seed, bits, bits, gran, act, every, kind, method, arm, lf, lq, lc,
             exp(lf), exp(lq), exp(lc));
     if (ok) fprintf(f, "%.17g,,ok,", (lq - lc) / gap);
     else fprintf(f, ",,%s,", fabs(gap) < 1e-4 ? "undefined" : "unresolved");
@@ -893,6 +896,31 @@ static void test_report_frontier(void **state) {
     free(svg);
     snprintf(path, sizeof path, "%s/plots/frontier_kl_64x2.svg", dir);
     expect_balanced_svg(path);
+}
+
+/* The frontier names the activations' bits where a run quantizes them (a sweep with --act-bits
+ * same puts W2A2 and W4A4 on one frontier): the same grid as above, its runs' schemes with
+ * act=intB; the float model has none. */
+static void test_report_frontier_names_act_bits(void **state) {
+    (void)state;
+    char dir[512];
+    FILE *f = new_budget_summary("frontier_act", dir, sizeof dir);
+    budget_act_same = 1;
+    for (int s = 1; s <= 2; s++) {
+        double lf = 2.0 + 0.02 * (s - 1), d = 0.02 * (s - 1);
+        budget_row(f, s, 2, "tensor", "linear", "train", 1, lf, 2.8 + d, 2.3 + d, 0.5, 0.2, 1e6, 3e5, 4e5, 0.01, 0.005);
+        budget_row(f, s, 2, "tensor", "none", "none", 0, lf, 2.8 + d, 2.8 + d, 0.5, 0.5, 1e6, 3e5, 3e5, 0.01, 0);
+        budget_row(f, s, 4, "tensor", "none", "none", 0, lf, 2.05 + d, 2.05 + d, 0.02, 0.02, 1e6, 5e5, 5e5, 0.004, 0);
+    }
+    budget_act_same = 0;
+    ReportSummary summary;
+    close_and_report(f, dir, &summary);
+    const char *expected[] = {
+        "- At 64x2 the frontier is int2 tensor rtn a2 (300 kbit, loss 2.810), int2 tensor rtn a2 + linear e1 (400 kbit, loss 2.310), "
+        "int4 tensor rtn a4 (500 kbit, loss 2.060), float (1000 kbit, loss 2.010)",
+    };
+    char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
+    free(md);
 }
 
 /* The words match what the test can say: four runs whose corrections all lower KL (the quick
@@ -1047,6 +1075,7 @@ int main(void) {
         cmocka_unit_test(test_report_errors_name_the_fault),
         cmocka_unit_test(test_report_reads_summary_without_optional_columns),
         cmocka_unit_test(test_report_frontier),
+        cmocka_unit_test(test_report_frontier_names_act_bits),
         cmocka_unit_test(test_report_agreement_too_few_to_test),
         cmocka_unit_test(test_report_budget_curve),
         cmocka_unit_test(test_report_methods),

@@ -91,7 +91,13 @@ static void model_label(const Run *r, char *out, size_t size) {
     if (r->rec.bits >= 32) { snprintf(out, size, "float"); return; }
     char q[48];
     quantizer_with_transform(r, q, sizeof q);
-    snprintf(out, size, "int%ld %s %s", r->rec.bits, r->rec.granularity ? r->rec.granularity : "", q);
+    /* activations quantized too (act=int4:..., or kv=int4 alone): their bits, as the original's
+     * "b bits" read (a sweep with --act-bits same mixes W2A2 and W4A4 on one frontier) */
+    const char *act = strstr(r->rec.scheme, " act="), *kv = act ? strstr(act, "kv=int") : NULL;
+    char a[24] = "";
+    if (act && strncmp(act + 5, "int", 3) == 0) snprintf(a, sizeof a, " a%d", atoi(act + 8));
+    else if (kv) snprintf(a, sizeof a, " kv%d", atoi(kv + 6));
+    snprintf(out, size, "int%ld %s %s%s", r->rec.bits, r->rec.granularity ? r->rec.granularity : "", q, a);
 }
 static void correction_label(const Run *r, char *out, size_t size) {
     int m = method_by_name(r->rec.method);
