@@ -720,6 +720,14 @@ rc=$?
 if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min" "$T/out" && [ ! -e "$T/dry" ]; then
     ok "dry-run: a corpus of 4000 characters (24 validation windows of 17) is planned, and nothing created"
 else fail "dry-run: a corpus of 4000 characters is planned" "exit $rc"; show "$T/out"; show "$T/err"; fi
+# the timing runs the correction steps under the sweep's activation scheme; a static one needs
+# ranges before its first forward (the timing model has made-up ones)
+for g in static tensor; do
+    "$QCORR" sweep $GRID --act-bits same --act-granularity $g --act-points inputs,stream,kv,probs --out "$T/dry" --dry-run >"$T/out" 2>"$T/err" </dev/null
+    rc=$?
+    if [ $rc = 0 ] && grep -Eq "estimated wall time: [0-9.]+ min" "$T/out" && [ ! -e "$T/dry" ]; then ok "dry-run: --act-bits same --act-granularity $g is timed under its activation scheme"
+    else fail "dry-run: --act-bits same --act-granularity $g is timed under its activation scheme" "exit $rc"; show "$T/out"; show "$T/err"; fi
+done
 snapshot "$REF" >"$T/ref.snap"
 "$QCORR" sweep $GRID --out "$REF" --dry-run >"$T/out" 2>"$T/err" </dev/null
 rc=$?

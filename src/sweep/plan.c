@@ -202,6 +202,16 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
     if (gpt_init(&m, &g, B) != 0) return -1;
     if (gpt_enable_training(&m) != 0) { gpt_free(&m); return -1; }
     gpt_init_weights(&m, 1);
+    /* the correction steps and evaluations run under the sweep's activation scheme (the float
+     * model trains without it); a static one on made-up ranges, which cost what calibrated ones do */
+    int act = act_scheme_on(&cfg->scheme.act);
+    float *ranges = NULL;
+    if (act && cfg->scheme.act.granularity == ACT_STATIC) {
+        size_t n = 2 * (size_t)act_site_count(g.n_layer);
+        ranges = qc_malloc(n * sizeof(float), "timing ranges");
+        if (!ranges) { gpt_free(&m); return -1; }
+        for (size_t k = 0; k < n; k++) ranges[k] = k % 2 ? 1.0f : -1.0f;
+    }
     CorrectionLayout layout = {.kind = method_kind(METHOD_TRAIN, 0), .every = 1};
     Corrections c;
     if (corrections_init(&c, &g, &layout, B * cfg->ctx, 1) != 0) { gpt_free(&m); return -1; }
@@ -221,9 +231,11 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
         gpt_zero_grad(&m);
         gpt_loss(&m, in);
         gpt_backward(&m, NULL, 1, 1, 0);
+        if (act && (gpt_set_act_scheme(&m, &cfg->scheme.act) != 0 || (ranges && gpt_set_act_ranges(&m, ranges) != 0))) { rc = -1; break; }
         double t1 = now_seconds();
         corrections_zero_grad(&c);
         rc = gpt_forward(&m, in, cfg->corr_batch, cfg->ctx, &c.hook);
+        if (rc != 0) break;
         gpt_loss(&m, in);
         gpt_backward(&m, &c.hook, 1, 0, 0); /* every block: the plan counts the share a run computes */
         clip_grad_norm(c.grads, c.num_params, 1.0f);
@@ -231,12 +243,14 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
         adamw_update(c.params, c.grads, c.adam_m, c.adam_v, c.num_params, 1, &step);
         double t2 = now_seconds();
         Evaluation ev;
-        if (rc == 0) rc = evaluate_model(&m, &c.hook, val, span + 1, NULL, -1, NULL, &ev);
+        rc = evaluate_model(&m, &c.hook, val, span + 1, NULL, -1, NULL, &ev);
         if (rc == 0) evaluation_free(&ev);
         double t3 = now_seconds();
+        if (act) { ActScheme off; act_scheme_default(&off); if (gpt_set_act_scheme(&m, &off) != 0) rc = -1; }
         if (rep) { t_train += (t1 - t0) / 2; t_corr += (t2 - t1) / 2; t_eval += (t3 - t2) / 2; }
     }
     free(in);
+    free(ranges);
     corrections_free(&c);
     gpt_free(&m);
     if (rc != 0) return -1;
