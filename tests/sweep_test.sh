@@ -790,6 +790,25 @@ assert "act=" not in c["scheme"] and c["loss_quant"] == c["loss_float"], (c["sch
 ' "$X/summary.csv" "$T/e2.json" "$T/e4.json"; then ok "sweep --act-bits same: each run's activations at its weight bits, as quantize makes them; the control arm float"
 else fail "sweep --act-bits same: each run's activations at its weight bits, as quantize makes them; the control arm float" "exit $rc"; show "$T/err"; fi
 
+# --steps auto writes its rule into the manifest, --ema too (only when on, so older directories
+# resume): a restart with another averaging is another sweep, refused naming the key
+X=$T/ema
+AUTO="--sizes 16x1 --ctx 16 --heads 2 --train-steps 50 --train-batch 8 --batch 4 --calib-tokens 1024 --seeds 1 --bits 2 --every 1 --hidden 0 --no-control --steps auto --max-steps 20 --eval-every 5 --quiet"
+"$QCORR" sweep $AUTO --ema 0.9 --out "$X" >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 0 ] && $PY -c '
+import json, sys
+st = json.load(open(sys.argv[1]))["correction"]["stopping"]
+assert st["ema"] == 0.9 and "running average" in st["keeps"], st
+' "$X/manifest.json"; then ok "sweep --steps auto --ema 0.9: the manifest's stopping rule names the average"
+else fail "sweep --steps auto --ema 0.9: the manifest's stopping rule names the average" "exit $rc"; show "$T/err"; fi
+snapshot "$X" >"$T/ema.snap"
+"$QCORR" sweep $AUTO --out "$X" >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+snapshot "$X" >"$T/snap"
+if [ $rc = 1 ] && grep -q "correction.stopping" "$T/err" && cmp -s "$T/ema.snap" "$T/snap"; then ok "sweep --steps auto without --ema on an --ema 0.9 directory is refused naming correction.stopping"
+else fail "sweep --steps auto without --ema on an --ema 0.9 directory is refused naming correction.stopping" "exit $rc"; show "$T/err"; fi
+
 echo "# total $(($(date +%s) - START))s"
 echo "sweep: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -91,7 +91,7 @@ typedef struct {
     const char *max_steps, *eval_every, *patience, *min_delta, *heldout_share, *schedule, *ema, *init;
 } AutoStopFlags;
 #define AUTOSTOP_ARG_SPECS(f)                                                                                            \
-    {"--max-steps", ARG_STRING, &(f).max_steps, 0, 0, "--steps auto: the cap (2000)"},                                    \
+    {"--max-steps", ARG_STRING, &(f).max_steps, 0, 0, "--steps auto: the cap (3000)"},                                    \
     {"--eval-every", ARG_STRING, &(f).eval_every, 0, 0, "--steps auto: steps between held-out measurements (25)"},        \
     {"--patience", ARG_STRING, &(f).patience, 0, 0, "--steps auto: measurements without improvement before a plateau (8)"}, \
     {"--min-delta", ARG_STRING, &(f).min_delta, 0, 0, "--steps auto: the improvement that counts, a share of the held-out gap (0.002)"},      \

@@ -554,7 +554,10 @@ static void steps_manifest(const SweepConfig *cfg, cJSON *c) {
     cJSON_AddNumberToObject(st, "min_delta", a->min_delta);
     cJSON_AddNumberToObject(st, "heldout_share", a->heldout_share);
     cJSON_AddStringToObject(st, "schedule", schedule_name(a->schedule));
-    cJSON_AddStringToObject(st, "keeps", "the parameters of the best held-out measurement");
+    /* only where it is on, so the directories made before it resume */
+    if (a->ema > 0) cJSON_AddNumberToObject(st, "ema", a->ema);
+    cJSON_AddStringToObject(st, "keeps", a->ema > 0 ? "the running average of the parameters at its best held-out measurement"
+                                                    : "the parameters of the best held-out measurement");
 }
 static void steps_apply(const SweepConfig *cfg, const SweepRun *r, QuantScheme *s, CorrectOptions *o) {
     (void)cfg, (void)s;
