@@ -157,8 +157,7 @@ static int read_heldout_log(const char *path, int *steps, double *h) {
 
 /* Training that overfits (a high rate on few windows) passes its best held-out point: the
  * corrections returned are those of the lowest measurement of the held-out log, not the last. */
-static void test_returns_best_parameters(void **state) {
-    (void)state;
+static void returns_best_parameters(double ema) {
     Corpus corpus;
     small_corpus(&corpus);
     GPT f, q;
@@ -172,6 +171,7 @@ static void test_returns_best_parameters(void **state) {
     o.autostop.max_steps = 400;
     o.autostop.heldout_share = 0.125;
     o.autostop.schedule = SCHEDULE_COSINE;
+    o.autostop.ema = ema;
     char log[4096];
     snprintf(log, sizeof log, "%s/autostop.heldout.csv", test_tmpdir());
     o.heldout_log_path = log;
@@ -196,6 +196,12 @@ static void test_returns_best_parameters(void **state) {
     gpt_free(&q);
     gpt_free(&f);
     corpus_free(&corpus);
+}
+/* with the running average (the default) and with the last step's parameters */
+static void test_returns_best_parameters(void **state) {
+    (void)state;
+    returns_best_parameters(0.99);
+    returns_best_parameters(0.0);
 }
 
 /* A flat objective (rate 0: the corrections never move) improves at no measurement: the cosine

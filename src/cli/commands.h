@@ -97,7 +97,7 @@ typedef struct {
     {"--min-delta", ARG_STRING, &(f).min_delta, 0, 0, "--steps auto: the improvement that counts, a share of the held-out gap (0.002)"},      \
     {"--heldout-share", ARG_STRING, &(f).heldout_share, 0, 0, "--steps auto: calibration windows held out (0.125)"},     \
     {"--schedule", ARG_STRING, &(f).schedule, 0, 0, "--steps auto: plateau (constant, lr/10 at the first plateau) | cosine (for --max-steps)"}, \
-    {"--ema", ARG_STRING, &(f).ema, 0, 0, "--steps auto: measure and keep a running average of the parameters (0: off; 0.99: about 100 steps)"}, \
+    {"--ema", ARG_STRING, &(f).ema, 0, 0, "--steps auto: measure and keep the running average of the parameters, weight K a step (0.99, about 100 steps; 0: the last step's)"}, \
     {"--init", ARG_STRING, &(f).init, 0, 0, "train, linear corrections: zero | lstsq (the closed form, then training)"}
 /* Fills a (from auto_stop_default) and *init from the flags; refuses (exit 2) a value out of range
  * or a stopping flag without auto (auto: whether --steps is auto). */

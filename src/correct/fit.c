@@ -58,7 +58,7 @@ void auto_stop_default(AutoStop *a) {
     a->min_delta = AUTOSTOP_MIN_DELTA;
     a->heldout_share = 0.125;
     a->schedule = SCHEDULE_PLATEAU;
-    a->ema = 0.0;
+    a->ema = 0.99;
 }
 
 int parse_schedule(const char *text, AutoSchedule *out) {
