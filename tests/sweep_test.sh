@@ -776,6 +776,7 @@ if [ $rc = 0 ]; then
     done
 fi
 if [ $ok_same = 1 ] && grep -q '"quant_act_bits":[[:space:]]*"same"' "$X/manifest.json" &&
+    grep -q "activations at each run's weight bits, keys and values each run's weight bits" "$X/manifest.json" &&
     $PY -c '
 import csv, json, sys
 rows = {r["run_id"]: r for r in csv.DictReader(open(sys.argv[1]))}
@@ -789,6 +790,21 @@ c = rows["s1_16x1_b32_e1_h0_lstsq"]
 assert "act=" not in c["scheme"] and c["loss_quant"] == c["loss_float"], (c["scheme"], c["loss_quant"], c["loss_float"])
 ' "$X/summary.csv" "$T/e2.json" "$T/e4.json"; then ok "sweep --act-bits same: each run's activations at its weight bits, as quantize makes them; the control arm float"
 else fail "sweep --act-bits same: each run's activations at its weight bits, as quantize makes them; the control arm float" "exit $rc"; show "$T/err"; fi
+
+# keys and values fixed at 8 bits are another sweep than keys and values that follow the weights
+# (both describe as int8 before the bits are replaced); same with nothing to follow is refused
+snapshot "$X" >"$T/same.snap"
+"$QCORR" sweep --sizes 16x1 --ctx 16 --heads 2 --train-steps 200 --train-batch 8 --batch 4 --calib-tokens 1024 --seeds 1 \
+    --bits 2,4 --act-bits same --act-granularity tensor --act-asymmetric --act-points inputs,kv --kv-bits 8 --methods none,lstsq --every 1 \
+    --quiet --out "$X" >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+snapshot "$X" >"$T/snap"
+if [ $rc = 1 ] && grep -q "quant_act" "$T/err" && cmp -s "$T/same.snap" "$T/snap"; then ok "sweep --act-bits same: a restart with --kv-bits 8 is refused naming quant_act, the directory untouched"
+else fail "sweep --act-bits same: a restart with --kv-bits 8 is refused naming quant_act, the directory untouched" "exit $rc"; show "$T/err"; fi
+"$QCORR" sweep --sizes 16x1 --act-bits same --act-points kv --kv-bits 4 --out "$T/bad" --dry-run >"$T/out" 2>"$T/err" </dev/null
+rc=$?
+if [ $rc = 2 ] && grep -q -- "--act-bits same" "$T/err" && [ ! -e "$T/bad" ]; then ok "sweep --act-bits same with only a fixed --kv-bits is refused: nothing follows the weight bits"
+else fail "sweep --act-bits same with only a fixed --kv-bits is refused: nothing follows the weight bits" "exit $rc"; show "$T/err"; fi
 
 # --steps auto writes its rule into the manifest, --ema too (only when on, so older directories
 # resume): a restart with another averaging is another sweep, refused naming the key

@@ -817,8 +817,8 @@ static void budget_row(FILE *f, int seed, int bits, const char *gran, const char
     const char *arm = bits == 32 ? "control" : "quant";
     double gap = lq - lf;
     int ok = fabs(gap) >= 3 * gap_se && fabs(gap) >= 1e-4;
-    char act[32] = "none"; /* budget_act_same: activations at the weights' bits, as sweep --act-bits same */
-    if (budget_act_same && bits < 32) snprintf(act, sizeof act, "int%d:tensor:asym", bits);
+    char act[64] = "none"; /* budget_act_same: activations at the weights' bits, as sweep --act-bits same */
+    if (budget_act_same && bits < 32) snprintf(act, sizeof act, bits == 4 ? "int%d:tensor:asym:inputs,kv:kv=int2" : "int%d:tensor:asym", bits);
     fprintf(f, "r%d_%d_%s_%s_%d,%d,64x2,64,2,%d,\"int%d sym-absmax %s rtn scale=f16 scope=linear,head act=%s\",%d,0,%s,%s,ce,%s,"
                "%.17g,%.17g,%.17g,%g,%g,%g,", seed, bits, gran, kind, every, seed, bits, bits, gran, act, every, kind, method, arm, lf, lq, lc,
             exp(lf), exp(lq), exp(lc));
@@ -900,7 +900,7 @@ static void test_report_frontier(void **state) {
 
 /* The frontier names the activations' bits where a run quantizes them (a sweep with --act-bits
  * same puts W2A2 and W4A4 on one frontier): the same grid as above, its runs' schemes with
- * act=intB; the float model has none. */
+ * act=intB (the 4-bit one with its keys and values at 2); the float model has none. */
 static void test_report_frontier_names_act_bits(void **state) {
     (void)state;
     char dir[512];
@@ -917,7 +917,7 @@ static void test_report_frontier_names_act_bits(void **state) {
     close_and_report(f, dir, &summary);
     const char *expected[] = {
         "- At 64x2 the frontier is int2 tensor rtn a2 (300 kbit, loss 2.810), int2 tensor rtn a2 + linear e1 (400 kbit, loss 2.310), "
-        "int4 tensor rtn a4 (500 kbit, loss 2.060), float (1000 kbit, loss 2.010)",
+        "int4 tensor rtn a4 kv2 (500 kbit, loss 2.060), float (1000 kbit, loss 2.010)",
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     free(md);

@@ -510,6 +510,58 @@ static void test_never_reads_validation(void **state) {
     corpus_free(&corpus);
 }
 
+/* --steps auto with the running average (the default) measures the average: it is swapped into
+ * the model (fit_apply: qat's grid values, scales' and lwc's stored grids, the norms) and the
+ * training's own parameters back after. So how often it measures changes no training step: for
+ * every method that tunes by steps the step logs with a measurement every 3 steps and with one
+ * at the end are the same bytes. */
+static void test_measuring_the_average_leaves_training_alone(void **state) {
+    (void)state;
+    Corpus corpus;
+    small_corpus(&corpus);
+    QuantScheme s;
+    quant_scheme_default(&s, 2);
+    GPT f, q;
+    pair(&f, &q, &s, 2, corpus.vocab.size, 16, 8, 91);
+    float *start = copy_floats(q.params, q.num_params);
+    int tested = 0;
+    for (int m = 0; m < METHOD_COUNT; m++) {
+        if (!method_info[m].tunes || !method_info[m].trains) continue;
+        tested++;
+        char logs[2][4096];
+        for (int k = 0; k < 2; k++) {
+            memcpy(q.params, start, q.num_params * sizeof(float));
+            CorrectOptions o;
+            tune_options(&o, (CorrectMethod)m, &s, STEPS_AUTO);
+            o.autostop.ema = 0.9;
+            o.autostop.eval_every = k == 0 ? 3 : 40;
+            o.autostop.patience = 1000;
+            o.autostop.schedule = SCHEDULE_COSINE;
+            snprintf(logs[k], sizeof logs[k], "%s/tune_ema.steps%d.csv", test_tmpdir(), k);
+            o.log_path = logs[k];
+            Corrections c;
+            CorrectionLayout none = {.kind = KIND_NONE, .every = 1};
+            assert_int_equal(corrections_init(&c, &q.config, &none, 8 * 16, 1), 0);
+            TrainSummary ts;
+            if (tune_fit(&q, &f, &c, &corpus, &o, &ts) != 0) fail_msg("%s: %s", method_name((CorrectMethod)m), qc_last_error());
+            assert_int_equal(ts.steps_run, 40);
+            corrections_free(&c);
+        }
+        size_t na, nb;
+        uint8_t *a = read_file(logs[0], &na), *b = read_file(logs[1], &nb);
+        assert_non_null(a);
+        assert_non_null(b);
+        if (na != nb || memcmp(a, b, na) != 0) fail_msg("%s: the step logs differ with the measurement interval", method_name((CorrectMethod)m));
+        free(a);
+        free(b);
+    }
+    assert_int_equal(tested, 4);
+    free(start);
+    gpt_free(&q);
+    gpt_free(&f);
+    corpus_free(&corpus);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_normtweak_gradients),
@@ -521,6 +573,7 @@ int main(void) {
         cmocka_unit_test(test_normtweak_changes_only_norms),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_never_reads_validation),
+        cmocka_unit_test(test_measuring_the_average_leaves_training_alone),
     };
     return cmocka_run_group_tests(tests, setup_one_thread, restore_threads);
 }

@@ -224,6 +224,7 @@ int cmd_correct(int argc, char **argv) {
         if (autostop) {
             cJSON_AddNumberToObject(j, "max_steps", o.autostop.max_steps);
             cJSON_AddStringToObject(j, "schedule", schedule_name(o.autostop.schedule));
+            cJSON_AddNumberToObject(j, "ema", o.autostop.ema);
         }
         if (o.init == INIT_LSTSQ) cJSON_AddStringToObject(j, "init", "lstsq");
         add_number_or_null(j, "final_objective", res.objective);

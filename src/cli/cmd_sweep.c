@@ -314,6 +314,7 @@ int cmd_sweep(int argc, char **argv) {
         int same = actf.bits && strcmp(actf.bits, "same") == 0;
         if ((rc = parse_act_flags("sweep", &actf, same ? 8 : -1, &cfg.scheme.act))) return rc;
         if (same) cfg.act_same = (cfg.scheme.act.bits ? SWEEP_ACT_SAME_BITS : 0u) | (actf.kv_bits <= 0 && cfg.scheme.act.kv_bits ? SWEEP_ACT_SAME_KV : 0u);
+        if (same && !cfg.act_same) return usage_error("sweep", "--act-bits same: no point follows the weight bits (--kv-bits %d fixes the only one)", actf.kv_bits);
     }
     if ((rc = parse_correction_reads_flag("sweep", correction_reads, &cfg.scheme.act))) return rc;
     if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */

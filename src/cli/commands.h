@@ -31,8 +31,9 @@ typedef struct {
     {"--act-asymmetric", ARG_FLAG, &(f).asymmetric, 0, 0, "activations on min/max grids with an integer zero point"},    \
     {"--act-points", ARG_STRING, &(f).points, 0, 0, "where: comma list of inputs (of every matrix), stream (each block's output), kv (keys and values), probs (attention probabilities); default inputs"}, \
     {"--kv-bits", ARG_INT, &(f).kv_bits, 0, 8, "bits of the attention's keys and values (the KV cache); adds kv to the points"}
-/* The activation scheme from the flags; weight_bits: --bits (what same follows), or -1 where bits
- * is an axis (sweep: same is refused). 0, or an exit status (message printed). */
+/* The activation scheme from the flags; weight_bits: --bits (what same follows), or -1 where
+ * same is refused (sweep parses same at 8 bits and lets each run's bits replace them). 0, or an
+ * exit status (message printed). */
 int parse_act_flags(const char *command, const ActFlags *f, int weight_bits, ActScheme *a);
 int parse_scheme_flags(const char *command, int bits, const char *granularity, int asymmetric, const char *scope,
                        const ActFlags *act, const char *scale_dtype, QuantScheme *s);

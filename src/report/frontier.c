@@ -95,7 +95,8 @@ static void model_label(const Run *r, char *out, size_t size) {
      * "b bits" read (a sweep with --act-bits same mixes W2A2 and W4A4 on one frontier) */
     const char *act = strstr(r->rec.scheme, " act="), *kv = act ? strstr(act, "kv=int") : NULL;
     char a[24] = "";
-    if (act && strncmp(act + 5, "int", 3) == 0) snprintf(a, sizeof a, " a%d", atoi(act + 8));
+    if (act && strncmp(act + 5, "int", 3) == 0 && kv) snprintf(a, sizeof a, " a%d kv%d", atoi(act + 8), atoi(kv + 6));
+    else if (act && strncmp(act + 5, "int", 3) == 0) snprintf(a, sizeof a, " a%d", atoi(act + 8));
     else if (kv) snprintf(a, sizeof a, " kv%d", atoi(kv + 6));
     snprintf(out, size, "int%ld %s %s%s", r->rec.bits, r->rec.granularity ? r->rec.granularity : "", q, a);
 }

@@ -86,10 +86,15 @@ char *sweep_manifest_json(const SweepConfig *cfg, const char *command) {
     /* only where the activation scheme is more than quant_act_bits says (older manifests compare) */
     const ActScheme *act = &cfg->scheme.act;
     if (cfg->act_same || act->points != (act->bits ? ACT_POINT_INPUTS : 0u) || (act->points && (act->granularity != ACT_TOKEN || act->asymmetric))) {
-        char desc[128], same[256];
+        char desc[128], same[320], kv[32];
         act_scheme_describe(act, desc, sizeof desc);
-        /* same: the description's 8 bits stand for each run's weight bits */
-        snprintf(same, sizeof same, "%s (int8 and kv=int8: each run's weight bits; the control arm quantizes none)", desc);
+        /* same: the description's bits are placeholders; what follows the weight bits, said in full
+         * (a fixed --kv-bits 8 and keys and values that follow the weights describe alike) */
+        if (!act->kv_bits) snprintf(kv, sizeof kv, "off");
+        else if (cfg->act_same & SWEEP_ACT_SAME_KV) snprintf(kv, sizeof kv, "each run's weight bits");
+        else snprintf(kv, sizeof kv, "int%d", act->kv_bits);
+        snprintf(same, sizeof same, "%s with activations at %s, keys and values %s; the control arm quantizes none", desc,
+                 cfg->act_same & SWEEP_ACT_SAME_BITS ? "each run's weight bits" : "their bits", kv);
         cJSON_AddStringToObject(q, "quant_act", cfg->act_same ? same : desc);
     }
     cJSON_AddStringToObject(q, "quant_scale_dtype", scale_dtype_name(cfg->scheme.scale_dtype));

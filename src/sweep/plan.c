@@ -214,11 +214,11 @@ int sweep_measure_seconds_per_token(const SweepConfig *cfg, const Corpus *corpus
     }
     CorrectionLayout layout = {.kind = method_kind(METHOD_TRAIN, 0), .every = 1};
     Corrections c;
-    if (corrections_init(&c, &g, &layout, B * cfg->ctx, 1) != 0) { gpt_free(&m); return -1; }
+    if (corrections_init(&c, &g, &layout, B * cfg->ctx, 1) != 0) { free(ranges); gpt_free(&m); return -1; }
     /* B windows are drawn into it (the training and correction steps' batch), even when a small
      * corpus's validation split gives the evaluation fewer: span may be shorter than that */
     int32_t *in = qc_calloc((size_t)B * cfg->ctx, sizeof(int32_t), "timing batch");
-    if (!in) { corrections_free(&c); gpt_free(&m); return -1; }
+    if (!in) { free(ranges); corrections_free(&c); gpt_free(&m); return -1; }
     Rng rng;
     rng_seed(&rng, 1);
     sample_windows(corpus->ids, corpus->n_train, B, cfg->ctx, &rng, in, in);
