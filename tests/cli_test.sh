@@ -493,7 +493,7 @@ expect_error "--act-points keys" 2 "--act-points" "keys" -- "$QCORR" quantize --
 expect_error "--kv-bits 0 with kv" 2 "--kv-bits 0" -- "$QCORR" quantize --model "$M" --out "$OQ" --act-bits 4 --act-points kv --kv-bits 0
 expect_error "--act-asymmetric alone" 2 "--act-asymmetric" -- "$QCORR" quantize --model "$M" --out "$OQ" --act-asymmetric
 expect_error "--act-calib percentile:20" 2 "--act-calib" "20" -- "$QCORR" quantize --model "$M" --out "$OQ" --act-bits 4 --act-granularity static --act-calib percentile:20
-expect_error "sweep --act-bits same" 2 "--act-bits same" -- "$QCORR" sweep --out "$W/sw" --act-bits same --dry-run
+expect_error "sweep --act-bits same with nothing to follow" 2 "--act-bits same" "--kv-bits 4" -- "$QCORR" sweep --out "$W/sw" --act-bits same --act-points kv --kv-bits 4 --dry-run
 # ---- issue 21 item 2: what a stream correction reads, narrow corrections' own products (README: Correction layers under activation quantization) ----
 READS="--bits 4 --act-bits 4 --act-points inputs,stream --hidden 4 --correction-bits 8 --data $AB --batch 4 --calib-tokens 500 --steps 3 --quiet --json"
 # shellcheck disable=SC2086
