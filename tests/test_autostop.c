@@ -301,13 +301,7 @@ static void test_measuring_leaves_training_alone(void **state) {
             assert_int_equal(s.steps_run, 40);
             corrections_free(&c);
         }
-        size_t na, nb;
-        uint8_t *a = read_file(logs[0], &na), *b = read_file(logs[1], &nb);
-        assert_non_null(a);
-        assert_non_null(b);
-        if (na != nb || memcmp(a, b, na) != 0) fail_msg("ema %d: the step logs differ with the measurement interval", ema);
-        free(a);
-        free(b);
+        if (!same_file_bytes(logs[0], logs[1])) fail_msg("ema %d: the step logs differ with the measurement interval", ema);
     }
     gpt_free(&q);
     gpt_free(&f);

@@ -228,3 +228,14 @@ double train_from_tokens_and_cache(GPT *q, GPT *f, Corrections *plain, Correctio
     }
     return sqrt(d2 / p2);
 }
+
+int same_file_bytes(const char *pa, const char *pb) {
+    size_t na, nb;
+    uint8_t *a = read_file(pa, &na), *b = read_file(pb, &nb);
+    assert_non_null(a);
+    assert_non_null(b);
+    int same = na == nb && memcmp(a, b, na) == 0;
+    free(a);
+    free(b);
+    return same;
+}

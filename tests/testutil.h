@@ -37,6 +37,8 @@ double train_from_tokens_and_cache(GPT *q, GPT *f, Corrections *plain, Correctio
                                    CorrectOptions *o, int first, StreamCache *calib, int64_t **starts);
 /* A fresh directory under /tmp for a test's files (not removed: small). */
 const char *test_tmpdir(void);
+/* Whether two files hold the same bytes (both must be readable: asserted). */
+int same_file_bytes(const char *a, const char *b);
 /* The real corpus if it can be found (by the search order of README: Data), else NULL. */
 const char *test_corpus_path(void);
 /* Writes a small deterministic text corpus (bytes of `alphabet`) of n bytes; returns its path. */
