@@ -981,9 +981,44 @@ static void test_report_budget_curve(void **state) {
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     if (strstr(md, "- At 64x2, 4 bits")) fail_msg("report.md draws a conclusion from the 4-bit curve outside 0-100%%");
+    if (strstr(md, "## 14.")) fail_msg("report.md has the stopping section without a run trained by --steps auto");
     free(md);
     snprintf(path, sizeof path, "%s/plots/budget_64x2.svg", dir);
     expect_balanced_svg(path);
+}
+
+/* Section 14 by hand: four 2-bit linear runs trained by --steps auto (steps run 400 / 800 / 1200 /
+ * 3000, best steps 0 / 700 / 1100 / 3000, the last stopped by the cap; recoveries 0 / 50 / 60 /
+ * 70%) and one fixed-step run, which the section leaves out. */
+static void test_report_stopping(void **state) {
+    (void)state;
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/stopping", test_tmpdir());
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/summary.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
+               "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
+               "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
+               "seconds_eval,steps_run,best_step,stopped_by\n");
+    const int run[5] = {400, 800, 1200, 3000, 60}, best[5] = {0, 700, 1100, 3000, 60};
+    const double rec[5] = {0.0, 0.5, 0.6, 0.7, 0.9};
+    for (int k = 0; k < 5; k++) {
+        double lf = 2.0, lq = 2.5, lc = lq - rec[k] * 0.5;
+        fprintf(f, "s%d,%d,64x2,64,2,2,int2,1,0,linear,train,ce,quant,%.17g,%.17g,%.17g,%g,%g,%g,%.17g,,ok,%.17g,1,1,%d,1000,1,1,1,1,"
+                   "%d,%d,%s\n", k, k + 1, lf, lq, lc, exp(lf), exp(lq), exp(lc), rec[k], lq - lc, k < 4 ? -1 : 60, run[k], best[k],
+                k == 3 ? "cap" : k < 4 ? "plateau" : "fixed");
+    }
+    ReportSummary summary;
+    close_and_report(f, dir, &summary);
+    const char *expected[] = {
+        "## 14. How the trained runs stopped",
+        "| 64x2 | 2 | linear (h=0) | 4 | 1350 | 1 | 1 | 0.0 / 55.0 / 70.0 |",
+        "- 1 of 4 runs trained by --steps auto stopped at the step cap (25.0%; section 14).",
+        "- 1 of 4 quantized runs trained by --steps auto kept parameters from step 100 or earlier",
+    };
+    free(report_with(dir, expected, sizeof expected / sizeof *expected));
 }
 
 /* The methods section by hand: at 2 bits over two seeds, none 2.8 / 2.82, train 2.4 / 2.41,
@@ -1078,6 +1113,7 @@ int main(void) {
         cmocka_unit_test(test_report_frontier_names_act_bits),
         cmocka_unit_test(test_report_agreement_too_few_to_test),
         cmocka_unit_test(test_report_budget_curve),
+        cmocka_unit_test(test_report_stopping),
         cmocka_unit_test(test_report_methods),
         cmocka_unit_test(test_report_methods_labels),
     };

@@ -146,6 +146,7 @@ int section_agreement(Report *rep);             /* 10, frontier.c */
 int section_frontier(Report *rep);              /* 11, frontier.c */
 int section_budget(Report *rep);                /* 12, budget.c (when the sweep varies it) */
 int section_methods_budget(Report *rep);        /* 13, methods.c (when the sweep compares methods) */
+int section_stopping(Report *rep);              /* 14, stopping.c (when runs trained by --steps auto) */
 int section_loss_curves(Report *rep);           /* plots.c */
 
 /* ---- plots.c ---- */

@@ -63,6 +63,7 @@ int report_write(const char *dir, ReportSummary *summary) {
     if (rc == 0) rc = section_frontier(rep);
     if (rc == 0) rc = section_budget(rep);
     if (rc == 0) rc = section_methods_budget(rep);
+    if (rc == 0) rc = section_stopping(rep);
     if (rc == 0) rc = section_loss_curves(rep);
     if (rc == 0) {
         int excluded = count_excluded(rep, -1);

@@ -1,0 +1,97 @@
+/* report/stopping: section 14 — how the runs trained by --steps auto ended: the steps they ran,
+ * how many stopped at the cap, and how many kept parameters from their first measurements (the
+ * held-out objective never improved on their start by much), beside the spread of their
+ * recoveries, so a cell that mixes trained and untrained runs shows it. */
+#include "report/parts.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NEAR_START 100 /* a best held-out step at most this: the first four measurements (every 25) */
+
+static int auto_run(const Run *r) {
+    return r->rec.steps == SCHEMA_STEPS_AUTO && r->rec.steps_run != SCHEMA_NO_INTEGER && r->rec.best_step != SCHEMA_NO_INTEGER;
+}
+
+/* The row label: the correction kind for stream corrections, else the method. */
+static const char *run_label(const Run *r, char *buf, size_t size) {
+    if (r->stream) return kind_label((int)r->rec.hidden, buf, size);
+    snprintf(buf, size, "%s", r->rec.method ? r->rec.method : "?");
+    return buf;
+}
+
+static int compare_double(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+int section_stopping(Report *rep) {
+    int n_auto = 0;
+    for (int i = 0; i < rep->n_runs; i++) n_auto += auto_run(&rep->runs[i]);
+    if (n_auto == 0) return 0;
+    /* the labels, in order of first appearance */
+    char labels[MAX_LEVELS][48];
+    int n_labels = 0;
+    for (int i = 0; i < rep->n_runs && n_labels < MAX_LEVELS; i++) {
+        if (!auto_run(&rep->runs[i])) continue;
+        char l[48];
+        run_label(&rep->runs[i], l, sizeof l);
+        int k = 0;
+        while (k < n_labels && strcmp(labels[k], l) != 0) k++;
+        if (k == n_labels) snprintf(labels[n_labels++], sizeof labels[0], "%s", l);
+    }
+    TextBuf *t = &rep->body, *c = &rep->conclusions;
+    textbuf_printf(t, "\n## 14. How the trained runs stopped\n\nRuns trained by --steps auto, by model size, bit width (control: the "
+                      "unquantized arm) and correction or method. Steps: the mean steps run. At the cap: runs the step cap stopped "
+                      "rather than the plateau. Near the start: runs whose best held-out measurement came at step %d or earlier, so "
+                      "that what they store is at or near their starting point (training did not improve on it by much). Recovery: "
+                      "the lowest, median and highest per-run recovery (%%) of the cell's resolved runs; a cell whose runs split "
+                      "between near-start and trained ones shows a wide spread here that its pooled recovery hides.\n\n"
+                      "| size | bits | correction | runs | steps | at the cap | near the start | recovery min / median / max |\n"
+                      "|---|---|---|---:|---:|---:|---:|---|\n",
+                   NEAR_START);
+    int total = 0, capped = 0, near_quant = 0, n_quant_auto = 0;
+    for (int z = 0; z < rep->n_sizes; z++)
+        for (int b = 0; b <= rep->n_bits; b++) { /* b == n_bits: the control arm */
+            int control = b == rep->n_bits;
+            for (int k = 0; k < n_labels; k++) {
+                int n = 0, cap = 0, near = 0, n_rec = 0;
+                double steps = 0.0;
+                for (int i = 0; i < rep->n_runs; i++) {
+                    const Run *r = &rep->runs[i];
+                    char l[48];
+                    if (!auto_run(r) || r->size != z || r->control != control || (!control && r->rec.bits != rep->bits[b]) ||
+                        strcmp(run_label(r, l, sizeof l), labels[k]) != 0)
+                        continue;
+                    n++;
+                    steps += (double)r->rec.steps_run;
+                    cap += r->rec.stopped_by && strcmp(r->rec.stopped_by, "cap") == 0;
+                    near += r->rec.best_step <= NEAR_START;
+                    if (!control && r->recovery_ok) rep->a[n_rec++] = r->rec.recovery_loss;
+                }
+                if (n == 0) continue;
+                total += n;
+                capped += cap;
+                if (!control) near_quant += near, n_quant_auto += n;
+                textbuf_printf(t, "| %s | ", rep->sizes[z].name);
+                if (control) textbuf_printf(t, "control");
+                else textbuf_printf(t, "%d", rep->bits[b]);
+                textbuf_printf(t, " | %s | %d | %.0f | %d | %d | ", labels[k], n, steps / n, cap, near);
+                if (n_rec == 0) textbuf_printf(t, "n/a");
+                else {
+                    qsort(rep->a, (size_t)n_rec, sizeof(double), compare_double);
+                    double median = n_rec % 2 ? rep->a[n_rec / 2] : 0.5 * (rep->a[n_rec / 2 - 1] + rep->a[n_rec / 2]);
+                    textbuf_printf(t, "%.1f / %.1f / %.1f", 100.0 * rep->a[0], 100.0 * median, 100.0 * rep->a[n_rec - 1]);
+                }
+                textbuf_printf(t, " |\n");
+            }
+        }
+    textbuf_printf(c, "- %d of %d runs trained by --steps auto stopped at the step cap (%.1f%%; section 14).\n", capped, total,
+                   100.0 * capped / total);
+    if (near_quant)
+        textbuf_printf(c, "- %d of %d quantized runs trained by --steps auto kept parameters from step %d or earlier: their training "
+                          "did not improve on their start by much (section 14 shows where).\n",
+                       near_quant, n_quant_auto, NEAR_START);
+    return t->failed || c->failed ? -1 : 0;
+}
