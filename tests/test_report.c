@@ -552,8 +552,9 @@ static void close_and_report(FILE *f, const char *dir, ReportSummary *summary) {
     if (report_write(dir, summary) != 0) fail_msg("report_write: %s", qc_last_error());
 }
 
-/* Makes test_tmpdir()/name (into dir) and opens its summary.csv with the header row written. */
-static FILE *new_summary(const char *name, char *dir, size_t size) {
+/* Makes test_tmpdir()/name (into dir) and opens its summary.csv with the header row written:
+ * the columns every record has, then `extra` (",steps_run,..." or ""). */
+static FILE *new_summary_with(const char *name, char *dir, size_t size, const char *extra) {
     char path[1024];
     snprintf(dir, size, "%s/%s", test_tmpdir(), name);
     assert_int_equal(mkdir(dir, 0755), 0);
@@ -563,9 +564,10 @@ static FILE *new_summary(const char *name, char *dir, size_t size) {
     fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
                "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
                "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
-               "seconds_eval\n");
+               "seconds_eval%s\n", extra);
     return f;
 }
+static FILE *new_summary(const char *name, char *dir, size_t size) { return new_summary_with(name, dir, size, ""); }
 
 /* A resolved gap that the same correction training on the unquantized model (the control run)
  * could account for is no recovery: 4-bit runs with a gap of 0.004 nats, linear ones gaining 0.002
@@ -992,16 +994,8 @@ static void test_report_budget_curve(void **state) {
  * 70%) and one fixed-step run, which the section leaves out. */
 static void test_report_stopping(void **state) {
     (void)state;
-    char dir[512], path[1024];
-    snprintf(dir, sizeof dir, "%s/stopping", test_tmpdir());
-    assert_int_equal(mkdir(dir, 0755), 0);
-    snprintf(path, sizeof path, "%s/summary.csv", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "run_id,seed,size,d_model,n_layer,bits,scheme,every,hidden,correction,method,objective,arm,loss_float,loss_quant,"
-               "loss_corrected,ppl_float,ppl_quant,ppl_corrected,recovery_loss,recovery_ppl,recovery_flag,gain_loss,"
-               "correction_params,correction_sites,steps,calib_tokens,seconds_train_float,seconds_quantize,seconds_correct,"
-               "seconds_eval,steps_run,best_step,stopped_by\n");
+    char dir[512];
+    FILE *f = new_summary_with("stopping", dir, sizeof dir, ",steps_run,best_step,stopped_by");
     const int run[5] = {400, 800, 1200, 3000, 60}, best[5] = {0, 700, 1100, 3000, 60};
     const double rec[5] = {0.0, 0.5, 0.6, 0.7, 0.9};
     for (int k = 0; k < 5; k++) {
