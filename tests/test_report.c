@@ -991,7 +991,8 @@ static void test_report_budget_curve(void **state) {
 
 /* Section 14 by hand: four 2-bit linear runs trained by --steps auto (steps run 400 / 800 / 1200 /
  * 3000, best steps 0 / 700 / 1100 / 3000, the last stopped by the cap; recoveries 0 / 50 / 60 /
- * 70%) and one fixed-step run, which the section leaves out. */
+ * 70%), one fixed-step run, which the section leaves out, and one lwc+train run (best step 50),
+ * a row of its own. */
 static void test_report_stopping(void **state) {
     (void)state;
     char dir[512];
@@ -1004,13 +1005,17 @@ static void test_report_stopping(void **state) {
                    "%d,%d,%s\n", k, k + 1, lf, lq, lc, exp(lf), exp(lq), exp(lc), rec[k], lq - lc, k < 4 ? -1 : 60, run[k], best[k],
                 k == 3 ? "cap" : k < 4 ? "plateau" : "fixed");
     }
+    /* a combination's stream correction is a row of its own, never pooled with train alone */
+    fprintf(f, "w0,1,64x2,64,2,2,int2,1,0,linear,lwc+train,ce,quant,2,2.5,2.1,%g,%g,%g,0.8,,ok,0.4,1,1,-1,1000,1,1,1,1,900,50,plateau\n",
+            exp(2.0), exp(2.5), exp(2.1));
     ReportSummary summary;
     close_and_report(f, dir, &summary);
     const char *expected[] = {
         "## 14. How the trained runs stopped",
         "| 64x2 | 2 | linear (h=0) | 4 | 1350 | 1 | 1 | 0.0 / 55.0 / 70.0 |",
-        "- 1 of 4 runs trained by --steps auto stopped at the step cap (25.0%; section 14).",
-        "- 1 of 4 quantized runs trained by --steps auto kept parameters from step 100 or earlier",
+        "| 64x2 | 2 | lwc+train, linear (h=0) | 1 | 900 | 0 | 1 | 80.0 / 80.0 / 80.0 |",
+        "- 1 of 5 runs trained by --steps auto stopped at the step cap (20.0%; section 14).",
+        "- 2 of 5 quantized runs trained by --steps auto kept parameters from step 100 or earlier",
     };
     free(report_with(dir, expected, sizeof expected / sizeof *expected));
 }

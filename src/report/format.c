@@ -85,6 +85,13 @@ void put_gap(TextBuf *t, double mean, double se) {
     else textbuf_printf(t, "%.1e", se);
 }
 
+void method_with_storage(const Run *r, char *out, size_t size) {
+    long b = r->rec.correction_stored_bits;
+    const char *m = r->rec.method ? r->rec.method : "";
+    if (b != SCHEMA_NO_INTEGER && b < 32) snprintf(out, size, "%s @%ld-bit", m, b);
+    else snprintf(out, size, "%s", m);
+}
+
 void quantizer_with_transform(const Run *r, char *out, size_t size) {
     const char *q = r->rec.quantizer ? r->rec.quantizer : "", *t = strstr(r->rec.scheme, " transform=");
     if (!t) {

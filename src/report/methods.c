@@ -26,11 +26,8 @@ typedef struct {
 static RowLabel *row_labels(const Report *rep) {
     RowLabel *lab = qc_malloc(sizeof *lab * (size_t)(rep->n_runs > 0 ? rep->n_runs : 1), "method rows");
     for (int i = 0; lab && i < rep->n_runs; i++) {
-        const Run *r = &rep->runs[i];
-        long b = r->rec.correction_stored_bits;
-        quantizer_with_transform(r, lab[i].quantizer, LABEL);
-        if (b != SCHEMA_NO_INTEGER && b < 32) snprintf(lab[i].method, LABEL, "%s @%ld-bit", r->rec.method, b);
-        else snprintf(lab[i].method, LABEL, "%s", r->rec.method);
+        quantizer_with_transform(&rep->runs[i], lab[i].quantizer, LABEL);
+        method_with_storage(&rep->runs[i], lab[i].method, LABEL);
     }
     return lab;
 }

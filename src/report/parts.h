@@ -105,6 +105,9 @@ int count_excluded(const Report *rep, int bits);
 /* The quantizer a run used and the transform of the float model before it, as a label: "rtn",
  * "gptq+rotate" (the transform's kind from the scheme's "transform=rotate:seed=0"). */
 void quantizer_with_transform(const Run *r, char *out, size_t size);
+/* The method a run used and, where its corrections are stored as integer codes, their bits:
+ * "train", "lwc+train", "train @8-bit". */
+void method_with_storage(const Run *r, char *out, size_t size);
 void put_pct(TextBuf *t, double fraction, int decimals);
 void put_mean_std(TextBuf *t, const MeanCI *m);
 void put_ci(TextBuf *t, double lo, double hi, int decimals);

@@ -14,10 +14,20 @@ static int auto_run(const Run *r) {
     return r->rec.steps == SCHEMA_STEPS_AUTO && r->rec.steps_run != SCHEMA_NO_INTEGER && r->rec.best_step != SCHEMA_NO_INTEGER;
 }
 
-/* The row label: the correction kind for stream corrections, else the method. */
-static const char *run_label(const Run *r, char *buf, size_t size) {
-    if (r->stream) return kind_label((int)r->rec.hidden, buf, size);
-    snprintf(buf, size, "%s", r->rec.method ? r->rec.method : "?");
+/* The row label: the correction kind for a stream correction trained alone ("MLP (h=32)"), else
+ * the method with its storage and, for a stream correction after another method, the kind
+ * ("adaround+train, linear (h=0)"); prefixed by the quantizer and transform ("gptq+rotate: ...")
+ * when the directory's trained runs used more than one. Rows with different labels never pool. */
+#define ROW_LABEL 160
+static const char *run_label(const Run *r, int with_quantizer, char *buf, size_t size) {
+    char q[64] = "", m[96], kind[32];
+    if (with_quantizer) quantizer_with_transform(r, q, sizeof q);
+    method_with_storage(r, m, sizeof m);
+    if (r->stream) kind_label((int)r->rec.hidden, kind, sizeof kind);
+    const char *sep = with_quantizer ? ": " : "";
+    if (r->stream && strcmp(m, "train") == 0) snprintf(buf, size, "%s%s%s", q, sep, kind);
+    else if (r->stream) snprintf(buf, size, "%s%s%s, %s", q, sep, m, kind);
+    else snprintf(buf, size, "%s%s%s", q, sep, m);
     return buf;
 }
 
@@ -30,13 +40,22 @@ int section_stopping(Report *rep) {
     int n_auto = 0;
     for (int i = 0; i < rep->n_runs; i++) n_auto += auto_run(&rep->runs[i]);
     if (n_auto == 0) return 0;
+    /* more than one quantizer (with its transform) among the trained runs: the labels name it */
+    int with_quantizer = 0;
+    char first[64] = "", q[64];
+    for (int i = 0; i < rep->n_runs; i++) {
+        if (!auto_run(&rep->runs[i])) continue;
+        quantizer_with_transform(&rep->runs[i], q, sizeof q);
+        if (!first[0]) snprintf(first, sizeof first, "%s", q);
+        else if (strcmp(first, q) != 0) with_quantizer = 1;
+    }
     /* the labels, in order of first appearance */
-    char labels[MAX_LEVELS][48];
+    char labels[MAX_LEVELS][ROW_LABEL];
     int n_labels = 0;
     for (int i = 0; i < rep->n_runs && n_labels < MAX_LEVELS; i++) {
         if (!auto_run(&rep->runs[i])) continue;
-        char l[48];
-        run_label(&rep->runs[i], l, sizeof l);
+        char l[ROW_LABEL];
+        run_label(&rep->runs[i], with_quantizer, l, sizeof l);
         int k = 0;
         while (k < n_labels && strcmp(labels[k], l) != 0) k++;
         if (k == n_labels) snprintf(labels[n_labels++], sizeof labels[0], "%s", l);
@@ -60,9 +79,9 @@ int section_stopping(Report *rep) {
                 double steps = 0.0;
                 for (int i = 0; i < rep->n_runs; i++) {
                     const Run *r = &rep->runs[i];
-                    char l[48];
+                    char l[ROW_LABEL];
                     if (!auto_run(r) || r->size != z || r->control != control || (!control && r->rec.bits != rep->bits[b]) ||
-                        strcmp(run_label(r, l, sizeof l), labels[k]) != 0)
+                        strcmp(run_label(r, with_quantizer, l, sizeof l), labels[k]) != 0)
                         continue;
                     n++;
                     steps += (double)r->rec.steps_run;
