@@ -40,13 +40,13 @@ int section_stopping(Report *rep) {
     int n_auto = 0;
     for (int i = 0; i < rep->n_runs; i++) n_auto += auto_run(&rep->runs[i]);
     if (n_auto == 0) return 0;
-    /* more than one quantizer (with its transform) among the trained runs: the labels name it */
-    int with_quantizer = 0;
-    char first[64] = "", q[64];
+    /* more than one quantizer (with its transform) among the trained quantized runs: the labels name it */
+    int with_quantizer = 0, have_first = 0;
+    char first[64], q[64];
     for (int i = 0; i < rep->n_runs; i++) {
-        if (!auto_run(&rep->runs[i])) continue;
+        if (!auto_run(&rep->runs[i]) || rep->runs[i].control) continue;
         quantizer_with_transform(&rep->runs[i], q, sizeof q);
-        if (!first[0]) snprintf(first, sizeof first, "%s", q);
+        if (!have_first) snprintf(first, sizeof first, "%s", q), have_first = 1;
         else if (strcmp(first, q) != 0) with_quantizer = 1;
     }
     /* the labels, in order of first appearance */
