@@ -4,9 +4,10 @@
  * recoveries, so a cell that mixes trained and untrained runs shows it. */
 #include "report/parts.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/util.h"
 
 #define NEAR_START 100 /* a best held-out step at most this: the first four measurements (every 25) */
 
@@ -49,16 +50,19 @@ int section_stopping(Report *rep) {
         if (!have_first) snprintf(first, sizeof first, "%s", q), have_first = 1;
         else if (strcmp(first, q) != 0) with_quantizer = 1;
     }
-    /* the labels, in order of first appearance */
+    /* the labels, in order of first appearance, and each trained run's (-1: not trained by --steps auto) */
     char labels[MAX_LEVELS][ROW_LABEL];
-    int n_labels = 0;
-    for (int i = 0; i < rep->n_runs && n_labels < MAX_LEVELS; i++) {
+    int n_labels = 0, *label_of = qc_malloc(sizeof(int) * (size_t)rep->n_runs, "stopping rows");
+    if (!label_of) return -1;
+    for (int i = 0; i < rep->n_runs; i++) {
+        label_of[i] = -1;
         if (!auto_run(&rep->runs[i])) continue;
         char l[ROW_LABEL];
         run_label(&rep->runs[i], with_quantizer, l, sizeof l);
         int k = 0;
         while (k < n_labels && strcmp(labels[k], l) != 0) k++;
-        if (k == n_labels) snprintf(labels[n_labels++], sizeof labels[0], "%s", l);
+        if (k == n_labels && n_labels < MAX_LEVELS) snprintf(labels[n_labels++], sizeof labels[0], "%s", l);
+        if (k < n_labels) label_of[i] = k;
     }
     TextBuf *t = &rep->body, *c = &rep->conclusions;
     textbuf_printf(t, "\n## 14. How the trained runs stopped\n\nRuns trained by --steps auto, by model size, bit width (control: the "
@@ -79,9 +83,7 @@ int section_stopping(Report *rep) {
                 double steps = 0.0;
                 for (int i = 0; i < rep->n_runs; i++) {
                     const Run *r = &rep->runs[i];
-                    char l[ROW_LABEL];
-                    if (!auto_run(r) || r->size != z || r->control != control || (!control && r->rec.bits != rep->bits[b]) ||
-                        strcmp(run_label(r, with_quantizer, l, sizeof l), labels[k]) != 0)
+                    if (label_of[i] != k || r->size != z || r->control != control || (!control && r->rec.bits != rep->bits[b]))
                         continue;
                     n++;
                     steps += (double)r->rec.steps_run;
@@ -106,6 +108,7 @@ int section_stopping(Report *rep) {
                 textbuf_printf(t, " |\n");
             }
         }
+    free(label_of);
     textbuf_printf(c, "- %d of %d runs trained by --steps auto stopped at the step cap (%.1f%%; section 14).\n", capped, total,
                    100.0 * capped / total);
     if (near_quant)
