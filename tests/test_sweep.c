@@ -151,6 +151,23 @@ static void test_grid_file_refuses_repeated_values(void **state) {
     assert_int_equal(cfg.n_bits, 3);
 }
 
+/* A size named without :STEPS keeps the preset's float budget for it: `--preset seed243 --sizes
+ * 128x4` trained 128x4 for the preset's default 1500 steps instead of seed243's 800 (a different
+ * float model than the grid's, silently). A size the preset lacks takes the default. */
+static void test_sizes_keep_preset_budgets(void **state) {
+    (void)state;
+    SweepConfig cfg;
+    assert_int_equal(sweep_preset(&cfg, "seed243"), 0);
+    const char *text = "{\"sizes\": [\"128x4\", \"256x6:50\", \"96x3\", \"64x2\"]}";
+    if (sweep_parse_grid(&cfg, text, strlen(text), "grid.json") != 0) fail_msg("%s", qc_last_error());
+    assert_int_equal(cfg.n_sizes, 4);
+    assert_int_equal(SIZE_TRAIN_STEPS(&cfg, 0), 800);
+    assert_int_equal(SIZE_TRAIN_STEPS(&cfg, 1), 50);
+    assert_int_equal(SIZE_TRAIN_STEPS(&cfg, 2), cfg.train_steps);
+    assert_int_equal(SIZE_TRAIN_STEPS(&cfg, 3), 1500);
+    assert_int_equal(cfg.sizes[2].train_steps, 0);
+}
+
 /* A key twice: cJSON keeps both and the lookup reads the first, so {"seeds":[1],"seeds":[2]} ran
  * seed 1 alone, silently. Refused naming the file and the key. */
 static void test_grid_file_refuses_repeated_keys(void **state) {
@@ -526,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_order_by_cost),
         cmocka_unit_test(test_grid_file_refuses_repeated_values),
         cmocka_unit_test(test_grid_file_refuses_repeated_keys),
+        cmocka_unit_test(test_sizes_keep_preset_budgets),
         cmocka_unit_test(test_lists_refuse_empty_elements),
         cmocka_unit_test(test_manifest_released_only_without_work),
         cmocka_unit_test(test_concurrent_starts_one_manifest),

@@ -319,8 +319,11 @@ int cmd_sweep(int argc, char **argv) {
     if ((rc = parse_correction_reads_flag("sweep", correction_reads, &cfg.scheme.act))) return rc;
     if (train_steps > 0) { /* one budget for every size that does not name its own in --sizes */
         cfg.train_steps = train_steps;
-        if (!axis_text[AXIS_sizes])
-            for (int z = 0; z < cfg.n_sizes; z++) cfg.sizes[z].train_steps = 0;
+        ModelSize named[SWEEP_MAX_VALUES];
+        int n_named = 0;
+        if (axis_text[AXIS_sizes] && parse_size_list("--sizes", axis_text[AXIS_sizes], named, &n_named) != 0) return usage_error("sweep", "%s", qc_last_error());
+        for (int z = 0; z < cfg.n_sizes; z++) /* the preset's budgets give way (the sizes keep --sizes' order) */
+            if (z >= n_named || !named[z].train_steps) cfg.sizes[z].train_steps = 0;
     }
     if (train_lr >= 0) cfg.train_lr = train_lr;
     if (train_batch > 0) cfg.train_batch = train_batch;

@@ -54,7 +54,20 @@ const SweepAxisOps axis_seeds = {
 };
 
 /* ---- sizes: one float model each (the run holds the index) ---- */
-static int sizes_parse(const char *flag, const char *text, SweepConfig *cfg) { return parse_size_list(flag, text, cfg->sizes, &cfg->n_sizes); }
+/* A size named without :STEPS keeps the preset's budget for that size (`--preset seed243 --sizes
+ * 128x4` trains 128x4 for seed243's 800 steps, not the preset's default); a size the preset lacks
+ * takes the default (cfg->train_steps), as does every unnamed one under --train-steps (cmd_sweep). */
+static int sizes_parse(const char *flag, const char *text, SweepConfig *cfg) {
+    ModelSize preset[SWEEP_MAX_VALUES];
+    int n_preset = cfg->n_sizes;
+    memcpy(preset, cfg->sizes, sizeof preset);
+    if (parse_size_list(flag, text, cfg->sizes, &cfg->n_sizes) != 0) return -1;
+    for (int z = 0; z < cfg->n_sizes; z++)
+        for (int p = 0; p < n_preset && !cfg->sizes[z].train_steps; p++)
+            if (preset[p].d_model == cfg->sizes[z].d_model && preset[p].n_layer == cfg->sizes[z].n_layer)
+                cfg->sizes[z].train_steps = preset[p].train_steps;
+    return 0;
+}
 static int sizes_slots(const SweepConfig *cfg) { return cfg->n_sizes; }
 static void sizes_set(const SweepConfig *cfg, SweepRun *r, int slot) {
     (void)cfg;
@@ -75,7 +88,7 @@ static int sizes_compare(const RunRecord *a, const RunRecord *b) {
     return compare_long(a->d_model * 1000 + a->n_layer, b->d_model * 1000 + b->n_layer);
 }
 const SweepAxisOps axis_sizes = {
-    .help = "comma list of D_MODELxLAYERS[:STEPS], e.g. 64x2,128x4:800",
+    .help = "comma list of D_MODELxLAYERS[:STEPS], e.g. 64x2,128x4:800 (without STEPS: the preset's budget for that size)",
     .parse = sizes_parse,
     .slots = sizes_slots,
     .set = sizes_set,
