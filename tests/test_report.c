@@ -442,12 +442,23 @@ static void test_report_end_to_end(void **state) {
                 runs64++;
                 if (truns[i].ok) g64 += truns[i].lq - truns[i].lc, q64 += truns[i].lq - truns[i].lf, n++;
             }
+        /* the linear width holds learned and closed-form runs: a column each (lstsq, then train),
+         * never their pool */
         int cols = table_row(md, "## 4. Recovery by correction hidden size", key, NULL, cells);
-        assert_int_equal(cols, 4);
-        assert_close(cell_number(cells[3]), 100 * g64 / q64, PCT_1DP);
+        assert_int_equal(cols, 5);
+        if (!strstr(md, "| bits | linear (h=0), lstsq | linear (h=0), train | MLP (h=32) | MLP (h=64) |"))
+            fail_msg("section 4 does not give the learned and the closed-form linear corrections a column each");
+        assert_close(cell_number(cells[4]), 100 * g64 / q64, PCT_1DP);
         char counts[32];
         snprintf(counts, sizeof counts, "(%d/%d)", n, runs64);
-        if (!strstr(cells[3], counts)) fail_msg("cell '%s' does not count %s", cells[3], counts);
+        if (!strstr(cells[4], counts)) fail_msg("cell '%s' does not count %s", cells[4], counts);
+        for (int lstsq = 1; lstsq >= 0; lstsq--) {
+            double g = 0, q = 0;
+            for (int i = 0; i < n_truns; i++)
+                if (!truns[i].control && truns[i].bits == bits && truns[i].hidden == 0 && truns[i].lstsq == lstsq && truns[i].ok)
+                    g += truns[i].lq - truns[i].lc, q += truns[i].lq - truns[i].lf;
+            assert_close(cell_number(cells[lstsq ? 1 : 2]), 100 * g / q, PCT_1DP);
+        }
         (void)got_n;
 
         /* 8. control: each quantized train run against the control run of its seed and correction */
@@ -597,6 +608,7 @@ static void test_report_fine_tuning_is_no_recovery(void **state) {
     const char *expected[] = {
         "- At 4 bits, corrections recover 50.0% of the pooled quantization loss gap",
         "3 whose loss gap is resolved but under 3 times the gain the same correction training gives the unquantized model",
+        "| bits | linear (h=0) | MLP (h=32) |\n", /* one method: one column a width */
     };
     char *md = report_with(dir, expected, sizeof expected / sizeof *expected);
     if (strstr(md, "250.0")) fail_msg("report.md quotes the fine-tuning ratio 250%%");

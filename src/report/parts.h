@@ -141,6 +141,17 @@ int paired_untestable(const PairedComparison *pc);
 void put_untestable(TextBuf *t, const PairedComparison *pc);
 typedef enum { FACTOR_HIDDEN, FACTOR_SIZE, FACTOR_EVERY } Factor;
 void section_factor(Report *rep, Factor factor, const char *heading); /* 4-6, tables.c */
+/* Section 4's columns and its plot's series: one per correction width, and one per method of a
+ * width whose runs come from more than one (a learned and a closed-form linear correction, whose
+ * recoveries may have opposite signs: pooled, neither shows). label: "linear (h=0)" or
+ * "linear (h=0), lstsq". Returns the count (at most rep->n_hidden * KIND_SERIES_METHODS). */
+enum { KIND_SERIES_METHODS = 8 };
+typedef struct {
+    int hidden;
+    const char *method; /* NULL: every method of the width */
+    char label[80];
+} KindSeries;
+int kind_series(const Report *rep, KindSeries *out);
 int plots_recovery(Report *rep);                /* plots.c */
 int section_configurations(Report *rep);        /* 7, tables.c */
 int section_control(Report *rep);               /* 8, paired.c */

@@ -53,27 +53,30 @@ void embed_plot(Report *rep, const char *file, const char *alt) { textbuf_printf
 /* plots: recovery by bit width per correction type; heat maps of size × every per bit width */
 int plots_recovery(Report *rep) {
     TextBuf *t = &rep->body;
-    int n_groups = rep->n_bits, n_series = rep->n_hidden;
+    KindSeries *series = qc_malloc(sizeof *series * (size_t)(rep->n_hidden * KIND_SERIES_METHODS + 1), "recovery plot series");
+    if (!series) return -1;
+    int n_groups = rep->n_bits, n_series = kind_series(rep, series);
     size_t cells = (size_t)(n_groups * n_series);
     double *value = qc_malloc(sizeof(double) * 3 * (cells ? cells : 1), "recovery plot");
-    char (*names)[48] = qc_malloc(sizeof *names * (size_t)(n_series + n_groups + 1), "plot labels");
+    char (*names)[48] = qc_malloc(sizeof *names * (size_t)(n_groups + 1), "plot labels");
     const char **labels = qc_malloc(sizeof(char *) * (size_t)(n_series + n_groups + 1), "plot labels");
-    if (!value || !names || !labels) { free(value); free(names); free(labels); return -1; }
+    if (!value || !names || !labels) { free(series); free(value); free(names); free(labels); return -1; }
     double *low = value + cells, *high = low + cells;
     for (int k = 0; k < n_groups; k++)
         for (int h = 0; h < n_series; h++) {
             Select s = select_bits(rep->bits[k]);
-            s.hidden = rep->hidden[h];
+            s.hidden = series[h].hidden;
+            s.method = series[h].method;
             CellRecovery cr;
             cell_recovery(rep, &s, &cr);
             value[k * n_series + h] = 100 * cr.pooled;
             low[k * n_series + h] = cr.n_seeds >= 2 ? 100 * cr.by_seed.ci_low : NAN;
             high[k * n_series + h] = cr.n_seeds >= 2 ? 100 * cr.by_seed.ci_high : NAN;
         }
-    for (int h = 0; h < n_series; h++) labels[h] = kind_label(rep->hidden[h], names[h], sizeof names[h]);
+    for (int h = 0; h < n_series; h++) labels[h] = series[h].label;
     for (int k = 0; k < n_groups; k++) {
-        snprintf(names[n_series + k], sizeof names[0], "%d bits", rep->bits[k]);
-        labels[n_series + k] = names[n_series + k];
+        snprintf(names[k], sizeof names[0], "%d bits", rep->bits[k]);
+        labels[n_series + k] = names[k];
     }
     TextBuf svg = {0};
     svg_bar_chart(&svg, "Recovery by bit width and correction type", "recovery (%)", labels + n_series, n_groups, labels, n_series, value,
@@ -131,6 +134,7 @@ int plots_recovery(Report *rep) {
     free(row_labels);
     free(names);
     free(labels);
+    free(series);
     return rc;
 }
 

@@ -243,14 +243,56 @@ void section_perplexity(Report *rep) {
 }
 
 /* 4-6: a factor (hidden, size, every) against bit width; cells mean ± std (n) */
+static int compare_method_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+int kind_series(const Report *rep, KindSeries *out) {
+    int n = 0;
+    for (int h = 0; h < rep->n_hidden; h++) {
+        const char *methods[KIND_SERIES_METHODS];
+        int n_methods = 0, more = 0;
+        for (int i = 0; i < rep->n_runs; i++) {
+            const Run *r = &rep->runs[i];
+            if (r->control || !r->stream || r->rec.hidden != rep->hidden[h] || !r->rec.method) continue;
+            int seen = 0;
+            for (int m = 0; m < n_methods && !seen; m++) seen = strcmp(methods[m], r->rec.method) == 0;
+            if (seen) continue;
+            if (n_methods < KIND_SERIES_METHODS) methods[n_methods++] = r->rec.method;
+            else more = 1; /* more methods than columns: the width stays pooled */
+        }
+        if (n_methods < 2 || more) {
+            out[n] = (KindSeries){.hidden = rep->hidden[h]};
+            kind_label(rep->hidden[h], out[n].label, sizeof out[n].label);
+            n++;
+            continue;
+        }
+        qsort(methods, (size_t)n_methods, sizeof *methods, compare_method_name);
+        for (int m = 0; m < n_methods; m++, n++) {
+            char kind[64];
+            out[n] = (KindSeries){.hidden = rep->hidden[h], .method = methods[m]};
+            snprintf(out[n].label, sizeof out[n].label, "%s, %s", kind_label(rep->hidden[h], kind, sizeof kind), methods[m]);
+        }
+    }
+    return n;
+}
+
 void section_factor(Report *rep, Factor factor, const char *heading) {
     TextBuf *t = &rep->body;
-    int levels = factor == FACTOR_HIDDEN ? rep->n_hidden : factor == FACTOR_SIZE ? rep->n_sizes : rep->n_every;
+    KindSeries *series = NULL;
+    int levels = factor == FACTOR_SIZE ? rep->n_sizes : rep->n_every;
+    if (factor == FACTOR_HIDDEN) {
+        series = qc_malloc(sizeof *series * (size_t)(rep->n_hidden * KIND_SERIES_METHODS + 1), "section 4 columns");
+        if (!series) return;
+        levels = kind_series(rep, series);
+    }
     textbuf_printf(t, "\n## %s\n\nCells: recovery (%%) as the ratio of pooled means over the cell's resolved runs, [95%% CI over "
-                      "seeds], (resolved/runs); \"unresolved\" where no run's gap was resolved.\n\n| bits |", heading);
+                      "seeds], (resolved/runs); \"unresolved\" where no run's gap was resolved.", heading);
+    if (factor == FACTOR_HIDDEN && levels > rep->n_hidden)
+        textbuf_printf(t, " A width whose runs come from more than one method has a column per method (a learned and a "
+                          "closed-form correction are not pooled here).");
+    textbuf_printf(t, "\n\n| bits |");
     for (int l = 0; l < levels; l++) {
-        char label[64];
-        if (factor == FACTOR_HIDDEN) kind_label(rep->hidden[l], label, sizeof label);
+        char label[80];
+        if (factor == FACTOR_HIDDEN) snprintf(label, sizeof label, "%s", series[l].label);
         else if (factor == FACTOR_SIZE) snprintf(label, sizeof label, "%s", rep->sizes[l].name);
         else snprintf(label, sizeof label, "every %d", rep->every[l]);
         textbuf_printf(t, " %s |", label);
@@ -262,7 +304,7 @@ void section_factor(Report *rep, Factor factor, const char *heading) {
         textbuf_printf(t, "| %d |", rep->bits[k]);
         for (int l = 0; l < levels; l++) {
             Select s = select_bits(rep->bits[k]);
-            if (factor == FACTOR_HIDDEN) s.hidden = rep->hidden[l];
+            if (factor == FACTOR_HIDDEN) s.hidden = series[l].hidden, s.method = series[l].method;
             else if (factor == FACTOR_SIZE) s.size = l;
             else s.every = rep->every[l];
             CellRecovery cr;
@@ -271,6 +313,7 @@ void section_factor(Report *rep, Factor factor, const char *heading) {
         }
         textbuf_printf(t, "\n");
     }
+    free(series);
 }
 
 /* 7. configurations: every factor but the seed */
