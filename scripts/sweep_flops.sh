@@ -7,8 +7,9 @@
 # correction site d^2 (linear) or 2 d h (MLP h). Counted, as the sweep runs them: each float
 # model's training (forward + both backward products: 3x) and its evaluation of the validation
 # split; each quantized model's evaluation and its prefix caches (validation, calibration and
-# held-out windows through the blocks below the first site); each run's steps (batch x T tokens
-# above the first site: forward, the input-gradient product and the corrections' weight
+# held-out windows through the blocks up to the first site's, which the corrections never
+# change); each run's steps (batch x T tokens through the blocks above the first site's block and
+# the head: forward, the input-gradient product and the corrections' weight
 # gradients), under --steps auto its held-out measurements (one before the first step and one
 # every 25), and its evaluation. A FLOP is half a multiply-add. Prints GFLOP per part and in all.
 set -eu
@@ -45,11 +46,11 @@ NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
     }
     model = group "_" bits
     if (!(model in seen_model)) { seen_model[model] = 1; if (bits != 32) quant_eval += full * val_tokens }
-    b = first_site(L, e)
+    b = first_site(L, e) # the first site is after block b: blocks 0..b are frozen, their output cached
     cache = model "_" b
-    if (b > 0 && !(cache in seen_cache)) { seen_cache[cache] = 1; prefix += blocks(L, 0, d) * b / L * (val_tokens + calib_tokens + n_held * ctx) }
+    if (!(cache in seen_cache)) { seen_cache[cache] = 1; prefix += blocks(L, 0, d) * (b + 1) / L * (val_tokens + calib_tokens + n_held * ctx) }
     corr = sites(L, e) * (h > 0 ? 2 * d * h : d * d)
-    above = blocks(L, b, d) + 65 * d
+    above = blocks(L, b + 1, d) + 65 * d
     train += sr * cb * ctx * (2 * above + 3 * corr)
     if (auto) heldout += (int(sr / 25) + 1) * n_held * ctx * (above + corr)
     run_eval += val_tokens * (above + corr)
