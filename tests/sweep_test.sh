@@ -825,6 +825,20 @@ snapshot "$X" >"$T/snap"
 if [ $rc = 1 ] && grep -q "correction.stopping" "$T/err" && cmp -s "$T/ema.snap" "$T/snap"; then ok "sweep --steps auto without --ema on an --ema 0.9 directory is refused naming correction.stopping"
 else fail "sweep --steps auto without --ema on an --ema 0.9 directory is refused naming correction.stopping" "exit $rc"; show "$T/err"; fi
 
+# scripts/sweep_flops.sh counts a run's steps through the blocks above the one holding its first
+# site (and the head), never through that block: a 256x2 run at every 2 (its one site after the
+# last block) trains through the head alone. 1,000 steps of batch 8 x ctx 128 at d 256: every 2
+# 1000*8*128*(2*65*256 + 3*256^2) multiply-adds = 470.8 GFLOP; every 1 (sites after blocks 0 and 1)
+# adds block 1: 1000*8*128*(2*(12*256^2 + 2*128*256 + 65*256) + 3*2*256^2) = 4363.3 GFLOP
+mkdir -p "$T/flops"
+for e in 1 2; do
+    printf 'run_id,seed,size,d_model,n_layer,bits,every,hidden,steps,steps_run,stopped_by\nr,1,256x2,256,2,2,%s,0,1000,,\n' "$e" >"$T/flops/summary.csv"
+    sh scripts/sweep_flops.sh "$T/flops" 128 8 16 256x2:0 >"$T/out" 2>"$T/err"
+    eval "got_$e=\$(sed -n 's/^correction steps \([0-9]*\) GFLOP$/\1/p' \"\$T/out\")"
+done
+if [ "$got_2" = 471 ] && [ "$got_1" = 4363 ]; then ok "sweep_flops.sh: correction steps above the first site's block (every 2: 471 GFLOP, every 1: 4363)"
+else fail "sweep_flops.sh: correction steps above the first site's block" "every 2: '$got_2' (want 471), every 1: '$got_1' (want 4363)"; show "$T/out" 9; show "$T/err"; fi
+
 echo "# total $(($(date +%s) - START))s"
 echo "sweep: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
