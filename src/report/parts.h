@@ -29,6 +29,16 @@ typedef struct {
 #define MAX_LEVELS 256
 #define MAX_PLOTS 64
 
+/* Section 4's columns and its plot's series: one per correction width, and one per method of a
+ * width whose runs come from more than one (a learned and a closed-form linear correction, whose
+ * recoveries may have opposite signs: pooled, neither shows). label: "linear (h=0)" or
+ * "linear (h=0), lstsq". */
+typedef struct {
+    int hidden;
+    const char *method; /* NULL: every method of the width */
+    char label[80];
+} KindSeries;
+
 typedef struct {
     const char *dir;
     char csv_path[4096];
@@ -45,6 +55,8 @@ typedef struct {
     int n_seeds, n_calibs;
     const char *methods[MAX_LEVELS], *objectives[MAX_LEVELS], *schemes[MAX_LEVELS];
     int n_methods, n_objectives, n_schemes;
+    KindSeries *kinds; /* the widths and their methods (above), made by load_runs */
+    int n_kinds;
     /* scratch, n_runs each */
     double *a, *b, *c;
     TextBuf head, conclusions, body;
@@ -141,17 +153,6 @@ int paired_untestable(const PairedComparison *pc);
 void put_untestable(TextBuf *t, const PairedComparison *pc);
 typedef enum { FACTOR_HIDDEN, FACTOR_SIZE, FACTOR_EVERY } Factor;
 void section_factor(Report *rep, Factor factor, const char *heading); /* 4-6, tables.c */
-/* Section 4's columns and its plot's series: one per correction width, and one per method of a
- * width whose runs come from more than one (a learned and a closed-form linear correction, whose
- * recoveries may have opposite signs: pooled, neither shows). label: "linear (h=0)" or
- * "linear (h=0), lstsq". Returns the count (at most rep->n_hidden * KIND_SERIES_METHODS). */
-enum { KIND_SERIES_METHODS = 8 };
-typedef struct {
-    int hidden;
-    const char *method; /* NULL: every method of the width */
-    char label[80];
-} KindSeries;
-int kind_series(const Report *rep, KindSeries *out);
 int plots_recovery(Report *rep);                /* plots.c */
 int section_configurations(Report *rep);        /* 7, tables.c */
 int section_control(Report *rep);               /* 8, paired.c */

@@ -53,14 +53,13 @@ void embed_plot(Report *rep, const char *file, const char *alt) { textbuf_printf
 /* plots: recovery by bit width per correction type; heat maps of size × every per bit width */
 int plots_recovery(Report *rep) {
     TextBuf *t = &rep->body;
-    KindSeries *series = qc_malloc(sizeof *series * (size_t)(rep->n_hidden * KIND_SERIES_METHODS + 1), "recovery plot series");
-    if (!series) return -1;
-    int n_groups = rep->n_bits, n_series = kind_series(rep, series);
+    const KindSeries *series = rep->kinds;
+    int n_groups = rep->n_bits, n_series = rep->n_kinds;
     size_t cells = (size_t)(n_groups * n_series);
     double *value = qc_malloc(sizeof(double) * 3 * (cells ? cells : 1), "recovery plot");
     char (*names)[48] = qc_malloc(sizeof *names * (size_t)(n_groups + 1), "plot labels");
     const char **labels = qc_malloc(sizeof(char *) * (size_t)(n_series + n_groups + 1), "plot labels");
-    if (!value || !names || !labels) { free(series); free(value); free(names); free(labels); return -1; }
+    if (!value || !names || !labels) { free(value); free(names); free(labels); return -1; }
     double *low = value + cells, *high = low + cells;
     for (int k = 0; k < n_groups; k++)
         for (int h = 0; h < n_series; h++) {
@@ -134,7 +133,6 @@ int plots_recovery(Report *rep) {
     free(row_labels);
     free(names);
     free(labels);
-    free(series);
     return rc;
 }
 

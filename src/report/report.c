@@ -102,6 +102,7 @@ int report_write(const char *dir, ReportSummary *summary) {
     textbuf_free(&rep->body);
     report_csv_free(&rep->csv);
     free(rep->runs);
+    free(rep->kinds);
     free(rep->a);
     free(rep->b);
     free(rep->c);

@@ -65,6 +65,38 @@ static void exclude_fine_tuning_bound(Report *rep) {
     }
 }
 
+static int width_has_method(const Report *rep, int hidden, const char *method) {
+    for (int i = 0; i < rep->n_runs; i++) {
+        const Run *r = &rep->runs[i];
+        if (!r->control && r->stream && r->rec.hidden == hidden && strcmp(r->rec.method, method) == 0) return 1;
+    }
+    return 0;
+}
+
+/* rep->kinds (parts.h): per width, its methods in the sorted method levels' order */
+static int make_kind_series(Report *rep) {
+    rep->kinds = qc_malloc(sizeof *rep->kinds * (size_t)(rep->n_hidden * rep->n_methods + 1), "section 4 columns");
+    if (!rep->kinds) return -1;
+    rep->n_kinds = 0;
+    for (int h = 0; h < rep->n_hidden; h++) {
+        int first = rep->n_kinds;
+        char kind[64];
+        kind_label(rep->hidden[h], kind, sizeof kind);
+        for (int m = 0; m < rep->n_methods; m++)
+            if (width_has_method(rep, rep->hidden[h], rep->methods[m])) {
+                KindSeries *k = &rep->kinds[rep->n_kinds++];
+                *k = (KindSeries){.hidden = rep->hidden[h], .method = rep->methods[m]};
+                snprintf(k->label, sizeof k->label, "%s, %s", kind, rep->methods[m]);
+            }
+        if (rep->n_kinds - first < 2) { /* one method (or none): the width alone */
+            rep->n_kinds = first;
+            rep->kinds[rep->n_kinds] = (KindSeries){.hidden = rep->hidden[h]};
+            snprintf(rep->kinds[rep->n_kinds++].label, sizeof rep->kinds[0].label, "%s", kind);
+        }
+    }
+    return 0;
+}
+
 int load_runs(Report *rep) {
     snprintf(rep->csv_path, sizeof rep->csv_path, "%s/summary.csv", rep->dir);
     if (report_csv_read(rep->csv_path, &rep->csv) != 0) return -1;
@@ -170,7 +202,7 @@ int load_runs(Report *rep) {
         for (int s = 0; s < rep->n_sizes; s++)
             if (strcmp(rep->sizes[s].name, rep->runs[i].rec.size) == 0) rep->runs[i].size = s;
     exclude_fine_tuning_bound(rep);
-    return 0;
+    return make_kind_series(rep);
 }
 
 int same_correction(const Run *x, const Run *y) {

@@ -243,47 +243,10 @@ void section_perplexity(Report *rep) {
 }
 
 /* 4-6: a factor (hidden, size, every) against bit width; cells mean ± std (n) */
-static int compare_method_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
-int kind_series(const Report *rep, KindSeries *out) {
-    int n = 0;
-    for (int h = 0; h < rep->n_hidden; h++) {
-        const char *methods[KIND_SERIES_METHODS];
-        int n_methods = 0, more = 0;
-        for (int i = 0; i < rep->n_runs; i++) {
-            const Run *r = &rep->runs[i];
-            if (r->control || !r->stream || r->rec.hidden != rep->hidden[h] || !r->rec.method) continue;
-            int seen = 0;
-            for (int m = 0; m < n_methods && !seen; m++) seen = strcmp(methods[m], r->rec.method) == 0;
-            if (seen) continue;
-            if (n_methods < KIND_SERIES_METHODS) methods[n_methods++] = r->rec.method;
-            else more = 1; /* more methods than columns: the width stays pooled */
-        }
-        if (n_methods < 2 || more) {
-            out[n] = (KindSeries){.hidden = rep->hidden[h]};
-            kind_label(rep->hidden[h], out[n].label, sizeof out[n].label);
-            n++;
-            continue;
-        }
-        qsort(methods, (size_t)n_methods, sizeof *methods, compare_method_name);
-        for (int m = 0; m < n_methods; m++, n++) {
-            char kind[64];
-            out[n] = (KindSeries){.hidden = rep->hidden[h], .method = methods[m]};
-            snprintf(out[n].label, sizeof out[n].label, "%s, %s", kind_label(rep->hidden[h], kind, sizeof kind), methods[m]);
-        }
-    }
-    return n;
-}
-
 void section_factor(Report *rep, Factor factor, const char *heading) {
     TextBuf *t = &rep->body;
-    KindSeries *series = NULL;
-    int levels = factor == FACTOR_SIZE ? rep->n_sizes : rep->n_every;
-    if (factor == FACTOR_HIDDEN) {
-        series = qc_malloc(sizeof *series * (size_t)(rep->n_hidden * KIND_SERIES_METHODS + 1), "section 4 columns");
-        if (!series) return;
-        levels = kind_series(rep, series);
-    }
+    const KindSeries *series = rep->kinds;
+    int levels = factor == FACTOR_HIDDEN ? rep->n_kinds : factor == FACTOR_SIZE ? rep->n_sizes : rep->n_every;
     textbuf_printf(t, "\n## %s\n\nCells: recovery (%%) as the ratio of pooled means over the cell's resolved runs, [95%% CI over "
                       "seeds], (resolved/runs); \"unresolved\" where no run's gap was resolved.", heading);
     if (factor == FACTOR_HIDDEN && levels > rep->n_hidden)
@@ -313,7 +276,6 @@ void section_factor(Report *rep, Factor factor, const char *heading) {
         }
         textbuf_printf(t, "\n");
     }
-    free(series);
 }
 
 /* 7. configurations: every factor but the seed */
